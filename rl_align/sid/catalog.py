@@ -1,0 +1,171 @@
+"""SidCatalog: item ↔ SID maps, the policy's token layout, and the prefix trie.
+
+Token layout (one vocabulary shared by prompts and targets)::
+
+    0 <pad>   1 <bos>   2 <eos> (ends every SID)   3 <sep> (between history items)
+    4 <unk>   then level 0 codes, level 1 codes, ... (each level has its own range)
+
+Files in a catalog directory: ``catalog.json`` (layout, item ids, stats),
+``codes.npz`` (codes, lengths) and ``trie.npz`` — plain JSON/NPZ, no pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from rl_align.sid.codes import SidCodes
+from rl_align.sid.trie import SidTrie
+from rl_align.utils.io import atomic_dir, load_npz, read_json, write_json, write_npz
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<sep>", "<unk>"]
+PAD, BOS, EOS, SEP, UNK = range(5)
+LEVEL_NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass
+class TokenLayout:
+    """Where each level's codes sit in the vocabulary.
+
+    Attributes:
+        codebook_sizes: codes per level.
+        offsets: first token id of each level's range.
+        vocab_size: specials + all level codes.
+    """
+
+    codebook_sizes: list[int]
+    offsets: list[int]
+    vocab_size: int
+
+    @classmethod
+    def for_sizes(cls, sizes: Sequence[int]) -> "TokenLayout":
+        offsets, o = [], len(SPECIALS)
+        for k in sizes:
+            offsets.append(o)
+            o += int(k)
+        return cls(list(map(int, sizes)), offsets, o)
+
+    def token_names(self) -> list[str]:
+        """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12."""
+        names = list(SPECIALS)
+        for lvl, k in enumerate(self.codebook_sizes):
+            names.extend(f"<{LEVEL_NAMES[lvl]}_{c}>" for c in range(k))
+        return names
+
+    def level_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(...) token ids → (...) level index, -1 for specials."""
+        off = torch.tensor(self.offsets + [self.vocab_size], device=tokens.device)
+        lvl = torch.searchsorted(off, tokens, right=True) - 1
+        return torch.where(tokens >= len(SPECIALS), lvl, torch.full_like(lvl, -1))
+
+
+class SidCatalog:
+    """Items, their SIDs, the token layout and the trie."""
+
+    def __init__(self, item_ids: list[str], codes: SidCodes, stats: Optional[dict] = None) -> None:
+        if len(item_ids) != codes.n:
+            raise ValueError(f"{len(item_ids)} item ids for {codes.n} codes")
+        if codes.collision_stats()["colliding_items"]:
+            raise ValueError("SidCatalog needs collision-free codes (resolve collisions first)")
+        self.item_ids = list(item_ids)
+        self.codes = codes
+        self.layout = TokenLayout.for_sizes(codes.codebook_sizes)
+        self.stats = stats or {}
+        self._index = {iid: k for k, iid in enumerate(self.item_ids)}
+        self.tokens, self.token_lengths = self._tokenize(codes)
+        self.trie = SidTrie.build(self.tokens, self.token_lengths, self.layout.vocab_size)
+
+    def _tokenize(self, codes: SidCodes) -> tuple[np.ndarray, np.ndarray]:
+        """(n, L_max+1) int64 tokens: level codes shifted into their ranges, then <eos>, then <pad>."""
+        n, L = codes.codes.shape
+        tok = np.full((n, L + 1), PAD, np.int64)
+        inside = np.arange(L)[None, :] < codes.lengths[:, None]
+        shifted = codes.codes.astype(np.int64) + np.asarray(self.layout.offsets, np.int64)[None, :]
+        tok[:, :L][inside] = shifted[inside]
+        tok[np.arange(n), codes.lengths] = EOS
+        return tok, codes.lengths.astype(np.int64) + 1
+
+    # ------------------------------------------------------------------ maps
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.layout.vocab_size
+
+    @property
+    def max_sid_len(self) -> int:
+        """Longest token sequence of an item, end token included."""
+        return int(self.token_lengths.max())
+
+    def index_of(self, raw_item_id: str) -> int:
+        """Dense index of a raw item id; KeyError naming the id if it is not in the catalog."""
+        try:
+            return self._index[str(raw_item_id)]
+        except KeyError:
+            raise KeyError(f"item {raw_item_id!r} is not in the catalog ({self.n_items} items)") from None
+
+    def item_tokens(self, item: int) -> list[int]:
+        """Token ids of item ``item`` (dense index), end token included."""
+        return self.tokens[item, : self.token_lengths[item]].tolist()
+
+    def sid_string(self, item: int) -> str:
+        """Readable SID, e.g. ``<a_3><b_17><c_0><eos>``."""
+        names = self.layout.token_names()
+        return "".join(names[t] for t in self.item_tokens(item))
+
+    def decode(self, sequences: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(N, t) generated token sequences (each ending with <eos>, then anything) → (N,) item index or -1."""
+        seq = torch.as_tensor(np.asarray(sequences), dtype=torch.long)
+        # read until the first <eos> (inclusive)
+        is_eos = seq == EOS
+        has = is_eos.any(1)
+        first = torch.where(has, is_eos.float().argmax(1), torch.full((seq.shape[0],), seq.shape[1] - 1))
+        lengths = first + 1
+        items = self.trie.lookup(seq, lengths)
+        return torch.where(has, items, torch.full_like(items, -1)).numpy()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the layout and every item's tokens: a policy trained on one catalog checks it."""
+        h = hashlib.sha256()
+        h.update(str(self.layout.codebook_sizes).encode())
+        h.update(np.ascontiguousarray(self.tokens).tobytes())
+        h.update("\x00".join(self.item_ids).encode())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ io
+    def save(self, directory: str | Path) -> None:
+        """Write catalog.json, codes.npz and trie.npz atomically (the directory appears complete or not at all)."""
+        with atomic_dir(directory) as tmp:
+            write_npz(tmp / "codes.npz", codes=self.codes.codes, lengths=self.codes.lengths)
+            self.trie.save(tmp / "trie.npz")
+            write_json(tmp / "catalog.json", {
+                "format": "rl-align-sid-catalog/1",
+                "n_items": self.n_items,
+                "codebook_sizes": self.layout.codebook_sizes,
+                "offsets": self.layout.offsets,
+                "vocab_size": self.layout.vocab_size,
+                "specials": SPECIALS,
+                "fingerprint": self.fingerprint(),
+                "item_ids": self.item_ids,
+                "stats": self.stats,
+            })
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SidCatalog":
+        directory = Path(directory)
+        meta = read_json(directory / "catalog.json")
+        for key in ("item_ids", "codebook_sizes", "fingerprint"):
+            if key not in meta:
+                raise ValueError(f"{directory / 'catalog.json'}: missing key {key!r}")
+        z = load_npz(directory / "codes.npz")
+        cat = cls(meta["item_ids"], SidCodes(z["codes"], z["lengths"], meta["codebook_sizes"]), meta.get("stats"))
+        if cat.fingerprint() != meta["fingerprint"]:
+            raise ValueError(f"{directory}: catalog fingerprint mismatch (files edited or mixed from two catalogs)")
+        return cat

@@ -1,0 +1,140 @@
+"""RQ-KMeans: level-wise k-means on residuals (faiss does the k-means and the assignment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import faiss
+import numpy as np
+
+from rl_align.config import SidConfig
+from rl_align.sid.base import TOKENIZERS, SidTokenizer
+from rl_align.sid.codes import SidCodes
+from rl_align.utils.io import load_npz, write_npz
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest ``k`` centroids of each row (exact L2, faiss flat index).
+
+    Args:
+        x: (n, d) float32. centroids: (K, d) float32.
+
+    Returns:
+        dist (n, k) float32 squared L2, idx (n, k) int64.
+    """
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, np.float32))
+    return index.search(np.ascontiguousarray(x, np.float32), k)
+
+
+def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int) -> np.ndarray:
+    """faiss k-means → (k, d) float32 centroids (k is capped at the number of points)."""
+    k = min(k, x.shape[0])
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
+                      min_points_per_centroid=1,
+                      verbose=False, spherical=False)
+    km.train(np.ascontiguousarray(x, np.float32))
+    return np.asarray(km.centroids, np.float32)
+
+
+@TOKENIZERS.register("rq_kmeans")
+class RQKMeans(SidTokenizer):
+    """L levels × K codes; level l clusters the residual left after levels < l.
+
+    Codebooks: (L, K, d) float32.
+    """
+
+    name = "rq_kmeans"
+
+    def __init__(self, cfg: SidConfig) -> None:
+        super().__init__(cfg)
+        self.codebooks: Optional[np.ndarray] = None
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [self.cfg.codebook_size] * self.cfg.levels
+
+    def _prep(self, emb: np.ndarray) -> np.ndarray:
+        x = np.array(emb, dtype=np.float32, copy=True)
+        if self.cfg.normalize_residuals:
+            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "RQKMeans":
+        self._fit_encode(emb, keep_codes=False)
+        return self
+
+    def fit_encode(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> SidCodes:
+        """One pass: the assignment computed after each level's k-means is the code (no second pass)."""
+        return self._fit_encode(emb, keep_codes=True)
+
+    def _fit_encode(self, emb: np.ndarray, keep_codes: bool) -> Optional[SidCodes]:
+        cfg = self.cfg
+        r = self._prep(emb)
+        n, d = r.shape
+        books = np.zeros((cfg.levels, cfg.codebook_size, d), np.float32)
+        codes = np.empty((n, cfg.levels), np.int32)
+        for lvl in range(cfg.levels):
+            c = kmeans(r, cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
+            books[lvl, : c.shape[0]] = c
+            if c.shape[0] < cfg.codebook_size:  # fewer points than codes: unused codes far away
+                books[lvl, c.shape[0]:] = 1e6
+            _, idx = assign(r, books[lvl])
+            codes[:, lvl] = idx[:, 0]
+            r -= books[lvl][idx[:, 0]]
+        self.codebooks = books
+        return SidCodes.fixed(codes, self.codebook_sizes) if keep_codes else None
+
+    def _check(self) -> np.ndarray:
+        if self.codebooks is None:
+            raise RuntimeError("rq_kmeans: call fit() before encode()")
+        return self.codebooks
+
+    def encode(self, emb: np.ndarray) -> SidCodes:
+        books = self._check()
+        r = self._prep(emb)
+        codes = np.empty((r.shape[0], books.shape[0]), np.int32)
+        for lvl in range(books.shape[0]):
+            _, idx = assign(r, books[lvl])
+            codes[:, lvl] = idx[:, 0]
+            r -= books[lvl][idx[:, 0]]
+        return SidCodes.fixed(codes, self.codebook_sizes)
+
+    def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:
+        """(n, d) residual of each item before quantising at ``level[i]`` (per item)."""
+        books = self._check()
+        r = self._prep(emb)
+        for lvl in range(books.shape[0]):
+            sel = level > lvl
+            if sel.any():
+                r[sel] -= books[lvl][codes.codes[sel, lvl]]
+        return r
+
+    def last_level_candidates(self, emb: np.ndarray, codes: SidCodes, topn: int) -> tuple[np.ndarray, np.ndarray]:
+        books = self._check()
+        last = codes.lengths.astype(np.int64) - 1
+        r = self.residual_at(emb, codes, last)
+        cand = np.empty((r.shape[0], topn), np.int64)
+        dist = np.empty((r.shape[0], topn), np.float32)
+        for lvl in np.unique(last):
+            sel = last == lvl
+            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
+            cand[sel], dist[sel] = ii, dd
+        return cand, dist
+
+    def reconstruct(self, codes: SidCodes) -> np.ndarray:
+        """(n, d) sum of the codewords of each item's code."""
+        books = self._check()
+        out = np.zeros((codes.n, books.shape[2]), np.float32)
+        for lvl in range(codes.max_len):
+            sel = codes.lengths > lvl
+            if lvl < books.shape[0]:
+                out[sel] += books[lvl][codes.codes[sel, lvl]]
+        return out
+
+    def _save_state(self, directory: Path) -> None:
+        write_npz(directory / "codebooks.npz", codebooks=self._check())
+
+    def _load_state(self, directory: Path) -> None:
+        self.codebooks = load_npz(directory / "codebooks.npz")["codebooks"].astype(np.float32)

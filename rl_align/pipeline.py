@@ -1,0 +1,148 @@
+"""The pipeline's stages (data → embed → sids), each writing into the run directory.
+
+Each stage is a function ``(RunDir) -> dict`` that reads the previous stages'
+artifacts from disk, so stages can run alone, in another process, or on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rl_align.config import RunConfig
+from rl_align.run_dir import RunDir, config_digest
+from rl_align.utils.io import load_npz, read_json, write_json, write_npz
+
+log = logging.getLogger("rl_align")
+
+
+# --------------------------------------------------------------------------- data
+def stage_data(run: RunDir) -> dict:
+    """Load the dataset, split leave-one-out, write ``data/`` (items, users, split arrays, stats)."""
+    from rl_align.data import leave_one_out, load_dataset
+    from rl_align.data.stats import dataset_stats
+
+    cfg = run.cfg.data
+    data = load_dataset(cfg)
+    split = leave_one_out(data, cfg.max_history)
+    d = run.stage_dir("data")
+    arrays = {"seq_items": split.seq_items, "seq_offsets": split.seq_offsets,
+              "item_popularity": data.item_popularity()}
+    for part in ("train", "valid", "test"):
+        ex = getattr(split, part)
+        for f in ("users", "targets", "history", "history_len", "positions"):
+            arrays[f"{part}_{f}"] = getattr(ex, f)
+    write_npz(d / "split.npz", **arrays)
+    write_json(d / "items.json", {"item_ids": data.item_ids, "item_text": data.item_text})
+    write_json(d / "users.json", {"user_ids": data.user_ids, "user_features": data.user_features})
+    if data.item_embeddings is not None:
+        from rl_align.utils.io import write_npy
+
+        write_npy(d / "dataset_item_embeddings.npy", data.item_embeddings)
+    stats = dataset_stats(data, split)
+    write_json(d / "stats.json", stats)
+    log.info("data: %s — %d users, %d items, %d interactions; train/valid/test = %d/%d/%d examples",
+             data.name, data.n_users, data.n_items, data.n_interactions, len(split.train), len(split.valid),
+             len(split.test))
+    return {"stats": stats}
+
+
+def load_items(run_path: Path) -> dict:
+    """``data/items.json`` of a run."""
+    return read_json(Path(run_path) / "data" / "items.json")
+
+
+def load_split_arrays(run_path: Path) -> dict[str, np.ndarray]:
+    """``data/split.npz`` of a run as a dict of arrays."""
+    return load_npz(Path(run_path) / "data" / "split.npz")
+
+
+# --------------------------------------------------------------------------- embed
+def stage_embed(run: RunDir) -> dict:
+    """Item vectors → ``embed/item_emb.npy``."""
+    from rl_align.data.fetch import cache_root
+    from rl_align.embed import embed_items
+    from rl_align.utils.io import write_npy
+
+    items = load_items(run.path)
+    provided = None
+    p = run.path / "data" / "dataset_item_embeddings.npy"
+    if run.cfg.embed.source == "dataset" and p.exists():
+        provided = np.load(p, allow_pickle=False)
+    t = time.perf_counter()
+    emb, info = embed_items(items["item_text"], run.cfg.embed, cache_root(run.cfg.data.cache_dir), provided)
+    d = run.stage_dir("embed")
+    write_npy(d / "item_emb.npy", emb)
+    info.update({"n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "seconds": time.perf_counter() - t})
+    write_json(d / "info.json", info)
+    log.info("embed: %d items → %d-d (%s, cache %s)", emb.shape[0], emb.shape[1], info["source"],
+             info.get("cache", "n/a"))
+    return info
+
+
+# --------------------------------------------------------------------------- sids
+def stage_sids(run: RunDir) -> dict:
+    """Fit the tokenizer, resolve collisions, write ``sids/`` (tokenizer, catalog, stats)."""
+    from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
+    from rl_align.sid.stats import format_stats, sid_stats
+
+    cfg = run.cfg.sid
+    emb = np.load(run.path / "embed" / "item_emb.npy", allow_pickle=False)
+    items = load_items(run.path)
+    pop = load_split_arrays(run.path)["item_popularity"]
+    t = time.perf_counter()
+    tok = build_tokenizer(cfg)
+    codes = tok.fit_encode(emb, pop)
+    fit_s = time.perf_counter() - t
+    resolved, report = resolve_collisions(codes, cfg.collision, tok, emb)
+    stats = sid_stats(resolved, pop)
+    stats["collisions"] = report
+    stats["fit_encode_seconds"] = fit_s
+    d = run.stage_dir("sids")
+    tok.save(d / "tokenizer")
+    catalog = SidCatalog(items["item_ids"], resolved, stats)
+    stats["vocab_size"] = catalog.vocab_size
+    stats["trie_bytes"] = catalog.trie.nbytes()
+    catalog.save(d / "catalog")
+    write_json(d / "stats.json", stats)
+    log.info("sids: %s %d×%d, fit+encode %.1fs\n%s", cfg.tokenizer, cfg.levels, cfg.codebook_size, fit_s,
+             format_stats(stats))
+    return {"collision_rate_before": report["before"]["collision_rate"],
+            "collision_rate_after": report["after"]["collision_rate"]}
+
+
+STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]] = {
+    # stage name → (function, the config a finished stage's digest covers: a change re-runs it and later stages)
+    "data": (stage_data, lambda c: {"data": config_digest(c.data)}),
+    "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed)}),
+    "sids": (stage_sids, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
+                                    "sid": config_digest(c.sid)}),
+}
+
+
+def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
+    """Run ``cfg.stages`` in order in ``run_path``; finished stages with an unchanged config are skipped."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
+    run = RunDir(run_path, cfg)
+    run.write_config()
+    results: dict = {}
+    for name in cfg.stages:
+        fn, scope = STAGES[name]
+        digest = config_digest(scope(cfg))
+        if resume and run.is_done(name, digest):
+            log.info("%s: already done (resume), skipping", name)
+            results[name] = read_json(run.path / name / "stage.json")
+            continue
+        t = time.perf_counter()
+        info = fn(run)
+        secs = time.perf_counter() - t
+        run.mark_done(name, digest, info, secs)
+        run.append_metrics({"stage": name, "seconds": secs, **{k: v for k, v in info.items() if k != "stats"}})
+        results[name] = info
+    return results

@@ -1,0 +1,80 @@
+import dataclasses
+import typing
+
+import pytest
+
+from rl_align.config import ConfigError, RunConfig, describe, dump_yaml, load_config
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path):
+    p = _write(tmp_path, "sid:\n  levls: 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'sid.levls'" in msg and "sid.levels" in msg
+
+
+def test_wrong_type_and_literal(tmp_path):
+    with pytest.raises(ConfigError, match=r"sid\.codebook_size: expected an integer"):
+        load_config(_write(tmp_path, "sid:\n  codebook_size: many\n"))
+    with pytest.raises(ConfigError, match=r"sid\.collision: 'drop' is not one of"):
+        load_config(_write(tmp_path, "sid:\n  collision: drop\n"))
+    with pytest.raises(ConfigError, match=r"data: expected a mapping"):
+        load_config(_write(tmp_path, "data: 3\n"))
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"line 2"):
+        load_config(_write(tmp_path, "a: 1\nb: c: d\n"))
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/x.yaml")
+
+
+def test_overrides_and_nested_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, "sid:\n  levels: 4\n"), overrides=["sid.codebook_size=64", "data.max_history=5"])
+    assert cfg.sid.levels == 4 and cfg.sid.codebook_size == 64 and cfg.data.max_history == 5
+    assert cfg.sid.rq_vae.beta == 0.25  # nested default kept
+    with pytest.raises(ConfigError, match="unknown key 'sid.nope'"):
+        load_config(_write(tmp_path, "{}\n"), overrides=["sid.nope=1"])
+
+
+def test_every_field_has_a_doc():
+    def walk(cls):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("doc"), f"{cls.__name__}.{f.name} has no doc"
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp)
+
+    walk(RunConfig)
+    rows = describe(RunConfig)
+    assert any(k == "sid.rq_vae.beta" for k, _, _ in rows)
+
+
+def test_secrets_redacted():
+    @dataclasses.dataclass
+    class C:
+        wandb_api_key: str = "abc123"
+        name: str = "x"
+
+    text = dump_yaml(C())
+    assert "abc123" not in text and "***" in text
+
+
+def test_shipped_configs_load():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    files = sorted(root.glob("*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)

@@ -1,0 +1,128 @@
+"""Prompts and training windows as SID token sequences.
+
+A sequence is ``<bos>`` followed by items, each written as its SID tokens and
+an ``<eos>``: ``<bos> a_3 b_17 c_0 <eos> a_9 b_2 c_5 <eos> ...``. A prompt is the
+history part; the policy then generates the next item's SID and ``<eos>``, so
+constrained decoding always starts at the trie root.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rl_align.sid.catalog import BOS, PAD, SidCatalog
+
+IGNORE = -100
+
+
+def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, W) item indices (-1 = none) → (N, 1 + W*T) tokens with <bos>, padded left or right.
+
+    Returns:
+        tokens (N, P) int64 and the per-token item slot (N, P) int64 (-1 for <bos>/<pad>).
+    """
+    N, W = items.shape
+    tok = catalog.tokens  # (n_items, T) with <eos> then <pad>
+    T = tok.shape[1]
+    safe = np.where(items >= 0, items, 0)
+    per = tok[safe]  # (N, W, T)
+    valid = (np.arange(T)[None, None, :] < catalog.token_lengths[safe][:, :, None]) & (items >= 0)[:, :, None]
+    slot = np.broadcast_to(np.arange(W)[None, :, None], (N, W, T))
+    flat_valid = valid.reshape(N, W * T)
+    counts = flat_valid.sum(1)
+    P = 1 + int(counts.max()) if N else 1
+    out = np.full((N, P), PAD, np.int64)
+    out_slot = np.full((N, P), -1, np.int64)
+    # destination column of every valid token: after <bos>, in order; shifted right for left padding
+    pos = np.cumsum(flat_valid, axis=1) - 1 + 1
+    if left_pad:
+        pos = pos + (P - 1 - counts)[:, None]
+        out[np.arange(N), P - 1 - counts] = BOS
+    else:
+        out[:, 0] = BOS
+    rows = np.broadcast_to(np.arange(N)[:, None], flat_valid.shape)
+    out[rows[flat_valid], pos[flat_valid]] = per.reshape(N, W * T)[flat_valid]
+    out_slot[rows[flat_valid], pos[flat_valid]] = slot.reshape(N, W * T)[flat_valid]
+    return out, out_slot
+
+
+def build_prompts(history: np.ndarray, catalog: SidCatalog) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompts for decoding.
+
+    Args:
+        history: (N, H) item indices, oldest first, -1 padded (any side).
+
+    Returns:
+        input_ids (N, P) int64 and attention_mask (N, P) int64.
+    """
+    history = np.asarray(history, np.int64)
+    if history.size and history.max() >= catalog.n_items:
+        raise KeyError(f"history item index {int(history.max())} is outside the catalog ({catalog.n_items} items)")
+    # move padding to the left so items stay in order
+    order = np.argsort(history >= 0, axis=1, kind="stable")
+    hist = np.take_along_axis(history, order, axis=1)
+    ids, _ = _pack(hist, catalog, left_pad=True)
+    ids_t = torch.from_numpy(ids)
+    return ids_t, (ids_t != PAD).long()
+
+
+def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts from raw item ids; an id missing from the catalog raises KeyError naming it and the row."""
+    H = max(1, min(max_history, max((len(h) for h in histories), default=1)))
+    arr = np.full((len(histories), H), -1, np.int64)
+    for r, h in enumerate(histories):
+        h = h[-max_history:]
+        for j, iid in enumerate(h):
+            try:
+                arr[r, H - len(h) + j] = catalog.index_of(iid)
+            except KeyError as e:
+                raise KeyError(f"history row {r}, position {j}: {e.args[0]}") from None
+    return build_prompts(arr, catalog)
+
+
+def training_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Cut each user's training sequence into windows of ``window`` items.
+
+    Windows do not overlap; the cut points shift by a random offset per call (per
+    epoch), so every item is seen with varying amounts of context.
+
+    Args:
+        seq_items, seq_offsets: users' time-sorted sequences (CSR).
+        train_len: (n_users,) how many leading items of each sequence are training data.
+        window: items per window.
+
+    Returns:
+        (M, window) item indices, -1 padded at the front of short windows.
+    """
+    rows = []
+    for u in range(seq_offsets.shape[0] - 1):
+        n = int(train_len[u])
+        if n < 2:
+            continue
+        seq = seq_items[seq_offsets[u]: seq_offsets[u] + n]
+        shift = int(rng.integers(0, window))
+        ends = list(range(n, 1, -window))  # windows end at the sequence end, then every `window` items back
+        if shift and len(ends) > 1:
+            ends = [n] + [e - shift for e in ends[1:] if e - shift >= 2]
+        for e in ends:
+            s = max(0, e - window)
+            w = np.full(window, -1, np.int64)
+            w[window - (e - s):] = seq[s:e]
+            rows.append(w)
+    return np.stack(rows) if rows else np.zeros((0, window), np.int64)
+
+
+def windows_to_batch(windows: np.ndarray, catalog: SidCatalog) -> dict[str, torch.Tensor]:
+    """(M, W) item windows → right-padded ``input_ids``, ``attention_mask`` and ``labels`` (M, P).
+
+    Every SID and <eos> token is a target; <bos> and padding are ignored (-100).
+    """
+    # right-align: remove the front padding so items start right after <bos>
+    order = np.argsort(windows < 0, axis=1, kind="stable")
+    w = np.take_along_axis(windows, order, axis=1)
+    ids, slot = _pack(w, catalog, left_pad=False)
+    labels = np.where(slot >= 0, ids, IGNORE)
+    ids_t = torch.from_numpy(ids)
+    return {"input_ids": ids_t, "attention_mask": (ids_t != PAD).long(), "labels": torch.from_numpy(labels)}

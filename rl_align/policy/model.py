@@ -1,0 +1,80 @@
+"""Build, save and load the SID policy as a standard HF causal LM.
+
+The directory written by :func:`save_policy` is a plain ``save_pretrained``
+folder (config.json + model.safetensors) plus ``rl_align_policy.json`` recording
+the catalog fingerprint and vocabulary size, so both our torch engine and vLLM
+load the same directory and a checkpoint from another catalog is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
+
+from rl_align.policy.config import PolicyConfig
+from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
+from rl_align.utils.io import atomic_dir, read_json, write_json
+
+
+class VocabMismatchError(ValueError):
+    """A policy checkpoint does not belong to the catalog in use."""
+
+
+def max_positions(catalog: SidCatalog, max_history: int) -> int:
+    """Tokens of the longest sequence: <bos> + (history + target) items × (SID + <eos>)."""
+    return 1 + (max_history + 1) * catalog.max_sid_len
+
+
+def build_policy(cfg: PolicyConfig, catalog: SidCatalog, max_history: int, seed: int = 0) -> PreTrainedModel:
+    """A freshly initialised causal LM over ``catalog``'s vocabulary."""
+    if cfg.hidden_size % cfg.num_heads:
+        raise ValueError(f"policy.hidden_size {cfg.hidden_size} is not divisible by policy.num_heads {cfg.num_heads}")
+    head_dim = cfg.hidden_size // cfg.num_heads
+    common = dict(
+        vocab_size=catalog.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+        max_position_embeddings=max(64, max_positions(catalog, max_history)),
+        attention_dropout=cfg.attention_dropout,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        use_cache=True,
+    )
+    hf_cfg = LlamaConfig(head_dim=head_dim, **common) if cfg.arch == "llama" else Qwen2Config(**common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(hf_cfg)
+    return model
+
+
+def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None) -> None:
+    """``save_pretrained`` (safetensors) + catalog fingerprint, atomically (whole directory swap)."""
+    model = getattr(model, "module", model)
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_json(tmp / "rl_align_policy.json", {"catalog_fingerprint": catalog.fingerprint(),
+                                                  "vocab_size": catalog.vocab_size, **(extra or {})})
+
+
+def load_policy(directory: str | Path, catalog: SidCatalog, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Load a policy directory and check it was trained on ``catalog``."""
+    directory = Path(directory)
+    meta_path = directory / "rl_align_policy.json"
+    if not meta_path.exists():
+        raise VocabMismatchError(f"{directory}: not an rl-align policy directory (no rl_align_policy.json)")
+    meta = read_json(meta_path)
+    if meta.get("vocab_size") != catalog.vocab_size or meta.get("catalog_fingerprint") != catalog.fingerprint():
+        raise VocabMismatchError(
+            f"{directory}: policy was trained on another catalog (vocab {meta.get('vocab_size')}, fingerprint "
+            f"{meta.get('catalog_fingerprint')}) but the catalog in use has vocab {catalog.vocab_size}, fingerprint "
+            f"{catalog.fingerprint()}"
+        )
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    return model.to(device).eval()

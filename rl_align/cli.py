@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     sstats.add_argument("path", help="a run directory or a catalog directory")
     sstats.add_argument("--json", action="store_true", help="print raw JSON")
 
+    sft = sub.add_parser("sft", help="data → embed → sids → SFT of the SID policy on Ray Train (DeepSpeed/DDP)",
+                         description="Train the SID policy with NLL on next-item SIDs as a Ray Train TorchTrainer. "
+                                     "Re-running with the same --run-dir resumes from the last checkpoint.")
+    _add_config_args(sft)
+
+    ev = sub.add_parser("eval", help="evaluate a run's policy (leave-one-out, full ranking) and export predictions",
+                        description="HR@K/NDCG@K with constrained beam search, popularity baseline, head/tail "
+                                    "buckets and free-decoding hallucination; writes eval/metrics_<stage>.json.")
+    ev.add_argument("run_dir", help="a run directory with sids/ and a trained policy")
+    ev.add_argument("--split", choices=["test", "valid", "both"], default="test", help="which part to evaluate")
+    ev.add_argument("--stage", default="sft", help="which policy: sft (best checkpoint) or sft-final")
+    ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")
+    ev.add_argument("--beams", type=int, help="beam width (default: the run's eval.beams)")
+    ev.add_argument("--no-exclude-history", action="store_true", help="keep the user's seen items in the ranking")
+
     cfg = sub.add_parser("config", help="list every config key with its default and doc",
                          description="Print every config key, its default and its one-line doc.")
     cfg.add_argument("config", nargs="?", help="also validate this YAML file and print it resolved")
@@ -105,6 +120,34 @@ def _sids_stats(args: argparse.Namespace) -> int:
     raise FileNotFoundError(f"{path}: no sids/stats.json, stats.json or catalog.json found")
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from rl_align.config import RunConfig, load_config
+    from rl_align.policy.run_eval import evaluate_run
+    from rl_align.run_dir import setup_logging
+    from rl_align.utils.io import write_json
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    setup_logging()
+    cfg = load_config(run / "config.yaml", RunConfig).eval
+    if args.beams:
+        cfg.beams = args.beams
+    if args.no_exclude_history:
+        cfg.exclude_history = False
+    parts = ("valid", "test") if args.split == "both" else (args.split,)
+    if args.export and "test" not in parts:
+        raise ValueError("--export writes test predictions: use --split test or both")
+    res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None)
+    write_json(run / "eval" / f"metrics_{args.stage}.json", res)
+    for part in parts:
+        m = res[part]
+        print(f"{part}: " + "  ".join(f"{k}={v:.4f}" for k, v in m["policy"].items())
+              + f"  | popularity hr@10={m['popularity']['hr@10']:.4f}  | free hallucination "
+              f"{m['free_hallucination_rate']:.2%}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     from rl_align.config import RunConfig, describe, dump_yaml, load_config
 
@@ -141,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             return _sids_stats(args)
         if args.cmd == "config":
             return _config(args)
+        if args.cmd == "sft":
+            return _run(args, ["data", "embed", "sids", "sft"])
+        if args.cmd == "eval":
+            return _eval(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"rl-align: error: {msg}", file=sys.stderr)

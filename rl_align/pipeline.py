@@ -115,12 +115,48 @@ def stage_sids(run: RunDir) -> dict:
             "collision_rate_after": report["after"]["collision_rate"]}
 
 
+# --------------------------------------------------------------------------- sft
+def stage_sft(run: RunDir) -> dict:
+    """Train the SID policy with NLL on Ray Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
+    from rl_align.sft.driver import run_sft
+
+    out = run_sft(run.cfg, run.path)
+    return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
+
+
+# --------------------------------------------------------------------------- eval + report
+def stage_eval(run: RunDir) -> dict:
+    """Test/valid metrics of the best SFT policy and of popularity; predictions → ``eval/predictions_test.jsonl``."""
+    from rl_align.policy.run_eval import evaluate_run
+
+    d = run.stage_dir("eval")
+    res = evaluate_run(run.path, run.cfg.eval, export=d / "predictions_test.jsonl")
+    write_json(d / "metrics.json", res)
+    return {"test_hr@10": res["test"]["policy"]["hr@10"], "test_ndcg@10": res["test"]["policy"]["ndcg@10"]}
+
+
+def stage_report(run: RunDir) -> dict:
+    """A Markdown report of the run (``report.md``): metrics table, baseline, timings."""
+    from rl_align.report import write_report
+
+    path = write_report(run.path)
+    log.info("report: %s", path)
+    return {"report": str(path)}
+
+
 STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]] = {
     # stage name → (function, the config a finished stage's digest covers: a change re-runs it and later stages)
     "data": (stage_data, lambda c: {"data": config_digest(c.data)}),
     "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed)}),
     "sids": (stage_sids, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
                                     "sid": config_digest(c.sid)}),
+    "sft": (stage_sft, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
+                                  "sid": config_digest(c.sid), "policy": config_digest(c.policy),
+                                  "sft": config_digest(c.sft), "eval": config_digest(c.eval)}),
+    "eval": (stage_eval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy",
+                                                                             "sft", "eval")}),
+    # the report is cheap and reflects every stage: always rewritten
+    "report": (stage_report, lambda c: {"always": time.time()}),
 }
 
 

@@ -85,8 +85,9 @@ def training_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: 
                      rng: np.random.Generator) -> np.ndarray:
     """Cut each user's training sequence into windows of ``window`` items.
 
-    Windows do not overlap; the cut points shift by a random offset per call (per
-    epoch), so every item is seen with varying amounts of context.
+    Windows do not overlap and cover every training item exactly once; the cut
+    points shift by a random offset per call (per epoch), so every item is seen
+    with varying amounts of context.
 
     Args:
         seq_items, seq_offsets: users' time-sorted sequences (CSR).
@@ -103,11 +104,14 @@ def training_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: 
             continue
         seq = seq_items[seq_offsets[u]: seq_offsets[u] + n]
         shift = int(rng.integers(0, window))
-        ends = list(range(n, 1, -window))  # windows end at the sequence end, then every `window` items back
-        if shift and len(ends) > 1:
-            ends = [n] + [e - shift for e in ends[1:] if e - shift >= 2]
-        for e in ends:
-            s = max(0, e - window)
+        # window boundaries: n, then n - shift (or n - window), then every `window` items back to 0
+        bounds = [n]
+        b = n - (shift if shift else window)
+        while b > 0:
+            bounds.append(b)
+            b -= window
+        bounds.append(0)
+        for e, s in zip(bounds[:-1], bounds[1:]):
             w = np.full(window, -1, np.int64)
             w[window - (e - s):] = seq[s:e]
             rows.append(w)

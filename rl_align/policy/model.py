@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
 
-from rl_align.policy.config import PolicyConfig
+from rl_align.config import PolicyConfig
 from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
 from rl_align.utils.io import atomic_dir, read_json, write_json
 

@@ -1,0 +1,140 @@
+"""Leave-one-out evaluation with full ranking: HR@K, NDCG@K, head/tail buckets, hallucination, export.
+
+The ranking of a generative retriever is its constrained beam: the top-B SIDs
+by sequence log-prob, each a distinct catalog item. Items the user already
+interacted with are excluded inside the beam search (as RecBole masks them in
+full ranking), so they never take a slot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from rl_align.policy.data import build_prompts
+from rl_align.sid.catalog import SidCatalog
+from rl_align.utils.io import atomic_path
+from rollouts.base import GenerationRequest, RolloutEngine
+
+
+@dataclass
+class EvalSet:
+    """Prompts and targets of one split part.
+
+    Attributes:
+        users: (N,) dense user index. targets: (N,) item index.
+        history: (N, H) prompt items (-1 padded). seen: (N, S) every earlier item (-1 padded) — excluded from ranking.
+    """
+
+    users: np.ndarray
+    targets: np.ndarray
+    history: np.ndarray
+    seen: np.ndarray
+
+
+def eval_set(split: dict[str, np.ndarray], part: str, limit: Optional[int] = None) -> EvalSet:
+    """Build the ``valid`` or ``test`` set from a run's ``split.npz`` arrays."""
+    if part not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {part!r}")
+    users = split[f"{part}_users"]
+    pos = split[f"{part}_positions"]
+    if limit is not None:
+        users, pos = users[:limit], pos[:limit]
+    offs = split["seq_offsets"]
+    S = int(pos.max()) if pos.size else 1
+    seen = np.full((users.size, max(S, 1)), -1, np.int64)
+    for r, (u, p) in enumerate(zip(users, pos)):
+        seen[r, :p] = split["seq_items"][offs[u]: offs[u] + p]
+    n = users.size
+    return EvalSet(users=users, targets=split[f"{part}_targets"][:n], history=split[f"{part}_history"][:n], seen=seen)
+
+
+def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, beams: int, exclude_history: bool,
+                     batch_size: int = 128, constrained: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Beam-search rankings.
+
+    Returns:
+        items (N, beams) int64 ranked best first (-1 = no item / invalid SID), scores (N, beams).
+    """
+    out_items, out_scores = [], []
+    for s in range(0, es.targets.size, batch_size):
+        ids, mask = build_prompts(es.history[s: s + batch_size], catalog)
+        banned = torch.from_numpy(es.seen[s: s + batch_size]) if (exclude_history and constrained) else None
+        res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=constrained,
+                                                banned_items=banned))
+        out_items.append(res.items.numpy())
+        out_scores.append(res.seq_logprob.numpy())
+    return np.concatenate(out_items), np.concatenate(out_scores)
+
+
+def rank_popularity(popularity: np.ndarray, es: EvalSet, k: int, exclude_history: bool) -> np.ndarray:
+    """Most popular items first (ties by item index), the user's seen items excluded. Returns (N, k)."""
+    order = np.argsort(-popularity, kind="stable")
+    out = np.full((es.targets.size, k), -1, np.int64)
+    pool = order[: k + es.seen.shape[1] + 1]
+    for r in range(es.targets.size):
+        if exclude_history:
+            seen = es.seen[r][es.seen[r] >= 0]
+            cand = pool[~np.isin(pool, seen)][:k]
+        else:
+            cand = pool[:k]
+        out[r, : cand.size] = cand
+    return out
+
+
+def metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """HR@K and NDCG@K (one relevant item per row).
+
+    Args:
+        ranked: (N, B) item indices best first (-1 = empty slot). targets: (N,).
+    """
+    hit = ranked == targets[:, None]
+    rank = np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)
+    out = {}
+    for k in ks:
+        if k > ranked.shape[1]:
+            raise ValueError(f"cannot compute @{k} from rankings of length {ranked.shape[1]} (raise eval.beams)")
+        inside = rank < k
+        out[f"hr@{k}"] = float(inside.mean()) if targets.size else 0.0
+        gains = np.where(inside, 1.0 / np.log2(np.minimum(rank, 10**9) + 2.0), 0.0)
+        out[f"ndcg@{k}"] = float(gains.mean()) if targets.size else 0.0
+    return out
+
+
+def bucketed(ranked: np.ndarray, targets: np.ndarray, popularity: np.ndarray, ks: Sequence[int],
+             head_share: float) -> dict[str, dict[str, float]]:
+    """Metrics for targets among the most popular ``head_share`` of items ('head') and the rest ('tail')."""
+    order = np.argsort(-popularity, kind="stable")
+    head = np.zeros(popularity.size, bool)
+    head[order[: max(1, int(math.ceil(head_share * popularity.size)))]] = True
+    out = {}
+    for name, sel in (("head", head[targets]), ("tail", ~head[targets])):
+        m = metrics(ranked[sel], targets[sel], ks) if sel.any() else {}
+        m["n"] = int(sel.sum())
+        out[name] = m
+    return out
+
+
+def export_predictions(path: str | Path, ranked: np.ndarray, users: np.ndarray, user_ids: list[str],
+                       item_ids: list[str], k: int = 20) -> None:
+    """JSON lines ``{"user_id": raw, "items": [raw, ... up to k, best first]}``, one per user, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for u, row in zip(users, ranked):
+                items = [item_ids[i] for i in row[:k] if i >= 0]
+                f.write(json.dumps({"user_id": user_ids[u], "items": items}) + "\n")
+
+
+def hallucination_rate(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, beams: int,
+                       batch_size: int = 128) -> float:
+    """Share of SIDs from free (unconstrained) beam search that map to no item."""
+    items, scores = rank_with_engine(engine, catalog, es, beams, exclude_history=False, batch_size=batch_size,
+                                     constrained=False)
+    live = np.isfinite(scores)
+    return float((items[live] < 0).mean()) if live.any() else 0.0

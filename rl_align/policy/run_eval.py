@@ -1,0 +1,88 @@
+"""Evaluate a run's policy (and the popularity baseline) on the leave-one-out split; export predictions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rl_align.config import EvalConfig
+from rl_align.policy.evaluate import (bucketed, eval_set, export_predictions, hallucination_rate, metrics,
+                                      rank_popularity, rank_with_engine)
+from rl_align.policy.model import load_policy
+from rl_align.sid.catalog import SidCatalog
+from rl_align.utils.io import load_npz, read_json
+
+log = logging.getLogger("rl_align")
+
+POLICY_DIRS = {"sft": "sft/best_policy", "sft-final": "sft/final_policy"}
+
+
+def policy_dir(run_path: Path, stage: str) -> Path:
+    """The policy directory of ``stage`` in a run (``sft`` = best SFT checkpoint)."""
+    if stage not in POLICY_DIRS:
+        raise ValueError(f"--stage: unknown stage {stage!r}; expected one of {sorted(POLICY_DIRS)}")
+    d = Path(run_path) / POLICY_DIRS[stage]
+    if not d.exists():
+        raise FileNotFoundError(f"{d}: no {stage} policy in this run (run the {stage.split('-')[0]} stage first)")
+    return d
+
+
+def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
+    """Interaction count of each item over the training part (valid/test items excluded)."""
+    offs = split["seq_offsets"]
+    lens = np.diff(offs) - 2
+    idx = np.concatenate([np.arange(offs[u], offs[u] + lens[u]) for u in range(lens.size)])
+    return np.bincount(split["seq_items"][idx], minlength=n_items)
+
+
+def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("valid", "test"), stage: str = "sft",
+                 export: Optional[Path] = None, threads: int = 0) -> dict:
+    """Metrics of the run's ``stage`` policy and of popularity on ``parts``; optional JSONL export (test)."""
+    if threads:
+        torch.set_num_threads(threads)
+    run_path = Path(run_path)
+    catalog = SidCatalog.load(run_path / "sids" / "catalog")
+    split = load_npz(run_path / "data" / "split.npz")
+    users = read_json(run_path / "data" / "users.json")["user_ids"]
+    from rollouts.torch_engine import TorchEngine
+
+    model = load_policy(policy_dir(run_path, stage), catalog)
+    engine = TorchEngine(model, catalog)
+    pop = train_popularity(split, catalog.n_items)
+    beams = max(cfg.beams, max(cfg.ks))
+    out: dict = {"stage": stage, "policy": str(policy_dir(run_path, stage)), "beams": beams,
+                 "exclude_history": cfg.exclude_history}
+    for part in parts:
+        es = eval_set(split, part)
+        t = time.perf_counter()
+        ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
+        dec_s = time.perf_counter() - t
+        invalid = float((ranked[np.isfinite(scores)] < 0).mean())
+        t = time.perf_counter()
+        halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
+        free_s = time.perf_counter() - t
+        pop_ranked = rank_popularity(pop, es, max(cfg.ks), cfg.exclude_history)
+        out[part] = {
+            "n_users": int(es.targets.size),
+            "policy": metrics(ranked, es.targets, cfg.ks),
+            "policy_buckets": bucketed(ranked, es.targets, pop, cfg.ks, cfg.head_share),
+            "popularity": metrics(pop_ranked, es.targets, cfg.ks),
+            "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),
+            "constrained_invalid_rate": invalid,
+            "free_hallucination_rate": halluc,
+            "decode_seconds": dec_s,
+            "free_decode_seconds": free_s,
+        }
+        if part == "test" and export is not None:
+            item_ids = catalog.item_ids
+            export_predictions(export, ranked, es.users, users, item_ids, k=max(cfg.ks))
+            out[part]["export"] = str(export)
+        log.info("eval %s (%s): HR@10 %.4f NDCG@10 %.4f | popularity HR@10 %.4f | free-decoding hallucination %.2f%%",
+                 part, stage, out[part]["policy"]["hr@10"], out[part]["policy"]["ndcg@10"],
+                 out[part]["popularity"]["hr@10"], 100 * halluc)
+    return out

@@ -1,0 +1,91 @@
+"""The run report: one Markdown file summarising every stage that ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from rl_align.utils.io import read_json, write_text
+
+
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _stage_seconds(run: Path) -> dict[str, float]:
+    out = {}
+    for p in sorted(run.glob("*/stage.json")):
+        out[p.parent.name] = read_json(p).get("seconds", 0.0)
+    return out
+
+
+def write_report(run_path: str | Path) -> Path:
+    """Write ``report.md`` into the run dir from the artifacts present; returns its path."""
+    run = Path(run_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    lines = [f"# rl-align run `{run.name}`", ""]
+    if (run / "data" / "stats.json").exists():
+        d = read_json(run / "data" / "stats.json")
+        lines += [f"**Data** {d['name']}: {d['users']} users, {d['items']} items, {d['interactions']} interactions; "
+                  f"train/valid/test examples {d.get('train_examples')}/{d.get('valid_examples')}/"
+                  f"{d.get('test_examples')}; history window {d.get('max_history')}.", ""]
+    if (run / "sids" / "stats.json").exists():
+        s = read_json(run / "sids" / "stats.json")
+        c = s.get("collisions", {})
+        sid = cfg.get("sid", {})
+        lines += [f"**SIDs** {sid.get('tokenizer')} {sid.get('levels')}×{sid.get('codebook_size')}: "
+                  f"collisions {c.get('before', {}).get('collision_rate', 0):.2%} → "
+                  f"{c.get('after', {}).get('collision_rate', 0):.2%} ({c.get('method')}), mean code length "
+                  f"{s['mean_code_length']:.2f}, path entropy {s['path_entropy_bits']:.2f} bits, vocab "
+                  f"{s.get('vocab_size')}.", ""]
+    if (run / "sft" / "metrics.jsonl").exists():
+        recs = [json.loads(line) for line in (run / "sft" / "metrics.jsonl").read_text().splitlines() if line]
+        epochs = [r for r in recs if "train_loss" in r]
+        if epochs:
+            last = epochs[-1]
+            p = cfg.get("policy", {})
+            sft = cfg.get("sft", {})
+            lines += [f"**SFT** {p.get('arch')} {p.get('num_layers')}L×{p.get('hidden_size')}d, "
+                      f"{sft.get('num_workers')} Ray Train worker(s), backend {sft.get('backend')} "
+                      f"(ZeRO {sft.get('zero_stage')}), seed {sft.get('seed')}: {last['epoch']} epochs, best valid "
+                      f"NDCG@10 {last['best_valid_ndcg']:.4f} at epoch {last['best_epoch']}, final train loss "
+                      f"{last['train_loss']:.3f}.", "",
+                      "| epoch | train loss | valid HR@10 | valid NDCG@10 | train s |", "|---|---|---|---|---|"]
+            for r in epochs:
+                lines.append(f"| {r['epoch']} | {r['train_loss']:.3f} | {_fmt(r.get('valid_hr@10', '—'))} | "
+                             f"{_fmt(r.get('valid_ndcg@10', '—'))} | {r['train_seconds']:.1f} |")
+            lines.append("")
+    if (run / "eval" / "metrics.json").exists():
+        e = read_json(run / "eval" / "metrics.json")
+        for part in ("test", "valid"):
+            if part not in e:
+                continue
+            m = e[part]
+            ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
+            lines += [f"## {part.capitalize()} ({m['n_users']} users, full ranking, history "
+                      f"{'excluded' if e.get('exclude_history') else 'kept'})", "",
+                      "| model | " + " | ".join(k.upper().replace("NDCG", "NDCG") for k in ks) + " |",
+                      "|---|" + "---|" * len(ks),
+                      f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "
+                      + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |",
+                      "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |", ""]
+            b = m["policy_buckets"]
+            pb = m["popularity_buckets"]
+            lines += [f"Head/tail (head = most popular {100 * cfg.get('eval', {}).get('head_share', 0.2):.0f}% of "
+                      f"items): policy HR@10 head {b['head'].get('hr@10', 0):.4f} (n={b['head']['n']}), tail "
+                      f"{b['tail'].get('hr@10', 0):.4f} (n={b['tail']['n']}); popularity head "
+                      f"{pb['head'].get('hr@10', 0):.4f}, tail {pb['tail'].get('hr@10', 0):.4f}.",
+                      f"Invalid SIDs under constrained decoding: {m['constrained_invalid_rate']:.2%}; "
+                      f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}. "
+                      f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
+                      ""]
+    secs = _stage_seconds(run)
+    if secs:
+        lines += ["## Timing", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in secs.items()]
+        lines += [f"| total | {sum(secs.values()):.1f} |", ""]
+    path = run / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,94 @@
+"""The SFT stage's driver: starts (or joins) Ray and runs the worker loop as a Ray Train ``TorchTrainer``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from rl_align.config import RunConfig, to_dict
+
+log = logging.getLogger("rl_align")
+RAY_RUN_NAME = "ray_train"
+
+
+def init_ray(num_cpus: Optional[int] = None) -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 _node_ip_address="127.0.0.1")
+
+
+def latest_checkpoint(storage: Path) -> Optional[Path]:
+    """Newest complete checkpoint directory (one holding our state file) of a previous run, if any."""
+    from rl_align.sft.worker import STATE
+
+    root = storage / RAY_RUN_NAME
+    if not root.exists():
+        return None
+    cands = [p for p in root.glob("checkpoint_*") if (p / STATE).exists()]
+    if not cands:
+        return None
+    return max(cands, key=lambda p: json.loads((p / STATE).read_text())["step"])
+
+
+def run_sft(cfg: RunConfig, run_path: Path) -> dict:
+    """Train the policy; returns the final Ray Train metrics and where the best policy is."""
+    import ray.train
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from rl_align.sft.worker import train_loop_per_worker
+
+    s = cfg.sft
+    if s.batch_size % s.num_workers:
+        raise ValueError(f"sft.batch_size {s.batch_size} must be divisible by sft.num_workers {s.num_workers}")
+    if cfg.policy.hidden_size % cfg.policy.num_heads:
+        raise ValueError("policy.hidden_size must be divisible by policy.num_heads")
+    if not 0 <= s.zero_stage <= 3:
+        raise ValueError(f"sft.zero_stage must be 0..3, got {s.zero_stage}")
+    init_ray()
+    run_path = Path(run_path).resolve()
+    storage = run_path / "sft"
+    storage.mkdir(parents=True, exist_ok=True)
+    resume = latest_checkpoint(storage)
+    if resume is not None:
+        log.info("sft: resuming from %s", resume)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "run_dir": str(run_path),
+            "sft": dataclasses.asdict(s),
+            "policy": dataclasses.asdict(cfg.policy),
+            "eval": dataclasses.asdict(cfg.eval),
+            "max_history": cfg.data.max_history,
+            "wandb": cfg.wandb,
+            "wandb_config": to_dict(cfg),
+        },
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                     resources_per_worker={"CPU": s.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        resume_from_checkpoint=Checkpoint.from_directory(str(resume)) if resume else None,
+    )
+    result = trainer.fit()
+    best = storage / "best_policy"
+    if not best.exists():
+        raise RuntimeError(f"sft finished without a best policy in {best}")
+    return {"metrics": dict(result.metrics or {}), "best_policy": str(best)}

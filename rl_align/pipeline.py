@@ -124,6 +124,44 @@ def stage_sft(run: RunDir) -> dict:
     return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
 
 
+# --------------------------------------------------------------------------- exposure + ranker
+def stage_exposure(run: RunDir) -> dict:
+    """Impression logs for the ranker: simulated from the training split, or loaded (``exposure.logs_path``)."""
+    from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate_exposure
+
+    cfg = run.cfg.exposure
+    arrays = load_split_arrays(run.path)
+    items = load_items(run.path)["item_ids"]
+    if cfg.logs_path:
+        users = read_json(run.path / "data" / "users.json")["user_ids"]
+        log_ = load_exposure_jsonl(cfg.logs_path, {u: k for k, u in enumerate(users)},
+                                   {i: k for k, i in enumerate(items)}, run.cfg.data.max_history, cfg.holdout_events)
+    else:
+        log_ = simulate_exposure(arrays, len(items), cfg, run.cfg.data.max_history)
+    d = run.stage_dir("exposure")
+    write_npz(d / "log.npz", **log_.arrays())
+    stats = exposure_stats(log_, arrays["item_popularity"].astype(np.float64), run.cfg.ranker.popularity_buckets)
+    write_json(d / "stats.json", stats)
+    log.info("exposure: %d impressions, %d clicks (CTR %.4f); impressions share tail/…/head = %s",
+             stats["impressions"], stats["clicks"], stats["ctr"],
+             "/".join(f"{b['share_of_impressions']:.2f}" for b in stats["buckets"]))
+    return {"impressions": stats["impressions"], "clicks": stats["clicks"], "ctr": stats["ctr"]}
+
+
+def stage_ranker(run: RunDir) -> dict:
+    """Train the ranker on the exposure logs (Ray Train), then evaluate it → ``ranker/eval.json``, ``report.md``."""
+    from rewards.evaluate import evaluate_ranker, write_ranker_eval
+    from rewards.train import run_ranker_training
+
+    out = run_ranker_training(run.cfg, run.path)
+    res = evaluate_ranker(run.path, run.cfg.ranker, run.cfg.eval)
+    path = write_ranker_eval(run.path, res)
+    log.info("ranker: held-out AUC %.4f GAUC %.4f; report %s", res["heldout"]["heldout_auc"],
+             res["heldout"]["heldout_gauc"], path)
+    return {"model": out["model"], "heldout_auc": res["heldout"]["heldout_auc"],
+            "heldout_gauc": res["heldout"]["heldout_gauc"]}
+
+
 # --------------------------------------------------------------------------- eval + report
 def stage_eval(run: RunDir) -> dict:
     """Test/valid metrics of the best SFT policy and of popularity; predictions → ``eval/predictions_test.jsonl``."""
@@ -155,6 +193,9 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
                                   "sft": config_digest(c.sft), "eval": config_digest(c.eval)}),
     "eval": (stage_eval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy",
                                                                              "sft", "eval")}),
+    "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
+    # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
+    "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),
     # the report is cheap and reflects every stage: always rewritten
     "report": (stage_report, lambda c: {"always": time.time()}),
 }

@@ -35,3 +35,15 @@ def ml100k_emb(ml100k):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray (loopback) for the whole test run."""
+    import ray
+
+    from rl_align.ray_utils import init_ray
+
+    init_ray()
+    yield
+    ray.shutdown()

@@ -50,17 +50,6 @@ def prepared(tmp_path_factory, ml100k_emb):
     return d / "run"
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from rl_align.sft.driver import init_ray
-
-    init_ray()
-    yield
-    ray.shutdown()
-
-
 def _copy(prepared, dst):
     shutil.copytree(prepared, dst)
     return dst

@@ -53,6 +53,20 @@ def build_policy(cfg: PolicyConfig, catalog: SidCatalog, max_history: int, seed:
     return model
 
 
+def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
+    """Drop token-embedding activations with probability ``p`` in training mode (SASRec-style regularisation).
+
+    Implemented as a forward hook on the input embedding, so the saved checkpoint stays a plain HF model
+    that vLLM and ``from_pretrained`` load unchanged.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"policy.embedding_dropout must be in [0, 1), got {p}")
+    if p == 0.0:
+        return
+    emb = getattr(model, "module", model).get_input_embeddings()
+    emb.register_forward_hook(lambda mod, args, out: torch.nn.functional.dropout(out, p, mod.training))
+
+
 def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
     """A word-level HF tokenizer over the SID vocabulary (``<a_3> <b_17> <c_0> <eos>``), for vLLM and HF tools."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 from pathlib import Path
-from typing import Optional
 
 from rl_align.config import RunConfig, to_dict
+from rl_align.ray_utils import RAY_RUN_NAME, init_ray, latest_checkpoint  # noqa: F401 (re-exported)
 
 log = logging.getLogger("rl_align")
-RAY_RUN_NAME = "ray_train"
-
-
-def init_ray(num_cpus: Optional[int] = None) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray on loopback."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 _node_ip_address="127.0.0.1")
-
-
-def latest_checkpoint(storage: Path) -> Optional[Path]:
-    """Newest complete checkpoint directory (one holding our state file) of a previous run, if any."""
-    from rl_align.sft.worker import STATE
-
-    root = storage / RAY_RUN_NAME
-    if not root.exists():
-        return None
-    cands = [p for p in root.glob("checkpoint_*") if (p / STATE).exists()]
-    if not cands:
-        return None
-    return max(cands, key=lambda p: json.loads((p / STATE).read_text())["step"])
 
 
 def run_sft(cfg: RunConfig, run_path: Path) -> dict:
@@ -64,7 +33,7 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
     storage.mkdir(parents=True, exist_ok=True)
     resume = latest_checkpoint(storage)
     if resume is not None:
-        # the workers pick it up themselves (see worker._resume_checkpoint): Ray Train v2 has no
+        # the workers pick it up themselves (see ray_utils.resume_checkpoint): Ray Train v2 has no
         # resume_from_checkpoint, and the same path covers a restarted worker group
         log.info("sft: resuming from %s", resume)
     trainer = TorchTrainer(

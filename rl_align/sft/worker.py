@@ -23,12 +23,12 @@ import torch
 from rl_align.config import from_dict
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig
 from rl_align.policy.data import windows_to_batch
-from rl_align.policy.model import build_policy, save_policy
+from rl_align.ray_utils import STATE, resume_checkpoint
+from rl_align.policy.model import add_embedding_dropout, build_policy, save_policy
 from rl_align.sft.schedule import epoch_windows, shard_rows, warmup_cosine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz
 
-STATE = "rl_align_state.json"
 
 
 def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world: int, device) -> dict:
@@ -53,31 +53,6 @@ def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world:
     return {"valid_hr@10": sums[0].item() / n, "valid_ndcg@10": sums[1].item() / n}
 
 
-def _ckpt_step(ckpt) -> int:
-    with ckpt.as_directory() as d:
-        p = Path(d) / STATE
-        return json.loads(p.read_text())["step"] if p.exists() else -1
-
-
-def _resume_checkpoint(reported, out_dir: Path):
-    """The newest checkpoint to resume from: Ray's latest reported one, or a newer complete one on disk.
-
-    A worker killed right after reporting can restart before the controller has
-    registered that report; the storage folder then holds the newer checkpoint.
-    """
-    from ray.train import Checkpoint
-
-    from rl_align.sft.driver import latest_checkpoint
-
-    local = latest_checkpoint(out_dir)
-    if local is None:
-        return reported
-    local_ckpt = Checkpoint.from_directory(str(local))
-    if reported is None or _ckpt_step(local_ckpt) > _ckpt_step(reported):
-        return local_ckpt
-    return reported
-
-
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -99,6 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device() if sft.use_gpu else torch.device("cpu")
 
     model = build_policy(pcfg, catalog, config["max_history"], seed=sft.seed).to(device)
+    add_embedding_dropout(model, pcfg.embedding_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
     n_windows = epoch_windows(split, sft.window_items, sft.seed, 0).shape[0]
     steps_per_epoch = max(1, n_windows // sft.batch_size)
@@ -124,7 +100,7 @@ def train_loop_per_worker(config: dict) -> None:
         module = engine.module if hasattr(engine, "module") else engine
 
     state = {"epoch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_evals": 0}
-    ckpt = _resume_checkpoint(ray.train.get_checkpoint(), out_dir)
+    ckpt = resume_checkpoint(ray.train.get_checkpoint(), out_dir)
     if ckpt is not None:
         with ckpt.as_directory() as d:
             d = Path(d)

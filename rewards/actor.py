@@ -1,0 +1,303 @@
+"""Serving rewards: an in-process :class:`RewardScorer`, the Ray ``RewardActor`` around it, and a :class:`RewardPool`.
+
+The pool splits a request into chunks of whole groups (so group-normalised
+rewards see the whole group), keeps at most ``max_inflight`` chunks per replica
+(back-pressure), and when a replica dies with chunks in flight re-issues exactly
+those chunks — to another replica or to the same one once Ray has restarted it
+(``max_restarts=-1``). Each chunk's result is written once into its own slice,
+so nothing is lost or counted twice; a chunk that fails ``max_retries`` times
+fails the request with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rewards.functions import CompositeReward, RewardContext, RewardInputs
+from rewards.ranker import MODEL_FILE, load_ranker
+from rl_align.config import RewardConfig
+
+log = logging.getLogger("rl_align")
+
+
+def ranker_version(ranker_dir: str | Path) -> str:
+    """Content digest of a ranker checkpoint (its weights file): two replicas agree iff they serve the same model."""
+    h = hashlib.sha256()
+    with open(Path(ranker_dir) / MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class RewardScorer:
+    """Loads a ranker (+ optional item embeddings) and turns requests into rewards. No Ray; used by the actor.
+
+    Args:
+        ranker_dir: a :func:`rewards.ranker.save_ranker` directory (None if no ``ranker`` term is used).
+        cfg: reward functions, weights, normalisation and floor.
+        item_embeddings_path: ``.npy`` (n_items, d) for the ``semantic`` reward.
+        n_items: catalog size (taken from the ranker when it is loaded).
+        threads: torch threads (default: leave torch's setting).
+    """
+
+    def __init__(self, ranker_dir: Optional[str | Path], cfg: RewardConfig,
+                 item_embeddings_path: Optional[str | Path] = None, n_items: Optional[int] = None,
+                 device: str = "cpu", threads: Optional[int] = None) -> None:
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.cfg = cfg
+        self.device = torch.device(device)
+        emb = None
+        if item_embeddings_path is not None:
+            e = np.load(item_embeddings_path, allow_pickle=False).astype(np.float32)
+            emb = torch.from_numpy(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).to(self.device)
+        self.composite = CompositeReward(cfg.functions, cfg.floor, RewardContext(cfg.ranker_normalize, emb))
+        self.model = None
+        self.n_users = None
+        self.version = "no-ranker"
+        if ranker_dir is not None:
+            self.load(ranker_dir)
+        elif self.composite.needs_ranker:
+            raise ValueError("reward.functions uses 'ranker' but no ranker checkpoint was given")
+        self.n_items = self.model.n_items if self.model is not None else n_items
+        if self.n_items is None:
+            raise ValueError("RewardScorer needs n_items when no ranker is loaded")
+        if emb is not None and emb.shape[0] != self.n_items:
+            raise ValueError(f"{item_embeddings_path}: {emb.shape[0]} rows, but the catalog has {self.n_items} items")
+        self.served = 0
+
+    def load(self, ranker_dir: str | Path, version: Optional[str] = None) -> str:
+        """(Re)load the ranker; returns its version (content digest unless given)."""
+        self.model, meta = load_ranker(ranker_dir, self.device)
+        self.n_users = self.model.n_users
+        self.version = version or ranker_version(ranker_dir)
+        return self.version
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
+              with_target_scores: bool = False) -> dict:
+        """Rewards of B groups of G items.
+
+        Args:
+            users: (B,) int64. history: (B, H) int64, -1 padded. items: (B, G) int64, -1 = invalid SID.
+            targets: (B,) int64 ground truth (-1 unknown).
+            with_target_scores: also return the ranker's probability of each ground truth (for AdaGRPO).
+        Returns:
+            dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
+            ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
+            and ``version``.
+        """
+        inp = RewardInputs(*(torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
+                             for a in (users, history, items, targets)))
+        inp.validate(self.n_items, self.n_users)
+        scores = tgt = None
+        ranker_nf = 0
+        if self.model is not None and (self.composite.needs_ranker or with_target_scores):
+            cands = torch.cat([inp.items, inp.targets[:, None]], 1) if with_target_scores else inp.items
+            p = torch.sigmoid(self.model(inp.users, inp.history, cands).float())
+            bad = ~torch.isfinite(p)
+            ranker_nf = int(bad.sum())
+            if ranker_nf:
+                log.warning("ranker: %d non-finite score(s); their rewards get the floor", ranker_nf)
+            if with_target_scores:
+                p, tgt = p[:, :-1], p[:, -1]
+            scores = torch.where(inp.items >= 0, p, torch.full_like(p, float("nan")))
+            inp.ranker_scores = scores
+        out = self.composite(inp)
+        self.served += int(inp.items.numel())
+        res = {"rewards": out.rewards.cpu().numpy(),
+               "ranker_scores": (scores.cpu().numpy() if scores is not None
+                                 else np.full(inp.items.shape, np.nan, np.float32)),
+               "n_invalid": out.n_invalid, "n_nonfinite": out.n_nonfinite, "ranker_nonfinite": ranker_nf,
+               "version": self.version}
+        if with_target_scores:
+            res["target_scores"] = (tgt.cpu().numpy() if tgt is not None
+                                    else np.full(inp.items.shape[0], np.nan, np.float32))
+        return res
+
+    def health(self) -> dict:
+        return {"ok": True, "pid": os.getpid(), "version": self.version, "served_pairs": self.served}
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote
+    class RewardActor:
+        """A Ray actor serving a :class:`RewardScorer` (one replica of the pool)."""
+
+        def __init__(self, ranker_dir, cfg: dict, item_embeddings_path=None, n_items=None, device="cpu",
+                     threads=1):
+            from rl_align.config import from_dict
+
+            self.scorer = RewardScorer(ranker_dir, from_dict(RewardConfig, cfg, source="reward"),
+                                       item_embeddings_path, n_items, device, threads)
+
+        def score(self, chunk_id, users, history, items, targets, with_target_scores=False):
+            return chunk_id, self.scorer.score(users, history, items, targets, with_target_scores)
+
+        def load(self, ranker_dir, version=None):
+            return self.scorer.load(ranker_dir, version)
+
+        def health(self):
+            return self.scorer.health()
+
+    return RewardActor
+
+
+@dataclass
+class PoolStats:
+    """Counters of a pool's lifetime: requests, chunks, re-issued chunks, floored rewards."""
+
+    requests: int = 0
+    chunks: int = 0
+    retries: int = 0
+    n_invalid: int = 0
+    n_nonfinite: int = 0
+    ranker_nonfinite: int = 0
+    errors: list = field(default_factory=list)
+
+
+class RewardPool:
+    """N RewardActor replicas behind one ``score`` call, with back-pressure and re-issue on replica death.
+
+    Args:
+        cfg: replicas, resources, chunk size, in-flight limit, retries and the reward functions.
+        ranker_dir: ranker checkpoint every replica loads (and reloads after a restart).
+        item_embeddings_path: ``.npy`` for the ``semantic`` reward.
+        n_items: catalog size when no ranker is used.
+    """
+
+    def __init__(self, cfg: RewardConfig, ranker_dir: Optional[str | Path], item_embeddings_path=None,
+                 n_items: Optional[int] = None) -> None:
+        import dataclasses
+
+        if cfg.replicas < 1 or cfg.max_inflight < 1 or cfg.chunk_size < 1:
+            raise ValueError("reward.replicas, reward.max_inflight and reward.chunk_size must be ≥ 1")
+        self.cfg = cfg
+        cls = _actor_class()
+        threads = max(1, int(cfg.cpus_per_replica))
+        self.actors = [
+            cls.options(num_cpus=cfg.cpus_per_replica, num_gpus=cfg.gpus_per_replica, max_restarts=-1,
+                        max_task_retries=0, name=None).remote(
+                str(ranker_dir) if ranker_dir else None, dataclasses.asdict(cfg),
+                str(item_embeddings_path) if item_embeddings_path else None, n_items,
+                "cuda" if cfg.gpus_per_replica > 0 else "cpu", threads)
+            for _ in range(cfg.replicas)
+        ]
+        self.stats = PoolStats()
+        self.version = self._agreed_version()
+
+    def _agreed_version(self) -> str:
+        import ray
+
+        versions = {h["version"] for h in ray.get([a.health.remote() for a in self.actors])}
+        if len(versions) != 1:
+            raise RuntimeError(f"reward replicas serve different ranker versions: {sorted(versions)}")
+        return versions.pop()
+
+    def health(self, timeout: float = 10.0) -> list[dict]:
+        """One entry per replica: its health dict, or ``{"ok": False, "error": ...}``."""
+        import ray
+
+        out = []
+        for i, a in enumerate(self.actors):
+            try:
+                out.append({"replica": i, **ray.get(a.health.remote(), timeout=timeout)})
+            except Exception as e:  # a dead or restarting replica is reported, not raised
+                out.append({"replica": i, "ok": False, "error": f"{type(e).__name__}: {e}"})
+        return out
+
+    def reload(self, ranker_dir: str | Path, version: Optional[str] = None) -> str:
+        """Load a new ranker on every replica; returns the agreed version."""
+        import ray
+
+        version = version or ranker_version(ranker_dir)
+        ray.get([a.load.remote(str(ranker_dir), version) for a in self.actors])
+        self.version = self._agreed_version()
+        return self.version
+
+    def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
+              with_target_scores: bool = False) -> dict:
+        """Same contract as :meth:`RewardScorer.score`, spread over the replicas."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        items = np.asarray(items)
+        if items.ndim != 2 or items.shape[0] == 0 or items.shape[1] == 0:
+            raise ValueError(f"items: expected a non-empty (B, G) array, got shape {items.shape}")
+        B, G = items.shape
+        rows = max(1, self.cfg.chunk_size // G)
+        bounds = [(s, min(s + rows, B)) for s in range(0, B, rows)]
+        pending = deque(range(len(bounds)))
+        attempts = [0] * len(bounds)
+        results: list[Optional[dict]] = [None] * len(bounds)
+        inflight: dict = {}
+        load = [0] * len(self.actors)
+        nxt = 0
+        while pending or inflight:
+            while pending:
+                free = [i for i in range(len(self.actors)) if load[i] < self.cfg.max_inflight]
+                if not free:
+                    break
+                # round-robin over replicas with room
+                r = min(free, key=lambda i: ((i - nxt) % len(self.actors)))
+                nxt = (r + 1) % len(self.actors)
+                c = pending.popleft()
+                s, e = bounds[c]
+                sl = lambda a: np.ascontiguousarray(np.asarray(a)[s:e])  # noqa: E731
+                ref = self.actors[r].score.remote(c, sl(users), sl(history), sl(items), sl(targets),
+                                                  with_target_scores)
+                inflight[ref] = (c, r)
+                load[r] += 1
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                c, r = inflight.pop(ref)
+                load[r] -= 1
+                try:
+                    cid, res = ray.get(ref)
+                except (RayActorError, GetTimeoutError) as err:
+                    attempts[c] += 1
+                    self.stats.retries += 1
+                    self.stats.errors.append(f"chunk {c} on replica {r}: {type(err).__name__}")
+                    if attempts[c] > self.cfg.max_retries:
+                        raise RuntimeError(f"reward chunk {c} failed {attempts[c]} times (replica died each time); "
+                                           f"last error: {err}") from err
+                    log.warning("reward replica %d died with chunk %d in flight; re-issuing (attempt %d)",
+                                r, c, attempts[c] + 1)
+                    time.sleep(0.05 * attempts[c])
+                    pending.appendleft(c)
+                    continue
+                if cid != c or results[c] is not None:
+                    raise RuntimeError(f"reward chunk {c}: duplicate or mismatched result (got chunk {cid})")
+                results[c] = res
+        versions = {r["version"] for r in results}
+        if len(versions) != 1:
+            raise RuntimeError(f"reward request scored by different ranker versions: {sorted(versions)}")
+        out = {k: np.concatenate([r[k] for r in results]) for k in
+               (("rewards", "ranker_scores", "target_scores") if with_target_scores else ("rewards", "ranker_scores"))}
+        for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite"):
+            out[k] = int(sum(r[k] for r in results))
+            setattr(self.stats, k, getattr(self.stats, k) + out[k])
+        out["version"] = versions.pop()
+        out["chunks"] = len(bounds)
+        self.stats.requests += 1
+        self.stats.chunks += len(bounds)
+        return out
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []

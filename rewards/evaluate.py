@@ -1,0 +1,202 @@
+"""How far the ranker can be trusted, and where: AUC/GAUC on held-out logs, discriminability on unexposed candidates.
+
+*Discriminability*: for each leave-one-out event (user, history → the true next
+item y*), the ranker scores y* against negatives it was never shown in that
+context — ``random`` (uniform over unseen items), ``popular`` (the most popular
+unseen items) and ``policy`` (the SFT policy's own top beam, y* removed: the
+rollouts AdaGRPO will ask it to judge). The share of negatives ranked below y*
+is reported overall and by the popularity bucket of y*. Exposure bias shows up
+as a gap between head and tail buckets.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rewards.diagnostics import discriminability
+from rewards.ranker import load_ranker
+from rewards.train import heldout_metrics, items_digest, recent_history, score_slates
+from rl_align.config import EvalConfig, RankerConfig
+from rl_align.data.exposure import ExposureLog, exposure_stats, popularity_buckets
+from rl_align.utils.io import load_npz, read_json, write_json
+
+log = logging.getLogger("rl_align")
+BUCKET_NAMES = {3: ["tail", "torso", "head"]}
+
+
+def _bucket_names(n: int) -> list[str]:
+    return BUCKET_NAMES.get(n, [f"b{i}" for i in range(n)])
+
+
+def sample_random_negatives(seen: np.ndarray, targets: np.ndarray, n_items: int, n: int, seed: int) -> np.ndarray:
+    """(E, n) uniform items that are neither seen (E, S; -1 padded) nor the target."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((targets.size, n), np.int64)
+    for e in range(targets.size):
+        bad = set(seen[e][seen[e] >= 0].tolist()) | {int(targets[e])}
+        if n_items - len(bad) < n:
+            raise ValueError(f"event {e}: only {n_items - len(bad)} unseen items for {n} negatives")
+        got: list[int] = []
+        while len(got) < n:
+            for c in rng.integers(n_items, size=2 * n).tolist():
+                if c not in bad:
+                    bad.add(c)
+                    got.append(c)
+                    if len(got) == n:
+                        break
+        out[e] = got
+    return out
+
+
+def popular_negatives(popularity: np.ndarray, seen: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+    """(E, n) most popular items that are neither seen nor the target (-1 if the catalog runs out)."""
+    order = np.argsort(-popularity, kind="stable")[: n + seen.shape[1] + 1]
+    out = np.full((targets.size, n), -1, np.int64)
+    for e in range(targets.size):
+        bad = set(seen[e][seen[e] >= 0].tolist()) | {int(targets[e])}
+        keep = [int(i) for i in order if int(i) not in bad][:n]
+        out[e, : len(keep)] = keep
+    return out
+
+
+def policy_negatives(run_path: Path, es, n: int, ecfg: EvalConfig) -> np.ndarray | None:
+    """(E, n) the SFT policy's constrained top-(n+1) beam with y* removed; None when the run has no policy."""
+    from rl_align.policy.evaluate import rank_with_engine
+    from rl_align.policy.model import load_policy
+    from rl_align.sid.catalog import SidCatalog
+    from rollouts.torch_engine import TorchEngine
+
+    pdir = run_path / "sft" / "best_policy"
+    if not pdir.exists():
+        return None
+    catalog = SidCatalog.load(run_path / "sids" / "catalog")
+    model = load_policy(pdir, catalog)
+    ranked, _ = rank_with_engine(TorchEngine(model, catalog, "cpu"), catalog, es, n + 1, True, ecfg.batch_size)
+    out = np.full((es.targets.size, n), -1, np.int64)
+    for e in range(es.targets.size):
+        keep = [int(i) for i in ranked[e] if i >= 0 and i != es.targets[e]][:n]
+        out[e, : len(keep)] = keep
+    return out
+
+
+def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarray, names: list[str]) -> dict:
+    cands = np.concatenate([targets[:, None], np.maximum(negs, 0)], 1)
+    p = score_slates(model, users, hist, cands)
+    mask = torch.from_numpy(negs >= 0)
+    d = discriminability(torch.from_numpy(p[:, 0]).double(), torch.from_numpy(p[:, 1:]).double(), mask)
+    frac, margin = d.frac_below.numpy(), d.mean_margin.numpy()
+    first = (d.rank.numpy() <= 1.0)
+    res = {"all": {"events": int(targets.size), "frac_below": float(np.nanmean(frac)),
+                   "gt_first": float(first.mean()), "mean_margin": float(np.nanmean(margin))}}
+    for b, name in enumerate(names):
+        m = buckets[targets] == b
+        if m.any():
+            res[name] = {"events": int(m.sum()), "frac_below": float(np.nanmean(frac[m])),
+                         "gt_first": float(first[m].mean()), "mean_margin": float(np.nanmean(margin[m]))}
+    return res
+
+
+def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, split: str | None = None,
+                    with_policy: bool = True) -> dict:
+    """Held-out AUC/GAUC (overall and by bucket of the shown item) and discriminability by bucket of y*."""
+    from rl_align.policy.evaluate import eval_set
+
+    run_path = Path(run_path)
+    split = split or cfg.eval_split
+    items = read_json(run_path / "data" / "items.json")["item_ids"]
+    model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)
+    if meta.get("item_ids_digest") not in (None, items_digest(items)):
+        raise ValueError("ranker checkpoint belongs to another catalog")
+    arrays = load_npz(run_path / "data" / "split.npz")
+    la = load_npz(run_path / "exposure" / "log.npz")
+    n_items = len(items)
+    # popularity as the logging system saw it: training part only
+    offs = arrays["seq_offsets"]
+    train_mask = np.ones(arrays["seq_items"].size, bool)
+    train_mask[offs[1:] - 1] = False
+    train_mask[offs[1:] - 2] = False
+    pop = np.bincount(arrays["seq_items"][train_mask], minlength=n_items)
+    nb = cfg.popularity_buckets
+    names = _bucket_names(nb)
+    buckets = popularity_buckets(pop, nb)
+
+    res: dict = {"split": split, "ranker_epoch": meta.get("epoch")}
+    res["heldout"] = heldout_metrics(model, la, cfg.max_history)
+    # held-out AUC within each bucket of the shown item (does the ranker order items it rarely saw?)
+    m = la["heldout"]
+    p = score_slates(model, la["users"][m], recent_history(la["history"][m], cfg.max_history), la["shown"][m])
+    from rewards.metrics import auc
+
+    valid = la["shown"][m] >= 0
+    sb = buckets[np.maximum(la["shown"][m], 0)]
+    res["heldout_auc_by_bucket"] = {name: auc(p[valid & (sb == b)], la["clicks"][m][valid & (sb == b)])
+                                    for b, name in enumerate(names)}
+    train_log = ExposureLog.from_arrays(la).subset(~la["heldout"])
+    res["exposure"] = exposure_stats(train_log, pop.astype(np.float64), nb)
+
+    es = eval_set(arrays, split)
+    hist = recent_history(es.history, cfg.max_history)
+    negs = {"random": sample_random_negatives(es.seen, es.targets, n_items, cfg.eval_negatives, cfg.seed),
+            "popular": popular_negatives(pop, es.seen, es.targets, cfg.eval_negatives)}
+    if with_policy:
+        pn = policy_negatives(run_path, es, cfg.eval_negatives, ecfg)
+        if pn is not None:
+            negs["policy"] = pn
+    res["discriminability"] = {k: _disc_table(model, es.users, hist, es.targets, v, buckets, names)
+                               for k, v in negs.items()}
+    # how often the logs showed / had clicks on each bucket's items, per target
+    imp = np.bincount(train_log.shown[train_log.shown >= 0], minlength=n_items)
+    clk = np.bincount(train_log.shown[train_log.clicks], minlength=n_items)
+    res["target_exposure"] = {name: {"mean_impressions": float(imp[es.targets[buckets[es.targets] == b]].mean()),
+                                     "mean_clicks": float(clk[es.targets[buckets[es.targets] == b]].mean()),
+                                     "never_clicked": float((clk[es.targets[buckets[es.targets] == b]] == 0).mean())}
+                              for b, name in enumerate(names) if (buckets[es.targets] == b).any()}
+    res["bucket_names"] = names
+    return res
+
+
+def ranker_report(res: dict) -> str:
+    """Markdown summary of :func:`evaluate_ranker`."""
+    names = res["bucket_names"]
+    h = res["heldout"]
+    lines = ["# Ranker evaluation", "",
+             f"Held-out impressions: AUC **{h['heldout_auc']:.4f}**, GAUC **{h['heldout_gauc']:.4f}** "
+             f"({h['heldout_gauc_users']} users with a click and a non-click), log-loss {h['heldout_logloss']:.4f}, "
+             f"{h['heldout_clicks']} clicks in {h['heldout_slots']} slots.", "",
+             "Held-out AUC by popularity bucket of the shown item: "
+             + ", ".join(f"{n} {res['heldout_auc_by_bucket'][n]:.4f}" for n in names) + ".", "",
+             "## Exposure bias in the training logs", "",
+             "| bucket | items | share of interactions | share of impressions | share of clicks | items ever clicked |",
+             "|---|---|---|---|---|---|"]
+    for b, row in zip(names, res["exposure"]["buckets"]):
+        lines.append(f"| {b} | {row['items']} | {row['share_of_interactions']:.3f} | {row['share_of_impressions']:.3f}"
+                     f" | {row['share_of_clicks']:.3f} | {row['items_ever_clicked']:.3f} |")
+    lines += ["", f"Impressions: {res['exposure']['impressions']}, CTR {res['exposure']['ctr']:.4f}, exposure Gini "
+              f"{res['exposure']['exposure_gini']:.3f}.", "",
+              f"## Discriminability on unexposed candidates ({res['split']} events)", "",
+              "Share of negatives the ranker scores below the true next item (1.0 = perfect, 0.5 = chance), "
+              "by popularity bucket of the true item:", "",
+              "| negatives | all | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for kind, tab in res["discriminability"].items():
+        cells = [f"{tab['all']['frac_below']:.3f}"] + [f"{tab[n]['frac_below']:.3f} (n={tab[n]['events']})"
+                                                         if n in tab else "–" for n in names]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "Training-log exposure of the true items: "
+              + "; ".join(f"{n}: {v['mean_impressions']:.0f} impressions, {v['mean_clicks']:.1f} clicks, "
+                          f"{100 * v['never_clicked']:.0f}% never clicked" for n, v in res["target_exposure"].items())
+              + ".", ""]
+    return "\n".join(lines)
+
+
+def write_ranker_eval(run_path: str | Path, res: dict) -> Path:
+    d = Path(run_path) / "ranker"
+    write_json(d / "eval.json", res)
+    from rl_align.utils.io import atomic_path
+
+    with atomic_path(d / "report.md") as tmp:
+        Path(tmp).write_text(ranker_report(res), encoding="utf-8")
+    return d / "report.md"

@@ -1,0 +1,208 @@
+"""Reward functions over groups of generated items, behind a registry, composable with weights (pure torch).
+
+A request is a batch of B groups (one prompt each) of G generated items, in
+generation order (beam rank or sample order). Item -1 marks an invalid SID (no
+catalog item): it always gets the configured floor reward and is counted, as is
+any non-finite value a function produces — nothing NaN leaves
+:meth:`CompositeReward.__call__`.
+
+Registered functions (all return (B, G) rewards for the valid members):
+
+* ``ranker`` — the ranker's click probability; ``rank``-normalised within the
+  group ([0, 1], best = 1), ``zscore``d, or ``raw``;
+* ``exact_match`` — 1 if the item is the ground truth, else 0;
+* ``ranking`` — MiniOneRec's rank-aware reward: +1 for the ground truth; when the
+  group contains it, each wrong item at generation rank k gets −1/log2(k+2),
+  normalised so the penalties of a full group sum to −1; groups without the
+  ground truth get 0;
+* ``semantic`` — cosine similarity of the item's and the ground truth's embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from rewards.diagnostics import group_rank_normalize, group_zscore
+from rl_align.utils.registry import Registry
+
+log = logging.getLogger("rl_align")
+
+
+class RewardInputError(ValueError):
+    """A reward request is malformed (the message names the field)."""
+
+
+@dataclass
+class RewardInputs:
+    """One scoring request.
+
+    Attributes:
+        users: (B,) int64 user indices.
+        history: (B, H) int64 item indices of each prompt's history, -1 padded.
+        items: (B, G) int64 generated items in generation order, -1 = invalid SID.
+        targets: (B,) int64 ground-truth next item (-1 = unknown; exact_match/ranking/semantic then give 0).
+        ranker_scores: (B, G) float click probabilities, filled by the RewardActor when a ``ranker`` term is used.
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    items: torch.Tensor
+    targets: torch.Tensor
+    ranker_scores: Optional[torch.Tensor] = None
+
+    def validate(self, n_items: int, n_users: Optional[int] = None) -> None:
+        """Raise :class:`RewardInputError` on bad shapes or out-of-range ids."""
+        if self.items.dim() != 2 or self.items.shape[0] == 0 or self.items.shape[1] == 0:
+            raise RewardInputError(f"items: expected a non-empty (B, G) tensor, got shape {tuple(self.items.shape)}")
+        B = self.items.shape[0]
+        for name, t, dims in (("users", self.users, 1), ("targets", self.targets, 1), ("history", self.history, 2)):
+            if t.dim() != dims or t.shape[0] != B:
+                raise RewardInputError(f"{name}: expected leading dimension B={B} and {dims} dims, "
+                                       f"got shape {tuple(t.shape)}")
+        for name, t in (("items", self.items), ("history", self.history), ("targets", self.targets)):
+            bad = (t < -1) | (t >= n_items)
+            if bad.any():
+                v = int(t[bad][0])
+                raise RewardInputError(f"{name}: unknown item index {v} (catalog has {n_items} items; -1 = none)")
+        if n_users is not None and ((self.users < 0) | (self.users >= n_users)).any():
+            v = int(self.users[(self.users < 0) | (self.users >= n_users)][0])
+            raise RewardInputError(f"users: unknown user index {v} (dataset has {n_users} users)")
+
+
+@dataclass
+class RewardContext:
+    """What reward functions may need beyond the request: normalisation mode and item embeddings.
+
+    Attributes:
+        ranker_normalize: raw | rank | zscore.
+        item_embeddings: (n_items, d) L2-normalised float tensor for ``semantic`` (None if not loaded).
+    """
+
+    ranker_normalize: str = "rank"
+    item_embeddings: Optional[torch.Tensor] = None
+
+
+class RewardFunction(ABC):
+    """One reward term. ``needs_ranker`` tells the actor to run the ranker first."""
+
+    needs_ranker: bool = False
+
+    @abstractmethod
+    def __call__(self, inp: RewardInputs, valid: torch.Tensor, ctx: RewardContext) -> torch.Tensor:
+        """(B, G) float rewards; entries where ``valid`` is False are ignored (floored by the caller)."""
+
+
+REWARDS: Registry = Registry("reward function")
+
+
+@REWARDS.register("ranker")
+class RankerReward(RewardFunction):
+    needs_ranker = True
+
+    def __call__(self, inp, valid, ctx):
+        if inp.ranker_scores is None:
+            raise RewardInputError("ranker_scores: the 'ranker' reward needs the ranker's scores (run it in a RewardActor)")
+        s = inp.ranker_scores
+        ok = valid & torch.isfinite(s)
+        if ctx.ranker_normalize == "raw":
+            return s
+        if ctx.ranker_normalize == "rank":
+            return torch.where(ok, group_rank_normalize(torch.where(ok, s, torch.zeros_like(s)), ok), s)
+        if ctx.ranker_normalize == "zscore":
+            return torch.where(ok, group_zscore(torch.where(ok, s, torch.zeros_like(s)), ok), s)
+        raise RewardInputError(f"reward.ranker_normalize: {ctx.ranker_normalize!r} is not raw, rank or zscore")
+
+
+@REWARDS.register("exact_match")
+class ExactMatchReward(RewardFunction):
+    def __call__(self, inp, valid, ctx):
+        return ((inp.items == inp.targets[:, None]) & (inp.targets[:, None] >= 0)).float()
+
+
+def rank_penalties(g: int) -> torch.Tensor:
+    """(G,) MiniOneRec's penalties for wrong items by generation rank: −1/log2(k+2), normalised to sum −1."""
+    raw = torch.tensor([1.0 / math.log2(k + 2) for k in range(g)])
+    return -raw / raw.sum()
+
+
+@REWARDS.register("ranking")
+class RankingReward(RewardFunction):
+    def __call__(self, inp, valid, ctx):
+        hit = (inp.items == inp.targets[:, None]) & (inp.targets[:, None] >= 0)
+        has = hit.any(1, keepdim=True)
+        pen = rank_penalties(inp.items.shape[1]).to(inp.items.device)[None, :].expand_as(hit)
+        return torch.where(hit, torch.ones_like(pen), torch.where(has, pen, torch.zeros_like(pen)))
+
+
+@REWARDS.register("semantic")
+class SemanticReward(RewardFunction):
+    def __call__(self, inp, valid, ctx):
+        if ctx.item_embeddings is None:
+            raise RewardInputError("semantic reward needs item embeddings (RewardActor item_embeddings_path)")
+        e = ctx.item_embeddings
+        it = e[inp.items.clamp(min=0)]                                   # (B, G, d)
+        tg = e[inp.targets.clamp(min=0)][:, None]                        # (B, 1, d)
+        cos = (it * tg).sum(-1)
+        return torch.where(inp.targets[:, None] >= 0, cos, torch.zeros_like(cos))
+
+
+@dataclass
+class RewardOutput:
+    """Rewards of one request.
+
+    Attributes:
+        rewards: (B, G) float, finite everywhere.
+        ranker_scores: (B, G) float ranker probabilities (NaN where invalid / not computed).
+        terms: name → (B, G) unweighted term values (for logging).
+        n_invalid: invalid SIDs floored. n_nonfinite: non-finite values floored.
+    """
+
+    rewards: torch.Tensor
+    ranker_scores: Optional[torch.Tensor]
+    terms: dict = field(default_factory=dict)
+    n_invalid: int = 0
+    n_nonfinite: int = 0
+
+
+class CompositeReward:
+    """Σ_k w_k · f_k over the registered functions named in ``weights``; invalid / non-finite → ``floor``."""
+
+    def __init__(self, weights: dict[str, float], floor: float = -1.0, ctx: Optional[RewardContext] = None) -> None:
+        if not weights:
+            raise ValueError("reward.functions: at least one reward function is needed")
+        for name, w in weights.items():
+            if name not in REWARDS:
+                raise ValueError(f"reward.functions: unknown reward {name!r}; registered: {REWARDS.names()}")
+            if not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise ValueError(f"reward.functions.{name}: weight must be a finite number, got {w!r}")
+        if not math.isfinite(floor):
+            raise ValueError(f"reward.floor must be finite, got {floor}")
+        self.weights = dict(weights)
+        self.fns = {n: REWARDS.get(n)() for n in weights}
+        self.floor = float(floor)
+        self.ctx = ctx or RewardContext()
+
+    @property
+    def needs_ranker(self) -> bool:
+        return any(f.needs_ranker for f in self.fns.values())
+
+    def __call__(self, inp: RewardInputs) -> RewardOutput:
+        valid = inp.items >= 0
+        total = torch.zeros(inp.items.shape, dtype=torch.float32, device=inp.items.device)
+        terms = {}
+        for name, fn in self.fns.items():
+            t = fn(inp, valid, self.ctx).float()
+            terms[name] = t
+            total = total + self.weights[name] * t
+        nonfinite = valid & ~torch.isfinite(total)
+        n_nf = int(nonfinite.sum())
+        if n_nf:
+            log.warning("reward: %d non-finite reward(s) replaced by the floor %.3g", n_nf, self.floor)
+        rewards = torch.where(valid & torch.isfinite(total), total, torch.full_like(total, self.floor))
+        return RewardOutput(rewards, inp.ranker_scores, terms, int((~valid).sum()), n_nf)

@@ -1,0 +1,273 @@
+"""Ranker, reward functions, diagnostics and exposure logs — pure torch / numpy, no Ray."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.diagnostics import discriminability, group_rank_normalize, group_zscore
+from rewards.features import auto_specs, encode, specs_from_config
+from rewards.functions import REWARDS, CompositeReward, RewardContext, RewardInputError, RewardInputs, rank_penalties
+from rewards.metrics import auc, gauc
+from rewards.ranker import DinRanker, RankerLoadError, load_ranker, save_ranker
+from rl_align.config import ExposureConfig, RankerConfig, RewardConfig
+
+
+# --------------------------------------------------------------------------- metrics
+def _auc_brute(s, y):
+    pos, neg = s[y], s[~y]
+    return np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)])
+
+
+def test_auc_matches_pairwise_definition_with_ties(rng):
+    s = rng.integers(0, 5, 200).astype(float)  # many ties
+    y = rng.random(200) < 0.3
+    assert auc(s, y) == pytest.approx(_auc_brute(s, y))
+    assert math.isnan(auc(s, np.zeros(200, bool)))
+
+
+def test_gauc_weights_groups_and_skips_one_class_groups():
+    s = np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.4])
+    y = np.array([1, 0, 1, 0, 1, 1], bool)
+    g = np.array([0, 0, 1, 1, 2, 2])
+    val, used = gauc(s, y, g)
+    assert used == 2 and val == pytest.approx((1.0 * 2 + 0.0 * 2) / 4)
+
+
+# --------------------------------------------------------------------------- diagnostics
+def test_discriminability_hand_made_group():
+    d = discriminability(torch.tensor([0.5, 0.9]), torch.tensor([[0.1, 0.7, 0.5, 9.0], [0.1, 0.2, 0.3, 0.4]]),
+                         torch.tensor([[True, True, True, False], [True, True, True, True]]))
+    assert d.frac_below[0].item() == pytest.approx(1.5 / 3)   # 0.1 below, 0.5 tie (half), 0.7 above; 9.0 masked
+    assert d.margin[0].item() == pytest.approx(0.5 - 0.7)
+    assert d.rank[0].item() == pytest.approx(2.5)
+    assert d.frac_below[1].item() == 1.0 and d.rank[1].item() == 1.0
+    assert d.n_neg.tolist() == [3, 4]
+
+
+def test_discriminability_no_negatives_is_nan_and_nonfinite_raises():
+    d = discriminability(torch.tensor([0.5]), torch.tensor([[0.1]]), torch.tensor([[False]]))
+    assert math.isnan(d.frac_below.item()) and math.isnan(d.margin.item())
+    with pytest.raises(ValueError, match="NaN"):
+        discriminability(torch.tensor([0.5]), torch.tensor([[float("nan")]]))
+
+
+def test_group_normalisers():
+    s = torch.tensor([[3.0, 1.0, 2.0, 7.0], [5.0, 5.0, 1.0, 0.0]])
+    v = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    r = group_rank_normalize(s, v)
+    assert r[0].tolist() == [1.0, 0.0, 0.5, 0.0]
+    assert r[1].tolist() == [0.5, 0.5, 0.0, 0.0]
+    z = group_zscore(s, v)
+    assert z[0, :3].mean().item() == pytest.approx(0.0, abs=1e-6) and z[0, 3].item() == 0.0
+    assert group_rank_normalize(torch.tensor([[4.0, 1.0]]), torch.tensor([[True, False]])).tolist() == [[1.0, 0.0]]
+
+
+# --------------------------------------------------------------------------- reward functions
+def _inp(items, targets, scores=None):
+    items = torch.tensor(items)
+    B = items.shape[0]
+    return RewardInputs(torch.zeros(B, dtype=torch.long), torch.full((B, 3), -1), items, torch.tensor(targets),
+                        None if scores is None else torch.tensor(scores))
+
+
+def test_registry_lists_the_four_rewards():
+    assert {"ranker", "exact_match", "ranking", "semantic"} <= set(REWARDS.names())
+
+
+def test_exact_match_and_ranking_reward():
+    inp = _inp([[5, 3, 7, 1], [2, 4, 6, 8]], [3, 9])
+    out = CompositeReward({"exact_match": 1.0})(inp)
+    assert out.rewards.tolist() == [[0, 1, 0, 0], [0, 0, 0, 0]]
+    rk = CompositeReward({"ranking": 1.0})(inp).rewards
+    pen = rank_penalties(4)
+    assert pen.sum().item() == pytest.approx(-1.0) and (pen < 0).all() and pen[0] < pen[3]
+    assert rk[0, 1].item() == 1.0 and rk[0, 0].item() == pytest.approx(pen[0].item())
+    assert rk[1].tolist() == [0, 0, 0, 0]  # no hit in the group → no signal
+
+
+def test_invalid_sids_and_nonfinite_scores_get_the_counted_floor():
+    inp = _inp([[5, -1, 7]], [5], [[0.2, float("nan"), float("nan")]])
+    out = CompositeReward({"ranker": 1.0, "exact_match": 0.5}, floor=-2.0, ctx=RewardContext("raw"))(inp)
+    assert out.rewards[0].tolist() == pytest.approx([0.7, -2.0, -2.0])
+    assert out.n_invalid == 1 and out.n_nonfinite == 1
+    assert torch.isfinite(out.rewards).all()
+
+
+def test_ranker_reward_rank_normalised_within_group():
+    inp = _inp([[1, 2, 3]], [0], [[0.1, 0.9, 0.5]])
+    assert CompositeReward({"ranker": 1.0})(inp).rewards[0].tolist() == [0.0, 1.0, 0.5]
+
+
+def test_semantic_reward_is_cosine():
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
+    out = CompositeReward({"semantic": 1.0}, ctx=RewardContext(item_embeddings=emb))(_inp([[0, 1, 2]], [0]))
+    assert out.rewards[0].tolist() == pytest.approx([1.0, 0.0, math.sqrt(0.5)])
+
+
+def test_bad_reward_requests_fail_clearly():
+    with pytest.raises(RewardInputError, match="unknown item index 50"):
+        _inp([[1, 50]], [1]).validate(n_items=10)
+    with pytest.raises(RewardInputError, match="non-empty"):
+        RewardInputs(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.long),
+                     torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long)).validate(10)
+    with pytest.raises(ValueError, match="unknown reward 'ctr'"):
+        CompositeReward({"ctr": 1.0})
+    with pytest.raises(ValueError, match="finite"):
+        CompositeReward({"exact_match": float("nan")})
+
+
+# --------------------------------------------------------------------------- features
+def test_auto_features_on_ml100k(ml100k):
+    items = {(s.name, s.kind) for s in auto_specs(ml100k.item_features, ml100k.n_items)}
+    users = {(s.name, s.kind) for s in auto_specs(ml100k.user_features, ml100k.n_users)}
+    assert items == {("class", "multi"), ("release_year", "bucket")}          # titles are text: dropped
+    assert users == {("age", "bucket"), ("gender", "categorical"), ("occupation", "categorical")}  # zip dropped
+    spec = next(s for s in auto_specs(ml100k.item_features, ml100k.n_items) if s.name == "class")
+    t = encode(spec, ml100k.item_features["class"])
+    assert t.shape == (ml100k.n_items + 1, spec.width) and (t[0] == 0).all() and (t[1:, 0] >= 2).all()
+    with pytest.raises(ValueError, match="field 'genre' is not in the dataset"):
+        specs_from_config(ml100k.item_features, {"genre": "multi"}, ml100k.n_items, "item")
+    with pytest.raises(ValueError, match="kind 'onehot'"):
+        specs_from_config(ml100k.item_features, {"class": "onehot"}, ml100k.n_items, "item")
+
+
+# --------------------------------------------------------------------------- ranker model
+def _tiny_ranker(head="mlp", n_items=30, n_users=10):
+    from rewards.features import build_spec
+
+    genres = [[f"g{i % 4}", f"g{(i + 1) % 4}"] for i in range(n_items)]
+    spec = build_spec("genre", genres, "multi")
+    torch.manual_seed(0)
+    cfg = RankerConfig(embed_dim=8, attention_hidden=8, mlp_dims=[16], head=head, dropout=0.0)
+    return DinRanker(n_items, n_users, cfg, [spec], [], {"genre": torch.from_numpy(encode(spec, genres))}, {})
+
+
+@pytest.mark.parametrize("head", ["mlp", "dcn"])
+def test_ranker_shapes_padding_and_roundtrip(tmp_path, head):
+    m = _tiny_ranker(head).eval()
+    users = torch.tensor([0, 3])
+    hist = torch.tensor([[1, 2, 3, -1, -1], [4, 5, -1, -1, -1]])
+    cands = torch.tensor([[7, 8, 9], [1, -1, 2]])
+    out = m(users, hist, cands)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    # padding is invisible: more trailing pads or pads moved to the front give the same logits
+    hist2 = torch.tensor([[-1, 1, 2, 3, -1, -1, -1], [-1, -1, 4, 5, -1, -1, -1]])
+    assert torch.allclose(m(users, hist2, cands), out, atol=1e-6)
+    save_ranker(m, tmp_path / "rk", {"item_ids_digest": None})
+    m2, meta = load_ranker(tmp_path / "rk")
+    assert torch.allclose(m2(users, hist, cands), out) and meta["config"]["head"] == head
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(RankerLoadError, match="missing model.safetensors"):
+        load_ranker(tmp_path / "bad")
+
+
+def test_ranker_learns_a_history_dependent_click_rule():
+    """Each user's history is one genre; clicks iff the candidate has it — only the history can tell."""
+    n_items = 30
+    m = _tiny_ranker(n_items=n_items)
+    g = torch.arange(n_items) % 4
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+
+    def batch(n):
+        genre = torch.randint(0, 4, (n, 1), generator=gen)
+        hist = genre + 4 * torch.randint(0, n_items // 4, (n, 4), generator=gen)   # items of that genre
+        cands = torch.randint(0, n_items, (n, 6), generator=gen)
+        return torch.zeros(n, dtype=torch.long), hist, cands, (g[cands] == genre).float()
+
+    for _ in range(300):
+        u, h, c, y = batch(128)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(m(u, h, c), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    u, h, c, y = batch(512)
+    with torch.no_grad():
+        p = m.eval()(u, h, c)
+    assert auc(p.flatten().numpy(), y.flatten().numpy().astype(bool)) > 0.95
+
+
+# --------------------------------------------------------------------------- scorer (in-process)
+def test_reward_scorer_in_process(tmp_path):
+    from rewards.actor import RewardScorer
+
+    save_ranker(_tiny_ranker(), tmp_path / "rk")
+    sc = RewardScorer(tmp_path / "rk", RewardConfig(functions={"ranker": 1.0, "exact_match": 1.0}, floor=-1.0))
+    out = sc.score(np.array([0, 1]), np.array([[1, 2, -1], [3, -1, -1]]), np.array([[4, 5, -1], [6, 7, 8]]),
+                   np.array([5, -1]), with_target_scores=True)
+    r = out["rewards"]
+    assert r.shape == (2, 3) and r[0, 2] == -1.0 and out["n_invalid"] == 1
+    assert 1.0 <= r[0, 1] <= 2.0 and np.isnan(out["ranker_scores"][0, 2]) and out["target_scores"].shape == (2,)
+    with pytest.raises(RewardInputError, match="users: unknown user index 99"):
+        sc.score(np.array([99]), np.array([[1]]), np.array([[2]]), np.array([1]))
+
+
+# --------------------------------------------------------------------------- exposure logs
+def _toy_split(n_users=60, n_items=40, seed=0):
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 1.1
+    seqs = [rng.choice(n_items, size=rng.integers(8, 20), replace=False, p=pop / pop.sum()) for _ in range(n_users)]
+    offs = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    return {"seq_items": np.concatenate(seqs).astype(np.int64), "seq_offsets": offs.astype(np.int64)}, n_items
+
+
+@pytest.mark.parametrize("policy", ["popularity", "cooccurrence", "mix"])
+def test_simulated_exposure_respects_the_protocol(policy):
+    from rl_align.data.exposure import exposure_stats, simulate_exposure
+
+    split, n_items = _toy_split()
+    cfg = ExposureConfig(policy=policy, slate_size=8, epsilon=0.1, click_noise=0.0, holdout_events=2, seed=1)
+    lg = simulate_exposure(split, n_items, cfg, max_history=5)
+    offs, seq = split["seq_offsets"], split["seq_items"]
+    n_events = sum(len_ - 3 for len_ in np.diff(offs))
+    assert len(lg) == n_events and lg.shown.shape == (n_events, 8)
+    for e in range(len(lg)):
+        assert len(set(lg.shown[e].tolist())) == 8                      # distinct slots
+        u = lg.users[e]
+        sequ = seq[offs[u]: offs[u + 1]]
+        pos = int(np.flatnonzero(sequ == lg.targets[e])[0])
+        assert not set(lg.shown[e].tolist()) & set(sequ[:pos].tolist())  # consumed items never shown again
+        assert lg.history[e][lg.history[e] >= 0].tolist() == sequ[max(0, pos - 5):pos].tolist()
+    # with no click noise, only the consumed item can be clicked
+    assert (lg.shown[lg.clicks] == np.broadcast_to(lg.targets[:, None], lg.shown.shape)[lg.clicks]).all()
+    assert lg.heldout.sum() == 2 * len(np.unique(lg.users))
+    st = exposure_stats(lg, np.bincount(seq, minlength=n_items).astype(float), 3)
+    assert st["buckets"][2]["share_of_impressions"] > st["buckets"][0]["share_of_impressions"] / 2
+
+
+def test_position_bias_lowers_clicks_down_the_slate():
+    from rl_align.data.exposure import simulate_exposure
+
+    split, n_items = _toy_split(n_users=300)
+    lg = simulate_exposure(split, n_items, ExposureConfig(policy="popularity", slate_size=10, epsilon=0.0,
+                                                          click_noise=0.5, position_bias=1.0, seed=0), 5)
+    ctr = lg.clicks.mean(0)
+    assert ctr[0] > 2 * ctr[5] > 0  # examination 1 vs 1/6
+
+
+def test_real_exposure_logs_load_and_errors_name_line_and_field(tmp_path):
+    from rl_align.data.exposure import ExposureLogError, load_exposure_jsonl
+
+    users, items = {"u1": 0, "u2": 1}, {"a": 0, "b": 1, "c": 2}
+    p = tmp_path / "logs.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"user_id": "u1", "history": ["a"], "shown": ["b", "c"], "clicked": ["c"]},
+        {"user_id": "u2", "history": [], "shown": ["a"], "clicked": [], "target": "b"}]) + "\n")
+    lg = load_exposure_jsonl(p, users, items, max_history=3, holdout_events=0)
+    assert lg.shown.tolist() == [[1, 2], [0, -1]] and lg.clicks.tolist() == [[False, True], [False, False]]
+    assert lg.targets.tolist() == [-1, 1]
+    bad = [({"user_id": "u1", "history": [], "shown": ["zz"], "clicked": []}, "line 1: field 'shown': unknown item 'zz'"),
+           ({"user_id": "u9", "history": [], "shown": ["a"], "clicked": []}, "unknown user 'u9'"),
+           ({"user_id": "u1", "history": [], "shown": ["a"], "clicked": ["b"]}, "'clicked' has items that are not"),
+           ({"user_id": "u1", "shown": ["a"], "clicked": []}, "missing field 'history'")]
+    for rec, msg in bad:
+        p.write_text(json.dumps(rec) + "\n")
+        with pytest.raises(ExposureLogError, match=msg):
+            load_exposure_jsonl(p, users, items, 3)
+    p.write_text("{not json\n")
+    with pytest.raises(ExposureLogError, match="line 1: invalid JSON"):
+        load_exposure_jsonl(p, users, items, 3)

@@ -91,6 +91,14 @@ def _build_model(inputs: Path, cfg: RankerConfig) -> DinRanker:
     return DinRanker(meta["n_items"], meta["n_users"], cfg, ispecs, uspecs, it, ut)
 
 
+def _arch_digest(cfg: RankerConfig) -> str:
+    """What a checkpoint must share with the current config to be resumed (not the schedule or the resources)."""
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("epochs", "num_workers", "cpus_per_worker", "use_gpu", "max_failures", "eval_negatives",
+                         "eval_split", "popularity_buckets")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def train_loop_per_worker(config: dict) -> None:
     """One Ray Train worker: DDP model, this rank's share of every batch, per-epoch held-out eval + checkpoint."""
     import ray.train
@@ -117,8 +125,15 @@ def train_loop_per_worker(config: dict) -> None:
     model = _build_model(inputs, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ddp = ray.train.torch.prepare_model(model) if world > 1 else model
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1}
+    arch = _arch_digest(cfg)
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "arch": arch}
     ckpt = resume_checkpoint(ray.train.get_checkpoint(), out_dir)
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            if json.loads((Path(d) / STATE).read_text()).get("arch") != arch:
+                if rank == 0:
+                    print("[ranker] checkpoint is for another model/data setup: starting fresh", flush=True)
+                ckpt = None
     if ckpt is not None:
         with ckpt.as_directory() as d:
             d = Path(d)

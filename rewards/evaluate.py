@@ -83,7 +83,8 @@ def policy_negatives(run_path: Path, es, n: int, ecfg: EvalConfig) -> np.ndarray
     return out
 
 
-def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarray, names: list[str]) -> dict:
+def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarray, names: list[str],
+                groups: dict[str, np.ndarray]) -> dict:
     cands = np.concatenate([targets[:, None], np.maximum(negs, 0)], 1)
     p = score_slates(model, users, hist, cands)
     mask = torch.from_numpy(negs >= 0)
@@ -92,8 +93,9 @@ def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarr
     first = (d.rank.numpy() <= 1.0)
     res = {"all": {"events": int(targets.size), "frac_below": float(np.nanmean(frac)),
                    "gt_first": float(first.mean()), "mean_margin": float(np.nanmean(margin))}}
-    for b, name in enumerate(names):
-        m = buckets[targets] == b
+    masks = {name: buckets[targets] == b for b, name in enumerate(names)}
+    masks.update(groups)
+    for name, m in masks.items():
         if m.any():
             res[name] = {"events": int(m.sum()), "frac_below": float(np.nanmean(frac[m])),
                          "gt_first": float(first[m].mean()), "mean_margin": float(np.nanmean(margin[m]))}
@@ -146,11 +148,12 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
         pn = policy_negatives(run_path, es, cfg.eval_negatives, ecfg)
         if pn is not None:
             negs["policy"] = pn
-    res["discriminability"] = {k: _disc_table(model, es.users, hist, es.targets, v, buckets, names)
-                               for k, v in negs.items()}
     # how often the logs showed / had clicks on each bucket's items, per target
     imp = np.bincount(train_log.shown[train_log.shown >= 0], minlength=n_items)
     clk = np.bincount(train_log.shown[train_log.clicks], minlength=n_items)
+    groups = {"never clicked in logs": clk[es.targets] == 0, "clicked in logs": clk[es.targets] > 0}
+    res["discriminability"] = {k: _disc_table(model, es.users, hist, es.targets, v, buckets, names, groups)
+                               for k, v in negs.items()}
     res["target_exposure"] = {name: {"mean_impressions": float(imp[es.targets[buckets[es.targets] == b]].mean()),
                                      "mean_clicks": float(clk[es.targets[buckets[es.targets] == b]].mean()),
                                      "never_clicked": float((clk[es.targets[buckets[es.targets] == b]] == 0).mean())}
@@ -185,6 +188,12 @@ def ranker_report(res: dict) -> str:
         cells = [f"{tab['all']['frac_below']:.3f}"] + [f"{tab[n]['frac_below']:.3f} (n={tab[n]['events']})"
                                                          if n in tab else "–" for n in names]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    g = ["never clicked in logs", "clicked in logs"]
+    lines += ["", "The same, split by whether the true item ever got a click in the training logs (exposure bias):",
+              "", "| negatives | " + " | ".join(g) + " |", "|---|" + "---|" * len(g)]
+    for kind, tab in res["discriminability"].items():
+        lines.append(f"| {kind} | " + " | ".join(f"{tab[n]['frac_below']:.3f} (n={tab[n]['events']})" if n in tab
+                                                  else "–" for n in g) + " |")
     lines += ["", "Training-log exposure of the true items: "
               + "; ".join(f"{n}: {v['mean_impressions']:.0f} impressions, {v['mean_clicks']:.1f} clicks, "
                           f"{100 * v['never_clicked']:.0f}% never clicked" for n, v in res["target_exposure"].items())

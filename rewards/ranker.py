@@ -74,7 +74,7 @@ class DinRanker(nn.Module):
         self.att_h = nn.Linear(di, a)
         self.att_c = nn.Linear(di, a, bias=False)
         self.att_hc = nn.Linear(di, a, bias=False)
-        self.att_out = nn.Sequential(nn.PReLU(), nn.Linear(a, 1))
+        self.att_out = nn.Sequential(nn.ReLU(), nn.Linear(a, 1))
         x_dim = du + 4 * di
         layers, prev = [], x_dim
         for w in cfg.mlp_dims:

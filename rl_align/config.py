@@ -201,7 +201,7 @@ class RankerConfig:
         None, "user side features {field: categorical|multi|bucket}; None = auto-detect from the dataset"
     )
     use_user_id: bool = doc(True, "add a user-id embedding")
-    attention_hidden: int = doc(64, "hidden width of DIN's attention unit")
+    attention_hidden: int = doc(32, "hidden width of DIN's attention unit")
     head: Literal["mlp", "dcn"] = doc("mlp", "scoring head: MLP, or DCN-v2 cross layers beside the MLP")
     cross_layers: int = doc(2, "head=dcn: number of cross layers")
     mlp_dims: list = doc([128, 64], "hidden widths of the scoring MLP")

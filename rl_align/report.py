@@ -81,6 +81,21 @@ def write_report(run_path: str | Path) -> Path:
                       f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}. "
                       f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
                       ""]
+    if (run / "ranker" / "eval.json").exists():
+        r = read_json(run / "ranker" / "eval.json")
+        h = r["heldout"]
+        names = r["bucket_names"]
+        rk = cfg.get("ranker", {})
+        lines += ["## Ranker reward model", "",
+                  f"DIN ranker ({rk.get('head')} head, epoch {r.get('ranker_epoch')}) trained on exposure logs: "
+                  f"held-out AUC {h['heldout_auc']:.4f}, GAUC {h['heldout_gauc']:.4f}. Share of negatives scored "
+                  f"below the true next item ({r['split']} events), by popularity bucket of the true item "
+                  "(full table: `ranker/report.md`):", "",
+                  "| negatives | all | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for kind, tab in r["discriminability"].items():
+            lines.append(f"| {kind} | {tab['all']['frac_below']:.3f} | "
+                         + " | ".join(f"{tab[n]['frac_below']:.3f}" if n in tab else "–" for n in names) + " |")
+        lines.append("")
     secs = _stage_seconds(run)
     if secs:
         lines += ["## Timing", "", "| stage | seconds |", "|---|---|"]

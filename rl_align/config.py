@@ -239,6 +239,64 @@ class RewardConfig:
 
 
 @dataclass
+class AdaGrpoConfig:
+    """AdaGRPO's gate c(x) = difficulty ∧ discriminability (see rl_align/algos/gates.py)."""
+
+    difficulty: Literal["gt_rank", "entropy", "none"] = doc(
+        "gt_rank", "difficulty test: rank of y* among rollouts by policy log-prob, or rollout-group entropy"
+    )
+    k_d: int = doc(1, "gt_rank: difficult when at least k_d rollouts (≠ y*) beat y* in log-prob (1 ≤ k_d ≤ G)")
+    h_d: float = doc(0.5, "entropy: difficult when the normalised rollout-item entropy exceeds h_d (0..1)")
+    discriminability: Literal["frac_below", "margin", "none"] = doc(
+        "frac_below", "discriminability test: share of negatives the ranker puts below y*, or the margin"
+    )
+    a: float = doc(0.5, "frac_below: discriminable when at least this share of negatives score below y* (0..1)")
+    m: float = doc(0.0, "margin: discriminable when score(y*) − max negative score ≥ m")
+
+
+@dataclass
+class RlConfig:
+    """Alignment on Ray: rollout workers, reward actors and DeepSpeed learners driven by one controller."""
+
+    algo: Literal["nll", "grpo", "mixture", "adagrpo"] = doc("adagrpo", "objective (see rl_align/algos)")
+    init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
+    lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo")
+    beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)")
+    clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)")
+    clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)")
+    scale_advantages: bool = doc(True, "divide group-centred rewards by the group std")
+    aggregation: Literal["token", "sequence"] = doc("sequence", "GRPO loss aggregation over tokens")
+    group_size: int = doc(8, "G: rollouts per prompt")
+    prompts_per_step: int = doc(32, "B: prompts per step (split across learners)")
+    micro_batch_prompts: int = doc(16, "prompts per learner micro-batch (gradient accumulation above it)")
+    updates_per_step: int = doc(1, "optimizer passes over each step's rollouts (>1 makes the ratio ≠ 1)")
+    steps: int = doc(200, "training steps")
+    lr: float = doc(1e-4, "learner learning rate (AdamW, constant after warm-up)")
+    warmup_steps: int = doc(10, "linear warm-up steps")
+    weight_decay: float = doc(0.0, "AdamW weight decay")
+    grad_clip: float = doc(1.0, "gradient norm clip (0 = off)")
+    rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
+    temperature: float = doc(1.0, "sampling temperature")
+    constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
+    engine: Literal["torch", "vllm"] = doc("torch", "rollout engine of the workers")
+    rollout_workers: int = doc(1, "RolloutWorker actors")
+    cpus_per_rollout_worker: float = doc(1.0, "CPUs per rollout worker (torch threads)")
+    gpus_per_rollout_worker: float = doc(0.0, "GPUs per rollout worker")
+    learners: int = doc(1, "learner ranks (one DeepSpeed engine each, one torch.distributed group)")
+    cpus_per_learner: float = doc(1.0, "CPUs per learner (torch threads)")
+    gpus_per_learner: float = doc(0.0, "GPUs per learner (nccl when > 0)")
+    zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3")
+    placement: Literal["pack", "spread"] = doc("pack", "placement-group strategy for learners + rollout workers")
+    eval_every: int = doc(25, "validate (HR@10, NDCG@10, free-decoding hallucination) every this many steps")
+    eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")
+    checkpoint_every: int = doc(25, "checkpoint every this many steps")
+    keep_checkpoints: int = doc(2, "checkpoints kept (plus the best)")
+    max_learner_restarts: int = doc(2, "learner-group restarts from the last checkpoint before failing")
+    seed: int = doc(0, "seed of prompt order and sampling")
+    adagrpo: AdaGrpoConfig = doc(AdaGrpoConfig(), "AdaGRPO gate")
+
+
+@dataclass
 class RunConfig:
     """A whole run: one run directory with every stage's artifacts, config and metrics."""
 
@@ -256,6 +314,7 @@ class RunConfig:
     exposure: ExposureConfig = doc(ExposureConfig(), "impression logs the ranker learns from")
     ranker: RankerConfig = doc(RankerConfig(), "the ranker reward model")
     reward: RewardConfig = doc(RewardConfig(), "reward functions and RewardActor pool")
+    rl: RlConfig = doc(RlConfig(), "alignment on Ray (rl-align rl)")
     wandb: bool = doc(True, "mirror metrics to wandb (offline unless WANDB_MODE says otherwise)")
 
 

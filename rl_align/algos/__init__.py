@@ -1,0 +1,5 @@
+"""Alignment objectives and their pieces (pure torch; unit-tested without Ray)."""
+
+from rl_align.algos.objectives import OBJECTIVES, LossInputs, Objective, build_objective
+
+__all__ = ["OBJECTIVES", "LossInputs", "Objective", "build_objective"]

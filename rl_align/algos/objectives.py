@@ -1,0 +1,134 @@
+"""The alignment objectives, behind a registry: ``nll``, ``grpo``, ``mixture``, ``adagrpo`` (pure torch).
+
+Every objective maps one :class:`LossInputs` (a micro-batch of prompts with
+their ground truth and G rollouts) to a scalar loss and a dict of metrics:
+
+* ``nll``      — ``NLL(y*|x)`` (continued SFT);
+* ``grpo``     — ``L_GRPO`` (group-normalised advantages, clipped ratio, optional k3 KL with weight β);
+* ``mixture``  — ``NLL + λ · L_GRPO`` for every sample;
+* ``adagrpo``  — ``NLL + λ · c(x) · L_GRPO`` with the gate ``c`` of :mod:`rl_align.algos.gates`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from rl_align.algos.gates import adagrpo_gate
+from rl_align.algos.losses import aggregate, group_advantages, grpo_terms, sequence_nll
+from rl_align.utils.registry import Registry
+
+OBJECTIVES: Registry = Registry("alignment objective")
+
+
+@dataclass
+class LossInputs:
+    """One micro-batch. B prompts, G rollouts each, T rollout tokens, Tg ground-truth tokens.
+
+    Attributes:
+        gt_logp: (B, Tg) log π(y*_t | x, y*_<t) with grad. gt_mask: (B, Tg).
+        roll_logp: (B*G, T) log π of rollout tokens with grad. roll_old_logp: (B*G, T) behaviour log-probs
+            (the rollout engine's, no grad). roll_mask: (B*G, T).
+        roll_ref_logp: (B*G, T) reference-policy log-probs, or None (β = 0).
+        rewards: (B, G). rollout_items: (B, G) (-1 invalid). targets: (B,).
+        gt_score: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (NaN where invalid).
+    """
+
+    gt_logp: torch.Tensor
+    gt_mask: torch.Tensor
+    roll_logp: Optional[torch.Tensor] = None
+    roll_old_logp: Optional[torch.Tensor] = None
+    roll_mask: Optional[torch.Tensor] = None
+    roll_ref_logp: Optional[torch.Tensor] = None
+    rewards: Optional[torch.Tensor] = None
+    rollout_items: Optional[torch.Tensor] = None
+    targets: Optional[torch.Tensor] = None
+    gt_score: Optional[torch.Tensor] = None
+    rollout_scores: Optional[torch.Tensor] = None
+
+
+class Objective(ABC):
+    """A loss over :class:`LossInputs`; ``uses_rollouts`` tells the controller whether to generate at all."""
+
+    uses_rollouts = True
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
+        """(scalar loss, metrics of python floats)."""
+
+    # shared pieces -----------------------------------------------------------
+    def nll(self, x: LossInputs) -> torch.Tensor:
+        return sequence_nll(x.gt_logp, x.gt_mask).mean()
+
+    def grpo(self, x: LossInputs, weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        adv, zero = group_advantages(x.rewards.float(), scale=self.cfg.scale_advantages)
+        B, G = x.rewards.shape
+        t = grpo_terms(x.roll_logp, x.roll_old_logp, adv.reshape(-1), x.roll_mask, self.cfg.clip_eps,
+                       x.roll_ref_logp, self.cfg.clip_eps_high)
+        w = torch.ones(B, device=adv.device) if weights is None else weights
+        w_seq = w.repeat_interleave(G).to(t.pg.dtype)
+        pg = aggregate(t.pg, t.n_tokens, w_seq, self.cfg.aggregation)
+        kl = aggregate(t.kl, t.n_tokens, w_seq, self.cfg.aggregation)
+        loss = pg + self.cfg.beta * kl
+        m = {"grpo_pg": float(pg.detach()), "kl": float(kl.detach()), "clip_frac": float(t.clip_frac.mean()),
+             "zero_adv_groups": float(zero.sum()), "zero_adv_share": float(zero.float().mean()),
+             "adv_abs_mean": float(adv.abs().mean()), "reward_mean": float(x.rewards.mean()),
+             "reward_std": float(x.rewards.std(unbiased=False))}
+        return loss, m
+
+
+@OBJECTIVES.register("nll")
+class NllObjective(Objective):
+    uses_rollouts = False
+
+    def __call__(self, x):
+        loss = self.nll(x)
+        return loss, {"nll": float(loss.detach())}
+
+
+@OBJECTIVES.register("grpo")
+class GrpoObjective(Objective):
+    def __call__(self, x):
+        loss, m = self.grpo(x)
+        with torch.no_grad():
+            m["nll"] = float(self.nll(x))
+        return loss, m
+
+
+@OBJECTIVES.register("mixture")
+class MixtureObjective(Objective):
+    def __call__(self, x):
+        nll = self.nll(x)
+        g, m = self.grpo(x)
+        m["nll"] = float(nll.detach())
+        return nll + self.cfg.lam * g, m
+
+
+@OBJECTIVES.register("adagrpo")
+class AdaGrpoObjective(Objective):
+    def __call__(self, x):
+        nll = self.nll(x)
+        G = x.rewards.shape[1]
+        with torch.no_grad():
+            gt_lp = (x.gt_logp * x.gt_mask).sum(1)
+            roll_lp = (x.roll_old_logp * x.roll_mask).sum(1).view(-1, G)
+            gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, roll_lp, x.rollout_items, x.targets, x.gt_score,
+                                x.rollout_scores)
+        g, m = self.grpo(x, gate.gate)
+        m.update({"nll": float(nll.detach()), "admission_rate": float(gate.gate.mean()),
+                  "fail_difficulty": float((~gate.difficult).float().mean()),
+                  "fail_discriminability": float((~gate.discriminable).float().mean()),
+                  "difficulty_values": gate.difficulty_value.tolist(),
+                  "disc_values": gate.disc_value.tolist()})
+        return nll + self.cfg.lam * g, m
+
+
+def build_objective(cfg) -> Objective:
+    """The objective named ``cfg.algo`` (see the module doc)."""
+    return OBJECTIVES.get(cfg.algo)(cfg)

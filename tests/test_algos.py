@@ -1,0 +1,101 @@
+"""Alignment objectives, GRPO pieces and the AdaGRPO gate — pure torch, no Ray."""
+
+import math
+
+import pytest
+import torch
+
+from rl_align.algos import OBJECTIVES, LossInputs, build_objective
+from rl_align.algos.gates import adagrpo_gate, group_entropy, gt_rank
+from rl_align.algos.losses import aggregate, group_advantages, grpo_terms, k3_kl
+from rl_align.config import AdaGrpoConfig, RlConfig
+
+
+def test_group_advantages_and_zero_groups():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    adv, zero = group_advantages(r)
+    assert adv[0].tolist() == pytest.approx([1, -1, -1, 1], abs=1e-4)
+    assert adv[1].tolist() == [0, 0, 0, 0] and zero.tolist() == [False, True]
+    with pytest.raises(ValueError, match="G ≥ 2"):
+        group_advantages(torch.ones(3, 1))
+
+
+def test_grpo_on_policy_gradient_is_advantage_weighted_logprob():
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.1]], requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    t = grpo_terms(logp, logp.detach(), adv, mask)
+    t.pg.sum().backward()
+    # ratio = 1: d/dlogp of −ratio·A is −A on each real token, 0 on padding
+    assert logp.grad.tolist() == [[-2.0, -2.0], [1.0, 0.0]]
+    assert t.n_tokens.tolist() == [2, 1] and t.clip_frac.tolist() == [0, 0]
+
+
+def test_grpo_clipping_stops_the_gradient_outside_the_trust_region():
+    logp = torch.tensor([[0.0]], requires_grad=True)
+    old = torch.tensor([[math.log(0.5)]])  # ratio 2 > 1.2
+    t = grpo_terms(logp, old, torch.tensor([1.0]), torch.ones(1, 1), clip_eps=0.2)
+    t.pg.sum().backward()
+    assert logp.grad.item() == 0.0 and t.clip_frac.item() == 1.0
+    assert t.pg.item() == pytest.approx(-1.2)
+
+
+def test_k3_kl_is_nonnegative_and_zero_at_equality():
+    a, b = torch.randn(100), torch.randn(100)
+    assert (k3_kl(a, b) >= 0).all() and k3_kl(a, a).abs().max() == 0
+
+
+def test_aggregation_levels():
+    s, n, w = torch.tensor([4.0, 1.0]), torch.tensor([4.0, 1.0]), torch.tensor([1.0, 0.0])
+    assert aggregate(s, n, w, "token").item() == pytest.approx(4.0 / 5.0)
+    assert aggregate(s, n, w, "sequence").item() == pytest.approx(1.0 / 2.0)
+    with pytest.raises(ValueError):
+        aggregate(s, n, w, "prompt")
+
+
+def test_gate_statistics_on_hand_made_groups():
+    items = torch.tensor([[5, 6, 7, 5], [1, 1, 1, 1], [2, 3, 4, 9]])
+    targets = torch.tensor([5, 1, 8])
+    gt_lp = torch.tensor([-1.0, -0.1, -3.0])
+    roll_lp = torch.tensor([[-1.0, -0.5, -2.0, -1.0], [-0.1] * 4, [-1.0, -2.0, -4.0, -5.0]])
+    assert gt_rank(gt_lp, roll_lp, items, targets).tolist() == [2, 1, 3]
+    h = group_entropy(items)
+    assert h[1].item() == 0.0 and h[2].item() == pytest.approx(1.0)
+    cfg = AdaGrpoConfig(difficulty="gt_rank", k_d=1, discriminability="frac_below", a=0.5)
+    gt_s = torch.tensor([0.9, 0.5, 0.1])
+    roll_s = torch.tensor([[0.9, 0.2, 0.95, 0.9], [0.5] * 4, [0.3, 0.4, 0.5, 0.0]])
+    g = adagrpo_gate(cfg, gt_lp, roll_lp, items, targets, gt_s, roll_s)
+    assert g.difficult.tolist() == [True, False, True]
+    # sample 0: negatives 6 (0.2), 7 (0.95) → half below; sample 1: no negatives; sample 2: 1 of 4 below
+    assert g.discriminable.tolist() == [True, False, False]
+    assert g.gate.tolist() == [1.0, 0.0, 0.0]
+    m = adagrpo_gate(AdaGrpoConfig(discriminability="margin", m=-0.1), gt_lp, roll_lp, items, targets, gt_s, roll_s)
+    assert m.disc_value[0].item() == pytest.approx(0.9 - 0.95) and m.discriminable[0]
+
+
+def _inputs(B=3, G=4, T=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    roll_lp = (-torch.rand(B * G, T, generator=g)).requires_grad_()
+    return LossInputs(
+        gt_logp=(-torch.rand(B, T, generator=g)).requires_grad_(), gt_mask=torch.ones(B, T),
+        roll_logp=roll_lp, roll_old_logp=roll_lp.detach().clone(), roll_mask=torch.ones(B * G, T),
+        rewards=torch.rand(B, G, generator=g), rollout_items=torch.randint(0, 20, (B, G), generator=g),
+        targets=torch.randint(0, 20, (B,), generator=g), gt_score=torch.rand(B, generator=g),
+        rollout_scores=torch.rand(B, G, generator=g))
+
+
+def test_objectives_compose_as_the_formulas_say():
+    assert set(OBJECTIVES.names()) == {"nll", "grpo", "mixture", "adagrpo"}
+    x = _inputs()
+    nll, _ = build_objective(RlConfig(algo="nll"))(x)
+    grpo, _ = build_objective(RlConfig(algo="grpo"))(x)
+    mix, _ = build_objective(RlConfig(algo="mixture", lam=0.3))(x)
+    assert mix.item() == pytest.approx(nll.item() + 0.3 * grpo.item(), rel=1e-6)
+    # gate always open → the mixture; always closed → pure NLL
+    open_ = RlConfig(algo="adagrpo", lam=0.3, adagrpo=AdaGrpoConfig(difficulty="none", discriminability="none"))
+    ada, m = build_objective(open_)(x)
+    assert ada.item() == pytest.approx(mix.item(), rel=1e-6) and m["admission_rate"] == 1.0
+    shut = RlConfig(algo="adagrpo", lam=0.3, adagrpo=AdaGrpoConfig(difficulty="entropy", h_d=1.0))
+    ada0, m0 = build_objective(shut)(x)
+    assert ada0.item() == pytest.approx(nll.item(), rel=1e-6) and m0["admission_rate"] == 0.0
+    assert m0["fail_difficulty"] == 1.0

@@ -97,6 +97,7 @@ class RewardScorer:
             ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
             and ``version``.
         """
+        t0 = time.perf_counter()
         inp = RewardInputs(*(torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
                              for a in (users, history, items, targets)))
         inp.validate(self.n_items, self.n_users)
@@ -119,7 +120,7 @@ class RewardScorer:
                "ranker_scores": (scores.cpu().numpy() if scores is not None
                                  else np.full(inp.items.shape, np.nan, np.float32)),
                "n_invalid": out.n_invalid, "n_nonfinite": out.n_nonfinite, "ranker_nonfinite": ranker_nf,
-               "version": self.version}
+               "version": self.version, "compute_s": time.perf_counter() - t0}
         if with_target_scores:
             res["target_scores"] = (tgt.cpu().numpy() if tgt is not None
                                     else np.full(inp.items.shape[0], np.nan, np.float32))
@@ -286,6 +287,7 @@ class RewardPool:
             raise RuntimeError(f"reward request scored by different ranker versions: {sorted(versions)}")
         out = {k: np.concatenate([r[k] for r in results]) for k in
                (("rewards", "ranker_scores", "target_scores") if with_target_scores else ("rewards", "ranker_scores"))}
+        out["compute_s"] = float(sum(r["compute_s"] for r in results))
         for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite"):
             out[k] = int(sum(r[k] for r in results))
             setattr(self.stats, k, getattr(self.stats, k) + out[k])

@@ -68,10 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
                                     "buckets and free-decoding hallucination; writes eval/metrics_<stage>.json.")
     ev.add_argument("run_dir", help="a run directory with sids/ and a trained policy")
     ev.add_argument("--split", choices=["test", "valid", "both"], default="test", help="which part to evaluate")
-    ev.add_argument("--stage", default="sft", help="which policy: sft (best checkpoint) or sft-final")
+    ev.add_argument("--stage", default="sft",
+                    help="which policy: sft (best checkpoint), sft-final, rl:<tag> or rl-final:<tag>")
     ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")
     ev.add_argument("--beams", type=int, help="beam width (default: the run's eval.beams)")
     ev.add_argument("--no-exclude-history", action="store_true", help="keep the user's seen items in the ranking")
+
+    rl = sub.add_parser("rl", help="align the SFT policy on Ray (nll, grpo, mixture, adagrpo)",
+                        description="Run the alignment controller: Ray rollout workers, reward actors and DeepSpeed "
+                                    "learners (earlier stages run first if missing). Re-running with the same "
+                                    "--run-dir resumes from the last checkpoint. Also `python -m rl_align rl`, the "
+                                    "`ray job submit` entrypoint.")
+    _add_config_args(rl)
 
     rk = sub.add_parser("ranker", help="train and evaluate the ranker reward model on exposure logs")
     rsub = rk.add_subparsers(dest="ranker_cmd", required=True, metavar="ACTION")
@@ -221,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, ["data", "embed", "sids", "sft"])
         if args.cmd == "eval":
             return _eval(args)
+        if args.cmd == "rl":
+            return _run(args, ["data", "embed", "sids", "sft", "exposure", "ranker", "rl"])
         if args.cmd == "ranker" and args.ranker_cmd == "train":
             return _run(args, ["data", "exposure", "ranker"])
         if args.cmd == "ranker" and args.ranker_cmd == "eval":

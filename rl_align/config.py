@@ -259,6 +259,7 @@ class RlConfig:
     """Alignment on Ray: rollout workers, reward actors and DeepSpeed learners driven by one controller."""
 
     algo: Literal["nll", "grpo", "mixture", "adagrpo"] = doc("adagrpo", "objective (see rl_align/algos)")
+    tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)")
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
     lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo")
     beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)")

@@ -162,6 +162,25 @@ def stage_ranker(run: RunDir) -> dict:
             "heldout_gauc": res["heldout"]["heldout_gauc"]}
 
 
+# --------------------------------------------------------------------------- rl
+def stage_rl(run: RunDir) -> dict:
+    """Align the SFT policy on Ray (rollout workers, reward actors, DeepSpeed learners), then evaluate the
+    best-on-valid and final policies on test → ``rl/<tag>/{summary,test_metrics}.json``."""
+    from rl_align.driver.controller import rl_tag, run_rl
+    from rl_align.policy.run_eval import evaluate_run
+
+    summary = run_rl(run.cfg, run.path)
+    tag = rl_tag(run.cfg.rl)
+    res = {}
+    for kind in ("rl", "rl-final"):
+        res[kind] = evaluate_run(run.path, run.cfg.eval, ("test",), f"{kind}:{tag}")
+    write_json(run.path / "rl" / tag / "test_metrics.json", res)
+    best, final = res["rl"]["test"]["policy"], res["rl-final"]["test"]["policy"]
+    log.info("rl %s: test HR@10 best %.4f final %.4f", tag, best["hr@10"], final["hr@10"])
+    return {"tag": tag, "best_step": summary["best_step"], "test_hr@10_best": best["hr@10"],
+            "test_hr@10_final": final["hr@10"], "test_ndcg@10_best": best["ndcg@10"]}
+
+
 # --------------------------------------------------------------------------- eval + report
 def stage_eval(run: RunDir) -> dict:
     """Test/valid metrics of the best SFT policy and of popularity; predictions → ``eval/predictions_test.jsonl``."""
@@ -196,6 +215,9 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
     "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
     # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
     "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),
+    "rl": (stage_rl, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy", "sft",
+                                                                         "exposure", "ranker", "reward", "rl",
+                                                                         "eval")}),
     # the report is cheap and reflects every stage: always rewritten
     "report": (stage_report, lambda c: {"always": time.time()}),
 }

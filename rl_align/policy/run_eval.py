@@ -23,9 +23,17 @@ POLICY_DIRS = {"sft": "sft/best_policy", "sft-final": "sft/final_policy"}
 
 
 def policy_dir(run_path: Path, stage: str) -> Path:
-    """The policy directory of ``stage`` in a run (``sft`` = best SFT checkpoint)."""
+    """The policy directory of ``stage`` in a run: ``sft`` / ``sft-final`` (best / last SFT checkpoint),
+    ``rl:<tag>`` / ``rl-final:<tag>`` (best-on-valid / last policy of the alignment run ``<run>/rl/<tag>``)."""
+    if stage.startswith(("rl:", "rl-final:")):
+        kind, tag = stage.split(":", 1)
+        d = Path(run_path) / "rl" / tag / ("best_policy" if kind == "rl" else "final_policy")
+        if not d.exists():
+            raise FileNotFoundError(f"{d}: no {kind} policy for rl tag {tag!r} in this run (run rl-align rl first)")
+        return d
     if stage not in POLICY_DIRS:
-        raise ValueError(f"--stage: unknown stage {stage!r}; expected one of {sorted(POLICY_DIRS)}")
+        raise ValueError(f"--stage: unknown stage {stage!r}; expected one of {sorted(POLICY_DIRS)}, "
+                         "rl:<tag> or rl-final:<tag>")
     d = Path(run_path) / POLICY_DIRS[stage]
     if not d.exists():
         raise FileNotFoundError(f"{d}: no {stage} policy in this run (run the {stage.split('-')[0]} stage first)")

@@ -1,0 +1,1 @@
+"""The alignment controller (rl-align rl)."""

@@ -1,0 +1,363 @@
+"""The single controller of alignment on Ray (``rl-align rl CONFIG``; the ``ray job submit`` entrypoint).
+
+One step:
+  prompts (B training examples, in a seeded order) → RolloutPool (G SIDs each, with log-probs)
+  → RewardPool (rewards + ranker scores of rollouts and of the ground truth)
+  → LearnerGroup (objective; AdaGRPO's gate is computed there from these diagnostics, without gradient)
+  → versioned weight sync learner → rollout workers
+  → every ``eval_every`` steps: valid HR@10/NDCG@10 + free-decoding hallucination (local torch engine)
+  → every ``checkpoint_every`` steps: atomic checkpoint (learner + optimizer + step + version + metrics).
+
+Every step's randomness derives from (seed, step), so a resumed run repeats an
+uninterrupted one. Phase times, losses, gate statistics and rollout quality go
+to ``rl/metrics.jsonl`` and wandb.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rl_align.config import RunConfig, to_dict
+from rl_align.utils.io import read_json, write_json
+
+log = logging.getLogger("rl_align")
+GRPO_FAMILY = ("grpo", "mixture", "adagrpo")
+
+
+class RlConfigError(ValueError):
+    """An invalid combination of settings, found before any actor starts."""
+
+
+def validate(cfg: RunConfig, run_path: Path) -> Path:
+    """Check the rl settings and the run's artifacts; returns the starting policy dir. Raises RlConfigError."""
+    from rl_align.policy.model import load_policy
+    from rl_align.sid.catalog import SidCatalog
+
+    r = cfg.rl
+    G = r.group_size
+    if r.algo in GRPO_FAMILY and G < 2:
+        raise RlConfigError(f"rl.group_size must be ≥ 2 for {r.algo} (group-normalised advantages), got {G}")
+    checks = [
+        (r.steps >= 1, f"rl.steps must be ≥ 1, got {r.steps}"),
+        (r.prompts_per_step >= 1, f"rl.prompts_per_step must be ≥ 1, got {r.prompts_per_step}"),
+        (r.learners >= 1 and r.prompts_per_step % r.learners == 0,
+         f"rl.prompts_per_step {r.prompts_per_step} must be a multiple of rl.learners {r.learners}"),
+        (r.rollout_workers >= 1, f"rl.rollout_workers must be ≥ 1, got {r.rollout_workers}"),
+        (r.lam >= 0, f"rl.lam must be ≥ 0, got {r.lam}"),
+        (r.beta >= 0, f"rl.beta must be ≥ 0, got {r.beta}"),
+        (0 < r.clip_eps < 1, f"rl.clip_eps must be in (0, 1), got {r.clip_eps}"),
+        (r.temperature > 0, f"rl.temperature must be > 0, got {r.temperature}"),
+        (0 <= r.zero_stage <= 3, f"rl.zero_stage must be 0..3, got {r.zero_stage}"),
+        (r.lr > 0, f"rl.lr must be > 0, got {r.lr}"),
+        (r.updates_per_step >= 1, f"rl.updates_per_step must be ≥ 1, got {r.updates_per_step}"),
+        (0.0 <= r.adagrpo.a <= 1.0, f"rl.adagrpo.a must be in [0, 1], got {r.adagrpo.a}"),
+        (0.0 <= r.adagrpo.h_d <= 1.0, f"rl.adagrpo.h_d must be in [0, 1], got {r.adagrpo.h_d}"),
+        (1 <= r.adagrpo.k_d <= G, f"rl.adagrpo.k_d must be in [1, group_size={G}], got {r.adagrpo.k_d}"),
+        (r.eval_every >= 1 and r.checkpoint_every >= 1, "rl.eval_every and rl.checkpoint_every must be ≥ 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise RlConfigError(msg)
+    per = r.prompts_per_step // r.learners
+    if per % min(r.micro_batch_prompts, per):
+        raise RlConfigError(f"rl.prompts_per_step / rl.learners = {per} must be a multiple of "
+                            f"rl.micro_batch_prompts {r.micro_batch_prompts}")
+    if r.rollout_mode == "beam" and r.algo in GRPO_FAMILY and r.temperature != 1.0:
+        raise RlConfigError("rl.temperature only applies to rollout_mode: sample")
+    catalog_dir = run_path / "sids" / "catalog"
+    if not catalog_dir.exists():
+        raise RlConfigError(f"{catalog_dir}: no catalog in the run (run the sids stage first)")
+    policy = run_path / ("sft/best_policy" if r.init == "sft" else "sft/final_policy")
+    if not policy.exists():
+        raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
+    load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
+    needs_ranker = r.algo == "adagrpo" or "ranker" in cfg.reward.functions
+    if needs_ranker and r.algo != "nll" and not (run_path / "ranker" / "model" / "model.safetensors").exists():
+        raise RlConfigError(f"{run_path / 'ranker' / 'model'}: {r.algo} needs the ranker (run the exposure and "
+                            "ranker stages first)")
+    return policy
+
+
+def rl_tag(r) -> str:
+    """Sub-directory of ``<run>/rl`` for one alignment setting (several can live in one run)."""
+    if r.tag:
+        return r.tag
+    return f"{r.algo}-lam{r.lam:g}" if r.algo == "mixture" else r.algo
+
+
+def prompt_order(n: int, seed: int, step: int, B: int) -> np.ndarray:
+    """Rows of the training examples used at ``step``: epochs of seeded permutations, B rows per step."""
+    start = step * B
+    out = []
+    while len(out) < B:
+        epoch, pos = divmod(start + len(out), n)
+        perm = np.random.default_rng(seed * 7919 + epoch).permutation(n)
+        out.extend(perm[pos: pos + B - len(out)].tolist())
+    return np.array(out, np.int64)
+
+
+class Controller:
+    """Owns the schedule; actors do the work. ``run()`` returns the final summary."""
+
+    def __init__(self, cfg: RunConfig, run_path: Path, resume: bool = True) -> None:
+        self.cfg, self.run = cfg, Path(run_path).resolve()
+        self.policy_dir = validate(cfg, self.run)
+        self.out = self.run / "rl" / rl_tag(cfg.rl)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        import ray
+        from ray.util.placement_group import placement_group
+
+        from rewards.actor import RewardPool
+        from rl_align.learner.group import LearnerGroup
+        from rl_align.policy.model import load_policy
+        from rl_align.ray_utils import init_ray
+        from rl_align.sid.catalog import SidCatalog
+        from rl_align.utils.io import load_npz
+        from rollouts import build_engine
+        from rollouts.worker import RolloutPool
+
+        r = self.cfg.rl
+        init_ray()
+        self.catalog = SidCatalog.load(self.run / "sids" / "catalog")
+        self.split = load_npz(self.run / "data" / "split.npz")
+        # placement: learners then rollout workers, packed on one node or spread over nodes
+        bundles = [{"CPU": r.cpus_per_learner, **({"GPU": r.gpus_per_learner} if r.gpus_per_learner else {})}
+                   for _ in range(r.learners)]
+        bundles += [{"CPU": r.cpus_per_rollout_worker,
+                     **({"GPU": r.gpus_per_rollout_worker} if r.gpus_per_rollout_worker else {})}
+                    for _ in range(r.rollout_workers)]
+        self.pg = placement_group(bundles, strategy="PACK" if r.placement == "pack" else "SPREAD")
+        ray.get(self.pg.ready(), timeout=300)
+        self.learners = LearnerGroup(r, str(self.policy_dir), str(self.run / "sids" / "catalog"),
+                                     [(self.pg, i) for i in range(r.learners)])
+        self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
+                                    r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
+                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)], r.seed)
+        ranker = self.run / "ranker" / "model"
+        self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
+                                  n_items=self.catalog.n_items)
+        # the driver's own engine for periodic validation (weights pulled from the learner)
+        self.eval_model = load_policy(self.policy_dir, self.catalog)
+        self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
+
+    # ------------------------------------------------------------------ pieces of a step
+    def _prompts(self, step: int) -> dict:
+        from rl_align.policy.data import build_prompts
+
+        r = self.cfg.rl
+        n = self.split["train_targets"].shape[0]
+        rows = prompt_order(n, r.seed, step, r.prompts_per_step)
+        ids, mask = build_prompts(self.split["train_history"][rows], self.catalog)
+        return {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],
+                "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}
+
+    def _learner_batch(self, p: dict, roll: Optional[dict], rew: Optional[dict]) -> dict:
+        gt = self.catalog.tokens[p["targets"]]
+        b = {"prompt_ids": p["prompt_ids"], "prompt_mask": p["prompt_mask"], "gt_tokens": gt.astype(np.int64),
+             "targets": p["targets"].astype(np.int64)}
+        if roll is not None:
+            b.update(rollout_tokens=roll["sequences"].astype(np.int64),
+                     rollout_logp=roll["token_logprobs"].astype(np.float32),
+                     rollout_items=roll["items"].astype(np.int64), rewards=rew["rewards"].astype(np.float32),
+                     gt_score=np.nan_to_num(rew["target_scores"]).astype(np.float32),
+                     rollout_scores=rew["ranker_scores"].astype(np.float32))
+        return b
+
+    def _validate(self, weights_ref, version: int) -> dict:
+        import ray
+
+        from rl_align.policy.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
+
+        r, e = self.cfg.rl, self.cfg.eval
+        self.eval_engine.load_weights(ray.get(weights_ref), version)
+        es = eval_set(self.split, "valid", r.eval_users)
+        t = time.perf_counter()
+        ranked, _ = rank_with_engine(self.eval_engine, self.catalog, es, max(10, e.beams), e.exclude_history,
+                                     e.batch_size)
+        m = metrics(ranked, es.targets, [10])
+        sub = eval_set(self.split, "valid", min(256, es.targets.size))
+        hall = hallucination_rate(self.eval_engine, self.catalog, sub, e.free_beams, e.batch_size)
+        return {"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"], "valid_free_hallucination": hall,
+                "eval_seconds": time.perf_counter() - t}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ckpt_dir(self, step: int) -> Path:
+        return self.out / "checkpoints" / f"step_{step:06d}"
+
+    def latest_checkpoint(self) -> Optional[Path]:
+        root = self.out / "checkpoints"
+        done = sorted(p for p in root.glob("step_*") if (p / "state.json").exists()) if root.exists() else []
+        return done[-1] if done else None
+
+    def _digest(self) -> str:
+        """What a checkpoint must share with the current config to be resumed (everything but the schedule)."""
+        import dataclasses
+        import hashlib
+        import json
+
+        keep = {k: v for k, v in dataclasses.asdict(self.cfg.rl).items()
+                if k not in ("steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
+                             "max_learner_restarts", "rollout_workers", "cpus_per_rollout_worker",
+                             "gpus_per_rollout_worker", "placement", "engine")}
+        keep["reward"] = dataclasses.asdict(self.cfg.reward)
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _checkpoint(self, step: int, state: dict) -> None:
+        final = self._ckpt_dir(step)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.learners.save(str(tmp / "learner"))
+        write_json(tmp / "state.json", state)  # written last: a directory without it is incomplete
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        done = sorted(p for p in final.parent.glob("step_*") if not p.name.endswith(".tmp"))
+        for old in done[: -self.cfg.rl.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the loop
+    def run_loop(self) -> dict:
+        import ray
+        from tqdm import tqdm
+
+        from rl_align.tracking import Tracker
+
+        r = self.cfg.rl
+        self._setup()
+        state = {"step": 0, "version": 0, "best_valid_hr@10": -1.0, "best_step": -1, "evals": []}
+        ck = self.latest_checkpoint() if self.resume else None
+        if ck is not None and read_json(ck / "state.json").get("digest") != self._digest():
+            raise RlConfigError(f"{ck}: checkpoint was made with other rl/reward settings; use another rl.tag or "
+                                "--no-resume")
+        state["digest"] = self._digest()
+        if ck is not None:
+            state = read_json(ck / "state.json")
+            self.learners.load(str(ck / "learner"))
+            log.info("rl: resumed from %s (step %d, weight version %d)", ck, state["step"], state["version"])
+        tracker = Tracker(self.out, name=f"{self.run.name}-rl-{r.algo}", config=to_dict(self.cfg),
+                          use_wandb=self.cfg.wandb)
+        tracker.log({"event": "resume" if ck is not None else "start", "step": state["step"], "algo": r.algo})
+        t0 = time.perf_counter()
+        sync_t = time.perf_counter()
+        w = self.learners.weights()
+        self.rollouts.load_weights(w, state["version"])
+        sync_s = time.perf_counter() - sync_t
+        if state["step"] == 0 and not state["evals"]:
+            ev = self._validate(w, state["version"])
+            state["evals"].append({"step": 0, **ev})
+            state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": 0})
+            self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": 0, **ev})
+            tracker.log({"step": 0, **ev}, step=0)
+        bar = tqdm(range(state["step"], r.steps), desc=f"rl {r.algo}", initial=state["step"], total=r.steps,
+                   mininterval=2.0)
+        for step in bar:
+            rec: dict = {"step": step + 1, "weight_version": state["version"]}
+            t = time.perf_counter()
+            p = self._prompts(step)
+            roll = rew = None
+            if r.algo != "nll":
+                roll = self.rollouts.generate(p["prompt_ids"], p["prompt_mask"], r.group_size, r.rollout_mode,
+                                              r.constrained, r.temperature, r.seed * 100003 + step)
+                rec["rollout_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                rew = self.rewards.score(p["users"], p["history"], roll["items"], p["targets"],
+                                         with_target_scores=True)
+                rec["reward_s"] = time.perf_counter() - t
+                valid = roll["items"] >= 0
+                rec.update(rollout_valid=float(valid.mean()),
+                           rollout_hit=float((roll["items"] == p["targets"][:, None]).any(1).mean()),
+                           rollout_unique=float(np.mean([len(set(x.tolist())) for x in roll["items"]])) / r.group_size,
+                           reward_floored=int(rew["n_invalid"] + rew["n_nonfinite"]))
+            t = time.perf_counter()
+            batch = self._learner_batch(p, roll, rew)
+            try:
+                m = self.learners.step(batch, seed=r.seed * 100003 + step)
+            except ray.exceptions.RayActorError as err:
+                ck = self.latest_checkpoint()
+                log.warning("rl: a learner died (%s); the group restarts from %s", type(err).__name__, ck)
+                raise _Restart(ck) from err
+            rec["learn_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            state["version"] += 1
+            w = self.learners.weights()
+            self.rollouts.load_weights(w, state["version"])
+            rec["sync_s"] = time.perf_counter() - t
+            lists = {k: m.pop(k) for k in ("difficulty_values", "disc_values") if k in m}
+            rec.update(m)
+            for k, v in lists.items():
+                a = np.asarray(v, np.float64)
+                a = a[np.isfinite(a)]
+                if a.size:
+                    rec[f"{k[:-7]}_p10"], rec[f"{k[:-7]}_p50"], rec[f"{k[:-7]}_p90"] = np.percentile(a, [10, 50, 90])
+                    rec[f"{k[:-7]}_hist"] = np.histogram(a, bins=10)[0].tolist()
+            step_s = sum(rec.get(k, 0.0) for k in ("rollout_s", "reward_s", "learn_s", "sync_s"))
+            rec["step_s"] = step_s
+            rec["samples_per_s"] = r.prompts_per_step * max(1, r.group_size if roll is not None else 1) / step_s
+            if roll is not None:
+                rec["tokens_per_s"] = float((roll["sequences"] != 0).sum()) / step_s
+            state["step"] = step + 1
+            if (step + 1) % r.eval_every == 0 or step + 1 == r.steps:
+                ev = self._validate(w, state["version"])
+                rec.update(ev)
+                state["evals"].append({"step": step + 1, **ev})
+                if ev["valid_hr@10"] > state["best_valid_hr@10"]:
+                    state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": step + 1})
+                    self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": step + 1, **ev})
+            if (step + 1) % r.checkpoint_every == 0 or step + 1 == r.steps:
+                self._checkpoint(step + 1, state)
+            tracker.log(rec, step=step + 1)
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "reward_mean", "admission_rate", "valid_hr@10")
+                             if k in rec})
+        self.learners.save_policy(str(self.out / "final_policy"), {"rl_step": state["step"]})
+        summary = {"algo": r.algo, "steps": state["step"], "best_step": state["best_step"],
+                   "best_valid_hr@10": state["best_valid_hr@10"], "evals": state["evals"],
+                   "seconds": time.perf_counter() - t0, "initial_sync_s": sync_s,
+                   "rollout_retries": self.rollouts.retries, "reward_retries": self.rewards.stats.retries}
+        write_json(self.out / "summary.json", summary)
+        tracker.log({"event": "done", **{k: v for k, v in summary.items() if k != "evals"}})
+        tracker.finish()
+        return summary
+
+    def shutdown(self) -> None:
+        import ray
+
+        for part in ("learners", "rollouts", "rewards"):
+            obj = getattr(self, part, None)
+            if obj is not None:
+                obj.shutdown()
+        if getattr(self, "pg", None) is not None:
+            ray.util.remove_placement_group(self.pg)
+            self.pg = None
+
+
+class _Restart(Exception):
+    def __init__(self, ckpt) -> None:
+        super().__init__(f"restart from {ckpt}")
+        self.ckpt = ckpt
+
+
+def run_rl(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
+    """Run alignment to ``cfg.rl.steps``; a learner failure rebuilds every actor and resumes from the last
+    checkpoint, at most ``rl.max_learner_restarts`` times, then fails with the cause."""
+    restarts = 0
+    while True:
+        ctl = Controller(cfg, run_path, resume=True if restarts else resume)
+        try:
+            return ctl.run_loop()
+        except _Restart as e:
+            restarts += 1
+            if restarts > cfg.rl.max_learner_restarts:
+                raise RuntimeError(f"rl: the learner group failed {restarts} times (limit "
+                                   f"rl.max_learner_restarts={cfg.rl.max_learner_restarts}); last: {e.__cause__}") from e
+        finally:
+            ctl.shutdown()

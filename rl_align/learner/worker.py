@@ -1,0 +1,207 @@
+"""One learner rank: a Ray actor holding a DeepSpeed engine over the policy, in a torch.distributed group.
+
+The group is formed explicitly (``init_process_group`` over TCP to rank 0's
+address), so the same code runs on one CPU machine (gloo) and across GPU nodes
+(nccl). Each step a rank receives its share of the prompts with their rollouts,
+runs the objective over micro-batches (DeepSpeed accumulates and all-reduces
+gradients and steps at the boundary), and returns metrics summed over ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class LearnerRank:
+    """Plain class (wrapped by ``ray.remote`` in :mod:`rl_align.learner.group`) so it is testable alone."""
+
+    def __init__(self, rank: int, world: int, cfg: dict, policy_dir: str, catalog_dir: str, threads: int = 1,
+                 use_gpu: bool = False) -> None:
+        from rl_align.config import RlConfig, from_dict
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.rank, self.world = rank, world
+        self.cfg = from_dict(RlConfig, cfg, source="rl")
+        self.policy_dir, self.catalog_dir = policy_dir, catalog_dir
+        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        self.engine = None
+
+    # ------------------------------------------------------------------ setup
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the process group (called on rank 0 only)."""
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def setup(self, master_addr: str, master_port: int) -> bool:
+        """Join the process group and build the DeepSpeed engine (+ frozen reference when β > 0)."""
+        import deepspeed
+        import torch.distributed as dist
+
+        from rl_align.algos import build_objective
+        from rl_align.policy.model import load_policy
+        from rl_align.sid.catalog import SidCatalog
+
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=self.rank,
+                                    world_size=self.world)
+        os.environ.setdefault("LOCAL_RANK", "0")
+        self.catalog = SidCatalog.load(self.catalog_dir)
+        torch.manual_seed(self.cfg.seed)
+        model = load_policy(self.policy_dir, self.catalog, self.device)
+        model.train()
+        self.ref = load_policy(self.policy_dir, self.catalog, self.device) if self.cfg.beta > 0 else None
+        if self.ref is not None:
+            self.ref.requires_grad_(False)
+        c = self.cfg
+        per_rank = c.prompts_per_step // self.world
+        micro = min(c.micro_batch_prompts, per_rank)
+        if per_rank % micro:
+            raise ValueError(f"rl.prompts_per_step/learners = {per_rank} is not a multiple of "
+                             f"rl.micro_batch_prompts {micro}")
+        self.micro = micro
+        ds_config = {
+            "train_batch_size": micro * (per_rank // micro) * self.world,
+            "train_micro_batch_size_per_gpu": micro,
+            "gradient_accumulation_steps": per_rank // micro,
+            "gradient_clipping": c.grad_clip if c.grad_clip > 0 else 0.0,
+            "zero_optimization": {"stage": c.zero_stage},
+            "steps_per_print": 10**9,
+        }
+        opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, betas=(0.9, 0.99))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup_steps)))
+        self.engine, self.opt, _, self.sched = deepspeed.initialize(
+            model=model, optimizer=opt, lr_scheduler=sched, config=ds_config, dist_init_required=False)
+        self.objective = build_objective(c)
+        self.steps = 0
+        return True
+
+    # ------------------------------------------------------------------ training
+    def _micro_inputs(self, b: dict, sl: slice):
+        from rl_align.algos import LossInputs
+        from rl_align.learner.logprobs import continuation_logprobs
+
+        dev = self.device
+        t = {k: (torch.as_tensor(v).to(dev) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
+        pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
+        gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, t["gt_tokens"][sl])
+        x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
+        if self.objective.uses_rollouts:
+            G = t["rollout_tokens"].shape[1]
+            rt = t["rollout_tokens"][sl].reshape(-1, t["rollout_tokens"].shape[2])
+            rep = torch.arange(pid.shape[0], device=dev).repeat_interleave(G)
+            lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], rt)
+            old = t["rollout_logp"][sl].reshape(-1, rt.shape[1]).float() * m
+            ref = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    ref, _ = continuation_logprobs(self.ref, pid[rep], pm[rep], rt)
+            x.roll_logp, x.roll_old_logp, x.roll_mask, x.roll_ref_logp = lp, old, m, ref
+            x.rewards = t["rewards"][sl].float()
+            x.rollout_items = t["rollout_items"][sl]
+            x.gt_score = t["gt_score"][sl].float()
+            x.rollout_scores = torch.nan_to_num(t["rollout_scores"][sl].float(), nan=0.0)
+        return x
+
+    def train_step(self, batch: dict, seed: int = 0) -> dict:
+        """One optimizer step (per update pass) over this rank's prompts; returns metrics summed over ranks.
+
+        ``batch`` holds numpy arrays for this rank: prompt_ids (b, P), prompt_mask (b, P), gt_tokens (b, Tg),
+        targets (b,), and for rollout objectives rollout_tokens (b, G, T), rollout_logp (b, G, T),
+        rollout_items (b, G), rewards (b, G), gt_score (b,), rollout_scores (b, G).
+        """
+        import torch.distributed as dist
+
+        torch.manual_seed(seed * 1009 + self.rank)
+        n = batch["prompt_ids"].shape[0]
+        sums: dict[str, float] = {}
+        lists: dict[str, list] = {}
+        count = 0
+        self.engine.train()
+        for _ in range(self.cfg.updates_per_step):
+            for s in range(0, n, self.micro):
+                x = self._micro_inputs(batch, slice(s, s + self.micro))
+                loss, m = self.objective(x)
+                self.engine.backward(loss)
+                self.engine.step()
+                count += 1
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                for k, v in m.items():
+                    if isinstance(v, list):
+                        lists.setdefault(k, []).extend(v)
+                    else:
+                        sums[k] = sums.get(k, 0.0) + v
+        self.steps += 1
+        keys = sorted(sums)
+        vec = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(vec)
+        out = {k: float(vec[i] / vec[-1]) for i, k in enumerate(keys)}
+        # the AdaGRPO diagnostics are per-sample lists: gather every rank's
+        if lists:
+            if self.world > 1:
+                gathered = [None] * self.world
+                dist.all_gather_object(gathered, lists)
+                lists = {k: [x for g in gathered for x in g[k]] for k in lists}
+            out.update(lists)
+        out["lr"] = float(self.sched.get_last_lr()[0])
+        for k in ("zero_adv_groups",):  # counts are sums, not means
+            if k in out:
+                out[k] = float(vec[keys.index(k)])
+        return out
+
+    # ------------------------------------------------------------------ weights and checkpoints
+    def state_dict(self) -> dict:
+        """CPU copy of the policy weights (gathered under ZeRO-3)."""
+        module = self.engine.module
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def save(self, directory: str) -> bool:
+        """DeepSpeed checkpoint (weights + optimizer + scheduler) of this rank into ``directory``."""
+        self.engine.save_checkpoint(directory, tag="learner", save_latest=False,
+                                    client_state={"learner_steps": self.steps})
+        return True
+
+    def load(self, directory: str) -> int:
+        _, client = self.engine.load_checkpoint(directory, tag="learner", load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        self.steps = int((client or {}).get("learner_steps", 0))
+        return self.steps
+
+    def save_policy(self, directory: str, extra: dict | None = None) -> bool:
+        from rl_align.policy.model import save_policy
+
+        module = self.engine.module
+        if self.cfg.zero_stage == 3:  # every rank joins the gather; rank 0 writes
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                if self.rank == 0:
+                    save_policy(module, Path(directory), self.catalog, extra)
+        elif self.rank == 0:
+            save_policy(module, Path(directory), self.catalog, extra)
+        return True
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self.cfg)

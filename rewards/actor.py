@@ -98,7 +98,7 @@ class RewardScorer:
             and ``version``.
         """
         t0 = time.perf_counter()
-        inp = RewardInputs(*(torch.as_tensor(np.asarray(a), dtype=torch.long, device=self.device)
+        inp = RewardInputs(*(torch.as_tensor(np.array(a), dtype=torch.long, device=self.device)
                              for a in (users, history, items, targets)))
         inp.validate(self.n_items, self.n_users)
         scores = tgt = None

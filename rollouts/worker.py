@@ -45,7 +45,8 @@ class RolloutWorkerImpl:
         from rollouts.base import GenerationRequest
 
         torch.manual_seed(seed)
-        out = self.engine.generate(GenerationRequest(torch.from_numpy(input_ids), torch.from_numpy(attention_mask),
+        ids, mask = torch.from_numpy(np.array(input_ids)), torch.from_numpy(np.array(attention_mask))
+        out = self.engine.generate(GenerationRequest(ids, mask,
                                                      n=n, mode=mode, constrained=constrained,
                                                      temperature=temperature))
         self.calls += 1

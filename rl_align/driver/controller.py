@@ -136,6 +136,14 @@ class Controller:
         bundles += [{"CPU": r.cpus_per_rollout_worker,
                      **({"GPU": r.gpus_per_rollout_worker} if r.gpus_per_rollout_worker else {})}
                     for _ in range(r.rollout_workers)]
+        need_cpu = sum(b["CPU"] for b in bundles) + self.cfg.reward.replicas * self.cfg.reward.cpus_per_replica
+        have_cpu = ray.cluster_resources().get("CPU", 0.0)
+        if need_cpu > have_cpu + 1e-9:
+            raise RlConfigError(
+                f"rl needs {need_cpu:g} CPUs (learners {r.learners}×{r.cpus_per_learner:g} + rollout workers "
+                f"{r.rollout_workers}×{r.cpus_per_rollout_worker:g} + reward replicas {self.cfg.reward.replicas}×"
+                f"{self.cfg.reward.cpus_per_replica:g}) but the Ray cluster has {have_cpu:g}: lower rl.cpus_per_* / "
+                "reward.cpus_per_replica (fractions are fine) or add nodes")
         self.pg = placement_group(bundles, strategy="PACK" if r.placement == "pack" else "SPREAD")
         ray.get(self.pg.ready(), timeout=300)
         self.learners = LearnerGroup(r, str(self.policy_dir), str(self.run / "sids" / "catalog"),

@@ -98,7 +98,7 @@ class LearnerRank:
         from rl_align.learner.logprobs import continuation_logprobs
 
         dev = self.device
-        t = {k: (torch.as_tensor(v).to(dev) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
+        t = {k: (torch.as_tensor(np.array(v)).to(dev) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
         pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
         gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, t["gt_tokens"][sl])
         x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])

@@ -106,3 +106,47 @@ def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, t
     for ra, rb in zip(a, b):
         for k in ("loss", "nll", "reward_mean", "admission_rate", "rollout_hit"):
             assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+
+
+def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
+    """`ray job submit --address http://127.0.0.1:8265 -- python -m rl_align rl CONFIG` on a separate local head."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import uuid
+
+    import psutil
+
+    run = shutil.copytree(prepared, tmp_path / "job")
+    cfg = _cfg(tmp_path, steps=2)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    temp = os.path.join(tempfile.gettempdir(), f"rj{uuid.uuid4().hex[:6]}")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", "8265", "--port", "6390", "--num-cpus", "2", "--disable-usage-stats",
+                    "--temp-dir", temp], check=True, env=env, capture_output=True, timeout=180)
+    try:
+        for _ in range(40):  # the head's job agent needs a few seconds after `ray start`
+            sub = subprocess.run([ray_bin, "job", "submit", "--address", "http://127.0.0.1:8265", "--",
+                                  sys.executable, "-m", "rl_align", "rl", str(cfg), "--run-dir", str(run)],
+                                 env=env, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in sub.stderr + sub.stdout:
+                break
+            time.sleep(3)
+        assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+        assert "succeeded" in (sub.stdout + sub.stderr).lower()
+        summary = json.loads((run / "rl" / "adagrpo" / "summary.json").read_text())
+        assert summary["steps"] == 2
+    finally:
+        # stop only this head's processes (a plain `ray stop` would also stop the test session's Ray)
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp in c for c in (p.info["cmdline"] or [])):
+                    p.kill()
+            except psutil.Error:
+                pass
+        time.sleep(1)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -125,11 +125,21 @@ def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
     env.pop("RAY_ADDRESS", None)
     temp = os.path.join(tempfile.gettempdir(), f"rj{uuid.uuid4().hex[:6]}")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    import socket
+
+    def free():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return str(s.getsockname()[1])
+
+    # every agent port explicit: the test session's own Ray already holds the defaults
+    ports = ["--dashboard-agent-listen-port", free(), "--dashboard-agent-grpc-port", free(),
+             "--metrics-export-port", free(), "--runtime-env-agent-port", free(), "--ray-client-server-port", free()]
     subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", "8265", "--port", "6390", "--num-cpus", "2", "--disable-usage-stats",
-                    "--temp-dir", temp], check=True, env=env, capture_output=True, timeout=180)
+                    "--temp-dir", temp, *ports], check=True, env=env, capture_output=True, timeout=180)
     try:
-        for _ in range(40):  # the head's job agent needs a few seconds after `ray start`
+        for _ in range(20):  # the head's job agent needs a few seconds after `ray start`
             sub = subprocess.run([ray_bin, "job", "submit", "--address", "http://127.0.0.1:8265", "--",
                                   sys.executable, "-m", "rl_align", "rl", str(cfg), "--run-dir", str(run)],
                                  env=env, capture_output=True, text=True, timeout=900)

@@ -19,7 +19,7 @@ import torch
 
 from rewards.diagnostics import discriminability
 from rewards.ranker import load_ranker
-from rewards.train import heldout_metrics, items_digest, recent_history, score_slates
+from rewards.train import heldout_metrics, recent_history, score_slates
 from rl_align.config import EvalConfig, RankerConfig
 from rl_align.data.exposure import ExposureLog, exposure_stats, popularity_buckets
 from rl_align.utils.io import load_npz, read_json, write_json
@@ -110,9 +110,7 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     run_path = Path(run_path)
     split = split or cfg.eval_split
     items = read_json(run_path / "data" / "items.json")["item_ids"]
-    model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)
-    if meta.get("item_ids_digest") not in (None, items_digest(items)):
-        raise ValueError("ranker checkpoint belongs to another catalog")
+    model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)  # refuses another catalog
     arrays = load_npz(run_path / "data" / "split.npz")
     la = load_npz(run_path / "exposure" / "log.npz")
     n_items = len(items)

@@ -133,10 +133,7 @@ class RolloutPool:
             return self.actors[actor_idx].generate.remote(i, input_ids[s:e], attention_mask[s:e], n, mode,
                                                           constrained, temperature, seed * 1000 + i)
 
-        inflight = {submit(i, i): i for i in range(k) if bounds[i][1] > bounds[i][0]}
-        for i in range(k):
-            if bounds[i][1] <= bounds[i][0]:
-                results[i] = None
+        inflight = {submit(i, i): i for i in range(k) if bounds[i][1] > bounds[i][0]}  # empty shards stay None
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             ref = ready[0]
@@ -151,14 +148,13 @@ class RolloutPool:
                 if attempts[i] > self.max_retries:
                     raise RuntimeError(f"rollout shard {i} failed {attempts[i]} times: {err}") from err
                 log.warning("rollout worker %d lost shard %d (%s); re-issuing", i, i, type(err).__name__)
-                actor_idx = i
                 for _ in range(600):  # wait for Ray to restart the actor, then bring its weights up to date
                     try:
-                        self._resync(self.actors[actor_idx])
+                        self._resync(self.actors[i])
                         break
                     except RayActorError:
                         time.sleep(0.1)
-                inflight[submit(i, actor_idx)] = i
+                inflight[submit(i, i)] = i
                 continue
             results[sid] = res
         parts = [r for r in results if r is not None]

@@ -93,12 +93,12 @@ class LearnerRank:
         return True
 
     # ------------------------------------------------------------------ training
-    def _micro_inputs(self, b: dict, sl: slice):
+    def _micro_inputs(self, t: dict, sl: slice):
+        """LossInputs of prompts ``sl`` from the step's tensors ``t`` (already on the device)."""
         from rl_align.algos import LossInputs
         from rl_align.learner.logprobs import continuation_logprobs
 
         dev = self.device
-        t = {k: (torch.as_tensor(np.array(v)).to(dev) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
         pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
         gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, t["gt_tokens"][sl])
         x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
@@ -134,9 +134,11 @@ class LearnerRank:
         lists: dict[str, list] = {}
         count = 0
         self.engine.train()
+        # numpy → device tensors once per step, not once per micro-batch and update pass
+        tensors = {k: torch.as_tensor(np.array(v)).to(self.device) for k, v in batch.items()}
         for _ in range(self.cfg.updates_per_step):
             for s in range(0, n, self.micro):
-                x = self._micro_inputs(batch, slice(s, s + self.micro))
+                x = self._micro_inputs(tensors, slice(s, s + self.micro))
                 loss, m = self.objective(x)
                 self.engine.backward(loss)
                 self.engine.step()

@@ -22,13 +22,67 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     N, P = prompt_ids.shape
     T = cont.shape[1]
     # real continuation tokens: everything up to and including the first <eos>
-    is_eos = cont == EOS
-    after = (is_eos.cumsum(1) - is_eos.long()) > 0
-    cmask = ((cont != PAD) & ~after).long()
+    cmask = _real_tokens(cont).long()
     ids = torch.cat([prompt_ids, torch.where(cmask.bool(), cont, torch.full_like(cont, PAD))], 1)
     mask = torch.cat([prompt_mask, cmask], 1)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: P + T - 1].float()
     logp = F.log_softmax(logits, -1).gather(2, cont.clamp(min=0)[..., None]).squeeze(-1)
     m = cmask.float()
+    return logp * m, m
+
+
+def _cache_kwarg(model) -> str:
+    """The KV-cache argument of ``model.forward``: ``cache`` (transformers ≥ 5.24) or ``past_key_values``."""
+    import inspect
+
+    fwd = getattr(model, "module", model).forward
+    return "cache" if "cache" in inspect.signature(fwd).parameters else "past_key_values"
+
+
+def _real_tokens(cont: torch.Tensor) -> torch.Tensor:
+    """(..., T) mask of real continuation tokens: everything through the first ``<eos>``, no ``<pad>``."""
+    is_eos = cont == EOS
+    after = (is_eos.cumsum(-1) - is_eos.long()) > 0
+    return (cont != PAD) & ~after
+
+
+def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                                  conts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π of K continuations per prompt, running each prompt through the model once (shared KV cache).
+
+    The prompt (≈ history × SID length tokens) dominates a sequence; the K continuations (G rollouts and y*)
+    are a few tokens each. Encoding the prompt once and repeating its KV cache K times — gradients flow back
+    through the repeat into the prompt — costs ~P + K·T token-forwards instead of K·(P + T). Positions and
+    masks are those of :func:`continuation_logprobs`, so both give the same values (to float rounding).
+
+    Args:
+        prompt_ids: (N, P) left-padded prompts. prompt_mask: (N, P).
+        conts: (N, K, T) continuations (SID + ``<eos>``), right-padded with ``<pad>``.
+    Returns:
+        logp (N, K, T) float32 (0 at padding) and mask (N, K, T) float32.
+    """
+    N, P = prompt_ids.shape
+    K, T = conts.shape[1], conts.shape[2]
+    real = _real_tokens(conts)                                              # (N, K, T)
+    ppos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=ppos, use_cache=True)
+    first = F.log_softmax(out.logits[:, -1].float(), -1)                    # (N, V): predicts token 0
+    lp0 = first.gather(1, conts[:, :, 0].clamp(min=0)).unsqueeze(-1)       # (N, K, 1)
+    if T == 1:
+        logp = lp0
+    else:
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.batch_repeat_interleave(K)
+        flat = conts.reshape(N * K, T)
+        fmask = real.reshape(N * K, T)
+        inp = torch.where(fmask, flat, torch.full_like(flat, PAD))[:, : T - 1]
+        n_real = prompt_mask.sum(1).repeat_interleave(K)                    # (N·K,)
+        pos = n_real[:, None] + torch.arange(T - 1, device=flat.device)[None, :]
+        att = torch.cat([prompt_mask.repeat_interleave(K, 0), fmask[:, : T - 1].long()], 1)
+        logits = model(input_ids=inp, attention_mask=att, position_ids=pos, use_cache=False,
+                       **{_cache_kwarg(model): cache}).logits.float()        # (N·K, T-1, V)
+        rest = F.log_softmax(logits, -1).gather(2, flat[:, 1:].clamp(min=0)[..., None]).squeeze(-1)
+        logp = torch.cat([lp0, rest.reshape(N, K, T - 1)], -1)
+    m = real.float()
     return logp * m, m

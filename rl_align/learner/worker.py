@@ -96,27 +96,44 @@ class LearnerRank:
     def _micro_inputs(self, t: dict, sl: slice):
         """LossInputs of prompts ``sl`` from the step's tensors ``t`` (already on the device)."""
         from rl_align.algos import LossInputs
-        from rl_align.learner.logprobs import continuation_logprobs
+        from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
+        from rl_align.sid.catalog import PAD
 
         dev = self.device
         pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
-        gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, t["gt_tokens"][sl])
+        gt = t["gt_tokens"][sl]
+        if not self.objective.uses_rollouts:
+            gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
+            return LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
+        roll = t["rollout_tokens"][sl]                                       # (b, G, T)
+        b, G, T = roll.shape
+        if self.cfg.shared_prefix:
+            # one prompt forward per group: y* and the G rollouts share its KV cache
+            W = max(T, gt.shape[1])
+            conts = torch.full((b, G + 1, W), PAD, dtype=roll.dtype, device=dev)
+            conts[:, 0, : gt.shape[1]] = gt
+            conts[:, 1:, :T] = roll
+            lp_all, m_all = grouped_continuation_logprobs(self.engine, pid, pm, conts)
+            gt_lp, gt_m = lp_all[:, 0, : gt.shape[1]], m_all[:, 0, : gt.shape[1]]
+            lp, m = lp_all[:, 1:, :T].reshape(b * G, T), m_all[:, 1:, :T].reshape(b * G, T)
+        else:
+            gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
+            rep = torch.arange(b, device=dev).repeat_interleave(G)
+            lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], roll.reshape(b * G, T))
         x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
-        if self.objective.uses_rollouts:
-            G = t["rollout_tokens"].shape[1]
-            rt = t["rollout_tokens"][sl].reshape(-1, t["rollout_tokens"].shape[2])
-            rep = torch.arange(pid.shape[0], device=dev).repeat_interleave(G)
-            lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], rt)
-            old = t["rollout_logp"][sl].reshape(-1, rt.shape[1]).float() * m
-            ref = None
-            if self.ref is not None:
-                with torch.no_grad():
-                    ref, _ = continuation_logprobs(self.ref, pid[rep], pm[rep], rt)
-            x.roll_logp, x.roll_old_logp, x.roll_mask, x.roll_ref_logp = lp, old, m, ref
-            x.rewards = t["rewards"][sl].float()
-            x.rollout_items = t["rollout_items"][sl]
-            x.gt_score = t["gt_score"][sl].float()
-            x.rollout_scores = torch.nan_to_num(t["rollout_scores"][sl].float(), nan=0.0)
+        old = t["rollout_logp"][sl].reshape(-1, T).float() * m
+        ref = None
+        if self.ref is not None:
+            with torch.no_grad():
+                if self.cfg.shared_prefix:
+                    ref = grouped_continuation_logprobs(self.ref, pid, pm, roll)[0].reshape(b * G, T)
+                else:
+                    ref, _ = continuation_logprobs(self.ref, pid[rep], pm[rep], roll.reshape(b * G, T))
+        x.roll_logp, x.roll_old_logp, x.roll_mask, x.roll_ref_logp = lp, old, m, ref
+        x.rewards = t["rewards"][sl].float()
+        x.rollout_items = t["rollout_items"][sl]
+        x.gt_score = t["gt_score"][sl].float()
+        x.rollout_scores = torch.nan_to_num(t["rollout_scores"][sl].float(), nan=0.0)
         return x
 
     def train_step(self, batch: dict, seed: int = 0) -> dict:

@@ -96,6 +96,9 @@ def write_report(run_path: str | Path) -> Path:
             lines.append(f"| {kind} | {tab['all']['frac_below']:.3f} | "
                          + " | ".join(f"{tab[n]['frac_below']:.3f}" if n in tab else "–" for n in names) + " |")
         lines.append("")
+    from rl_align.rl_report import section
+
+    lines += section(run)
     secs = _stage_seconds(run)
     if secs:
         lines += ["## Timing", "", "| stage | seconds |", "|---|---|"]

@@ -330,7 +330,8 @@ class Controller:
         summary = {"algo": r.algo, "steps": state["step"], "best_step": state["best_step"],
                    "best_valid_hr@10": state["best_valid_hr@10"], "evals": state["evals"],
                    "seconds": time.perf_counter() - t0, "initial_sync_s": sync_s,
-                   "rollout_retries": self.rollouts.retries, "reward_retries": self.rewards.stats.retries}
+                   "rollout_retries": self.rollouts.retries, "reward_retries": self.rewards.stats.retries,
+                   "rl": to_dict(r), "reward": to_dict(self.cfg.reward)}
         write_json(self.out / "summary.json", summary)
         tracker.log({"event": "done", **{k: v for k, v in summary.items() if k != "evals"}})
         tracker.finish()

@@ -1,0 +1,104 @@
+"""The alignment part of a run report: every ``rl/<tag>`` against the SFT policy, as a table and a plot.
+
+For each tag with a ``summary.json`` (written by the controller) and ``test_metrics.json`` (the ``rl`` stage's
+test evaluation of the best-on-valid and final policies), one row: algorithm, λ, steps, test HR@10 / NDCG@10
+at the best and final checkpoints with the ratio to SFT, free-decoding hallucination, median seconds per step
+and mean admission rate. The plot ``report/rl_curves.png`` shows valid HR@10 and free-decoding hallucination
+over steps for every tag, SFT's step-0 value as the common start.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+from rl_align.utils.io import read_json
+
+
+def collect(run: Path) -> list[dict]:
+    """One dict per finished ``rl/<tag>``: summary, test metrics and per-step medians, sorted by tag."""
+    rows = []
+    for s in sorted((run / "rl").glob("*/summary.json")) if (run / "rl").exists() else []:
+        d = s.parent
+        if not (d / "test_metrics.json").exists():
+            continue
+        summary, test = read_json(s), read_json(d / "test_metrics.json")
+        recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()] \
+            if (d / "metrics.jsonl").exists() else []
+        steps = [r for r in recs if "step_s" in r]
+        rl = summary.get("rl", {})
+        rows.append({
+            "tag": d.name, "algo": summary["algo"], "lam": rl.get("lam"), "steps": summary["steps"],
+            "best_step": summary["best_step"], "evals": summary["evals"], "seed": rl.get("seed"),
+            "reward": summary.get("reward", {}).get("functions"), "rollout_mode": rl.get("rollout_mode"),
+            "best": test["rl"]["test"], "final": test["rl-final"]["test"],
+            "step_s": statistics.median(r["step_s"] for r in steps) if steps else None,
+            "admission": statistics.mean(r["admission_rate"] for r in steps if "admission_rate" in r)
+            if any("admission_rate" in r for r in steps) else None,
+        })
+    return rows
+
+
+def _ratio(x: float, base: Optional[float]) -> str:
+    return f"{x:.4f} ({x / base:.3f}×)" if base else f"{x:.4f}"
+
+
+def plot(rows: list[dict], path: Path, sft_valid: Optional[float] = None) -> Optional[Path]:
+    """Valid HR@10 and free-decoding hallucination over steps, one line per tag → ``path`` (PNG)."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in rows:
+        st = [e["step"] for e in r["evals"]]
+        a.plot(st, [e["valid_hr@10"] for e in r["evals"]], marker="o", ms=3, label=r["tag"])
+        b.plot(st, [100 * e["valid_free_hallucination"] for e in r["evals"]], marker="o", ms=3, label=r["tag"])
+    if sft_valid is not None:
+        a.axhline(sft_valid, color="k", ls="--", lw=1, label="SFT")
+    a.set(xlabel="RL step", ylabel="valid HR@10", title="Valid HR@10 (constrained beam)")
+    b.set(xlabel="RL step", ylabel="% invalid SIDs", title="Free-decoding hallucination")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def section(run: Path) -> list[str]:
+    """Markdown lines of the alignment section (empty when no tag has finished)."""
+    rows = collect(run)
+    if not rows:
+        return []
+    sft = read_json(run / "eval" / "metrics.json")["test"] if (run / "eval" / "metrics.json").exists() else None
+    base = sft["policy"]["hr@10"] if sft else None
+    base_n = sft["policy"]["ndcg@10"] if sft else None
+    sft_valid = rows[0]["evals"][0]["valid_hr@10"] if rows[0]["evals"] and rows[0]["evals"][0]["step"] == 0 else None
+    img = plot(rows, run / "report" / "rl_curves.png", sft_valid)
+    lines = ["## Alignment (test, full ranking; best = best valid HR@10 checkpoint)", "",
+             "| tag | algo | λ | reward | rollouts | steps (best) | HR@10 best (× SFT) | HR@10 final (× SFT) | "
+             "NDCG@10 best (× SFT) | free halluc. | s/step | admission |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if sft:
+        lines.append(f"| SFT | nll | – | – | – | – | {base:.4f} | – | {base_n:.4f} | "
+                     f"{sft['free_hallucination_rate']:.2%} | – | – |")
+    for r in rows:
+        rw = ", ".join(f"{k} {v:g}" for k, v in (r["reward"] or {}).items())
+        lam = f"{r['lam']:g}" if r["algo"] in ("mixture", "adagrpo") and r["lam"] is not None else "–"
+        lines.append(
+            f"| {r['tag']} | {r['algo']} | {lam} | {rw} | {r['rollout_mode'] or '–'} | {r['steps']} ({r['best_step']}) "
+            f"| {_ratio(r['best']['policy']['hr@10'], base)} | {_ratio(r['final']['policy']['hr@10'], base)} | "
+            f"{_ratio(r['best']['policy']['ndcg@10'], base_n)} | {r['best']['free_hallucination_rate']:.2%} | "
+            f"{r['step_s']:.2f} | " + (f"{r['admission']:.0%}" if r["admission"] is not None else "–") + " |")
+    lines.append("")
+    if img is not None:
+        lines += [f"![valid HR@10 and hallucination over RL steps]({img.relative_to(run)})", ""]
+    return lines

@@ -282,6 +282,9 @@ class RlConfig:
     temperature: float = doc(1.0, "sampling temperature")
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
     engine: Literal["torch", "vllm"] = doc("torch", "rollout engine of the workers")
+    rollout_python: Optional[str] = doc(None, "Python executable of the rollout workers (Ray runtime_env py_executable), "
+                                              "e.g. .venv-vllm/bin/python when vLLM lives in its own venv; None = "
+                                              "the driver's")
     rollout_workers: int = doc(1, "RolloutWorker actors")
     cpus_per_rollout_worker: float = doc(1.0, "CPUs per rollout worker (torch threads)")
     gpus_per_rollout_worker: float = doc(0.0, "GPUs per rollout worker")
@@ -386,6 +389,11 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
         return float(value)

@@ -35,6 +35,28 @@ class Tracker:
                 log.warning("wandb disabled: %s", e)
                 self._wandb = None
 
+    def drop_after(self, step: int) -> int:
+        """Remove step records past ``step`` (work a killed run logged after its last checkpoint, about to be
+        redone); returns how many were dropped. The file is rewritten atomically."""
+        if not self.path.exists():
+            return 0
+        keep, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:   # a line cut short by the kill
+                dropped += 1
+                continue
+            if isinstance(rec.get("step"), int) and rec["step"] > step and "event" not in rec:
+                dropped += 1
+                continue
+            keep.append(line)
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return dropped
+
     def log(self, record: dict[str, Any], step: Optional[int] = None) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")

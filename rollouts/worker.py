@@ -78,16 +78,20 @@ class RolloutPool:
         engine: registered engine name. policy_dir / catalog_dir: starting policy and catalog.
         n_workers, cpus, gpus: actors and their resources. bundles: optional [(pg, index)] per worker.
         max_retries: re-issues of one shard before failing the step.
+        python: the workers' Python executable (Ray ``runtime_env`` ``py_executable``); None = the driver's.
     """
 
     def __init__(self, engine: str, policy_dir: str, catalog_dir: str, n_workers: int = 1, cpus: float = 1.0,
-                 gpus: float = 0.0, bundles: Optional[list] = None, seed: int = 0, max_retries: int = 3) -> None:
+                 gpus: float = 0.0, bundles: Optional[list] = None, seed: int = 0, max_retries: int = 3,
+                 python: Optional[str] = None) -> None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         cls = rollout_actor_class()
         self.actors = []
         for i in range(n_workers):
             opts = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": -1, "max_task_retries": 0}
+            if python:  # e.g. vLLM in its own venv (same Ray, Python and torch versions as the driver)
+                opts["runtime_env"] = {"py_executable": python}
             if bundles:
                 pg, idx = bundles[i]
                 opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=idx)

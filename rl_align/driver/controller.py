@@ -16,6 +16,7 @@ to ``rl/metrics.jsonl`` and wandb.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -70,6 +71,18 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
                             f"rl.micro_batch_prompts {r.micro_batch_prompts}")
     if r.rollout_mode == "beam" and r.algo in GRPO_FAMILY and r.temperature != 1.0:
         raise RlConfigError("rl.temperature only applies to rollout_mode: sample")
+    if r.rollout_python is not None:
+        py = Path(r.rollout_python).expanduser()
+        if not (py.is_file() and os.access(py, os.X_OK)):
+            raise RlConfigError(f"rl.rollout_python: {r.rollout_python} is not an executable Python (for vLLM in its "
+                                "own venv: .venv-vllm/bin/python, built by `make test`)")
+        r.rollout_python = str(py.absolute())
+    elif r.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise RlConfigError("rl.engine: vllm is not installed in this Python; install it or point "
+                                "rl.rollout_python at a venv that has it (e.g. .venv-vllm/bin/python)")
     catalog_dir = run_path / "sids" / "catalog"
     if not catalog_dir.exists():
         raise RlConfigError(f"{catalog_dir}: no catalog in the run (run the sids stage first)")
@@ -150,7 +163,8 @@ class Controller:
                                      [(self.pg, i) for i in range(r.learners)])
         self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
-                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)], r.seed)
+                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)], r.seed,
+                                    python=r.rollout_python)
         ranker = self.run / "ranker" / "model"
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
                                   n_items=self.catalog.n_items)
@@ -216,7 +230,7 @@ class Controller:
         keep = {k: v for k, v in dataclasses.asdict(self.cfg.rl).items()
                 if k not in ("steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
                              "max_learner_restarts", "rollout_workers", "cpus_per_rollout_worker",
-                             "gpus_per_rollout_worker", "placement", "engine")}
+                             "gpus_per_rollout_worker", "placement", "engine", "rollout_python")}
         keep["reward"] = dataclasses.asdict(self.cfg.reward)
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -254,6 +268,12 @@ class Controller:
             log.info("rl: resumed from %s (step %d, weight version %d)", ck, state["step"], state["version"])
         tracker = Tracker(self.out, name=f"{self.run.name}-rl-{r.algo}", config=to_dict(self.cfg),
                           use_wandb=self.cfg.wandb)
+        if ck is not None:
+            n = tracker.drop_after(state["step"])
+            if n:
+                log.info("rl: dropped %d metric record(s) logged after the checkpoint; those steps are redone", n)
+        elif not self.resume:
+            tracker.drop_after(-1)
         tracker.log({"event": "resume" if ck is not None else "start", "step": state["step"], "algo": r.algo})
         t0 = time.perf_counter()
         sync_t = time.perf_counter()

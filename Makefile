@@ -24,11 +24,13 @@ $(STAMP): setup.cfg pyproject.toml
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-$(VLLM_STAMP): setup.cfg pyproject.toml
+# vLLM rollout workers run in this venv under the driver's Ray (runtime_env py_executable): same Ray version.
+$(VLLM_STAMP): $(STAMP) setup.cfg pyproject.toml
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)" faiss-cpu pyyaml safetensors pytest
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)" "ray==$$($(PY) -c 'import ray; print(ray.__version__)')" \
+		faiss-cpu pyyaml safetensors pytest
 	-$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	@touch $(VLLM_STAMP)

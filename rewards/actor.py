@@ -177,10 +177,12 @@ class RewardPool:
         ranker_dir: ranker checkpoint every replica loads (and reloads after a restart).
         item_embeddings_path: ``.npy`` for the ``semantic`` reward.
         n_items: catalog size when no ranker is used.
+        name_prefix: if given, replica i is the named actor ``<prefix>reward-<i>`` (find it with
+            ``ray.util.list_named_actors`` to inspect or debug it).
     """
 
     def __init__(self, cfg: RewardConfig, ranker_dir: Optional[str | Path], item_embeddings_path=None,
-                 n_items: Optional[int] = None) -> None:
+                 n_items: Optional[int] = None, name_prefix: Optional[str] = None) -> None:
         import dataclasses
 
         if cfg.replicas < 1 or cfg.max_inflight < 1 or cfg.chunk_size < 1:
@@ -190,11 +192,11 @@ class RewardPool:
         threads = max(1, int(cfg.cpus_per_replica))
         self.actors = [
             cls.options(num_cpus=cfg.cpus_per_replica, num_gpus=cfg.gpus_per_replica, max_restarts=-1,
-                        max_task_retries=0, name=None).remote(
+                        max_task_retries=0, name=f"{name_prefix}reward-{i}" if name_prefix else None).remote(
                 str(ranker_dir) if ranker_dir else None, dataclasses.asdict(cfg),
                 str(item_embeddings_path) if item_embeddings_path else None, n_items,
                 "cuda" if cfg.gpus_per_replica > 0 else "cpu", threads)
-            for _ in range(cfg.replicas)
+            for i in range(cfg.replicas)
         ]
         self.stats = PoolStats()
         self.version = self._agreed_version()

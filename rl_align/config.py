@@ -276,6 +276,8 @@ class RlConfig:
     warmup_steps: int = doc(10, "linear warm-up steps")
     weight_decay: float = doc(0.0, "AdamW weight decay")
     grad_clip: float = doc(1.0, "gradient norm clip (0 = off)")
+    disable_dropout: bool = doc(True, "turn the policy's dropout off in the learner: exact π_θ/π_old ratios, the "
+                                      "same losses on 1 or N learner ranks")
     shared_prefix: bool = doc(True, "learner encodes each prompt once and shares its KV cache with y* and the G "
                                     "rollouts (same values, ~G× less prompt compute)")
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")

@@ -79,17 +79,20 @@ class RolloutPool:
         n_workers, cpus, gpus: actors and their resources. bundles: optional [(pg, index)] per worker.
         max_retries: re-issues of one shard before failing the step.
         python: the workers' Python executable (Ray ``runtime_env`` ``py_executable``); None = the driver's.
+        name_prefix: if given, worker i is the named actor ``<prefix>rollout-<i>``.
     """
 
     def __init__(self, engine: str, policy_dir: str, catalog_dir: str, n_workers: int = 1, cpus: float = 1.0,
                  gpus: float = 0.0, bundles: Optional[list] = None, seed: int = 0, max_retries: int = 3,
-                 python: Optional[str] = None) -> None:
+                 python: Optional[str] = None, name_prefix: Optional[str] = None) -> None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         cls = rollout_actor_class()
         self.actors = []
         for i in range(n_workers):
             opts = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": -1, "max_task_retries": 0}
+            if name_prefix:
+                opts["name"] = f"{name_prefix}rollout-{i}"
             if python:  # e.g. vLLM in its own venv (same Ray, Python and torch versions as the driver)
                 opts["runtime_env"] = {"py_executable": python}
             if bundles:
@@ -111,14 +114,37 @@ class RolloutPool:
         """Push a state dict (object ref) to every worker; remembered for workers that restart later."""
         import ray
 
+        from ray.exceptions import RayActorError
+
         self.weights_ref, self.version = weights_ref, version
-        ray.get([a.load_weights.remote(weights_ref, version) for a in self.actors])
+        refs = [a.load_weights.remote(weights_ref, version) for a in self.actors]
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref)
+            except RayActorError as err:  # died during the sync: wait for Ray's restart, then push again
+                log.warning("rollout worker %d lost during weight sync (%s); resyncing", i, type(err).__name__)
+                self.retries += 1
+                self._resync_when_back(self.actors[i])
 
     def _resync(self, actor) -> None:
         import ray
 
         if self.weights_ref is not None:
             ray.get(actor.load_weights.remote(self.weights_ref, self.version))
+
+    def _resync_when_back(self, actor, timeout_s: float = 120.0) -> None:
+        """Push the current weights to ``actor`` once Ray has restarted it (RayActorError until then)."""
+        from ray.exceptions import RayActorError
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._resync(actor)
+                return
+            except RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, n: int, mode: str, constrained: bool,
                  temperature: float, seed: int) -> dict:
@@ -152,12 +178,7 @@ class RolloutPool:
                 if attempts[i] > self.max_retries:
                     raise RuntimeError(f"rollout shard {i} failed {attempts[i]} times: {err}") from err
                 log.warning("rollout worker %d lost shard %d (%s); re-issuing", i, i, type(err).__name__)
-                for _ in range(600):  # wait for Ray to restart the actor, then bring its weights up to date
-                    try:
-                        self._resync(self.actors[i])
-                        break
-                    except RayActorError:
-                        time.sleep(0.1)
+                self._resync_when_back(self.actors[i])  # wait for Ray's restart, then bring its weights up to date
                 inflight[submit(i, i)] = i
                 continue
             results[sid] = res

@@ -73,3 +73,21 @@ def test_grouped_logprobs_short_continuations(T):
         rep = torch.arange(N).repeat_interleave(K)
         b, _ = continuation_logprobs(model, prompt[rep], mask[rep], conts.reshape(N * K, T))
     torch.testing.assert_close(a.reshape(N * K, T), b, rtol=1e-5, atol=1e-5)
+
+
+def test_disable_dropout_makes_training_mode_deterministic():
+    from transformers import LlamaConfig as C
+
+    from rl_align.policy.model import disable_dropout
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(C(vocab_size=40, hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
+                               intermediate_size=96, attention_dropout=0.5, pad_token_id=PAD)).train()
+    prompt, mask, conts = _batch()
+    a = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
+    b = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
+    assert not torch.allclose(a, b)                      # dropout on: two passes differ
+    disable_dropout(model)
+    a = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
+    b = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
+    assert torch.equal(a, b) and model.training

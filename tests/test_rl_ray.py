@@ -92,11 +92,11 @@ def uninterrupted(prepared, tmp_path_factory):
     return full
 
 
-def _same_metrics(a, b, keys=("loss", "nll", "reward_mean", "admission_rate", "rollout_hit")):
+def _same_metrics(a, b, keys=("loss", "nll", "reward_mean", "admission_rate", "rollout_hit"), rel=1e-5):
     assert [r["step"] for r in b] == [r["step"] for r in a]  # no step lost or applied twice
     for ra, rb in zip(a, b):
         for k in keys:
-            assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+            assert rb[k] == pytest.approx(ra[k], rel=rel, abs=1e-6 if rel > 1e-5 else 1e-7), (ra["step"], k)
 
 
 def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, uninterrupted, tmp_path):
@@ -164,7 +164,7 @@ def test_rollout_worker_and_reward_replica_killed_during_the_loop(prepared, unin
     import threading
     import time
 
-    from ray.util.state import list_actors
+    import ray
 
     from rl_align.cli import main
 
@@ -172,23 +172,32 @@ def test_rollout_worker_and_reward_replica_killed_during_the_loop(prepared, unin
     metrics = run / "rl" / "adagrpo" / "metrics.jsonl"
     killed: list[tuple[str, int]] = []
 
+    def pid_of(suffix):
+        found = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(f"rl-align/{run.name}/") and a["name"].endswith(suffix)]
+        if not found:
+            return None
+        h = ray.get_actor(found[0]["name"], namespace=found[0]["namespace"])
+        return ray.get(h.pid.remote() if suffix.startswith("rollout") else h.health.remote(), timeout=30)
+
     def killer():
-        todo = ["RolloutWorkerImpl", "RewardActor"]
+        todo = ["rollout-0", "reward-0"]
         deadline = time.time() + 300
         while todo and time.time() < deadline:
             done = sum('"loss"' in x for x in metrics.read_text().splitlines()) if metrics.exists() else 0
             if done >= len(killed) + 1:
-                alive = list_actors(filters=[("class_name", "=", todo[0]), ("state", "=", "ALIVE")])
-                if alive:
-                    os.kill(alive[0].pid, signal.SIGKILL)
-                    killed.append((todo.pop(0), alive[0].pid))
+                pid = pid_of(todo[0])
+                pid = pid["pid"] if isinstance(pid, dict) else pid
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((todo.pop(0), pid))
             time.sleep(0.02)
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     assert main(["rl", str(_cfg(tmp_path, steps=4)), "--run-dir", str(run)]) == 0
     th.join(10)
-    assert [k for k, _ in killed] == ["RolloutWorkerImpl", "RewardActor"]
+    assert [k for k, _ in killed] == ["rollout-0", "reward-0"]
     _same_metrics(_records(uninterrupted), _records(run))
     summary = json.loads((run / "rl" / "adagrpo" / "summary.json").read_text())
     assert summary["rollout_retries"] >= 1  # a restarted worker serves a stale version: its shard is re-issued
@@ -246,6 +255,22 @@ def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
                 pass
         time.sleep(1)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_two_learners_and_two_rollout_workers_give_the_losses_of_one(prepared, tmp_path):
+    """Data parallelism must not change the maths: the same global batch on 2 DeepSpeed ranks (gloo all-reduce)
+    and 2 rollout workers gives the metrics of 1 rank and 1 worker (beam rollouts: deterministic)."""
+    from rl_align.cli import main
+
+    res = {}
+    for n, cpus in ((1, 1.0), (2, 0.5)):
+        run = shutil.copytree(prepared, tmp_path / f"run{n}")
+        cfg = _cfg(tmp_path, steps=3, rollout_mode="beam", learners=n, rollout_workers=n, cpus_per_learner=cpus,
+                   cpus_per_rollout_worker=0.5 / n, eval_every=3, checkpoint_every=3)
+        assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+        res[n] = _records(run)
+    _same_metrics(res[1], res[2], keys=("loss", "nll", "grpo_pg", "reward_mean", "admission_rate", "rollout_hit",
+                                        "adv_abs_mean"), rel=1e-4)
 
 
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"

@@ -164,13 +164,19 @@ class Controller:
         self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
                                     [(self.pg, r.learners + i) for i in range(r.rollout_workers)], r.seed,
-                                    python=r.rollout_python)
+                                    python=r.rollout_python, name_prefix=self._actor_prefix())
         ranker = self.run / "ranker" / "model"
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
-                                  n_items=self.catalog.n_items)
+                                  n_items=self.catalog.n_items, name_prefix=self._actor_prefix())
         # the driver's own engine for periodic validation (weights pulled from the learner)
         self.eval_model = load_policy(self.policy_dir, self.catalog)
         self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
+
+    def _actor_prefix(self) -> str:
+        """Actor names ``rl-align/<run>/<tag>/<job id>/rollout-<i>`` and ``…/reward-<i>``: one per job."""
+        import ray
+
+        return f"rl-align/{self.run.name}/{self.out.name}/{ray.get_runtime_context().get_job_id()}/"
 
     # ------------------------------------------------------------------ pieces of a step
     def _prompts(self, step: int) -> dict:

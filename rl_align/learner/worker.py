@@ -54,7 +54,7 @@ class LearnerRank:
         import torch.distributed as dist
 
         from rl_align.algos import build_objective
-        from rl_align.policy.model import load_policy
+        from rl_align.policy.model import disable_dropout, load_policy
         from rl_align.sid.catalog import SidCatalog
 
         backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -65,6 +65,8 @@ class LearnerRank:
         self.catalog = SidCatalog.load(self.catalog_dir)
         torch.manual_seed(self.cfg.seed)
         model = load_policy(self.policy_dir, self.catalog, self.device)
+        if self.cfg.disable_dropout:
+            disable_dropout(model)
         model.train()
         self.ref = load_policy(self.policy_dir, self.catalog, self.device) if self.cfg.beta > 0 else None
         if self.ref is not None:

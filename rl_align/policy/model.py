@@ -67,6 +67,16 @@ def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
     emb.register_forward_hook(lambda mod, args, out: torch.nn.functional.dropout(out, p, mod.training))
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout of ``model`` to 0 (``nn.Dropout`` modules and HF attention's ``attention_dropout``), so
+    training-mode log-probs equal the rollout engine's: exact π_θ/π_old ratios in RL (as TRL's ``disable_dropout``)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+
+
 def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
     """A word-level HF tokenizer over the SID vocabulary (``<a_3> <b_17> <c_0> <eos>``), for vLLM and HF tools."""
     from tokenizers import Tokenizer, models, pre_tokenizers

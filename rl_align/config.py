@@ -294,6 +294,8 @@ class RlConfig:
     cpus_per_learner: float = doc(1.0, "CPUs per learner (torch threads)")
     gpus_per_learner: float = doc(0.0, "GPUs per learner (nccl when > 0)")
     zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3")
+    deepspeed: Any = doc(None, "extra DeepSpeed config (a dict, or the path of a JSON file) merged over the generated "
+                                "one, e.g. {zero_optimization: {stage: 3, offload_optimizer: {device: cpu}}}")
     placement: Literal["pack", "spread"] = doc("pack", "placement-group strategy for learners + rollout workers")
     eval_every: int = doc(25, "validate (HR@10, NDCG@10, free-decoding hallucination) every this many steps")
     eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")

@@ -91,3 +91,22 @@ def test_disable_dropout_makes_training_mode_deterministic():
     a = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
     b = grouped_continuation_logprobs(model, prompt, mask, conts)[0]
     assert torch.equal(a, b) and model.training
+
+
+def test_deepspeed_config_merge(tmp_path):
+    import json
+
+    from rl_align.learner.worker import merge_ds_config
+
+    base = {"train_batch_size": 8, "zero_optimization": {"stage": 0}, "gradient_clipping": 1.0}
+    out = merge_ds_config(base, {"zero_optimization": {"stage": 2, "overlap_comm": True}, "bf16": {"enabled": True}})
+    assert out == {"train_batch_size": 8, "gradient_clipping": 1.0, "bf16": {"enabled": True},
+                   "zero_optimization": {"stage": 2, "overlap_comm": True}}
+    assert base["zero_optimization"] == {"stage": 0}          # not mutated
+    p = tmp_path / "ds.json"
+    p.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    assert merge_ds_config(base, str(p))["zero_optimization"]["stage"] == 3
+    with pytest.raises(ValueError, match="rl.deepspeed.train_batch_size"):
+        merge_ds_config(base, {"train_batch_size": 4})
+    with pytest.raises(ValueError, match="cannot read DeepSpeed JSON"):
+        merge_ds_config(base, str(tmp_path / "missing.json"))

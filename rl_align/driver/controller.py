@@ -71,6 +71,13 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
                             f"rl.micro_batch_prompts {r.micro_batch_prompts}")
     if r.rollout_mode == "beam" and r.algo in GRPO_FAMILY and r.temperature != 1.0:
         raise RlConfigError("rl.temperature only applies to rollout_mode: sample")
+    if r.deepspeed:
+        from rl_align.learner.worker import merge_ds_config
+
+        try:
+            merge_ds_config({}, r.deepspeed)
+        except ValueError as e:
+            raise RlConfigError(str(e)) from None
     if r.rollout_python is not None:
         py = Path(r.rollout_python).expanduser()
         if not (py.is_file() and os.access(py, os.X_OK)):

@@ -18,6 +18,35 @@ import numpy as np
 import torch
 
 
+def merge_ds_config(base: dict, extra) -> dict:
+    """``base`` with ``extra`` (a dict or a JSON file path) merged in recursively; batch sizes stay ours."""
+    import copy
+    import json
+
+    if isinstance(extra, (str, os.PathLike)):
+        path = Path(extra)
+        try:
+            extra = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"rl.deepspeed: cannot read DeepSpeed JSON {path}: {e}") from e
+    if not isinstance(extra, dict):
+        raise ValueError(f"rl.deepspeed: expected a mapping or a JSON file path, got {type(extra).__name__}")
+    for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        if k in extra:
+            raise ValueError(f"rl.deepspeed.{k}: set by rl.prompts_per_step / rl.micro_batch_prompts / rl.learners")
+    out = copy.deepcopy(base)
+
+    def merge(dst, src):
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = v
+
+    merge(out, extra)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -86,6 +115,8 @@ class LearnerRank:
             "zero_optimization": {"stage": c.zero_stage},
             "steps_per_print": 10**9,
         }
+        if c.deepspeed:
+            ds_config = merge_ds_config(ds_config, c.deepspeed)
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, betas=(0.9, 0.99))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup_steps)))
         self.engine, self.opt, _, self.sched = deepspeed.initialize(

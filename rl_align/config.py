@@ -278,6 +278,8 @@ class RlConfig:
     grad_clip: float = doc(1.0, "gradient norm clip (0 = off)")
     disable_dropout: bool = doc(True, "turn the policy's dropout off in the learner: exact π_θ/π_old ratios, the "
                                       "same losses on 1 or N learner ranks")
+    inject_target: bool = doc(False, "put y* into each rollout group that missed it (replacing the last rollout): "
+                                     "GRPO then ranks y* against the policy's own top candidates")
     shared_prefix: bool = doc(True, "learner encodes each prompt once and shares its KV cache with y* and the G "
                                     "rollouts (same values, ~G× less prompt compute)")
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")

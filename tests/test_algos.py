@@ -99,3 +99,23 @@ def test_objectives_compose_as_the_formulas_say():
     ada0, m0 = build_objective(shut)(x)
     assert ada0.item() == pytest.approx(nll.item(), rel=1e-6) and m0["admission_rate"] == 0.0
     assert m0["fail_difficulty"] == 1.0
+
+
+def test_inject_targets_replaces_the_last_rollout_of_groups_that_missed_y_star():
+    import numpy as np
+
+    from rl_align.algos.injection import inject_targets
+    from rl_align.sid.catalog import EOS, PAD
+
+    B, G, T = 3, 4, 3
+    seqs = np.arange(B * G * T).reshape(B, G, T) + 10
+    lps = -np.ones((B, G, T), np.float32)
+    items = np.array([[5, 6, 7, 8], [1, 2, 3, 4], [9, 9, 9, 9]])
+    targets = np.array([7, 0, -1])                       # hit / miss / unknown target
+    tt = np.array([[40, 41, 42, EOS], [50, 51, 52, EOS], [60, 61, 62, EOS]])
+    s2, l2, i2, inj = inject_targets(seqs, lps, items, targets, tt)
+    assert s2.shape == (B, G, 4) and inj.tolist() == [[False] * 4, [False, False, False, True], [False] * 4]
+    assert i2[1].tolist() == [1, 2, 3, 0] and i2[0].tolist() == items[0].tolist() and i2[2].tolist() == [9] * 4
+    assert s2[1, 3].tolist() == [50, 51, 52, EOS] and l2[1, 3].tolist() == [0, 0, 0, 0]
+    assert s2[0, 0].tolist() == [*seqs[0, 0].tolist(), PAD] and (l2[0, :, :T] == -1).all()
+    assert items[1, 3] == 4                              # inputs untouched

@@ -204,6 +204,7 @@ class Controller:
             b.update(rollout_tokens=roll["sequences"].astype(np.int64),
                      rollout_logp=roll["token_logprobs"].astype(np.float32),
                      rollout_items=roll["items"].astype(np.int64), rewards=rew["rewards"].astype(np.float32),
+                     rollout_injected=roll.get("injected", np.zeros(roll["items"].shape, bool)),
                      gt_score=np.nan_to_num(rew["target_scores"]).astype(np.float32),
                      rollout_scores=rew["ranker_scores"].astype(np.float32))
         return b
@@ -310,13 +311,21 @@ class Controller:
                 roll = self.rollouts.generate(p["prompt_ids"], p["prompt_mask"], r.group_size, r.rollout_mode,
                                               r.constrained, r.temperature, r.seed * 100003 + step)
                 rec["rollout_s"] = time.perf_counter() - t
+                rec["rollout_hit"] = float((roll["items"] == p["targets"][:, None]).any(1).mean())
+                if r.inject_target:
+                    from rl_align.algos.injection import inject_targets
+
+                    seqs, lps, items, injected = inject_targets(
+                        roll["sequences"], roll["token_logprobs"], roll["items"], p["targets"],
+                        self.catalog.tokens[p["targets"]])
+                    roll = {**roll, "sequences": seqs, "token_logprobs": lps, "items": items, "injected": injected}
+                    rec["injected_share"] = float(injected.any(1).mean())
                 t = time.perf_counter()
                 rew = self.rewards.score(p["users"], p["history"], roll["items"], p["targets"],
                                          with_target_scores=True)
                 rec["reward_s"] = time.perf_counter() - t
                 valid = roll["items"] >= 0
                 rec.update(rollout_valid=float(valid.mean()),
-                           rollout_hit=float((roll["items"] == p["targets"][:, None]).any(1).mean()),
                            rollout_unique=float(np.mean([len(set(x.tolist())) for x in roll["items"]])) / r.group_size,
                            reward_floored=int(rew["n_invalid"] + rew["n_nonfinite"]))
             t = time.perf_counter()

@@ -155,6 +155,9 @@ class LearnerRank:
             lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], roll.reshape(b * G, T))
         x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
         old = t["rollout_logp"][sl].reshape(-1, T).float() * m
+        if "rollout_injected" in t:  # injected y*: behaviour log-prob = current one (ratio 1)
+            inj = t["rollout_injected"][sl].reshape(-1, 1).bool()
+            old = torch.where(inj, lp.detach(), old)
         ref = None
         if self.ref is not None:
             with torch.no_grad():

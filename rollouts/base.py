@@ -31,6 +31,8 @@ class GenerationRequest:
         temperature: sampling temperature (mode="sample").
         banned_items: optional (N, B) item indices (-1 padded) that may not be generated
             (history exclusion in evaluation); constrained mode only.
+        seeds: optional (N,) int64 sampling seed per prompt: a prompt's samples then depend only on its
+            seed, not on which other prompts share the batch (so 1 or N rollout workers sample the same).
     """
 
     input_ids: torch.Tensor
@@ -40,6 +42,7 @@ class GenerationRequest:
     constrained: bool = True
     temperature: float = 1.0
     banned_items: Optional[torch.Tensor] = None
+    seeds: Optional[torch.Tensor] = None
 
 
 @dataclass

@@ -116,7 +116,8 @@ class TorchEngine(RolloutEngine):
         if request.mode == "beam":
             return self._beam(ids, mask, request.n, request.constrained, banned)
         if request.mode == "sample":
-            return self._sample(ids, mask, request.n, request.constrained, request.temperature, banned)
+            return self._sample(ids, mask, request.n, request.constrained, request.temperature, banned,
+                                request.seeds)
         raise ValueError(f"mode must be 'beam' or 'sample', got {request.mode!r}")
 
     def _beam(self, ids, mask, B: int, constrained: bool, banned) -> RolloutBatch:
@@ -168,8 +169,15 @@ class TorchEngine(RolloutEngine):
             scores = sc.flatten()
         return self._finish(seqs, lps, state, done, N, B, scores)
 
-    def _sample(self, ids, mask, n: int, constrained: bool, temperature: float, banned) -> RolloutBatch:
+    def _sample(self, ids, mask, n: int, constrained: bool, temperature: float, banned,
+                seeds: Optional[torch.Tensor] = None) -> RolloutBatch:
         N = ids.shape[0]
+        # per-prompt generators: Gumbel-max sampling whose noise depends only on the prompt's seed
+        gens = None
+        if seeds is not None:
+            if seeds.shape != (N,):
+                raise ValueError(f"seeds must have shape ({N},), got {tuple(seeds.shape)}")
+            gens = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         logits, cache, last_pos = self._prefill(ids, mask)
@@ -187,7 +195,12 @@ class TorchEngine(RolloutEngine):
             cand = self._constrain(scaled, state, banned_b) if constrained else scaled
             dead = ~torch.isfinite(cand).any(1) | done  # finished, or nothing allowed (banned everything)
             cand = torch.where(dead[:, None], torch.zeros_like(cand), cand)
-            tok = torch.multinomial(F.softmax(cand, -1), 1).squeeze(1)
+            if gens is None:
+                tok = torch.multinomial(F.softmax(cand, -1), 1).squeeze(1)
+            else:
+                u = torch.stack([torch.rand(n, cand.shape[1], generator=g) for g in gens]).view(R, -1)
+                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7))).to(cand.device)
+                tok = (cand + gumbel).argmax(1)
             tok = torch.where(dead, torch.full_like(tok, PAD), tok)
             lps.append(torch.where(dead, torch.zeros_like(logp[:, 0]), logp.gather(1, tok[:, None]).squeeze(1)))
             seqs.append(tok)

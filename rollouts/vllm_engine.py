@@ -189,9 +189,13 @@ class VllmEngine(RolloutEngine):
         elif request.mode == "sample":
             from vllm import SamplingParams
 
-            params = SamplingParams(n=n, temperature=request.temperature, max_tokens=T, logprobs=0,
-                                    stop_token_ids=[EOS], detokenize=False, seed=None,
-                                    extra_args={FLAG: bool(request.constrained)})
+            def params_for(seed):
+                return SamplingParams(n=n, temperature=request.temperature, max_tokens=T, logprobs=0,
+                                      stop_token_ids=[EOS], detokenize=False, seed=seed,
+                                      extra_args={FLAG: bool(request.constrained)})
+
+            params = (params_for(None) if request.seeds is None   # per-prompt seeds: independent of batching
+                      else [params_for(int(x)) for x in request.seeds.tolist()])
             outs = self.llm.generate(prompts, params, use_tqdm=False)
             for r, out in enumerate(outs):
                 for j, comp in enumerate(out.outputs[:n]):

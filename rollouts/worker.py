@@ -41,14 +41,15 @@ class RolloutWorkerImpl:
         self.calls = 0
 
     def generate(self, shard_id: int, input_ids: np.ndarray, attention_mask: np.ndarray, n: int, mode: str,
-                 constrained: bool, temperature: float, seed: int) -> tuple[int, dict]:
+                 constrained: bool, temperature: float, seeds: np.ndarray) -> tuple[int, dict]:
+        """``seeds``: (N,) one sampling seed per prompt (a prompt samples the same on any worker)."""
         from rollouts.base import GenerationRequest
 
-        torch.manual_seed(seed)
         ids, mask = torch.from_numpy(np.array(input_ids)), torch.from_numpy(np.array(attention_mask))
         out = self.engine.generate(GenerationRequest(ids, mask,
                                                      n=n, mode=mode, constrained=constrained,
-                                                     temperature=temperature))
+                                                     temperature=temperature,
+                                                     seeds=torch.from_numpy(np.array(seeds, np.int64))))
         self.calls += 1
         return shard_id, {"sequences": out.sequences.numpy(), "token_logprobs": out.token_logprobs.numpy(),
                           "seq_logprob": out.seq_logprob.numpy(), "items": out.items.numpy(),
@@ -154,6 +155,9 @@ class RolloutPool:
 
         N = input_ids.shape[0]
         k = len(self.actors)
+        # one seed per prompt (its position in the step's batch): sharding does not change what is sampled
+        seeds = np.random.SeedSequence([int(seed) & (2**63 - 1), N]).generate_state(N, np.uint64)
+        seeds = (seeds >> np.uint64(1)).astype(np.int64)
         bounds = [(i * N // k, (i + 1) * N // k) for i in range(k)]
         results: list[Optional[dict]] = [None] * k
         attempts = [0] * k
@@ -161,7 +165,7 @@ class RolloutPool:
         def submit(i, actor_idx):
             s, e = bounds[i]
             return self.actors[actor_idx].generate.remote(i, input_ids[s:e], attention_mask[s:e], n, mode,
-                                                          constrained, temperature, seed * 1000 + i)
+                                                          constrained, temperature, seeds[s:e])
 
         inflight = {submit(i, i): i for i in range(k) if bounds[i][1] > bounds[i][0]}  # empty shards stay None
         while inflight:

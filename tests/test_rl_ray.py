@@ -259,13 +259,13 @@ def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
 
 def test_two_learners_and_two_rollout_workers_give_the_losses_of_one(prepared, tmp_path):
     """Data parallelism must not change the maths: the same global batch on 2 DeepSpeed ranks (gloo all-reduce)
-    and 2 rollout workers gives the metrics of 1 rank and 1 worker (beam rollouts: deterministic)."""
+    and 2 rollout workers gives the metrics of 1 rank and 1 worker (sampled rollouts are seeded per prompt)."""
     from rl_align.cli import main
 
     res = {}
     for n, cpus in ((1, 1.0), (2, 0.5)):
         run = shutil.copytree(prepared, tmp_path / f"run{n}")
-        cfg = _cfg(tmp_path, steps=3, rollout_mode="beam", learners=n, rollout_workers=n, cpus_per_learner=cpus,
+        cfg = _cfg(tmp_path, steps=3, learners=n, rollout_workers=n, cpus_per_learner=cpus,
                    cpus_per_rollout_worker=0.5 / n, eval_every=3, checkpoint_every=3)
         assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
         res[n] = _records(run)

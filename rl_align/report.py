@@ -15,10 +15,12 @@ def _fmt(x) -> str:
 
 
 def _stage_seconds(run: Path) -> dict[str, float]:
-    out = {}
-    for p in sorted(run.glob("*/stage.json")):
-        out[p.parent.name] = read_json(p).get("seconds", 0.0)
-    return out
+    """Seconds of every finished stage, in pipeline order."""
+    from rl_align.pipeline import STAGES
+
+    order = {name: i for i, name in enumerate(STAGES)}
+    found = sorted(run.glob("*/stage.json"), key=lambda p: (order.get(p.parent.name, len(order)), p.parent.name))
+    return {p.parent.name: read_json(p).get("seconds", 0.0) for p in found}
 
 
 def write_report(run_path: str | Path) -> Path:

@@ -20,7 +20,13 @@ def _stage_seconds(run: Path) -> dict[str, float]:
 
     order = {name: i for i, name in enumerate(STAGES)}
     found = sorted(run.glob("*/stage.json"), key=lambda p: (order.get(p.parent.name, len(order)), p.parent.name))
-    return {p.parent.name: read_json(p).get("seconds", 0.0) for p in found}
+    out = {}
+    for p in found:
+        info = read_json(p)
+        # the rl stage runs once per tag (rl_compare runs several): its marker is the last one run
+        name = f"rl (last run: tag {info['tag']})" if p.parent.name == "rl" and "tag" in info else p.parent.name
+        out[name] = info.get("seconds", 0.0)
+    return out
 
 
 def write_report(run_path: str | Path) -> Path:

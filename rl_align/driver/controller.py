@@ -242,7 +242,7 @@ class Controller:
         import json
 
         keep = {k: v for k, v in dataclasses.asdict(self.cfg.rl).items()
-                if k not in ("steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
+                if k not in ("tag", "steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
                              "max_learner_restarts", "rollout_workers", "cpus_per_rollout_worker",
                              "gpus_per_rollout_worker", "placement", "engine", "rollout_python")}
         keep["reward"] = dataclasses.asdict(self.cfg.reward)

@@ -2,7 +2,8 @@
 
 Both start from the same SFT policy of a run directory, take the same prompts (training histories), the same
 group size G and prompts per step B, the same reward (the run's ranker, rank-normalised within the group) and
-trie-constrained sampling at temperature 1 with β = 0. TRL is set up the way its users do it for SIDs: a
+trie-constrained sampling at temperature 1 with β = 0, one optimizer step per batch of B·G samples (no gradient
+accumulation on either side). TRL is set up the way its users do it for SIDs: a
 word-level tokenizer over the SID vocabulary, the reward as a Python function, the trie as a logits processor
 wrapped around ``model.generate`` (``generation_kwargs`` cannot carry one), everything in one process on CPU.
 
@@ -40,7 +41,7 @@ def find_run(root: Path) -> Path:
     return runs[-1]
 
 
-def run_ours(run: Path, algo: str, B: int, G: int, steps: int) -> dict:
+def run_ours(run: Path, algo: str, B: int, G: int, steps: int, extra: tuple = ()) -> dict:
     from rl_align.config import RunConfig, load_config
     from rl_align.driver.controller import Controller
 
@@ -48,7 +49,7 @@ def run_ours(run: Path, algo: str, B: int, G: int, steps: int) -> dict:
         f"rl.algo={algo}", f"rl.group_size={G}", f"rl.prompts_per_step={B}", f"rl.steps={steps}",
         f"rl.tag=bench-{algo}", f"rl.eval_every={10 ** 6}", f"rl.checkpoint_every={10 ** 6}", "rl.eval_users=64",
         "rl.temperature=1.0", "rl.constrained=true", "rl.rollout_mode=sample", "rl.beta=0.0",
-        "reward.functions={ranker: 1.0}", "wandb=false"])
+        f"rl.micro_batch_prompts={B}", "reward.functions={ranker: 1.0}", "wandb=false", *extra])
     ctl = Controller(cfg, run, resume=False)
     shutil.rmtree(ctl.out, ignore_errors=True)
     ctl.out.mkdir(parents=True)
@@ -122,8 +123,8 @@ def run_trl(run: Path, B: int, G: int, steps: int, lr: float, seed: int) -> dict
         return out["rewards"].reshape(-1).tolist()
 
     out = Path(tempfile.mkdtemp(prefix="trl-bench-"))
-    args = GRPOConfig(output_dir=str(out), use_cpu=True, per_device_train_batch_size=B * G // 2,
-                      gradient_accumulation_steps=2, num_generations=G, max_completion_length=catalog.max_sid_len,
+    args = GRPOConfig(output_dir=str(out), use_cpu=True, per_device_train_batch_size=B * G,
+                      gradient_accumulation_steps=1, num_generations=G, max_completion_length=catalog.max_sid_len,
                       temperature=1.0, beta=0.0, learning_rate=lr, max_steps=steps, logging_steps=1, report_to=[],
                       save_strategy="no", shuffle_dataset=False, seed=seed, bf16=False, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=model, reward_funcs=ranker_reward, args=args, train_dataset=ds, processing_class=tok)
@@ -167,7 +168,11 @@ def main() -> None:
     for algo in ("grpo", "adagrpo"):
         res[f"ours_{algo}"] = run_ours(run, algo, a.prompts, a.group_size, a.steps)
         print(f"rl-align {algo}:", res[f"ours_{algo}"])
-    for algo in ("grpo", "adagrpo"):
+    # ablation: the learner without the shared prompt KV cache (every rollout re-encodes its prompt, as TRL does)
+    res["ours_grpo_no_shared_prefix"] = run_ours(run, "grpo", a.prompts, a.group_size, a.steps,
+                                                 ("rl.shared_prefix=false",))
+    print("rl-align grpo, shared_prefix off:", res["ours_grpo_no_shared_prefix"])
+    for algo in ("grpo", "adagrpo", "grpo_no_shared_prefix"):
         res[f"ratio_{algo}_vs_trl"] = res[f"ours_{algo}"]["samples_per_s"] / res["trl_grpo"]["samples_per_s"]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,9 +182,9 @@ def main() -> None:
           "| | s/step | samples/s | ratio |", "|---|---:|---:|---:|",
           f"| TRL GRPOTrainer (in-process, {t['torch_threads']} threads) | {t['step_s']:.2f} | "
           f"{t['samples_per_s']:.0f} | 1.00× |"]
-    for algo in ("grpo", "adagrpo"):
+    for algo, label in (("grpo", "grpo"), ("adagrpo", "adagrpo"), ("grpo_no_shared_prefix", "grpo, shared_prefix off")):
         r = res[f"ours_{algo}"]
-        md.append(f"| rl-align {algo} (Ray) | {r['step_s']:.2f} | {r['samples_per_s']:.0f} | "
+        md.append(f"| rl-align {label} (Ray) | {r['step_s']:.2f} | {r['samples_per_s']:.0f} | "
                   f"{res[f'ratio_{algo}_vs_trl']:.2f}× |")
     md += ["", f"rl-align grpo phases (median s): rollout {o['rollout_s']:.3f}, reward {o['reward_s']:.3f}, "
            f"learn {o['learn_s']:.3f}, weight sync {o['sync_s']:.3f} ({100 * o['sync_share']:.1f}% of a step)"]

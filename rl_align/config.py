@@ -104,10 +104,27 @@ class RqVaeConfig:
 
 
 @dataclass
+class Sa2crqConfig:
+    """SA²CRQ: adaptive code length (SARQ) and the anchored head→tail curriculum (ACRQ); see rl_align/sid/sa2crq.py."""
+
+    tau: float = doc(0.003, "stop rule: a code stops at the first level ≥ start_level whose prefix holds ≤ tau of the "
+                            "head popularity mass (self-information ≥ -log tau)")
+    start_level: int = doc(2, "N: the shortest code length (the stop rule is checked from this level on)")
+    mass: Literal["items", "popularity"] = doc("popularity", "prefix mass: share of the head's interactions under "
+                                                            "it, or share of head items (the paper's rule as reported)")
+    unique_stop: bool = doc(False, "stop only where no other item stops with the same prefix (no collisions from the "
+                                   "stop rule, but crowded tail prefixes then grow long codes)")
+    curriculum: bool = doc(True, "ACRQ: codebooks and prefix priors from head items, then new tail codewords")
+    head_share: float = doc(0.2, "share of items (most interacted) that form the head for stage 1")
+    tail_codebook_size: Optional[int] = doc(None, "new codewords per level learned on tail items in stage 2 (hybrid "
+                                                   "codebook); None = sid.codebook_size")
+
+
+@dataclass
 class SidConfig:
     """Semantic ID tokenizer settings."""
 
-    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae (sa2crq later)")
+    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq")
     levels: int = doc(3, "number of code levels L (before any disambiguation level)")
     codebook_size: int = doc(256, "codes per level K")
     collision: Literal["append", "reassign"] = doc(
@@ -118,6 +135,7 @@ class SidConfig:
     normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
     seed: int = doc(0, "random seed of the tokenizer")
     rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
+    sa2crq: Sa2crqConfig = doc(Sa2crqConfig(), "SA²CRQ settings")
 
 
 @dataclass

@@ -1,0 +1,267 @@
+"""SA²CRQ: adaptive-length residual quantisation (SARQ) with an anchored curriculum for tail items (ACRQ).
+
+*SARQ.* Codes are built level by level as in RQ-KMeans, but an item's code stops growing once its path is
+rare: at level l ≥ N (``start_level``) the item stops when the mass under its prefix,
+``P(c_1..c_l) = exp(-I(c_1..c_l))`` with ``I = -log P(c_1) - Σ log P(c_i | c_<i)``, is ≤ τ (``tau``); the mass
+is the share of (head) items under the prefix — the paper's rule as reported — or, with ``mass:
+popularity``, their share of interactions. Head items live under heavy prefixes and get long,
+discriminative codes; tail items stop early with short, generalisable ones. Every code ends with the
+catalog's end token, so lengths may differ.
+
+*ACRQ.* Stage 1 fits the codebooks and the prefix masses on **head** items only (the ``head_share`` most
+interacted items). Stage 2 freezes them and, level by level, learns ``tail_codebook_size`` *new* codewords on
+the tail items' residuals; each level's codebook is then hybrid (frozen head codes first, new codes after).
+Stop decisions for every item — tail and cold-start included — use the head priors: a prefix the head never
+used has mass 0 and stops at N.
+
+Shapes: ``codebooks`` (L, K_total, d) float32 with K_total = K (+ K_tail with the curriculum); prefix tables per
+level l: ``keys`` (m_l,) int64 mixed-radix prefix ids (sorted) and ``mass`` (m_l,) float64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rl_align.config import SidConfig
+from rl_align.sid.base import TOKENIZERS, SidTokenizer
+from rl_align.sid.codes import NO_CODE, SidCodes
+from rl_align.sid.rq_kmeans import assign, kmeans
+from rl_align.utils.io import load_npz, write_npz
+
+
+def prefix_keys(codes: np.ndarray, depth: int, radix: int) -> np.ndarray:
+    """(n,) int64 id of each row's first ``depth`` codes (mixed radix ``radix``)."""
+    if radix ** depth >= 2 ** 62:
+        raise ValueError(f"sa2crq: {depth} levels × {radix} codes do not fit a 62-bit prefix id")
+    key = np.zeros(codes.shape[0], np.int64)
+    for j in range(depth):
+        key = key * radix + codes[:, j].astype(np.int64)
+    return key
+
+
+def prefix_mass_tables(codes: np.ndarray, weights: np.ndarray, radix: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Popularity mass of every prefix at every depth.
+
+    Args:
+        codes: (n, L) full-length codes. weights: (n,) non-negative popularity (normalised here).
+    Returns:
+        per depth l = 1..L: (sorted prefix ids (m,), mass (m,)) with masses summing to 1 at each depth.
+    """
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / max(1, len(w)))
+    out = []
+    for depth in range(1, codes.shape[1] + 1):
+        keys = prefix_keys(codes, depth, radix)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        out.append((uniq, np.bincount(inv.ravel(), weights=w, minlength=len(uniq))))
+    return out
+
+
+def lookup_mass(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """(n,) mass of each prefix id in ``table``; 0 for prefixes the table has never seen."""
+    uniq, mass = table
+    if uniq.size == 0:
+        return np.zeros(keys.shape[0])
+    pos = np.clip(np.searchsorted(uniq, keys), 0, uniq.size - 1)
+    return np.where(uniq[pos] == keys, mass[pos], 0.0)
+
+
+def adaptive_lengths(codes: np.ndarray, tables: list[tuple[np.ndarray, np.ndarray]], tau: float, start_level: int,
+                     radix: int, unique: bool = False) -> np.ndarray:
+    """SARQ's stop rule: (n,) code length of each item.
+
+    An item stops at the first level l ≥ ``start_level`` whose prefix mass is ≤ ``tau`` (its path's
+    self-information reaches -log τ); items that never become rare enough keep all L levels. With
+    ``unique``, an item only stops where no other item stopping at that level has the same prefix, so the
+    stop rule never creates a collision (items that would collide continue to the next level).
+
+    Args:
+        codes: (n, L) full-length codes. tables: :func:`prefix_mass_tables` output (the priors).
+    """
+    n, L = codes.shape
+    lengths = np.full(n, L, np.int32)
+    open_ = np.ones(n, bool)
+    for depth in range(max(1, start_level), L):
+        keys = prefix_keys(codes, depth, radix)
+        stop = open_ & (lookup_mass(tables[depth - 1], keys) <= tau)
+        if unique and stop.any():
+            _, inv, cnt = np.unique(keys[stop], return_inverse=True, return_counts=True)
+            idx = np.where(stop)[0]
+            stop[idx[cnt[inv.ravel()] > 1]] = False
+        lengths[stop] = depth
+        open_ &= ~stop
+    return lengths
+
+
+def head_mask(popularity: np.ndarray, share: float) -> np.ndarray:
+    """(n,) True for the ``share`` most interacted items (at least one; ties broken by index)."""
+    n = popularity.shape[0]
+    k = min(n, max(1, int(round(share * n))))
+    order = np.lexsort((np.arange(n), -np.asarray(popularity, np.float64)))
+    mask = np.zeros(n, bool)
+    mask[order[:k]] = True
+    return mask
+
+
+@TOKENIZERS.register("sa2crq")
+class Sa2crq(SidTokenizer):
+    """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length."""
+
+    name = "sa2crq"
+
+    def __init__(self, cfg: SidConfig) -> None:
+        super().__init__(cfg)
+        self.codebooks: Optional[np.ndarray] = None
+        self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
+        self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
+
+    @property
+    def _k_tail(self) -> int:
+        s = self.cfg.sa2crq
+        if not s.curriculum:
+            return 0
+        return self.cfg.codebook_size if s.tail_codebook_size is None else s.tail_codebook_size
+
+    @property
+    def _k_total(self) -> int:
+        return self.cfg.codebook_size + self._k_tail
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [self._k_total] * self.cfg.levels
+
+    def _prep(self, emb: np.ndarray) -> np.ndarray:
+        x = np.array(emb, dtype=np.float32, copy=True)
+        if self.cfg.normalize_residuals:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    def _check_cfg(self) -> None:
+        s, L = self.cfg.sa2crq, self.cfg.levels
+        if not 0.0 <= s.tau <= 1.0:
+            raise ValueError(f"sid.sa2crq.tau must be in [0, 1], got {s.tau}")
+        if not 1 <= s.start_level <= L:
+            raise ValueError(f"sid.sa2crq.start_level must be in [1, sid.levels={L}], got {s.start_level}")
+        if not 0.0 < s.head_share <= 1.0:
+            raise ValueError(f"sid.sa2crq.head_share must be in (0, 1], got {s.head_share}")
+        if s.curriculum and s.tail_codebook_size is not None and s.tail_codebook_size < 1:
+            raise ValueError("sid.sa2crq.tail_codebook_size must be ≥ 1 with the curriculum")
+
+    def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "Sa2crq":
+        """Stage 1 on head items (codebooks + prefix masses), stage 2 new codewords for tail items."""
+        self._check_cfg()
+        cfg, s = self.cfg, self.cfg.sa2crq
+        n, d = emb.shape
+        if popularity is None:
+            raise ValueError("sa2crq needs item popularity (interaction counts) to fit")
+        pop = np.asarray(popularity, np.float64)
+        if pop.shape != (n,) or (pop < 0).any():
+            raise ValueError(f"sa2crq: popularity must be ({n},) non-negative counts, got shape {pop.shape}")
+        head = head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool)
+        K, Kt, L = cfg.codebook_size, self._k_total, cfg.levels
+        rng = np.random.default_rng(cfg.seed)
+
+        def sample(idx: np.ndarray, k: int) -> np.ndarray:
+            m = min(idx.size, k * cfg.max_points_per_centroid)
+            return np.sort(rng.choice(idx, m, replace=False)) if m < idx.size else idx
+
+        books = np.full((L, Kt, d), 1e6, np.float32)   # unused codes parked far away
+        # stage 1: head codebooks, level by level on head residuals
+        h_idx = np.where(head)[0]
+        r = self._prep(emb[sample(h_idx, K)])
+        for lvl in range(L):
+            c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
+            books[lvl, : c.shape[0]] = c
+            _, idx = assign(r, books[lvl, :K])
+            r -= books[lvl][idx[:, 0]]
+        self.head_codebooks = books[:, :K].copy()
+        # head priors: share of the head's items (or of its interactions) under each prefix of its full codes
+        head_codes = self._assign_full(self._prep(emb[h_idx]), books[:, :K])
+        w = pop[h_idx] if s.mass == "popularity" else np.ones(h_idx.size)
+        self.tables = prefix_mass_tables(head_codes, w, Kt)
+        # stage 2: frozen head codes + new tail codewords per level
+        t_idx = np.where(~head)[0]
+        if s.curriculum and t_idx.size:
+            r = self._prep(emb[sample(t_idx, self._k_tail)])
+            for lvl in range(L):
+                c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl,
+                           cfg.max_points_per_centroid)
+                books[lvl, K: K + c.shape[0]] = c
+                _, idx = assign(r, books[lvl])
+                r -= books[lvl][idx[:, 0]]
+        self.codebooks = books
+        return self
+
+    @staticmethod
+    def _assign_full(r: np.ndarray, books: np.ndarray) -> np.ndarray:
+        """(n, L) greedy residual codes of prepared residuals ``r`` (modified in place) under ``books``."""
+        codes = np.empty((r.shape[0], books.shape[0]), np.int32)
+        for lvl in range(books.shape[0]):
+            _, idx = assign(r, books[lvl])
+            codes[:, lvl] = idx[:, 0]
+            r -= books[lvl][idx[:, 0]]
+        return codes
+
+    def _check(self) -> np.ndarray:
+        if self.codebooks is None or self.tables is None:
+            raise RuntimeError("sa2crq: call fit() before encode()")
+        return self.codebooks
+
+    def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
+        """Greedy residual codes under the hybrid codebooks, cut by the stop rule (head priors)."""
+        books = self._check()
+        s = self.cfg.sa2crq
+        full = np.empty((emb.shape[0], books.shape[0]), np.int32)
+        for a in range(0, emb.shape[0], chunk):
+            full[a: a + chunk] = self._assign_full(self._prep(emb[a: a + chunk]), books)
+        lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, s.unique_stop)
+        codes = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
+        return SidCodes(codes, lengths, self.codebook_sizes)
+
+    def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:
+        """(n, d) residual of each item before quantising at ``level[i]``."""
+        books = self._check()
+        r = self._prep(emb)
+        for lvl in range(books.shape[0]):
+            sel = level > lvl
+            if sel.any():
+                r[sel] -= books[lvl][codes.codes[sel, lvl]]
+        return r
+
+    def last_level_candidates(self, emb: np.ndarray, codes: SidCodes, topn: int) -> tuple[np.ndarray, np.ndarray]:
+        books = self._check()
+        last = codes.lengths.astype(np.int64) - 1
+        r = self.residual_at(emb, codes, last)
+        cand = np.empty((r.shape[0], topn), np.int64)
+        dist = np.empty((r.shape[0], topn), np.float32)
+        for lvl in np.unique(last):
+            sel = last == lvl
+            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
+            cand[sel], dist[sel] = ii, dd
+        return cand, dist
+
+    def reconstruct(self, codes: SidCodes) -> np.ndarray:
+        """(n, d) sum of the codewords along each item's (variable-length) code."""
+        books = self._check()
+        out = np.zeros((codes.n, books.shape[2]), np.float32)
+        for lvl in range(min(codes.max_len, books.shape[0])):
+            sel = codes.lengths > lvl
+            out[sel] += books[lvl][codes.codes[sel, lvl]]
+        return out
+
+    def _save_state(self, directory: Path) -> None:
+        books = self._check()
+        arrays = {"codebooks": books, "head_codebooks": self.head_codebooks}
+        for i, (k, m) in enumerate(self.tables):
+            arrays[f"prefix_keys_{i + 1}"], arrays[f"prefix_mass_{i + 1}"] = k, m
+        write_npz(directory / "sa2crq.npz", **arrays)
+
+    def _load_state(self, directory: Path) -> None:
+        z = load_npz(directory / "sa2crq.npz")
+        self.codebooks = z["codebooks"].astype(np.float32)
+        self.head_codebooks = z["head_codebooks"].astype(np.float32)
+        self.tables = [(z[f"prefix_keys_{i}"].astype(np.int64), z[f"prefix_mass_{i}"].astype(np.float64))
+                       for i in range(1, self.codebooks.shape[0] + 1)]

@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--no-policy-negatives", action="store_true", help="skip the SFT policy's beam negatives")
     reval.add_argument("--json", action="store_true", help="print the raw JSON instead of the report")
 
+    sw = sub.add_parser("sweep", help="grid sweep: one run dir per combination of config values + a summary table",
+                        description="Run the pipeline for every combination of --grid values (e.g. "
+                                    "--grid sid.sa2crq.tau=0.001,0.003 --grid sid.codebook_size=32,64) in "
+                                    "<sweep dir>/<combo>/, then write sweep.json and sweep.md. Re-running resumes.")
+    sw.add_argument("config", help="YAML run config shared by every combination")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", required=True,
+                    help="a config key and its comma-separated values (repeat for a product grid)")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override for every combination")
+    sw.add_argument("--stages", help="comma-separated stages to run (default: the config's)")
+    sw.add_argument("--sweep-dir", help="output directory (default: <run_root>/<name>-sweep-<timestamp>)")
+    sw.add_argument("--no-resume", action="store_true", help="redo finished stages")
     cfg = sub.add_parser("config", help="list every config key with its default and doc",
                          description="Print every config key, its default and its one-line doc.")
     cfg.add_argument("config", nargs="?", help="also validate this YAML file and print it resolved")
@@ -189,6 +201,24 @@ def _ranker_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from rl_align.config import RunConfig, load_config
+    from rl_align.run_dir import setup_logging
+    from rl_align.sweep import run_sweep
+
+    base = load_config(args.config, RunConfig, args.overrides)
+    sweep_dir = Path(args.sweep_dir or Path(base.run_root) / f"{base.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(sweep_dir)
+    stages = [x.strip() for x in args.stages.split(",") if x.strip()] if args.stages else None
+    rows = run_sweep(args.config, args.grid, args.overrides, stages, sweep_dir, resume=not args.no_resume)
+    print((sweep_dir / "sweep.md").read_text())
+    print(f"sweep dir: {sweep_dir} ({len(rows)} runs)")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     from rl_align.config import RunConfig, describe, dump_yaml, load_config
 
@@ -225,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sids_stats(args)
         if args.cmd == "config":
             return _config(args)
+        if args.cmd == "sweep":
+            return _sweep(args)
         if args.cmd == "sft":
             return _run(args, ["data", "embed", "sids", "sft"])
         if args.cmd == "eval":

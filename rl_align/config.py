@@ -71,6 +71,9 @@ class DataConfig:
     cache_dir: Optional[str] = doc(None, "cache for fetched data and embeddings (default ~/.cache/rl_align)")
     max_history: int = doc(20, "history window: at most this many most recent items per prompt")
     min_user_interactions: int = doc(3, "users with fewer interactions are dropped (leave-one-out needs 3)")
+    cold_share: float = doc(0.0, "cold-start protocol: share of tail items held out of training entirely and "
+                                 "evaluated as targets (rl_align/data/cold.py); 0 = off")
+    cold_seed: int = doc(0, "which tail items are held out for the cold-start protocol")
     k_core: int = doc(0, "apply iterative k-core filtering on users and items (0 = off)")
     allow_empty_text: bool = doc(False, "give items with no text a placeholder instead of failing")
     synthetic: SyntheticConfig = doc(SyntheticConfig(), "synthetic catalog settings (dataset=synthetic)")

@@ -28,10 +28,21 @@ def stage_data(run: RunDir) -> dict:
 
     cfg = run.cfg.data
     data = load_dataset(cfg)
+    cold = None
+    if cfg.cold_share > 0:
+        from rl_align.data.cold import choose_cold_items, cold_start_split
+
+        items = choose_cold_items(data.item_popularity(), cfg.cold_share, run.cfg.eval.head_share, cfg.cold_seed)
+        data, cold = cold_start_split(data, items, cfg.max_history)
+        cold["items"] = items
+        log.info("data: cold-start protocol — %d tail items held out of training, %d cold-start cases",
+                 items.size, cold["targets"].size)
     split = leave_one_out(data, cfg.max_history)
     d = run.stage_dir("data")
     arrays = {"seq_items": split.seq_items, "seq_offsets": split.seq_offsets,
               "item_popularity": data.item_popularity()}
+    if cold is not None:
+        arrays.update({f"cold_{k}": v for k, v in cold.items()})
     for part in ("train", "valid", "test"):
         ex = getattr(split, part)
         for f in ("users", "targets", "history", "history_len", "positions"):
@@ -44,6 +55,8 @@ def stage_data(run: RunDir) -> dict:
 
         write_npy(d / "dataset_item_embeddings.npy", data.item_embeddings)
     stats = dataset_stats(data, split)
+    if cold is not None:
+        stats.update(cold_items=int(cold["items"].size), cold_cases=int(cold["targets"].size))
     write_json(d / "stats.json", stats)
     log.info("data: %s — %d users, %d items, %d interactions; train/valid/test = %d/%d/%d examples",
              data.name, data.n_users, data.n_items, data.n_interactions, len(split.train), len(split.valid),
@@ -187,7 +200,8 @@ def stage_eval(run: RunDir) -> dict:
     from rl_align.policy.run_eval import evaluate_run
 
     d = run.stage_dir("eval")
-    res = evaluate_run(run.path, run.cfg.eval, export=d / "predictions_test.jsonl")
+    parts = ("valid", "test", "cold") if run.cfg.data.cold_share > 0 else ("valid", "test")
+    res = evaluate_run(run.path, run.cfg.eval, parts, export=d / "predictions_test.jsonl")
     write_json(d / "metrics.json", res)
     return {"test_hr@10": res["test"]["policy"]["hr@10"], "test_ndcg@10": res["test"]["policy"]["ndcg@10"]}
 

@@ -67,12 +67,14 @@ def write_report(run_path: str | Path) -> Path:
             lines.append("")
     if (run / "eval" / "metrics.json").exists():
         e = read_json(run / "eval" / "metrics.json")
-        for part in ("test", "valid"):
+        for part in ("test", "valid", "cold"):
             if part not in e:
                 continue
             m = e[part]
             ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
-            lines += [f"## {part.capitalize()} ({m['n_users']} users, full ranking, history "
+            title = "Cold-start items as targets" if part == "cold" else part.capitalize()
+            who = "cases" if part == "cold" else "users"
+            lines += [f"## {title} ({m['n_users']} {who}, full ranking, history "
                       f"{'excluded' if e.get('exclude_history') else 'kept'})", "",
                       "| model | " + " | ".join(k.upper().replace("NDCG", "NDCG") for k in ks) + " |",
                       "|---|" + "---|" * len(ks),

@@ -7,6 +7,7 @@ whose config is unchanged and redoes anything half-done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from rl_align.config import RunConfig, dump_yaml, to_dict
+from rl_align.config import RunConfig, dump_yaml
 from rl_align.utils.io import read_json, write_json, write_text
 
 log = logging.getLogger("rl_align")
@@ -51,9 +52,32 @@ def setup_logging(run_dir: Optional[Path] = None, level: int = logging.INFO) -> 
         root.addHandler(fh)
 
 
+def non_default(obj: Any) -> Any:
+    """The fields of a config dataclass that differ from their defaults (recursively); other values as they are.
+
+    A stage's digest is taken over this, so a new rl-align version that *adds* a config field (with a default)
+    does not invalidate finished stages of existing run directories.
+    """
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if default is not dataclasses.MISSING and v == default:
+            continue
+        out[f.name] = non_default(v)
+    return out
+
+
 def config_digest(section: Any) -> str:
-    """Short SHA-256 of a config section (dataclass or dict)."""
-    data = to_dict(section) if not isinstance(section, dict) else section
+    """Short SHA-256 of a config section (dataclass: its non-default fields; or a dict)."""
+    data = non_default(section) if not isinstance(section, dict) else section
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -70,6 +70,9 @@ def summarize(run: Path) -> dict:
             row.update({"test_hr@10": t["policy"]["hr@10"], "test_ndcg@10": t["policy"]["ndcg@10"],
                         "test_hr@10_head": b["head"].get("hr@10"), "test_hr@10_tail": b["tail"].get("hr@10"),
                         "free_hallucination": t.get("free_hallucination_rate")})
+        c = read_json(run / "eval" / "metrics.json").get("cold")
+        if c:
+            row.update({"cold_hr@10": c["policy"]["hr@10"], "cold_ndcg@10": c["policy"]["ndcg@10"]})
     for tm in sorted((run / "rl").glob("*/test_metrics.json")) if (run / "rl").exists() else []:
         row[f"rl:{tm.parent.name}_test_hr@10"] = read_json(tm)["rl"]["test"]["policy"]["hr@10"]
     return row

@@ -87,3 +87,30 @@ def test_float_written_without_a_dot_is_a_number():
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments/configs/quick.yaml", RunConfig,
                       overrides=["rl.lr=3e-5"])
     assert cfg.rl.lr == 3e-5
+
+
+def test_stage_digest_ignores_fields_at_their_defaults():
+    """A newer rl-align that adds a config field with a default must not invalidate finished stages."""
+    import dataclasses as dc
+
+    from rl_align.config import SidConfig
+    from rl_align.run_dir import config_digest, non_default
+
+    base = SidConfig()
+    assert non_default(base) == {}
+    changed = dc.replace(base, codebook_size=64)
+    assert non_default(changed) == {"codebook_size": 64}
+    assert config_digest(changed) != config_digest(base)
+    nested = dc.replace(base, sa2crq=dc.replace(base.sa2crq, tau=0.01))
+    assert non_default(nested) == {"sa2crq": {"tau": 0.01}}
+
+    @dc.dataclass
+    class Old:
+        a: int = 1
+
+    @dc.dataclass
+    class New:            # the same section after an upgrade added `b`
+        a: int = 1
+        b: float = 0.5
+
+    assert config_digest(Old(a=2)) == config_digest(New(a=2))

@@ -236,16 +236,18 @@ class Controller:
         return done[-1] if done else None
 
     def _digest(self) -> str:
-        """What a checkpoint must share with the current config to be resumed (everything but the schedule)."""
-        import dataclasses
+        """What a checkpoint must share with the current config to be resumed (everything but the schedule and
+        placement; fields at their defaults do not count, so a newer rl-align that adds fields still resumes)."""
         import hashlib
         import json
 
-        keep = {k: v for k, v in dataclasses.asdict(self.cfg.rl).items()
+        from rl_align.run_dir import non_default
+
+        keep = {k: v for k, v in non_default(self.cfg.rl).items()
                 if k not in ("tag", "steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
                              "max_learner_restarts", "rollout_workers", "cpus_per_rollout_worker",
                              "gpus_per_rollout_worker", "placement", "engine", "rollout_python")}
-        keep["reward"] = dataclasses.asdict(self.cfg.reward)
+        keep["reward"] = non_default(self.cfg.reward)
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _checkpoint(self, step: int, state: dict) -> None:

@@ -39,9 +39,11 @@ class EvalSet:
 
 
 def eval_set(split: dict[str, np.ndarray], part: str, limit: Optional[int] = None) -> EvalSet:
-    """Build the ``valid`` or ``test`` set from a run's ``split.npz`` arrays."""
-    if part not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', got {part!r}")
+    """Build the ``valid``, ``test`` or ``cold`` (cold-start protocol) set from a run's ``split.npz`` arrays."""
+    if part not in ("valid", "test", "cold"):
+        raise ValueError(f"split must be 'valid', 'test' or 'cold', got {part!r}")
+    if f"{part}_users" not in split:
+        raise ValueError(f"no {part!r} examples in this run (the cold-start protocol needs data.cold_share > 0)")
     users = split[f"{part}_users"]
     pos = split[f"{part}_positions"]
     if limit is not None:

@@ -204,9 +204,10 @@ class Controller:
             b.update(rollout_tokens=roll["sequences"].astype(np.int64),
                      rollout_logp=roll["token_logprobs"].astype(np.float32),
                      rollout_items=roll["items"].astype(np.int64), rewards=rew["rewards"].astype(np.float32),
-                     rollout_injected=roll.get("injected", np.zeros(roll["items"].shape, bool)),
                      gt_score=np.nan_to_num(rew["target_scores"]).astype(np.float32),
                      rollout_scores=rew["ranker_scores"].astype(np.float32))
+            if "injected" in roll:
+                b["rollout_injected"] = roll["injected"]
         return b
 
     def _validate(self, weights_ref, version: int) -> dict:

@@ -273,6 +273,20 @@ def test_two_learners_and_two_rollout_workers_give_the_losses_of_one(prepared, t
                                         "adv_abs_mean"), rel=1e-4)
 
 
+def test_target_injection_runs_in_the_loop(prepared, tmp_path):
+    """rl.inject_target: groups that missed y* get it as their last rollout; the step trains on it."""
+    import math
+
+    from rl_align.cli import main
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg = _cfg(tmp_path, steps=2, rollout_mode="beam", inject_target=True, eval_every=2, checkpoint_every=2)
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+    for r in _records(run):
+        assert r["injected_share"] == pytest.approx(1.0 - r["rollout_hit"])
+        assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
+
+
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 

@@ -171,16 +171,19 @@ class Sa2crq(SidTokenizer):
         books = np.full((L, Kt, d), 1e6, np.float32)   # unused codes parked far away
         # stage 1: head codebooks, level by level on head residuals
         h_idx = np.where(head)[0]
-        r = self._prep(emb[sample(h_idx, K)])
+        hs = sample(h_idx, K)
+        r = self._prep(emb[hs])
+        head_codes = np.empty((hs.size, L), np.int32)
         for lvl in range(L):
             c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
             books[lvl, : c.shape[0]] = c
             _, idx = assign(r, books[lvl, :K])
+            head_codes[:, lvl] = idx[:, 0]
             r -= books[lvl][idx[:, 0]]
         self.head_codebooks = books[:, :K].copy()
-        # head priors: share of the head's items (or of its interactions) under each prefix of its full codes
-        head_codes = self._assign_full(self._prep(emb[h_idx]), books[:, :K])
-        w = pop[h_idx] if s.mass == "popularity" else np.ones(h_idx.size)
+        # head priors: share of the head's items (or of its interactions) under each prefix of their full codes,
+        # estimated on the stage-1 sample (all head items unless the head exceeds K × max_points_per_centroid)
+        w = pop[hs] if s.mass == "popularity" else np.ones(hs.size)
         self.tables = prefix_mass_tables(head_codes, w, Kt)
         # stage 2: frozen head codes + new tail codewords per level
         t_idx = np.where(~head)[0]

@@ -26,9 +26,9 @@ from typing import Optional
 import numpy as np
 
 from rl_align.config import SidConfig
-from rl_align.sid.base import TOKENIZERS, SidTokenizer
+from rl_align.sid.base import TOKENIZERS
 from rl_align.sid.codes import NO_CODE, SidCodes
-from rl_align.sid.rq_kmeans import assign, kmeans
+from rl_align.sid.rq_kmeans import RQKMeans, assign, kmeans
 from rl_align.utils.io import load_npz, write_npz
 
 
@@ -107,8 +107,11 @@ def head_mask(popularity: np.ndarray, share: float) -> np.ndarray:
 
 
 @TOKENIZERS.register("sa2crq")
-class Sa2crq(SidTokenizer):
-    """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length."""
+class Sa2crq(RQKMeans):
+    """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length.
+
+    Residuals, last-level candidates (for collision re-assignment) and reconstruction are RQ-KMeans' own:
+    they already follow each item's code length."""
 
     name = "sa2crq"
 
@@ -132,12 +135,6 @@ class Sa2crq(SidTokenizer):
     @property
     def codebook_sizes(self) -> list[int]:
         return [self._k_total] * self.cfg.levels
-
-    def _prep(self, emb: np.ndarray) -> np.ndarray:
-        x = np.array(emb, dtype=np.float32, copy=True)
-        if self.cfg.normalize_residuals:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x
 
     def _check_cfg(self) -> None:
         s, L = self.cfg.sa2crq, self.cfg.levels
@@ -223,37 +220,6 @@ class Sa2crq(SidTokenizer):
         lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, s.unique_stop)
         codes = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
         return SidCodes(codes, lengths, self.codebook_sizes)
-
-    def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:
-        """(n, d) residual of each item before quantising at ``level[i]``."""
-        books = self._check()
-        r = self._prep(emb)
-        for lvl in range(books.shape[0]):
-            sel = level > lvl
-            if sel.any():
-                r[sel] -= books[lvl][codes.codes[sel, lvl]]
-        return r
-
-    def last_level_candidates(self, emb: np.ndarray, codes: SidCodes, topn: int) -> tuple[np.ndarray, np.ndarray]:
-        books = self._check()
-        last = codes.lengths.astype(np.int64) - 1
-        r = self.residual_at(emb, codes, last)
-        cand = np.empty((r.shape[0], topn), np.int64)
-        dist = np.empty((r.shape[0], topn), np.float32)
-        for lvl in np.unique(last):
-            sel = last == lvl
-            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
-            cand[sel], dist[sel] = ii, dd
-        return cand, dist
-
-    def reconstruct(self, codes: SidCodes) -> np.ndarray:
-        """(n, d) sum of the codewords along each item's (variable-length) code."""
-        books = self._check()
-        out = np.zeros((codes.n, books.shape[2]), np.float32)
-        for lvl in range(min(codes.max_len, books.shape[0])):
-            sel = codes.lengths > lvl
-            out[sel] += books[lvl][codes.codes[sel, lvl]]
-        return out
 
     def _save_state(self, directory: Path) -> None:
         books = self._check()

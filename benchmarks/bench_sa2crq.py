@@ -34,7 +34,7 @@ def child(kind: str, data: str, pop: str, levels: int, k: int, iters: int, tau: 
 
     from rl_align.config import Sa2crqConfig, SidConfig
     from rl_align.sid import build_tokenizer
-    from rl_align.sid.sa2crq import head_mask
+    from rl_align.utils.popularity import head_mask
 
     x, p = np.load(data), np.load(pop)
     base = _rss_mb()

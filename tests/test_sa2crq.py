@@ -6,7 +6,8 @@ import torch
 
 from rl_align.config import Sa2crqConfig, SidConfig
 from rl_align.sid import SidCatalog, SidTokenizer, build_tokenizer, resolve_collisions
-from rl_align.sid.sa2crq import adaptive_lengths, head_mask, prefix_mass_tables
+from rl_align.sid.sa2crq import adaptive_lengths, prefix_mass_tables
+from rl_align.utils.popularity import head_mask
 
 
 def test_stop_rule_on_a_hand_made_distribution():

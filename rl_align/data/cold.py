@@ -16,6 +16,7 @@ import numpy as np
 
 from rl_align.data.dataset import InteractionData
 from rl_align.data.split import sort_by_user_time
+from rl_align.utils.popularity import head_mask
 
 PAD = -1
 
@@ -26,10 +27,7 @@ def choose_cold_items(popularity: np.ndarray, share: float, head_share: float = 
     if not 0.0 <= share < 1.0:
         raise ValueError(f"data.cold_share must be in [0, 1), got {share}")
     pop = np.asarray(popularity, np.float64)
-    n = pop.size
-    order = np.lexsort((np.arange(n), -pop))
-    tail = order[int(round(head_share * n)):]
-    tail = tail[pop[tail] > 0]
+    tail = np.flatnonzero(~head_mask(pop, head_share) & (pop > 0))
     k = int(round(share * tail.size))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(tail, k, replace=False)) if k else np.zeros(0, np.int64)

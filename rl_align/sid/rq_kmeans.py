@@ -89,16 +89,22 @@ class RQKMeans(SidTokenizer):
             raise RuntimeError("rq_kmeans: call fit() before encode()")
         return self.codebooks
 
+    @staticmethod
+    def assign_levels(r: np.ndarray, books: np.ndarray) -> np.ndarray:
+        """(n, L) greedy residual codes of prepared residuals ``r`` (updated in place) under ``books`` (L, K, d)."""
+        codes = np.empty((r.shape[0], books.shape[0]), np.int32)
+        for lvl in range(books.shape[0]):
+            _, idx = assign(r, books[lvl])
+            codes[:, lvl] = idx[:, 0]
+            r -= books[lvl][idx[:, 0]]
+        return codes
+
     def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
         """Greedy residual assignment, in chunks of ``chunk`` rows (memory O(chunk × d))."""
         books = self._check()
         codes = np.empty((emb.shape[0], books.shape[0]), np.int32)
         for s in range(0, emb.shape[0], chunk):
-            r = self._prep(emb[s: s + chunk])
-            for lvl in range(books.shape[0]):
-                _, idx = assign(r, books[lvl])
-                codes[s: s + chunk, lvl] = idx[:, 0]
-                r -= books[lvl][idx[:, 0]]
+            codes[s: s + chunk] = self.assign_levels(self._prep(emb[s: s + chunk]), books)
         return SidCodes.fixed(codes, self.codebook_sizes)
 
     def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:

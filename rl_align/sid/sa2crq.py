@@ -30,6 +30,7 @@ from rl_align.sid.base import TOKENIZERS
 from rl_align.sid.codes import NO_CODE, SidCodes
 from rl_align.sid.rq_kmeans import RQKMeans, assign, kmeans
 from rl_align.utils.io import load_npz, write_npz
+from rl_align.utils.popularity import head_mask
 
 
 def prefix_keys(codes: np.ndarray, depth: int, radix: int) -> np.ndarray:
@@ -96,16 +97,6 @@ def adaptive_lengths(codes: np.ndarray, tables: list[tuple[np.ndarray, np.ndarra
     return lengths
 
 
-def head_mask(popularity: np.ndarray, share: float) -> np.ndarray:
-    """(n,) True for the ``share`` most interacted items (at least one; ties broken by index)."""
-    n = popularity.shape[0]
-    k = min(n, max(1, int(round(share * n))))
-    order = np.lexsort((np.arange(n), -np.asarray(popularity, np.float64)))
-    mask = np.zeros(n, bool)
-    mask[order[:k]] = True
-    return mask
-
-
 @TOKENIZERS.register("sa2crq")
 class Sa2crq(RQKMeans):
     """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length.
@@ -117,7 +108,6 @@ class Sa2crq(RQKMeans):
 
     def __init__(self, cfg: SidConfig) -> None:
         super().__init__(cfg)
-        self.codebooks: Optional[np.ndarray] = None
         self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
         self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
 
@@ -195,16 +185,6 @@ class Sa2crq(RQKMeans):
         self.codebooks = books
         return self
 
-    @staticmethod
-    def _assign_full(r: np.ndarray, books: np.ndarray) -> np.ndarray:
-        """(n, L) greedy residual codes of prepared residuals ``r`` (modified in place) under ``books``."""
-        codes = np.empty((r.shape[0], books.shape[0]), np.int32)
-        for lvl in range(books.shape[0]):
-            _, idx = assign(r, books[lvl])
-            codes[:, lvl] = idx[:, 0]
-            r -= books[lvl][idx[:, 0]]
-        return codes
-
     def _check(self) -> np.ndarray:
         if self.codebooks is None or self.tables is None:
             raise RuntimeError("sa2crq: call fit() before encode()")
@@ -216,7 +196,7 @@ class Sa2crq(RQKMeans):
         s = self.cfg.sa2crq
         full = np.empty((emb.shape[0], books.shape[0]), np.int32)
         for a in range(0, emb.shape[0], chunk):
-            full[a: a + chunk] = self._assign_full(self._prep(emb[a: a + chunk]), books)
+            full[a: a + chunk] = self.assign_levels(self._prep(emb[a: a + chunk]), books)
         lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, s.unique_stop)
         codes = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
         return SidCodes(codes, lengths, self.codebook_sizes)

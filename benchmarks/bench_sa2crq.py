@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SA²CRQ vs RQ-KMeans: fit+encode time and peak memory on 1M synthetic items (Zipf popularity).
 
-Same data, L=3 levels × K=256 head codes (+256 tail codes for SA²CRQ's curriculum), 20 k-means iterations; each
+Same data, L=3 levels × K=256 head codes (+64 tail codes, the K/4 default, for SA²CRQ's curriculum), 20 k-means iterations; each
 tokenizer in a fresh subprocess (RSS high-water mark above the loaded data). Also reports SA²CRQ's code-length
 distribution by popularity (head 20% vs tail 80%) and both collision rates before resolution.
 

@@ -120,7 +120,7 @@ class Sa2crqConfig:
     curriculum: bool = doc(True, "ACRQ: codebooks and prefix priors from head items, then new tail codewords")
     head_share: float = doc(0.2, "share of items (most interacted) that form the head for stage 1")
     tail_codebook_size: Optional[int] = doc(None, "new codewords per level learned on tail items in stage 2 (hybrid "
-                                                   "codebook); None = sid.codebook_size")
+                                                   "codebook); None = max(1, sid.codebook_size // 4)")
 
 
 @dataclass

@@ -120,3 +120,21 @@ def test_bad_settings_fail_with_the_key_name(zipf_items):
         _tok(start_level=5).fit(emb, pop)
     with pytest.raises(ValueError, match="needs item popularity"):
         _tok().fit(emb)
+
+
+@pytest.mark.parametrize("curriculum", [True, False])
+def test_early_stopping_encode_equals_full_codes_cut_by_the_stop_rule(zipf_items, curriculum):
+    """Encoding skips deeper levels for stopped items; the codes must equal full greedy codes cut afterwards."""
+    from rl_align.sid.codes import NO_CODE
+
+    emb, pop = zipf_items
+    tok = _tok(tau=0.002, curriculum=curriculum)
+    tok.fit(emb, pop)
+    got = tok.encode(emb, chunk=97)   # several chunks, one partial
+    full = tok.assign_levels(tok._prep(emb), tok.codebooks)
+    s = tok.cfg.sa2crq
+    lengths = adaptive_lengths(full, tok.tables, s.tau, s.start_level, tok._k_total)
+    want = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
+    assert len(set(lengths.tolist())) > 1
+    np.testing.assert_array_equal(got.lengths, lengths)
+    np.testing.assert_array_equal(got.codes, want)

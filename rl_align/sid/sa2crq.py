@@ -9,7 +9,7 @@ discriminative codes; tail items stop early with short, generalisable ones. Ever
 catalog's end token, so lengths may differ.
 
 *ACRQ.* Stage 1 fits the codebooks and the prefix masses on **head** items only (the ``head_share`` most
-interacted items). Stage 2 freezes them and, level by level, learns ``tail_codebook_size`` *new* codewords on
+interacted items). Stage 2 freezes them and, level by level, learns ``tail_codebook_size`` (default K/4) *new* codewords on
 the tail items' residuals; each level's codebook is then hybrid (frozen head codes first, new codes after).
 Stop decisions for every item — tail and cold-start included — use the head priors: a prefix the head never
 used has mass 0 and stops at N.
@@ -116,7 +116,9 @@ class Sa2crq(RQKMeans):
         s = self.cfg.sa2crq
         if not s.curriculum:
             return 0
-        return self.cfg.codebook_size if s.tail_codebook_size is None else s.tail_codebook_size
+        # default K/4: on ML-100K 32+8 beat 32+32 (README), and stage 2's k-means costs ∝ K_tail² (its sample is
+        # K_tail × max_points_per_centroid), so the curriculum adds ~1/16 of a fit instead of a second one
+        return max(1, self.cfg.codebook_size // 4) if s.tail_codebook_size is None else s.tail_codebook_size
 
     @property
     def _k_total(self) -> int:
@@ -194,12 +196,55 @@ class Sa2crq(RQKMeans):
         """Greedy residual codes under the hybrid codebooks, cut by the stop rule (head priors)."""
         books = self._check()
         s = self.cfg.sa2crq
-        full = np.empty((emb.shape[0], books.shape[0]), np.int32)
-        for a in range(0, emb.shape[0], chunk):
-            full[a: a + chunk] = self.assign_levels(self._prep(emb[a: a + chunk]), books)
-        lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, s.unique_stop)
-        codes = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
+        n, L = emb.shape[0], books.shape[0]
+        if s.unique_stop:   # the unique rule looks at the whole catalog at once: full codes, then cut
+            full = np.empty((n, L), np.int32)
+            for a in range(0, n, chunk):
+                full[a: a + chunk] = self.assign_levels(self._prep(emb[a: a + chunk]), books)
+            lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, True)
+            codes = np.where(np.arange(L)[None, :] < lengths[:, None], full, NO_CODE)
+            return SidCodes(codes, lengths, self.codebook_sizes)
+        codes = np.full((n, L), NO_CODE, np.int32)
+        lengths = np.full(n, L, np.int32)
+        for a in range(0, n, chunk):
+            codes[a: a + chunk], lengths[a: a + chunk] = self._encode_stopping(self._prep(emb[a: a + chunk]), books)
         return SidCodes(codes, lengths, self.codebook_sizes)
+
+    def _encode_stopping(self, r: np.ndarray, books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy residual codes of prepared rows ``r`` (m, d), where an item leaves the search at its stop level.
+
+        Same codes as :meth:`assign_levels` cut by :func:`adaptive_lengths`, but items that have stopped are not
+        assigned at deeper levels (most of the catalog stops at N, so the deeper levels cost a fraction).
+
+        Returns:
+            codes (m, L) int32 with NO_CODE past each length, lengths (m,) int32.
+        """
+        s = self.cfg.sa2crq
+        m, L = r.shape[0], books.shape[0]
+        codes = np.full((m, L), NO_CODE, np.int32)
+        lengths = np.full(m, L, np.int32)
+        if self._k_total ** (L - 1) >= 2 ** 62:
+            raise ValueError(f"sa2crq: {L - 1} levels × {self._k_total} codes do not fit a 62-bit prefix id")
+        alive = np.arange(m)
+        key = np.zeros(m, np.int64)
+        for lvl in range(L):   # r, key: the rows still alive, compacted whenever some stop
+            _, idx = assign(r, books[lvl])
+            idx = idx[:, 0]
+            codes[alive, lvl] = idx
+            depth = lvl + 1
+            if depth == L:
+                break
+            r -= books[lvl][idx]
+            key = key * self._k_total + idx
+            if depth >= max(1, s.start_level):
+                stop = lookup_mass(self.tables[depth - 1], key) <= s.tau
+                if stop.any():
+                    lengths[alive[stop]] = depth
+                    keep = ~stop
+                    alive, r, key = alive[keep], r[keep], key[keep]
+            if alive.size == 0:
+                break
+        return codes, lengths
 
     def _save_state(self, directory: Path) -> None:
         books = self._check()

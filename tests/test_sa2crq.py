@@ -39,6 +39,22 @@ def test_head_mask_takes_the_most_interacted_share():
     pop = np.array([5, 100, 7, 100, 1, 50, 0, 3, 9, 2])
     assert np.where(head_mask(pop, 0.3))[0].tolist() == [1, 3, 5]
     assert head_mask(pop, 0.01).sum() == 1
+    # the share is of interacted items: 9 interacted → round(0.3 × 9) = 3; never-interacted items are never head
+    sparse = np.concatenate([pop, np.zeros(90)])
+    assert np.where(head_mask(sparse, 0.3))[0].tolist() == [1, 3, 5]
+    assert not head_mask(sparse, 1.0)[pop.size:].any() and head_mask(sparse, 1.0).sum() == 9
+    assert head_mask(np.zeros(4), 0.5).sum() == 2   # no interactions at all: a share of the catalog
+
+
+def test_cold_items_come_from_the_tail_of_a_sparse_catalog():
+    """Most of a big catalog has no interactions: the cold items must still come from the interacted tail."""
+    from rl_align.data.cold import choose_cold_items
+
+    rng = np.random.default_rng(0)
+    pop = np.zeros(10_000)
+    pop[rng.choice(10_000, 1_000, replace=False)] = rng.zipf(1.5, 1_000)
+    cold = choose_cold_items(pop, 0.1, head_share=0.2, seed=0)
+    assert cold.size == 80 and (pop[cold] > 0).all() and not head_mask(pop, 0.2)[cold].any()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ full ranking), so they never take a slot.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,6 +19,7 @@ import torch
 from rl_align.policy.data import build_prompts
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import atomic_path
+from rl_align.utils.popularity import head_mask
 from rollouts.base import GenerationRequest, RolloutEngine
 
 
@@ -111,10 +111,9 @@ def metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[
 
 def bucketed(ranked: np.ndarray, targets: np.ndarray, popularity: np.ndarray, ks: Sequence[int],
              head_share: float) -> dict[str, dict[str, float]]:
-    """Metrics for targets among the most popular ``head_share`` of items ('head') and the rest ('tail')."""
-    order = np.argsort(-popularity, kind="stable")
-    head = np.zeros(popularity.size, bool)
-    head[order[: max(1, int(math.ceil(head_share * popularity.size)))]] = True
+    """Metrics for targets among the most popular ``head_share`` of interacted items ('head', the split
+    :func:`rl_align.utils.popularity.head_mask` gives tokenizers and the cold-start protocol) and the rest ('tail')."""
+    head = head_mask(popularity, head_share)
     out = {}
     for name, sel in (("head", head[targets]), ("tail", ~head[targets])):
         m = metrics(ranked[sel], targets[sel], ks) if sel.any() else {}

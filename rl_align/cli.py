@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")
     ev.add_argument("--beams", type=int, help="beam width (default: the run's eval.beams)")
     ev.add_argument("--no-exclude-history", action="store_true", help="keep the user's seen items in the ranking")
+    ev.add_argument("--cold-expansion", action="store_true",
+                    help="also rank items with no training interactions by their SID parent's probability "
+                         "(writes eval/metrics_<stage>_cold-expansion.json)")
+    ev.add_argument("--cold-prior", type=float, help="α of the cold expansion (default: eval.cold_prior, else the "
+                                                     "run's measured share of cold interactions)")
 
     rl = sub.add_parser("rl", help="align the SFT policy on Ray (nll, grpo, mixture, adagrpo)",
                         description="Run the alignment controller: Ray rollout workers, reward actors and DeepSpeed "
@@ -173,11 +178,20 @@ def _eval(args: argparse.Namespace) -> int:
         cfg.beams = args.beams
     if args.no_exclude_history:
         cfg.exclude_history = False
+    if args.cold_expansion:
+        cfg.cold_expansion = True
+    if args.cold_prior is not None:
+        if not cfg.cold_expansion:
+            raise ValueError("--cold-prior needs --cold-expansion (or eval.cold_expansion: true)")
+        cfg.cold_prior = args.cold_prior
     parts = ("valid", "test") if args.split == "both" else (args.split,)
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
     res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None)
-    write_json(run / "eval" / f"metrics_{args.stage}.json", res)
+    name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
+    if args.cold_prior is not None:
+        name += f"_prior{args.cold_prior:g}"
+    write_json(run / "eval" / f"{name}.json", res)
     for part in parts:
         m = res[part]
         print(f"{part}: " + "  ".join(f"{k}={v:.4f}" for k, v in m["policy"].items())

@@ -190,6 +190,10 @@ class EvalConfig:
     batch_size: int = doc(128, "prompts per decoding batch")
     free_beams: int = doc(10, "beam width of free (unconstrained) decoding for the hallucination rate")
     head_share: float = doc(0.2, "most popular share of items counted as 'head' in the bucketed metrics")
+    cold_expansion: bool = doc(False, "also rank items with no training interactions by their SID parent's "
+                                      "probability (rl_align/policy/cold_expand.py)")
+    cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
+                                            "training; None = the run's measured share (cold-start protocol)")
 
 
 @dataclass

@@ -65,10 +65,30 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     beams = max(cfg.beams, max(cfg.ks))
     out: dict = {"stage": stage, "policy": str(policy_dir(run_path, stage)), "beams": beams,
                  "exclude_history": cfg.exclude_history}
+    cold = None
+    if cfg.cold_expansion:
+        from rl_align.policy.cold_expand import ColdIndex, measured_cold_prior
+
+        prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
+        if not 0.0 <= prior < 1.0:
+            raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
+        cold = ColdIndex.build(catalog, np.flatnonzero(pop == 0))
+        vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        out["cold_expansion"] = {"prior": prior, "cold_items": int(cold.is_cold.sum()),
+                                 "parents": len(cold.children)}
+        log.info("eval: cold expansion over %d items without training interactions (α = %.4f)",
+                 int(cold.is_cold.sum()), prior)
     for part in parts:
         es = eval_set(split, part)
         t = time.perf_counter()
-        ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
+        if cold is not None:
+            from rl_align.policy.cold_expand import rank_with_cold_expansion
+
+            ranked, scores = rank_with_cold_expansion(engine, catalog, es, beams, cfg.exclude_history,
+                                                      cfg.batch_size, cold, prior, vecs)
+        else:
+            ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
         dec_s = time.perf_counter() - t
         invalid = float((ranked[np.isfinite(scores)] < 0).mean())
         t = time.perf_counter()

@@ -1,0 +1,180 @@
+"""Cold-item expansion: rank items the policy never saw as targets by their SID parent's probability.
+
+A generative retriever trained with NLL puts (almost) no mass on an item it has never been trained to emit, so
+items with no training interactions — new items, the cold-start protocol's held-out items — are never
+retrieved, whatever their SID. Their SIDs are built from content, though, so the *parent* of a cold item's SID
+(its code without the last level) is a prefix warm items share, and the policy's probability of that prefix is
+meaningful. The expansion scores every item as a two-component mixture:
+
+    P(i | x) = (1 - α) · P_policy(i | x)                                 (warm and cold items alike)
+             + α · P_policy(parent(i) | x) / (n_cold(parent(i)) · Z(x))  (cold items only)
+
+where α (``eval.cold_prior``) is the share of interactions that go to items unseen in training,
+``n_cold(p)`` the number of cold items under parent ``p`` (a parent's mass is spread evenly over its cold
+children) and ``Z(x) = Σ_p P_policy(p | x)`` over the parents that hold cold items, so the cold component is a
+distribution over cold items: "the next item is new with probability α, and it sits where the policy's
+prefix mass is". Z is summed over the parents the beams reach (the others are not expanded), which
+slightly favours the reached ones. Ties among siblings are broken by the cosine similarity of the item's content vector
+to the mean vector of the user's history (content-based cold start). Prefix probabilities come from the
+constrained beam search's own per-token log-probs: every proper prefix of every returned beam is a candidate
+parent, so no extra forward pass is needed (parents outside the beams are not expanded).
+
+Shapes: beams per prompt ``n``; ``sequences`` (N, n, T) and ``token_logprobs`` (N, n, T) as in
+:class:`rollouts.base.RolloutBatch`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import torch
+
+from rl_align.policy.data import build_prompts
+from rl_align.sid.catalog import EOS, PAD, SidCatalog
+from rollouts.base import GenerationRequest, RolloutEngine
+
+if TYPE_CHECKING:
+    from rl_align.policy.evaluate import EvalSet
+
+
+@dataclass
+class ColdIndex:
+    """Cold items grouped by the token sequence of their SID parent.
+
+    Attributes:
+        children: parent token tuple → (m,) int64 cold item indices under it.
+        is_cold: (n_items,) bool.
+    """
+
+    children: dict[tuple[int, ...], np.ndarray]
+    is_cold: np.ndarray
+
+    @classmethod
+    def build(cls, catalog: SidCatalog, cold_items: np.ndarray) -> "ColdIndex":
+        """Index ``cold_items`` (dense indices) by parent = their SID tokens minus the last code and <eos>."""
+        cold_items = np.asarray(cold_items, np.int64)
+        is_cold = np.zeros(catalog.n_items, bool)
+        is_cold[cold_items] = True
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in cold_items.tolist():
+            n_codes = int(catalog.token_lengths[i]) - 1       # without <eos>
+            if n_codes < 1:
+                continue
+            groups.setdefault(tuple(catalog.tokens[i, : n_codes - 1].tolist()), []).append(i)
+        return cls({k: np.array(v, np.int64) for k, v in groups.items()}, is_cold)
+
+
+def measured_cold_prior(split: dict[str, np.ndarray]) -> float:
+    """α from a run's split: the share of all interactions that went to held-out cold items (0 without the
+    cold-start protocol)."""
+    n_cold = int(split["cold_targets"].size) if "cold_targets" in split else 0
+    n_all = int(split["seq_items"].size) + n_cold
+    return n_cold / n_all if n_all else 0.0
+
+
+def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logprob: np.ndarray,
+                     items: np.ndarray, index: ColdIndex, prior: float, k: int,
+                     banned: Optional[np.ndarray] = None, query: Optional[np.ndarray] = None,
+                     item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Merge beam-search results with cold items scored through their parents' prefix log-probs.
+
+    Args:
+        sequences: (N, n, T) generated tokens. token_logprobs: (N, n, T). seq_logprob: (N, n) (-inf = no beam).
+        items: (N, n) item of each beam (-1 = none). index: the cold items. prior: α in [0, 1).
+        k: ranking length. banned: optional (N, S) items excluded from the ranking (-1 padded).
+        query: optional (N, d) user content vectors; item_vecs: (n_items, d) L2-normalised item vectors — the
+            within-parent tie-break (None: by item index).
+
+    Returns:
+        ranked (N, k) int64 items best first (-1 = empty), scores (N, k) float64 mixture log-probabilities.
+    """
+    if not 0.0 <= prior < 1.0:
+        raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
+    N, n, _ = sequences.shape
+    log_w, log_a = math.log1p(-prior), (math.log(prior) if prior > 0 else -math.inf)
+    out = np.full((N, k), -1, np.int64)
+    out_s = np.full((N, k), -np.inf)
+    cum = np.cumsum(token_logprobs, axis=2)
+    for r in range(N):
+        score: dict[int, float] = {}
+        for b in range(n):
+            it = int(items[r, b])
+            if it >= 0 and np.isfinite(seq_logprob[r, b]):
+                score[it] = max(score.get(it, -math.inf), float(seq_logprob[r, b]) + log_w)
+        cold_score: dict[int, float] = {}
+        parents: dict[tuple[int, ...], float] = {}   # parent prefix → its log-prob under the policy
+        if prior > 0:
+            for b in range(n):
+                if items[r, b] < 0 or not np.isfinite(seq_logprob[r, b]):
+                    continue
+                toks = sequences[r, b].tolist()
+                # proper prefixes of the beam's code: depth 0 (the root) .. n_codes - 1
+                n_codes = len(_codes_of(toks))
+                for depth in range(n_codes):
+                    key = tuple(toks[:depth])
+                    if key not in index.children:
+                        continue
+                    lp = float(cum[r, b, depth - 1]) if depth else 0.0
+                    if lp > parents.get(key, -math.inf):   # one prefix, one probability: keep any beam's
+                        parents[key] = lp
+            if parents:
+                log_z = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
+                for key, lp in parents.items():
+                    kids = index.children[key]
+                    cs = lp - log_z + log_a - math.log(kids.size)
+                    for c in kids.tolist():
+                        cold_score[c] = cs
+        for c, lp in cold_score.items():
+            score[c] = float(np.logaddexp(score[c], lp)) if c in score else lp
+        if banned is not None:
+            for it in banned[r][banned[r] >= 0].tolist():
+                score.pop(int(it), None)
+        if not score:
+            continue
+        cand = np.fromiter(score.keys(), np.int64, len(score))
+        val = np.fromiter(score.values(), np.float64, len(score))
+        tie = (item_vecs[cand] @ query[r]) if (query is not None and item_vecs is not None) else -cand.astype(float)
+        order = np.lexsort((-tie, -val))[:k]
+        out[r, : order.size], out_s[r, : order.size] = cand[order], val[order]
+    return out, out_s
+
+
+def _codes_of(tokens: list[int]) -> list[int]:
+    """The code tokens of a generated sequence: everything before the first <eos> (or pad)."""
+    out = []
+    for t in tokens:
+        if t in (EOS, PAD):
+            break
+        out.append(t)
+    return out
+
+
+def user_queries(history: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
+    """(N, d) mean of the L2-normalised vectors of each prompt's history items (-1 padded rows of ``history``)."""
+    valid = history >= 0
+    v = item_vecs[np.where(valid, history, 0)] * valid[..., None]
+    q = v.sum(1)
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "EvalSet", beams: int,
+                             exclude_history: bool, batch_size: int, index: ColdIndex, prior: float,
+                             item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained beam search, then :func:`expand_with_cold`. Returns items (N, beams) and scores (N, beams)."""
+    out_items, out_scores = [], []
+    for s in range(0, es.targets.size, batch_size):
+        hist = es.history[s: s + batch_size]
+        ids, mask = build_prompts(hist, catalog)
+        seen = es.seen[s: s + batch_size]
+        res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=True,
+                                                banned_items=torch.from_numpy(seen) if exclude_history else None))
+        q = user_queries(hist, item_vecs) if item_vecs is not None else None
+        ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
+                                          res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,
+                                          seen if exclude_history else None, q, item_vecs)
+        out_items.append(ranked)
+        out_scores.append(scores)
+    return np.concatenate(out_items), np.concatenate(out_scores)

@@ -127,7 +127,7 @@ class Sa2crqConfig:
 class SidConfig:
     """Semantic ID tokenizer settings."""
 
-    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq")
+    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq, sa2crq_vae")
     levels: int = doc(3, "number of code levels L (before any disambiguation level)")
     codebook_size: int = doc(256, "codes per level K")
     collision: Literal["append", "reassign"] = doc(

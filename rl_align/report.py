@@ -74,8 +74,10 @@ def write_report(run_path: str | Path) -> Path:
             ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
             title = "Cold-start items as targets" if part == "cold" else part.capitalize()
             who = "cases" if part == "cold" else "users"
+            ce = e.get("cold_expansion")
+            how = (f", cold expansion α = {ce['prior']:.4f} over {ce['cold_items']} untrained items" if ce else "")
             lines += [f"## {title} ({m['n_users']} {who}, full ranking, history "
-                      f"{'excluded' if e.get('exclude_history') else 'kept'})", "",
+                      f"{'excluded' if e.get('exclude_history') else 'kept'}{how})", "",
                       "| model | " + " | ".join(k.upper().replace("NDCG", "NDCG") for k in ks) + " |",
                       "|---|" + "---|" * len(ks),
                       f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "

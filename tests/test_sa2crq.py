@@ -138,19 +138,61 @@ def test_bad_settings_fail_with_the_key_name(zipf_items):
         _tok().fit(emb)
 
 
-@pytest.mark.parametrize("curriculum", [True, False])
-def test_early_stopping_encode_equals_full_codes_cut_by_the_stop_rule(zipf_items, curriculum):
+@pytest.mark.parametrize("curriculum,unique", [(True, False), (False, False), (True, True)])
+def test_early_stopping_encode_equals_full_codes_cut_by_the_stop_rule(zipf_items, curriculum, unique):
     """Encoding skips deeper levels for stopped items; the codes must equal full greedy codes cut afterwards."""
     from rl_align.sid.codes import NO_CODE
 
     emb, pop = zipf_items
-    tok = _tok(tau=0.002, curriculum=curriculum)
+    tok = _tok(tau=0.002, curriculum=curriculum, unique_stop=unique)
     tok.fit(emb, pop)
     got = tok.encode(emb, chunk=97)   # several chunks, one partial
     full = tok.assign_levels(tok._prep(emb), tok.codebooks)
     s = tok.cfg.sa2crq
-    lengths = adaptive_lengths(full, tok.tables, s.tau, s.start_level, tok._k_total)
+    lengths = adaptive_lengths(full, tok.tables, s.tau, s.start_level, tok._k_total, unique)
     want = np.where(np.arange(full.shape[1])[None, :] < lengths[:, None], full, NO_CODE)
     assert len(set(lengths.tolist())) > 1
     np.testing.assert_array_equal(got.lengths, lengths)
     np.testing.assert_array_equal(got.codes, want)
+
+
+def _vae(**kw):
+    from rl_align.config import RqVaeConfig
+
+    return build_tokenizer(SidConfig(tokenizer="sa2crq_vae", levels=3, codebook_size=16, kmeans_iters=10,
+                                     rq_vae=RqVaeConfig(hidden_dims=[32], latent_dim=8, epochs=15, batch_size=256),
+                                     sa2crq=Sa2crqConfig(**kw)))
+
+
+def test_vae_flavour_freezes_the_head_and_encodes_with_the_hybrid_books(zipf_items, tmp_path):
+    """sa2crq_vae: stage 1 trains the RQ-VAE on head items only, stage 2 adds tail codewords and leaves the encoder
+    and head codebooks untouched; head items get longer codes; save/load reproduces the codes."""
+    from rl_align.sid.rq_vae import RQVAE
+
+    emb, pop = zipf_items
+    tok = _vae(tau=0.002, tail_codebook_size=8)
+    # stage 1 alone (an RQ-VAE fitted on the head with the same seed) gives the same encoder and head books
+    head = head_mask(pop, 0.2)
+    ref = RQVAE(tok.cfg).fit(emb[head])
+    tok.fit(emb, pop)
+    for (k, a), b in zip(ref.model.state_dict().items(), tok.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    K = 16
+    np.testing.assert_array_equal(tok.books[:, :K], tok.head_codebooks)
+    np.testing.assert_array_equal(tok.head_codebooks, ref.model.codebooks.detach().numpy())
+    assert tok.books.shape == (3, 24, 8) and (tok.books[:, K:] < 1e5).all()   # 8 new tail codewords per level
+    codes = tok.encode(emb)
+    assert codes.codebook_sizes == [24, 24, 24] and len(set(codes.lengths.tolist())) > 1
+    assert codes.lengths[head].mean() > codes.lengths[~head].mean()
+    assert (codes.codes[~head][:, 0] >= 0).all()
+    tok.save(tmp_path / "vae")
+    again = SidTokenizer.load(tmp_path / "vae")
+    c2 = again.encode(emb)
+    np.testing.assert_array_equal(c2.codes, codes.codes)
+    np.testing.assert_array_equal(c2.lengths, codes.lengths)
+    resolved, rep = resolve_collisions(codes, "reassign", tok, emb)
+    assert rep["after"]["collision_rate"] == 0.0
+    cat = SidCatalog([f"i{k}" for k in range(len(emb))], resolved)
+    assert (cat.decode(cat.tokens) == np.arange(cat.n_items)).all()
+    with pytest.raises(ValueError, match="needs item popularity"):
+        _vae().fit(emb)

@@ -89,6 +89,6 @@ class SidTokenizer(abc.ABC):
 def build_tokenizer(cfg: SidConfig) -> SidTokenizer:
     """Instantiate the tokenizer ``cfg.tokenizer`` names."""
     # import the built-in implementations so they register themselves
-    from rl_align.sid import rq_kmeans, rq_vae, sa2crq  # noqa: F401
+    from rl_align.sid import rq_kmeans, rq_vae, sa2crq, sa2crq_vae  # noqa: F401
 
     return TOKENIZERS.get(cfg.tokenizer)(cfg)

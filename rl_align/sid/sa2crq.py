@@ -21,7 +21,7 @@ level l: ``keys`` (m_l,) int64 mixed-radix prefix ids (sorted) and ``mass`` (m_l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -97,19 +97,51 @@ def adaptive_lengths(codes: np.ndarray, tables: list[tuple[np.ndarray, np.ndarra
     return lengths
 
 
-@TOKENIZERS.register("sa2crq")
-class Sa2crq(RQKMeans):
-    """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length.
+def stopping_codes(r: np.ndarray, books: np.ndarray, tables: list[tuple[np.ndarray, np.ndarray]], tau: float,
+                   start_level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy residual codes of rows ``r`` (m, d) (updated in place) under ``books`` (L, K, d), where an item leaves
+    the search at its stop level.
 
-    Residuals, last-level candidates (for collision re-assignment) and reconstruction are RQ-KMeans' own:
-    they already follow each item's code length."""
+    Same codes as full greedy assignment cut by :func:`adaptive_lengths` (without ``unique``), but items that
+    have stopped are not assigned at deeper levels (most of a catalog stops at N, so deeper levels cost a
+    fraction). Prefix ids use radix K = ``books.shape[1]``, as the ``tables`` do.
 
-    name = "sa2crq"
+    Returns:
+        codes (m, L) int32 with NO_CODE past each length, lengths (m,) int32.
+    """
+    m, L, radix = r.shape[0], books.shape[0], books.shape[1]
+    codes = np.full((m, L), NO_CODE, np.int32)
+    lengths = np.full(m, L, np.int32)
+    if radix ** (L - 1) >= 2 ** 62:
+        raise ValueError(f"sa2crq: {L - 1} levels × {radix} codes do not fit a 62-bit prefix id")
+    alive = np.arange(m)
+    key = np.zeros(m, np.int64)
+    for lvl in range(L):   # r, key: the rows still alive, compacted whenever some stop
+        _, idx = assign(r, books[lvl])
+        idx = idx[:, 0]
+        codes[alive, lvl] = idx
+        depth = lvl + 1
+        if depth == L:
+            break
+        r -= books[lvl][idx]
+        key = key * radix + idx
+        if depth >= max(1, start_level):
+            stop = lookup_mass(tables[depth - 1], key) <= tau
+            if stop.any():
+                lengths[alive[stop]] = depth
+                keep = ~stop
+                alive, r, key = alive[keep], r[keep], key[keep]
+        if alive.size == 0:
+            break
+    return codes, lengths
 
-    def __init__(self, cfg: SidConfig) -> None:
-        super().__init__(cfg)
-        self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
-        self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
+
+class Sa2crqSettings:
+    """What both SA²CRQ flavours share: code-book sizes (head K + tail K_tail per level), the config checks, the
+    head split and the stop-rule encoding of prepared residuals. Needs ``self.cfg`` and sets ``self.tables``."""
+
+    cfg: SidConfig
+    tables: Optional[list[tuple[np.ndarray, np.ndarray]]]
 
     @property
     def _k_tail(self) -> int:
@@ -139,17 +171,56 @@ class Sa2crq(RQKMeans):
         if s.curriculum and s.tail_codebook_size is not None and s.tail_codebook_size < 1:
             raise ValueError("sid.sa2crq.tail_codebook_size must be ≥ 1 with the curriculum")
 
-    def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "Sa2crq":
-        """Stage 1 on head items (codebooks + prefix masses), stage 2 new codewords for tail items."""
+    def _head(self, n: int, popularity: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Checked popularity (n,) float64 and the stage-1 mask (n,) bool: the head, or every item without the
+        curriculum."""
         self._check_cfg()
-        cfg, s = self.cfg, self.cfg.sa2crq
-        n, d = emb.shape
         if popularity is None:
-            raise ValueError("sa2crq needs item popularity (interaction counts) to fit")
+            raise ValueError(f"{self.cfg.tokenizer}: needs item popularity (interaction counts) to fit")
         pop = np.asarray(popularity, np.float64)
         if pop.shape != (n,) or (pop < 0).any():
-            raise ValueError(f"sa2crq: popularity must be ({n},) non-negative counts, got shape {pop.shape}")
-        head = head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool)
+            raise ValueError(f"{self.cfg.tokenizer}: popularity must be ({n},) non-negative counts, got shape "
+                             f"{pop.shape}")
+        s = self.cfg.sa2crq
+        return pop, (head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool))
+
+    def _encode_rows(self, rows: Callable[[int, int], np.ndarray], n: int, books: np.ndarray,
+                     chunk: int) -> SidCodes:
+        """Codes of ``n`` items whose prepared rows ``rows(a, b)`` (b - a, d) come in chunks, under ``books``
+        (L, K_total, d), cut by the stop rule (head priors)."""
+        s, L = self.cfg.sa2crq, books.shape[0]
+        # the unique rule looks at the whole catalog at once: full codes first, then the cut
+        tau, start = (-1.0, L) if s.unique_stop else (s.tau, s.start_level)
+        codes = np.full((n, L), NO_CODE, np.int32)
+        lengths = np.full(n, L, np.int32)
+        for a in range(0, n, chunk):
+            codes[a: a + chunk], lengths[a: a + chunk] = stopping_codes(rows(a, min(n, a + chunk)), books,
+                                                                        self.tables, tau, start)
+        if s.unique_stop:
+            lengths = adaptive_lengths(codes, self.tables, s.tau, s.start_level, books.shape[1], True)
+            codes = np.where(np.arange(L)[None, :] < lengths[:, None], codes, NO_CODE)
+        return SidCodes(codes, lengths, self.codebook_sizes)
+
+
+@TOKENIZERS.register("sa2crq")
+class Sa2crq(Sa2crqSettings, RQKMeans):
+    """SA²CRQ with the k-means flavour: L levels of K head codes (+ K_tail tail codes), adaptive length.
+
+    Residuals, last-level candidates (for collision re-assignment) and reconstruction are RQ-KMeans' own:
+    they already follow each item's code length."""
+
+    name = "sa2crq"
+
+    def __init__(self, cfg: SidConfig) -> None:
+        super().__init__(cfg)
+        self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
+        self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
+
+    def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "Sa2crq":
+        """Stage 1 on head items (codebooks + prefix masses), stage 2 new codewords for tail items."""
+        cfg, s = self.cfg, self.cfg.sa2crq
+        n, d = emb.shape
+        pop, head = self._head(n, popularity)
         K, Kt, L = cfg.codebook_size, self._k_total, cfg.levels
         rng = np.random.default_rng(cfg.seed)
 
@@ -195,56 +266,7 @@ class Sa2crq(RQKMeans):
     def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
         """Greedy residual codes under the hybrid codebooks, cut by the stop rule (head priors)."""
         books = self._check()
-        s = self.cfg.sa2crq
-        n, L = emb.shape[0], books.shape[0]
-        if s.unique_stop:   # the unique rule looks at the whole catalog at once: full codes, then cut
-            full = np.empty((n, L), np.int32)
-            for a in range(0, n, chunk):
-                full[a: a + chunk] = self.assign_levels(self._prep(emb[a: a + chunk]), books)
-            lengths = adaptive_lengths(full, self.tables, s.tau, s.start_level, self._k_total, True)
-            codes = np.where(np.arange(L)[None, :] < lengths[:, None], full, NO_CODE)
-            return SidCodes(codes, lengths, self.codebook_sizes)
-        codes = np.full((n, L), NO_CODE, np.int32)
-        lengths = np.full(n, L, np.int32)
-        for a in range(0, n, chunk):
-            codes[a: a + chunk], lengths[a: a + chunk] = self._encode_stopping(self._prep(emb[a: a + chunk]), books)
-        return SidCodes(codes, lengths, self.codebook_sizes)
-
-    def _encode_stopping(self, r: np.ndarray, books: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy residual codes of prepared rows ``r`` (m, d), where an item leaves the search at its stop level.
-
-        Same codes as :meth:`assign_levels` cut by :func:`adaptive_lengths`, but items that have stopped are not
-        assigned at deeper levels (most of the catalog stops at N, so the deeper levels cost a fraction).
-
-        Returns:
-            codes (m, L) int32 with NO_CODE past each length, lengths (m,) int32.
-        """
-        s = self.cfg.sa2crq
-        m, L = r.shape[0], books.shape[0]
-        codes = np.full((m, L), NO_CODE, np.int32)
-        lengths = np.full(m, L, np.int32)
-        if self._k_total ** (L - 1) >= 2 ** 62:
-            raise ValueError(f"sa2crq: {L - 1} levels × {self._k_total} codes do not fit a 62-bit prefix id")
-        alive = np.arange(m)
-        key = np.zeros(m, np.int64)
-        for lvl in range(L):   # r, key: the rows still alive, compacted whenever some stop
-            _, idx = assign(r, books[lvl])
-            idx = idx[:, 0]
-            codes[alive, lvl] = idx
-            depth = lvl + 1
-            if depth == L:
-                break
-            r -= books[lvl][idx]
-            key = key * self._k_total + idx
-            if depth >= max(1, s.start_level):
-                stop = lookup_mass(self.tables[depth - 1], key) <= s.tau
-                if stop.any():
-                    lengths[alive[stop]] = depth
-                    keep = ~stop
-                    alive, r, key = alive[keep], r[keep], key[keep]
-            if alive.size == 0:
-                break
-        return codes, lengths
+        return self._encode_rows(lambda a, b: self._prep(emb[a:b]), emb.shape[0], books, chunk)
 
     def _save_state(self, directory: Path) -> None:
         books = self._check()

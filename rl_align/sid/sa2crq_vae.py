@@ -1,0 +1,124 @@
+"""SA²CRQ with the RQ-VAE flavour (``sa2crq_vae``): adaptive length and the anchored curriculum in a learned latent.
+
+Stage 1 trains the TIGER RQ-VAE (encoder, decoder, L × K codebooks; rl_align/sid/rq_vae.py) on the **head**
+items only and takes the prefix masses from their codes. Stage 2 freezes the encoder and the head codebooks and,
+level by level, learns ``K_tail`` new codewords on the tail items' latent residuals (k-means: the optimum of the
+codebook loss with everything else frozen), giving hybrid L × (K + K_tail) codebooks. Every item — head, tail,
+cold — is encoded by the frozen encoder and the hybrid codebooks, and cut by SARQ's stop rule on the head
+priors, exactly as in the k-means flavour (rl_align/sid/sa2crq.py). Without the curriculum the RQ-VAE is
+trained on every item and only the stop rule is added.
+
+Shapes: ``books`` (L, K_total, latent_dim) float32; the RQ-VAE model's own codebooks stay (L, K, latent_dim).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rl_align.config import SidConfig
+from rl_align.sid.base import TOKENIZERS
+from rl_align.sid.codes import SidCodes
+from rl_align.sid.rq_kmeans import assign, kmeans
+from rl_align.sid.rq_vae import RQVAE
+from rl_align.sid.sa2crq import Sa2crqSettings, prefix_mass_tables
+from rl_align.utils.io import load_npz, write_npz
+
+
+@TOKENIZERS.register("sa2crq_vae")
+class Sa2crqVae(Sa2crqSettings, RQVAE):
+    """SA²CRQ on an RQ-VAE latent (settings: ``SidConfig.rq_vae`` for the autoencoder, ``SidConfig.sa2crq``)."""
+
+    name = "sa2crq_vae"
+
+    def __init__(self, cfg: SidConfig) -> None:
+        super().__init__(cfg)
+        self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
+        self.books: Optional[np.ndarray] = None
+        self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
+
+    @torch.no_grad()
+    def _latent(self, emb: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """(n, latent_dim) float32 encoder outputs."""
+        model = RQVAE._check(self)
+        x = torch.from_numpy(np.ascontiguousarray(emb, np.float32))
+        return torch.cat([model.encoder(x[a: a + chunk]) for a in range(0, x.shape[0], chunk)]).numpy()
+
+    def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "Sa2crqVae":
+        """Stage 1: RQ-VAE on the head + head priors; stage 2: frozen encoder/head codes, new tail codewords."""
+        cfg, s = self.cfg, self.cfg.sa2crq
+        n = emb.shape[0]
+        pop, head = self._head(n, popularity)
+        h_idx = np.flatnonzero(head)
+        RQVAE.fit(self, emb[h_idx])
+        model = RQVAE._check(self)
+        K, Kt, L = cfg.codebook_size, self._k_total, cfg.levels
+        head_books = model.codebooks.detach().numpy().astype(np.float32)
+        self.head_codebooks = head_books.copy()
+        books = np.full((L, Kt, head_books.shape[2]), 1e6, np.float32)   # unused codes parked far away
+        books[:, :K] = head_books
+        z = self._latent(emb[h_idx])
+        head_codes = np.empty((h_idx.size, L), np.int32)
+        for lvl in range(L):
+            _, idx = assign(z, books[lvl, :K])
+            head_codes[:, lvl] = idx[:, 0]
+            z -= books[lvl][idx[:, 0]]
+        w = pop[h_idx] if s.mass == "popularity" else np.ones(h_idx.size)
+        self.tables = prefix_mass_tables(head_codes, w, Kt)
+        t_idx = np.flatnonzero(~head)
+        if s.curriculum and t_idx.size:
+            m = min(t_idx.size, self._k_tail * cfg.max_points_per_centroid)
+            pick = np.sort(np.random.default_rng(cfg.seed).choice(t_idx, m, replace=False)) if m < t_idx.size \
+                else t_idx
+            r = self._latent(emb[pick])
+            for lvl in range(L):
+                c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid)
+                books[lvl, K: K + c.shape[0]] = c
+                _, idx = assign(r, books[lvl])
+                r -= books[lvl][idx[:, 0]]
+        self.books = books
+        return self
+
+    def _hybrid(self) -> np.ndarray:
+        if self.books is None or self.tables is None:
+            raise RuntimeError("sa2crq_vae: call fit() before encode()")
+        return self.books
+
+    def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
+        """Frozen encoder → greedy residual codes under the hybrid codebooks, cut by the stop rule."""
+        books = self._hybrid()
+        return self._encode_rows(lambda a, b: self._latent(emb[a:b]), emb.shape[0], books, chunk)
+
+    def last_level_candidates(self, emb: np.ndarray, codes: SidCodes, topn: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest hybrid codes at each item's last level, given its (frozen) prefix."""
+        books = self._hybrid()
+        r = self._latent(emb)
+        last = codes.lengths.astype(np.int64) - 1
+        for lvl in range(books.shape[0]):
+            sel = last > lvl
+            r[sel] -= books[lvl][codes.codes[sel, lvl]]
+        cand = np.empty((r.shape[0], topn), np.int64)
+        dist = np.empty((r.shape[0], topn), np.float32)
+        for lvl in np.unique(last):
+            sel = last == lvl
+            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
+            cand[sel], dist[sel] = ii, dd
+        return cand, dist
+
+    def _save_state(self, directory: Path) -> None:
+        RQVAE._save_state(self, directory)
+        arrays = {"books": self._hybrid(), "head_codebooks": self.head_codebooks}
+        for i, (k, m) in enumerate(self.tables):
+            arrays[f"prefix_keys_{i + 1}"], arrays[f"prefix_mass_{i + 1}"] = k, m
+        write_npz(directory / "sa2crq_vae.npz", **arrays)
+
+    def _load_state(self, directory: Path) -> None:
+        RQVAE._load_state(self, directory)
+        z = load_npz(directory / "sa2crq_vae.npz")
+        self.books = z["books"].astype(np.float32)
+        self.head_codebooks = z["head_codebooks"].astype(np.float32)
+        self.tables = [(z[f"prefix_keys_{i}"].astype(np.int64), z[f"prefix_mass_{i}"].astype(np.float64))
+                       for i in range(1, self.books.shape[0] + 1)]

@@ -307,6 +307,8 @@ class RlConfig:
                                      "GRPO then ranks y* against the policy's own top candidates")
     shared_prefix: bool = doc(True, "learner encodes each prompt once and shares its KV cache with y* and the G "
                                     "rollouts (same values, ~G× less prompt compute)")
+    recent_prompts: Optional[int] = doc(None, "draw prompts from each user's k most recent training examples only "
+                                              "(the ones most like a test prompt); None = every training example")
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
     temperature: float = doc(1.0, "sampling temperature")
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")

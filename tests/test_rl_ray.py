@@ -59,6 +59,7 @@ def _records(run, tag="adagrpo"):
     ({"adagrpo": {"a": 1.5}}, "rl.adagrpo.a must be in"),
     ({"adagrpo": {"k_d": 9}}, "k_d must be in"),
     ({"prompts_per_step": 8, "learners": 3}, "multiple of rl.learners"),
+    ({"recent_prompts": 0}, "rl.recent_prompts must be ≥ 1"),
 ])
 def test_invalid_rl_configs_fail_before_any_actor(prepared, tmp_path, rl, msg):
     from rl_align.driver.controller import RlConfigError, validate

@@ -61,6 +61,8 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
         (0.0 <= r.adagrpo.h_d <= 1.0, f"rl.adagrpo.h_d must be in [0, 1], got {r.adagrpo.h_d}"),
         (1 <= r.adagrpo.k_d <= G, f"rl.adagrpo.k_d must be in [1, group_size={G}], got {r.adagrpo.k_d}"),
         (r.eval_every >= 1 and r.checkpoint_every >= 1, "rl.eval_every and rl.checkpoint_every must be ≥ 1"),
+        (r.recent_prompts is None or r.recent_prompts >= 1,
+         f"rl.recent_prompts must be ≥ 1 or null, got {r.recent_prompts}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -120,6 +122,20 @@ def prompt_order(n: int, seed: int, step: int, B: int) -> np.ndarray:
         perm = np.random.default_rng(seed * 7919 + epoch).permutation(n)
         out.extend(perm[pos: pos + B - len(out)].tolist())
     return np.array(out, np.int64)
+
+
+def recent_examples(users: np.ndarray, positions: np.ndarray, k: Optional[int]) -> np.ndarray:
+    """Rows of each user's ``k`` most recent training examples (all rows when ``k`` is None), sorted.
+
+    Args:
+        users: (n,) user of each training example. positions: (n,) its position in the user's sequence.
+    """
+    if k is None:
+        return np.arange(users.size)
+    order = np.lexsort((-positions, users))               # per user, most recent first
+    first = np.r_[True, users[order][1:] != users[order][:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    return np.sort(order[np.arange(order.size) - start < k])
 
 
 class Controller:
@@ -190,8 +206,8 @@ class Controller:
         from rl_align.policy.data import build_prompts
 
         r = self.cfg.rl
-        n = self.split["train_targets"].shape[0]
-        rows = prompt_order(n, r.seed, step, r.prompts_per_step)
+        pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
+        rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
         ids, mask = build_prompts(self.split["train_history"][rows], self.catalog)
         return {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],
                 "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}

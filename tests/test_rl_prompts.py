@@ -1,0 +1,21 @@
+"""RL prompt schedule: seeded epochs over the pool, and the 'k most recent examples per user' pool."""
+
+import numpy as np
+
+from rl_align.driver.controller import prompt_order, recent_examples
+
+
+def test_recent_examples_keeps_each_users_last_k_positions():
+    users = np.array([0, 0, 0, 0, 1, 1, 2, 0])
+    positions = np.array([1, 2, 3, 4, 1, 2, 1, 5])
+    assert recent_examples(users, positions, None).tolist() == list(range(8))
+    assert recent_examples(users, positions, 1).tolist() == [5, 6, 7]
+    assert recent_examples(users, positions, 2).tolist() == [3, 4, 5, 6, 7]
+    assert recent_examples(users, positions, 10).tolist() == list(range(8))
+
+
+def test_prompt_order_is_seeded_epochs_of_permutations():
+    a = np.concatenate([prompt_order(10, 3, s, 4) for s in range(5)])   # 20 rows = 2 epochs
+    assert sorted(a[:10].tolist()) == list(range(10)) and sorted(a[10:].tolist()) == list(range(10))
+    assert (a == np.concatenate([prompt_order(10, 3, s, 4) for s in range(5)])).all()
+    assert not (a == np.concatenate([prompt_order(10, 4, s, 4) for s in range(5)])).all()

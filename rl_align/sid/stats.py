@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from rl_align.sid.codes import SidCodes
+from rl_align.utils.popularity import head_mask
 
 
 def _entropy_bits(counts: np.ndarray) -> float:
@@ -65,9 +66,7 @@ def sid_stats(codes: SidCodes, popularity: Optional[np.ndarray] = None) -> dict:
         **codes.collision_stats(),
     }
     if popularity is not None and codes.n:
-        order = np.argsort(-popularity, kind="stable")
-        head = np.zeros(codes.n, bool)
-        head[order[: max(1, codes.n // 5)]] = True
+        head = head_mask(np.asarray(popularity), 0.2)   # the 20% most interacted of the interacted items
         out["mean_code_length_head20"] = float(lens[head].mean())
         out["mean_code_length_tail80"] = float(lens[~head].mean()) if (~head).any() else 0.0
     return out

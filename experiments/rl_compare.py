@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", help="run only these variant tags")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra overrides for every variant")
+    ap.add_argument("--suffix", default="", help="append this to every variant's tag (e.g. -recent3), so a second "
+                                                  "comparison with other --set values lives beside the first")
     a = ap.parse_args(argv)
     from rl_align.cli import main as cli
     from rl_align.report import write_report
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for tag, sets in variants(a.lams):
         if a.only and tag not in a.only:
             continue
+        tag += a.suffix
         args = ["rl", a.config, "--run-dir", a.run_dir]
         for kv in [*a.overrides, *sets, f"rl.tag={tag}"]:
             args += ["--set", kv]

@@ -99,18 +99,22 @@ def test_head_items_get_longer_codes_than_tail_items(zipf_items):
     assert codes.lengths[head].mean() > codes.lengths[~head].mean()
 
 
-def test_round_trip_save_load_encode_decode(zipf_items, tmp_path):
-    emb, pop = zipf_items
-    tok = _tok()
-    codes = tok.fit_encode(emb, pop)
-    tok.save(tmp_path / "tok")
-    again = SidTokenizer.load(tmp_path / "tok")
-    c2 = again.encode(emb)
+def _round_trip(tok, codes, emb, path):
+    """Save, load and re-encode (same codes), then resolve collisions into a catalog. Returns (catalog, codes)."""
+    tok.save(path)
+    c2 = SidTokenizer.load(path).encode(emb)
     np.testing.assert_array_equal(c2.codes, codes.codes)
     np.testing.assert_array_equal(c2.lengths, codes.lengths)
     resolved, rep = resolve_collisions(codes, "reassign", tok, emb)
     assert rep["after"]["collision_rate"] == 0.0
-    cat = SidCatalog([f"i{k}" for k in range(len(emb))], resolved)
+    return SidCatalog([f"i{k}" for k in range(len(emb))], resolved), resolved
+
+
+def test_round_trip_save_load_encode_decode(zipf_items, tmp_path):
+    emb, pop = zipf_items
+    tok = _tok()
+    codes = tok.fit_encode(emb, pop)
+    cat, resolved = _round_trip(tok, codes, emb, tmp_path / "tok")
     # every item's tokens decode back to it; the trie accepts exactly the catalog's mixed-length SIDs
     seqs = np.full((cat.n_items, cat.tokens.shape[1]), 0, np.int64)
     seqs[:] = cat.tokens
@@ -185,14 +189,7 @@ def test_vae_flavour_freezes_the_head_and_encodes_with_the_hybrid_books(zipf_ite
     assert codes.codebook_sizes == [24, 24, 24] and len(set(codes.lengths.tolist())) > 1
     assert codes.lengths[head].mean() > codes.lengths[~head].mean()
     assert (codes.codes[~head][:, 0] >= 0).all()
-    tok.save(tmp_path / "vae")
-    again = SidTokenizer.load(tmp_path / "vae")
-    c2 = again.encode(emb)
-    np.testing.assert_array_equal(c2.codes, codes.codes)
-    np.testing.assert_array_equal(c2.lengths, codes.lengths)
-    resolved, rep = resolve_collisions(codes, "reassign", tok, emb)
-    assert rep["after"]["collision_rate"] == 0.0
-    cat = SidCatalog([f"i{k}" for k in range(len(emb))], resolved)
+    cat, _ = _round_trip(tok, codes, emb, tmp_path / "vae")
     assert (cat.decode(cat.tokens) == np.arange(cat.n_items)).all()
     with pytest.raises(ValueError, match="needs item popularity"):
         _vae().fit(emb)

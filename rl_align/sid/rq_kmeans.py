@@ -28,6 +28,23 @@ def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray
     return index.search(np.ascontiguousarray(x, np.float32), k)
 
 
+def nearest_at_levels(r: np.ndarray, level: np.ndarray, books: np.ndarray, topn: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest ``topn`` codes of each residual row in the codebook of its own level.
+
+    Args:
+        r: (n, d) residuals. level: (n,) int level of each row. books: (L, K, d).
+    Returns:
+        cand (n, topn) int64, dist (n, topn) float32 squared L2 (topn ≤ K).
+    """
+    cand = np.empty((r.shape[0], topn), np.int64)
+    dist = np.empty((r.shape[0], topn), np.float32)
+    for lvl in np.unique(level):
+        sel = level == lvl
+        dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
+        cand[sel], dist[sel] = ii, dd
+    return cand, dist
+
+
 def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int) -> np.ndarray:
     """faiss k-means → (k, d) float32 centroids (k is capped at the number of points)."""
     k = min(k, x.shape[0])
@@ -121,13 +138,7 @@ class RQKMeans(SidTokenizer):
         books = self._check()
         last = codes.lengths.astype(np.int64) - 1
         r = self.residual_at(emb, codes, last)
-        cand = np.empty((r.shape[0], topn), np.int64)
-        dist = np.empty((r.shape[0], topn), np.float32)
-        for lvl in np.unique(last):
-            sel = last == lvl
-            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
-            cand[sel], dist[sel] = ii, dd
-        return cand, dist
+        return nearest_at_levels(r, last, books, topn)
 
     def reconstruct(self, codes: SidCodes) -> np.ndarray:
         """(n, d) sum of the codewords of each item's code."""

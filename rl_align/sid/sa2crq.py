@@ -70,6 +70,20 @@ def lookup_mass(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.nd
     return np.where(uniq[pos] == keys, mass[pos], 0.0)
 
 
+def tables_to_arrays(tables: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Prefix tables as NPZ arrays ``prefix_keys_<depth>`` / ``prefix_mass_<depth>`` (depth from 1)."""
+    out = {}
+    for i, (k, m) in enumerate(tables):
+        out[f"prefix_keys_{i + 1}"], out[f"prefix_mass_{i + 1}"] = k, m
+    return out
+
+
+def tables_from_arrays(z: dict, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inverse of :func:`tables_to_arrays` for ``levels`` depths."""
+    return [(z[f"prefix_keys_{i}"].astype(np.int64), z[f"prefix_mass_{i}"].astype(np.float64))
+            for i in range(1, levels + 1)]
+
+
 def adaptive_lengths(codes: np.ndarray, tables: list[tuple[np.ndarray, np.ndarray]], tau: float, start_level: int,
                      radix: int, unique: bool = False) -> np.ndarray:
     """SARQ's stop rule: (n,) code length of each item.
@@ -184,6 +198,16 @@ class Sa2crqSettings:
         s = self.cfg.sa2crq
         return pop, (head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool))
 
+    def _fit_tail_codewords(self, r: np.ndarray, books: np.ndarray) -> None:
+        """ACRQ stage 2: level by level, k-means on the tail residuals ``r`` (m, d) (consumed) fills codes
+        K .. K + K_tail of ``books`` (L, K_total, d) in place; codes 0 .. K-1 (the head's) are only read."""
+        cfg, K = self.cfg, self.cfg.codebook_size
+        for lvl in range(books.shape[0]):
+            c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid)
+            books[lvl, K: K + c.shape[0]] = c
+            _, idx = assign(r, books[lvl])
+            r -= books[lvl][idx[:, 0]]
+
     def _encode_rows(self, rows: Callable[[int, int], np.ndarray], n: int, books: np.ndarray,
                      chunk: int) -> SidCodes:
         """Codes of ``n`` items whose prepared rows ``rows(a, b)`` (b - a, d) come in chunks, under ``books``
@@ -248,13 +272,7 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
         # stage 2: frozen head codes + new tail codewords per level
         t_idx = np.where(~head)[0]
         if s.curriculum and t_idx.size:
-            r = self._prep(emb[sample(t_idx, self._k_tail)])
-            for lvl in range(L):
-                c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl,
-                           cfg.max_points_per_centroid)
-                books[lvl, K: K + c.shape[0]] = c
-                _, idx = assign(r, books[lvl])
-                r -= books[lvl][idx[:, 0]]
+            self._fit_tail_codewords(self._prep(emb[sample(t_idx, self._k_tail)]), books)
         self.codebooks = books
         return self
 
@@ -270,14 +288,11 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
 
     def _save_state(self, directory: Path) -> None:
         books = self._check()
-        arrays = {"codebooks": books, "head_codebooks": self.head_codebooks}
-        for i, (k, m) in enumerate(self.tables):
-            arrays[f"prefix_keys_{i + 1}"], arrays[f"prefix_mass_{i + 1}"] = k, m
-        write_npz(directory / "sa2crq.npz", **arrays)
+        write_npz(directory / "sa2crq.npz", codebooks=books, head_codebooks=self.head_codebooks,
+                  **tables_to_arrays(self.tables))
 
     def _load_state(self, directory: Path) -> None:
         z = load_npz(directory / "sa2crq.npz")
         self.codebooks = z["codebooks"].astype(np.float32)
         self.head_codebooks = z["head_codebooks"].astype(np.float32)
-        self.tables = [(z[f"prefix_keys_{i}"].astype(np.int64), z[f"prefix_mass_{i}"].astype(np.float64))
-                       for i in range(1, self.codebooks.shape[0] + 1)]
+        self.tables = tables_from_arrays(z, self.codebooks.shape[0])

@@ -22,9 +22,9 @@ import torch
 from rl_align.config import SidConfig
 from rl_align.sid.base import TOKENIZERS
 from rl_align.sid.codes import SidCodes
-from rl_align.sid.rq_kmeans import assign, kmeans
+from rl_align.sid.rq_kmeans import assign, nearest_at_levels
 from rl_align.sid.rq_vae import RQVAE
-from rl_align.sid.sa2crq import Sa2crqSettings, prefix_mass_tables
+from rl_align.sid.sa2crq import Sa2crqSettings, prefix_mass_tables, tables_from_arrays, tables_to_arrays
 from rl_align.utils.io import load_npz, write_npz
 
 
@@ -73,12 +73,7 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
             m = min(t_idx.size, self._k_tail * cfg.max_points_per_centroid)
             pick = np.sort(np.random.default_rng(cfg.seed).choice(t_idx, m, replace=False)) if m < t_idx.size \
                 else t_idx
-            r = self._latent(emb[pick])
-            for lvl in range(L):
-                c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid)
-                books[lvl, K: K + c.shape[0]] = c
-                _, idx = assign(r, books[lvl])
-                r -= books[lvl][idx[:, 0]]
+            self._fit_tail_codewords(self._latent(emb[pick]), books)
         self.books = books
         return self
 
@@ -100,25 +95,16 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
         for lvl in range(books.shape[0]):
             sel = last > lvl
             r[sel] -= books[lvl][codes.codes[sel, lvl]]
-        cand = np.empty((r.shape[0], topn), np.int64)
-        dist = np.empty((r.shape[0], topn), np.float32)
-        for lvl in np.unique(last):
-            sel = last == lvl
-            dd, ii = assign(r[sel], books[lvl], min(topn, books.shape[1]))
-            cand[sel], dist[sel] = ii, dd
-        return cand, dist
+        return nearest_at_levels(r, last, books, topn)
 
     def _save_state(self, directory: Path) -> None:
         RQVAE._save_state(self, directory)
-        arrays = {"books": self._hybrid(), "head_codebooks": self.head_codebooks}
-        for i, (k, m) in enumerate(self.tables):
-            arrays[f"prefix_keys_{i + 1}"], arrays[f"prefix_mass_{i + 1}"] = k, m
-        write_npz(directory / "sa2crq_vae.npz", **arrays)
+        write_npz(directory / "sa2crq_vae.npz", books=self._hybrid(), head_codebooks=self.head_codebooks,
+                  **tables_to_arrays(self.tables))
 
     def _load_state(self, directory: Path) -> None:
         RQVAE._load_state(self, directory)
         z = load_npz(directory / "sa2crq_vae.npz")
         self.books = z["books"].astype(np.float32)
         self.head_codebooks = z["head_codebooks"].astype(np.float32)
-        self.tables = [(z[f"prefix_keys_{i}"].astype(np.int64), z[f"prefix_mass_{i}"].astype(np.float64))
-                       for i in range(1, self.books.shape[0] + 1)]
+        self.tables = tables_from_arrays(z, self.books.shape[0])

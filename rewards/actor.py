@@ -61,7 +61,7 @@ class RewardScorer:
         if item_embeddings_path is not None:
             e = np.load(item_embeddings_path, allow_pickle=False).astype(np.float32)
             emb = torch.from_numpy(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).to(self.device)
-        self.composite = CompositeReward(cfg.functions, cfg.floor, RewardContext(cfg.ranker_normalize, emb))
+        self.composite = CompositeReward(cfg.functions, cfg.floor, RewardContext(cfg.ranker_normalize, emb, cfg.future_discount))
         self.model = None
         self.n_users = None
         self.version = "no-ranker"
@@ -85,13 +85,15 @@ class RewardScorer:
 
     @torch.no_grad()
     def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
-              with_target_scores: bool = False) -> dict:
+              with_target_scores: bool = False, future: Optional[np.ndarray] = None) -> dict:
         """Rewards of B groups of G items.
 
         Args:
             users: (B,) int64. history: (B, H) int64, -1 padded. items: (B, G) int64, -1 = invalid SID.
             targets: (B,) int64 ground truth (-1 unknown).
             with_target_scores: also return the ranker's probability of each ground truth (for AdaGRPO).
+            future: (B, F) int64 the user's next events after each prompt, ground truth first, -1 padded
+                (for ``future_match``; None = the ground truth only).
         Returns:
             dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
             ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
@@ -100,6 +102,8 @@ class RewardScorer:
         t0 = time.perf_counter()
         inp = RewardInputs(*(torch.as_tensor(np.array(a), dtype=torch.long, device=self.device)
                              for a in (users, history, items, targets)))
+        if future is not None:
+            inp.future = torch.as_tensor(np.array(future), dtype=torch.long, device=self.device)
         inp.validate(self.n_items, self.n_users)
         scores = tgt = None
         ranker_nf = 0
@@ -144,8 +148,8 @@ def _actor_class():
             self.scorer = RewardScorer(ranker_dir, from_dict(RewardConfig, cfg, source="reward"),
                                        item_embeddings_path, n_items, device, threads)
 
-        def score(self, chunk_id, users, history, items, targets, with_target_scores=False):
-            return chunk_id, self.scorer.score(users, history, items, targets, with_target_scores)
+        def score(self, chunk_id, users, history, items, targets, with_target_scores=False, future=None):
+            return chunk_id, self.scorer.score(users, history, items, targets, with_target_scores, future)
 
         def load(self, ranker_dir, version=None):
             return self.scorer.load(ranker_dir, version)
@@ -231,7 +235,7 @@ class RewardPool:
         return self.version
 
     def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
-              with_target_scores: bool = False) -> dict:
+              with_target_scores: bool = False, future: Optional[np.ndarray] = None) -> dict:
         """Same contract as :meth:`RewardScorer.score`, spread over the replicas."""
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
@@ -260,7 +264,7 @@ class RewardPool:
                 s, e = bounds[c]
                 sl = lambda a: np.ascontiguousarray(np.asarray(a)[s:e])  # noqa: E731
                 ref = self.actors[r].score.remote(c, sl(users), sl(history), sl(items), sl(targets),
-                                                  with_target_scores)
+                                                  with_target_scores, None if future is None else sl(future))
                 inflight[ref] = (c, r)
                 load[r] += 1
             ready, _ = ray.wait(list(inflight), num_returns=1)

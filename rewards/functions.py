@@ -15,7 +15,11 @@ Registered functions (all return (B, G) rewards for the valid members):
   group contains it, each wrong item at generation rank k gets −1/log2(k+2),
   normalised so the penalties of a full group sum to −1; groups without the
   ground truth get 0;
-* ``semantic`` — cosine similarity of the item's and the ground truth's embeddings.
+* ``semantic`` — cosine similarity of the item's and the ground truth's embeddings;
+* ``future_match`` — γ^j when the item is the user's j-th next training event after
+  the prompt (j = 0 is the ground truth), else 0: a set-valued target for logs
+  whose within-session order is noisy (the request's ``future``; γ =
+  ``reward.future_discount``, window ``reward.future_window``).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class RewardInputs:
         items: (B, G) int64 generated items in generation order, -1 = invalid SID.
         targets: (B,) int64 ground-truth next item (-1 = unknown; exact_match/ranking/semantic then give 0).
         ranker_scores: (B, G) float click probabilities, filled by the RewardActor when a ``ranker`` term is used.
+        future: (B, F) int64 the user's next F events after the prompt, the ground truth first, -1 padded
+            (None: only the ground truth is known; ``future_match`` then equals ``exact_match``).
     """
 
     users: torch.Tensor
@@ -55,6 +61,7 @@ class RewardInputs:
     items: torch.Tensor
     targets: torch.Tensor
     ranker_scores: Optional[torch.Tensor] = None
+    future: Optional[torch.Tensor] = None
 
     def validate(self, n_items: int, n_users: Optional[int] = None) -> None:
         """Raise :class:`RewardInputError` on bad shapes or out-of-range ids."""
@@ -65,7 +72,14 @@ class RewardInputs:
             if t.dim() != dims or t.shape[0] != B:
                 raise RewardInputError(f"{name}: expected leading dimension B={B} and {dims} dims, "
                                        f"got shape {tuple(t.shape)}")
-        for name, t in (("items", self.items), ("history", self.history), ("targets", self.targets)):
+        if self.future is not None:
+            if self.future.dim() != 2 or self.future.shape[0] != B or self.future.shape[1] == 0:
+                raise RewardInputError(f"future: expected a (B={B}, F ≥ 1) tensor, got shape {tuple(self.future.shape)}")
+            known = self.targets >= 0
+            if (self.future[known, 0] != self.targets[known]).any():
+                raise RewardInputError("future: the first column must be the ground truth (targets)")
+        extra = (("future", self.future),) if self.future is not None else ()
+        for name, t in (("items", self.items), ("history", self.history), ("targets", self.targets)) + extra:
             bad = (t < -1) | (t >= n_items)
             if bad.any():
                 v = int(t[bad][0])
@@ -82,10 +96,12 @@ class RewardContext:
     Attributes:
         ranker_normalize: raw | rank | zscore.
         item_embeddings: (n_items, d) L2-normalised float tensor for ``semantic`` (None if not loaded).
+        future_discount: γ of ``future_match`` (the reward of the j-th next event is γ^j).
     """
 
     ranker_normalize: str = "rank"
     item_embeddings: Optional[torch.Tensor] = None
+    future_discount: float = 0.5
 
 
 class RewardFunction(ABC):
@@ -150,6 +166,17 @@ class SemanticReward(RewardFunction):
         tg = e[inp.targets.clamp(min=0)][:, None]                        # (B, 1, d)
         cos = (it * tg).sum(-1)
         return torch.where(inp.targets[:, None] >= 0, cos, torch.zeros_like(cos))
+
+
+@REWARDS.register("future_match")
+class FutureMatchReward(RewardFunction):
+    def __call__(self, inp, valid, ctx):
+        fut = inp.future if inp.future is not None else inp.targets[:, None]
+        hit = (inp.items[:, :, None] == fut[:, None, :]) & (fut[:, None, :] >= 0)      # (B, G, F)
+        F_ = fut.shape[1]
+        w = ctx.future_discount ** torch.arange(F_, dtype=torch.float32, device=inp.items.device)
+        # the earliest matching event counts (an item appears at most once in a sequence, but be safe)
+        return (hit.float() * w).amax(-1)
 
 
 @dataclass

@@ -250,11 +250,14 @@ class RankerConfig:
 class RewardConfig:
     """How rollouts are scored: weighted reward functions, served by a pool of Ray RewardActors."""
 
-    functions: dict = doc({"ranker": 1.0}, "reward function name → weight (ranker, exact_match, ranking, semantic)")
+    functions: dict = doc({"ranker": 1.0}, "reward function name → weight (ranker, exact_match, ranking, semantic, "
+                              "future_match)")
     ranker_normalize: Literal["raw", "rank", "zscore"] = doc(
         "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
     )
     floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
+    future_window: int = doc(5, "future_match: how many of the user's next training events count (the ground truth first)")
+    future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)")
     replicas: int = doc(1, "RewardActor replicas behind the pool")
     cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this")
     gpus_per_replica: float = doc(0.0, "GPUs per replica")

@@ -62,6 +62,25 @@ def test_pool_matches_in_process_scoring(ray_session, ranker_dir):
         pool.shutdown()
 
 
+def test_pool_passes_future_events_chunk_by_chunk(ray_session, ranker_dir):
+    from rewards.actor import RewardPool, RewardScorer
+
+    cfg = RewardConfig(functions={"future_match": 1.0}, replicas=2, chunk_size=80, future_discount=0.5)
+    pool = RewardPool(cfg, ranker_dir)
+    try:
+        users, hist, items, targets = _request(40)
+        future = np.stack([targets, items[:, 3], np.full(40, -1)], 1)   # rollout 3 is each user's 2nd next event
+        future[items[:, 3] == targets, 1] = -1
+        out = pool.score(users, hist, items, targets, future=future)
+        ref = RewardScorer(ranker_dir, cfg).score(users, hist, items, targets, future=future)
+        assert out["chunks"] == 4
+        np.testing.assert_array_equal(out["rewards"], ref["rewards"])
+        ok = (items[:, 3] >= 0) & (items[:, 3] != targets)
+        assert (out["rewards"][ok, 3] == 0.5).all()
+    finally:
+        pool.shutdown()
+
+
 def test_killed_replica_chunks_are_reissued_once(ray_session, ranker_dir):
     import ray
 

@@ -271,3 +271,18 @@ def test_real_exposure_logs_load_and_errors_name_line_and_field(tmp_path):
     p.write_text("{not json\n")
     with pytest.raises(ExposureLogError, match="line 1: invalid JSON"):
         load_exposure_jsonl(p, users, items, 3)
+
+
+def test_future_match_discounts_later_events_and_defaults_to_exact_match():
+    items = torch.tensor([[5, 6, 7, 8, -1]])
+    base = dict(users=torch.tensor([0]), history=torch.tensor([[1, 2]]), items=items, targets=torch.tensor([6]))
+    fut = RewardInputs(**base, future=torch.tensor([[6, 8, 5, -1]]))
+    fut.validate(n_items=10)
+    out = CompositeReward({"future_match": 1.0}, floor=-1.0, ctx=RewardContext(future_discount=0.5))(fut)
+    assert out.rewards.tolist() == [[0.25, 1.0, 0.0, 0.5, -1.0]]           # 5 is the 3rd event: γ²
+    plain = CompositeReward({"future_match": 1.0, "exact_match": -1.0})(RewardInputs(**base))
+    assert plain.rewards[0, :4].tolist() == [0.0, 0.0, 0.0, 0.0]           # no future given: exact match
+    with pytest.raises(RewardInputError, match="future: the first column"):
+        RewardInputs(**base, future=torch.tensor([[8, 6]])).validate(n_items=10)
+    with pytest.raises(RewardInputError, match="future: unknown item index 12"):
+        RewardInputs(**base, future=torch.tensor([[6, 12]])).validate(n_items=10)

@@ -19,3 +19,15 @@ def test_prompt_order_is_seeded_epochs_of_permutations():
     assert sorted(a[:10].tolist()) == list(range(10)) and sorted(a[10:].tolist()) == list(range(10))
     assert (a == np.concatenate([prompt_order(10, 3, s, 4) for s in range(5)])).all()
     assert not (a == np.concatenate([prompt_order(10, 4, s, 4) for s in range(5)])).all()
+
+
+def test_future_events_stop_at_the_validation_event():
+    from rl_align.driver.controller import future_events
+
+    # user 0: a b c d e f (valid = e at 4, test = f); user 1: g h i (valid = h at 1)
+    split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
+             "valid_users": np.array([0, 1]), "valid_positions": np.array([4, 1]),
+             "train_users": np.array([0, 0, 0]), "train_positions": np.array([1, 2, 3])}
+    f = future_events(split, np.array([0, 2, 1]), 3)
+    assert f.tolist() == [[11, 12, 13], [13, -1, -1], [12, 13, -1]]     # never 14 (valid) or 15 (test)
+    assert future_events(split, np.array([0]), 1).tolist() == [[11]]

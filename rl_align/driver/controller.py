@@ -63,6 +63,9 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
         (r.eval_every >= 1 and r.checkpoint_every >= 1, "rl.eval_every and rl.checkpoint_every must be ≥ 1"),
         (r.recent_prompts is None or r.recent_prompts >= 1,
          f"rl.recent_prompts must be ≥ 1 or null, got {r.recent_prompts}"),
+        (cfg.reward.future_window >= 1, f"reward.future_window must be ≥ 1, got {cfg.reward.future_window}"),
+        (0.0 < cfg.reward.future_discount <= 1.0,
+         f"reward.future_discount must be in (0, 1], got {cfg.reward.future_discount}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -138,6 +141,21 @@ def recent_examples(users: np.ndarray, positions: np.ndarray, k: Optional[int]) 
     return np.sort(order[np.arange(order.size) - start < k])
 
 
+def future_events(split: dict, rows: np.ndarray, window: int) -> np.ndarray:
+    """(n, window) the next ``window`` training events of each prompt row, its ground truth first, -1 padded.
+
+    Only training events count: the sequence is cut at the user's validation event, so
+    nothing held out for validation or test reaches a reward.
+    """
+    seq, off = split["seq_items"], split["seq_offsets"]
+    end = np.diff(off).astype(np.int64)                   # per user: first held-out position (default: the end)
+    end[split["valid_users"]] = split["valid_positions"]
+    users, pos = split["train_users"][rows], split["train_positions"][rows]
+    at = pos[:, None] + np.arange(window)[None, :]        # (n, window) positions in the user's sequence
+    ok = at < end[users][:, None]
+    return np.where(ok, seq[np.where(ok, off[users][:, None] + at, 0)], -1).astype(np.int64)
+
+
 class Controller:
     """Owns the schedule; actors do the work. ``run()`` returns the final summary."""
 
@@ -209,8 +227,11 @@ class Controller:
         pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
         rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
         ids, mask = build_prompts(self.split["train_history"][rows], self.catalog)
-        return {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],
-                "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}
+        out = {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],
+               "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}
+        if "future_match" in self.cfg.reward.functions:
+            out["future"] = future_events(self.split, rows, self.cfg.reward.future_window)
+        return out
 
     def _learner_batch(self, p: dict, roll: Optional[dict], rew: Optional[dict]) -> dict:
         gt = self.catalog.tokens[p["targets"]]
@@ -341,7 +362,7 @@ class Controller:
                     rec["injected_share"] = float(injected.any(1).mean())
                 t = time.perf_counter()
                 rew = self.rewards.score(p["users"], p["history"], roll["items"], p["targets"],
-                                         with_target_scores=True)
+                                         with_target_scores=True, future=p.get("future"))
                 rec["reward_s"] = time.perf_counter() - t
                 valid = roll["items"] >= 0
                 rec.update(rollout_valid=float(valid.mean()),

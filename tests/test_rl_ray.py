@@ -31,6 +31,7 @@ TINY = {
 
 def _cfg(tmp_path, **rl):
     data = json.loads(json.dumps(TINY))
+    data.setdefault("reward", {}).update(rl.pop("reward", {}))
     data["rl"].update(rl)
     p = tmp_path / f"c{len(list(tmp_path.glob('c*.yaml')))}.yaml"
     p.write_text(yaml.safe_dump(data))
@@ -60,6 +61,8 @@ def _records(run, tag="adagrpo"):
     ({"adagrpo": {"k_d": 9}}, "k_d must be in"),
     ({"prompts_per_step": 8, "learners": 3}, "multiple of rl.learners"),
     ({"recent_prompts": 0}, "rl.recent_prompts must be ≥ 1"),
+    ({"reward": {"future_window": 0}}, "reward.future_window must be ≥ 1"),
+    ({"reward": {"future_discount": 1.5}}, r"reward.future_discount must be in \(0, 1\]"),
 ])
 def test_invalid_rl_configs_fail_before_any_actor(prepared, tmp_path, rl, msg):
     from rl_align.driver.controller import RlConfigError, validate
@@ -275,17 +278,23 @@ def test_two_learners_and_two_rollout_workers_give_the_losses_of_one(prepared, t
 
 
 def test_target_injection_runs_in_the_loop(prepared, tmp_path):
-    """rl.inject_target: groups that missed y* get it as their last rollout; the step trains on it."""
+    """rl.inject_target: groups that missed y* get it as their last rollout; the step trains on it.
+
+    Also runs the recent-prompt pool and the future_match reward through the loop: every group holds y*
+    (future_match 1), and the rank-normalised ranker term averages 0.5 over a group of valid items.
+    """
     import math
 
     from rl_align.cli import main
 
     run = shutil.copytree(prepared, tmp_path / "run")
-    cfg = _cfg(tmp_path, steps=2, rollout_mode="beam", inject_target=True, eval_every=2, checkpoint_every=2)
+    cfg = _cfg(tmp_path, steps=2, rollout_mode="beam", inject_target=True, eval_every=2, checkpoint_every=2,
+               recent_prompts=3, reward={"functions": {"future_match": 1.0, "ranker": 0.5}, "future_window": 3})
     assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
     for r in _records(run):
         assert r["injected_share"] == pytest.approx(1.0 - r["rollout_hit"])
         assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
+        assert r["reward_mean"] >= 0.5 * 0.5 + 1.0 / 4 - 1e-6
 
 
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"

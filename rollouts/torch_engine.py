@@ -67,13 +67,22 @@ class TorchEngine(RolloutEngine):
         prompt part is identical for all rows of one prompt, beam reordering only
         touches the few generated positions (see :meth:`_reorder`).
         """
-        static = StaticCache(config=self.model.config, max_cache_len=prompt_len + self.max_new_tokens)
+        L = prompt_len + self.max_new_tokens
+        static = StaticCache(config=self.model.config, max_cache_len=L)
         for src, dst in zip(cache.layers, static.layers):
             n, h, _, d = src.keys.shape
-            # allocate for N×reps rows, then one broadcast copy per tensor (no repeat_interleave temporary)
-            dst.lazy_initialization(src.keys.new_empty(n * reps, h, 1, d), src.values.new_empty(n * reps, h, 1, d))
-            dst.keys.view(n, reps, h, -1, d)[:, :, :, :prompt_len].copy_(src.keys[:, None])
-            dst.values.view(n, reps, h, -1, src.values.shape[-1])[:, :, :, :prompt_len].copy_(src.values[:, None])
+            dv = src.values.shape[-1]
+            # set the layer's metadata from a 1-row stand-in, then allocate N×reps rows uninitialised: the prompt
+            # part is overwritten by one broadcast copy (no repeat_interleave temporary) and only the SID part is
+            # zeroed (not-yet-written positions are masked but must be finite), instead of zero-filling it all
+            dst.lazy_initialization(src.keys.new_empty(1, h, 1, d), src.values.new_empty(1, h, 1, dv))
+            dst.keys = src.keys.new_empty(n * reps, h, L, d)
+            dst.values = src.values.new_empty(n * reps, h, L, dv)
+            dst.batch_size = n * reps
+            dst.keys[:, :, prompt_len:].zero_()
+            dst.values[:, :, prompt_len:].zero_()
+            dst.keys.view(n, reps, h, L, d)[:, :, :, :prompt_len].copy_(src.keys[:, None])
+            dst.values.view(n, reps, h, L, dv)[:, :, :, :prompt_len].copy_(src.values[:, None])
             dst.cumulative_length.fill_(prompt_len)
             dst.is_initialized = True
         return static

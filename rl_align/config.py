@@ -136,7 +136,7 @@ class SidConfig:
     kmeans_iters: int = doc(20, "k-means iterations per level")
     max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)")
     normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
-    seed: int = doc(0, "random seed of the tokenizer")
+    seed: int = doc(0, "random seed of the tokenizer (default: the run's seed)")
     rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
     sa2crq: Sa2crqConfig = doc(Sa2crqConfig(), "SA²CRQ settings")
 
@@ -177,7 +177,7 @@ class SftConfig:
     eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")
     patience: int = doc(3, "stop after this many validations without a better valid NDCG@10")
     max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies")
-    seed: int = doc(0, "training seed")
+    seed: int = doc(0, "training seed (default: the run's seed)")
 
 
 @dataclass
@@ -211,7 +211,7 @@ class ExposureConfig:
     position_bias: float = doc(0.5, "examination probability at slot k is 1/(k+1)^position_bias")
     click_noise: float = doc(0.0, "probability an examined non-target item is clicked anyway")
     holdout_events: int = doc(5, "each user's last this many training events form the held-out log")
-    seed: int = doc(0, "random seed of the simulation")
+    seed: int = doc(0, "random seed of the simulation (default: the run's seed)")
 
 
 @dataclass
@@ -243,7 +243,7 @@ class RankerConfig:
     eval_negatives: int = doc(50, "negatives per test event in the discriminability evaluation (per kind)")
     eval_split: Literal["valid", "test"] = doc("test", "leave-one-out events used for discriminability")
     popularity_buckets: int = doc(3, "equal-count item popularity buckets in the discriminability table")
-    seed: int = doc(0, "training seed")
+    seed: int = doc(0, "training seed (default: the run's seed)")
 
 
 @dataclass
@@ -334,7 +334,7 @@ class RlConfig:
     checkpoint_every: int = doc(25, "checkpoint every this many steps")
     keep_checkpoints: int = doc(2, "checkpoints kept (plus the best)")
     max_learner_restarts: int = doc(2, "learner-group restarts from the last checkpoint before failing")
-    seed: int = doc(0, "seed of prompt order and sampling")
+    seed: int = doc(0, "seed of prompt order and sampling (default: the run's seed)")
     adagrpo: AdaGrpoConfig = doc(AdaGrpoConfig(), "AdaGRPO gate")
 
 
@@ -345,7 +345,7 @@ class RunConfig:
     name: str = doc("run", "run name; the run dir is <run_root>/<name>-<timestamp>")
     run_root: str = doc("runs", "parent directory of run directories")
     run_dir: Optional[str] = doc(None, "explicit run directory (overrides run_root/name)")
-    seed: int = doc(0, "global random seed")
+    seed: int = doc(0, "global seed: the default of sid/sft/exposure/ranker/rl .seed (data seeds stay apart)")
     stages: list = doc(["data", "embed", "sids"], "pipeline stages to run, in order")
     data: DataConfig = doc(DataConfig(), "data settings")
     embed: EmbedConfig = doc(EmbedConfig(), "embedding settings")
@@ -470,7 +470,28 @@ def load_config(path: str | os.PathLike, cls: type[T] = RunConfig, overrides: li
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {p!r} is not a section")
         node[parts[-1]] = yaml.safe_load(v)
+    if cls is RunConfig and isinstance(data, dict):
+        spread_seed(data)
     return from_dict(cls, data, source=str(path))
+
+
+# sections whose ``seed`` defaults to the run's ``seed`` (the data section's seeds define the dataset itself)
+SEEDED_SECTIONS = ("sid", "sft", "exposure", "ranker", "rl")
+
+
+def spread_seed(data: dict) -> None:
+    """Give every section in :data:`SEEDED_SECTIONS` without an explicit ``seed`` the run's ``seed`` (in place).
+
+    So ``--set seed=1`` re-draws the tokenizer, SFT, exposure simulation, ranker and RL randomness together,
+    while ``--set sft.seed=1`` changes one stage only.
+    """
+    g = data.get("seed", 0)
+    for sec in SEEDED_SECTIONS:
+        node = data.get(sec)
+        if node is None:
+            data[sec] = node = {}
+        if isinstance(node, dict) and "seed" not in node:
+            node["seed"] = g
 
 
 def to_dict(cfg: Any) -> dict:

@@ -114,3 +114,12 @@ def test_stage_digest_ignores_fields_at_their_defaults():
         b: float = 0.5
 
     assert config_digest(Old(a=2)) == config_digest(New(a=2))
+
+
+def test_run_seed_is_the_default_of_every_stage_seed(tmp_path):
+    cfg = load_config(_write(tmp_path, "seed: 3\nsft:\n  seed: 5\nsid:\n"), overrides=["rl.lr=0.001"])
+    assert (cfg.sid.seed, cfg.sft.seed, cfg.exposure.seed, cfg.ranker.seed, cfg.rl.seed) == (3, 5, 3, 3, 3)
+    assert cfg.data.cold_seed == 0 and cfg.data.synthetic.seed == 0   # the dataset itself does not move
+    again = load_config(_write(tmp_path, "seed: 0\n"), overrides=["seed=2", "rl.seed=7"])
+    assert (again.sid.seed, again.sft.seed, again.rl.seed) == (2, 2, 7)
+    assert load_config(_write(tmp_path, "{}\n")).sft.seed == 0

@@ -74,7 +74,8 @@ class RewardInputs:
                                        f"got shape {tuple(t.shape)}")
         if self.future is not None:
             if self.future.dim() != 2 or self.future.shape[0] != B or self.future.shape[1] == 0:
-                raise RewardInputError(f"future: expected a (B={B}, F ≥ 1) tensor, got shape {tuple(self.future.shape)}")
+                raise RewardInputError(f"future: expected a (B={B}, F ≥ 1) tensor, "
+                                       f"got shape {tuple(self.future.shape)}")
             known = self.targets >= 0
             if (self.future[known, 0] != self.targets[known]).any():
                 raise RewardInputError("future: the first column must be the ground truth (targets)")
@@ -173,10 +174,8 @@ class FutureMatchReward(RewardFunction):
     def __call__(self, inp, valid, ctx):
         fut = inp.future if inp.future is not None else inp.targets[:, None]
         hit = (inp.items[:, :, None] == fut[:, None, :]) & (fut[:, None, :] >= 0)      # (B, G, F)
-        F_ = fut.shape[1]
-        w = ctx.future_discount ** torch.arange(F_, dtype=torch.float32, device=inp.items.device)
-        # the earliest matching event counts (an item appears at most once in a sequence, but be safe)
-        return (hit.float() * w).amax(-1)
+        w = ctx.future_discount ** torch.arange(fut.shape[1], dtype=torch.float32, device=inp.items.device)
+        return (hit.float() * w).amax(-1)   # weights fall with j: the earliest matching event counts
 
 
 @dataclass

@@ -256,7 +256,7 @@ class RewardConfig:
         "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
     )
     floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
-    future_window: int = doc(5, "future_match: how many of the user's next training events count (the ground truth first)")
+    future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)")
     future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)")
     replicas: int = doc(1, "RewardActor replicas behind the pool")
     cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this")

@@ -184,6 +184,8 @@ class Controller:
         init_ray()
         self.catalog = SidCatalog.load(self.run / "sids" / "catalog")
         self.split = load_npz(self.run / "data" / "split.npz")
+        # the prompt pool is fixed for the run: select it once, not every step
+        self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
         # placement: learners then rollout workers, packed on one node or spread over nodes
         bundles = [{"CPU": r.cpus_per_learner, **({"GPU": r.gpus_per_learner} if r.gpus_per_learner else {})}
                    for _ in range(r.learners)]
@@ -224,7 +226,7 @@ class Controller:
         from rl_align.policy.data import build_prompts
 
         r = self.cfg.rl
-        pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
+        pool = self.prompt_pool
         rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
         ids, mask = build_prompts(self.split["train_history"][rows], self.catalog)
         out = {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],

@@ -173,6 +173,8 @@ class SftConfig:
     backend: Literal["deepspeed", "ddp"] = doc("deepspeed", "deepspeed engine per worker, or plain torch DDP fallback")
     zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3")
     bf16: bool = doc(False, "train in bf16 (DeepSpeed) instead of fp32")
+    ema_decay: float = doc(0.0, "validate and save an exponential moving average of the weights with this decay "
+                                "(e.g. 0.995 ≈ the last 200 steps; 0 = off, the last iterate)")
     eval_every: int = doc(1, "validate every this many epochs")
     eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")
     patience: int = doc(3, "stop after this many validations without a better valid NDCG@10")

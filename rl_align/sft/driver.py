@@ -27,6 +27,10 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
         raise ValueError("policy.hidden_size must be divisible by policy.num_heads")
     if not 0 <= s.zero_stage <= 3:
         raise ValueError(f"sft.zero_stage must be 0..3, got {s.zero_stage}")
+    if not 0.0 <= s.ema_decay < 1.0:
+        raise ValueError(f"sft.ema_decay must be in [0, 1) (0 = off), got {s.ema_decay}")
+    if s.ema_decay > 0 and s.backend == "deepspeed" and s.zero_stage == 3:
+        raise ValueError("sft.ema_decay needs the full weights on every worker: use sft.zero_stage ≤ 2 with it")
     init_ray()
     run_path = Path(run_path).resolve()
     storage = run_path / "sft"

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,13 @@ from rl_align.config import EvalConfig, PolicyConfig, SftConfig
 from rl_align.policy.data import windows_to_batch
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.policy.model import add_embedding_dropout, build_policy, save_policy
+from rl_align.sft.ema import WeightEma
 from rl_align.sft.schedule import epoch_windows, shard_rows, warmup_cosine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz
 
+
+EMA_FILE = "ema.safetensors"
 
 
 def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world: int, device) -> dict:
@@ -99,6 +103,12 @@ def train_loop_per_worker(config: dict) -> None:
         engine = ray.train.torch.prepare_model(model)
         module = engine.module if hasattr(engine, "module") else engine
 
+    ema = WeightEma(module, sft.ema_decay) if sft.ema_decay > 0 else None
+
+    def averaged():
+        """Validate and save the weight average when ``sft.ema_decay`` is on, else the weights as trained."""
+        return ema.applied(module) if ema is not None else nullcontext(module)
+
     state = {"epoch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_evals": 0}
     ckpt = resume_checkpoint(ray.train.get_checkpoint(), out_dir)
     if ckpt is not None:
@@ -116,6 +126,13 @@ def train_loop_per_worker(config: dict) -> None:
                 module.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
                 opt.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
                 sched.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
+            if ema is not None:
+                from safetensors.torch import load_file
+
+                if not (d / EMA_FILE).exists():
+                    raise ValueError(f"sft.ema_decay is {sft.ema_decay} but the checkpoint being resumed ({d}) has "
+                                     f"no {EMA_FILE}: it was trained without it; resume with sft.ema_decay=0")
+                ema.load_state_dict(load_file(str(d / EMA_FILE)))
         if rank == 0:
             print(f"[sft] resumed from checkpoint at epoch {state['epoch']} (step {state['step']})", flush=True)
 
@@ -153,6 +170,8 @@ def train_loop_per_worker(config: dict) -> None:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), sft.grad_clip)
                 opt.step()
                 sched.step()
+            if ema is not None:
+                ema.update(module)
             state["step"] += 1
             tot += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
         if world > 1:
@@ -163,15 +182,17 @@ def train_loop_per_worker(config: dict) -> None:
         last = epoch + 1 == sft.epochs
         if (epoch + 1) % sft.eval_every == 0 or last:
             t1 = time.perf_counter()
-            record.update(_validate(module, catalog, split, ecfg, sft.eval_users, rank, world, device))
-            record["eval_seconds"] = time.perf_counter() - t1
-            if record["valid_ndcg@10"] > state["best_ndcg"]:
-                state.update(best_ndcg=record["valid_ndcg@10"], best_epoch=epoch + 1, bad_evals=0)
-                if rank == 0:
-                    save_policy(module, out_dir / "best_policy", catalog,
-                                {"epoch": epoch + 1, "valid_ndcg@10": record["valid_ndcg@10"]})
-            else:
-                state["bad_evals"] += 1
+            with averaged():
+                record.update(_validate(module, catalog, split, ecfg, sft.eval_users, rank, world, device))
+                record["eval_seconds"] = time.perf_counter() - t1
+                if record["valid_ndcg@10"] > state["best_ndcg"]:
+                    state.update(best_ndcg=record["valid_ndcg@10"], best_epoch=epoch + 1, bad_evals=0)
+                    if rank == 0:
+                        save_policy(module, out_dir / "best_policy", catalog,
+                                    {"epoch": epoch + 1, "valid_ndcg@10": record["valid_ndcg@10"],
+                                     "ema_decay": sft.ema_decay})
+                else:
+                    state["bad_evals"] += 1
         state["epoch"] = epoch + 1
         stop = state["bad_evals"] >= sft.patience
         record.update(best_epoch=state["best_epoch"], best_valid_ndcg=state["best_ndcg"])
@@ -186,6 +207,10 @@ def train_loop_per_worker(config: dict) -> None:
                           str(tmp / "model.safetensors"))
                 torch.save(opt.state_dict(), tmp / "optimizer.pt")
                 torch.save(sched.state_dict(), tmp / "scheduler.pt")
+            if rank == 0 and ema is not None:
+                from safetensors.torch import save_file
+
+                save_file(ema.state_dict(), str(tmp / EMA_FILE))
             if rank == 0:
                 (tmp / STATE).write_text(json.dumps({**state, "torch_rng": torch.get_rng_state().tolist()}))
             if world > 1:
@@ -199,7 +224,8 @@ def train_loop_per_worker(config: dict) -> None:
         if stop:
             break
     if rank == 0:
-        save_policy(module, out_dir / "final_policy", catalog, {"epoch": state["epoch"]})
+        with averaged():
+            save_policy(module, out_dir / "final_policy", catalog, {"epoch": state["epoch"], "ema_decay": sft.ema_decay})
         if tracker is not None:
             tracker.log({"event": "done", **state})
             tracker.finish()

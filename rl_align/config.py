@@ -296,6 +296,8 @@ class RlConfig:
     clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)")
     clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)")
     scale_advantages: bool = doc(True, "divide group-centred rewards by the group std")
+    negative_advantage_scale: float = doc(1.0, "multiply below-group-mean advantages by this (0 = reinforce only "
+                                               "rollouts better than their group; 1 = plain GRPO)")
     aggregation: Literal["token", "sequence"] = doc("sequence", "GRPO loss aggregation over tokens")
     group_size: int = doc(8, "G: rollouts per prompt")
     prompts_per_step: int = doc(32, "B: prompts per step (split across learners)")

@@ -101,6 +101,24 @@ def test_objectives_compose_as_the_formulas_say():
     assert m0["fail_difficulty"] == 1.0
 
 
+def test_negative_advantage_scale_damps_only_the_below_mean_rollouts():
+    x = _inputs()
+    plain = build_objective(RlConfig(algo="grpo"))
+    pos_only = build_objective(RlConfig(algo="grpo", negative_advantage_scale=0.0))
+    half = build_objective(RlConfig(algo="grpo", negative_advantage_scale=0.5))
+    # on policy (ratio 1), sequence aggregation: ∂loss/∂logπ(token) = −A_i / (N·T), so the gradients give back A
+    def grads(obj):
+        roll = x.roll_logp.detach().clone().requires_grad_()
+        loss, _ = obj(LossInputs(**{**x.__dict__, "roll_logp": roll}))
+        loss.backward()
+        return -roll.grad.sum(1) * roll.numel()
+
+    a, p, h = grads(plain), grads(pos_only), grads(half)
+    assert (a < 0).any() and (a > 0).any()
+    assert torch.allclose(p, a.clamp(min=0), atol=1e-5)
+    assert torch.allclose(h, torch.where(a < 0, 0.5 * a, a), atol=1e-5)
+
+
 def test_inject_targets_replaces_the_last_rollout_of_groups_that_missed_y_star():
     import numpy as np
 

@@ -61,6 +61,7 @@ def _records(run, tag="adagrpo"):
     ({"adagrpo": {"k_d": 9}}, "k_d must be in"),
     ({"prompts_per_step": 8, "learners": 3}, "multiple of rl.learners"),
     ({"recent_prompts": 0}, "rl.recent_prompts must be ≥ 1"),
+    ({"negative_advantage_scale": -0.5}, r"rl.negative_advantage_scale must be in \[0, 1\]"),
     ({"reward": {"future_window": 0}}, "reward.future_window must be ≥ 1"),
     ({"reward": {"future_discount": 1.5}}, r"reward.future_discount must be in \(0, 1\]"),
 ])

@@ -68,6 +68,8 @@ class Objective(ABC):
 
     def grpo(self, x: LossInputs, weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
         adv, zero = group_advantages(x.rewards.float(), scale=self.cfg.scale_advantages)
+        if self.cfg.negative_advantage_scale != 1.0:  # damp the push-down of below-mean rollouts
+            adv = torch.where(adv < 0, adv * self.cfg.negative_advantage_scale, adv)
         B, G = x.rewards.shape
         t = grpo_terms(x.roll_logp, x.roll_old_logp, adv.reshape(-1), x.roll_mask, self.cfg.clip_eps,
                        x.roll_ref_logp, self.cfg.clip_eps_high)

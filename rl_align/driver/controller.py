@@ -53,6 +53,8 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
         (r.lam >= 0, f"rl.lam must be ≥ 0, got {r.lam}"),
         (r.beta >= 0, f"rl.beta must be ≥ 0, got {r.beta}"),
         (0 < r.clip_eps < 1, f"rl.clip_eps must be in (0, 1), got {r.clip_eps}"),
+        (0.0 <= r.negative_advantage_scale <= 1.0,
+         f"rl.negative_advantage_scale must be in [0, 1], got {r.negative_advantage_scale}"),
         (r.temperature > 0, f"rl.temperature must be > 0, got {r.temperature}"),
         (0 <= r.zero_stage <= 3, f"rl.zero_stage must be 0..3, got {r.zero_stage}"),
         (r.lr > 0, f"rl.lr must be > 0, got {r.lr}"),

@@ -152,7 +152,7 @@ def _ckpts(run):
 
 def test_resume_after_killed_worker_and_driver(prepared, tmp_path):
     run = _copy(prepared, tmp_path / "run")
-    cfg = _cfg(tmp_path, epochs=4, eval_users=30)
+    cfg = _cfg(tmp_path, epochs=4, eval_users=30, ema_decay=0.9)  # the weight average must survive both kills
     cmd = [sys.executable, "-m", "rl_align", "sft", str(cfg), "--run-dir", str(run)]
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
@@ -190,3 +190,10 @@ def test_resume_after_killed_worker_and_driver(prepared, tmp_path):
     recs, epochs = _epochs(run2)
     resumes = [r for r in recs if r.get("event") == "resume"]
     assert resumes and resumes[-1]["epoch"] >= 1 and epochs[-1]["epoch"] == 4
+    # the EMA was restored on resume, not restarted: it has folded in every optimizer step of the run
+    from safetensors.torch import load_file
+
+    last = max(_ckpts(run2), key=lambda p: json.loads((p / "rl_align_state.json").read_text())["step"])
+    step = json.loads((last / "rl_align_state.json").read_text())["step"]
+    assert int(load_file(str(last / "ema.safetensors"))["updates"]) == step == epochs[-1]["step"]
+    assert json.loads((run2 / "sft" / "best_policy" / "rl_align_policy.json").read_text())["ema_decay"] == 0.9

@@ -134,6 +134,8 @@ class SidConfig:
         "append", "collision resolution: append an extra disambiguation level, or reassign to free last-level codes"
     )
     kmeans_iters: int = doc(20, "k-means iterations per level")
+    kmeans_redo: int = doc(5, "k-means restarts per level, the lowest-inertia one kept (faiss nredo): one run can "
+                              "collapse a deep level into one code (ML-100K, seed 2: 96% of items)")
     max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)")
     normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
     seed: int = doc(0, "random seed of the tokenizer (default: the run's seed)")

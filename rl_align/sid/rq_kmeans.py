@@ -45,11 +45,18 @@ def nearest_at_levels(r: np.ndarray, level: np.ndarray, books: np.ndarray, topn:
     return cand, dist
 
 
-def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int) -> np.ndarray:
-    """faiss k-means → (k, d) float32 centroids (k is capped at the number of points)."""
+def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int, redo: int = 1) -> np.ndarray:
+    """faiss k-means → (k, d) float32 centroids (k is capped at the number of points).
+
+    ``redo`` > 1 runs k-means that many times from different random starts and keeps the
+    lowest-inertia centroids (faiss ``nredo``). On small residuals a single run can collapse:
+    one centroid takes nearly every point and the level's codes carry no information.
+    """
+    if redo < 1:
+        raise ValueError(f"sid.kmeans_redo must be ≥ 1, got {redo}")
     k = min(k, x.shape[0])
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
-                      min_points_per_centroid=1,
+                      min_points_per_centroid=1, nredo=redo,
                       verbose=False, spherical=False)
     km.train(np.ascontiguousarray(x, np.float32))
     return np.asarray(km.centroids, np.float32)
@@ -92,7 +99,8 @@ class RQKMeans(SidTokenizer):
         r = self._prep(emb[sample])
         books = np.zeros((cfg.levels, cfg.codebook_size, d), np.float32)
         for lvl in range(cfg.levels):
-            c = kmeans(r, cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
+            c = kmeans(r, cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid,
+                       cfg.kmeans_redo)
             books[lvl, : c.shape[0]] = c
             if c.shape[0] < cfg.codebook_size:  # fewer points than codes: park unused codes far away
                 books[lvl, c.shape[0]:] = 1e6

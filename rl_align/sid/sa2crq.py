@@ -203,7 +203,8 @@ class Sa2crqSettings:
         K .. K + K_tail of ``books`` (L, K_total, d) in place; codes 0 .. K-1 (the head's) are only read."""
         cfg, K = self.cfg, self.cfg.codebook_size
         for lvl in range(books.shape[0]):
-            c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid)
+            c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid,
+                       cfg.kmeans_redo)
             books[lvl, K: K + c.shape[0]] = c
             _, idx = assign(r, books[lvl])
             r -= books[lvl][idx[:, 0]]
@@ -259,7 +260,7 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
         r = self._prep(emb[hs])
         head_codes = np.empty((hs.size, L), np.int32)
         for lvl in range(L):
-            c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid)
+            c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid, cfg.kmeans_redo)
             books[lvl, : c.shape[0]] = c
             _, idx = assign(r, books[lvl, :K])
             head_codes[:, lvl] = idx[:, 0]

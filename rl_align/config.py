@@ -90,6 +90,9 @@ class EmbedConfig:
     batch_size: int = doc(256, "encoder batch size")
     device: str = doc("cpu", "torch device of the encoder")
     normalize: bool = doc(True, "L2-normalise the vectors")
+    cf_dim: int = doc(0, "append this many collaborative dimensions (spectral factors of the training "
+                         "interactions, rl_align/embed/collaborative.py); 0 = the source's vectors only")
+    cf_weight: float = doc(0.5, "share w of the collaborative view in the joined vector: cosine = (1−w)·text + w·cf")
 
 
 @dataclass

@@ -88,6 +88,15 @@ def stage_embed(run: RunDir) -> dict:
         provided = np.load(p, allow_pickle=False)
     t = time.perf_counter()
     emb, info = embed_items(items["item_text"], run.cfg.embed, cache_root(run.cfg.data.cache_dir), provided)
+    if run.cfg.embed.cf_dim > 0:
+        from rl_align.embed.collaborative import blend, cf_vectors, training_pairs
+
+        split = load_split_arrays(run.path)
+        it, us = training_pairs(split["seq_items"], split["seq_offsets"])
+        cf = cf_vectors(it, us, emb.shape[0], split["seq_offsets"].size - 1, run.cfg.embed.cf_dim, run.cfg.seed)
+        emb = blend(emb, cf, run.cfg.embed.cf_weight)
+        info.update({"cf_dim": run.cfg.embed.cf_dim, "cf_weight": run.cfg.embed.cf_weight,
+                     "cf_items_without_interactions": int((np.abs(cf).sum(1) == 0).sum())})
     d = run.stage_dir("embed")
     write_npy(d / "item_emb.npy", emb)
     info.update({"n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "seconds": time.perf_counter() - t})
@@ -106,7 +115,10 @@ def stage_sids(run: RunDir) -> dict:
     cfg = run.cfg.sid
     emb = np.load(run.path / "embed" / "item_emb.npy", allow_pickle=False)
     items = load_items(run.path)
-    pop = load_split_arrays(run.path)["item_popularity"]
+    from rl_align.policy.run_eval import train_popularity
+
+    # training counts only: the valid/test events must not reach the tokenizer (SA²CRQ's head/tail split)
+    pop = train_popularity(load_split_arrays(run.path), emb.shape[0])
     t = time.perf_counter()
     tok = build_tokenizer(cfg)
     codes = tok.fit_encode(emb, pop)

@@ -1,0 +1,55 @@
+"""Collaborative item vectors for the tokenizer: training interactions only, spectral factors, blending."""
+
+import numpy as np
+import pytest
+
+from rl_align.embed.collaborative import blend, cf_vectors, training_pairs
+
+
+def _csr(seqs):
+    offs = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    return np.concatenate(seqs).astype(np.int64), offs
+
+
+def test_training_pairs_drop_each_users_valid_and_test_items():
+    items, offs = _csr([[0, 1, 2, 3], [4, 5, 6], [7, 8]])
+    it, us = training_pairs(items, offs)
+    assert it.tolist() == [0, 1, 4] and us.tolist() == [0, 0, 1]
+
+
+def test_cf_vectors_group_co_consumed_items_and_ignore_held_out_events():
+    rng = np.random.default_rng(0)
+    # users 0-39 watch items 0-9, users 40-79 items 10-19; item 20 is only ever a held-out (test) item
+    seqs = []
+    for u in range(80):
+        pool = np.arange(10) if u < 40 else np.arange(10, 20)
+        seqs.append(list(rng.choice(pool, 6, replace=False)) + [int(rng.integers(0, 20)), 20])
+    items, offs = _csr(seqs)
+    it, us = training_pairs(items, offs)
+    v = cf_vectors(it, us, 21, 80, dim=8, seed=0)
+    assert v.shape == (21, 8)
+    assert np.allclose(np.linalg.norm(v[:20], axis=1), 1.0, atol=1e-5)
+    assert not v[20].any()  # never trained on → zero
+    cos = v[:20] @ v[:20].T
+    same = np.mean([cos[a, b] for a in range(10) for b in range(10) if a != b])
+    cross = np.mean([cos[a, b] for a in range(10) for b in range(10, 20)])
+    assert same > 0.5 > cross + 0.4, (same, cross)
+    # deterministic, and blind to what sits in the held-out positions
+    seqs2 = [s[:-2] + [int(rng.integers(0, 21)), int(rng.integers(0, 21))] for s in seqs]
+    it2, us2 = training_pairs(*_csr(seqs2))
+    assert np.array_equal(cf_vectors(it2, us2, 21, 80, dim=8, seed=0), v)
+    with pytest.raises(ValueError, match="cf_dim must be ≥ 1"):
+        cf_vectors(it, us, 21, 80, dim=0)
+
+
+def test_blend_makes_cosine_a_weighted_sum_of_the_views():
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(5, 7)).astype(np.float32)
+    c = rng.normal(size=(5, 3)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    b = blend(t, c, 0.3)
+    tn = t / np.linalg.norm(t, axis=1, keepdims=True)
+    assert b.shape == (5, 10) and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(b @ b.T, 0.7 * tn @ tn.T + 0.3 * c @ c.T, atol=1e-5)
+    with pytest.raises(ValueError, match="cf_weight must be in"):
+        blend(t, c, 1.5)

@@ -53,3 +53,28 @@ def test_blend_makes_cosine_a_weighted_sum_of_the_views():
     assert np.allclose(b @ b.T, 0.7 * tn @ tn.T + 0.3 * c @ c.T, atol=1e-5)
     with pytest.raises(ValueError, match="cf_weight must be in"):
         blend(t, c, 1.5)
+
+
+def test_embed_stage_joins_the_collaborative_view_and_sids_run_on_it(tmp_path, ml100k_emb):
+    import json
+    from pathlib import Path
+
+    from rl_align.config import RunConfig, load_config
+    from rl_align.pipeline import run_pipeline
+
+    quick = Path(__file__).resolve().parents[1] / "experiments/configs/quick.yaml"
+    cfg = load_config(quick, RunConfig, ["embed.cf_dim=16", "embed.cf_weight=0.5"])
+    cfg.stages = ["data", "embed", "sids"]
+    run_pipeline(cfg, tmp_path / "run")
+    emb = np.load(tmp_path / "run" / "embed" / "item_emb.npy")
+    assert emb.shape == (1682, ml100k_emb.shape[1] + 16)
+    # the text half is the plain text embedding, scaled by √(1 − w)
+    assert np.allclose(emb[:, :ml100k_emb.shape[1]], np.sqrt(0.5) * ml100k_emb, atol=1e-5)
+    info = json.loads((tmp_path / "run" / "embed" / "info.json").read_text())
+    # unit vectors, except items whose only events are held out: no collaborative half, norm √(1 − w)
+    norm = np.linalg.norm(emb, axis=1)
+    lone = np.isclose(norm, np.sqrt(0.5), atol=1e-4)
+    assert np.isclose(norm[~lone], 1.0, atol=1e-4).all() and 0 < lone.sum() == info["cf_items_without_interactions"]
+    assert info["cf_dim"] == 16 and info["cf_weight"] == 0.5
+    stats = json.loads((tmp_path / "run" / "sids" / "stats.json").read_text())
+    assert stats["collision_rate"] == 0.0 and stats["n_items"] == 1682

@@ -230,7 +230,9 @@ def stage_report(run: RunDir) -> dict:
 STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]] = {
     # stage name → (function, the config a finished stage's digest covers: a change re-runs it and later stages)
     "data": (stage_data, lambda c: {"data": config_digest(c.data)}),
-    "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed)}),
+    # the collaborative view's randomised SVD is seeded by the run's seed
+    "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
+                                      **({"cf_seed": c.seed} if c.embed.cf_dim > 0 else {})}),
     "sids": (stage_sids, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
                                     "sid": config_digest(c.sid)}),
     "sft": (stage_sft, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),

@@ -81,6 +81,10 @@ def stage_embed(run: RunDir) -> dict:
     from rl_align.embed import embed_items
     from rl_align.utils.io import write_npy
 
+    e = run.cfg.embed
+    if e.cf_dim < 0 or not 0.0 <= e.cf_weight <= 1.0:
+        raise ValueError(f"embed.cf_dim must be ≥ 0 (0 = off) and embed.cf_weight in [0, 1]; got {e.cf_dim}, "
+                         f"{e.cf_weight}")
     items = load_items(run.path)
     provided = None
     p = run.path / "data" / "dataset_item_embeddings.npy"

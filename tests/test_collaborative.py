@@ -78,3 +78,14 @@ def test_embed_stage_joins_the_collaborative_view_and_sids_run_on_it(tmp_path, m
     assert info["cf_dim"] == 16 and info["cf_weight"] == 0.5
     stats = json.loads((tmp_path / "run" / "sids" / "stats.json").read_text())
     assert stats["collision_rate"] == 0.0 and stats["n_items"] == 1682
+
+
+def test_bad_collaborative_settings_are_refused(tmp_path):
+    from rl_align.config import RunConfig, from_dict
+    from rl_align.pipeline import stage_embed
+    from rl_align.run_dir import RunDir
+
+    for bad in ({"cf_dim": -1}, {"cf_dim": 8, "cf_weight": 1.5}):
+        run = RunDir(tmp_path / "run", from_dict(RunConfig, {"embed": bad}, source="test"))
+        with pytest.raises(ValueError, match=r"embed.cf_dim must be ≥ 0 .* embed.cf_weight in \[0, 1\]"):
+            stage_embed(run)

@@ -93,6 +93,8 @@ class EmbedConfig:
     cf_dim: int = doc(0, "append this many collaborative dimensions (spectral factors of the training "
                          "interactions, rl_align/embed/collaborative.py); 0 = the source's vectors only")
     cf_weight: float = doc(0.5, "share w of the collaborative view in the joined vector: cosine = (1−w)·text + w·cf")
+    cf_fill_neighbours: int = doc(0, "items with no training interaction (cold items) take the mean collaborative "
+                                     "vector of this many nearest items by text, e.g. 10 (0 = a zero collaborative half)")
 
 
 @dataclass

@@ -82,9 +82,9 @@ def stage_embed(run: RunDir) -> dict:
     from rl_align.utils.io import write_npy
 
     e = run.cfg.embed
-    if e.cf_dim < 0 or not 0.0 <= e.cf_weight <= 1.0:
-        raise ValueError(f"embed.cf_dim must be ≥ 0 (0 = off) and embed.cf_weight in [0, 1]; got {e.cf_dim}, "
-                         f"{e.cf_weight}")
+    if e.cf_dim < 0 or not 0.0 <= e.cf_weight <= 1.0 or e.cf_fill_neighbours < 0:
+        raise ValueError(f"embed.cf_dim must be ≥ 0 (0 = off), embed.cf_weight in [0, 1] and "
+                         f"embed.cf_fill_neighbours ≥ 0; got {e.cf_dim}, {e.cf_weight}, {e.cf_fill_neighbours}")
     items = load_items(run.path)
     provided = None
     p = run.path / "data" / "dataset_item_embeddings.npy"
@@ -93,14 +93,14 @@ def stage_embed(run: RunDir) -> dict:
     t = time.perf_counter()
     emb, info = embed_items(items["item_text"], run.cfg.embed, cache_root(run.cfg.data.cache_dir), provided)
     if run.cfg.embed.cf_dim > 0:
-        from rl_align.embed.collaborative import blend, cf_vectors, training_pairs
+        from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours, training_pairs
 
         split = load_split_arrays(run.path)
         it, us = training_pairs(split["seq_items"], split["seq_offsets"])
-        cf = cf_vectors(it, us, emb.shape[0], split["seq_offsets"].size - 1, run.cfg.embed.cf_dim, run.cfg.seed)
-        emb = blend(emb, cf, run.cfg.embed.cf_weight)
-        info.update({"cf_dim": run.cfg.embed.cf_dim, "cf_weight": run.cfg.embed.cf_weight,
-                     "cf_items_without_interactions": int((np.abs(cf).sum(1) == 0).sum())})
+        cf = cf_vectors(it, us, emb.shape[0], split["seq_offsets"].size - 1, e.cf_dim, run.cfg.seed)
+        cf, filled = fill_from_neighbours(emb, cf, e.cf_fill_neighbours)
+        emb = blend(emb, cf, e.cf_weight)
+        info.update({"cf_dim": e.cf_dim, "cf_weight": e.cf_weight, "cf_items_filled_from_text_neighbours": filled})
     d = run.stage_dir("embed")
     write_npy(d / "item_emb.npy", emb)
     info.update({"n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "seconds": time.perf_counter() - t})

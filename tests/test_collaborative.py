@@ -74,7 +74,17 @@ def test_embed_stage_joins_the_collaborative_view_and_sids_run_on_it(tmp_path, m
     # unit vectors, except items whose only events are held out: no collaborative half, norm √(1 − w)
     norm = np.linalg.norm(emb, axis=1)
     lone = np.isclose(norm, np.sqrt(0.5), atol=1e-4)
-    assert np.isclose(norm[~lone], 1.0, atol=1e-4).all() and 0 < lone.sum() == info["cf_items_without_interactions"]
+    assert np.isclose(norm[~lone], 1.0, atol=1e-4).all() and lone.sum() == 4   # ML-100K: 4 such items
+    assert info["cf_items_filled_from_text_neighbours"] == 0
+    # with cf_fill_neighbours those 4 items take their text neighbours' collaborative vectors instead
+    from rl_align.pipeline import stage_embed
+    from rl_align.run_dir import RunDir
+
+    cfg2 = load_config(quick, RunConfig, ["embed.cf_dim=16", "embed.cf_fill_neighbours=10"])
+    info2 = stage_embed(RunDir(tmp_path / "run", cfg2))
+    emb2 = np.load(tmp_path / "run" / "embed" / "item_emb.npy")
+    assert info2["cf_items_filled_from_text_neighbours"] == 4
+    assert np.allclose(np.linalg.norm(emb2, axis=1), 1.0, atol=1e-4) and np.allclose(emb2[~lone], emb[~lone])
     assert info["cf_dim"] == 16 and info["cf_weight"] == 0.5
     stats = json.loads((tmp_path / "run" / "sids" / "stats.json").read_text())
     assert stats["collision_rate"] == 0.0 and stats["n_items"] == 1682
@@ -85,7 +95,25 @@ def test_bad_collaborative_settings_are_refused(tmp_path):
     from rl_align.pipeline import stage_embed
     from rl_align.run_dir import RunDir
 
-    for bad in ({"cf_dim": -1}, {"cf_dim": 8, "cf_weight": 1.5}):
+    for bad in ({"cf_dim": -1}, {"cf_dim": 8, "cf_weight": 1.5}, {"cf_dim": 8, "cf_fill_neighbours": -1}):
         run = RunDir(tmp_path / "run", from_dict(RunConfig, {"embed": bad}, source="test"))
         with pytest.raises(ValueError, match=r"embed.cf_dim must be ≥ 0 .* embed.cf_weight in \[0, 1\]"):
             stage_embed(run)
+
+
+def test_items_without_interactions_borrow_their_text_neighbours_collaborative_vector():
+    from rl_align.embed.collaborative import fill_from_neighbours
+
+    rng = np.random.default_rng(2)
+    text = rng.normal(size=(6, 4)).astype(np.float32)
+    text[5] = text[0] + 0.01 * rng.normal(size=4)  # item 5 reads like item 0
+    cf = np.eye(6, 3, dtype=np.float32)
+    cf[3:] = 0.0
+    cf[4] = [0, 0, 1]
+    out, n = fill_from_neighbours(text, cf, k=1)
+    assert n == 2 and np.allclose(out[5], cf[0]) and np.allclose(out[:3], cf[:3]) and np.allclose(out[4], cf[4])
+    assert np.isclose(np.linalg.norm(out[3]), 1.0)
+    same, n0 = fill_from_neighbours(text, cf, k=0)
+    assert n0 == 0 and np.array_equal(same, cf)
+    with pytest.raises(ValueError, match="cf_fill_neighbours must be ≥ 0"):
+        fill_from_neighbours(text, cf, k=-1)

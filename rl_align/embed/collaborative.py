@@ -12,8 +12,10 @@ of spectral collaborative filtering:
     Â = D_i^{-1/2} X D_u^{-1/2},   X ∈ {0,1}^{items × users}
     Â ≈ U S Vᵀ (rank k, randomised SVD) → item vectors U·S, L2-normalised
 
-Items without a training interaction get the zero vector (their text half is
-all a tokenizer sees of them). ``blend`` joins both views into one unit vector.
+Items without a training interaction (cold items) get the zero vector from
+``cf_vectors``; ``fill_from_neighbours`` then gives each of them the mean
+collaborative vector of its k nearest items by text, so a cold item lands where
+the items it reads like are consumed. ``blend`` joins both views into one vector.
 """
 
 from __future__ import annotations
@@ -66,6 +68,35 @@ def cf_vectors(items: np.ndarray, users: np.ndarray, n_items: int, n_users: int,
     v = np.pad(v, ((0, 0), (0, dim - k))) if k < dim else v
     norm = np.linalg.norm(v, axis=1, keepdims=True)
     return np.where(norm > 1e-12, v / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
+def fill_from_neighbours(text: np.ndarray, cf: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Collaborative vectors for items that have none, from their ``k`` nearest text neighbours that do.
+
+    Args:
+        text: (n, d_t) text vectors. cf: (n, d_c) collaborative vectors, all-zero rows = no interactions.
+        k: neighbours to average (0 = leave the zero rows as they are).
+
+    Returns:
+        (n, d_c) float32 with the zero rows filled (unit norm), and how many rows were filled.
+    """
+    import faiss
+
+    if k < 0:
+        raise ValueError(f"embed.cf_fill_neighbours must be ≥ 0, got {k}")
+    missing = ~np.any(cf != 0, axis=1)
+    if k == 0 or not missing.any() or missing.all():
+        return cf, 0
+    t = np.ascontiguousarray(text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12), np.float32)
+    have = np.flatnonzero(~missing)
+    index = faiss.IndexFlatIP(t.shape[1])
+    index.add(t[have])
+    _, nn = index.search(t[missing], min(k, have.size))
+    fill = cf[have[nn]].mean(axis=1)
+    fill /= np.maximum(np.linalg.norm(fill, axis=1, keepdims=True), 1e-12)
+    out = cf.copy()
+    out[missing] = fill
+    return out.astype(np.float32), int(missing.sum())
 
 
 def blend(text: np.ndarray, cf: np.ndarray, weight: float) -> np.ndarray:

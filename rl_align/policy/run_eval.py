@@ -42,10 +42,10 @@ def policy_dir(run_path: Path, stage: str) -> Path:
 
 def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
     """Interaction count of each item over the training part (valid/test items excluded)."""
-    offs = split["seq_offsets"]
-    lens = np.diff(offs) - 2
-    idx = np.concatenate([np.arange(offs[u], offs[u] + lens[u]) for u in range(lens.size)])
-    return np.bincount(split["seq_items"][idx], minlength=n_items)
+    from rl_align.embed.collaborative import training_pairs
+
+    items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
+    return np.bincount(items, minlength=n_items)
 
 
 def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("valid", "test"), stage: str = "sft",

@@ -93,7 +93,8 @@ def stage_embed(run: RunDir) -> dict:
     t = time.perf_counter()
     emb, info = embed_items(items["item_text"], run.cfg.embed, cache_root(run.cfg.data.cache_dir), provided)
     if run.cfg.embed.cf_dim > 0:
-        from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours, training_pairs
+        from rl_align.data.split import training_pairs
+        from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
 
         split = load_split_arrays(run.path)
         it, us = training_pairs(split["seq_items"], split["seq_offsets"])

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rl_align.embed.collaborative import blend, cf_vectors, training_pairs
+from rl_align.data.split import training_pairs
+from rl_align.embed.collaborative import blend, cf_vectors
 
 
 def _csr(seqs):

@@ -115,3 +115,18 @@ def leave_one_out(data: InteractionData, max_history: int = 20) -> LeaveOneOutSp
     train = _examples(seq_items, offsets, tr_users, tr_pos, max_history)
     return LeaveOneOutSplit(train=train, valid=valid, test=test, seq_items=seq_items, seq_offsets=offsets,
                             max_history=max_history)
+
+
+def training_pairs(seq_items: np.ndarray, seq_offsets: np.ndarray, holdout: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(item, user) index pairs of the training interactions: each user's sequence without its last ``holdout`` items.
+
+    Args:
+        seq_items, seq_offsets: users' time-sorted sequences (CSR), as in ``split.npz``.
+        holdout: trailing items per user that are evaluation targets (2 under leave-one-out: valid, test).
+    """
+    lens = np.diff(seq_offsets)
+    keep = np.maximum(lens - holdout, 0)
+    users = np.repeat(np.arange(lens.size), lens)
+    pos = np.arange(seq_items.size) - np.repeat(seq_offsets[:-1], lens)
+    m = pos < np.repeat(keep, lens)
+    return seq_items[m].astype(np.int64), users[m].astype(np.int64)

@@ -24,21 +24,6 @@ import numpy as np
 import torch
 
 
-def training_pairs(seq_items: np.ndarray, seq_offsets: np.ndarray, holdout: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """(item, user) index pairs of the training interactions: each user's sequence without its last ``holdout`` items.
-
-    Args:
-        seq_items, seq_offsets: users' time-sorted sequences (CSR), as in ``split.npz``.
-        holdout: trailing items per user that are evaluation targets (2 under leave-one-out: valid, test).
-    """
-    lens = np.diff(seq_offsets)
-    keep = np.maximum(lens - holdout, 0)
-    users = np.repeat(np.arange(lens.size), lens)
-    pos = np.arange(seq_items.size) - np.repeat(seq_offsets[:-1], lens)
-    m = pos < np.repeat(keep, lens)
-    return seq_items[m].astype(np.int64), users[m].astype(np.int64)
-
-
 def cf_vectors(items: np.ndarray, users: np.ndarray, n_items: int, n_users: int, dim: int, seed: int = 0) -> np.ndarray:
     """Rank-``dim`` spectral item factors of the (items × users) interaction matrix.
 

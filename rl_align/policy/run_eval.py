@@ -42,7 +42,7 @@ def policy_dir(run_path: Path, stage: str) -> Path:
 
 def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
     """Interaction count of each item over the training part (valid/test items excluded)."""
-    from rl_align.embed.collaborative import training_pairs
+    from rl_align.data.split import training_pairs
 
     items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
     return np.bincount(items, minlength=n_items)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
+from rollouts import prefix_attention
 from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
 
 NEG = float("-inf")
@@ -29,10 +30,13 @@ class TorchEngine(RolloutEngine):
         model: the policy (any HF causal LM over the catalog vocabulary).
         catalog: the SID catalog (its trie constrains decoding).
         device: where to run; defaults to the model's device.
+        shared_prefix: decode with shared-prefix attention (each prompt's KV kept once, not once per
+            beam/sample; see :mod:`rollouts.prefix_attention`) when the model uses SDPA; False copies the
+            prompt KV into every row (the classic way, kept for other attention kernels and for comparison).
     """
 
     def __init__(self, model: PreTrainedModel, catalog: SidCatalog, device: Optional[str | torch.device] = None,
-                 version: int = 0) -> None:
+                 version: int = 0, shared_prefix: bool = True) -> None:
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
@@ -43,6 +47,7 @@ class TorchEngine(RolloutEngine):
         # transformers ≥ 5.20 names the KV cache argument `cache`; older releases `past_key_values`
         params = inspect.signature(type(self.model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.shared_prefix = bool(shared_prefix) and prefix_attention.enable(self.model)
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
@@ -87,9 +92,18 @@ class TorchEngine(RolloutEngine):
             dst.is_initialized = True
         return static
 
+    def _expand(self, cache: DynamicCache, mask: torch.Tensor, reps: int):
+        """The decode cache for ``reps`` continuations per prompt: shared-prefix, or the prompt KV copied per row."""
+        if self.shared_prefix:
+            return prefix_attention.SharedPrefixCache(cache, mask, reps, self.model.config)
+        return self._replicate(cache, reps, mask.shape[1])
+
     @staticmethod
     def _reorder(cache, g: torch.Tensor, start: int, end: int) -> None:
         """Reorder rows of the generated positions [start, end) only (rows of one prompt share the prompt KV)."""
+        if isinstance(cache, prefix_attention.SharedPrefixCache):
+            cache.reorder(g)
+            return
         if end <= start:
             return
         for layer in cache.layers:
@@ -98,6 +112,10 @@ class TorchEngine(RolloutEngine):
 
     def _step(self, tok: torch.Tensor, cache, mask: torch.Tensor, last_pos: torch.Tensor):
         pos = last_pos + 1
+        if isinstance(cache, prefix_attention.SharedPrefixCache):  # masks the prompt padding itself
+            out = self.model(input_ids=tok[:, None], position_ids=pos[:, None], use_cache=True, prefix_cache=cache,
+                             **{self._cache_kw: cache})
+            return out.logits[:, -1].float(), cache, pos
         out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
                          **{self._cache_kw: cache})
         return out.logits[:, -1].float(), cache, pos
@@ -143,7 +161,7 @@ class TorchEngine(RolloutEngine):
             tok = torch.cat([tok, tok.new_full((N, B - k0), PAD)], 1)
         rep = torch.arange(N, device=self.device).repeat_interleave(B)
         P = ids.shape[1]
-        cache = self._replicate(cache, B, P)
+        cache = self._expand(cache, mask, B)
         mask = mask[rep]
         last_pos = last_pos[rep]
         banned_b = banned[rep] if banned is not None else None
@@ -191,7 +209,7 @@ class TorchEngine(RolloutEngine):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         logits, cache, last_pos = self._prefill(ids, mask)
         rep = torch.arange(N, device=self.device).repeat_interleave(n)
-        cache = self._replicate(cache, n, ids.shape[1])
+        cache = self._expand(cache, mask, n)
         mask, last_pos, logits = mask[rep], last_pos[rep], logits[rep]
         banned_b = banned[rep] if banned is not None else None
         R = N * n

@@ -208,3 +208,41 @@ def test_per_prompt_seeds_make_samples_independent_of_the_batch(small):
     ref = eng.generate(GenerationRequest(ids[:1], mask[:1], n=6000, mode="sample"))
     f1, f2 = (torch.bincount(x.items[0], minlength=cat.n_items).float() / 6000 for x in (big, ref))
     assert (f1 - f2).abs().max() < 0.025 and f1.max() < 0.5
+
+
+@pytest.mark.parametrize("arch,heads,kv_heads", [("llama", 1, None), ("llama", 2, 1), ("qwen2", 2, 2)])
+def test_shared_prefix_attention_equals_replicated_cache(small, arch, heads, kv_heads):
+    """Decoding with the prompt KV kept once per prompt gives what copying it into every beam/sample row gives."""
+    cat, _ = small
+    torch.manual_seed(4)
+    cfg = PolicyConfig(arch=arch, hidden_size=64 * heads, num_layers=2, num_heads=heads, num_kv_heads=kv_heads,
+                       intermediate_size=128)
+    hist = np.array([[-1, -1, 1, 2], [3, 4, 5, 6], [-1, -1, -1, 7], [8, 9, 1, 0]])  # mixed left padding
+    ids, mask = build_prompts(hist, cat)
+    banned = torch.tensor([[1, 2, -1], [3, 4, 5], [-1, -1, -1], [0, 8, 9]])
+    seeds = torch.arange(4) + 11
+    engines = []
+    for shared in (True, False):
+        model = build_policy(cfg, cat, 5)
+        model.load_state_dict(engines[0].model.state_dict() if engines else model.state_dict())
+        engines.append(build_engine("torch", model=model, catalog=cat, shared_prefix=shared))
+    fast, slow = engines
+    assert fast.shared_prefix and not slow.shared_prefix
+    for req in (GenerationRequest(ids, mask, n=7, banned_items=banned),
+                GenerationRequest(ids, mask, n=cat.n_items),
+                GenerationRequest(ids, mask, n=6, constrained=False),
+                GenerationRequest(ids, mask, n=9, mode="sample", seeds=seeds),
+                GenerationRequest(ids, mask, n=9, mode="sample", constrained=False, seeds=seeds)):
+        a, b = fast.generate(req), slow.generate(req)
+        assert torch.equal(a.sequences, b.sequences) and torch.equal(a.items, b.items)
+        assert torch.allclose(a.token_logprobs, b.token_logprobs, atol=1e-5)
+        assert torch.allclose(a.seq_logprob, b.seq_logprob, atol=1e-5)
+    # the switched model still scores (and trains) exactly as SDPA does: the dispatcher is plain SDPA there
+    fast.model.train()
+    slow.model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        la = fast.model(input_ids=ids, attention_mask=mask).logits
+        torch.manual_seed(0)
+        lb = slow.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(la, lb, atol=1e-6)

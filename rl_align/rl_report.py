@@ -54,16 +54,20 @@ def plot(rows: list[dict], path: Path, sft_valid: Optional[float] = None) -> Opt
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for r in rows:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    # one colour per tag (20 before repeating) and one line style per objective, so that many variants stay legible
+    colours = plt.get_cmap("tab20").colors
+    styles = {"adagrpo": "-", "mixture": "-.", "grpo": ":", "nll": "--"}
+    for i, r in enumerate(rows):
         st = [e["step"] for e in r["evals"]]
-        a.plot(st, [e["valid_hr@10"] for e in r["evals"]], marker="o", ms=3, label=r["tag"])
-        b.plot(st, [100 * e["valid_free_hallucination"] for e in r["evals"]], marker="o", ms=3, label=r["tag"])
+        kw = dict(marker="o", ms=3, color=colours[i % len(colours)], ls=styles.get(r.get("algo"), "-"), label=r["tag"])
+        a.plot(st, [e["valid_hr@10"] for e in r["evals"]], **kw)
+        b.plot(st, [100 * e["valid_free_hallucination"] for e in r["evals"]], **kw)
     if sft_valid is not None:
         a.axhline(sft_valid, color="k", ls="--", lw=1, label="SFT")
     a.set(xlabel="RL step", ylabel="valid HR@10", title="Valid HR@10 (constrained beam)")
     b.set(xlabel="RL step", ylabel="% invalid SIDs", title="Free-decoding hallucination")
-    a.legend(fontsize=7)
+    b.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")

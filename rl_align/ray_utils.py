@@ -18,8 +18,12 @@ RAY_RUN_NAME = "ray_train"
 STATE = "rl_align_state.json"
 
 
-def init_ray(num_cpus: Optional[int] = None) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray on loopback."""
+def init_ray(num_cpus: Optional[int] = None, dashboard_port: Optional[int] = None) -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray on loopback.
+
+    The local Ray's dashboard listens on 127.0.0.1 only, at ``dashboard_port`` (default: Ray's 8265, or the
+    next free port when that is taken).
+    """
     import ray
 
     if ray.is_initialized():
@@ -29,8 +33,11 @@ def init_ray(num_cpus: Optional[int] = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 _node_ip_address="127.0.0.1")
+        # the dashboard serves Ray's State API, which Ray Train's placement-group cleaner polls (without it the
+        # cleaner logs a warning every few seconds and cannot clean up after a dead controller); loopback only
+        extra = {"dashboard_port": int(dashboard_port)} if dashboard_port else {}
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+                 _node_ip_address="127.0.0.1", **extra)
 
 
 def latest_checkpoint(storage: Path) -> Optional[Path]:

@@ -39,11 +39,16 @@ def rng():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray (loopback) for the whole test run."""
+    """One local Ray (loopback) for the whole test run; its dashboard off 8265, which the job-submit test's head uses."""
+    import socket
+
     import ray
 
     from rl_align.ray_utils import init_ray
 
-    init_ray()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    init_ray(dashboard_port=port)
     yield
     ray.shutdown()

@@ -323,3 +323,13 @@ def test_bad_rollout_python_fails_before_any_actor(prepared, tmp_path):
     cfg = load_config(_cfg(tmp_path, engine="vllm", rollout_python=str(tmp_path / "nope" / "python")), RunConfig)
     with pytest.raises(RlConfigError, match="rl.rollout_python: .* is not an executable Python"):
         validate(cfg, prepared)
+
+
+def test_local_ray_dashboard_listens_on_loopback_only(ray_session):
+    """The State API (which Ray Train's placement-group cleaner polls) is served, on 127.0.0.1 only."""
+    import ray
+    from ray.util.state import list_actors
+
+    url = ray._private.worker.get_dashboard_url()
+    assert url.startswith("127.0.0.1:") and not url.endswith(":8265"), url
+    assert isinstance(list_actors(limit=5), list)  # raises RayStateApiException without a dashboard

@@ -110,7 +110,12 @@ class TorchEngine(RolloutEngine):
             layer.keys[:, :, start:end] = layer.keys[g, :, start:end]
             layer.values[:, :, start:end] = layer.values[g, :, start:end]
 
-    def _step(self, tok: torch.Tensor, cache, mask: torch.Tensor, last_pos: torch.Tensor):
+    @staticmethod
+    def _grow(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The (R, L) attention mask one generated position longer (None: the shared-prefix cache needs none)."""
+        return None if mask is None else torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+
+    def _step(self, tok: torch.Tensor, cache, mask: Optional[torch.Tensor], last_pos: torch.Tensor):
         pos = last_pos + 1
         if isinstance(cache, prefix_attention.SharedPrefixCache):  # masks the prompt padding itself
             out = self.model(input_ids=tok[:, None], position_ids=pos[:, None], use_cache=True, prefix_cache=cache,
@@ -162,7 +167,7 @@ class TorchEngine(RolloutEngine):
         rep = torch.arange(N, device=self.device).repeat_interleave(B)
         P = ids.shape[1]
         cache = self._expand(cache, mask, B)
-        mask = mask[rep]
+        mask = None if self.shared_prefix else mask[rep]  # the shared-prefix cache masks the prompt padding itself
         last_pos = last_pos[rep]
         banned_b = banned[rep] if banned is not None else None
         tok = tok.flatten()
@@ -174,7 +179,7 @@ class TorchEngine(RolloutEngine):
         for _ in range(1, self.max_new_tokens):
             if bool(done.all()):
                 break
-            mask = torch.cat([mask, mask.new_ones(N * B, 1)], 1)
+            mask = self._grow(mask)
             logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
             logp = F.log_softmax(logits, -1)
             cand = self._constrain(logp, state, banned_b) if constrained else logp.clone()
@@ -185,7 +190,8 @@ class TorchEngine(RolloutEngine):
             g = (torch.arange(N, device=self.device)[:, None] * B + idx // V).flatten()
             tok = (idx % V).flatten()
             self._reorder(cache, g, P, P + len(seqs))
-            mask, last_pos, state, done = mask[g], last_pos[g], state[g], done[g]
+            mask = mask[g] if mask is not None else None
+            last_pos, state, done = last_pos[g], state[g], done[g]
             seqs = [s[g] for s in seqs]
             lps = [lp[g] for lp in lps]
             lp_tok = torch.where(done, torch.zeros_like(sc.flatten()), logp[g, tok])
@@ -210,7 +216,8 @@ class TorchEngine(RolloutEngine):
         logits, cache, last_pos = self._prefill(ids, mask)
         rep = torch.arange(N, device=self.device).repeat_interleave(n)
         cache = self._expand(cache, mask, n)
-        mask, last_pos, logits = mask[rep], last_pos[rep], logits[rep]
+        mask = None if self.shared_prefix else mask[rep]
+        last_pos, logits = last_pos[rep], logits[rep]
         banned_b = banned[rep] if banned is not None else None
         R = N * n
         state = self.trie.root(R)
@@ -235,7 +242,7 @@ class TorchEngine(RolloutEngine):
             done = done | (tok == EOS) | dead
             if t + 1 == self.max_new_tokens or bool(done.all()):
                 break
-            mask = torch.cat([mask, mask.new_ones(R, 1)], 1)
+            mask = self._grow(mask)
             logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
         seq_lp = torch.stack(lps, 1).sum(1)
         return self._finish(seqs, lps, state, done, N, n, seq_lp)

@@ -47,7 +47,6 @@ class SharedPrefixCache(DynamicCache):
         super().__init__(config=config)
         self.prefix_keys = [layer.keys for layer in prompt_cache.layers]
         self.prefix_values = [layer.values for layer in prompt_cache.layers]
-        self.prefix_len = int(prompt_mask.shape[1])
         self.reps = int(reps)
         # additive mask (N, 1, 1, P): 0 on prompt tokens, -inf on left padding
         neg = torch.finfo(self.prefix_keys[0].dtype).min

@@ -7,6 +7,7 @@ artifacts from disk, so stages can run alone, in another process, or on resume.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -256,6 +257,64 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
 }
 
 
+def _without(section, fields: tuple[str, ...]) -> dict:
+    """A config section's non-default fields minus ``fields`` (its schedule and resources)."""
+    from rl_align.run_dir import non_default
+
+    return {k: v for k, v in non_default(section).items() if k not in fields}
+
+
+def _upstream(c: RunConfig, stages: tuple[str, ...]) -> dict:
+    return {s: config_digest(STAGES[s][1](c)) for s in stages}
+
+
+def _rl_dir(c: RunConfig) -> str:
+    from rl_align.driver.controller import rl_tag
+
+    return f"rl/{rl_tag(c.rl)}"
+
+
+# Stages that resume from their own checkpoints: (directory under the run, checkpoint paths in it, resume
+# fingerprint). A checkpoint is resumed only when everything it was trained from is unchanged — upstream stages and
+# the stage's own model/data settings; its schedule and resources may change (a longer schedule continues). Without
+# this, a run re-pointed at another seed or catalog would "resume" an SFT trained on other SIDs.
+RESUMABLE: dict[str, tuple[Callable[[RunConfig], str], tuple[str, ...], Callable[[RunConfig], dict]]] = {
+    "sft": (lambda c: "sft", ("ray_train",), lambda c: {
+        **_upstream(c, ("data", "embed", "sids")), "policy": config_digest(c.policy),
+        "sft": _without(c.sft, ("epochs", "eval_every", "eval_users", "patience", "num_workers", "cpus_per_worker",
+                                "use_gpu", "max_failures"))}),
+    "ranker": (lambda c: "ranker", ("ray_train",), lambda c: {
+        **_upstream(c, ("data", "exposure")),
+        "ranker": _without(c.ranker, ("epochs", "num_workers", "cpus_per_worker", "use_gpu", "max_failures",
+                                      "eval_negatives", "eval_split", "popularity_buckets"))}),
+    # the controller checks the rl/reward part itself (and refuses with a clear message); here: what it starts from
+    "rl": (_rl_dir, ("checkpoints",), lambda c: _upstream(c, ("data", "embed", "sids", "sft", "exposure", "ranker"))),
+}
+
+
+def guard_checkpoints(run: RunDir, name: str) -> None:
+    """Before ``name`` runs: if its directory holds checkpoints recorded as made from other inputs, remove the
+    directory so the stage starts fresh; then record the current fingerprint. Checkpoints without a record (run
+    directories from before records were kept) are resumed as before, with a warning."""
+    if name not in RESUMABLE:
+        return
+    where, ckpts, scope = RESUMABLE[name]
+    d = run.path / where(run.cfg)
+    fp = config_digest(scope(run.cfg))
+    rec = d / "resume_fingerprint.json"
+    old = read_json(rec).get("fingerprint") if rec.exists() else None
+    has_ckpt = any((d / c).exists() for c in ckpts)
+    if has_ckpt and old is None:
+        log.warning("%s: checkpoints in %s carry no record of the inputs they were made from (an older run "
+                    "directory); resuming them as they are", name, d)
+    elif has_ckpt and old != fp:
+        log.warning("%s: checkpoints in %s were made from other inputs (an upstream stage, the seed or the model "
+                    "settings changed): removing them, starting fresh", name, d)
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(rec, {"fingerprint": fp})
+
+
 def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
     """Run ``cfg.stages`` in order in ``run_path``; finished stages with an unchanged config are skipped."""
     unknown = [s for s in cfg.stages if s not in STAGES]
@@ -271,6 +330,7 @@ def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
             log.info("%s: already done (resume), skipping", name)
             results[name] = read_json(run.path / name / "stage.json")
             continue
+        guard_checkpoints(run, name)
         t = time.perf_counter()
         info = fn(run)
         secs = time.perf_counter() - t

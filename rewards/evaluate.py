@@ -63,8 +63,9 @@ def popular_negatives(popularity: np.ndarray, seen: np.ndarray, targets: np.ndar
     return out
 
 
-def policy_negatives(run_path: Path, es, n: int, ecfg: EvalConfig) -> np.ndarray | None:
-    """(E, n) the SFT policy's constrained top-(n+1) beam with y* removed; None when the run has no policy."""
+def policy_beam(run_path: Path, es, beams: int, ecfg: EvalConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The SFT policy's constrained beam (seen items banned): items (E, beams) best first (-1 = empty) and their
+    sequence log-probs (E, beams); None when the run has no policy."""
     from rl_align.policy.evaluate import rank_with_engine
     from rl_align.policy.model import load_policy
     from rl_align.sid.catalog import SidCatalog
@@ -75,12 +76,58 @@ def policy_negatives(run_path: Path, es, n: int, ecfg: EvalConfig) -> np.ndarray
         return None
     catalog = SidCatalog.load(run_path / "sids" / "catalog")
     model = load_policy(pdir, catalog)
-    ranked, _ = rank_with_engine(TorchEngine(model, catalog, "cpu"), catalog, es, n + 1, True, ecfg.batch_size)
-    out = np.full((es.targets.size, n), -1, np.int64)
-    for e in range(es.targets.size):
-        keep = [int(i) for i in ranked[e] if i >= 0 and i != es.targets[e]][:n]
+    return rank_with_engine(TorchEngine(model, catalog, "cpu"), catalog, es, beams, True, ecfg.batch_size)
+
+
+def policy_negatives(ranked: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+    """(E, n) the first ``n`` items of each beam row (E, B) that are not y*, -1 padded."""
+    out = np.full((targets.size, n), -1, np.int64)
+    for e in range(targets.size):
+        keep = [int(i) for i in ranked[e] if i >= 0 and i != targets[e]][:n]
         out[e, : len(keep)] = keep
     return out
+
+
+RERANK_ALPHAS = (0.1, 0.3, 1.0, 3.0)
+
+
+def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, targets: np.ndarray,
+                   alphas: tuple[float, ...] = RERANK_ALPHAS, ks: tuple[int, ...] = (10,)) -> dict:
+    """How much the reward knows that the policy does not, measured on the policy's own candidates.
+
+    Re-rank each row of the policy's beam by ``log π(y|x) + α · logit r(y|x)`` and score HR/NDCG@K against y*.
+    If no α beats the policy's own order (α = 0), the ranker adds no information where it matters: a reward built
+    on it cannot lift HR@K beyond what more supervised training would, whatever the RL objective.
+
+    Args:
+        items: (E, B) beam items best first (-1 = empty slot). logp: (E, B) their sequence log-probs.
+        ranker_p: (E, B) ranker click probabilities of the same items. targets: (E,) y*.
+        alphas: ranker weights tried besides 0 (policy alone) and ∞ (ranker alone).
+    Returns:
+        {"policy": metrics, "ranker_only": metrics, "alpha": {α: metrics}, "best_alpha": α of the best HR@K_0
+        (0 when none beats the policy), "gain": best HR@K_0 / policy HR@K_0}.
+    """
+    from rl_align.policy.evaluate import metrics
+
+    p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
+    logit = np.log(p) - np.log1p(-p)
+    empty = items < 0
+
+    def ordered(score: np.ndarray) -> dict:
+        score = np.where(empty, -np.inf, score)
+        order = np.argsort(-score, axis=1, kind="stable")
+        return metrics(np.take_along_axis(items, order, 1), targets, ks)
+
+    k0 = f"hr@{ks[0]}"
+    res = {"policy": metrics(items, targets, ks), "ranker_only": ordered(logit),
+           "alpha": {float(a): ordered(logp + a * logit) for a in alphas}}
+    best_a, best = 0.0, res["policy"][k0]
+    for a, m in res["alpha"].items():
+        if m[k0] > best:
+            best_a, best = a, m[k0]
+    res["best_alpha"] = best_a
+    res["gain"] = best / res["policy"][k0] if res["policy"][k0] > 0 else float("nan")
+    return res
 
 
 def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarray, names: list[str],
@@ -142,10 +189,12 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     hist = recent_history(es.history, cfg.max_history)
     negs = {"random": sample_random_negatives(es.seen, es.targets, n_items, cfg.eval_negatives, cfg.seed),
             "popular": popular_negatives(pop, es.seen, es.targets, cfg.eval_negatives)}
-    if with_policy:
-        pn = policy_negatives(run_path, es, cfg.eval_negatives, ecfg)
-        if pn is not None:
-            negs["policy"] = pn
+    beam = policy_beam(run_path, es, cfg.eval_negatives + 1, ecfg) if with_policy else None
+    if beam is not None:
+        negs["policy"] = policy_negatives(beam[0], es.targets, cfg.eval_negatives)
+        p_beam = score_slates(model, es.users, hist, np.maximum(beam[0], 0))
+        res["rerank"] = {"beams": cfg.eval_negatives + 1,
+                         **rerank_ceiling(beam[0], beam[1], p_beam, es.targets, ks=(10, 20))}
     # how often the logs showed / had clicks on each bucket's items, per target
     imp = np.bincount(train_log.shown[train_log.shown >= 0], minlength=n_items)
     clk = np.bincount(train_log.shown[train_log.clicks], minlength=n_items)
@@ -196,7 +245,27 @@ def ranker_report(res: dict) -> str:
               + "; ".join(f"{n}: {v['mean_impressions']:.0f} impressions, {v['mean_clicks']:.1f} clicks, "
                           f"{100 * v['never_clicked']:.0f}% never clicked" for n, v in res["target_exposure"].items())
               + ".", ""]
+    lines += rerank_lines(res)
     return "\n".join(lines)
+
+
+def rerank_lines(res: dict) -> list[str]:
+    """Markdown table of :func:`rerank_ceiling` (empty when the evaluation ran without the policy)."""
+    rr = res.get("rerank")
+    if not rr:
+        return []
+    ks = [k for k in rr["policy"] if k.startswith(("hr@", "ndcg@"))]
+    lines = [f"## Reward ceiling: the policy's top-{rr['beams']} re-ranked by log π + α · logit r ({res['split']} "
+             "events)", "",
+             "Does the ranker know anything the policy does not, on the policy's own candidates? If no α > 0 beats "
+             "α = 0, a reward built on this ranker cannot lift HR@K beyond more supervised training.", "",
+             "| order | " + " | ".join(k.upper() for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    rows = [("policy (α = 0)", rr["policy"])] + [(f"α = {a:g}", m) for a, m in rr["alpha"].items()]
+    rows.append(("ranker alone (α = ∞)", rr["ranker_only"]))
+    for name, m in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in ks) + " |")
+    lines += ["", f"Best α = {rr['best_alpha']:g}: {ks[0].upper()} × {rr['gain']:.3f} over the policy's own order.", ""]
+    return lines
 
 
 def write_ranker_eval(run_path: str | Path, res: dict) -> Path:

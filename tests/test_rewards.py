@@ -286,3 +286,20 @@ def test_future_match_discounts_later_events_and_defaults_to_exact_match():
         RewardInputs(**base, future=torch.tensor([[8, 6]])).validate(n_items=10)
     with pytest.raises(RewardInputError, match="future: unknown item index 12"):
         RewardInputs(**base, future=torch.tensor([[6, 12]])).validate(n_items=10)
+
+
+def test_rerank_ceiling_hand_made():
+    from rewards.evaluate import rerank_ceiling
+
+    items = np.array([[1, 2, 3], [4, 5, -1]])          # row 1 has an empty beam slot
+    logp = np.array([[-1.0, -2.0, -3.0], [-1.0, -1.5, -9.0]])
+    targets = np.array([2, 5])
+    p = np.array([[0.1, 0.9, 0.5], [0.2, 0.8, 0.99]])   # the empty slot's high score must not count
+    r = rerank_ceiling(items, logp, p, targets, alphas=(0.01, 10.0), ks=(1, 3))
+    assert r["policy"]["hr@1"] == 0.0 and r["policy"]["hr@3"] == 1.0
+    assert r["alpha"][0.01]["hr@1"] == 0.0                # a small α keeps the policy's order
+    assert r["alpha"][10.0]["hr@1"] == 1.0 and r["ranker_only"]["hr@1"] == 1.0
+    assert r["best_alpha"] == 10.0 and math.isnan(r["gain"])   # no gain ratio over a policy HR@1 of 0
+    # a ranker that agrees with the policy adds nothing: best α is 0 and the gain is 1
+    r2 = rerank_ceiling(items, logp, np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), np.array([1, 4]), ks=(1,))
+    assert r2["best_alpha"] == 0.0 and r2["gain"] == 1.0

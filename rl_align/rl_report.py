@@ -77,6 +77,36 @@ def plot(rows: list[dict], path: Path, sft_valid: Optional[float] = None) -> Opt
     return path
 
 
+def paired_lines(sft: Optional[dict], rows: list[dict], k: int = 10) -> list[str]:
+    """Markdown table: each tag's best and final test HR@k against SFT's, paired over the same users (exact McNemar
+    p, bootstrap 95% interval of the ratio). Empty when no tag has per-user ranks (evaluations before they were
+    stored)."""
+    from rl_align.policy.significance import paired_hr
+
+    if not sft or "target_rank" not in sft:
+        return []
+    out = []
+    for r in rows:
+        cells = []
+        for kind in ("best", "final"):
+            ranks = r[kind].get("target_rank")
+            if ranks is None or len(ranks) != len(sft["target_rank"]):
+                cells = None
+                break
+            t = paired_hr(sft["target_rank"], ranks, k)
+            cells.append(f"{t['ratio']:.3f}× [{t['ci_low']:.3f}, {t['ci_high']:.3f}] | +{t['wins']} / −{t['losses']} "
+                         f"| {t['p']:.3f}")
+        if cells:
+            out.append(f"| {r['tag']} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    n = len(sft["target_rank"])
+    return [f"Paired against SFT on the same {n} test users (HR@{k}; users hit only by the tag / only by SFT; exact "
+            "McNemar p; 95% bootstrap interval of the ratio):", "",
+            "| tag | best: ratio [95% CI] | best: +won / −lost | best: p | final: ratio [95% CI] | final: +won / −lost "
+            "| final: p |", "|---|---|---|---|---|---|---|", *out, ""]
+
+
 def section(run: Path) -> list[str]:
     """Markdown lines of the alignment section (empty when no tag has finished)."""
     rows = collect(run)
@@ -103,6 +133,7 @@ def section(run: Path) -> list[str]:
             f"{_ratio(r['best']['policy']['ndcg@10'], base_n)} | {r['best']['free_hallucination_rate']:.2%} | "
             f"{r['step_s']:.2f} | " + (f"{r['admission']:.0%}" if r["admission"] is not None else "–") + " |")
     lines.append("")
+    lines += paired_lines(sft, rows)
     if img is not None:
         lines += [f"![valid HR@10 and hallucination over RL steps]({img.relative_to(run)})", ""]
     return lines

@@ -43,3 +43,22 @@ def test_alignment_section_compares_every_tag_with_sft(tmp_path):
 
 def test_no_alignment_section_without_finished_tags(tmp_path):
     assert section(tmp_path) == []
+
+
+def test_paired_table_when_per_user_ranks_are_stored(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    sft = _metrics(0.3, 0.1, 0.0)
+    sft["test"]["target_rank"] = [0, 1, 2, -1, -1, -1, -1, -1, -1, -1]          # SFT hits users 0-2
+    (run / "eval" / "metrics.json").write_text(json.dumps(sft))
+    _tag(run, "adagrpo", "adagrpo", 1.0, 0.4, 0.3, [(0, 0.1), (10, 0.13)])
+    d = run / "rl" / "adagrpo"
+    tm = json.loads((d / "test_metrics.json").read_text())
+    tm["rl"]["test"]["target_rank"] = [0, 15, 2, 4, 5, -1, -1, -1, -1, -1]      # +users 3, 4; −user 1 (rank 15)
+    tm["rl-final"]["test"]["target_rank"] = sft["test"]["target_rank"]
+    (d / "test_metrics.json").write_text(json.dumps(tm))
+    _tag(run, "old", "grpo", 1.0, 0.2, 0.2, [(0, 0.1), (10, 0.09)])              # evaluated before ranks: no row
+    text = "\n".join(section(run))
+    assert "Paired against SFT on the same 10 test users" in text
+    assert "| adagrpo | 1.333× [" in text and "| +2 / −1 | 1.000 | 1.000× [1.000, 1.000] | +0 / −0 | 1.000 |" in text
+    assert "| old |" not in text.split("Paired against SFT")[1]

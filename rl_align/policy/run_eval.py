@@ -14,6 +14,7 @@ from rl_align.config import EvalConfig
 from rl_align.policy.evaluate import (bucketed, eval_set, export_predictions, hallucination_rate, metrics,
                                       rank_popularity, rank_with_engine)
 from rl_align.policy.model import load_policy
+from rl_align.policy.significance import target_ranks
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz, read_json
 
@@ -105,6 +106,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
             "free_hallucination_rate": halluc,
             "decode_seconds": dec_s,
             "free_decode_seconds": free_s,
+            # per user: 0-based rank of y* in the ranked list, -1 if absent (paired tests between policies)
+            "target_rank": target_ranks(ranked, es.targets).tolist(),
         }
         if part == "test" and export is not None:
             item_ids = catalog.item_ids

@@ -1,0 +1,27 @@
+"""Paired significance of HR@K between two policies (pure numpy)."""
+
+import numpy as np
+import pytest
+
+
+def test_paired_hr_mcnemar_and_bootstrap():
+    from rl_align.policy.significance import mcnemar_exact, paired_hr, target_ranks
+
+    assert target_ranks(np.array([[3, 1, -1], [5, 6, 7]]), np.array([1, 9])).tolist() == [1, -1]
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)            # 2 · ½⁵
+    assert mcnemar_exact(3, 3) == 1.0
+    # B hits 20 extra users and loses 5 of A's 100: ratio 115/100, discordant 20 vs 5
+    a = np.full(1000, -1)
+    b = np.full(1000, -1)
+    a[:100] = 0
+    b[5:120] = 3
+    b[100:105] = 10                                                  # retrieved, but outside the top 10
+    r = paired_hr(a, b, k=10, n_boot=500)
+    assert (r["wins"], r["losses"]) == (15, 5) and r["ratio"] == pytest.approx(1.10)
+    assert r["p"] == pytest.approx(mcnemar_exact(15, 5)) and 0.02 < r["p"] < 0.05
+    assert r["ci_low"] < 1.10 < r["ci_high"]
+    same = paired_hr(a, a, n_boot=200)
+    assert same["ratio"] == 1.0 and same["p"] == 1.0 and same["ci_low"] == same["ci_high"] == 1.0
+    with pytest.raises(ValueError, match="same users"):
+        paired_hr(a, b[:10])

@@ -96,8 +96,10 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
     """How much the reward knows that the policy does not, measured on the policy's own candidates.
 
     Re-rank each row of the policy's beam by ``log π(y|x) + α · logit r(y|x)`` and score HR/NDCG@K against y*.
-    If no α beats the policy's own order (α = 0), the ranker adds no information where it matters: a reward built
-    on it cannot lift HR@K beyond what more supervised training would, whatever the RL objective.
+    That order is the one the KL-regularised RL optimum π* ∝ π · exp(r / β) gives the same candidates (α = 1/β,
+    reward = the ranker's logit). If no α beats the policy's own order (α = 0), the ranker adds no information
+    where it matters, and a reward built on it is not expected to lift HR@K beyond what more supervised training
+    does.
 
     Args:
         items: (E, B) beam items best first (-1 = empty slot). logp: (E, B) their sequence log-probs.
@@ -257,10 +259,11 @@ def rerank_lines(res: dict) -> list[str]:
     ks = [k for k in rr["policy"] if k.startswith(("hr@", "ndcg@"))]
     lines = [f"## Reward ceiling: the policy's top-{rr['beams']} re-ranked by log π + α · logit r ({res['split']} "
              "events)", "",
-             "Does the ranker know anything the policy does not, on the policy's own candidates? If no α > 0 beats "
-             "α = 0, a reward built on this ranker cannot lift HR@K beyond more supervised training.", "",
+             "Does the ranker know anything the policy does not, on the policy's own candidates? This is the order "
+             "the KL-regularised RL optimum π·exp(r/β) gives them (α = 1/β). If no α > 0 beats α = 0, a reward built "
+             "on this ranker is not expected to lift HR@K beyond more supervised training.", "",
              "| order | " + " | ".join(k.upper() for k in ks) + " |", "|---|" + "---|" * len(ks)]
-    rows = [("policy (α = 0)", rr["policy"])] + [(f"α = {a:g}", m) for a, m in rr["alpha"].items()]
+    rows = [("policy (α = 0)", rr["policy"])] + [(f"α = {float(a):g}", m) for a, m in rr["alpha"].items()]
     rows.append(("ranker alone (α = ∞)", rr["ranker_only"]))
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in ks) + " |")

@@ -195,8 +195,10 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     if beam is not None:
         negs["policy"] = policy_negatives(beam[0], es.targets, cfg.eval_negatives)
         p_beam = score_slates(model, es.users, hist, np.maximum(beam[0], 0))
-        res["rerank"] = {"beams": cfg.eval_negatives + 1,
-                         **rerank_ceiling(beam[0], beam[1], p_beam, es.targets, ks=(10, 20))}
+        n = cfg.eval_negatives + 1
+        # HR@n (the whole beam) is the same for every order: the recall the re-ranking works within
+        ks = tuple(k for k in (10, 20) if k < n) + (n,)
+        res["rerank"] = {"beams": n, **rerank_ceiling(beam[0], beam[1], p_beam, es.targets, ks=ks)}
     # how often the logs showed / had clicks on each bucket's items, per target
     imp = np.bincount(train_log.shown[train_log.shown >= 0], minlength=n_items)
     clk = np.bincount(train_log.shown[train_log.clicks], minlength=n_items)

@@ -110,9 +110,10 @@ def write_report(run_path: str | Path) -> Path:
         lines.append("")
         rr = r.get("rerank")
         if rr:
+            hk = next(k for k in rr["policy"] if k.startswith("hr@"))
             lines += [f"Reward ceiling: re-ranking the SFT policy's top-{rr['beams']} by log π + α · logit r gives "
-                      f"HR@10 × {rr['gain']:.3f} at best (α = {rr['best_alpha']:g}; policy alone "
-                      f"{rr['policy']['hr@10']:.4f}, ranker alone {rr['ranker_only']['hr@10']:.4f}) — how much the "
+                      f"{hk.upper()} × {rr['gain']:.3f} at best (α = {rr['best_alpha']:g}; policy alone "
+                      f"{rr['policy'][hk]:.4f}, ranker alone {rr['ranker_only'][hk]:.4f}) — how much the "
                       "reward knows beyond the policy on its own candidates.", ""]
     from rl_align.rl_report import section
 

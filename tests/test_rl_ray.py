@@ -52,16 +52,16 @@ def prepared(tmp_path_factory, ml100k_emb, ray_session):
 
 def test_ranker_eval_reports_the_reward_ceiling_on_the_policys_beam(prepared):
     """The ranker stage re-ranks the SFT policy's own beam by log π + α·logit r: the policy-alone row is the
-    beam's own order, every α row is a permutation of the same 11 candidates (so HR@20 cannot change)."""
+    beam's own order, every α row is a permutation of the same 11 candidates (so HR@11 cannot change)."""
     from rewards.evaluate import ranker_report
 
     ev = json.loads((prepared / "ranker" / "eval.json").read_text())
     rr = ev["rerank"]
     assert rr["beams"] == 11                  # ranker.eval_negatives + 1 (y* is dropped from the negatives)
-    assert set(rr["policy"]) == {"hr@10", "ndcg@10", "hr@20", "ndcg@20"}
+    assert set(rr["policy"]) == {"hr@10", "ndcg@10", "hr@11", "ndcg@11"}
     for m in [*rr["alpha"].values(), rr["ranker_only"]]:
-        assert m["hr@20"] == pytest.approx(rr["policy"]["hr@20"])
-        assert 0.0 <= m["ndcg@10"] <= m["hr@10"] <= 1.0
+        assert m["hr@11"] == pytest.approx(rr["policy"]["hr@11"])   # same candidates, another order
+        assert 0.0 <= m["ndcg@10"] <= m["hr@10"] <= m["hr@11"] <= 1.0
     assert rr["best_alpha"] == 0.0 or rr["gain"] > 1.0
     assert "Reward ceiling" in ranker_report(ev)
 

@@ -90,14 +90,24 @@ def rank_popularity(popularity: np.ndarray, es: EvalSet, k: int, exclude_history
     return out
 
 
+def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(N,) 0-based position of y* in each ranked row, -1 when absent.
+
+    Args:
+        ranked: (N, B) item indices best first (-1 = empty slot). targets: (N,).
+    """
+    hit = ranked == targets[:, None]
+    return np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
+
+
 def metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """HR@K and NDCG@K (one relevant item per row).
 
     Args:
         ranked: (N, B) item indices best first (-1 = empty slot). targets: (N,).
     """
-    hit = ranked == targets[:, None]
-    rank = np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)
+    rank = target_ranks(ranked, targets)
+    rank = np.where(rank < 0, np.iinfo(np.int64).max, rank)
     out = {}
     for k in ks:
         if k > ranked.shape[1]:

@@ -12,9 +12,8 @@ import torch
 
 from rl_align.config import EvalConfig
 from rl_align.policy.evaluate import (bucketed, eval_set, export_predictions, hallucination_rate, metrics,
-                                      rank_popularity, rank_with_engine)
+                                      rank_popularity, rank_with_engine, target_ranks)
 from rl_align.policy.model import load_policy
-from rl_align.policy.significance import target_ranks
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz, read_json
 

@@ -13,16 +13,6 @@ import math
 import numpy as np
 
 
-def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(N,) 0-based position of y* in each ranked row, -1 when absent.
-
-    Args:
-        ranked: (N, B) item indices best first (-1 = empty slot). targets: (N,).
-    """
-    hit = ranked == targets[:, None]
-    return np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
-
-
 def mcnemar_exact(wins: int, losses: int) -> float:
     """Two-sided exact McNemar p-value: P(a Binomial(wins + losses, ½) split at least this uneven)."""
     n = wins + losses

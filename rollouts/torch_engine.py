@@ -125,40 +125,42 @@ class TorchEngine(RolloutEngine):
                          **{self._cache_kw: cache})
         return out.logits[:, -1].float(), cache, pos
 
-    def _constrain(self, logp: torch.Tensor, state: torch.Tensor, banned: Optional[torch.Tensor]) -> torch.Tensor:
-        """Mask ``logp`` (R, V) to the trie children of ``state`` (R,); ban the <eos> that would emit a banned item."""
-        out = self.trie.mask_logits(logp, state)
-        if banned is not None:
-            can_end = torch.isfinite(out[:, EOS])
-            if can_end.any():
-                rows = can_end.nonzero().flatten()
-                item = self.trie.item_of(self.trie.step(state[rows], torch.full_like(rows, EOS)))
-                hit = (banned[rows] == item[:, None]).any(1) & (item >= 0)
-                out[rows[hit], EOS] = NEG
-        return out
+    def _constrain(self, logp: torch.Tensor, state: torch.Tensor, dead: Optional[torch.Tensor],
+                   group: torch.Tensor) -> torch.Tensor:
+        """Mask ``logp`` (R, V) to the trie children of ``state`` (R,) that still lead to an allowed item.
+
+        ``dead``: sorted keys from :meth:`SidTrie.dead_nodes` (None = nothing banned); ``group``: (R,) request
+        of each row. Prefix-level exclusion: a child whose every item is banned is masked before it is entered,
+        so a beam never walks into a prefix with no allowed completion.
+        """
+        return self.trie.mask_logits(logp, state, dead=dead, group=group)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> RolloutBatch:
         ids = request.input_ids.to(self.device)
         mask = request.attention_mask.to(self.device)
-        banned = request.banned_items.to(self.device) if request.banned_items is not None else None
+        banned = request.banned_items
+        if banned is not None and not request.constrained:
+            raise ValueError("banned_items needs constrained decoding (the trie is what excludes them)")
+        dead = self.trie.dead_nodes(banned) if banned is not None else None
         if request.n < 1:
             raise ValueError(f"n must be >= 1, got {request.n}")
         if request.mode == "beam":
-            return self._beam(ids, mask, request.n, request.constrained, banned)
+            return self._beam(ids, mask, request.n, request.constrained, dead)
         if request.mode == "sample":
-            return self._sample(ids, mask, request.n, request.constrained, request.temperature, banned,
+            return self._sample(ids, mask, request.n, request.constrained, request.temperature, dead,
                                 request.seeds)
         raise ValueError(f"mode must be 'beam' or 'sample', got {request.mode!r}")
 
-    def _beam(self, ids, mask, B: int, constrained: bool, banned) -> RolloutBatch:
+    def _beam(self, ids, mask, B: int, constrained: bool, dead) -> RolloutBatch:
         N = ids.shape[0]
         logits, cache, last_pos = self._prefill(ids, mask)
         logp = F.log_softmax(logits, -1)
         V = logp.shape[1]
         state = self.trie.root(N)
-        cand = self._constrain(logp, state, banned) if constrained else logp
+        arange_n = torch.arange(N, device=self.device)
+        cand = self._constrain(logp, state, dead, arange_n) if constrained else logp
         k0 = min(B, V)
         scores, tok = cand.topk(k0, dim=1)
         if k0 < B:  # more beams than tokens: pad with dead beams
@@ -169,40 +171,43 @@ class TorchEngine(RolloutEngine):
         cache = self._expand(cache, mask, B)
         mask = None if self.shared_prefix else mask[rep]  # the shared-prefix cache masks the prompt padding itself
         last_pos = last_pos[rep]
-        banned_b = banned[rep] if banned is not None else None
-        tok = tok.flatten()
-        seqs = [tok]
-        lps = [logp[rep, tok]]
-        state = self.trie.step(state[rep], tok)
-        done = tok == EOS
         scores = scores.flatten()
+        live = torch.isfinite(scores)  # a -inf candidate (nothing allowed left) is a dead beam, never an item
+        tok = torch.where(live, tok.flatten(), torch.full_like(rep, PAD))
+        seqs = [tok]
+        lps = [torch.where(live, logp[rep, tok], torch.zeros_like(scores))]
+        state = torch.where(live, self.trie.step(state[rep], tok), torch.full_like(rep, -1))
+        done = (tok == EOS) | ~live
         for _ in range(1, self.max_new_tokens):
             if bool(done.all()):
                 break
             mask = self._grow(mask)
             logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
             logp = F.log_softmax(logits, -1)
-            cand = self._constrain(logp, state, banned_b) if constrained else logp.clone()
+            cand = self._constrain(logp, state, dead, rep) if constrained else logp.clone()
             cand[done] = NEG
             cand[done, PAD] = 0.0  # a finished beam carries its score forward through <pad>
             total = (scores[:, None] + cand).view(N, B * V)
             sc, idx = total.topk(B, dim=1)
             g = (torch.arange(N, device=self.device)[:, None] * B + idx // V).flatten()
             tok = (idx % V).flatten()
+            live = torch.isfinite(sc.flatten())
             self._reorder(cache, g, P, P + len(seqs))
             mask = mask[g] if mask is not None else None
             last_pos, state, done = last_pos[g], state[g], done[g]
             seqs = [s[g] for s in seqs]
             lps = [lp[g] for lp in lps]
-            lp_tok = torch.where(done, torch.zeros_like(sc.flatten()), logp[g, tok])
-            state = torch.where(done, state, self.trie.step(state, tok))
-            seqs.append(torch.where(done, torch.full_like(tok, PAD), tok))
+            stop = done | ~live
+            lp_tok = torch.where(stop, torch.zeros_like(sc.flatten()), logp[g, tok])
+            state = torch.where(done, state, torch.where(live, self.trie.step(state, tok), torch.full_like(state, -1)))
+            tok = torch.where(stop, torch.full_like(tok, PAD), tok)
+            seqs.append(tok)
             lps.append(lp_tok)
-            done = done | (tok == EOS)
+            done = stop | (tok == EOS)
             scores = sc.flatten()
         return self._finish(seqs, lps, state, done, N, B, scores)
 
-    def _sample(self, ids, mask, n: int, constrained: bool, temperature: float, banned,
+    def _sample(self, ids, mask, n: int, constrained: bool, temperature: float, dead,
                 seeds: Optional[torch.Tensor] = None) -> RolloutBatch:
         N = ids.shape[0]
         # per-prompt generators: Gumbel-max sampling whose noise depends only on the prompt's seed
@@ -218,7 +223,6 @@ class TorchEngine(RolloutEngine):
         cache = self._expand(cache, mask, n)
         mask = None if self.shared_prefix else mask[rep]
         last_pos, logits = last_pos[rep], logits[rep]
-        banned_b = banned[rep] if banned is not None else None
         R = N * n
         state = self.trie.root(R)
         done = torch.zeros(R, dtype=torch.bool, device=self.device)
@@ -226,20 +230,20 @@ class TorchEngine(RolloutEngine):
         for t in range(self.max_new_tokens):
             logp = F.log_softmax(logits, -1)
             scaled = logp / temperature
-            cand = self._constrain(scaled, state, banned_b) if constrained else scaled
-            dead = ~torch.isfinite(cand).any(1) | done  # finished, or nothing allowed (banned everything)
-            cand = torch.where(dead[:, None], torch.zeros_like(cand), cand)
+            cand = self._constrain(scaled, state, dead, rep) if constrained else scaled
+            stop = ~torch.isfinite(cand).any(1) | done  # finished, or nothing allowed (banned everything)
+            cand = torch.where(stop[:, None], torch.zeros_like(cand), cand)
             if gens is None:
                 tok = torch.multinomial(F.softmax(cand, -1), 1).squeeze(1)
             else:
                 u = torch.stack([torch.rand(n, cand.shape[1], generator=g) for g in gens]).view(R, -1)
                 gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7))).to(cand.device)
                 tok = (cand + gumbel).argmax(1)
-            tok = torch.where(dead, torch.full_like(tok, PAD), tok)
-            lps.append(torch.where(dead, torch.zeros_like(logp[:, 0]), logp.gather(1, tok[:, None]).squeeze(1)))
+            tok = torch.where(stop, torch.full_like(tok, PAD), tok)
+            lps.append(torch.where(stop, torch.zeros_like(logp[:, 0]), logp.gather(1, tok[:, None]).squeeze(1)))
             seqs.append(tok)
-            state = torch.where(dead, torch.where(done, state, torch.full_like(state, -1)), self.trie.step(state, tok))
-            done = done | (tok == EOS) | dead
+            state = torch.where(stop, torch.where(done, state, torch.full_like(state, -1)), self.trie.step(state, tok))
+            done = done | (tok == EOS) | stop
             if t + 1 == self.max_new_tokens or bool(done.all()):
                 break
             mask = self._grow(mask)
@@ -250,7 +254,7 @@ class TorchEngine(RolloutEngine):
     def _finish(self, seqs, lps, state, done, N, n, scores) -> RolloutBatch:
         S = torch.stack(seqs, 1)
         LP = torch.stack(lps, 1)
-        ended = (S == EOS).any(1)
+        ended = (S == EOS).any(1) & torch.isfinite(scores)  # a dead (-inf) row is never an item
         items = torch.where(ended & done, self.trie.item_of(state), torch.full_like(state, -1))
         T = S.shape[1]
         return RolloutBatch(

@@ -9,8 +9,17 @@ every other token to -inf. Sampling requests switch it on or off per request
 so beams follow the engine-wide default, and ``logprobs_mode="processed_logprobs"``
 makes the beam scores see the mask.
 
+History exclusion (``banned_items``) follows the torch engine's rule, at the prefix
+level: the engine computes each request's dead trie nodes (every item below them
+banned, :meth:`SidTrie.dead_nodes`) and registers them under the request's prompt
+tokens; the processor, which sees the prompt of every request and of every beam
+vLLM re-submits, masks those nodes as well. The registry lives in this module, so
+it needs vLLM's in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the
+engine's default); requests with equal prompts and different bans go in separate
+calls, and every result is checked against the bans.
+
 Differences from the torch engine: ``token_logprobs`` are under the processed
-(masked, temperature-scaled) distribution; ``banned_items`` is not supported.
+(masked, temperature-scaled) distribution.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngin
 
 CONFIG_KEY = "rl_align"
 FLAG = "rl_align_constrained"
+# prompt tokens → (D,) sorted dead trie nodes of that request (set by VllmEngine.generate around one vLLM call)
+_BANS: dict[tuple[int, ...], torch.Tensor] = {}
 
 try:  # the processor base class exists only where vLLM is installed
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
@@ -46,8 +57,9 @@ class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
             raise ValueError(f"additional_config[{CONFIG_KEY!r}]['trie'] must name the catalog's trie.npz")
         self.trie = SidTrie.load(path).to(device)
         self.default_on = bool(extra.get("constrain_by_default", True))
-        # batch row → (SID tokens already in the prompt tail, live reference to the output token list)
-        self.rows: dict[int, tuple[list[int], list[int]]] = {}
+        # batch row → (SID tokens already in the prompt tail, live reference to the output token list,
+        #             dead trie nodes of the request or None)
+        self.rows: dict[int, tuple[list[int], list[int], Optional[torch.Tensor]]] = {}
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -70,7 +82,8 @@ class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
                 continue
             prompt = list(prompt_ids or [])
             cut = max((k for k, t in enumerate(prompt) if t in (EOS, BOS)), default=-1)
-            self.rows[index] = (prompt[cut + 1:], output_ids)
+            dead = _BANS.get(tuple(prompt[: cut + 1]))
+            self.rows[index] = (prompt[cut + 1:], output_ids, None if dead is None else dead.to(self.trie.edge_start.device))
         for a, b, direction in batch_update.moved:
             ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
             if ra is not None:
@@ -91,13 +104,27 @@ class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
         lens = torch.tensor([len(s) for s in seqs], device=logits.device)
         states = self.trie.walk(pref, lens)
         rows = torch.tensor(idx, device=logits.device)
-        masked = self.trie.mask_logits(logits[rows].float(), states)
-        # a prefix already off the trie (a junk beam vLLM keeps to fill its width) may only end:
-        # an all -inf row would turn into NaN log-probs and poison the beam ranking
-        dead = states < 0
+        bans = [(g, self.rows[i][2]) for g, i in enumerate(idx) if self.rows[i][2] is not None]
+        keys = (torch.sort(torch.cat([g * self.trie.n_nodes + d for g, d in bans])).values if bans else None)
+        group = torch.arange(len(idx), device=logits.device)
+        masked = self.trie.mask_logits(logits[rows].float(), states, dead=keys, group=group)
+        # a prefix already off the trie (a junk beam vLLM keeps to fill its width), or a request whose every
+        # item is banned, may only end: an all -inf row would turn into NaN log-probs and poison the beam ranking
+        dead = (states < 0) | ~torch.isfinite(masked).any(1)
         masked[dead, EOS] = 0.0
         logits[rows] = masked.to(logits.dtype)
         return logits
+
+
+def _merge(parts: list[tuple[torch.Tensor, RolloutBatch]], n_rows: int) -> RolloutBatch:
+    """One batch of ``n_rows`` prompts from sub-batches, each with the (k,) rows it answers."""
+    first = parts[0][1]
+    fields = {f: torch.empty((n_rows,) + getattr(first, f).shape[1:], dtype=getattr(first, f).dtype)
+              for f in ("sequences", "token_logprobs", "seq_logprob", "items")}
+    for sel, b in parts:
+        for f, t in fields.items():
+            t[sel] = getattr(b, f)
+    return RolloutBatch(version=first.version, **fields)
 
 
 def _vllm_dir(policy_dir: Path, catalog: SidCatalog, work: Path) -> Path:
@@ -165,8 +192,42 @@ class VllmEngine(RolloutEngine):
                 for row, m in zip(request.input_ids, request.attention_mask)]
 
     def generate(self, request: GenerationRequest) -> RolloutBatch:
-        if request.banned_items is not None:
-            raise ValueError("banned_items is supported by the torch engine only")
+        if request.banned_items is None:
+            return self._generate(request)
+        if not request.constrained:
+            raise ValueError("banned_items needs constrained decoding (the trie is what excludes them)")
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
+            raise ValueError("banned_items needs vLLM's in-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0)")
+        trie, banned = self.catalog.trie, request.banned_items.long()
+        keys = trie.dead_nodes(banned)
+        prompts = [tuple(p["prompt_token_ids"]) for p in self._prompts(request)]
+        # requests with the same prompt tokens cannot be told apart by the processor: one call per repeat
+        rounds, count = [], {}
+        for p in prompts:
+            rounds.append(count.get(p, 0))
+            count[p] = rounds[-1] + 1
+        rounds_t = torch.tensor(rounds)
+        parts: list[tuple[torch.Tensor, RolloutBatch]] = []
+        for k in range(max(rounds) + 1):
+            sel = (rounds_t == k).nonzero().flatten()
+            _BANS.clear()
+            for r in sel.tolist():
+                _BANS[prompts[r]] = keys[keys // trie.n_nodes == r] % trie.n_nodes
+            try:
+                sub = GenerationRequest(request.input_ids[sel], request.attention_mask[sel], request.n, request.mode,
+                                        True, request.temperature, None,
+                                        None if request.seeds is None else request.seeds[sel])
+                parts.append((sel, self._generate(sub)))
+            finally:
+                _BANS.clear()
+        out = _merge(parts, len(prompts))
+        hit = (out.items[..., None] == banned[:, None, :]) & (out.items[..., None] >= 0)
+        if hit.any():
+            raise RuntimeError("vLLM returned a banned item: the SID logits processor did not see the bans "
+                               "(it must run in this process)")
+        return out
+
+    def _generate(self, request: GenerationRequest) -> RolloutBatch:
         prompts = self._prompts(request)
         N, n, T = len(prompts), request.n, self.max_new_tokens
         seqs = torch.full((N, n, T), PAD, dtype=torch.long)

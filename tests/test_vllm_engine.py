@@ -69,8 +69,41 @@ def test_constrained_beam_search(setup):
             lp = torch.log_softmax(cat.trie.mask_logits(logits, states), -1)
             assert lp[torch.arange(len(gen)), gen].sum().item() == pytest.approx(res.seq_logprob[r, j].item(),
                                                                                   abs=1e-3)
-    with pytest.raises(ValueError, match="torch engine only"):
-        engine.generate(GenerationRequest(ids, mask, n=2, banned_items=torch.tensor([[1], [2], [3]])))
+
+
+def test_banned_items_prefix_level(setup):
+    """History exclusion as in the torch engine: full lists of unseen items, also when a whole prefix is seen."""
+    cat, engine, ids, mask, _ = setup
+    # row 0: items 0..43 seen (all but 4, whole level-1 and level-2 prefixes among them); row 1: the same prompt
+    # as row 2 but other bans (the processor tells them apart by separate calls); row 2: nothing left but 2 items
+    ids = torch.cat([ids, ids[2:3]])
+    mask = torch.cat([mask, mask[2:3]])
+    bans = torch.full((4, 48), -1)
+    bans[0, :44] = torch.arange(44)
+    bans[1, :3] = torch.tensor([1, 2, 3])
+    bans[2, :46] = torch.arange(2, 48)
+    bans[3, :16] = torch.arange(16)
+    for mode in ("beam", "sample"):
+        res = engine.generate(GenerationRequest(ids, mask, n=8, mode=mode, banned_items=bans,
+                                                seeds=torch.arange(4) if mode == "sample" else None))
+        for r in range(4):
+            banned = set(bans[r][bans[r] >= 0].tolist())
+            got = res.items[r][res.items[r] >= 0].tolist()
+            assert not set(got) & banned
+            if mode == "beam":
+                assert len(set(got)) == len(got) == min(8, 48 - len(banned)), (r, got)
+            else:
+                assert len(got) == 8, (r, got)   # no sample is lost in a prefix with nothing allowed
+        if mode == "beam":
+            assert sorted(res.items[0][:4].tolist()) == [44, 45, 46, 47]
+            assert sorted(res.items[2][:2].tolist()) == [0, 1]
+    # the same ranking as the torch engine (both exact over 48 items with 48 beams, up to the score definition:
+    # vLLM's processed log-probs are renormalised over allowed tokens, so compare the sets)
+    torch_eng = build_engine("torch", model=load_policy(setup[4] / "policy", cat), catalog=cat)
+    a = engine.generate(GenerationRequest(ids, mask, n=48, banned_items=bans)).items
+    b = torch_eng.generate(GenerationRequest(ids, mask, n=48, banned_items=bans)).items
+    for r in range(4):
+        assert set(a[r].tolist()) == set(b[r].tolist())
 
 
 def test_load_weights_in_place(setup):

@@ -20,6 +20,7 @@ hot path) and ``walk`` (states of N prefixes).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,6 +28,14 @@ import torch
 from rl_align.utils.io import load_npz, write_npz
 
 INVALID = -1
+
+
+def _sorted_contains(table: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: whether each key occurs in the sorted 1-D ``table``."""
+    if table.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    pos = torch.searchsorted(table, keys).clamp(max=table.numel() - 1)
+    return table[pos] == keys
 
 
 class SidTrie:
@@ -42,6 +51,7 @@ class SidTrie:
         deg = (edge_start[1:] - edge_start[:-1]) if edge_start.numel() > 1 else edge_start.new_zeros(1)
         self.max_degree = int(deg.max()) if deg.numel() else 0
         self._rounds = max(1, int(np.ceil(np.log2(self.max_degree + 1))))
+        self._topology: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -200,20 +210,88 @@ class SidTrie:
         """(N, t) token prefixes → (N, vocab_size) bool mask of allowed next tokens."""
         return self.allowed_mask(self.walk(prefixes, lengths))
 
-    def mask_logits(self, logits: torch.Tensor, nodes: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:
+    def mask_logits(self, logits: torch.Tensor, nodes: torch.Tensor, fill: float = float("-inf"),
+                    dead: Optional[torch.Tensor] = None, group: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits with every token not allowed after ``nodes`` set to ``fill``.
 
         Args:
             logits: (N, V) scores. nodes: (N,) states.
+            dead: optional sorted (D,) int64 keys ``g * n_nodes + node`` from :meth:`dead_nodes`: a child
+                whose key (with its row's group) is listed leads only to banned items and is masked too.
+            group: (N,) int64 group (request) of each row, required with ``dead``.
 
         Returns:
             (N, V) new tensor; only the allowed entries are copied (O(allowed), not O(V) per row of work).
         """
         rows, edges = self._edges_of(nodes)
+        if dead is not None and dead.numel():
+            if group is None:
+                raise ValueError("mask_logits: `dead` needs the `group` of every row")
+            keep = ~_sorted_contains(dead, group[rows] * self.n_nodes + edges + 1)
+            rows, edges = rows[keep], edges[keep]
         cols = self.edge_token[edges].long()
         out = torch.full_like(logits, fill)
         out[rows, cols] = logits[rows, cols]
         return out
+
+    # ------------------------------------------------------------------ exclusion (banned items)
+    def topology(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(parent, leaves, item_node), computed once.
+
+        Returns:
+            parent: (n_nodes,) int64 parent of each node (-1 for the root);
+            leaves: (n_nodes,) int64 number of items whose path passes through each node;
+            item_node: (n_items,) int64 terminal node of each item.
+        """
+        if self._topology is None:
+            dev = self.edge_start.device
+            counts = (self.edge_start[1:] - self.edge_start[:-1]).long()
+            parent = torch.cat([torch.full((1,), INVALID, dtype=torch.long, device=dev),
+                                torch.repeat_interleave(torch.arange(self.n_nodes, device=dev), counts)])
+            item_node = torch.empty(self.n_items, dtype=torch.long, device=dev)
+            item_node[self.term_item.long()] = self.term_node.long()
+            leaves = torch.zeros(self.n_nodes, dtype=torch.long, device=dev)
+            leaves[self.term_node.long()] = 1
+            # BFS numbering: each depth is a contiguous node range [b_d, b_{d+1}) with b_{d+1} = edge_start[b_d] + 1
+            bounds = [0, 1]
+            while bounds[-1] < self.n_nodes:
+                bounds.append(int(self.edge_start[bounds[-1]]) + 1)
+            for lo, hi in zip(reversed(bounds[1:-1]), reversed(bounds[2:])):  # deepest level first
+                leaves.index_add_(0, parent[lo:hi], leaves[lo:hi].clone())
+            self._topology = (parent, leaves, item_node)
+        return self._topology
+
+    def dead_nodes(self, banned: torch.Tensor) -> torch.Tensor:
+        """Nodes under which every item is banned, per request: prefix-level exclusion.
+
+        A beam or sample that enters such a node can only end in a banned item (or nowhere), so
+        :meth:`mask_logits` masks it before it is entered — not only at the ``<eos>`` that would complete a
+        banned item. Banned items' ancestors are counted per request (one scatter per trie level) and a
+        node is dead when its count equals the number of items below it.
+
+        Args:
+            banned: (N, M) int64 item indices per request, -1 padded (duplicates allowed).
+
+        Returns:
+            sorted (D,) int64 keys ``r * n_nodes + node`` (r = request row), for :meth:`mask_logits`.
+        """
+        parent, leaves, item_node = self.topology()
+        banned = banned.to(self.edge_start.device).long()
+        r, c = (banned >= 0).nonzero(as_tuple=True)
+        items = banned[r, c]
+        if (items >= self.n_items).any():
+            raise ValueError(f"banned item index outside [0, {self.n_items})")
+        pairs = torch.unique(r * self.n_items + items)  # one count per (request, item)
+        r, node = pairs // self.n_items, item_node[pairs % self.n_items]
+        keys = []
+        while node.numel():
+            keys.append(r * self.n_nodes + node)
+            up = parent[node]
+            r, node = r[up >= 0], up[up >= 0]
+        if not keys:
+            return torch.zeros(0, dtype=torch.long, device=banned.device)
+        uniq, counts = torch.unique(torch.cat(keys), return_counts=True)  # sorted
+        return uniq[counts == leaves[uniq % self.n_nodes]]
 
     def item_of(self, nodes: torch.Tensor) -> torch.Tensor:
         """(N,) states → (N,) int64 item index for states just past an end token, else -1."""

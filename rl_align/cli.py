@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "`ray job submit` entrypoint.")
     _add_config_args(rl)
 
+    bl = sub.add_parser("baseline", help="item-ID baselines (SASRec, GRU4Rec) through the policy's evaluator")
+    bsub = bl.add_subparsers(dest="baseline_cmd", required=True, metavar="ACTION")
+    btrain = bsub.add_parser("train", help="data → train an item-ID model → baselines/<model>/ (metrics, export)",
+                             description="Train SASRec or GRU4Rec on the training split (early stopping on valid), "
+                                         "rank valid/test over the full catalog with seen items masked, export "
+                                         "predictions_test.jsonl.")
+    _add_config_args(btrain)
+    btrain.add_argument("--model", action="append", required=True, metavar="NAME",
+                        help="registered baseline (sasrec, gru4rec); repeatable")
+
     rk = sub.add_parser("ranker", help="train and evaluate the ranker reward model on exposure logs")
     rsub = rk.add_subparsers(dest="ranker_cmd", required=True, metavar="ACTION")
     rtrain = rsub.add_parser("train", help="data → exposure logs → ranker (Ray Train) → evaluation report",
@@ -278,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.cmd == "rl":
             return _run(args, ["data", "embed", "sids", "sft", "exposure", "ranker", "rl"])
+        if args.cmd == "baseline" and args.baseline_cmd == "train":
+            args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
+            return _run(args, ["data", "baselines"])
         if args.cmd == "ranker" and args.ranker_cmd == "train":
             return _run(args, ["data", "exposure", "ranker"])
         if args.cmd == "ranker" and args.ranker_cmd == "eval":

@@ -206,6 +206,47 @@ class EvalConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """Item-ID sequential baselines (SASRec, GRU4Rec): trained on the training split, ranked like the policy."""
+
+    models: list = doc([], "models the `baselines` stage trains, by registered name (sasrec, gru4rec)")
+    max_len: Optional[int] = doc(None, "history items the model reads (None = data.max_history, the policy's window)")
+    hidden: int = doc(64, "embedding and hidden width")
+    layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)")
+    heads: int = doc(1, "attention heads (SASRec)")
+    dropout: float = doc(0.2, "dropout on embeddings and inside blocks during training")
+    epochs: int = doc(200, "maximum epochs (early stopping on valid NDCG@10 usually ends sooner)")
+    batch_size: int = doc(128, "training windows per step")
+    lr: float = doc(1e-3, "Adam learning rate")
+    weight_decay: float = doc(0.0, "Adam weight decay")
+    eval_every: int = doc(2, "validate (full ranking, all valid users) every this many epochs")
+    patience: int = doc(5, "validations without a better valid NDCG@10 before stopping")
+    threads: int = doc(0, "torch CPU threads while training (0 = torch's default)")
+    seed: int = doc(0, "random seed (default: the run's seed)")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """(field, what was expected) for every out-of-range value."""
+        from rl_align.baselines import BASELINES
+
+        errs = [("models", f"unknown model {m!r}; expected one of {BASELINES.names()}")
+                for m in self.models if m not in BASELINES]
+        for name in ("hidden", "layers", "heads", "epochs", "batch_size", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                errs.append((name, f"expected an integer ≥ 1, got {getattr(self, name)}"))
+        if self.max_len is not None and self.max_len < 1:
+            errs.append(("max_len", f"expected null or an integer ≥ 1, got {self.max_len}"))
+        if self.hidden % self.heads:
+            errs.append(("heads", f"must divide hidden ({self.hidden}), got {self.heads}"))
+        if not 0.0 <= self.dropout < 1.0:
+            errs.append(("dropout", f"expected a value in [0, 1), got {self.dropout}"))
+        if self.lr <= 0 or self.weight_decay < 0:
+            errs.append(("lr" if self.lr <= 0 else "weight_decay", "expected lr > 0 and weight_decay ≥ 0"))
+        if self.threads < 0:
+            errs.append(("threads", f"expected an integer ≥ 0, got {self.threads}"))
+        return errs
+
+
+@dataclass
 class ExposureConfig:
     """Simulated impression logs: what a deployed system showed, and what got clicked (position-biased)."""
 
@@ -364,6 +405,7 @@ class RunConfig:
     policy: PolicyConfig = doc(PolicyConfig(), "SID policy architecture")
     sft: SftConfig = doc(SftConfig(), "supervised fine-tuning on Ray Train")
     eval: EvalConfig = doc(EvalConfig(), "evaluation protocol")
+    baseline: BaselineConfig = doc(BaselineConfig(), "item-ID baselines (SASRec, GRU4Rec) in the same evaluator")
     exposure: ExposureConfig = doc(ExposureConfig(), "impression logs the ranker learns from")
     ranker: RankerConfig = doc(RankerConfig(), "the ranker reward model")
     reward: RewardConfig = doc(RewardConfig(), "reward functions and RewardActor pool")
@@ -400,7 +442,11 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", prefix: str 
                 f"{source}: unknown key {dotted!r}{hint}; valid keys here: {sorted(fields)}"
             )
         kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    # sections that know their value ranges check them here, at load time, before any stage runs
+    for name, expected in (obj.value_errors() if hasattr(obj, "value_errors") else []):
+        raise ConfigError(f"{source}: {prefix}{name}: {expected}")
+    return obj
 
 
 def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
@@ -487,7 +533,7 @@ def load_config(path: str | os.PathLike, cls: type[T] = RunConfig, overrides: li
 
 
 # sections whose ``seed`` defaults to the run's ``seed`` (the data section's seeds define the dataset itself)
-SEEDED_SECTIONS = ("sid", "sft", "exposure", "ranker", "rl")
+SEEDED_SECTIONS = ("sid", "sft", "baseline", "exposure", "ranker", "rl")
 
 
 def spread_seed(data: dict) -> None:

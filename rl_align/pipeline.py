@@ -224,6 +224,19 @@ def stage_eval(run: RunDir) -> dict:
     return {"test_hr@10": res["test"]["policy"]["hr@10"], "test_ndcg@10": res["test"]["policy"]["ndcg@10"]}
 
 
+def stage_baselines(run: RunDir) -> dict:
+    """Item-ID baselines (``baseline.models``: SASRec, GRU4Rec) on the same split and evaluator as the policy."""
+    from rl_align.baselines.train import train_and_evaluate
+
+    run.stage_dir("baselines")
+    out = {}
+    for name in run.cfg.baseline.models:
+        res = train_and_evaluate(run.path, name, run.cfg.baseline, run.cfg.eval, run.cfg.data.max_history)
+        out[f"{name}_test_hr@10"] = res["test"]["policy"]["hr@10"]
+        out[f"{name}_test_ndcg@10"] = res["test"]["policy"]["ndcg@10"]
+    return out
+
+
 def stage_report(run: RunDir) -> dict:
     """A Markdown report of the run (``report.md``): metrics table, baseline, timings."""
     from rl_align.report import write_report
@@ -246,6 +259,7 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
                                   "sft": config_digest(c.sft), "eval": config_digest(c.eval)}),
     "eval": (stage_eval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy",
                                                                              "sft", "eval")}),
+    "baselines": (stage_baselines, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "baseline", "eval")}),
     "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
     # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
     "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),

@@ -29,6 +29,17 @@ def _stage_seconds(run: Path) -> dict[str, float]:
     return out
 
 
+def _baseline_rows(run: Path, part: str, ks: list[str]) -> list[str]:
+    """Table rows of the item-ID baselines (``baselines/<model>/metrics.json``) on ``part``."""
+    rows = []
+    for f in sorted(run.glob("baselines/*/metrics.json")):
+        b = read_json(f)
+        if part in b:
+            rows.append(f"| {b['model']} (item IDs, history {b['max_len']}, best epoch {b['best_epoch']}) | "
+                        + " | ".join(f"{b[part]['policy'].get(k, float('nan')):.4f}" for k in ks) + " |")
+    return rows
+
+
 def write_report(run_path: str | Path) -> Path:
     """Write ``report.md`` into the run dir from the artifacts present; returns its path."""
     run = Path(run_path)
@@ -82,7 +93,8 @@ def write_report(run_path: str | Path) -> Path:
                       "|---|" + "---|" * len(ks),
                       f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "
                       + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |",
-                      "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |", ""]
+                      "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
+            lines += _baseline_rows(run, part, ks) + [""]
             b = m["policy_buckets"]
             pb = m["popularity_buckets"]
             lines += [f"Head/tail (head = most popular {100 * cfg.get('eval', {}).get('head_share', 0.2):.0f}% of "

@@ -97,12 +97,12 @@ def test_banned_items_prefix_level(setup):
         if mode == "beam":
             assert sorted(res.items[0][:4].tolist()) == [44, 45, 46, 47]
             assert sorted(res.items[2][:2].tolist()) == [0, 1]
-    # the same ranking as the torch engine (both exact over 48 items with 48 beams, up to the score definition:
-    # vLLM's processed log-probs are renormalised over allowed tokens, so compare the sets)
+    # where fewer items are left than beams, both engines return exactly the unseen items (vLLM's processed
+    # log-probs are renormalised over allowed tokens, so only these sets, not longer rankings, must agree)
     torch_eng = build_engine("torch", model=load_policy(setup[4] / "policy", cat), catalog=cat)
-    a = engine.generate(GenerationRequest(ids, mask, n=48, banned_items=bans)).items
-    b = torch_eng.generate(GenerationRequest(ids, mask, n=48, banned_items=bans)).items
-    for r in range(4):
+    a = engine.generate(GenerationRequest(ids, mask, n=8, banned_items=bans)).items
+    b = torch_eng.generate(GenerationRequest(ids, mask, n=8, banned_items=bans)).items
+    for r in (0, 2):
         assert set(a[r].tolist()) == set(b[r].tolist())
 
 

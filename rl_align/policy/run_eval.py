@@ -107,6 +107,9 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
             "free_decode_seconds": free_s,
             # per user: 0-based rank of y* in the ranked list, -1 if absent (paired tests between policies)
             "target_rank": target_ranks(ranked, es.targets).tolist(),
+            # how many users got lists of each length (index = number of items), and seen items ranked
+            "list_lengths": np.bincount((ranked >= 0).sum(1), minlength=beams + 1).tolist(),
+            "seen_in_lists": int(((ranked[:, :, None] == es.seen[:, None, :]) & (ranked[:, :, None] >= 0)).sum()),
         }
         if part == "test" and export is not None:
             item_ids = catalog.item_ids

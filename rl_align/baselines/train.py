@@ -1,0 +1,186 @@
+"""Train an item-ID baseline on the training split, early-stop on valid, rank test like the SID policy.
+
+Protocol (the policy's): leave-one-out split, training windows cut from each user's training part only
+(non-overlapping, re-cut every epoch: :func:`rl_align.policy.data.training_windows`), full-catalog
+ranking with the user's seen items masked, HR/NDCG@K and per-user target ranks from
+:mod:`rl_align.policy.evaluate`, predictions exported in the same JSONL format. Artifacts in
+``<run>/baselines/<model>/``: ``model.safetensors`` + ``model.json`` (loadable with :func:`load_baseline`,
+no pickle), ``metrics.json``, ``predictions_test.jsonl``, ``curve.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from rl_align.baselines.base import BASELINES, SequenceRecommender
+from rl_align.config import BaselineConfig, EvalConfig
+from rl_align.data.split import training_pairs
+from rl_align.policy.data import training_windows
+from rl_align.policy.evaluate import EvalSet, bucketed, eval_set, export_predictions, metrics, target_ranks
+from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
+
+log = logging.getLogger("rl_align")
+
+
+def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
+    """(N, S) earlier items, left-aligned and -1 padded → (N, max_len) model tokens of the last ``max_len``
+    (item + 1, right-aligned, 0 = padding)."""
+    n = (seen >= 0).sum(1)
+    out = np.zeros((seen.shape[0], max_len), np.int64)
+    for r in range(seen.shape[0]):
+        row = seen[r, max(0, n[r] - max_len): n[r]]
+        if row.size:
+            out[r, max_len - row.size:] = row + 1
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def rank_baseline(model: SequenceRecommender, es: EvalSet, k: int, exclude_history: bool = True,
+                  batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Full-catalog top-``k``, seen items masked. Returns items (N, k) best first and scores (N, k)."""
+    model.eval()
+    L = model.hparams["max_len"]
+    items, scores = [], []
+    for s in range(0, es.targets.size, batch_size):
+        seen = es.seen[s: s + batch_size]
+        logits = model.score_last(last_items(seen, L))
+        if exclude_history:
+            r, c = np.nonzero(seen >= 0)
+            logits[torch.from_numpy(r), torch.from_numpy(seen[r, c])] = float("-inf")
+        kk = min(k, logits.shape[1])
+        sc, it = logits.topk(kk, dim=1)
+        it = torch.where(torch.isfinite(sc), it, torch.full_like(it, -1))  # fewer unseen items than k
+        items.append(it.numpy())
+        scores.append(sc.numpy())
+    return np.concatenate(items), np.concatenate(scores)
+
+
+def _batches(split: dict, L: int, batch_size: int, rng: np.random.Generator):
+    """One epoch of (inputs (b, L), targets (b, L)) from freshly cut training windows of L + 1 items."""
+    offs = split["seq_offsets"]
+    train_len = np.diff(offs) - 2  # the last two events of every user are valid and test
+    w = training_windows(split["seq_items"], offs, train_len, L + 1, rng)
+    w = w[rng.permutation(w.shape[0])]
+    for s in range(0, w.shape[0], batch_size):
+        b = torch.from_numpy(w[s: s + batch_size])
+        inp, tgt = b[:, :-1] + 1, b[:, 1:]
+        tgt = torch.where(inp > 0, tgt, torch.full_like(tgt, -1))  # a target needs at least one item before it
+        yield inp, tgt
+
+
+def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, cfg: BaselineConfig, L: int,
+           rng: np.random.Generator) -> float:
+    """One training epoch: full softmax cross-entropy over the catalog at every position. Returns mean loss."""
+    model.train()
+    total, n = 0.0, 0
+    for inp, tgt in _batches(split, L, cfg.batch_size, rng):
+        logits = model.logits(model.encode(inp))
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, n = total + float(loss.detach()), n + 1
+    return total / max(n, 1)
+
+
+def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int,
+        out_dir: Optional[Path] = None) -> tuple[SequenceRecommender, list[dict]]:
+    """Train ``name`` with early stopping on valid NDCG@10; returns the best model and the validation curve."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = BASELINES.get(name)(n_items, max_len, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    valid = eval_set(split, "valid")
+    best, best_state, curve, waited = -1.0, None, [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        t = time.perf_counter()
+        loss = _epoch(model, opt, split, cfg, max_len, rng)
+        rec = {"epoch": epoch, "train_loss": loss, "train_seconds": time.perf_counter() - t}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            ranked, _ = rank_baseline(model, valid, 10)
+            m = metrics(ranked, valid.targets, [10])
+            rec.update({"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"]})
+            if m["ndcg@10"] > best:
+                best, waited = m["ndcg@10"], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+            log.info("baseline %s epoch %d: loss %.4f valid HR@10 %.4f NDCG@10 %.4f", name, epoch, loss,
+                     m["hr@10"], m["ndcg@10"])
+        curve.append(rec)
+        if waited >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), curve
+
+
+def save_baseline(model: SequenceRecommender, name: str, d: Path) -> None:
+    """``model.safetensors`` + ``model.json`` (name and hyper-parameters), atomically."""
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(d / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(d / "model.json", {"model": name, **model.hparams})
+
+
+def load_baseline(d: str | Path) -> SequenceRecommender:
+    """A saved baseline, ready to score (safetensors: no pickle). Errors name the file."""
+    d = Path(d)
+    spec = read_json(d / "model.json")
+    try:
+        state = load_file(str(d / "model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - a corrupt or missing file: one line naming it
+        raise ValueError(f"{d / 'model.safetensors'}: cannot read baseline weights ({e})") from None
+    kw = {k: spec[k] for k in ("n_items", "max_len", "hidden", "layers", "heads", "dropout")}
+    model = BASELINES.get(spec["model"])(**kw)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def train_and_evaluate(run_path: Path, name: str, cfg: BaselineConfig, eval_cfg: EvalConfig,
+                       max_history: int) -> dict:
+    """Fit baseline ``name`` on a run's split, evaluate valid and test, export test predictions."""
+    run_path = Path(run_path)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split = load_npz(run_path / "data" / "split.npz")
+    item_ids = read_json(run_path / "data" / "items.json")["item_ids"]
+    users = read_json(run_path / "data" / "users.json")["user_ids"]
+    max_len = cfg.max_len or max_history
+    d = run_path / "baselines" / name
+    t = time.perf_counter()
+    model, curve = fit(name, split, len(item_ids), cfg, max_len)
+    train_s = time.perf_counter() - t
+    save_baseline(model, name, d)
+    train_items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
+    pop = np.bincount(train_items, minlength=len(item_ids))  # head/tail buckets as the policy's evaluation
+    k = max(eval_cfg.ks)
+    out: dict = {"model": name, "max_len": max_len, "config": asdict(cfg), "train_seconds": train_s,
+                 "epochs": len(curve), "best_epoch": max((r for r in curve if "valid_ndcg@10" in r),
+                                                          key=lambda r: r["valid_ndcg@10"])["epoch"]}
+    for part in ("valid", "test"):
+        es = eval_set(split, part)
+        ranked, _ = rank_baseline(model, es, k, eval_cfg.exclude_history)
+        out[part] = {"n_users": int(es.targets.size), "policy": metrics(ranked, es.targets, eval_cfg.ks),
+                     "policy_buckets": bucketed(ranked, es.targets, pop, eval_cfg.ks, eval_cfg.head_share),
+                     "target_rank": target_ranks(ranked, es.targets).tolist(),
+                     "list_lengths": np.bincount((ranked >= 0).sum(1), minlength=k + 1).tolist()}
+        if part == "test":
+            export_predictions(d / "predictions_test.jsonl", ranked, es.users, users, item_ids, k=k)
+            out[part]["export"] = str(d / "predictions_test.jsonl")
+    with atomic_path(d / "curve.jsonl") as tmp:
+        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in curve))
+    write_json(d / "metrics.json", out)
+    log.info("baseline %s: test HR@10 %.4f NDCG@10 %.4f (best epoch %d, %.0f s)", name,
+             out["test"]["policy"]["hr@10"], out["test"]["policy"]["ndcg@10"], out["best_epoch"], train_s)
+    return out

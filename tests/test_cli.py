@@ -94,3 +94,16 @@ def test_config_listing(capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "sid.rq_vae.beta" in out and "commitment loss weight" in out
+
+
+def test_baseline_bad_value_fails_before_any_stage(tmp_path, capsys):
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("baseline:\n  dropout: 1.5\n")
+    assert main(["baseline", "train", str(cfg), "--model", "sasrec", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "b.yaml" in err and "baseline.dropout" in err and "[0, 1)" in err
+    assert not (tmp_path / "r").exists()
+    cfg.write_text("seed: 0\n")
+    assert main(["baseline", "train", str(cfg), "--model", "sasrek", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "baseline.models: unknown model 'sasrek'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -246,3 +246,11 @@ def test_shared_prefix_attention_equals_replicated_cache(small, arch, heads, kv_
         torch.manual_seed(0)
         lb = slow.model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(la, lb, atol=1e-6)
+
+
+def test_corrupt_policy_weights_name_the_file(small, tmp_path):
+    cat, model = small
+    save_policy(model, tmp_path / "p", cat)
+    (tmp_path / "p" / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot load the policy weights"):
+        load_policy(tmp_path / "p", cat)

@@ -114,5 +114,10 @@ def load_policy(directory: str | Path, catalog: SidCatalog, device: str | torch.
             f"{meta.get('catalog_fingerprint')}) but the catalog in use has vocab {catalog.vocab_size}, fingerprint "
             f"{catalog.fingerprint()}"
         )
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt or truncated weights file: one line naming it
+        weights = sorted(directory.glob("*.safetensors")) or [directory]
+        raise ValueError(f"{weights[0]}: cannot load the policy weights ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
     return model.to(device).eval()

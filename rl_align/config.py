@@ -367,6 +367,9 @@ class RlConfig:
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
     temperature: float = doc(1.0, "sampling temperature")
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
+    exclude_seen: bool = doc(False, "ban each prompt's earlier items from its rollouts, as the evaluator bans seen "
+                                    "items (prefix-level, needs constrained rollouts; the vLLM engine needs its "
+                                    "in-process core)")
     engine: Literal["torch", "vllm"] = doc("torch", "rollout engine of the workers")
     rollout_python: Optional[str] = doc(None, "Python executable of the rollout workers (Ray runtime_env py_executable), "
                                               "e.g. .venv-vllm/bin/python when vLLM lives in its own venv; None = "

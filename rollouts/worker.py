@@ -41,14 +41,18 @@ class RolloutWorkerImpl:
         self.calls = 0
 
     def generate(self, shard_id: int, input_ids: np.ndarray, attention_mask: np.ndarray, n: int, mode: str,
-                 constrained: bool, temperature: float, seeds: np.ndarray) -> tuple[int, dict]:
-        """``seeds``: (N,) one sampling seed per prompt (a prompt samples the same on any worker)."""
+                 constrained: bool, temperature: float, seeds: np.ndarray,
+                 banned: Optional[np.ndarray] = None) -> tuple[int, dict]:
+        """``seeds``: (N,) one sampling seed per prompt (a prompt samples the same on any worker);
+        ``banned``: optional (N, S) items each prompt may not generate (-1 padded; prefix-level exclusion)."""
         from rollouts.base import GenerationRequest
 
         ids, mask = torch.from_numpy(np.array(input_ids)), torch.from_numpy(np.array(attention_mask))
         out = self.engine.generate(GenerationRequest(ids, mask,
                                                      n=n, mode=mode, constrained=constrained,
                                                      temperature=temperature,
+                                                     banned_items=None if banned is None
+                                                     else torch.from_numpy(np.array(banned, np.int64)),
                                                      seeds=torch.from_numpy(np.array(seeds, np.int64))))
         self.calls += 1
         return shard_id, {"sequences": out.sequences.numpy(), "token_logprobs": out.token_logprobs.numpy(),
@@ -148,7 +152,7 @@ class RolloutPool:
                 time.sleep(0.1)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, n: int, mode: str, constrained: bool,
-                 temperature: float, seed: int) -> dict:
+                 temperature: float, seed: int, banned: Optional[np.ndarray] = None) -> dict:
         """Rollouts for every prompt (arrays concatenated in prompt order) produced by the current version."""
         import ray
         from ray.exceptions import RayActorError
@@ -165,7 +169,8 @@ class RolloutPool:
         def submit(i, actor_idx):
             s, e = bounds[i]
             return self.actors[actor_idx].generate.remote(i, input_ids[s:e], attention_mask[s:e], n, mode,
-                                                          constrained, temperature, seeds[s:e])
+                                                          constrained, temperature, seeds[s:e],
+                                                          None if banned is None else banned[s:e])
 
         inflight = {submit(i, i): i for i in range(k) if bounds[i][1] > bounds[i][0]}  # empty shards stay None
         while inflight:

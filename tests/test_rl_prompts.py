@@ -31,3 +31,12 @@ def test_future_events_stop_at_the_validation_event():
     f = future_events(split, np.array([0, 2, 1]), 3)
     assert f.tolist() == [[11, 12, 13], [13, -1, -1], [12, 13, -1]]     # never 14 (valid) or 15 (test)
     assert future_events(split, np.array([0]), 1).tolist() == [[11]]
+
+
+def test_seen_before_is_everything_before_the_prompt_target():
+    from rl_align.driver.controller import seen_before
+
+    split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
+             "train_users": np.array([0, 0, 1]), "train_positions": np.array([1, 3, 1])}
+    assert seen_before(split, np.array([0, 1, 2])).tolist() == [[10, -1, -1], [10, 11, 12], [20, -1, -1]]
+    assert seen_before(split, np.array([1])).tolist() == [[10, 11, 12]]

@@ -80,6 +80,7 @@ def _records(run, tag="adagrpo"):
     ({"negative_advantage_scale": -0.5}, r"rl.negative_advantage_scale must be in \[0, 1\]"),
     ({"reward": {"future_window": 0}}, "reward.future_window must be ≥ 1"),
     ({"reward": {"future_discount": 1.5}}, r"reward.future_discount must be in \(0, 1\]"),
+    ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen needs rl.constrained: true"),
 ])
 def test_invalid_rl_configs_fail_before_any_actor(prepared, tmp_path, rl, msg):
     from rl_align.driver.controller import RlConfigError, validate
@@ -297,8 +298,9 @@ def test_two_learners_and_two_rollout_workers_give_the_losses_of_one(prepared, t
 def test_target_injection_runs_in_the_loop(prepared, tmp_path):
     """rl.inject_target: groups that missed y* get it as their last rollout; the step trains on it.
 
-    Also runs the recent-prompt pool and the future_match reward through the loop: every group holds y*
-    (future_match 1), and the rank-normalised ranker term averages 0.5 over a group of valid items.
+    Also runs the recent-prompt pool, the future_match reward and history exclusion (``rl.exclude_seen``)
+    through the loop: every group holds y* (future_match 1), the rank-normalised ranker term averages 0.5 over
+    a group of valid items, and no rollout is an item the user saw before the prompt's target.
     """
     import math
 
@@ -306,12 +308,14 @@ def test_target_injection_runs_in_the_loop(prepared, tmp_path):
 
     run = shutil.copytree(prepared, tmp_path / "run")
     cfg = _cfg(tmp_path, steps=2, rollout_mode="beam", inject_target=True, eval_every=2, checkpoint_every=2,
-               recent_prompts=3, reward={"functions": {"future_match": 1.0, "ranker": 0.5}, "future_window": 3})
+               recent_prompts=3, exclude_seen=True,
+               reward={"functions": {"future_match": 1.0, "ranker": 0.5}, "future_window": 3})
     assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
     for r in _records(run):
         assert r["injected_share"] == pytest.approx(1.0 - r["rollout_hit"])
         assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
         assert r["reward_mean"] >= 0.5 * 0.5 + 1.0 / 4 - 1e-6
+        assert r["rollout_seen"] == 0
 
 
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"

@@ -78,6 +78,8 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
                             f"rl.micro_batch_prompts {r.micro_batch_prompts}")
     if r.rollout_mode == "beam" and r.algo in GRPO_FAMILY and r.temperature != 1.0:
         raise RlConfigError("rl.temperature only applies to rollout_mode: sample")
+    if r.exclude_seen and not r.constrained:
+        raise RlConfigError("rl.exclude_seen needs rl.constrained: true (the trie is what excludes seen items)")
     if r.deepspeed:
         from rl_align.learner.worker import merge_ds_config
 
@@ -158,6 +160,17 @@ def future_events(split: dict, rows: np.ndarray, window: int) -> np.ndarray:
     return np.where(ok, seq[np.where(ok, off[users][:, None] + at, 0)], -1).astype(np.int64)
 
 
+def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
+    """(n, S) every item of the user's sequence before each prompt row's target, -1 padded (the items a
+    ranking at that point would exclude: :attr:`RlConfig.exclude_seen`)."""
+    seq, off = split["seq_items"], split["seq_offsets"]
+    users, pos = split["train_users"][rows], split["train_positions"][rows]
+    S = max(int(pos.max()) if pos.size else 1, 1)
+    at = np.arange(S)[None, :]
+    ok = at < pos[:, None]
+    return np.where(ok, seq[np.where(ok, off[users][:, None] + at, 0)], -1).astype(np.int64)
+
+
 class Controller:
     """Owns the schedule; actors do the work. ``run()`` returns the final summary."""
 
@@ -235,6 +248,8 @@ class Controller:
                "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}
         if "future_match" in self.cfg.reward.functions:
             out["future"] = future_events(self.split, rows, self.cfg.reward.future_window)
+        if r.exclude_seen:
+            out["banned"] = seen_before(self.split, rows)
         return out
 
     def _learner_batch(self, p: dict, roll: Optional[dict], rew: Optional[dict]) -> dict:
@@ -353,9 +368,13 @@ class Controller:
             roll = rew = None
             if r.algo != "nll":
                 roll = self.rollouts.generate(p["prompt_ids"], p["prompt_mask"], r.group_size, r.rollout_mode,
-                                              r.constrained, r.temperature, r.seed * 100003 + step)
+                                              r.constrained, r.temperature, r.seed * 100003 + step,
+                                              banned=p.get("banned"))
                 rec["rollout_s"] = time.perf_counter() - t
                 rec["rollout_hit"] = float((roll["items"] == p["targets"][:, None]).any(1).mean())
+                if "banned" in p:  # exclusion is the engine's guarantee; count breaches, expected 0
+                    it = roll["items"]
+                    rec["rollout_seen"] = int(((it[:, :, None] == p["banned"][:, None, :]) & (it[:, :, None] >= 0)).sum())
                 if r.inject_target:
                     from rl_align.algos.injection import inject_targets
 

@@ -151,6 +151,9 @@ def _run(args: argparse.Namespace, stages: list[str] | None = None) -> int:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"{args.config}: stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
+    from rl_align.pipeline import check_registered
+
+    check_registered(cfg, args.config)
     run_path = new_run_dir(cfg)
     setup_logging(run_path)
     log.info("run dir: %s", run_path)

@@ -329,11 +329,22 @@ def guard_checkpoints(run: RunDir, name: str) -> None:
     write_json(rec, {"fingerprint": fp})
 
 
+def check_registered(cfg: RunConfig, source: str = "<config>") -> None:
+    """Names the config gives to registered parts exist (checked before any run dir or stage is made)."""
+    from rl_align.baselines import BASELINES
+    from rl_align.config import ConfigError
+
+    for m in cfg.baseline.models:
+        if m not in BASELINES:
+            raise ConfigError(f"{source}: baseline.models: unknown model {m!r}; expected one of {BASELINES.names()}")
+
+
 def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
     """Run ``cfg.stages`` in order in ``run_path``; finished stages with an unchanged config are skipped."""
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
+    check_registered(cfg)
     run = RunDir(run_path, cfg)
     run.write_config()
     results: dict = {}

@@ -89,7 +89,6 @@ def test_sasrec_padding_does_not_change_scores():
 
 
 @pytest.mark.parametrize("key,value,msg", [
-    ("models", ["sasrek"], "unknown model 'sasrek'"),
     ("dropout", 1.5, r"baseline\.dropout"),
     ("heads", 3, "must divide hidden"),
     ("epochs", 0, r"baseline\.epochs"),

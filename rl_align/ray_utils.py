@@ -19,7 +19,8 @@ STATE = "rl_align_state.json"
 
 
 def init_ray(num_cpus: Optional[int] = None, dashboard_port: Optional[int] = None) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a local Ray on loopback.
+    """Join the cluster in ``RAY_ADDRESS`` (e.g. under ``ray job submit``) or start a new local Ray on loopback
+    (never one that merely happens to run on the machine).
 
     The local Ray's dashboard listens on 127.0.0.1 only, at ``dashboard_port`` (default: Ray's 8265, or the
     next free port when that is taken).
@@ -35,8 +36,10 @@ def init_ray(num_cpus: Optional[int] = None, dashboard_port: Optional[int] = Non
     else:
         # the dashboard serves Ray's State API, which Ray Train's placement-group cleaner polls (without it the
         # cleaner logs a warning every few seconds and cannot clean up after a dead controller); loopback only
+        # address="local": always a new instance of our own, never another local Ray found on the machine
+        # (that one's resources, jobs and auth are not ours; with two alive Ray would refuse to choose)
         extra = {"dashboard_port": int(dashboard_port)} if dashboard_port else {}
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
                  _node_ip_address="127.0.0.1", **extra)
 
 

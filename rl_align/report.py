@@ -105,6 +105,10 @@ def write_report(run_path: str | Path) -> Path:
                       f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}. "
                       f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
                       ""]
+            if "list_lengths" in m:
+                ll = m["list_lengths"]
+                lines += [f"Ranked lists: {ll[-1]} of {sum(ll)} users got all {len(ll) - 1} slots filled "
+                          f"({sum(ll[:10])} fewer than 10 items); seen items ranked: {m['seen_in_lists']}.", ""]
     if (run / "ranker" / "eval.json").exists():
         r = read_json(run / "ranker" / "eval.json")
         h = r["heldout"]

@@ -29,8 +29,9 @@ class GenerationRequest:
         mode: "beam" (top-n by log-prob, deterministic) or "sample".
         constrained: restrict tokens to the catalog trie (0 invalid SIDs by construction).
         temperature: sampling temperature (mode="sample").
-        banned_items: optional (N, B) item indices (-1 padded) that may not be generated
-            (history exclusion in evaluation); constrained mode only.
+        banned_items: optional (N, B) item indices (-1 padded) that may not be generated (history
+            exclusion); constrained mode only. Excluded at the prefix level: a trie node whose every item is
+            banned is never entered, so each prompt still gets min(n, allowed items) distinct allowed items.
         seeds: optional (N,) int64 sampling seed per prompt: a prompt's samples then depend only on its
             seed, not on which other prompts share the batch (so 1 or N rollout workers sample the same).
     """

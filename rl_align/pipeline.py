@@ -330,13 +330,22 @@ def guard_checkpoints(run: RunDir, name: str) -> None:
 
 
 def check_registered(cfg: RunConfig, source: str = "<config>") -> None:
-    """Names the config gives to registered parts exist (checked before any run dir or stage is made)."""
+    """What the config can be checked for before any run dir or stage is made: the names it gives to
+    registered parts, and the settings of the alignment stage when it will run (so a bad ``rl.*`` value fails
+    now, not after data → SFT have run)."""
     from rl_align.baselines import BASELINES
     from rl_align.config import ConfigError
 
     for m in cfg.baseline.models:
         if m not in BASELINES:
             raise ConfigError(f"{source}: baseline.models: unknown model {m!r}; expected one of {BASELINES.names()}")
+    if "rl" in cfg.stages:
+        from rl_align.driver.controller import RlConfigError, check_values
+
+        try:
+            check_values(cfg)
+        except RlConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:

@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from rewards.functions import REWARDS
 from rl_align.config import RunConfig, to_dict
 from rl_align.utils.io import read_json, write_json
 
@@ -35,11 +36,9 @@ class RlConfigError(ValueError):
     """An invalid combination of settings, found before any actor starts."""
 
 
-def validate(cfg: RunConfig, run_path: Path) -> Path:
-    """Check the rl settings and the run's artifacts; returns the starting policy dir. Raises RlConfigError."""
-    from rl_align.policy.model import load_policy
-    from rl_align.sid.catalog import SidCatalog
-
+def check_values(cfg: RunConfig) -> None:
+    """The rl and reward settings on their own (no run dir needed): checked when the config loads, before any
+    stage runs, and again by :func:`validate`. Raises RlConfigError."""
     r = cfg.rl
     G = r.group_size
     if r.algo in GRPO_FAMILY and G < 2:
@@ -87,6 +86,18 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
             merge_ds_config({}, r.deepspeed)
         except ValueError as e:
             raise RlConfigError(str(e)) from None
+    unknown = [f for f in cfg.reward.functions if f not in REWARDS]
+    if unknown:
+        raise RlConfigError(f"reward.functions: unknown reward {unknown[0]!r}; expected one of {REWARDS.names()}")
+
+
+def validate(cfg: RunConfig, run_path: Path) -> Path:
+    """Check the rl settings and the run's artifacts; returns the starting policy dir. Raises RlConfigError."""
+    from rl_align.policy.model import load_policy
+    from rl_align.sid.catalog import SidCatalog
+
+    check_values(cfg)
+    r = cfg.rl
     if r.rollout_python is not None:
         py = Path(r.rollout_python).expanduser()
         if not (py.is_file() and os.access(py, os.X_OK)):

@@ -14,6 +14,8 @@ from rl_align.policy.model import build_policy
 from rl_align.sid import SidCatalog, SidCodes
 from rollouts import GenerationRequest, build_engine
 
+from helpers import all_items_logprob
+
 
 def _random_catalog(rng: np.random.Generator, n_items: int, K: int = 4) -> SidCatalog:
     """``n_items`` items with random prefix-free codes of length 1..3 over K codes per level."""
@@ -38,21 +40,6 @@ def _random_catalog(rng: np.random.Generator, n_items: int, K: int = 4) -> SidCa
 def _policy(cat: SidCatalog, seed: int):
     torch.manual_seed(seed)
     return build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5).eval()
-
-
-def _exact_logprob(model, cat: SidCatalog, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(N, n_items) exact log π(item SID | prompt) by one uncached forward per item (brute force)."""
-    out = torch.empty(ids.shape[0], cat.n_items)
-    P = ids.shape[1]
-    for i in range(cat.n_items):
-        toks = torch.tensor(cat.item_tokens(i))
-        full = torch.cat([ids, toks[None].expand(ids.shape[0], -1)], 1)
-        m = torch.cat([mask, torch.ones(ids.shape[0], toks.numel(), dtype=mask.dtype)], 1)
-        pos = (m.cumsum(1) - 1).clamp(min=0)
-        with torch.no_grad():
-            lp = torch.log_softmax(model(input_ids=full, attention_mask=m, position_ids=pos).logits.float(), -1)
-        out[:, i] = sum(lp[:, P - 1 + j, toks[j]] for j in range(toks.numel()))
-    return out
 
 
 def _random_bans(rng: np.random.Generator, n_req: int, n_items: int) -> torch.Tensor:
@@ -97,7 +84,7 @@ def test_beam_lists_are_full_distinct_and_unseen(seed, shared_prefix):
     hist = rng.integers(-1, cat.n_items, size=(6, 3))
     ids, mask = build_prompts(hist, cat)
     bans = _random_bans(rng, 6, cat.n_items)
-    exact = _exact_logprob(model, cat, ids, mask)
+    exact = all_items_logprob(model, cat, ids, mask)
     for B in sorted({1, 3, int(rng.integers(2, cat.n_items + 4)), cat.n_items, cat.n_items + 2}):
         res = eng.generate(GenerationRequest(ids, mask, n=B, banned_items=bans))
         for r in range(6):

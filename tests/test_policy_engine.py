@@ -12,6 +12,8 @@ from rl_align.policy.model import VocabMismatchError, build_policy, load_policy,
 from rl_align.sid import BOS, EOS, PAD, SidCatalog, SidCodes
 from rollouts import GenerationRequest, build_engine
 
+from helpers import all_items_logprob as _all_items_logprob
+
 
 @pytest.fixture(scope="module")
 def small():
@@ -63,21 +65,6 @@ def test_windows_to_batch_labels(small):
     assert b["input_ids"][0, : len(toks)].tolist() == toks
     assert b["labels"][0, 0] == -100 and b["labels"][0, 1: len(toks)].tolist() == toks[1:]
     assert (b["labels"][0, len(toks):] == -100).all()
-
-
-def _all_items_logprob(model, cat, ids, mask):
-    """Exact log-prob of every catalog item's SID after each prompt (brute force, no cache)."""
-    out = torch.empty(ids.shape[0], cat.n_items)
-    for i in range(cat.n_items):
-        toks = torch.tensor(cat.item_tokens(i))
-        full = torch.cat([ids, toks[None].expand(ids.shape[0], -1)], 1)
-        m = torch.cat([mask, torch.ones(ids.shape[0], toks.numel(), dtype=mask.dtype)], 1)
-        pos = (m.cumsum(1) - 1).clamp(min=0)
-        with torch.no_grad():
-            lp = torch.log_softmax(model(input_ids=full, attention_mask=m, position_ids=pos).logits.float(), -1)
-        P = ids.shape[1]
-        out[:, i] = sum(lp[:, P - 1 + j, toks[j]] for j in range(toks.numel()))
-    return out
 
 
 def test_beam_search_exhaustive_equals_brute_force(small):

@@ -253,7 +253,11 @@ def _config(args: argparse.Namespace) -> int:
     for key, default, text in describe(RunConfig):
         print(f"{key:<36} {default:<24} {text}")
     if args.config:
-        print("\n# resolved:\n" + dump_yaml(load_config(args.config, RunConfig)))
+        from rl_align.pipeline import check_registered
+
+        cfg = load_config(args.config, RunConfig)
+        check_registered(cfg, args.config)   # registered names, and the rl settings when the rl stage is listed
+        print("\n# resolved:\n" + dump_yaml(cfg))
     return 0
 
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""The SID policy against the item-ID baselines on the same users: mean ± sd over seeds, and paired tests.
+
+Each RUN_DIR holds `eval/metrics.json` (the SID policy) and, optionally, `baselines/<model>/metrics.json`
+(models trained in the same run dir or in `--baselines-from` dirs, matched by position). Per seed, the
+policy's and each baseline's per-user test ranks of y* give an exact McNemar p and a bootstrap interval of
+the HR@10 ratio; the pooled p adds the discordant users of all seeds.
+
+Usage: python experiments/compare_with_baselines.py RUN_DIR [RUN_DIR ...] [--baselines-from DIR ...]
+       [--label NAME]  → a Markdown table on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _stats(vals: list[float]) -> str:
+    a = np.array(vals)
+    return f"{a.mean():.4f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.4f}"
+
+
+def main() -> None:
+    from rl_align.policy.significance import mcnemar_exact, paired_hr
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--baselines-from", nargs="*", default=None, help="run dirs holding extra baselines, one per run")
+    ap.add_argument("--label", default="SID policy")
+    args = ap.parse_args()
+    extra = args.baselines_from or [None] * len(args.runs)
+    rows: dict[str, dict] = {}
+    for run, more in zip(map(Path, args.runs), extra):
+        pol = json.loads((run / "eval" / "metrics.json").read_text())
+        rows.setdefault(args.label, {"test": [], "valid": [], "ndcg": [], "ranks": []})
+        r = rows[args.label]
+        r["test"].append(pol["test"]["policy"]["hr@10"])
+        r["ndcg"].append(pol["test"]["policy"]["ndcg@10"])
+        r["valid"].append(pol["valid"]["policy"]["hr@10"])
+        r["ranks"].append(np.array(pol["test"]["target_rank"]))
+        for d in [run] + ([Path(more)] if more else []):
+            for f in sorted(d.glob("baselines/*/metrics.json")):
+                b = json.loads(f.read_text())
+                name = f"{b['model']} (history {b['max_len']})"
+                e = rows.setdefault(name, {"test": [], "valid": [], "ndcg": [], "ranks": [], "epochs": []})
+                e["test"].append(b["test"]["policy"]["hr@10"])
+                e["ndcg"].append(b["test"]["policy"]["ndcg@10"])
+                e["valid"].append(b["valid"]["policy"]["hr@10"])
+                e["ranks"].append(np.array(b["test"]["target_rank"]))
+                e["epochs"].append(b["best_epoch"])
+    pol = rows[args.label]
+    print(f"| model ({len(args.runs)} seeds) | valid HR@10 | test HR@10 | test NDCG@10 | {args.label} ÷ model, HR@10 "
+          "| paired per seed: users won/lost, McNemar p | pooled p |")
+    print("|---|---|---|---|---|---|---|")
+    for name, e in rows.items():
+        if name == args.label:
+            print(f"| **{name}** | {_stats(e['valid'])} | **{_stats(e['test'])}** | {_stats(e['ndcg'])} | | | |")
+            continue
+        per = [paired_hr(b, a) for a, b in zip(pol["ranks"], e["ranks"])] if len(e["ranks"]) == len(pol["ranks"]) else []
+        # paired_hr(A = the baseline, B = the policy): wins are users only the policy hits
+        cells = "; ".join(f"+{p['wins']}/−{p['losses']}, p {p['p']:.3f}" for p in per)
+        pooled = mcnemar_exact(sum(p["wins"] for p in per), sum(p["losses"] for p in per)) if per else float("nan")
+        ratio = np.mean(pol["test"]) / np.mean(e["test"])
+        ep = f", best epochs {e['epochs']}" if e.get("epochs") else ""
+        print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | {ratio:.3f}× "
+              f"| {cells} | {pooled:.3g} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -125,16 +125,6 @@ class TorchEngine(RolloutEngine):
                          **{self._cache_kw: cache})
         return out.logits[:, -1].float(), cache, pos
 
-    def _constrain(self, logp: torch.Tensor, state: torch.Tensor, dead: Optional[torch.Tensor],
-                   group: torch.Tensor) -> torch.Tensor:
-        """Mask ``logp`` (R, V) to the trie children of ``state`` (R,) that still lead to an allowed item.
-
-        ``dead``: sorted keys from :meth:`SidTrie.dead_nodes` (None = nothing banned); ``group``: (R,) request
-        of each row. Prefix-level exclusion: a child whose every item is banned is masked before it is entered,
-        so a beam never walks into a prefix with no allowed completion.
-        """
-        return self.trie.mask_logits(logp, state, dead=dead, group=group)
-
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> RolloutBatch:
@@ -160,7 +150,7 @@ class TorchEngine(RolloutEngine):
         V = logp.shape[1]
         state = self.trie.root(N)
         arange_n = torch.arange(N, device=self.device)
-        cand = self._constrain(logp, state, dead, arange_n) if constrained else logp
+        cand = self.trie.mask_logits(logp, state, dead=dead, group=arange_n) if constrained else logp
         k0 = min(B, V)
         scores, tok = cand.topk(k0, dim=1)
         if k0 < B:  # more beams than tokens: pad with dead beams
@@ -184,7 +174,7 @@ class TorchEngine(RolloutEngine):
             mask = self._grow(mask)
             logits, cache, last_pos = self._step(tok, cache, mask, last_pos)
             logp = F.log_softmax(logits, -1)
-            cand = self._constrain(logp, state, dead, rep) if constrained else logp.clone()
+            cand = self.trie.mask_logits(logp, state, dead=dead, group=rep) if constrained else logp.clone()
             cand[done] = NEG
             cand[done, PAD] = 0.0  # a finished beam carries its score forward through <pad>
             total = (scores[:, None] + cand).view(N, B * V)
@@ -230,7 +220,7 @@ class TorchEngine(RolloutEngine):
         for t in range(self.max_new_tokens):
             logp = F.log_softmax(logits, -1)
             scaled = logp / temperature
-            cand = self._constrain(scaled, state, dead, rep) if constrained else scaled
+            cand = self.trie.mask_logits(scaled, state, dead=dead, group=rep) if constrained else scaled
             stop = ~torch.isfinite(cand).any(1) | done  # finished, or nothing allowed (banned everything)
             cand = torch.where(stop[:, None], torch.zeros_like(cand), cand)
             if gens is None:

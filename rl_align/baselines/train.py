@@ -15,7 +15,6 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -93,8 +92,8 @@ def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, 
     return total / max(n, 1)
 
 
-def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int,
-        out_dir: Optional[Path] = None) -> tuple[SequenceRecommender, list[dict]]:
+def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig,
+        max_len: int) -> tuple[SequenceRecommender, list[dict]]:
     """Train ``name`` with early stopping on valid NDCG@10; returns the best model and the validation curve."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

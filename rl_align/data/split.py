@@ -130,3 +130,17 @@ def training_pairs(seq_items: np.ndarray, seq_offsets: np.ndarray, holdout: int 
     pos = np.arange(seq_items.size) - np.repeat(seq_offsets[:-1], lens)
     m = pos < np.repeat(keep, lens)
     return seq_items[m].astype(np.int64), users[m].astype(np.int64)
+
+
+def items_before(seq_items: np.ndarray, seq_offsets: np.ndarray, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(N, S) each user's items before ``positions`` (the items a ranking at that point excludes), -1 padded.
+
+    Args:
+        seq_items, seq_offsets: users' time-sorted sequences (CSR). users, positions: (N,) user and position.
+    Returns:
+        (N, max(1, max position)) int64, left-aligned in time order.
+    """
+    S = max(int(positions.max()) if positions.size else 1, 1)
+    at = np.arange(S)[None, :]
+    ok = at < positions[:, None]
+    return np.where(ok, seq_items[np.where(ok, seq_offsets[users][:, None] + at, 0)], -1).astype(np.int64)

@@ -174,12 +174,10 @@ def future_events(split: dict, rows: np.ndarray, window: int) -> np.ndarray:
 def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
     """(n, S) every item of the user's sequence before each prompt row's target, -1 padded (the items a
     ranking at that point would exclude: :attr:`RlConfig.exclude_seen`)."""
-    seq, off = split["seq_items"], split["seq_offsets"]
-    users, pos = split["train_users"][rows], split["train_positions"][rows]
-    S = max(int(pos.max()) if pos.size else 1, 1)
-    at = np.arange(S)[None, :]
-    ok = at < pos[:, None]
-    return np.where(ok, seq[np.where(ok, off[users][:, None] + at, 0)], -1).astype(np.int64)
+    from rl_align.data.split import items_before
+
+    return items_before(split["seq_items"], split["seq_offsets"], split["train_users"][rows],
+                        split["train_positions"][rows])
 
 
 class Controller:

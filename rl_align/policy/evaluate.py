@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from rl_align.data.split import items_before
 from rl_align.policy.data import build_prompts
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import atomic_path
@@ -48,11 +49,7 @@ def eval_set(split: dict[str, np.ndarray], part: str, limit: Optional[int] = Non
     pos = split[f"{part}_positions"]
     if limit is not None:
         users, pos = users[:limit], pos[:limit]
-    offs = split["seq_offsets"]
-    S = int(pos.max()) if pos.size else 1
-    seen = np.full((users.size, max(S, 1)), -1, np.int64)
-    for r, (u, p) in enumerate(zip(users, pos)):
-        seen[r, :p] = split["seq_items"][offs[u]: offs[u] + p]
+    seen = items_before(split["seq_items"], split["seq_offsets"], users, pos)
     n = users.size
     return EvalSet(users=users, targets=split[f"{part}_targets"][:n], history=split[f"{part}_history"][:n], seen=seen)
 

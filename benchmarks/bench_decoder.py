@@ -49,13 +49,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from rl_align.eval.evaluate import eval_set
     from rl_align.policy.data import build_prompts
-    from rl_align.policy.evaluate import eval_set
     from rl_align.policy.model import load_policy
+    from rl_align.rollouts.base import GenerationRequest
+    from rl_align.rollouts.torch_engine import TorchEngine
     from rl_align.sid.catalog import EOS, PAD, SidCatalog
     from rl_align.utils.io import load_npz
-    from rollouts.base import GenerationRequest
-    from rollouts.torch_engine import TorchEngine
 
     run = Path(args.run_dir)
     catalog = SidCatalog.load(run / "sids" / "catalog")

@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 def build_ml100k_ranker(directory: Path) -> None:
     import torch
 
-    from rewards.features import auto_specs, encode
-    from rewards.ranker import DinRanker, save_ranker
     from rl_align.config import DataConfig, RankerConfig
     from rl_align.data import load_dataset
+    from rl_align.ranker.features import auto_specs, encode
+    from rl_align.ranker.model import DinRanker, save_ranker
 
     data = load_dataset(DataConfig())
     ispecs = auto_specs(data.item_features, data.n_items)
@@ -77,9 +77,9 @@ def main() -> None:
     import ray
     import torch
 
-    from rewards.actor import RewardPool, RewardScorer
-    from rewards.ranker import load_ranker
     from rl_align.config import RewardConfig
+    from rl_align.ranker.model import load_ranker
+    from rl_align.rewards.actor import RewardPool, RewardScorer
 
     tmp = tempfile.TemporaryDirectory()
     rdir = Path(args.ranker_dir) if args.ranker_dir else Path(tmp.name) / "ranker"

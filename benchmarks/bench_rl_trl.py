@@ -88,16 +88,16 @@ class TrieLogits:
 
 
 def run_trl(run: Path, B: int, G: int, steps: int, lr: float, seed: int) -> dict:
+    from bench_decoder import dict_trie
     from datasets import Dataset
     from transformers import AutoTokenizer, LogitsProcessorList, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from bench_decoder import dict_trie
-    from rewards.actor import RewardScorer
     from rl_align.config import RewardConfig
     from rl_align.driver.controller import prompt_order
     from rl_align.policy.data import build_prompts
     from rl_align.policy.model import load_policy
+    from rl_align.rewards.actor import RewardScorer
     from rl_align.sid.catalog import PAD, SidCatalog
     from rl_align.utils.io import load_npz
 

@@ -31,12 +31,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vllm_engine.json"))
     args = ap.parse_args()
 
+    from rl_align.eval.evaluate import eval_set
     from rl_align.policy.data import build_prompts
-    from rl_align.policy.evaluate import eval_set
     from rl_align.policy.model import load_policy
+    from rl_align.rollouts import GenerationRequest, build_engine
     from rl_align.sid.catalog import SidCatalog
     from rl_align.utils.io import load_npz
-    from rollouts import GenerationRequest, build_engine
 
     run = Path(args.run_dir)
     cat = SidCatalog.load(run / "sids" / "catalog")

@@ -29,7 +29,7 @@ def _stats(vals: list[float]) -> str:
 
 
 def main() -> None:
-    from rl_align.policy.significance import mcnemar_exact, paired_hr
+    from rl_align.eval.significance import mcnemar_exact, paired_hr
 
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+")

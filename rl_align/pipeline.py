@@ -14,9 +14,27 @@ from typing import Callable
 
 import numpy as np
 
-from rl_align.config import RunConfig
-from rl_align.run_dir import RunDir, config_digest
-from rl_align.utils.io import load_npz, read_json, write_json, write_npz
+from rl_align.baselines.train import train_and_evaluate
+from rl_align.checks import check_config
+from rl_align.config import STAGE_NAMES, RunConfig
+from rl_align.data import leave_one_out, load_dataset
+from rl_align.data.cold import choose_cold_items, cold_start_split
+from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate_exposure
+from rl_align.data.fetch import cache_root
+from rl_align.data.split import training_pairs
+from rl_align.data.stats import dataset_stats
+from rl_align.driver.controller import rl_tag, run_rl
+from rl_align.embed import embed_items
+from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
+from rl_align.eval.run_eval import evaluate_run, train_popularity
+from rl_align.ranker.evaluate import evaluate_ranker, write_ranker_eval
+from rl_align.ranker.train import run_ranker_training
+from rl_align.report import write_report
+from rl_align.run_dir import RunDir, config_digest, resume_view
+from rl_align.sft.driver import run_sft
+from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
+from rl_align.sid.stats import format_stats, sid_stats
+from rl_align.utils.io import load_npz, read_json, write_json, write_npy, write_npz
 
 log = logging.getLogger("rl_align")
 
@@ -24,15 +42,11 @@ log = logging.getLogger("rl_align")
 # --------------------------------------------------------------------------- data
 def stage_data(run: RunDir) -> dict:
     """Load the dataset, split leave-one-out, write ``data/`` (items, users, split arrays, stats)."""
-    from rl_align.data import leave_one_out, load_dataset
-    from rl_align.data.stats import dataset_stats
 
     cfg = run.cfg.data
     data = load_dataset(cfg)
     cold = None
     if cfg.cold_share > 0:
-        from rl_align.data.cold import choose_cold_items, cold_start_split
-
         items = choose_cold_items(data.item_popularity(), cfg.cold_share, run.cfg.eval.head_share, cfg.cold_seed)
         data, cold = cold_start_split(data, items, cfg.max_history)
         cold["items"] = items
@@ -52,8 +66,6 @@ def stage_data(run: RunDir) -> dict:
     write_json(d / "items.json", {"item_ids": data.item_ids, "item_text": data.item_text})
     write_json(d / "users.json", {"user_ids": data.user_ids, "user_features": data.user_features})
     if data.item_embeddings is not None:
-        from rl_align.utils.io import write_npy
-
         write_npy(d / "dataset_item_embeddings.npy", data.item_embeddings)
     stats = dataset_stats(data, split)
     if cold is not None:
@@ -78,14 +90,7 @@ def load_split_arrays(run_path: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- embed
 def stage_embed(run: RunDir) -> dict:
     """Item vectors → ``embed/item_emb.npy``."""
-    from rl_align.data.fetch import cache_root
-    from rl_align.embed import embed_items
-    from rl_align.utils.io import write_npy
 
-    e = run.cfg.embed
-    if e.cf_dim < 0 or not 0.0 <= e.cf_weight <= 1.0 or e.cf_fill_neighbours < 0:
-        raise ValueError(f"embed.cf_dim must be ≥ 0 (0 = off), embed.cf_weight in [0, 1] and "
-                         f"embed.cf_fill_neighbours ≥ 0; got {e.cf_dim}, {e.cf_weight}, {e.cf_fill_neighbours}")
     items = load_items(run.path)
     provided = None
     p = run.path / "data" / "dataset_item_embeddings.npy"
@@ -94,9 +99,6 @@ def stage_embed(run: RunDir) -> dict:
     t = time.perf_counter()
     emb, info = embed_items(items["item_text"], run.cfg.embed, cache_root(run.cfg.data.cache_dir), provided)
     if run.cfg.embed.cf_dim > 0:
-        from rl_align.data.split import training_pairs
-        from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
-
         split = load_split_arrays(run.path)
         it, us = training_pairs(split["seq_items"], split["seq_offsets"])
         cf = cf_vectors(it, us, emb.shape[0], split["seq_offsets"].size - 1, e.cf_dim, run.cfg.seed)
@@ -115,13 +117,10 @@ def stage_embed(run: RunDir) -> dict:
 # --------------------------------------------------------------------------- sids
 def stage_sids(run: RunDir) -> dict:
     """Fit the tokenizer, resolve collisions, write ``sids/`` (tokenizer, catalog, stats)."""
-    from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
-    from rl_align.sid.stats import format_stats, sid_stats
 
     cfg = run.cfg.sid
     emb = np.load(run.path / "embed" / "item_emb.npy", allow_pickle=False)
     items = load_items(run.path)
-    from rl_align.policy.run_eval import train_popularity
 
     # training counts only: the valid/test events must not reach the tokenizer (SA²CRQ's head/tail split)
     pop = train_popularity(load_split_arrays(run.path), emb.shape[0])
@@ -149,7 +148,6 @@ def stage_sids(run: RunDir) -> dict:
 # --------------------------------------------------------------------------- sft
 def stage_sft(run: RunDir) -> dict:
     """Train the SID policy with NLL on Ray Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
-    from rl_align.sft.driver import run_sft
 
     out = run_sft(run.cfg, run.path)
     return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
@@ -158,7 +156,6 @@ def stage_sft(run: RunDir) -> dict:
 # --------------------------------------------------------------------------- exposure + ranker
 def stage_exposure(run: RunDir) -> dict:
     """Impression logs for the ranker: simulated from the training split, or loaded (``exposure.logs_path``)."""
-    from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate_exposure
 
     cfg = run.cfg.exposure
     arrays = load_split_arrays(run.path)
@@ -181,8 +178,6 @@ def stage_exposure(run: RunDir) -> dict:
 
 def stage_ranker(run: RunDir) -> dict:
     """Train the ranker on the exposure logs (Ray Train), then evaluate it → ``ranker/eval.json``, ``report.md``."""
-    from rewards.evaluate import evaluate_ranker, write_ranker_eval
-    from rewards.train import run_ranker_training
 
     out = run_ranker_training(run.cfg, run.path)
     res = evaluate_ranker(run.path, run.cfg.ranker, run.cfg.eval)
@@ -197,8 +192,6 @@ def stage_ranker(run: RunDir) -> dict:
 def stage_rl(run: RunDir) -> dict:
     """Align the SFT policy on Ray (rollout workers, reward actors, DeepSpeed learners), then evaluate the
     best-on-valid and final policies on test → ``rl/<tag>/{summary,test_metrics}.json``."""
-    from rl_align.driver.controller import rl_tag, run_rl
-    from rl_align.policy.run_eval import evaluate_run
 
     summary = run_rl(run.cfg, run.path)
     tag = rl_tag(run.cfg.rl)
@@ -215,7 +208,6 @@ def stage_rl(run: RunDir) -> dict:
 # --------------------------------------------------------------------------- eval + report
 def stage_eval(run: RunDir) -> dict:
     """Test/valid metrics of the best SFT policy and of popularity; predictions → ``eval/predictions_test.jsonl``."""
-    from rl_align.policy.run_eval import evaluate_run
 
     d = run.stage_dir("eval")
     parts = ("valid", "test", "cold") if run.cfg.data.cold_share > 0 else ("valid", "test")
@@ -226,7 +218,6 @@ def stage_eval(run: RunDir) -> dict:
 
 def stage_baselines(run: RunDir) -> dict:
     """Item-ID baselines (``baseline.models``: SASRec, GRU4Rec) on the same split and evaluator as the policy."""
-    from rl_align.baselines.train import train_and_evaluate
 
     run.stage_dir("baselines")
     out = {}
@@ -239,7 +230,6 @@ def stage_baselines(run: RunDir) -> dict:
 
 def stage_report(run: RunDir) -> dict:
     """A Markdown report of the run (``report.md``): metrics table, baseline, timings."""
-    from rl_align.report import write_report
 
     path = write_report(run.path)
     log.info("report: %s", path)
@@ -269,13 +259,7 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
     # the report is cheap and reflects every stage: always rewritten
     "report": (stage_report, lambda c: {"always": time.time()}),
 }
-
-
-def _without(section, fields: tuple[str, ...]) -> dict:
-    """A config section's non-default fields minus ``fields`` (its schedule and resources)."""
-    from rl_align.run_dir import non_default
-
-    return {k: v for k, v in non_default(section).items() if k not in fields}
+assert tuple(STAGES) == STAGE_NAMES, "rl_align.config.STAGE_NAMES lists the stages in this order"
 
 
 def _upstream(c: RunConfig, stages: tuple[str, ...]) -> dict:
@@ -283,8 +267,6 @@ def _upstream(c: RunConfig, stages: tuple[str, ...]) -> dict:
 
 
 def _rl_dir(c: RunConfig) -> str:
-    from rl_align.driver.controller import rl_tag
-
     return f"rl/{rl_tag(c.rl)}"
 
 
@@ -295,12 +277,10 @@ def _rl_dir(c: RunConfig) -> str:
 RESUMABLE: dict[str, tuple[Callable[[RunConfig], str], tuple[str, ...], Callable[[RunConfig], dict]]] = {
     "sft": (lambda c: "sft", ("ray_train",), lambda c: {
         **_upstream(c, ("data", "embed", "sids")), "policy": config_digest(c.policy),
-        "sft": _without(c.sft, ("epochs", "eval_every", "eval_users", "patience", "num_workers", "cpus_per_worker",
-                                "use_gpu", "max_failures"))}),
+        "sft": resume_view(c.sft)}),
     "ranker": (lambda c: "ranker", ("ray_train",), lambda c: {
         **_upstream(c, ("data", "exposure")),
-        "ranker": _without(c.ranker, ("epochs", "num_workers", "cpus_per_worker", "use_gpu", "max_failures",
-                                      "eval_negatives", "eval_split", "popularity_buckets"))}),
+        "ranker": resume_view(c.ranker)}),
     # the controller checks the rl/reward part itself (and refuses with a clear message); here: what it starts from
     "rl": (_rl_dir, ("checkpoints",), lambda c: _upstream(c, ("data", "embed", "sids", "sft", "exposure", "ranker"))),
 }
@@ -329,31 +309,9 @@ def guard_checkpoints(run: RunDir, name: str) -> None:
     write_json(rec, {"fingerprint": fp})
 
 
-def check_registered(cfg: RunConfig, source: str = "<config>") -> None:
-    """What the config can be checked for before any run dir or stage is made: the names it gives to
-    registered parts, and the settings of the alignment stage when it will run (so a bad ``rl.*`` value fails
-    now, not after data → SFT have run)."""
-    from rl_align.baselines import BASELINES
-    from rl_align.config import ConfigError
-
-    for m in cfg.baseline.models:
-        if m not in BASELINES:
-            raise ConfigError(f"{source}: baseline.models: unknown model {m!r}; expected one of {BASELINES.names()}")
-    if "rl" in cfg.stages:
-        from rl_align.driver.controller import RlConfigError, check_values
-
-        try:
-            check_values(cfg)
-        except RlConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-
-
 def run_pipeline(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
     """Run ``cfg.stages`` in order in ``run_path``; finished stages with an unchanged config are skipped."""
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"stages: unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
-    check_registered(cfg)
+    check_config(cfg)
     run = RunDir(run_path, cfg)
     run.write_config()
     results: dict = {}

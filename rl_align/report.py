@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from rl_align.config import STAGE_NAMES
+from rl_align.rl_report import section
 from rl_align.utils.io import read_json, write_text
 
 
@@ -16,9 +18,8 @@ def _fmt(x) -> str:
 
 def _stage_seconds(run: Path) -> dict[str, float]:
     """Seconds of every finished stage, in pipeline order."""
-    from rl_align.pipeline import STAGES
 
-    order = {name: i for i, name in enumerate(STAGES)}
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
     found = sorted(run.glob("*/stage.json"), key=lambda p: (order.get(p.parent.name, len(order)), p.parent.name))
     out = {}
     for p in found:
@@ -131,7 +132,6 @@ def write_report(run_path: str | Path) -> Path:
                       f"{hk.upper()} × {rr['gain']:.3f} at best (α = {rr['best_alpha']:g}; policy alone "
                       f"{rr['policy'][hk]:.4f}, ranker alone {rr['ranker_only'][hk]:.4f}) — how much the "
                       "reward knows beyond the policy on its own candidates.", ""]
-    from rl_align.rl_report import section
 
     lines += section(run)
     secs = _stage_seconds(run)

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
+from rl_align.eval.significance import paired_hr
 from rl_align.utils.io import read_json
 
 
@@ -81,7 +82,6 @@ def paired_lines(sft: Optional[dict], rows: list[dict], k: int = 10) -> list[str
     """Markdown table: each tag's best and final test HR@k against SFT's, paired over the same users (exact McNemar
     p, bootstrap 95% interval of the ratio). Empty when no tag has per-user ranks (evaluations before they were
     stored)."""
-    from rl_align.policy.significance import paired_hr
 
     if not sft or "target_rank" not in sft:
         return []

@@ -52,16 +52,19 @@ def setup_logging(run_dir: Optional[Path] = None, level: int = logging.INFO) -> 
         root.addHandler(fh)
 
 
-def non_default(obj: Any) -> Any:
+def non_default(obj: Any, resume_only: bool = False) -> Any:
     """The fields of a config dataclass that differ from their defaults (recursively); other values as they are.
 
     A stage's digest is taken over this, so a new rl-align version that *adds* a config field (with a default)
-    does not invalidate finished stages of existing run directories.
+    does not invalidate finished stages of existing run directories. ``resume_only`` leaves out the fields
+    declared ``schedule=True`` (epochs, workers, resources…): what a checkpoint must share to be resumed.
     """
     if not dataclasses.is_dataclass(obj):
         return obj
     out = {}
     for f in dataclasses.fields(obj):
+        if resume_only and f.metadata.get("schedule"):
+            continue
         v = getattr(obj, f.name)
         if f.default is not dataclasses.MISSING:
             default = f.default
@@ -71,8 +74,13 @@ def non_default(obj: Any) -> Any:
             default = dataclasses.MISSING
         if default is not dataclasses.MISSING and v == default:
             continue
-        out[f.name] = non_default(v)
+        out[f.name] = non_default(v, resume_only)
     return out
+
+
+def resume_view(section: Any) -> dict:
+    """The non-default, non-schedule fields of a config section: a checkpoint resumes only if they are equal."""
+    return non_default(section, resume_only=True)
 
 
 def config_digest(section: Any) -> str:

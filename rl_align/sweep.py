@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from rl_align.config import RunConfig, load_config
+from rl_align.pipeline import STAGES, run_pipeline
 from rl_align.utils.io import read_json, write_json, write_text
 
 log = logging.getLogger("rl_align")
@@ -100,8 +102,6 @@ def write_table(sweep_dir: Path, rows: list[dict]) -> Path:
 def run_sweep(config: str, grid_specs: list[str], overrides: list[str], stages: Optional[list[str]],
               sweep_dir: Path, resume: bool = True) -> list[dict]:
     """Run every combination (configs are all validated first, so a typo fails before any run)."""
-    from rl_align.config import RunConfig, load_config
-    from rl_align.pipeline import STAGES, run_pipeline
 
     combos = combinations(parse_grid(grid_specs))
     cfgs = []

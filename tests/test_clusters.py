@@ -10,8 +10,8 @@ import pytest
 import ray
 import yaml
 
+from rl_align.checks import check_config
 from rl_align.config import RunConfig, load_config
-from rl_align.pipeline import check_registered
 
 CLUSTERS = Path(__file__).resolve().parents[1] / "clusters"
 ROOT = CLUSTERS.parent
@@ -33,7 +33,7 @@ def _entrypoint_config(entrypoint: str) -> RunConfig:
     assert argv[:3] == ["python", "-m", "rl_align"] and argv[3] in {"run", "rl", "sft"}, argv
     path = ROOT / argv[4]
     cfg = load_config(path, RunConfig, [a for i, a in enumerate(argv) if i and argv[i - 1] == "--set"])
-    check_registered(cfg, str(path))
+    check_config(cfg, str(path))
     assert "--run-dir" in argv and argv[argv.index("--run-dir") + 1].startswith("/shared/")
     return cfg
 
@@ -99,11 +99,11 @@ def test_dockerfile_uses_the_tested_ray_and_submit_script_parses():
     assert base and base.group(1).startswith(ray.__version__ + "-")
     assert subprocess.run(["bash", "-n", str(CLUSTERS / "submit.sh")]).returncode == 0
     default = re.search(r'CONFIG="\$\{1:-(\S+)\}"', (CLUSTERS / "submit.sh").read_text()).group(1)
-    check_registered(load_config(ROOT / default, RunConfig), default)
+    check_config(load_config(ROOT / default, RunConfig), default)
 
 
 @pytest.mark.parametrize("name", ["gpu.yaml", "rl_gpu.yaml"])
 def test_cluster_run_configs_load(name):
     cfg = load_config(CLUSTERS / name, RunConfig)
-    check_registered(cfg, name)
+    check_config(cfg, name)
     assert cfg.run_root.startswith("/shared") and cfg.sft.use_gpu

@@ -36,11 +36,12 @@ def test_cold_share_out_of_range_is_refused():
 
 
 def test_data_stage_writes_cold_cases_and_eval_set_reads_them(tmp_path, ml100k):
-    from rl_align.config import RunConfig, load_config
-    from rl_align.pipeline import run_pipeline
-    from rl_align.policy.evaluate import eval_set
-    from rl_align.utils.io import load_npz
     from pathlib import Path
+
+    from rl_align.config import RunConfig, load_config
+    from rl_align.eval.evaluate import eval_set
+    from rl_align.pipeline import run_pipeline
+    from rl_align.utils.io import load_npz
 
     quick = Path(__file__).resolve().parents[1] / "experiments/configs/quick.yaml"
     cfg = load_config(quick, RunConfig, ["data.cold_share=0.1"])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rl_align.policy.cold_expand import ColdIndex, expand_with_cold, measured_cold_prior, user_queries
+from rl_align.eval.cold_expand import ColdIndex, expand_with_cold, measured_cold_prior, user_queries
 from rl_align.sid import SidCatalog
 from rl_align.sid.catalog import PAD
 from rl_align.sid.codes import NO_CODE, SidCodes

@@ -1,6 +1,6 @@
-from pathlib import Path
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 

@@ -7,14 +7,13 @@ with a beam as wide as the catalog the ranking equals brute-force scoring of eve
 import numpy as np
 import pytest
 import torch
+from helpers import all_items_logprob
 
 from rl_align.config import PolicyConfig
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import build_policy
+from rl_align.rollouts import GenerationRequest, build_engine
 from rl_align.sid import SidCatalog, SidCodes
-from rollouts import GenerationRequest, build_engine
-
-from helpers import all_items_logprob
 
 
 def _random_catalog(rng: np.random.Generator, n_items: int, K: int = 4) -> SidCatalog:

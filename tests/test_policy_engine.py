@@ -4,15 +4,14 @@
 import numpy as np
 import pytest
 import torch
+from helpers import all_items_logprob as _all_items_logprob
 
 from rl_align.config import PolicyConfig
+from rl_align.eval.evaluate import EvalSet, metrics, rank_popularity
 from rl_align.policy.data import build_prompts, prompts_from_raw, training_windows, windows_to_batch
-from rl_align.policy.evaluate import EvalSet, metrics, rank_popularity
 from rl_align.policy.model import VocabMismatchError, build_policy, load_policy, save_policy
+from rl_align.rollouts import GenerationRequest, build_engine
 from rl_align.sid import BOS, EOS, PAD, SidCatalog, SidCodes
-from rollouts import GenerationRequest, build_engine
-
-from helpers import all_items_logprob as _all_items_logprob
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.ray
 def ranker_dir(tmp_path_factory):
     import torch
 
-    from rewards.features import build_spec, encode
-    from rewards.ranker import DinRanker, save_ranker
+    from rl_align.ranker.features import build_spec, encode
+    from rl_align.ranker.model import DinRanker, save_ranker
 
     n_items = 500
     genres = [[f"g{i % 7}"] for i in range(n_items)]
@@ -42,7 +42,7 @@ def _request(B, G=8, H=20, seed=0, n_items=500):
 
 
 def test_pool_matches_in_process_scoring(ray_session, ranker_dir):
-    from rewards.actor import RewardPool, RewardScorer
+    from rl_align.rewards.actor import RewardPool, RewardScorer
 
     cfg = RewardConfig(functions={"ranker": 1.0, "exact_match": 0.5}, replicas=2, chunk_size=400, max_inflight=2)
     pool = RewardPool(cfg, ranker_dir)
@@ -63,7 +63,7 @@ def test_pool_matches_in_process_scoring(ray_session, ranker_dir):
 
 
 def test_pool_passes_future_events_chunk_by_chunk(ray_session, ranker_dir):
-    from rewards.actor import RewardPool, RewardScorer
+    from rl_align.rewards.actor import RewardPool, RewardScorer
 
     cfg = RewardConfig(functions={"future_match": 1.0}, replicas=2, chunk_size=80, future_discount=0.5)
     pool = RewardPool(cfg, ranker_dir)
@@ -84,7 +84,7 @@ def test_pool_passes_future_events_chunk_by_chunk(ray_session, ranker_dir):
 def test_killed_replica_chunks_are_reissued_once(ray_session, ranker_dir):
     import ray
 
-    from rewards.actor import RewardPool, RewardScorer
+    from rl_align.rewards.actor import RewardPool, RewardScorer
 
     cfg = RewardConfig(functions={"ranker": 1.0}, replicas=2, chunk_size=1024, max_inflight=2, max_retries=3)
     pool = RewardPool(cfg, ranker_dir)

@@ -8,12 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from rewards.diagnostics import discriminability, group_rank_normalize, group_zscore
-from rewards.features import auto_specs, encode, specs_from_config
-from rewards.functions import REWARDS, CompositeReward, RewardContext, RewardInputError, RewardInputs, rank_penalties
-from rewards.metrics import auc, gauc
-from rewards.ranker import DinRanker, RankerLoadError, load_ranker, save_ranker
+from rl_align.algos.diagnostics import discriminability, group_rank_normalize, group_zscore
 from rl_align.config import ExposureConfig, RankerConfig, RewardConfig
+from rl_align.ranker.features import auto_specs, encode, specs_from_config
+from rl_align.ranker.metrics import auc, gauc
+from rl_align.ranker.model import DinRanker, RankerLoadError, load_ranker, save_ranker
+from rl_align.rewards.functions import (
+    REWARDS,
+    CompositeReward,
+    RewardContext,
+    RewardInputError,
+    RewardInputs,
+    rank_penalties,
+)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -137,7 +144,7 @@ def test_auto_features_on_ml100k(ml100k):
 
 # --------------------------------------------------------------------------- ranker model
 def _tiny_ranker(head="mlp", n_items=30, n_users=10):
-    from rewards.features import build_spec
+    from rl_align.ranker.features import build_spec
 
     genres = [[f"g{i % 4}", f"g{(i + 1) % 4}"] for i in range(n_items)]
     spec = build_spec("genre", genres, "multi")
@@ -193,7 +200,7 @@ def test_ranker_learns_a_history_dependent_click_rule():
 
 # --------------------------------------------------------------------------- scorer (in-process)
 def test_reward_scorer_in_process(tmp_path):
-    from rewards.actor import RewardScorer
+    from rl_align.rewards.actor import RewardScorer
 
     save_ranker(_tiny_ranker(), tmp_path / "rk")
     sc = RewardScorer(tmp_path / "rk", RewardConfig(functions={"ranker": 1.0, "exact_match": 1.0}, floor=-1.0))
@@ -289,7 +296,7 @@ def test_future_match_discounts_later_events_and_defaults_to_exact_match():
 
 
 def test_rerank_ceiling_hand_made():
-    from rewards.evaluate import rerank_ceiling
+    from rl_align.ranker.evaluate import rerank_ceiling
 
     items = np.array([[1, 2, 3], [4, 5, -1]])          # row 1 has an empty beam slot
     logp = np.array([[-1.0, -2.0, -3.0], [-1.0, -1.5, -9.0]])

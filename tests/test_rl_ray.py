@@ -53,7 +53,7 @@ def prepared(tmp_path_factory, ml100k_emb, ray_session):
 def test_ranker_eval_reports_the_reward_ceiling_on_the_policys_beam(prepared):
     """The ranker stage re-ranks the SFT policy's own beam by log π + α·logit r: the policy-alone row is the
     beam's own order, every α row is a permutation of the same 11 candidates (so HR@11 cannot change)."""
-    from rewards.evaluate import ranker_report
+    from rl_align.ranker.evaluate import ranker_report
 
     ev = json.loads((prepared / "ranker" / "eval.json").read_text())
     rr = ev["rerank"]

@@ -5,8 +5,8 @@ import pytest
 
 
 def test_paired_hr_mcnemar_and_bootstrap():
-    from rl_align.policy.evaluate import target_ranks
-    from rl_align.policy.significance import mcnemar_exact, paired_hr
+    from rl_align.eval.evaluate import target_ranks
+    from rl_align.eval.significance import mcnemar_exact, paired_hr
 
     assert target_ranks(np.array([[3, 1, -1], [5, 6, 7]]), np.array([1, 9])).tolist() == [1, -1]
     assert mcnemar_exact(0, 0) == 1.0

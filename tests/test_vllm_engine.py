@@ -13,8 +13,8 @@ vllm = pytest.importorskip("vllm")
 from rl_align.config import PolicyConfig  # noqa: E402
 from rl_align.policy.data import build_prompts  # noqa: E402
 from rl_align.policy.model import build_policy, load_policy, save_policy  # noqa: E402
+from rl_align.rollouts import GenerationRequest, build_engine  # noqa: E402
 from rl_align.sid import SidCatalog, SidCodes  # noqa: E402
-from rollouts import GenerationRequest, build_engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rewards.diagnostics import discriminability
+from rl_align.algos.diagnostics import discriminability
 
 
 @dataclass

@@ -51,12 +51,24 @@ class LossInputs:
 
 
 class Objective(ABC):
-    """A loss over :class:`LossInputs`; ``uses_rollouts`` tells the controller whether to generate at all."""
+    """A loss over :class:`LossInputs`.
+
+    Class attributes tell the controller what a step needs: ``uses_rollouts`` (generate and score G rollouts per
+    prompt at all) and ``needs_ranker`` (the ranker's scores of y* and of the rollouts, e.g. for a gate).
+    """
 
     uses_rollouts = True
+    needs_ranker = False
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+
+    @classmethod
+    def config_errors(cls, cfg) -> list[tuple[str, str]]:
+        """(rl field, what was expected) for settings this objective cannot train with; checked at load time."""
+        if cls.uses_rollouts and cfg.group_size < 2:
+            return [("group_size", f"must be ≥ 2 for group-normalised advantages, got {cfg.group_size}")]
+        return []
 
     @abstractmethod
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
@@ -114,6 +126,8 @@ class MixtureObjective(Objective):
 
 @OBJECTIVES.register("adagrpo")
 class AdaGrpoObjective(Objective):
+    needs_ranker = True
+
     def __call__(self, x):
         nll = self.nll(x)
         G = x.rewards.shape[1]

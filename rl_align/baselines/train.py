@@ -3,7 +3,7 @@
 Protocol (the policy's): leave-one-out split, training windows cut from each user's training part only
 (non-overlapping, re-cut every epoch: :func:`rl_align.policy.data.training_windows`), full-catalog
 ranking with the user's seen items masked, HR/NDCG@K and per-user target ranks from
-:mod:`rl_align.policy.evaluate`, predictions exported in the same JSONL format. Artifacts in
+:mod:`rl_align.eval.evaluate`, predictions exported in the same JSONL format. Artifacts in
 ``<run>/baselines/<model>/``: ``model.safetensors`` + ``model.json`` (loadable with :func:`load_baseline`,
 no pickle), ``metrics.json``, ``predictions_test.jsonl``, ``curve.jsonl``.
 """
@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from rl_align.baselines.base import BASELINES, SequenceRecommender
 from rl_align.config import BaselineConfig, EvalConfig
 from rl_align.data.split import training_pairs
+from rl_align.eval.evaluate import EvalSet, bucketed, eval_set, export_predictions, metrics, target_ranks
 from rl_align.policy.data import training_windows
-from rl_align.policy.evaluate import EvalSet, bucketed, eval_set, export_predictions, metrics, target_ranks
 from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from rl_align.config import DataConfig
+from rl_align.data.amazon import load_amazon
 from rl_align.data.dataset import InteractionData, drop_short_users, k_core
+from rl_align.data.fetch import fetch_ml100k
+from rl_align.data.recbole import load_recbole
 from rl_align.data.split import LeaveOneOutSplit, SequenceExamples, leave_one_out
+from rl_align.data.synthetic import generate_synthetic
 
 __all__ = ["InteractionData", "LeaveOneOutSplit", "SequenceExamples", "leave_one_out", "load_dataset"]
 
@@ -12,25 +16,16 @@ __all__ = ["InteractionData", "LeaveOneOutSplit", "SequenceExamples", "leave_one
 def load_dataset(cfg: DataConfig) -> InteractionData:
     """Load the dataset ``cfg`` names, then apply k-core and minimum-length filters."""
     if cfg.dataset == "ml-100k":
-        from rl_align.data.fetch import fetch_ml100k
-        from rl_align.data.recbole import load_recbole
-
         data = load_recbole(fetch_ml100k(cfg.cache_dir), "ml-100k", cfg.allow_empty_text)
     elif cfg.dataset == "recbole":
-        from rl_align.data.recbole import load_recbole
-
         if not cfg.path:
             raise ValueError("data.path: required for dataset 'recbole' (directory of <name>.inter/.item)")
         data = load_recbole(cfg.path, cfg.name, cfg.allow_empty_text)
     elif cfg.dataset == "amazon":
-        from rl_align.data.amazon import load_amazon
-
         if not cfg.path:
             raise ValueError("data.path: required for dataset 'amazon' (the reviews_*.json.gz file)")
         data = load_amazon(cfg.path, cfg.meta_path, cfg.name, cfg.allow_empty_text)
     elif cfg.dataset == "synthetic":
-        from rl_align.data.synthetic import generate_synthetic
-
         data = generate_synthetic(cfg.synthetic)
     else:
         raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}")

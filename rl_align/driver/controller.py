@@ -24,80 +24,35 @@ from typing import Optional
 
 import numpy as np
 
-from rewards.functions import REWARDS
+from rl_align.algos import OBJECTIVES
+from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
-from rl_align.utils.io import read_json, write_json
+from rl_align.data.split import items_before
+from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
+from rl_align.learner.group import LearnerGroup
+from rl_align.policy.data import build_prompts
+from rl_align.policy.model import load_policy
+from rl_align.ray_utils import init_ray
+from rl_align.rewards.actor import RewardPool
+from rl_align.rollouts import build_engine
+from rl_align.rollouts.worker import RolloutPool
+from rl_align.run_dir import resume_view
+from rl_align.sid.catalog import SidCatalog
+from rl_align.tracking import Tracker
+from rl_align.utils.io import load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")
-GRPO_FAMILY = ("grpo", "mixture", "adagrpo")
 
 
 class RlConfigError(ValueError):
     """An invalid combination of settings, found before any actor starts."""
 
 
-def check_values(cfg: RunConfig) -> None:
-    """The rl and reward settings on their own (no run dir needed): checked when the config loads, before any
-    stage runs, and again by :func:`validate`. Raises RlConfigError."""
-    r = cfg.rl
-    G = r.group_size
-    if r.algo in GRPO_FAMILY and G < 2:
-        raise RlConfigError(f"rl.group_size must be ≥ 2 for {r.algo} (group-normalised advantages), got {G}")
-    checks = [
-        (r.steps >= 1, f"rl.steps must be ≥ 1, got {r.steps}"),
-        (r.prompts_per_step >= 1, f"rl.prompts_per_step must be ≥ 1, got {r.prompts_per_step}"),
-        (r.learners >= 1 and r.prompts_per_step % r.learners == 0,
-         f"rl.prompts_per_step {r.prompts_per_step} must be a multiple of rl.learners {r.learners}"),
-        (r.rollout_workers >= 1, f"rl.rollout_workers must be ≥ 1, got {r.rollout_workers}"),
-        (r.lam >= 0, f"rl.lam must be ≥ 0, got {r.lam}"),
-        (r.beta >= 0, f"rl.beta must be ≥ 0, got {r.beta}"),
-        (0 < r.clip_eps < 1, f"rl.clip_eps must be in (0, 1), got {r.clip_eps}"),
-        (0.0 <= r.negative_advantage_scale <= 1.0,
-         f"rl.negative_advantage_scale must be in [0, 1], got {r.negative_advantage_scale}"),
-        (r.temperature > 0, f"rl.temperature must be > 0, got {r.temperature}"),
-        (0 <= r.zero_stage <= 3, f"rl.zero_stage must be 0..3, got {r.zero_stage}"),
-        (r.lr > 0, f"rl.lr must be > 0, got {r.lr}"),
-        (r.updates_per_step >= 1, f"rl.updates_per_step must be ≥ 1, got {r.updates_per_step}"),
-        (0.0 <= r.adagrpo.a <= 1.0, f"rl.adagrpo.a must be in [0, 1], got {r.adagrpo.a}"),
-        (0.0 <= r.adagrpo.h_d <= 1.0, f"rl.adagrpo.h_d must be in [0, 1], got {r.adagrpo.h_d}"),
-        (1 <= r.adagrpo.k_d <= G, f"rl.adagrpo.k_d must be in [1, group_size={G}], got {r.adagrpo.k_d}"),
-        (r.eval_every >= 1 and r.checkpoint_every >= 1, "rl.eval_every and rl.checkpoint_every must be ≥ 1"),
-        (r.recent_prompts is None or r.recent_prompts >= 1,
-         f"rl.recent_prompts must be ≥ 1 or null, got {r.recent_prompts}"),
-        (cfg.reward.future_window >= 1, f"reward.future_window must be ≥ 1, got {cfg.reward.future_window}"),
-        (0.0 < cfg.reward.future_discount <= 1.0,
-         f"reward.future_discount must be in (0, 1], got {cfg.reward.future_discount}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise RlConfigError(msg)
-    per = r.prompts_per_step // r.learners
-    if per % min(r.micro_batch_prompts, per):
-        raise RlConfigError(f"rl.prompts_per_step / rl.learners = {per} must be a multiple of "
-                            f"rl.micro_batch_prompts {r.micro_batch_prompts}")
-    if r.rollout_mode == "beam" and r.algo in GRPO_FAMILY and r.temperature != 1.0:
-        raise RlConfigError("rl.temperature only applies to rollout_mode: sample")
-    if r.exclude_seen and not r.constrained:
-        raise RlConfigError("rl.exclude_seen needs rl.constrained: true (the trie is what excludes seen items)")
-    if r.deepspeed:
-        from rl_align.learner.worker import merge_ds_config
-
-        try:
-            merge_ds_config({}, r.deepspeed)
-        except ValueError as e:
-            raise RlConfigError(str(e)) from None
-    unknown = [f for f in cfg.reward.functions if f not in REWARDS]
-    if unknown:
-        raise RlConfigError(f"reward.functions: unknown reward {unknown[0]!r}; expected one of {REWARDS.names()}")
-
-
 def validate(cfg: RunConfig, run_path: Path) -> Path:
-    """Check the rl settings and the run's artifacts; returns the starting policy dir. Raises RlConfigError."""
-    from rl_align.policy.model import load_policy
-    from rl_align.sid.catalog import SidCatalog
-
-    check_values(cfg)
+    """Check what the run must hold for the rl settings (the settings themselves were checked when the config
+    loaded: :mod:`rl_align.checks`); returns the starting policy dir. Raises RlConfigError."""
     r = cfg.rl
+    objective = OBJECTIVES.get(r.algo)
     if r.rollout_python is not None:
         py = Path(r.rollout_python).expanduser()
         if not (py.is_file() and os.access(py, os.X_OK)):
@@ -117,8 +72,8 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
     load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
-    needs_ranker = r.algo == "adagrpo" or "ranker" in cfg.reward.functions
-    if needs_ranker and r.algo != "nll" and not (run_path / "ranker" / "model" / "model.safetensors").exists():
+    needs_ranker = objective.needs_ranker or "ranker" in cfg.reward.functions
+    if needs_ranker and objective.uses_rollouts and not (run_path / "ranker" / "model" / "model.safetensors").exists():
         raise RlConfigError(f"{run_path / 'ranker' / 'model'}: {r.algo} needs the ranker (run the exposure and "
                             "ranker stages first)")
     return policy
@@ -174,7 +129,6 @@ def future_events(split: dict, rows: np.ndarray, window: int) -> np.ndarray:
 def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
     """(n, S) every item of the user's sequence before each prompt row's target, -1 padded (the items a
     ranking at that point would exclude: :attr:`RlConfig.exclude_seen`)."""
-    from rl_align.data.split import items_before
 
     return items_before(split["seq_items"], split["seq_offsets"], split["train_users"][rows],
                         split["train_positions"][rows])
@@ -194,15 +148,6 @@ class Controller:
     def _setup(self) -> None:
         import ray
         from ray.util.placement_group import placement_group
-
-        from rewards.actor import RewardPool
-        from rl_align.learner.group import LearnerGroup
-        from rl_align.policy.model import load_policy
-        from rl_align.ray_utils import init_ray
-        from rl_align.sid.catalog import SidCatalog
-        from rl_align.utils.io import load_npz
-        from rollouts import build_engine
-        from rollouts.worker import RolloutPool
 
         r = self.cfg.rl
         init_ray()
@@ -247,8 +192,6 @@ class Controller:
 
     # ------------------------------------------------------------------ pieces of a step
     def _prompts(self, step: int) -> dict:
-        from rl_align.policy.data import build_prompts
-
         r = self.cfg.rl
         pool = self.prompt_pool
         rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
@@ -278,8 +221,6 @@ class Controller:
     def _validate(self, weights_ref, version: int) -> dict:
         import ray
 
-        from rl_align.policy.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
-
         r, e = self.cfg.rl, self.cfg.eval
         self.eval_engine.load_weights(ray.get(weights_ref), version)
         es = eval_set(self.split, "valid", r.eval_users)
@@ -307,13 +248,8 @@ class Controller:
         import hashlib
         import json
 
-        from rl_align.run_dir import non_default
-
-        keep = {k: v for k, v in non_default(self.cfg.rl).items()
-                if k not in ("tag", "steps", "eval_every", "eval_users", "checkpoint_every", "keep_checkpoints",
-                             "max_learner_restarts", "rollout_workers", "cpus_per_rollout_worker",
-                             "gpus_per_rollout_worker", "placement", "engine", "rollout_python")}
-        keep["reward"] = non_default(self.cfg.reward)
+        keep = resume_view(self.cfg.rl)
+        keep["reward"] = resume_view(self.cfg.reward)
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _checkpoint(self, step: int, state: dict) -> None:
@@ -333,8 +269,6 @@ class Controller:
     def run_loop(self) -> dict:
         import ray
         from tqdm import tqdm
-
-        from rl_align.tracking import Tracker
 
         r = self.cfg.rl
         self._setup()
@@ -375,7 +309,7 @@ class Controller:
             t = time.perf_counter()
             p = self._prompts(step)
             roll = rew = None
-            if r.algo != "nll":
+            if OBJECTIVES.get(r.algo).uses_rollouts:
                 roll = self.rollouts.generate(p["prompt_ids"], p["prompt_mask"], r.group_size, r.rollout_mode,
                                               r.constrained, r.temperature, r.seed * 100003 + step,
                                               banned=p.get("banned"))
@@ -385,8 +319,6 @@ class Controller:
                     it = roll["items"]
                     rec["rollout_seen"] = int(((it[:, :, None] == p["banned"][:, None, :]) & (it[:, :, None] >= 0)).sum())
                 if r.inject_target:
-                    from rl_align.algos.injection import inject_targets
-
                     seqs, lps, items, injected = inject_targets(
                         roll["sequences"], roll["token_logprobs"], roll["items"], p["targets"],
                         self.catalog.tokens[p["targets"]])

@@ -28,9 +28,6 @@ class LearnerGroup:
     """
 
     def __init__(self, cfg: RlConfig, policy_dir: str, catalog_dir: str, bundles: Optional[list] = None) -> None:
-        if cfg.prompts_per_step % cfg.learners:
-            raise ValueError(f"rl.prompts_per_step {cfg.prompts_per_step} must be divisible by rl.learners "
-                             f"{cfg.learners}")
         self.cfg, self.policy_dir, self.catalog_dir, self.bundles = cfg, policy_dir, catalog_dir, bundles
         self.actors: list = []
         self._start()

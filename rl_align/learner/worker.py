@@ -17,34 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def merge_ds_config(base: dict, extra) -> dict:
-    """``base`` with ``extra`` (a dict or a JSON file path) merged in recursively; batch sizes stay ours."""
-    import copy
-    import json
-
-    if isinstance(extra, (str, os.PathLike)):
-        path = Path(extra)
-        try:
-            extra = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"rl.deepspeed: cannot read DeepSpeed JSON {path}: {e}") from e
-    if not isinstance(extra, dict):
-        raise ValueError(f"rl.deepspeed: expected a mapping or a JSON file path, got {type(extra).__name__}")
-    for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
-        if k in extra:
-            raise ValueError(f"rl.deepspeed.{k}: set by rl.prompts_per_step / rl.micro_batch_prompts / rl.learners")
-    out = copy.deepcopy(base)
-
-    def merge(dst, src):
-        for k, v in src.items():
-            if isinstance(v, dict) and isinstance(dst.get(k), dict):
-                merge(dst[k], v)
-            else:
-                dst[k] = v
-
-    merge(out, extra)
-    return out
+from rl_align.algos import LossInputs, build_objective
+from rl_align.config import (
+    RlConfig,
+    from_dict,
+    merge_ds_config,  # noqa: F401  (re-exported)
+)
+from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
+from rl_align.policy.model import disable_dropout, load_policy, save_policy
+from rl_align.sid.catalog import PAD, SidCatalog
 
 
 def free_port() -> int:
@@ -58,8 +39,6 @@ class LearnerRank:
 
     def __init__(self, rank: int, world: int, cfg: dict, policy_dir: str, catalog_dir: str, threads: int = 1,
                  use_gpu: bool = False) -> None:
-        from rl_align.config import RlConfig, from_dict
-
         torch.set_num_threads(max(1, int(threads)))
         self.rank, self.world = rank, world
         self.cfg = from_dict(RlConfig, cfg, source="rl")
@@ -81,10 +60,6 @@ class LearnerRank:
         """Join the process group and build the DeepSpeed engine (+ frozen reference when β > 0)."""
         import deepspeed
         import torch.distributed as dist
-
-        from rl_align.algos import build_objective
-        from rl_align.policy.model import disable_dropout, load_policy
-        from rl_align.sid.catalog import SidCatalog
 
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         if not dist.is_initialized():
@@ -128,9 +103,6 @@ class LearnerRank:
     # ------------------------------------------------------------------ training
     def _micro_inputs(self, t: dict, sl: slice):
         """LossInputs of prompts ``sl`` from the step's tensors ``t`` (already on the device)."""
-        from rl_align.algos import LossInputs
-        from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
-        from rl_align.sid.catalog import PAD
 
         dev = self.device
         pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
@@ -245,8 +217,6 @@ class LearnerRank:
         return self.steps
 
     def save_policy(self, directory: str, extra: dict | None = None) -> bool:
-        from rl_align.policy.model import save_policy
-
         module = self.engine.module
         if self.cfg.zero_stage == 3:  # every rank joins the gather; rank 0 writes
             import deepspeed

@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl_align.config import from_dict
-from rl_align.config import EvalConfig, PolicyConfig, SftConfig
+from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
+from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.policy.data import windows_to_batch
-from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.policy.model import add_embedding_dropout, build_policy, save_policy
+from rl_align.ray_utils import STATE, resume_checkpoint
+from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.ema import WeightEma
 from rl_align.sft.schedule import epoch_windows, shard_rows, warmup_cosine
 from rl_align.sid.catalog import SidCatalog
+from rl_align.tracking import Tracker
 from rl_align.utils.io import load_npz
-
 
 EMA_FILE = "ema.safetensors"
 
@@ -38,9 +39,6 @@ EMA_FILE = "ema.safetensors"
 def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world: int, device) -> dict:
     """Sharded constrained-beam validation; returns all-reduced HR@10 / NDCG@10 over the valid users."""
     import torch.distributed as dist
-
-    from rl_align.policy.evaluate import eval_set, metrics, rank_with_engine
-    from rollouts.torch_engine import TorchEngine
 
     es = eval_set(split, "valid", limit)
     sel = np.arange(rank, es.targets.size, world)
@@ -80,7 +78,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_policy(pcfg, catalog, config["max_history"], seed=sft.seed).to(device)
     add_embedding_dropout(model, pcfg.embedding_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
-    n_windows = epoch_windows(split, sft.window_items, sft.seed, 0).shape[0]
+    window = sft.window_items or config["max_history"] + 1
+    n_windows = epoch_windows(split, window, sft.seed, 0).shape[0]
     steps_per_epoch = max(1, n_windows // sft.batch_size)
     sched = warmup_cosine(opt, sft.warmup_steps, sft.epochs * steps_per_epoch)
     use_ds = sft.backend == "deepspeed"
@@ -138,8 +137,6 @@ def train_loop_per_worker(config: dict) -> None:
 
     tracker = None
     if rank == 0:
-        from rl_align.tracking import Tracker
-
         tracker = Tracker(out_dir, name=f"{run_dir.name}-sft", config=config.get("wandb_config"),
                           use_wandb=config.get("wandb", True))
         tracker.log({"event": "start" if ckpt is None else "resume", "epoch": state["epoch"], "step": state["step"],
@@ -147,7 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     for epoch in range(state["epoch"], sft.epochs):
         module.train()
-        windows = epoch_windows(split, sft.window_items, sft.seed, epoch)
+        windows = epoch_windows(split, window, sft.seed, epoch)
         batches = shard_rows(windows.shape[0], sft.batch_size, rank, world)
         t0 = time.perf_counter()
         tot = torch.zeros(2, dtype=torch.float64)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from rl_align.config import SidConfig
+from rl_align.config import SidConfig, from_dict
 from rl_align.sid.codes import SidCodes
 from rl_align.utils.io import read_json, write_json
 from rl_align.utils.registry import Registry
@@ -76,7 +76,6 @@ class SidTokenizer(abc.ABC):
     @staticmethod
     def load(directory: str | Path) -> "SidTokenizer":
         """Load a tokenizer saved by :meth:`save`, whatever its registered class."""
-        from rl_align.config import from_dict
 
         directory = Path(directory)
         meta = read_json(directory / "tokenizer.json")
@@ -87,8 +86,5 @@ class SidTokenizer(abc.ABC):
 
 
 def build_tokenizer(cfg: SidConfig) -> SidTokenizer:
-    """Instantiate the tokenizer ``cfg.tokenizer`` names."""
-    # import the built-in implementations so they register themselves
-    from rl_align.sid import rq_kmeans, rq_vae, sa2crq, sa2crq_vae  # noqa: F401
-
+    """Instantiate the tokenizer ``cfg.tokenizer`` names (built-ins register when :mod:`rl_align.sid` loads)."""
     return TOKENIZERS.get(cfg.tokenizer)(cfg)

@@ -25,6 +25,10 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in that is unloaded, or a test's toy entry)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         """Return the entry called ``name`` or raise a KeyError naming the choices."""
         try:

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
+from rl_align.policy.model import load_policy
+from rl_align.rollouts import prefix_attention
+from rl_align.rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
-from rollouts import prefix_attention
-from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
 
 NEG = float("-inf")
 
@@ -31,7 +32,7 @@ class TorchEngine(RolloutEngine):
         catalog: the SID catalog (its trie constrains decoding).
         device: where to run; defaults to the model's device.
         shared_prefix: decode with shared-prefix attention (each prompt's KV kept once, not once per
-            beam/sample; see :mod:`rollouts.prefix_attention`) when the model uses SDPA; False copies the
+            beam/sample; see :mod:`rl_align.rollouts.prefix_attention`) when the model uses SDPA; False copies the
             prompt KV into every row (the classic way, kept for other attention kernels and for comparison).
     """
 
@@ -48,6 +49,10 @@ class TorchEngine(RolloutEngine):
         params = inspect.signature(type(self.model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.shared_prefix = bool(shared_prefix) and prefix_attention.enable(self.model)
+
+    @classmethod
+    def from_policy_dir(cls, policy_dir: str, catalog: SidCatalog, device: str = "cpu") -> "TorchEngine":
+        return cls(load_policy(policy_dir, catalog, device), catalog, device)
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:

@@ -20,24 +20,22 @@ constrained beam search's own per-token log-probs: every proper prefix of every 
 parent, so no extra forward pass is needed (parents outside the beams are not expanded).
 
 Shapes: beams per prompt ``n``; ``sequences`` (N, n, T) and ``token_logprobs`` (N, n, T) as in
-:class:`rollouts.base.RolloutBatch`.
+:class:`rl_align.rollouts.base.RolloutBatch`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
+from rl_align.eval.evaluate import EvalSet
 from rl_align.policy.data import build_prompts
+from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
-from rollouts.base import GenerationRequest, RolloutEngine
-
-if TYPE_CHECKING:
-    from rl_align.policy.evaluate import EvalSet
 
 
 @dataclass

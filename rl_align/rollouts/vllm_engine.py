@@ -32,9 +32,10 @@ from typing import Optional
 
 import torch
 
+from rl_align.policy.model import load_policy, save_tokenizer
+from rl_align.rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
 from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
 from rl_align.sid.trie import SidTrie
-from rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
 
 CONFIG_KEY = "rl_align"
 FLAG = "rl_align_constrained"
@@ -131,7 +132,6 @@ def _vllm_dir(policy_dir: Path, catalog: SidCatalog, work: Path) -> Path:
     """The policy directory as vLLM wants it (with a tokenizer; older policy dirs get one added in a copy)."""
     if (policy_dir / "tokenizer.json").exists():
         return policy_dir
-    from rl_align.policy.model import save_tokenizer
 
     dst = work / "policy"
     shutil.copytree(policy_dir, dst)
@@ -159,7 +159,6 @@ class VllmEngine(RolloutEngine):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # in-process engine core: weights can be pushed without a disk round trip
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from rl_align.policy.model import load_policy
         from vllm import LLM
 
         self.catalog = catalog
@@ -178,6 +177,10 @@ class VllmEngine(RolloutEngine):
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(**kwargs)
+
+    @classmethod
+    def from_policy_dir(cls, policy_dir: str, catalog: SidCatalog, device: str = "cpu") -> "VllmEngine":
+        return cls(policy_dir, catalog)
 
     @staticmethod
     def _max_len(model_dir: Path) -> int:

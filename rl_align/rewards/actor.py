@@ -23,9 +23,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rewards.functions import CompositeReward, RewardContext, RewardInputs
-from rewards.ranker import MODEL_FILE, load_ranker
-from rl_align.config import RewardConfig
+from rl_align.config import RewardConfig, from_dict
+from rl_align.ranker.model import MODEL_FILE, load_ranker
+from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
 
 log = logging.getLogger("rl_align")
 
@@ -43,7 +43,7 @@ class RewardScorer:
     """Loads a ranker (+ optional item embeddings) and turns requests into rewards. No Ray; used by the actor.
 
     Args:
-        ranker_dir: a :func:`rewards.ranker.save_ranker` directory (None if no ``ranker`` term is used).
+        ranker_dir: a :func:`rl_align.ranker.model.save_ranker` directory (None if no ``ranker`` term is used).
         cfg: reward functions, weights, normalisation and floor.
         item_embeddings_path: ``.npy`` (n_items, d) for the ``semantic`` reward.
         n_items: catalog size (taken from the ranker when it is loaded).
@@ -144,8 +144,6 @@ def _actor_class():
 
         def __init__(self, ranker_dir, cfg: dict, item_embeddings_path=None, n_items=None, device="cpu",
                      threads=1):
-            from rl_align.config import from_dict
-
             self.scorer = RewardScorer(ranker_dir, from_dict(RewardConfig, cfg, source="reward"),
                                        item_embeddings_path, n_items, device, threads)
 
@@ -190,8 +188,6 @@ class RewardPool:
                  n_items: Optional[int] = None, name_prefix: Optional[str] = None) -> None:
         import dataclasses
 
-        if cfg.replicas < 1 or cfg.max_inflight < 1 or cfg.chunk_size < 1:
-            raise ValueError("reward.replicas, reward.max_inflight and reward.chunk_size must be ≥ 1")
         self.cfg = cfg
         cls = _actor_class()
         threads = max(1, int(cfg.cpus_per_replica))

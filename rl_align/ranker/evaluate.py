@@ -17,12 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewards.diagnostics import discriminability
-from rewards.ranker import load_ranker
-from rewards.train import heldout_metrics, recent_history, score_slates
+from rl_align.algos.diagnostics import discriminability
 from rl_align.config import EvalConfig, RankerConfig
 from rl_align.data.exposure import ExposureLog, exposure_stats, popularity_buckets
-from rl_align.utils.io import load_npz, read_json, write_json
+from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
+from rl_align.policy.model import load_policy
+from rl_align.ranker.metrics import auc
+from rl_align.ranker.model import load_ranker
+from rl_align.ranker.train import heldout_metrics, recent_history, score_slates
+from rl_align.rollouts.torch_engine import TorchEngine
+from rl_align.sid.catalog import SidCatalog
+from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")
 BUCKET_NAMES = {3: ["tail", "torso", "head"]}
@@ -66,10 +71,6 @@ def popular_negatives(popularity: np.ndarray, seen: np.ndarray, targets: np.ndar
 def policy_beam(run_path: Path, es, beams: int, ecfg: EvalConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The SFT policy's constrained beam (seen items banned): items (E, beams) best first (-1 = empty) and their
     sequence log-probs (E, beams); None when the run has no policy."""
-    from rl_align.policy.evaluate import rank_with_engine
-    from rl_align.policy.model import load_policy
-    from rl_align.sid.catalog import SidCatalog
-    from rollouts.torch_engine import TorchEngine
 
     pdir = run_path / "sft" / "best_policy"
     if not pdir.exists():
@@ -109,7 +110,6 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
         {"policy": metrics, "ranker_only": metrics, "alpha": {α: metrics}, "best_alpha": α of the best HR@K_0
         (0 when none beats the policy), "gain": best HR@K_0 / policy HR@K_0}.
     """
-    from rl_align.policy.evaluate import metrics
 
     p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
     logit = np.log(p) - np.log1p(-p)
@@ -154,7 +154,6 @@ def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarr
 def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, split: str | None = None,
                     with_policy: bool = True) -> dict:
     """Held-out AUC/GAUC (overall and by bucket of the shown item) and discriminability by bucket of y*."""
-    from rl_align.policy.evaluate import eval_set
 
     run_path = Path(run_path)
     split = split or cfg.eval_split
@@ -178,7 +177,6 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     # held-out AUC within each bucket of the shown item (does the ranker order items it rarely saw?)
     m = la["heldout"]
     p = score_slates(model, la["users"][m], recent_history(la["history"][m], cfg.max_history), la["shown"][m])
-    from rewards.metrics import auc
 
     valid = la["shown"][m] >= 0
     sb = buckets[np.maximum(la["shown"][m], 0)]
@@ -276,7 +274,6 @@ def rerank_lines(res: dict) -> list[str]:
 def write_ranker_eval(run_path: str | Path, res: dict) -> Path:
     d = Path(run_path) / "ranker"
     write_json(d / "eval.json", res)
-    from rl_align.utils.io import atomic_path
 
     with atomic_path(d / "report.md") as tmp:
         Path(tmp).write_text(ranker_report(res), encoding="utf-8")

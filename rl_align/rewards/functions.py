@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from rewards.diagnostics import group_rank_normalize, group_zscore
+from rl_align.algos.diagnostics import group_rank_normalize, group_zscore
 from rl_align.utils.registry import Registry
 
 log = logging.getLogger("rl_align")

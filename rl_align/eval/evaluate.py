@@ -18,10 +18,10 @@ import torch
 
 from rl_align.data.split import items_before
 from rl_align.policy.data import build_prompts
+from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import atomic_path
 from rl_align.utils.popularity import head_mask
-from rollouts.base import GenerationRequest, RolloutEngine
 
 
 @dataclass

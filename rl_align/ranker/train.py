@@ -6,7 +6,7 @@ and tables, and the exposure log. Each training example is one impression — a
 ranker scores a whole slate in one forward pass. After every epoch the held-out
 impressions are scored (AUC / GAUC), a checkpoint (weights + optimizer + RNG +
 epoch) is reported to Ray Train, and the best model by held-out AUC is saved to
-``<run>/ranker/model`` with :func:`rewards.ranker.save_ranker`.
+``<run>/ranker/model`` with :func:`rl_align.ranker.model.save_ranker`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewards.features import FeatureSpec
-from rewards.metrics import auc, gauc
-from rewards.ranker import DinRanker, save_ranker
 from rl_align.config import RankerConfig, RunConfig, from_dict, to_dict
+from rl_align.data import load_dataset
+from rl_align.ranker.features import FeatureSpec, encode, specs_from_config
+from rl_align.ranker.metrics import auc, gauc
+from rl_align.ranker.model import DinRanker, items_digest, save_ranker
 from rl_align.ray_utils import RAY_RUN_NAME, STATE, init_ray, latest_checkpoint, resume_checkpoint
+from rl_align.run_dir import resume_view
+from rl_align.tracking import Tracker
 from rl_align.utils.io import load_npz, read_json, write_json, write_npz
 
 log = logging.getLogger("rl_align")
-
-
-def items_digest(item_ids: list) -> str:
-    """A short digest of the catalog's item ids (in order): a ranker only serves the catalog it was trained on."""
-    return hashlib.sha256("\x1f".join(map(str, item_ids)).encode()).hexdigest()[:16]
 
 
 def recent_history(history: np.ndarray, H: int) -> np.ndarray:
@@ -93,9 +91,7 @@ def _build_model(inputs: Path, cfg: RankerConfig) -> DinRanker:
 
 def _arch_digest(cfg: RankerConfig) -> str:
     """What a checkpoint must share with the current config to be resumed (not the schedule or the resources)."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in ("epochs", "num_workers", "cpus_per_worker", "use_gpu", "max_failures", "eval_negatives",
-                         "eval_split", "popularity_buckets")}
+    keep = resume_view(cfg)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -145,8 +141,6 @@ def train_loop_per_worker(config: dict) -> None:
             print(f"[ranker] resumed from checkpoint at epoch {state['epoch']}", flush=True)
     tracker = None
     if rank == 0:
-        from rl_align.tracking import Tracker
-
         tracker = Tracker(out_dir, name=f"{Path(config['run_dir']).name}-ranker", config=config.get("wandb_config"),
                           use_wandb=config.get("wandb", True))
     per_rank = cfg.batch_size // world
@@ -212,8 +206,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def prepare_inputs(cfg: RunConfig, run_path: Path) -> dict:
     """Feature specs + tables and the exposure log → ``<run>/ranker/inputs`` (what every worker reads)."""
-    from rewards.features import encode, specs_from_config
-    from rl_align.data import load_dataset
 
     run_path = Path(run_path)
     items = read_json(run_path / "data" / "items.json")
@@ -246,8 +238,6 @@ def run_ranker_training(cfg: RunConfig, run_path: Path) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     r = cfg.ranker
-    if r.batch_size % r.num_workers:
-        raise ValueError(f"ranker.batch_size {r.batch_size} must be divisible by ranker.num_workers {r.num_workers}")
     run_path = Path(run_path).resolve()
     feats = prepare_inputs(cfg, run_path)
     init_ray()

@@ -9,6 +9,7 @@ checkpoint (``model.safetensors`` + ``ranker.json``) is all a RewardActor needs.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -16,8 +17,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from rewards.features import FeatureSpec
-from rl_align.config import RankerConfig
+from rl_align.config import RankerConfig, from_dict
+from rl_align.ranker.features import FeatureSpec
 from rl_align.utils.io import atomic_dir, read_json, write_json
 
 MODEL_FILE = "model.safetensors"
@@ -133,6 +134,11 @@ class DinRanker(nn.Module):
         return self.out(deep).squeeze(-1)
 
 
+def items_digest(item_ids: list) -> str:
+    """A short digest of the catalog's item ids (in order): a ranker only serves the catalog it was trained on."""
+    return hashlib.sha256("\x1f".join(map(str, item_ids)).encode()).hexdigest()[:16]
+
+
 def ranker_meta(model: DinRanker, extra: Optional[dict] = None) -> dict:
     return {
         "n_items": model.n_items, "n_users": model.n_users, "config": asdict(model.cfg),
@@ -156,16 +162,12 @@ def load_ranker(directory: str | Path, device: str | torch.device = "cpu",
     """Rebuild a ranker from ``directory`` (no pickle: safetensors + JSON); optionally check the catalog's item ids."""
     from safetensors.torch import load_file
 
-    from rl_align.config import from_dict
-
     directory = Path(directory)
     for f in (MODEL_FILE, META_FILE):
         if not (directory / f).exists():
             raise RankerLoadError(f"{directory}: not a ranker checkpoint (missing {f})")
     meta = read_json(directory / META_FILE)
     if expect_items is not None and meta.get("item_ids_digest") is not None:
-        from rewards.train import items_digest
-
         if meta["item_ids_digest"] != items_digest(expect_items):
             raise RankerLoadError(f"{directory}: ranker was trained on another catalog (item ids differ)")
     cfg = from_dict(RankerConfig, meta["config"], source=str(directory / META_FILE))

@@ -77,6 +77,11 @@ class RolloutEngine(abc.ABC):
 
     version: int = 0
 
+    @classmethod
+    @abc.abstractmethod
+    def from_policy_dir(cls, policy_dir: str, catalog, device: str = "cpu") -> "RolloutEngine":
+        """The engine over a policy saved in ``policy_dir`` (how a Ray rollout worker builds it)."""
+
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> RolloutBatch:
         """Generate ``request.n`` SIDs per prompt."""

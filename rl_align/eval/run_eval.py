@@ -11,9 +11,20 @@ import numpy as np
 import torch
 
 from rl_align.config import EvalConfig
-from rl_align.policy.evaluate import (bucketed, eval_set, export_predictions, hallucination_rate, metrics,
-                                      rank_popularity, rank_with_engine, target_ranks)
+from rl_align.data.split import training_pairs
+from rl_align.eval.cold_expand import ColdIndex, measured_cold_prior, rank_with_cold_expansion
+from rl_align.eval.evaluate import (
+    bucketed,
+    eval_set,
+    export_predictions,
+    hallucination_rate,
+    metrics,
+    rank_popularity,
+    rank_with_engine,
+    target_ranks,
+)
 from rl_align.policy.model import load_policy
+from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz, read_json
 
@@ -42,7 +53,6 @@ def policy_dir(run_path: Path, stage: str) -> Path:
 
 def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
     """Interaction count of each item over the training part (valid/test items excluded)."""
-    from rl_align.data.split import training_pairs
 
     items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
     return np.bincount(items, minlength=n_items)
@@ -57,7 +67,6 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     catalog = SidCatalog.load(run_path / "sids" / "catalog")
     split = load_npz(run_path / "data" / "split.npz")
     users = read_json(run_path / "data" / "users.json")["user_ids"]
-    from rollouts.torch_engine import TorchEngine
 
     model = load_policy(policy_dir(run_path, stage), catalog)
     engine = TorchEngine(model, catalog)
@@ -67,8 +76,6 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  "exclude_history": cfg.exclude_history}
     cold = None
     if cfg.cold_expansion:
-        from rl_align.policy.cold_expand import ColdIndex, measured_cold_prior
-
         prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
         if not 0.0 <= prior < 1.0:
             raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
@@ -83,8 +90,6 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         es = eval_set(split, part)
         t = time.perf_counter()
         if cold is not None:
-            from rl_align.policy.cold_expand import rank_with_cold_expansion
-
             ranked, scores = rank_with_cold_expansion(engine, catalog, es, beams, cfg.exclude_history,
                                                       cfg.batch_size, cold, prior, vecs)
         else:

@@ -1,4 +1,4 @@
-"""Ray rollout workers: each wraps a :class:`rollouts.base.RolloutEngine`; a pool spreads prompts over them.
+"""Ray rollout workers: each wraps a :class:`rl_align.rollouts.base.RolloutEngine`; a pool spreads prompts over them.
 
 Weights arrive as an object ref of a state dict with a version number. A worker
 that died is restarted by Ray (``max_restarts=-1``) from the starting policy on
@@ -18,6 +18,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from rl_align.rollouts.base import ENGINES, GenerationRequest
+from rl_align.sid.catalog import PAD, SidCatalog
+
 log = logging.getLogger("rl_align")
 
 
@@ -26,17 +29,9 @@ class RolloutWorkerImpl:
 
     def __init__(self, engine: str, policy_dir: str, catalog_dir: str, threads: int = 1, seed: int = 0,
                  device: str = "cpu") -> None:
-        from rl_align.policy.model import load_policy
-        from rl_align.sid.catalog import SidCatalog
-        from rollouts import build_engine
-
         torch.set_num_threads(max(1, int(threads)))
         self.catalog = SidCatalog.load(catalog_dir)
-        if engine == "torch":
-            self.engine = build_engine("torch", model=load_policy(policy_dir, self.catalog, device),
-                                       catalog=self.catalog, device=device)
-        else:
-            self.engine = build_engine(engine, policy_dir=policy_dir, catalog=self.catalog)
+        self.engine = ENGINES.get(engine).from_policy_dir(policy_dir, self.catalog, device)
         self.seed = seed
         self.calls = 0
 
@@ -45,7 +40,6 @@ class RolloutWorkerImpl:
                  banned: Optional[np.ndarray] = None) -> tuple[int, dict]:
         """``seeds``: (N,) one sampling seed per prompt (a prompt samples the same on any worker);
         ``banned``: optional (N, S) items each prompt may not generate (-1 padded; prefix-level exclusion)."""
-        from rollouts.base import GenerationRequest
 
         ids, mask = torch.from_numpy(np.array(input_ids)), torch.from_numpy(np.array(attention_mask))
         out = self.engine.generate(GenerationRequest(ids, mask,
@@ -118,7 +112,6 @@ class RolloutPool:
     def load_weights(self, weights_ref, version: int) -> None:
         """Push a state dict (object ref) to every worker; remembered for workers that restart later."""
         import ray
-
         from ray.exceptions import RayActorError
 
         self.weights_ref, self.version = weights_ref, version
@@ -196,8 +189,6 @@ class RolloutPool:
 
         def pad(a, value):
             return np.pad(a, ((0, 0), (0, 0), (0, T - a.shape[2])), constant_values=value)
-
-        from rl_align.sid.catalog import PAD
 
         return {"sequences": np.concatenate([pad(r["sequences"], PAD) for r in parts]),
                 "token_logprobs": np.concatenate([pad(r["token_logprobs"], 0.0) for r in parts]),

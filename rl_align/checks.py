@@ -1,0 +1,60 @@
+"""Whole-config checks that need the registries: every registered name a config gives, and each objective's rules.
+
+:func:`rl_align.config.load_config` checks types, ranges (field metadata) and each section's cross-field rules;
+this module adds what only the filled registries know, so ``rl-align config CONFIG``, the CLI and
+:func:`rl_align.pipeline.run_pipeline` refuse a config that cannot finish before any stage starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from rl_align.algos import OBJECTIVES
+from rl_align.baselines import BASELINES
+from rl_align.config import ConfigError, RunConfig, load_config, value_errors
+from rl_align.rewards.functions import REWARDS
+from rl_align.rollouts import ENGINES
+from rl_align.sid import TOKENIZERS
+from rl_align.utils.registry import Registry
+
+# the names field metadata uses (``doc(..., registry="engines")``) → the registry that holds them
+REGISTRIES: dict[str, Registry] = {"tokenizers": TOKENIZERS, "engines": ENGINES, "objectives": OBJECTIVES,
+                                   "rewards": REWARDS, "baselines": BASELINES}
+
+
+def _registered_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, value, registry name) of every field declared with ``registry=`` metadata, recursively."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _registered_fields(v, f"{prefix}{f.name}.")
+        elif "registry" in f.metadata:
+            yield f"{prefix}{f.name}", v, f.metadata["registry"]
+
+
+def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(dotted key, what was expected): ranges and cross-field rules of every section (again, in case the config
+    changed after loading), unknown registered names, and the objective's own rules."""
+    errs = value_errors(cfg)
+    for key, value, reg_name in _registered_fields(cfg):
+        reg = REGISTRIES[reg_name]
+        names = list(value) if isinstance(value, (list, dict)) else [value]
+        for n in names:
+            if n not in reg:
+                errs.append((key, f"unknown {reg.kind} {n!r}; expected one of {reg.names()}"))
+    if cfg.rl.algo in OBJECTIVES:
+        errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
+    return errs
+
+
+def check_config(cfg: RunConfig, source: str = "<config>") -> RunConfig:
+    """Raise ConfigError (one line: the file, the key, what was expected) on the first problem; returns ``cfg``."""
+    for key, expected in config_errors(cfg):
+        raise ConfigError(f"{source}: {key}: {expected}")
+    return cfg
+
+
+def load_checked(path, overrides: list[str] | None = None) -> RunConfig:
+    """:func:`rl_align.config.load_config` plus :func:`check_config`: everything that can be known before a run."""
+    return check_config(load_config(path, RunConfig, overrides), str(path))

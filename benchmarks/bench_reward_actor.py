@@ -77,6 +77,7 @@ def main() -> None:
     import ray
     import torch
 
+    from rl_align.algos.batch import StepBatch
     from rl_align.config import RewardConfig
     from rl_align.ranker.model import load_ranker
     from rl_align.rewards.actor import RewardPool, RewardScorer
@@ -100,7 +101,9 @@ def main() -> None:
         pool = RewardPool(cfgs[sizes[0]], rdir)
         for s in sizes:
             pool.cfg = cfgs[s]  # same replicas, chunking per batch size
-            lat = timed(pool.score, request(s, args.group, n_items, n_users, s), args.repeats)
+            users, hist, items, targets = request(s, args.group, n_items, n_users, s)
+            batch = StepBatch(users=users, history=hist, rollout_items=items, targets=targets)
+            lat = timed(lambda b: pool.score(b, with_target_scores=False), (batch,), args.repeats)
             b = base[s]
             rows.append({"pairs": s, "replicas": replicas,
                          "pool_pairs_per_s": s / lat.mean(), "inproc_pairs_per_s": s / b.mean(),

@@ -16,6 +16,7 @@ from rl_align.config import ConfigError, RunConfig, load_config, value_errors
 from rl_align.rewards.functions import REWARDS
 from rl_align.rollouts import ENGINES
 from rl_align.sid import TOKENIZERS
+from rl_align.utils.plugins import absolute, load_plugins
 from rl_align.utils.registry import Registry
 
 # the names field metadata uses (``doc(..., registry="engines")``) → the registry that holds them
@@ -49,7 +50,13 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
 
 
 def check_config(cfg: RunConfig, source: str = "<config>") -> RunConfig:
-    """Raise ConfigError (one line: the file, the key, what was expected) on the first problem; returns ``cfg``."""
+    """Import ``cfg.plugins`` (paths made absolute), then raise ConfigError (one line: the file, the key, what was
+    expected) on the first problem; returns ``cfg``."""
+    cfg.plugins = absolute(cfg.plugins)
+    try:
+        load_plugins(cfg.plugins)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     for key, expected in config_errors(cfg):
         raise ConfigError(f"{source}: {key}: {expected}")
     return cfg

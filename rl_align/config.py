@@ -515,6 +515,8 @@ class RunConfig:
     run_dir: Optional[str] = doc(None, "explicit run directory (overrides run_root/name)")
     seed: int = doc(0, "global seed: the default of sid/sft/exposure/ranker/rl .seed (data seeds stay apart)")
     stages: list = doc(["data", "embed", "sids"], "pipeline stages to run, in order")
+    plugins: list = doc([], "modules (my_project.rewards) or .py files that register their own tokenizer, engine, "
+                            "objective or reward; imported before the config is checked, and in every Ray actor")
     data: DataConfig = doc(DataConfig(), "data settings")
     embed: EmbedConfig = doc(EmbedConfig(), "embedding settings")
     sid: SidConfig = doc(SidConfig(), "Semantic ID settings")

@@ -90,6 +90,7 @@ def load_split_arrays(run_path: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- embed
 def stage_embed(run: RunDir) -> dict:
     """Item vectors → ``embed/item_emb.npy``."""
+    e = run.cfg.embed
 
     items = load_items(run.path)
     provided = None

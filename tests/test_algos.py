@@ -80,7 +80,7 @@ def _inputs(B=3, G=4, T=4, seed=0):
         gt_logp=(-torch.rand(B, T, generator=g)).requires_grad_(), gt_mask=torch.ones(B, T),
         roll_logp=roll_lp, roll_old_logp=roll_lp.detach().clone(), roll_mask=torch.ones(B * G, T),
         rewards=torch.rand(B, G, generator=g), rollout_items=torch.randint(0, 20, (B, G), generator=g),
-        targets=torch.randint(0, 20, (B,), generator=g), gt_score=torch.rand(B, generator=g),
+        targets=torch.randint(0, 20, (B,), generator=g), target_scores=torch.rand(B, generator=g),
         rollout_scores=torch.rand(B, G, generator=g))
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rl_align"
 LAYERS: list[tuple[str, ...]] = [
     ("utils",),
     ("config",),
-    ("tracking", "ray_utils", "run_dir"),
+    ("tracking", "ray_utils", "run_dir", "actors"),
     ("data", "embed"),
     ("sid",),
     ("policy", "algos"),

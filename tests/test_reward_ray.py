@@ -41,6 +41,12 @@ def _request(B, G=8, H=20, seed=0, n_items=500):
     return rng.integers(0, 100, B), hist, items, rng.integers(0, n_items, B)
 
 
+def _batch(users, hist, items, targets, future=None):
+    from rl_align.algos.batch import StepBatch
+
+    return StepBatch(users=users, history=hist, rollout_items=items, targets=targets, future=future)
+
+
 def test_pool_matches_in_process_scoring(ray_session, ranker_dir):
     from rl_align.rewards.actor import RewardPool, RewardScorer
 
@@ -48,16 +54,17 @@ def test_pool_matches_in_process_scoring(ray_session, ranker_dir):
     pool = RewardPool(cfg, ranker_dir)
     try:
         req = _request(300)
-        out = pool.score(*req, with_target_scores=True)
+        out = pool.score(_batch(*req), with_target_scores=True)
         ref = RewardScorer(ranker_dir, cfg).score(*req, with_target_scores=True)
-        assert out["chunks"] == 6  # 400 pairs / 8 per group = 50 groups per chunk
-        np.testing.assert_allclose(out["rewards"], ref["rewards"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(out["target_scores"], ref["target_scores"], rtol=1e-5, atol=1e-6)
-        assert out["n_invalid"] == ref["n_invalid"] == int((req[2] < 0).sum())
-        assert np.isfinite(out["rewards"]).all() and out["version"] == ref["version"]
+        assert out.info["chunks"] == 6  # 400 pairs / 8 per group = 50 groups per chunk
+        np.testing.assert_allclose(out.rewards, ref["rewards"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.target_scores, ref["target_scores"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out.rollout_items, req[2])          # the batch comes back whole, in order
+        assert out.info["n_invalid"] == ref["n_invalid"] == int((req[2] < 0).sum())
+        assert np.isfinite(out.rewards).all() and out.info["ranker_version"] == ref["version"]
         assert all(h["ok"] for h in pool.health())
         with pytest.raises(ValueError, match="non-empty"):
-            pool.score(np.zeros(0, int), np.zeros((0, 3), int), np.zeros((0, 4), int), np.zeros(0, int))
+            pool.score(_batch(np.zeros(0, int), np.zeros((0, 3), int), np.zeros((0, 4), int), np.zeros(0, int)))
     finally:
         pool.shutdown()
 
@@ -71,12 +78,12 @@ def test_pool_passes_future_events_chunk_by_chunk(ray_session, ranker_dir):
         users, hist, items, targets = _request(40)
         future = np.stack([targets, items[:, 3], np.full(40, -1)], 1)   # rollout 3 is each user's 2nd next event
         future[items[:, 3] == targets, 1] = -1
-        out = pool.score(users, hist, items, targets, future=future)
+        out = pool.score(_batch(users, hist, items, targets, future))
         ref = RewardScorer(ranker_dir, cfg).score(users, hist, items, targets, future=future)
-        assert out["chunks"] == 4
-        np.testing.assert_array_equal(out["rewards"], ref["rewards"])
+        assert out.info["chunks"] == 4
+        np.testing.assert_array_equal(out.rewards, ref["rewards"])
         ok = (items[:, 3] >= 0) & (items[:, 3] != targets)
-        assert (out["rewards"][ok, 3] == 0.5).all()
+        assert (out.rewards[ok, 3] == 0.5).all()
     finally:
         pool.shutdown()
 
@@ -106,12 +113,12 @@ def test_killed_replica_chunks_are_reissued_once(ray_session, ranker_dir):
 
         t = threading.Thread(target=killer)
         t.start()
-        out = pool.score(*req)
+        out = pool.score(_batch(*req))
         t.join(timeout=60)
         assert "at" in killed
         assert pool.stats.retries >= 1, pool.stats.errors
         ref = RewardScorer(ranker_dir, cfg).score(*req)
-        np.testing.assert_allclose(out["rewards"], ref["rewards"], rtol=1e-5, atol=1e-6)  # nothing lost/duplicated
+        np.testing.assert_allclose(out.rewards, ref["rewards"], rtol=1e-5, atol=1e-6)  # nothing lost/duplicated
         # Ray restarted the replica (new process), and it serves again
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -120,8 +127,8 @@ def test_killed_replica_chunks_are_reissued_once(ray_session, ranker_dir):
                 break
             time.sleep(0.5)
         assert h[0]["ok"] and h[0]["pid"] != pids[0]
-        again = pool.score(*_request(50, seed=2))
-        assert again["rewards"].shape == (50, 8)
+        again = pool.score(_batch(*_request(50, seed=2)))
+        assert again.rewards.shape == (50, 8)
     finally:
         pool.shutdown()
 

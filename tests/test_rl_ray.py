@@ -72,22 +72,23 @@ def _records(run, tag="adagrpo"):
 
 
 @pytest.mark.parametrize("rl, msg", [
-    ({"algo": "grpo", "group_size": 1}, "group_size must be ≥ 2"),
-    ({"adagrpo": {"a": 1.5}}, "rl.adagrpo.a must be in"),
-    ({"adagrpo": {"k_d": 9}}, "k_d must be in"),
-    ({"prompts_per_step": 8, "learners": 3}, "multiple of rl.learners"),
-    ({"recent_prompts": 0}, "rl.recent_prompts must be ≥ 1"),
-    ({"negative_advantage_scale": -0.5}, r"rl.negative_advantage_scale must be in \[0, 1\]"),
-    ({"reward": {"future_window": 0}}, "reward.future_window must be ≥ 1"),
-    ({"reward": {"future_discount": 1.5}}, r"reward.future_discount must be in \(0, 1\]"),
-    ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen needs rl.constrained: true"),
+    ({"algo": "grpo", "group_size": 1}, "rl.group_size: must be ≥ 2 for group-normalised advantages"),
+    ({"adagrpo": {"a": 1.5}}, "rl.adagrpo.a: expected a value ≥ 0 and ≤ 1"),
+    ({"adagrpo": {"k_d": 9}}, r"rl.adagrpo.k_d: expected a value in \[1, group_size=4\]"),
+    ({"prompts_per_step": 8, "learners": 3}, "rl.prompts_per_step: must be a multiple of learners"),
+    ({"recent_prompts": 0}, "rl.recent_prompts: expected a value ≥ 1"),
+    ({"negative_advantage_scale": -0.5}, "rl.negative_advantage_scale: expected a value ≥ 0 and ≤ 1"),
+    ({"reward": {"future_window": 0}}, "reward.future_window: expected a value ≥ 1"),
+    ({"reward": {"future_discount": 1.5}}, "reward.future_discount: expected a value > 0 and ≤ 1"),
+    ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen: needs constrained: true"),
 ])
-def test_invalid_rl_configs_fail_before_any_actor(prepared, tmp_path, rl, msg):
-    from rl_align.driver.controller import RlConfigError, validate
+def test_invalid_rl_configs_fail_when_the_config_loads(tmp_path, rl, msg):
+    """Settings the run cannot finish with fail at load time (rl_align.checks), before any stage or actor."""
+    from rl_align.checks import load_checked
+    from rl_align.config import ConfigError
 
-    cfg = load_config(_cfg(tmp_path, **rl), RunConfig)
-    with pytest.raises(RlConfigError, match=msg):
-        validate(cfg, prepared)
+    with pytest.raises(ConfigError, match=msg):
+        load_checked(_cfg(tmp_path, **rl))
 
 
 def test_policy_from_another_catalog_is_refused(prepared, tmp_path):

@@ -34,7 +34,7 @@ class LossInputs:
             (the rollout engine's, no grad). roll_mask: (B*G, T).
         roll_ref_logp: (B*G, T) reference-policy log-probs, or None (β = 0).
         rewards: (B, G). rollout_items: (B, G) (-1 invalid). targets: (B,).
-        gt_score: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (NaN where invalid).
+        target_scores: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (NaN where invalid).
     """
 
     gt_logp: torch.Tensor
@@ -46,7 +46,7 @@ class LossInputs:
     rewards: Optional[torch.Tensor] = None
     rollout_items: Optional[torch.Tensor] = None
     targets: Optional[torch.Tensor] = None
-    gt_score: Optional[torch.Tensor] = None
+    target_scores: Optional[torch.Tensor] = None
     rollout_scores: Optional[torch.Tensor] = None
 
 
@@ -134,7 +134,7 @@ class AdaGrpoObjective(Objective):
         with torch.no_grad():
             gt_lp = (x.gt_logp * x.gt_mask).sum(1)
             roll_lp = (x.roll_old_logp * x.roll_mask).sum(1).view(-1, G)
-            gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, roll_lp, x.rollout_items, x.targets, x.gt_score,
+            gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, roll_lp, x.rollout_items, x.targets, x.target_scores,
                                 x.rollout_scores)
         g, m = self.grpo(x, gate.gate)
         m.update({"nll": float(nll.detach()), "admission_rate": float(gate.gate.mean()),

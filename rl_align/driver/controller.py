@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import ray
+from ray.util.placement_group import placement_group
+from tqdm import tqdm
 
 from rl_align.algos import OBJECTIVES
+from rl_align.algos.batch import StepBatch
 from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
 from rl_align.data.split import items_before
@@ -145,17 +149,9 @@ class Controller:
         self.resume = resume
 
     # ------------------------------------------------------------------ setup
-    def _setup(self) -> None:
-        import ray
-        from ray.util.placement_group import placement_group
-
+    def _placement(self):
+        """One placement group: learners then rollout workers, packed on one node or spread over nodes."""
         r = self.cfg.rl
-        init_ray()
-        self.catalog = SidCatalog.load(self.run / "sids" / "catalog")
-        self.split = load_npz(self.run / "data" / "split.npz")
-        # the prompt pool is fixed for the run: select it once, not every step
-        self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
-        # placement: learners then rollout workers, packed on one node or spread over nodes
         bundles = [{"CPU": r.cpus_per_learner, **({"GPU": r.gpus_per_learner} if r.gpus_per_learner else {})}
                    for _ in range(r.learners)]
         bundles += [{"CPU": r.cpus_per_rollout_worker,
@@ -169,58 +165,122 @@ class Controller:
                 f"{r.rollout_workers}×{r.cpus_per_rollout_worker:g} + reward replicas {self.cfg.reward.replicas}×"
                 f"{self.cfg.reward.cpus_per_replica:g}) but the Ray cluster has {have_cpu:g}: lower rl.cpus_per_* / "
                 "reward.cpus_per_replica (fractions are fine) or add nodes")
-        self.pg = placement_group(bundles, strategy="PACK" if r.placement == "pack" else "SPREAD")
-        ray.get(self.pg.ready(), timeout=300)
+        pg = placement_group(bundles, strategy="PACK" if r.placement == "pack" else "SPREAD")
+        ray.get(pg.ready(), timeout=300)
+        return pg
+
+    def _setup(self) -> None:
+        """Start Ray, load the run's data, place and start learners, rollout workers and reward replicas."""
+        r = self.cfg.rl
+        init_ray()
+        self.catalog = SidCatalog.load(self.run / "sids" / "catalog")
+        self.split = load_npz(self.run / "data" / "split.npz")
+        # the prompt pool is fixed for the run: select it once, not every step
+        self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
+        self.pg = self._placement()
         self.learners = LearnerGroup(r, str(self.policy_dir), str(self.run / "sids" / "catalog"),
-                                     [(self.pg, i) for i in range(r.learners)])
+                                     [(self.pg, i) for i in range(r.learners)], plugins=self.cfg.plugins)
         self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
-                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)], r.seed,
-                                    python=r.rollout_python, name_prefix=self._actor_prefix())
+                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)],
+                                    python=r.rollout_python, name_prefix=self._actor_prefix(),
+                                    plugins=self.cfg.plugins)
         ranker = self.run / "ranker" / "model"
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
-                                  n_items=self.catalog.n_items, name_prefix=self._actor_prefix())
+                                  n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
+                                  plugins=self.cfg.plugins)
         # the driver's own engine for periodic validation (weights pulled from the learner)
         self.eval_model = load_policy(self.policy_dir, self.catalog)
         self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
 
     def _actor_prefix(self) -> str:
         """Actor names ``rl-align/<run>/<tag>/<job id>/rollout-<i>`` and ``…/reward-<i>``: one per job."""
-        import ray
-
         return f"rl-align/{self.run.name}/{self.out.name}/{ray.get_runtime_context().get_job_id()}/"
 
     # ------------------------------------------------------------------ pieces of a step
-    def _prompts(self, step: int) -> dict:
+    def _prompts(self, step: int) -> StepBatch:
+        """The prompt fields of step ``step``'s batch (its rows follow the seeded order of :func:`prompt_order`)."""
         r = self.cfg.rl
         pool = self.prompt_pool
         rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
-        ids, mask = build_prompts(self.split["train_history"][rows], self.catalog)
-        out = {"rows": rows, "users": self.split["train_users"][rows], "history": self.split["train_history"][rows],
-               "targets": self.split["train_targets"][rows], "prompt_ids": ids.numpy(), "prompt_mask": mask.numpy()}
-        if "future_match" in self.cfg.reward.functions:
-            out["future"] = future_events(self.split, rows, self.cfg.reward.future_window)
-        if r.exclude_seen:
-            out["banned"] = seen_before(self.split, rows)
-        return out
+        sp = self.split
+        ids, mask = build_prompts(sp["train_history"][rows], self.catalog)
+        targets = sp["train_targets"][rows].astype(np.int64)
+        return StepBatch(rows=rows, users=sp["train_users"][rows], history=sp["train_history"][rows], targets=targets,
+                         target_tokens=self.catalog.tokens[targets].astype(np.int64), prompt_ids=ids.numpy(),
+                         prompt_mask=mask.numpy(),
+                         future=(future_events(sp, rows, self.cfg.reward.future_window)
+                                 if "future_match" in self.cfg.reward.functions else None),
+                         banned=seen_before(sp, rows) if r.exclude_seen else None)
 
-    def _learner_batch(self, p: dict, roll: Optional[dict], rew: Optional[dict]) -> dict:
-        gt = self.catalog.tokens[p["targets"]]
-        b = {"prompt_ids": p["prompt_ids"], "prompt_mask": p["prompt_mask"], "gt_tokens": gt.astype(np.int64),
-             "targets": p["targets"].astype(np.int64)}
-        if roll is not None:
-            b.update(rollout_tokens=roll["sequences"].astype(np.int64),
-                     rollout_logp=roll["token_logprobs"].astype(np.float32),
-                     rollout_items=roll["items"].astype(np.int64), rewards=rew["rewards"].astype(np.float32),
-                     gt_score=np.nan_to_num(rew["target_scores"]).astype(np.float32),
-                     rollout_scores=rew["ranker_scores"].astype(np.float32))
-            if "injected" in roll:
-                b["rollout_injected"] = roll["injected"]
+    def _rollouts(self, b: StepBatch, step: int, rec: dict) -> StepBatch:
+        """``b`` with G rollouts per prompt (and y* injected when ``rl.inject_target``); rollout stats → ``rec``."""
+        r = self.cfg.rl
+        t = time.perf_counter()
+        b = self.rollouts.generate(b, r.group_size, r.rollout_mode, r.constrained, r.temperature,
+                                   r.seed * 100003 + step)
+        rec["rollout_s"] = time.perf_counter() - t
+        it = b.rollout_items
+        rec["rollout_hit"] = float((it == b.targets[:, None]).any(1).mean())
+        if b.banned is not None:  # exclusion is the engine's guarantee; count breaches, expected 0
+            rec["rollout_seen"] = int(((it[:, :, None] == b.banned[:, None, :]) & (it[:, :, None] >= 0)).sum())
+        if r.inject_target:
+            seqs, lps, items, injected = inject_targets(b.rollout_tokens, b.rollout_logp, it, b.targets,
+                                                        b.target_tokens)
+            b = b.update(rollout_tokens=seqs, rollout_logp=lps, rollout_items=items, rollout_injected=injected)
+            rec["injected_share"] = float(injected.any(1).mean())
         return b
 
-    def _validate(self, weights_ref, version: int) -> dict:
-        import ray
+    def _rewards(self, b: StepBatch, rec: dict) -> StepBatch:
+        """``b`` with rewards and ranker scores of the rollouts and of y*; reward stats → ``rec``."""
+        t = time.perf_counter()
+        b = self.rewards.score(b, with_target_scores=True)
+        rec["reward_s"] = time.perf_counter() - t
+        rec.update(rollout_valid=float((b.rollout_items >= 0).mean()),
+                   rollout_unique=float(np.mean([len(set(x.tolist())) for x in b.rollout_items])) / self.cfg.rl.group_size,
+                   reward_floored=int(b.info["n_invalid"] + b.info["n_nonfinite"]))
+        return b
 
+    def _learn(self, b: StepBatch, step: int, rec: dict) -> dict:
+        """One learner-group step; a dead rank restarts the whole alignment from the last checkpoint."""
+        t = time.perf_counter()
+        try:
+            m = self.learners.step(b, seed=self.cfg.rl.seed * 100003 + step)
+        except ray.exceptions.RayActorError as err:
+            ck = self.latest_checkpoint()
+            log.warning("rl: a learner died (%s); the group restarts from %s", type(err).__name__, ck)
+            raise _Restart(ck) from err
+        rec["learn_s"] = time.perf_counter() - t
+        return m
+
+    def _sync(self, state: dict, rec: dict):
+        """Push the new weights (version + 1) to the rollout workers; returns their object ref."""
+        t = time.perf_counter()
+        state["version"] += 1
+        w = self.learners.weights()
+        self.rollouts.load_weights(w, state["version"])
+        rec["sync_s"] = time.perf_counter() - t
+        return w
+
+    def _record(self, rec: dict, m: dict, b: StepBatch) -> None:
+        """The learner's metrics, per-sample gate diagnostics as percentiles + histograms, and throughput."""
+        r = self.cfg.rl
+        lists = {k: m.pop(k) for k in ("difficulty_values", "disc_values") if k in m}
+        rec.update(m)
+        for k, v in lists.items():
+            a = np.asarray(v, np.float64)
+            a = a[np.isfinite(a)]
+            if a.size:
+                rec[f"{k[:-7]}_p10"], rec[f"{k[:-7]}_p50"], rec[f"{k[:-7]}_p90"] = np.percentile(a, [10, 50, 90])
+                rec[f"{k[:-7]}_hist"] = np.histogram(a, bins=10)[0].tolist()
+        step_s = sum(rec.get(k, 0.0) for k in ("rollout_s", "reward_s", "learn_s", "sync_s"))
+        rec["step_s"] = step_s
+        has_rollouts = b.rollout_tokens is not None
+        rec["samples_per_s"] = r.prompts_per_step * (r.group_size if has_rollouts else 1) / step_s
+        if has_rollouts:
+            rec["tokens_per_s"] = float((b.rollout_tokens != 0).sum()) / step_s
+
+    def _validate(self, weights_ref, version: int) -> dict:
         r, e = self.cfg.rl, self.cfg.eval
         self.eval_engine.load_weights(ray.get(weights_ref), version)
         es = eval_set(self.split, "valid", r.eval_users)
@@ -266,12 +326,9 @@ class Controller:
             shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ the loop
-    def run_loop(self) -> dict:
-        import ray
-        from tqdm import tqdm
-
+    def _start_state(self) -> tuple[dict, Tracker]:
+        """The loop state (fresh, or from the last checkpoint when resuming) and the metrics tracker."""
         r = self.cfg.rl
-        self._setup()
         state = {"step": 0, "version": 0, "best_valid_hr@10": -1.0, "best_step": -1, "evals": []}
         ck = self.latest_checkpoint() if self.resume else None
         if ck is not None and read_json(ck / "state.json").get("digest") != self._digest():
@@ -291,91 +348,59 @@ class Controller:
         elif not self.resume:
             tracker.drop_after(-1)
         tracker.log({"event": "resume" if ck is not None else "start", "step": state["step"], "algo": r.algo})
+        return state, tracker
+
+    def _evaluate(self, state: dict, done: int, w, rec: dict, force: bool = False) -> None:
+        """Validate every ``eval_every`` steps (and when ``force``); keep the best policy."""
+        r = self.cfg.rl
+        if not (force or done % r.eval_every == 0 or done == r.steps):
+            return
+        ev = self._validate(w, state["version"])
+        rec.update(ev)
+        state["evals"].append({"step": done, **ev})
+        if ev["valid_hr@10"] > state["best_valid_hr@10"]:
+            state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": done})
+            self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": done, **ev})
+
+    def run_loop(self) -> dict:
+        """Steps from the last checkpoint (or 0) to ``rl.steps``; returns the summary written to summary.json."""
+        r = self.cfg.rl
+        self._setup()
+        state, tracker = self._start_state()
         t0 = time.perf_counter()
-        sync_t = time.perf_counter()
         w = self.learners.weights()
         self.rollouts.load_weights(w, state["version"])
-        sync_s = time.perf_counter() - sync_t
+        sync_s = time.perf_counter() - t0
         if state["step"] == 0 and not state["evals"]:
-            ev = self._validate(w, state["version"])
-            state["evals"].append({"step": 0, **ev})
-            state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": 0})
-            self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": 0, **ev})
-            tracker.log({"step": 0, **ev}, step=0)
+            rec0 = {}
+            self._evaluate(state, 0, w, rec0, force=True)
+            tracker.log({"step": 0, **rec0}, step=0)
+        uses_rollouts = OBJECTIVES.get(r.algo).uses_rollouts
         bar = tqdm(range(state["step"], r.steps), desc=f"rl {r.algo}", initial=state["step"], total=r.steps,
                    mininterval=2.0)
         for step in bar:
             rec: dict = {"step": step + 1, "weight_version": state["version"]}
-            t = time.perf_counter()
-            p = self._prompts(step)
-            roll = rew = None
-            if OBJECTIVES.get(r.algo).uses_rollouts:
-                roll = self.rollouts.generate(p["prompt_ids"], p["prompt_mask"], r.group_size, r.rollout_mode,
-                                              r.constrained, r.temperature, r.seed * 100003 + step,
-                                              banned=p.get("banned"))
-                rec["rollout_s"] = time.perf_counter() - t
-                rec["rollout_hit"] = float((roll["items"] == p["targets"][:, None]).any(1).mean())
-                if "banned" in p:  # exclusion is the engine's guarantee; count breaches, expected 0
-                    it = roll["items"]
-                    rec["rollout_seen"] = int(((it[:, :, None] == p["banned"][:, None, :]) & (it[:, :, None] >= 0)).sum())
-                if r.inject_target:
-                    seqs, lps, items, injected = inject_targets(
-                        roll["sequences"], roll["token_logprobs"], roll["items"], p["targets"],
-                        self.catalog.tokens[p["targets"]])
-                    roll = {**roll, "sequences": seqs, "token_logprobs": lps, "items": items, "injected": injected}
-                    rec["injected_share"] = float(injected.any(1).mean())
-                t = time.perf_counter()
-                rew = self.rewards.score(p["users"], p["history"], roll["items"], p["targets"],
-                                         with_target_scores=True, future=p.get("future"))
-                rec["reward_s"] = time.perf_counter() - t
-                valid = roll["items"] >= 0
-                rec.update(rollout_valid=float(valid.mean()),
-                           rollout_unique=float(np.mean([len(set(x.tolist())) for x in roll["items"]])) / r.group_size,
-                           reward_floored=int(rew["n_invalid"] + rew["n_nonfinite"]))
-            t = time.perf_counter()
-            batch = self._learner_batch(p, roll, rew)
-            try:
-                m = self.learners.step(batch, seed=r.seed * 100003 + step)
-            except ray.exceptions.RayActorError as err:
-                ck = self.latest_checkpoint()
-                log.warning("rl: a learner died (%s); the group restarts from %s", type(err).__name__, ck)
-                raise _Restart(ck) from err
-            rec["learn_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            state["version"] += 1
-            w = self.learners.weights()
-            self.rollouts.load_weights(w, state["version"])
-            rec["sync_s"] = time.perf_counter() - t
-            lists = {k: m.pop(k) for k in ("difficulty_values", "disc_values") if k in m}
-            rec.update(m)
-            for k, v in lists.items():
-                a = np.asarray(v, np.float64)
-                a = a[np.isfinite(a)]
-                if a.size:
-                    rec[f"{k[:-7]}_p10"], rec[f"{k[:-7]}_p50"], rec[f"{k[:-7]}_p90"] = np.percentile(a, [10, 50, 90])
-                    rec[f"{k[:-7]}_hist"] = np.histogram(a, bins=10)[0].tolist()
-            step_s = sum(rec.get(k, 0.0) for k in ("rollout_s", "reward_s", "learn_s", "sync_s"))
-            rec["step_s"] = step_s
-            rec["samples_per_s"] = r.prompts_per_step * max(1, r.group_size if roll is not None else 1) / step_s
-            if roll is not None:
-                rec["tokens_per_s"] = float((roll["sequences"] != 0).sum()) / step_s
+            b = self._prompts(step)
+            if uses_rollouts:
+                b = self._rewards(self._rollouts(b, step, rec), rec)
+            m = self._learn(b, step, rec)
+            w = self._sync(state, rec)
+            self._record(rec, m, b)
             state["step"] = step + 1
-            if (step + 1) % r.eval_every == 0 or step + 1 == r.steps:
-                ev = self._validate(w, state["version"])
-                rec.update(ev)
-                state["evals"].append({"step": step + 1, **ev})
-                if ev["valid_hr@10"] > state["best_valid_hr@10"]:
-                    state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": step + 1})
-                    self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": step + 1, **ev})
+            self._evaluate(state, step + 1, w, rec)
             if (step + 1) % r.checkpoint_every == 0 or step + 1 == r.steps:
                 self._checkpoint(step + 1, state)
             tracker.log(rec, step=step + 1)
             bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "reward_mean", "admission_rate", "valid_hr@10")
                              if k in rec})
+        return self._finish(state, tracker, time.perf_counter() - t0, sync_s)
+
+    def _finish(self, state: dict, tracker: Tracker, seconds: float, sync_s: float) -> dict:
+        r = self.cfg.rl
         self.learners.save_policy(str(self.out / "final_policy"), {"rl_step": state["step"]})
         summary = {"algo": r.algo, "steps": state["step"], "best_step": state["best_step"],
                    "best_valid_hr@10": state["best_valid_hr@10"], "evals": state["evals"],
-                   "seconds": time.perf_counter() - t0, "initial_sync_s": sync_s,
+                   "seconds": seconds, "initial_sync_s": sync_s,
                    "rollout_retries": self.rollouts.retries, "reward_retries": self.rewards.stats.retries,
                    "rl": to_dict(r), "reward": to_dict(self.cfg.reward)}
         write_json(self.out / "summary.json", summary)
@@ -384,8 +409,6 @@ class Controller:
         return summary
 
     def shutdown(self) -> None:
-        import ray
-
         for part in ("learners", "rollouts", "rewards"):
             obj = getattr(self, part, None)
             if obj is not None:

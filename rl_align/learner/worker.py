@@ -13,11 +13,12 @@ import dataclasses
 import os
 import socket
 from pathlib import Path
+from typing import Optional
 
-import numpy as np
 import torch
 
 from rl_align.algos import LossInputs, build_objective
+from rl_align.algos.batch import StepBatch
 from rl_align.config import (
     RlConfig,
     from_dict,
@@ -26,6 +27,7 @@ from rl_align.config import (
 from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
 from rl_align.policy.model import disable_dropout, load_policy, save_policy
 from rl_align.sid.catalog import PAD, SidCatalog
+from rl_align.utils.plugins import load_plugins
 
 
 def free_port() -> int:
@@ -38,7 +40,8 @@ class LearnerRank:
     """Plain class (wrapped by ``ray.remote`` in :mod:`rl_align.learner.group`) so it is testable alone."""
 
     def __init__(self, rank: int, world: int, cfg: dict, policy_dir: str, catalog_dir: str, threads: int = 1,
-                 use_gpu: bool = False) -> None:
+                 use_gpu: bool = False, plugins: tuple = ()) -> None:
+        load_plugins(list(plugins))  # a plug-in objective registers in this process too
         torch.set_num_threads(max(1, int(threads)))
         self.rank, self.world = rank, world
         self.cfg = from_dict(RlConfig, cfg, source="rl")
@@ -101,66 +104,72 @@ class LearnerRank:
         return True
 
     # ------------------------------------------------------------------ training
-    def _micro_inputs(self, t: dict, sl: slice):
-        """LossInputs of prompts ``sl`` from the step's tensors ``t`` (already on the device)."""
-
-        dev = self.device
-        pid, pm = t["prompt_ids"][sl], t["prompt_mask"][sl]
-        gt = t["gt_tokens"][sl]
+    def _micro_inputs(self, t: dict, sl: slice) -> LossInputs:
+        """LossInputs of prompts ``sl`` from the step's tensors ``t`` (:meth:`StepBatch.tensors`, on the device)."""
+        pid, pm, gt = t["prompt_ids"][sl], t["prompt_mask"][sl], t["target_tokens"][sl]
         if not self.objective.uses_rollouts:
             gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
             return LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
         roll = t["rollout_tokens"][sl]                                       # (b, G, T)
         b, G, T = roll.shape
-        if self.cfg.shared_prefix:
-            # one prompt forward per group: y* and the G rollouts share its KV cache
-            W = max(T, gt.shape[1])
-            conts = torch.full((b, G + 1, W), PAD, dtype=roll.dtype, device=dev)
-            conts[:, 0, : gt.shape[1]] = gt
-            conts[:, 1:, :T] = roll
-            lp_all, m_all = grouped_continuation_logprobs(self.engine, pid, pm, conts)
-            gt_lp, gt_m = lp_all[:, 0, : gt.shape[1]], m_all[:, 0, : gt.shape[1]]
-            lp, m = lp_all[:, 1:, :T].reshape(b * G, T), m_all[:, 1:, :T].reshape(b * G, T)
-        else:
-            gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
-            rep = torch.arange(b, device=dev).repeat_interleave(G)
-            lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], roll.reshape(b * G, T))
+        gt_lp, gt_m, lp, m = self._rollout_logprobs(pid, pm, gt, roll)
         x = LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
         old = t["rollout_logp"][sl].reshape(-1, T).float() * m
         if "rollout_injected" in t:  # injected y*: behaviour log-prob = current one (ratio 1)
             inj = t["rollout_injected"][sl].reshape(-1, 1).bool()
             old = torch.where(inj, lp.detach(), old)
-        ref = None
-        if self.ref is not None:
-            with torch.no_grad():
-                if self.cfg.shared_prefix:
-                    ref = grouped_continuation_logprobs(self.ref, pid, pm, roll)[0].reshape(b * G, T)
-                else:
-                    ref, _ = continuation_logprobs(self.ref, pid[rep], pm[rep], roll.reshape(b * G, T))
-        x.roll_logp, x.roll_old_logp, x.roll_mask, x.roll_ref_logp = lp, old, m, ref
+        x.roll_logp, x.roll_old_logp, x.roll_mask, x.roll_ref_logp = lp, old, m, self._ref_logprobs(pid, pm, roll)
         x.rewards = t["rewards"][sl].float()
         x.rollout_items = t["rollout_items"][sl]
-        x.gt_score = t["gt_score"][sl].float()
+        x.target_scores = torch.nan_to_num(t["target_scores"][sl].float(), nan=0.0)
         x.rollout_scores = torch.nan_to_num(t["rollout_scores"][sl].float(), nan=0.0)
         return x
 
-    def train_step(self, batch: dict, seed: int = 0) -> dict:
-        """One optimizer step (per update pass) over this rank's prompts; returns metrics summed over ranks.
+    def _rollout_logprobs(self, pid, pm, gt, roll):
+        """Log-probs with grad of y* (b, Tg) and of the rollouts (b*G, T), with their masks.
 
-        ``batch`` holds numpy arrays for this rank: prompt_ids (b, P), prompt_mask (b, P), gt_tokens (b, Tg),
-        targets (b,), and for rollout objectives rollout_tokens (b, G, T), rollout_logp (b, G, T),
-        rollout_items (b, G), rewards (b, G), gt_score (b,), rollout_scores (b, G).
+        ``rl.shared_prefix``: one prompt forward per group, y* and the G rollouts share its KV cache."""
+        b, G, T = roll.shape
+        if self.cfg.shared_prefix:
+            W = max(T, gt.shape[1])
+            conts = torch.full((b, G + 1, W), PAD, dtype=roll.dtype, device=self.device)
+            conts[:, 0, : gt.shape[1]] = gt
+            conts[:, 1:, :T] = roll
+            lp_all, m_all = grouped_continuation_logprobs(self.engine, pid, pm, conts)
+            return (lp_all[:, 0, : gt.shape[1]], m_all[:, 0, : gt.shape[1]],
+                    lp_all[:, 1:, :T].reshape(b * G, T), m_all[:, 1:, :T].reshape(b * G, T))
+        gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
+        rep = torch.arange(b, device=self.device).repeat_interleave(G)
+        lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], roll.reshape(b * G, T))
+        return gt_lp, gt_m, lp, m
+
+    @torch.no_grad()
+    def _ref_logprobs(self, pid, pm, roll) -> Optional[torch.Tensor]:
+        """(b*G, T) reference-policy log-probs of the rollouts, or None when β = 0."""
+        if self.ref is None:
+            return None
+        b, G, T = roll.shape
+        if self.cfg.shared_prefix:
+            return grouped_continuation_logprobs(self.ref, pid, pm, roll)[0].reshape(b * G, T)
+        rep = torch.arange(b, device=self.device).repeat_interleave(G)
+        return continuation_logprobs(self.ref, pid[rep], pm[rep], roll.reshape(b * G, T))[0]
+
+    def train_step(self, batch: StepBatch, seed: int = 0) -> dict:
+        """One optimizer step (per update pass) over this rank's prompts; returns metrics averaged over ranks.
+
+        ``batch``: this rank's share of the step (:class:`StepBatch`; the rollout and reward fields are read only by
+        objectives that use rollouts).
         """
         import torch.distributed as dist
 
         torch.manual_seed(seed * 1009 + self.rank)
-        n = batch["prompt_ids"].shape[0]
+        n = len(batch)
         sums: dict[str, float] = {}
         lists: dict[str, list] = {}
         count = 0
         self.engine.train()
         # numpy → device tensors once per step, not once per micro-batch and update pass
-        tensors = {k: torch.as_tensor(np.array(v)).to(self.device) for k, v in batch.items()}
+        tensors = batch.tensors(self.device)
         for _ in range(self.cfg.updates_per_step):
             for s in range(0, n, self.micro):
                 x = self._micro_inputs(tensors, slice(s, s + self.micro))

@@ -11,21 +11,25 @@ fails the request with a clear error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import ray
 import torch
 
+from rl_align.actors import ActorGroup, actor_pid
+from rl_align.algos.batch import StepBatch
 from rl_align.config import RewardConfig, from_dict
 from rl_align.ranker.model import MODEL_FILE, load_ranker
 from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
+from rl_align.utils.plugins import load_plugins
 
 log = logging.getLogger("rl_align")
 
@@ -131,32 +135,41 @@ class RewardScorer:
                                     else np.full(inp.items.shape[0], np.nan, np.float32))
         return res
 
+    def score_batch(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
+        """``batch`` (users, history, targets, rollout_items, optional future) with its reward fields set; the
+        counters and the ranker version go to ``info``."""
+        res = self.score(batch.users, batch.history, batch.rollout_items, batch.targets, with_target_scores,
+                         batch.future)
+        info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "compute_s")}
+        return batch.update(rewards=res["rewards"], rollout_scores=res["ranker_scores"],
+                            target_scores=res.get("target_scores"),
+                            info={**batch.info, **info, "ranker_version": res["version"]})
+
     def health(self) -> dict:
         return {"ok": True, "pid": os.getpid(), "version": self.version, "served_pairs": self.served}
 
 
-def _actor_class():
-    import ray
+class RewardReplica:
+    """One replica of the pool (a Ray actor in :class:`RewardPool`): a :class:`RewardScorer` built from plain
+    arguments (a config dict, paths), so it can start in another process."""
 
-    @ray.remote
-    class RewardActor:
-        """A Ray actor serving a :class:`RewardScorer` (one replica of the pool)."""
+    def __init__(self, ranker_dir: Optional[str], cfg: dict, item_embeddings_path: Optional[str] = None,
+                 n_items: Optional[int] = None, device: str = "cpu", threads: int = 1, plugins: tuple = ()) -> None:
+        load_plugins(list(plugins))  # a plug-in reward registers in this process too
+        self.scorer = RewardScorer(ranker_dir, from_dict(RewardConfig, cfg, source="reward"), item_embeddings_path,
+                                   n_items, device, threads)
 
-        def __init__(self, ranker_dir, cfg: dict, item_embeddings_path=None, n_items=None, device="cpu",
-                     threads=1):
-            self.scorer = RewardScorer(ranker_dir, from_dict(RewardConfig, cfg, source="reward"),
-                                       item_embeddings_path, n_items, device, threads)
+    def score(self, chunk: StepBatch, with_target_scores: bool) -> StepBatch:
+        return self.scorer.score_batch(chunk, with_target_scores)
 
-        def score(self, chunk_id, users, history, items, targets, with_target_scores=False, future=None):
-            return chunk_id, self.scorer.score(users, history, items, targets, with_target_scores, future)
+    def load(self, ranker_dir: str, version: Optional[str] = None) -> str:
+        return self.scorer.load(ranker_dir, version)
 
-        def load(self, ranker_dir, version=None):
-            return self.scorer.load(ranker_dir, version)
+    def health(self) -> dict:
+        return self.scorer.health()
 
-        def health(self):
-            return self.scorer.health()
-
-    return RewardActor
+    def pid(self) -> int:
+        return actor_pid()
 
 
 @dataclass
@@ -173,7 +186,7 @@ class PoolStats:
 
 
 class RewardPool:
-    """N RewardActor replicas behind one ``score`` call, with back-pressure and re-issue on replica death.
+    """N :class:`RewardReplica` actors behind one ``score`` call, with back-pressure and re-issue on replica death.
 
     Args:
         cfg: replicas, resources, chunk size, in-flight limit, retries and the reward functions.
@@ -182,38 +195,33 @@ class RewardPool:
         n_items: catalog size when no ranker is used.
         name_prefix: if given, replica i is the named actor ``<prefix>reward-<i>`` (find it with
             ``ray.util.list_named_actors`` to inspect or debug it).
+        plugins: modules / files every replica imports first (``RunConfig.plugins``).
     """
 
     def __init__(self, cfg: RewardConfig, ranker_dir: Optional[str | Path], item_embeddings_path=None,
-                 n_items: Optional[int] = None, name_prefix: Optional[str] = None) -> None:
-        import dataclasses
-
+                 n_items: Optional[int] = None, name_prefix: Optional[str] = None, plugins: tuple = ()) -> None:
         self.cfg = cfg
-        cls = _actor_class()
-        threads = max(1, int(cfg.cpus_per_replica))
-        self.actors = [
-            cls.options(num_cpus=cfg.cpus_per_replica, num_gpus=cfg.gpus_per_replica, max_restarts=-1,
-                        max_task_retries=0, name=f"{name_prefix}reward-{i}" if name_prefix else None).remote(
-                str(ranker_dir) if ranker_dir else None, dataclasses.asdict(cfg),
+        args = (str(ranker_dir) if ranker_dir else None, dataclasses.asdict(cfg),
                 str(item_embeddings_path) if item_embeddings_path else None, n_items,
-                "cuda" if cfg.gpus_per_replica > 0 else "cpu", threads)
-            for i in range(cfg.replicas)
-        ]
+                "cuda" if cfg.gpus_per_replica > 0 else "cpu", max(1, int(cfg.cpus_per_replica)), tuple(plugins))
+        self.group = ActorGroup(RewardReplica, lambda i: args, cfg.replicas, cpus=cfg.cpus_per_replica,
+                                gpus=cfg.gpus_per_replica, kind="reward replica",
+                                names=(lambda i: f"{name_prefix}reward-{i}") if name_prefix else None)
         self.stats = PoolStats()
         self.version = self._agreed_version()
 
-    def _agreed_version(self) -> str:
-        import ray
+    @property
+    def actors(self) -> list:
+        return self.group.actors
 
-        versions = {h["version"] for h in ray.get([a.health.remote() for a in self.actors])}
+    def _agreed_version(self) -> str:
+        versions = {h["version"] for h in self.group.call_all("health")}
         if len(versions) != 1:
             raise RuntimeError(f"reward replicas serve different ranker versions: {sorted(versions)}")
         return versions.pop()
 
     def health(self, timeout: float = 10.0) -> list[dict]:
         """One entry per replica: its health dict, or ``{"ok": False, "error": ...}``."""
-        import ray
-
         out = []
         for i, a in enumerate(self.actors):
             try:
@@ -224,85 +232,36 @@ class RewardPool:
 
     def reload(self, ranker_dir: str | Path, version: Optional[str] = None) -> str:
         """Load a new ranker on every replica; returns the agreed version."""
-        import ray
-
-        version = version or ranker_version(ranker_dir)
-        ray.get([a.load.remote(str(ranker_dir), version) for a in self.actors])
+        self.group.call_all("load", str(ranker_dir), version or ranker_version(ranker_dir))
         self.version = self._agreed_version()
         return self.version
 
-    def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
-              with_target_scores: bool = False, future: Optional[np.ndarray] = None) -> dict:
-        """Same contract as :meth:`RewardScorer.score`, spread over the replicas."""
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
-
-        items = np.asarray(items)
-        if items.ndim != 2 or items.shape[0] == 0 or items.shape[1] == 0:
-            raise ValueError(f"items: expected a non-empty (B, G) array, got shape {items.shape}")
+    def score(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
+        """``batch`` with rewards (same contract as :meth:`RewardScorer.score_batch`), chunks of whole groups spread
+        over the replicas."""
+        items = batch.rollout_items
+        if items is None or items.ndim != 2 or items.shape[0] == 0 or items.shape[1] == 0:
+            raise ValueError(f"rollout_items: expected a non-empty (B, G) array, got "
+                             f"{None if items is None else items.shape}")
         B, G = items.shape
         rows = max(1, self.cfg.chunk_size // G)
-        bounds = [(s, min(s + rows, B)) for s in range(0, B, rows)]
-        pending = deque(range(len(bounds)))
-        attempts = [0] * len(bounds)
-        results: list[Optional[dict]] = [None] * len(bounds)
-        inflight: dict = {}
-        load = [0] * len(self.actors)
-        nxt = 0
-        while pending or inflight:
-            while pending:
-                free = [i for i in range(len(self.actors)) if load[i] < self.cfg.max_inflight]
-                if not free:
-                    break
-                # round-robin over replicas with room
-                r = min(free, key=lambda i: ((i - nxt) % len(self.actors)))
-                nxt = (r + 1) % len(self.actors)
-                c = pending.popleft()
-                s, e = bounds[c]
-                sl = lambda a: np.ascontiguousarray(np.asarray(a)[s:e])  # noqa: E731
-                ref = self.actors[r].score.remote(c, sl(users), sl(history), sl(items), sl(targets),
-                                                  with_target_scores, None if future is None else sl(future))
-                inflight[ref] = (c, r)
-                load[r] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                c, r = inflight.pop(ref)
-                load[r] -= 1
-                try:
-                    cid, res = ray.get(ref)
-                except (RayActorError, GetTimeoutError) as err:
-                    attempts[c] += 1
-                    self.stats.retries += 1
-                    self.stats.errors.append(f"chunk {c} on replica {r}: {type(err).__name__}")
-                    if attempts[c] > self.cfg.max_retries:
-                        raise RuntimeError(f"reward chunk {c} failed {attempts[c]} times (replica died each time); "
-                                           f"last error: {err}") from err
-                    log.warning("reward replica %d died with chunk %d in flight; re-issuing (attempt %d)",
-                                r, c, attempts[c] + 1)
-                    time.sleep(0.05 * attempts[c])
-                    pending.appendleft(c)
-                    continue
-                if cid != c or results[c] is not None:
-                    raise RuntimeError(f"reward chunk {c}: duplicate or mismatched result (got chunk {cid})")
-                results[c] = res
-        versions = {r["version"] for r in results}
+        chunks = [(batch.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
+        before = self.group.retries
+        parts = self.group.map("score", chunks, with_target_scores, pin=False, max_inflight=self.cfg.max_inflight,
+                               max_retries=self.cfg.max_retries, before_retry=lambda a, k: time.sleep(0.05 * k))
+        self.stats.retries += self.group.retries - before
+        self.stats.errors = self.group.errors
+        versions = {p.info["ranker_version"] for p in parts}
         if len(versions) != 1:
             raise RuntimeError(f"reward request scored by different ranker versions: {sorted(versions)}")
-        out = {k: np.concatenate([r[k] for r in results]) for k in
-               (("rewards", "ranker_scores", "target_scores") if with_target_scores else ("rewards", "ranker_scores"))}
-        out["compute_s"] = float(sum(r["compute_s"] for r in results))
+        info = {k: sum(p.info[k] for p in parts) for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite",
+                                                            "compute_s")}
         for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite"):
-            out[k] = int(sum(r[k] for r in results))
-            setattr(self.stats, k, getattr(self.stats, k) + out[k])
-        out["version"] = versions.pop()
-        out["chunks"] = len(bounds)
+            setattr(self.stats, k, getattr(self.stats, k) + info[k])
         self.stats.requests += 1
-        self.stats.chunks += len(bounds)
-        return out
+        self.stats.chunks += len(chunks)
+        out = StepBatch.concat(parts)
+        return out.update(info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
 
     def shutdown(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a, no_restart=True)
-        self.actors = []
+        self.group.shutdown()

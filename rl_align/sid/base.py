@@ -8,6 +8,7 @@ use plain files (JSON + NPZ/safetensors), never pickle.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +25,8 @@ TOKENIZERS: Registry[type["SidTokenizer"]] = Registry("SID tokenizer")
 class SidTokenizer(abc.ABC):
     """Learns codebooks on item embeddings and assigns each item a code."""
 
-    #: registry name
-    name: str = ""
+    #: the name it is registered under (set by ``@TOKENIZERS.register``; what :meth:`save` records)
+    registry_name: str = ""
 
     def __init__(self, cfg: SidConfig) -> None:
         self.cfg = cfg
@@ -66,12 +67,10 @@ class SidTokenizer(abc.ABC):
 
     def save(self, directory: str | Path) -> None:
         """Save config + state as plain files into ``directory``."""
-        import dataclasses
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_state(directory)
-        write_json(directory / "tokenizer.json", {"name": self.name, "config": dataclasses.asdict(self.cfg)})
+        write_json(directory / "tokenizer.json", {"name": self.registry_name, "config": dataclasses.asdict(self.cfg)})
 
     @staticmethod
     def load(directory: str | Path) -> "SidTokenizer":

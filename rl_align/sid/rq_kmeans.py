@@ -69,7 +69,6 @@ class RQKMeans(SidTokenizer):
     Codebooks: (L, K, d) float32.
     """
 
-    name = "rq_kmeans"
 
     def __init__(self, cfg: SidConfig) -> None:
         super().__init__(cfg)

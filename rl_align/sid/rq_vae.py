@@ -72,7 +72,6 @@ class RQVAEModel(nn.Module):
 class RQVAE(SidTokenizer):
     """TIGER-style RQ-VAE tokenizer (settings in ``SidConfig.rq_vae``)."""
 
-    name = "rq_vae"
 
     def __init__(self, cfg: SidConfig) -> None:
         super().__init__(cfg)

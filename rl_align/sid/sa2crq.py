@@ -234,7 +234,6 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
     Residuals, last-level candidates (for collision re-assignment) and reconstruction are RQ-KMeans' own:
     they already follow each item's code length."""
 
-    name = "sa2crq"
 
     def __init__(self, cfg: SidConfig) -> None:
         super().__init__(cfg)

@@ -32,7 +32,6 @@ from rl_align.utils.io import load_npz, write_npz
 class Sa2crqVae(Sa2crqSettings, RQVAE):
     """SA²CRQ on an RQ-VAE latent (settings: ``SidConfig.rq_vae`` for the autoencoder, ``SidConfig.sa2crq``)."""
 
-    name = "sa2crq_vae"
 
     def __init__(self, cfg: SidConfig) -> None:
         super().__init__(cfg)

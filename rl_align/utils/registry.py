@@ -21,6 +21,8 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
+            if isinstance(obj, type):
+                obj.registry_name = name  # type: ignore[attr-defined]  (what saved state records)
             return obj
 
         return deco

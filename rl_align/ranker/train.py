@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from ray.train import Checkpoint
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from rl_align.config import RankerConfig, RunConfig, from_dict, to_dict
 from rl_align.data import load_dataset
@@ -95,113 +102,128 @@ def _arch_digest(cfg: RankerConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """One Ray Train worker: DDP model, this rank's share of every batch, per-epoch held-out eval + checkpoint."""
-    import ray.train
-    import ray.train.torch
-    import torch.distributed as dist
-    from ray.train import Checkpoint
-    from safetensors.torch import load_file, save_file
+class RankerWorker:
+    """One Ray Train worker of ranker training: :meth:`_restore` the latest checkpoint of the same model and data
+    setup, then per epoch :meth:`_train_epoch` (DDP, this rank's share of every batch), held-out metrics, the best
+    model kept, and :meth:`_report` (checkpoint to Ray Train)."""
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    cfg = from_dict(RankerConfig, config["ranker"], source="ranker")
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    out_dir = Path(config["run_dir"]) / "ranker"
-    inputs = out_dir / "inputs"
-    (out_dir / "pids").mkdir(parents=True, exist_ok=True)
-    (out_dir / "pids" / f"rank{rank}.pid").write_text(str(os.getpid()))
-    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    la = load_npz(inputs / "exposure.npz")
-    train = ~la["heldout"]
-    users, shown, clicks = la["users"][train], la["shown"][train], la["clicks"][train]
-    hist = recent_history(la["history"][train], cfg.max_history)
+    def __init__(self, config: dict) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.config = config
+        self.cfg = cfg = from_dict(RankerConfig, config["ranker"], source="ranker")
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+        self.out_dir = Path(config["run_dir"]) / "ranker"
+        inputs = self.out_dir / "inputs"
+        (self.out_dir / "pids").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "pids" / f"rank{self.rank}.pid").write_text(str(os.getpid()))
+        self.device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+        self.log = la = load_npz(inputs / "exposure.npz")
+        train = ~la["heldout"]
+        self.users, self.shown, self.clicks = la["users"][train], la["shown"][train], la["clicks"][train]
+        self.hist = recent_history(la["history"][train], cfg.max_history)
+        torch.manual_seed(cfg.seed)
+        self.model = _build_model(inputs, cfg).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ddp = ray.train.torch.prepare_model(self.model) if self.world > 1 else self.model
+        self.arch = _arch_digest(cfg)
+        self.state = {"epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "arch": self.arch}
 
-    torch.manual_seed(cfg.seed)
-    model = _build_model(inputs, cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
-    arch = _arch_digest(cfg)
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "best_epoch": -1, "arch": arch}
-    ckpt = resume_checkpoint(ray.train.get_checkpoint(), out_dir)
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            if json.loads((Path(d) / STATE).read_text()).get("arch") != arch:
-                if rank == 0:
-                    print("[ranker] checkpoint is for another model/data setup: starting fresh", flush=True)
-                ckpt = None
-    if ckpt is not None:
+    def _restore(self) -> None:
+        ckpt = resume_checkpoint(ray.train.get_checkpoint(), self.out_dir)
+        if ckpt is None:
+            return
         with ckpt.as_directory() as d:
             d = Path(d)
             state = json.loads((d / STATE).read_text())
+            if state.get("arch") != self.arch:
+                if self.rank == 0:
+                    print("[ranker] checkpoint is for another model/data setup: starting fresh", flush=True)
+                return
             torch.set_rng_state(torch.tensor(state.pop("torch_rng"), dtype=torch.uint8))
-            model.load_state_dict(load_file(str(d / "model.safetensors")))
-            opt.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
-        if rank == 0:
-            print(f"[ranker] resumed from checkpoint at epoch {state['epoch']}", flush=True)
-    tracker = None
-    if rank == 0:
-        tracker = Tracker(out_dir, name=f"{Path(config['run_dir']).name}-ranker", config=config.get("wandb_config"),
-                          use_wandb=config.get("wandb", True))
-    per_rank = cfg.batch_size // world
-    for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        perm = np.random.default_rng(cfg.seed + epoch).permutation(users.size)
-        n_batches = users.size // cfg.batch_size
+            self.model.load_state_dict(load_file(str(d / "model.safetensors")))
+            self.opt.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+            self.state = state
+        if self.rank == 0:
+            print(f"[ranker] resumed from checkpoint at epoch {self.state['epoch']}", flush=True)
+
+    def _train_epoch(self, epoch: int) -> dict:
+        """BCE over the clicks of the shown slates (padding masked); returns the epoch's record."""
+        cfg, dev = self.cfg, self.device
+        self.model.train()
+        perm = np.random.default_rng(cfg.seed + epoch).permutation(self.users.size)
+        n_batches = self.users.size // cfg.batch_size
+        per_rank = cfg.batch_size // self.world
         t0 = time.perf_counter()
         tot = torch.zeros(2, dtype=torch.float64)
-        it = range(n_batches)
-        if rank == 0:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc=f"ranker epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
+        it = tqdm(range(n_batches), desc=f"ranker epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0) \
+            if self.rank == 0 else range(n_batches)
         for b in it:
-            rows = perm[b * cfg.batch_size + rank * per_rank: b * cfg.batch_size + (rank + 1) * per_rank]
-            u = torch.from_numpy(users[rows]).to(device)
-            h = torch.from_numpy(hist[rows]).to(device)
-            s = torch.from_numpy(shown[rows]).to(device)
-            y = torch.from_numpy(clicks[rows]).to(device).float()
+            rows = perm[b * cfg.batch_size + self.rank * per_rank: b * cfg.batch_size + (self.rank + 1) * per_rank]
+            s = torch.from_numpy(self.shown[rows]).to(dev)
+            y = torch.from_numpy(self.clicks[rows]).to(dev).float()
             valid = (s >= 0).float()
-            logit = ddp(u, h, s)
-            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logit, y, reduction="none") * valid).sum() \
+            logit = self.ddp(torch.from_numpy(self.users[rows]).to(dev), torch.from_numpy(self.hist[rows]).to(dev), s)
+            loss = (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * valid).sum() \
                 / valid.sum().clamp(min=1)
-            opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            state["step"] += 1
+            self.opt.step()
+            self.state["step"] += 1
             tot += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
-        if world > 1:
+        if self.world > 1:
             dist.all_reduce(tot)
-        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": (tot[0] / tot[1].clamp(min=1)).item(),
-                  "train_seconds": time.perf_counter() - t0,
-                  "impressions_per_s": n_batches * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)}
-        record.update(heldout_metrics(model, la, cfg.max_history, device))
-        state["epoch"] = epoch + 1
+        secs = time.perf_counter() - t0
+        return {"epoch": epoch + 1, "step": self.state["step"], "train_loss": (tot[0] / tot[1].clamp(min=1)).item(),
+                "train_seconds": secs, "impressions_per_s": n_batches * cfg.batch_size / max(secs, 1e-9)}
+
+    def _keep_best(self, epoch: int, record: dict) -> None:
+        state = self.state
         if record["heldout_auc"] > state["best_auc"]:
             state.update(best_auc=record["heldout_auc"], best_epoch=epoch + 1)
-            if rank == 0:
-                save_ranker(model, out_dir / "model", {"item_ids_digest": config["item_ids_digest"],
-                                                      "epoch": epoch + 1, **{k: v for k, v in record.items()
-                                                                             if k.startswith("heldout")}})
+            if self.rank == 0:
+                save_ranker(self.model, self.out_dir / "model",
+                            {"item_ids_digest": self.config["item_ids_digest"], "epoch": epoch + 1,
+                             **{k: v for k, v in record.items() if k.startswith("heldout")}})
         record.update(best_epoch=state["best_epoch"], best_heldout_auc=state["best_auc"])
+
+    def _report(self, record: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            if rank == 0:
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            if self.rank == 0:
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
                           str(tmp / "model.safetensors"))
-                torch.save(opt.state_dict(), tmp / "optimizer.pt")
-                (tmp / STATE).write_text(json.dumps({**state, "torch_rng": torch.get_rng_state().tolist()}))
-            if world > 1:
+                torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+                (tmp / STATE).write_text(json.dumps({**self.state, "torch_rng": torch.get_rng_state().tolist()}))
+            if self.world > 1:
                 dist.barrier()
             ray.train.report({k: v for k, v in record.items() if isinstance(v, (int, float))},
-                             checkpoint=Checkpoint.from_directory(str(tmp)) if rank == 0 else None)
+                             checkpoint=Checkpoint.from_directory(str(tmp)) if self.rank == 0 else None)
+
+    def run(self) -> None:
+        self._restore()
+        tracker = None
+        if self.rank == 0:
+            tracker = Tracker(self.out_dir, name=f"{Path(self.config['run_dir']).name}-ranker",
+                              config=self.config.get("wandb_config"), use_wandb=self.config.get("wandb", True))
+        for epoch in range(self.state["epoch"], self.cfg.epochs):
+            record = self._train_epoch(epoch)
+            record.update(heldout_metrics(self.model, self.log, self.cfg.max_history, self.device))
+            self.state["epoch"] = epoch + 1
+            self._keep_best(epoch, record)
+            self._report(record)
+            if tracker is not None:
+                tracker.log(record, step=self.state["step"])
+                print("[ranker] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in record.items()), flush=True)
         if tracker is not None:
-            tracker.log(record, step=state["step"])
-            print("[ranker] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in record.items()), flush=True)
-    if tracker is not None:
-        tracker.log({"event": "done", **state})
-        tracker.finish()
+            tracker.log({"event": "done", **self.state})
+            tracker.finish()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point on every worker."""
+    RankerWorker(config).run()
 
 
 def prepare_inputs(cfg: RunConfig, run_path: Path) -> dict:

@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--stages", help="comma-separated stages to run (default: the config's)")
     sw.add_argument("--sweep-dir", help="output directory (default: <run_root>/<name>-sweep-<timestamp>)")
     sw.add_argument("--no-resume", action="store_true", help="redo finished stages")
+    tn = sub.add_parser("tune", help="Ray Tune sweep of alignment settings (ASHA, placement group per trial)",
+                        description="Run the sweep a spec describes (see experiments/adagrpo_gate_sweep.yaml): shared "
+                                    "stages once, then one RL run per trial, each in its own placement group; "
+                                    "writes trials.md, best_config.yaml and frontier.png. Running it again on the "
+                                    "same --sweep-dir continues a killed sweep (finished trials are kept).")
+    tn.add_argument("spec", help="sweep spec YAML")
+    tn.add_argument("--sweep-dir", help="output directory (default: runs/tune-<spec name>)")
+    tn.add_argument("--prepared-run", help="reuse this run dir's data → sft → ranker instead of the spec's")
     cfg = sub.add_parser("config", help="list every config key with its default and doc",
                          description="Print every config key, its default and its one-line doc.")
     cfg.add_argument("config", nargs="?", help="also validate this YAML file and print it resolved")

@@ -20,6 +20,7 @@ from rl_align.ranker.evaluate import evaluate_ranker, ranker_report, write_ranke
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
+from rl_align.tune import run_tune
 from rl_align.utils.io import read_json, write_json
 
 log = logging.getLogger("rl_align")
@@ -121,6 +122,18 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    sweep_dir = Path(args.sweep_dir or Path("runs") / f"tune-{Path(args.spec).stem}")
+    setup_logging(sweep_dir)
+    out = run_tune(args.spec, sweep_dir, prepared_run=args.prepared_run)
+    print((sweep_dir / "trials.md").read_text())
+    best = out["best"]
+    print(f"best ({out['metric']}, hallucination ≤ {out['max_hallucination']:g}): "
+          + (f"{best} → {sweep_dir / 'best_config.yaml'}" if best else "none met the cap"))
+    print(f"sweep dir: {sweep_dir}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand ``args`` names; returns the exit status."""
     if args.cmd == "run":
@@ -141,6 +154,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _config(args)
     if args.cmd == "sweep":
         return _sweep(args)
+    if args.cmd == "tune":
+        return _tune(args)
     if args.cmd == "sft":
         return _run(args, ["data", "embed", "sids", "sft"])
     if args.cmd == "eval":

@@ -91,15 +91,14 @@ def test_embed_stage_joins_the_collaborative_view_and_sids_run_on_it(tmp_path, m
     assert stats["collision_rate"] == 0.0 and stats["n_items"] == 1682
 
 
-def test_bad_collaborative_settings_are_refused(tmp_path):
-    from rl_align.config import RunConfig, from_dict
-    from rl_align.pipeline import stage_embed
-    from rl_align.run_dir import RunDir
+def test_bad_collaborative_settings_are_refused_when_the_config_loads():
+    from rl_align.config import ConfigError, RunConfig, from_dict
 
-    for bad in ({"cf_dim": -1}, {"cf_dim": 8, "cf_weight": 1.5}, {"cf_dim": 8, "cf_fill_neighbours": -1}):
-        run = RunDir(tmp_path / "run", from_dict(RunConfig, {"embed": bad}, source="test"))
-        with pytest.raises(ValueError, match=r"embed.cf_dim must be ≥ 0 .* embed.cf_weight in \[0, 1\]"):
-            stage_embed(run)
+    for bad, msg in (({"cf_dim": -1}, "embed.cf_dim: expected a value ≥ 0"),
+                     ({"cf_dim": 8, "cf_weight": 1.5}, "embed.cf_weight: expected a value ≥ 0 and ≤ 1"),
+                     ({"cf_dim": 8, "cf_fill_neighbours": -1}, "embed.cf_fill_neighbours: expected a value ≥ 0")):
+        with pytest.raises(ConfigError, match=msg):
+            from_dict(RunConfig, {"embed": bad}, source="test")
 
 
 def test_items_without_interactions_borrow_their_text_neighbours_collaborative_vector():

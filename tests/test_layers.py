@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("driver", "checks", "rl_report"),
     ("report",),
     ("pipeline",),
-    ("sweep",),
+    ("sweep", "tune"),
     ("commands",),
     ("cli",),
     ("__main__",),

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import ray
@@ -83,6 +83,27 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     return policy
 
 
+def rl_bundles(cfg: RunConfig) -> list[dict]:
+    """Resources of one alignment run, one bundle per actor: learners, then rollout workers, then reward replicas
+    (a Ray Tune trial reserves these after its own bundle)."""
+    r, w = cfg.rl, cfg.reward
+
+    def bundle(cpu: float, gpu: float) -> dict:
+        return {"CPU": cpu, **({"GPU": gpu} if gpu else {})}
+
+    return ([bundle(r.cpus_per_learner, r.gpus_per_learner)] * r.learners
+            + [bundle(r.cpus_per_rollout_worker, r.gpus_per_rollout_worker)] * r.rollout_workers
+            + [bundle(w.cpus_per_replica, w.gpus_per_replica)] * w.replicas)
+
+
+def cpu_needs(cfg: RunConfig) -> str:
+    """``rl needs N CPUs (learners a×b + …)``: the sentence resource errors start with."""
+    r, w = cfg.rl, cfg.reward
+    return (f"rl needs {sum(b['CPU'] for b in rl_bundles(cfg)):g} CPUs (learners {r.learners}×{r.cpus_per_learner:g} "
+            f"+ rollout workers {r.rollout_workers}×{r.cpus_per_rollout_worker:g} + reward replicas "
+            f"{w.replicas}×{w.cpus_per_replica:g})")
+
+
 def rl_tag(r) -> str:
     """Sub-directory of ``<run>/rl`` for one alignment setting (several can live in one run)."""
     if r.tag:
@@ -141,33 +162,32 @@ def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
 class Controller:
     """Owns the schedule; actors do the work. ``run()`` returns the final summary."""
 
-    def __init__(self, cfg: RunConfig, run_path: Path, resume: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, run_path: Path, resume: bool = True,
+                 reporter: Optional[Callable[[dict], None]] = None, placement: Optional[tuple] = None) -> None:
+        """``reporter``: called with each validation's metrics (Ray Tune's ``tune.report`` in a sweep).
+        ``placement``: (placement group, first bundle) of bundles already reserved for :func:`rl_bundles` (a Tune
+        trial's); None = reserve a placement group of our own."""
         self.cfg, self.run = cfg, Path(run_path).resolve()
         self.policy_dir = validate(cfg, self.run)
         self.out = self.run / "rl" / rl_tag(cfg.rl)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.resume = resume
+        self.resume, self.reporter, self.placement = resume, reporter, placement
 
     # ------------------------------------------------------------------ setup
-    def _placement(self):
-        """One placement group: learners then rollout workers, packed on one node or spread over nodes."""
-        r = self.cfg.rl
-        bundles = [{"CPU": r.cpus_per_learner, **({"GPU": r.gpus_per_learner} if r.gpus_per_learner else {})}
-                   for _ in range(r.learners)]
-        bundles += [{"CPU": r.cpus_per_rollout_worker,
-                     **({"GPU": r.gpus_per_rollout_worker} if r.gpus_per_rollout_worker else {})}
-                    for _ in range(r.rollout_workers)]
-        need_cpu = sum(b["CPU"] for b in bundles) + self.cfg.reward.replicas * self.cfg.reward.cpus_per_replica
+    def _placement(self) -> tuple:
+        """(placement group, first bundle) for learners, rollout workers and reward replicas (:func:`rl_bundles`)."""
+        if self.placement is not None:
+            return self.placement
+        bundles = rl_bundles(self.cfg)
+        need_cpu = sum(b["CPU"] for b in bundles)
         have_cpu = ray.cluster_resources().get("CPU", 0.0)
         if need_cpu > have_cpu + 1e-9:
-            raise RlConfigError(
-                f"rl needs {need_cpu:g} CPUs (learners {r.learners}×{r.cpus_per_learner:g} + rollout workers "
-                f"{r.rollout_workers}×{r.cpus_per_rollout_worker:g} + reward replicas {self.cfg.reward.replicas}×"
-                f"{self.cfg.reward.cpus_per_replica:g}) but the Ray cluster has {have_cpu:g}: lower rl.cpus_per_* / "
-                "reward.cpus_per_replica (fractions are fine) or add nodes")
-        pg = placement_group(bundles, strategy="PACK" if r.placement == "pack" else "SPREAD")
+            raise RlConfigError(f"{cpu_needs(self.cfg)} but the Ray cluster has {have_cpu:g}: lower rl.cpus_per_* / "
+                                "reward.cpus_per_replica (fractions are fine) or add nodes")
+        pg = placement_group(bundles, strategy="PACK" if self.cfg.rl.placement == "pack" else "SPREAD")
         ray.get(pg.ready(), timeout=300)
-        return pg
+        self._own_pg = pg
+        return pg, 0
 
     def _setup(self) -> None:
         """Start Ray, load the run's data, place and start learners, rollout workers and reward replicas."""
@@ -177,18 +197,19 @@ class Controller:
         self.split = load_npz(self.run / "data" / "split.npz")
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
-        self.pg = self._placement()
+        pg, first = self._placement()
+        at = lambda start, n: [(pg, first + start + i) for i in range(n)]  # noqa: E731
         self.learners = LearnerGroup(r, str(self.policy_dir), str(self.run / "sids" / "catalog"),
-                                     [(self.pg, i) for i in range(r.learners)], plugins=self.cfg.plugins)
+                                     at(0, r.learners), plugins=self.cfg.plugins)
         self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
-                                    [(self.pg, r.learners + i) for i in range(r.rollout_workers)],
-                                    python=r.rollout_python, name_prefix=self._actor_prefix(),
-                                    plugins=self.cfg.plugins)
+                                    at(r.learners, r.rollout_workers), python=r.rollout_python,
+                                    name_prefix=self._actor_prefix(), plugins=self.cfg.plugins)
         ranker = self.run / "ranker" / "model"
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
                                   n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
-                                  plugins=self.cfg.plugins)
+                                  plugins=self.cfg.plugins,
+                                  bundles=at(r.learners + r.rollout_workers, self.cfg.reward.replicas))
         # the driver's own engine for periodic validation (weights pulled from the learner)
         self.eval_model = load_policy(self.policy_dir, self.catalog)
         self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
@@ -358,6 +379,8 @@ class Controller:
         ev = self._validate(w, state["version"])
         rec.update(ev)
         state["evals"].append({"step": done, **ev})
+        if self.reporter is not None and done > 0:  # step 0 is the starting policy, the same for every trial
+            self.reporter({"step": done, **ev})
         if ev["valid_hr@10"] > state["best_valid_hr@10"]:
             state.update({"best_valid_hr@10": ev["valid_hr@10"], "best_step": done})
             self.learners.save_policy(str(self.out / "best_policy"), {"rl_step": done, **ev})
@@ -413,9 +436,9 @@ class Controller:
             obj = getattr(self, part, None)
             if obj is not None:
                 obj.shutdown()
-        if getattr(self, "pg", None) is not None:
-            ray.util.remove_placement_group(self.pg)
-            self.pg = None
+        if getattr(self, "_own_pg", None) is not None:  # a Tune trial's group is Tune's to remove
+            ray.util.remove_placement_group(self._own_pg)
+            self._own_pg = None
 
 
 class _Restart(Exception):
@@ -424,12 +447,14 @@ class _Restart(Exception):
         self.ckpt = ckpt
 
 
-def run_rl(cfg: RunConfig, run_path: Path, resume: bool = True) -> dict:
+def run_rl(cfg: RunConfig, run_path: Path, resume: bool = True, reporter: Optional[Callable[[dict], None]] = None,
+           placement: Optional[tuple] = None) -> dict:
     """Run alignment to ``cfg.rl.steps``; a learner failure rebuilds every actor and resumes from the last
-    checkpoint, at most ``rl.max_learner_restarts`` times, then fails with the cause."""
+    checkpoint, at most ``rl.max_learner_restarts`` times, then fails with the cause. ``reporter`` and
+    ``placement``: see :class:`Controller`."""
     restarts = 0
     while True:
-        ctl = Controller(cfg, run_path, resume=True if restarts else resume)
+        ctl = Controller(cfg, run_path, resume=True if restarts else resume, reporter=reporter, placement=placement)
         try:
             return ctl.run_loop()
         except _Restart as e:

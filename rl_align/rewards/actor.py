@@ -196,16 +196,18 @@ class RewardPool:
         name_prefix: if given, replica i is the named actor ``<prefix>reward-<i>`` (find it with
             ``ray.util.list_named_actors`` to inspect or debug it).
         plugins: modules / files every replica imports first (``RunConfig.plugins``).
+        bundles: optional [(placement_group, bundle_index)] per replica.
     """
 
     def __init__(self, cfg: RewardConfig, ranker_dir: Optional[str | Path], item_embeddings_path=None,
-                 n_items: Optional[int] = None, name_prefix: Optional[str] = None, plugins: tuple = ()) -> None:
+                 n_items: Optional[int] = None, name_prefix: Optional[str] = None, plugins: tuple = (),
+                 bundles: Optional[list] = None) -> None:
         self.cfg = cfg
         args = (str(ranker_dir) if ranker_dir else None, dataclasses.asdict(cfg),
                 str(item_embeddings_path) if item_embeddings_path else None, n_items,
                 "cuda" if cfg.gpus_per_replica > 0 else "cpu", max(1, int(cfg.cpus_per_replica)), tuple(plugins))
         self.group = ActorGroup(RewardReplica, lambda i: args, cfg.replicas, cpus=cfg.cpus_per_replica,
-                                gpus=cfg.gpus_per_replica, kind="reward replica",
+                                gpus=cfg.gpus_per_replica, kind="reward replica", bundles=bundles,
                                 names=(lambda i: f"{name_prefix}reward-{i}") if name_prefix else None)
         self.stats = PoolStats()
         self.version = self._agreed_version()

@@ -209,6 +209,8 @@ class SidConfig:
                               "collapse a deep level into one code (ML-100K, seed 2: 96% of items)", ge=1)
     max_points_per_centroid: int = doc(256, "k-means subsamples to K * this many points per level (faiss default)", ge=1)
     normalize_residuals: bool = doc(False, "L2-normalise embeddings before quantising")
+    faiss_gpu: Literal["auto", "on", "off"] = doc("auto", "k-means and code assignment on the GPU when faiss reports "
+                                                          "one (auto), always (on: fails without one) or never")
     seed: int = doc(0, "random seed of the tokenizer (default: the run's seed)")
     rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
     sa2crq: Sa2crqConfig = doc(Sa2crqConfig(), "SA²CRQ settings")

@@ -141,6 +141,7 @@ def rl_trial(values: dict, base: dict, prepared: str, trials_dir: str) -> None:
     """One Tune trial: the base config with ``values`` set, aligned in ``<trials_dir>/<trial id>``."""
     cfg = _with(from_dict(RunConfig, base, source="sweep"), values)
     run = Path(trials_dir) / tune.get_context().get_trial_id()
+    os.environ.setdefault("WANDB_RUN_GROUP", Path(trials_dir).parent.name)  # one wandb group per sweep
     _link_prepared(Path(prepared), run)
     (run / "trial.yaml").write_text(dump_yaml(cfg))
     run_rl(cfg, run, resume=True, reporter=lambda m: tune.report(m),

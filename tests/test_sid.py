@@ -140,3 +140,23 @@ def test_ml100k_rq_kmeans_levels_do_not_collapse(ml100k_emb):
         assert worst_share(SidConfig(levels=3, codebook_size=32, seed=seed)) < 0.3, seed
     with pytest.raises(ValueError, match="kmeans_redo must be ≥ 1"):
         build_tokenizer(SidConfig(kmeans_redo=0)).fit(ml100k_emb)
+
+
+def test_faiss_gpu_setting_falls_back_to_cpu_and_refuses_on_without_a_gpu():
+    """CPU machines: `auto` runs faiss on the CPU with the same codes as `off`; `on` fails with a clear line."""
+    import faiss
+
+    from rl_align.config import SidConfig
+    from rl_align.sid import build_tokenizer
+
+    emb = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32)
+    if faiss.get_num_gpus() == 0:
+        auto = build_tokenizer(SidConfig(levels=2, codebook_size=8, faiss_gpu="auto"))
+        off = build_tokenizer(SidConfig(levels=2, codebook_size=8, faiss_gpu="off"))
+        assert not auto.gpu
+        np.testing.assert_array_equal(auto.fit_encode(emb).codes, off.fit_encode(emb).codes)
+        with pytest.raises(ValueError, match="sid.faiss_gpu: on, but faiss reports no GPU"):
+            build_tokenizer(SidConfig(levels=2, codebook_size=8, faiss_gpu="on"))
+    else:  # GPU machines: the GPU path gives codes of the same shape, every item assigned
+        codes = build_tokenizer(SidConfig(levels=2, codebook_size=8, faiss_gpu="on")).fit_encode(emb)
+        assert codes.codes.shape == (400, 2) and (codes.codes >= 0).all()

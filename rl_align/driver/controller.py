@@ -283,8 +283,9 @@ class Controller:
         rec["sync_s"] = time.perf_counter() - t
         return w
 
-    def _record(self, rec: dict, m: dict, b: StepBatch) -> None:
-        """The learner's metrics, per-sample gate diagnostics as percentiles + histograms, and throughput."""
+    def _record(self, rec: dict, m: dict, b: StepBatch) -> dict:
+        """The learner's metrics, per-sample gate diagnostics as percentiles + histograms, and throughput; returns
+        the per-sample lists (for wandb histograms)."""
         r = self.cfg.rl
         lists = {k: m.pop(k) for k in ("difficulty_values", "disc_values") if k in m}
         rec.update(m)
@@ -300,6 +301,18 @@ class Controller:
         rec["samples_per_s"] = r.prompts_per_step * (r.group_size if has_rollouts else 1) / step_s
         if has_rollouts:
             rec["tokens_per_s"] = float((b.rollout_tokens != 0).sum()) / step_s
+        return lists
+
+    @staticmethod
+    def _samples(b: StepBatch, n: int = 8) -> tuple[list[str], list[list]]:
+        """A table of the step's first ``n`` prompts: history tail, y*, the rollouts with rewards and ranker scores."""
+        cols = ["user", "history (last 5)", "target", "rollouts", "rewards", "ranker scores"]
+        rows = []
+        for i in range(min(n, len(b))):
+            h = [int(x) for x in b.history[i] if x >= 0][-5:]
+            rows.append([int(b.users[i]), str(h), int(b.targets[i]), str(b.rollout_items[i].tolist()),
+                         str(np.round(b.rewards[i], 3).tolist()), str(np.round(b.rollout_scores[i], 3).tolist())])
+        return cols, rows
 
     def _validate(self, weights_ref, version: int) -> dict:
         r, e = self.cfg.rl, self.cfg.eval
@@ -408,12 +421,14 @@ class Controller:
                 b = self._rewards(self._rollouts(b, step, rec), rec)
             m = self._learn(b, step, rec)
             w = self._sync(state, rec)
-            self._record(rec, m, b)
+            hists = self._record(rec, m, b)
             state["step"] = step + 1
             self._evaluate(state, step + 1, w, rec)
             if (step + 1) % r.checkpoint_every == 0 or step + 1 == r.steps:
                 self._checkpoint(step + 1, state)
-            tracker.log(rec, step=step + 1)
+            tracker.log(rec, step=step + 1, histograms=hists)
+            if uses_rollouts and "valid_hr@10" in rec:   # sampled rollouts at every validation
+                tracker.table("rollout_samples", *self._samples(b), step=step + 1)
             bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "reward_mean", "admission_rate", "valid_hr@10")
                              if k in rec})
         return self._finish(state, tracker, time.perf_counter() - t0, sync_s)

@@ -16,6 +16,7 @@ import numpy as np
 
 from rl_align.config import SidConfig, from_dict
 from rl_align.sid.codes import SidCodes
+from rl_align.sid.faiss_device import faiss_gpu
 from rl_align.utils.io import read_json, write_json
 from rl_align.utils.registry import Registry
 
@@ -30,6 +31,7 @@ class SidTokenizer(abc.ABC):
 
     def __init__(self, cfg: SidConfig) -> None:
         self.cfg = cfg
+        self.gpu = faiss_gpu(cfg.faiss_gpu)  # k-means and assignment on the GPU(s) faiss sees
 
     @property
     @abc.abstractmethod

@@ -11,11 +11,12 @@ import numpy as np
 from rl_align.config import SidConfig
 from rl_align.sid.base import TOKENIZERS, SidTokenizer
 from rl_align.sid.codes import SidCodes
+from rl_align.sid.faiss_device import flat_index
 from rl_align.utils.io import load_npz, write_npz
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest ``k`` centroids of each row (exact L2, faiss flat index).
+def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1, gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest ``k`` centroids of each row (exact L2, faiss flat index; on the GPU(s) when ``gpu``).
 
     Args:
         x: (n, d) float32. centroids: (K, d) float32.
@@ -23,7 +24,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, k: int = 1) -> tuple[np.ndarray
     Returns:
         dist (n, k) float32 squared L2, idx (n, k) int64.
     """
-    index = faiss.IndexFlatL2(centroids.shape[1])
+    index = flat_index(centroids.shape[1], gpu)
     index.add(np.ascontiguousarray(centroids, np.float32))
     return index.search(np.ascontiguousarray(x, np.float32), k)
 
@@ -45,7 +46,8 @@ def nearest_at_levels(r: np.ndarray, level: np.ndarray, books: np.ndarray, topn:
     return cand, dist
 
 
-def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int, redo: int = 1) -> np.ndarray:
+def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid: int, redo: int = 1,
+           gpu: bool = False) -> np.ndarray:
     """faiss k-means → (k, d) float32 centroids (k is capped at the number of points).
 
     ``redo`` > 1 runs k-means that many times from different random starts and keeps the
@@ -57,7 +59,7 @@ def kmeans(x: np.ndarray, k: int, niter: int, seed: int, max_points_per_centroid
     k = min(k, x.shape[0])
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
                       min_points_per_centroid=1, nredo=redo,
-                      verbose=False, spherical=False)
+                      verbose=False, spherical=False, gpu=gpu)
     km.train(np.ascontiguousarray(x, np.float32))
     return np.asarray(km.centroids, np.float32)
 
@@ -99,11 +101,11 @@ class RQKMeans(SidTokenizer):
         books = np.zeros((cfg.levels, cfg.codebook_size, d), np.float32)
         for lvl in range(cfg.levels):
             c = kmeans(r, cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid,
-                       cfg.kmeans_redo)
+                       cfg.kmeans_redo, gpu=self.gpu)
             books[lvl, : c.shape[0]] = c
             if c.shape[0] < cfg.codebook_size:  # fewer points than codes: park unused codes far away
                 books[lvl, c.shape[0]:] = 1e6
-            _, idx = assign(r, books[lvl])
+            _, idx = assign(r, books[lvl], gpu=self.gpu)
             r -= books[lvl][idx[:, 0]]
         self.codebooks = books
         return self
@@ -114,11 +116,11 @@ class RQKMeans(SidTokenizer):
         return self.codebooks
 
     @staticmethod
-    def assign_levels(r: np.ndarray, books: np.ndarray) -> np.ndarray:
+    def assign_levels(r: np.ndarray, books: np.ndarray, gpu: bool = False) -> np.ndarray:
         """(n, L) greedy residual codes of prepared residuals ``r`` (updated in place) under ``books`` (L, K, d)."""
         codes = np.empty((r.shape[0], books.shape[0]), np.int32)
         for lvl in range(books.shape[0]):
-            _, idx = assign(r, books[lvl])
+            _, idx = assign(r, books[lvl], gpu=gpu)
             codes[:, lvl] = idx[:, 0]
             r -= books[lvl][idx[:, 0]]
         return codes
@@ -128,7 +130,7 @@ class RQKMeans(SidTokenizer):
         books = self._check()
         codes = np.empty((emb.shape[0], books.shape[0]), np.int32)
         for s in range(0, emb.shape[0], chunk):
-            codes[s: s + chunk] = self.assign_levels(self._prep(emb[s: s + chunk]), books)
+            codes[s: s + chunk] = self.assign_levels(self._prep(emb[s: s + chunk]), books, self.gpu)
         return SidCodes.fixed(codes, self.codebook_sizes)
 
     def residual_at(self, emb: np.ndarray, codes: SidCodes, level: np.ndarray) -> np.ndarray:

@@ -204,7 +204,7 @@ class Sa2crqSettings:
         cfg, K = self.cfg, self.cfg.codebook_size
         for lvl in range(books.shape[0]):
             c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid,
-                       cfg.kmeans_redo)
+                       cfg.kmeans_redo, gpu=self.gpu)
             books[lvl, K: K + c.shape[0]] = c
             _, idx = assign(r, books[lvl])
             r -= books[lvl][idx[:, 0]]
@@ -259,9 +259,9 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
         r = self._prep(emb[hs])
         head_codes = np.empty((hs.size, L), np.int32)
         for lvl in range(L):
-            c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid, cfg.kmeans_redo)
+            c = kmeans(r, K, cfg.kmeans_iters, cfg.seed + lvl, cfg.max_points_per_centroid, cfg.kmeans_redo, gpu=self.gpu)
             books[lvl, : c.shape[0]] = c
-            _, idx = assign(r, books[lvl, :K])
+            _, idx = assign(r, books[lvl, :K], gpu=self.gpu)
             head_codes[:, lvl] = idx[:, 0]
             r -= books[lvl][idx[:, 0]]
         self.head_codebooks = books[:, :K].copy()

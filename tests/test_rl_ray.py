@@ -268,6 +268,18 @@ def test_ray_job_submit_against_a_loopback_head(prepared, tmp_path):
         assert "succeeded" in (sub.stdout + sub.stderr).lower()
         summary = json.loads((run / "rl" / "adagrpo" / "summary.json").read_text())
         assert summary["steps"] == 2
+        # a Ray Tune sweep through the same head: 2 trials of the prepared run, each in its own placement group
+        spec = tmp_path / "sweep.yaml"
+        spec.write_text(yaml.safe_dump({
+            "config": str(cfg), "overrides": ["rl.cpus_per_learner=0.8", "rl.cpus_per_rollout_worker=0.4",
+                                              "rl.eval_every=1"],
+            "space": {"rl.lam": {"grid": [0.5, 1.0]}}, "scheduler": "fifo", "driver_cpus": 0.3, "name": "job"}))
+        sub = subprocess.run([ray_bin, "job", "submit", "--address", "http://127.0.0.1:8265", "--", sys.executable,
+                              "-m", "rl_align", "tune", str(spec), "--sweep-dir", str(tmp_path / "sweep"),
+                              "--prepared-run", str(run)], env=env, capture_output=True, text=True, timeout=900)
+        assert sub.returncode == 0 and "succeeded" in (sub.stdout + sub.stderr).lower(), sub.stdout[-3000:]
+        trials = json.loads((tmp_path / "sweep" / "trials.json").read_text())["trials"]
+        assert len(trials) == 2 and all(t["error"] is None and t["validations"] == 2 for t in trials)
     finally:
         # stop only this head's processes (a plain `ray stop` would also stop the test session's Ray)
         for p in psutil.process_iter(["cmdline"]):

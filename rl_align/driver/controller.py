@@ -373,6 +373,9 @@ class Controller:
             state = read_json(ck / "state.json")
             self.learners.load(str(ck / "learner"))
             log.info("rl: resumed from %s (step %d, weight version %d)", ck, state["step"], state["version"])
+            for ev in state["evals"]:  # a restored Tune trial sees the same sequence of reports as an uninterrupted one
+                if self.reporter is not None and ev["step"] > 0:
+                    self.reporter(dict(ev))
         tracker = Tracker(self.out, name=f"{self.run.name}-rl-{r.algo}", config=to_dict(self.cfg),
                           use_wandb=self.cfg.wandb)
         if ck is not None:

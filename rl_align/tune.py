@@ -199,7 +199,9 @@ def run_tune(spec_path: str | os.PathLike, sweep_dir: Path, prepared_run: Option
         tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True, resume_errored=True)
     else:
         sched = (ASHAScheduler(time_attr="training_iteration", grace_period=spec.grace_period,
-                               reduction_factor=spec.reduction_factor, max_t=-(-base.rl.steps // base.rl.eval_every))
+                               # one rung past the last report: a trial that survives every rung ends by itself
+                               # (writing its summary and final policy), not by the scheduler
+                               reduction_factor=spec.reduction_factor, max_t=-(-base.rl.steps // base.rl.eval_every) + 1)
                  if spec.scheduler == "asha" else FIFOScheduler())
         tuner = tune.Tuner(
             trainable, param_space=search_space(spec.space),

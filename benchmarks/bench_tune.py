@@ -6,6 +6,7 @@ end (the sweep with the FIFO scheduler, so both do the same work); the ratio is 
 wall time. What a user would otherwise do is one `rl-align rl` process per setting.
 
 Usage: python benchmarks/bench_tune.py SPEC --prepared-run RUN [--out benchmarks/results/tune.json]
+       [--tune-seconds S --tune-dir DIR]   # reuse a finished sweep of this spec in which no trial was stopped
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("spec")
     ap.add_argument("--prepared-run", required=True)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune.json"))
+    ap.add_argument("--tune-seconds", type=float, help="wall time of a finished sweep of this spec (skip rerunning it)")
+    ap.add_argument("--tune-dir", help="with --tune-seconds: that sweep's dir (checked: every trial ran to the end)")
     args = ap.parse_args()
 
     from rl_align.tune import SHARED, _link_prepared, load_spec
@@ -47,10 +50,16 @@ def main() -> None:
     raw.update(scheduler="fifo", config=str(cfg_path.resolve()))
     fifo = work / "spec_fifo.yaml"
     fifo.write_text(yaml.safe_dump(raw))
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rl_align", "tune", str(fifo), "--sweep-dir", str(work / "sweep"),
-                    "--prepared-run", args.prepared_run], check=True, env=env)
-    tune_s = time.perf_counter() - t
+    if args.tune_seconds:
+        trials = json.loads((Path(args.tune_dir) / "trials.json").read_text())["trials"]
+        if len(trials) != len(combos) or any(t["stopped_early"] or t["error"] for t in trials):
+            raise SystemExit("bench_tune: --tune-dir must hold every trial of the spec, each run to the end")
+        tune_s = args.tune_seconds
+    else:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rl_align", "tune", str(fifo), "--sweep-dir", str(work / "sweep"),
+                        "--prepared-run", args.prepared_run], check=True, env=env)
+        tune_s = time.perf_counter() - t
     # the same trials, one `rl-align rl` process each
     t = time.perf_counter()
     for i, combo in enumerate(combos):

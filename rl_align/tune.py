@@ -23,6 +23,7 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import create_searcher
 
 from rl_align.checks import check_config
 from rl_align.config import ConfigError, RunConfig, doc, dump_yaml, from_dict, load_config
@@ -51,6 +52,8 @@ class SweepSpec:
     metric: str = doc("valid_hr@10", "metric each validation reports and the scheduler ranks trials by")
     mode: str = doc("max", "max or min")
     scheduler: str = doc("asha", "asha (stop weak trials at each rung) or fifo (run every trial to the end)")
+    search_alg: Optional[str] = doc(None, "a Ray Tune searcher by name (optuna, hyperopt, bayesopt…, where installed); "
+                                          "None = Tune's own sampling of the space")
     grace_period: int = doc(1, "asha: validations (after step 0) every trial gets before it can be stopped", ge=1)
     reduction_factor: int = doc(2, "asha: 1/reduction_factor of the trials go on at each rung", ge=2)
     max_hallucination: float = doc(1.0, "best config: only trials whose last free-decoding hallucination rate is "
@@ -70,6 +73,8 @@ class SweepSpec:
             errs.append(("scheduler", f"expected asha or fifo, got {self.scheduler!r}"))
         if not self.space:
             errs.append(("space", "expected at least one dotted key to search"))
+        if self.search_alg and any("grid" in d for d in self.space.values() if isinstance(d, dict)):
+            errs.append(("search_alg", "searchers sample the space: use choice instead of grid with them"))
         for key, dom in self.space.items():
             if not isinstance(dom, dict) or len(dom) != 1 or next(iter(dom)) not in KINDS:
                 errs.append((f"space.{key}", f"expected one of {{{', '.join(KINDS)}}}: VALUES, got {dom!r}"))
@@ -183,6 +188,7 @@ def run_tune(spec_path: str | os.PathLike, sweep_dir: Path, prepared_run: Option
         spec.prepared_run = prepared_run
     base = load_config(cfg_path, RunConfig, spec.overrides)
     check_config(base, str(cfg_path))
+    searcher = _searcher(spec.search_alg)
     init_ray()
     _fits(spec, base)
     sweep_dir = Path(sweep_dir).resolve()
@@ -206,10 +212,21 @@ def run_tune(spec_path: str | os.PathLike, sweep_dir: Path, prepared_run: Option
         tuner = tune.Tuner(
             trainable, param_space=search_space(spec.space),
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=sched,
+                                        search_alg=searcher,
                                         num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None),
             run_config=tune.RunConfig(name=spec.name, storage_path=str(storage), verbose=1))
     results = tuner.fit()
     return summarize(results, spec, base, sweep_dir)
+
+
+def _searcher(name: Optional[str]):
+    """Tune's searcher called ``name`` (its library must be installed), or None."""
+    if not name:
+        return None
+    try:
+        return create_searcher(name)
+    except (ImportError, ValueError, AssertionError) as e:  # Tune asserts its searchers' libraries
+        raise ConfigError(f"search_alg: {name!r} is not available here ({e}); install its library or leave it out")
 
 
 def summarize(results, spec: SweepSpec, base: RunConfig, sweep_dir: Path) -> dict:
@@ -239,7 +256,7 @@ def summarize(results, spec: SweepSpec, base: RunConfig, sweep_dir: Path) -> dic
     write_json(sweep_dir / "trials.json", out)
     cols = ["trial", *spec.space, "validations", "stopped_early", "last_step", spec.metric, f"best_{spec.metric}",
             "valid_free_hallucination", "error"]
-    cell = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    cell = lambda v: "–" if v is None else (_short(v, 4) if isinstance(v, float) else str(v))  # noqa: E731
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
     write_text(sweep_dir / "trials.md", "\n".join(md) + "\n")
@@ -273,6 +290,9 @@ def frontier_plot(rows: list[dict], spec: SweepSpec, path: Path) -> None:
     plt.close(fig)
 
 
-def _short(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+def _short(v, digits: int = 3) -> str:
+    """``digits`` decimals, or significant digits for values below 0.01 (a learning rate stays readable)."""
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.{digits}g}" if v and abs(v) < 0.01 else f"{v:.{digits}f}"
 

@@ -48,11 +48,25 @@ def _spec(tmp_path, **kw) -> Path:
     ({"space": {"rl.lam": {"normal": [0, 1]}}}, "space.rl.lam: expected one of"),
     ({"space": {"rl.lam": {"uniform": [0.1]}}}, r"space.rl.lam.uniform: expected \[low, high\]"),
     ({"mode": "maximum"}, "mode: expected max or min"),
+    ({"search_alg": "optuna"}, "search_alg: searchers sample the space: use choice instead of grid"),
     ({"space": {"rl.algo": {"choice": ["grpo", "adagrpoo"]}}}, "unknown alignment objective 'adagrpoo'"),
 ])
 def test_bad_spec_fails_before_anything_runs(tmp_path, kw, msg):
     with pytest.raises(ConfigError, match=msg):
         load_spec(_spec(tmp_path, **kw))
+
+
+def test_a_searcher_that_is_not_installed_fails_before_anything_runs(tmp_path):
+    import importlib.util
+
+    from rl_align.tune import run_tune
+
+    if importlib.util.find_spec("optuna") is not None:
+        pytest.skip("optuna is installed here")
+    spec = _spec(tmp_path, search_alg="optuna", space={"rl.lam": {"choice": [0.5, 1.0]}})
+    with pytest.raises(ConfigError, match="search_alg: 'optuna' is not available here"):
+        run_tune(spec, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_space_and_trial_resources(tmp_path):

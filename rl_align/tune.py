@@ -27,7 +27,7 @@ from ray.tune.search import create_searcher
 
 from rl_align.checks import check_config
 from rl_align.config import ConfigError, RunConfig, doc, dump_yaml, from_dict, load_config
-from rl_align.driver.controller import cpu_needs, rl_bundles, run_rl
+from rl_align.driver.controller import cpu_needs, needs_ranker, rl_bundles, run_rl
 from rl_align.pipeline import run_pipeline
 from rl_align.ray_utils import init_ray
 from rl_align.utils.io import write_json, write_text
@@ -91,13 +91,10 @@ def load_spec(path: str | os.PathLike) -> tuple[SweepSpec, Path]:
     if not path.exists():
         raise ConfigError(f"{path}: sweep spec not found")
     spec = from_dict(SweepSpec, yaml.safe_load(path.read_text()) or {}, source=str(path))
-    cfg_path = (path.parent / spec.config) if not Path(spec.config).is_absolute() else Path(spec.config)
-    if not cfg_path.exists():
-        cfg_path = Path(spec.config)
+    cfg_path = Path(spec.config) if Path(spec.config).is_absolute() else path.parent / spec.config
     base = load_config(cfg_path, RunConfig, spec.overrides)
     for key, dom in spec.space.items():  # every value the space can take must make a valid config
-        kind, vals = next(iter(dom.items()))
-        for v in vals:  # grid/choice values, or the two ends of a range
+        for v in next(iter(dom.values())):  # grid/choice values, or the two ends of a range
             try:
                 check_config(_with(base, {key: v}), "space")
             except ConfigError as e:
@@ -157,25 +154,22 @@ def prepare(spec: SweepSpec, base: RunConfig, sweep_dir: Path) -> Path:
     """The run dir holding the shared stages: ``spec.prepared_run``, or ``<sweep>/prepared`` (digest-cached)."""
     if spec.prepared_run:
         run = Path(spec.prepared_run)
-        missing = [p for p in ("sids/catalog", "sft/best_policy") if not (run / p).exists()]
+        need = ["sids/catalog", "sft/best_policy"] + (["ranker/model"] if needs_ranker(base) else [])
+        missing = [p for p in need if not (run / p).exists()]
         if missing:
-            raise ConfigError(f"prepared_run: {run} has no {missing[0]} (run its sft stage first)")
+            raise ConfigError(f"prepared_run: {run} has no {missing[0]} (run the stage that makes it first)")
         return run
-    cfg = dataclasses.replace(base, stages=[s for s in SHARED if s != "ranker" or _needs_ranker(base)],
-                              wandb=False)
+    skip = () if needs_ranker(base) else ("exposure", "ranker")
+    cfg = dataclasses.replace(base, stages=[s for s in SHARED if s not in skip], wandb=False)
     run_pipeline(cfg, sweep_dir / "prepared")
     return sweep_dir / "prepared"
-
-
-def _needs_ranker(cfg: RunConfig) -> bool:
-    return cfg.rl.algo == "adagrpo" or "ranker" in cfg.reward.functions
 
 
 def _fits(spec: SweepSpec, base: RunConfig) -> None:
     need = spec.driver_cpus + sum(b["CPU"] for b in rl_bundles(base))
     have = ray.cluster_resources().get("CPU", 0.0)
     if need > have + 1e-9:
-        raise ConfigError(f"one trial needs {need:g} CPUs (its driver {spec.driver_cpus:g} + {cpu_needs(base)[8:]}) "
+        raise ConfigError(f"one trial needs {need:g} CPUs (its driver {spec.driver_cpus:g} + {cpu_needs(base)}) "
                           f"but the Ray cluster has {have:g}: lower rl.cpus_per_* / reward.cpus_per_replica / "
                           "driver_cpus, or add nodes")
 

@@ -96,7 +96,7 @@ def test_disable_dropout_makes_training_mode_deterministic():
 def test_deepspeed_config_merge(tmp_path):
     import json
 
-    from rl_align.learner.worker import merge_ds_config
+    from rl_align.config import merge_ds_config
 
     base = {"train_batch_size": 8, "zero_optimization": {"stage": 0}, "gradient_clipping": 1.0}
     out = merge_ds_config(base, {"zero_optimization": {"stage": 2, "overlap_comm": True}, "bf16": {"enabled": True}})

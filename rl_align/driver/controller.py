@@ -56,7 +56,6 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     """Check what the run must hold for the rl settings (the settings themselves were checked when the config
     loaded: :mod:`rl_align.checks`); returns the starting policy dir. Raises RlConfigError."""
     r = cfg.rl
-    objective = OBJECTIVES.get(r.algo)
     if r.rollout_python is not None:
         py = Path(r.rollout_python).expanduser()
         if not (py.is_file() and os.access(py, os.X_OK)):
@@ -76,8 +75,7 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
     load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
-    needs_ranker = objective.needs_ranker or "ranker" in cfg.reward.functions
-    if needs_ranker and objective.uses_rollouts and not (run_path / "ranker" / "model" / "model.safetensors").exists():
+    if needs_ranker(cfg) and not (run_path / "ranker" / "model" / "model.safetensors").exists():
         raise RlConfigError(f"{run_path / 'ranker' / 'model'}: {r.algo} needs the ranker (run the exposure and "
                             "ranker stages first)")
     return policy
@@ -97,11 +95,16 @@ def rl_bundles(cfg: RunConfig) -> list[dict]:
 
 
 def cpu_needs(cfg: RunConfig) -> str:
-    """``rl needs N CPUs (learners a×b + …)``: the sentence resource errors start with."""
+    """``learners a×b + rollout workers c×d + reward replicas e×f``: what resource errors list."""
     r, w = cfg.rl, cfg.reward
-    return (f"rl needs {sum(b['CPU'] for b in rl_bundles(cfg)):g} CPUs (learners {r.learners}×{r.cpus_per_learner:g} "
-            f"+ rollout workers {r.rollout_workers}×{r.cpus_per_rollout_worker:g} + reward replicas "
-            f"{w.replicas}×{w.cpus_per_replica:g})")
+    return (f"learners {r.learners}×{r.cpus_per_learner:g} + rollout workers {r.rollout_workers}×"
+            f"{r.cpus_per_rollout_worker:g} + reward replicas {w.replicas}×{w.cpus_per_replica:g}")
+
+
+def needs_ranker(cfg: RunConfig) -> bool:
+    """Whether alignment with ``cfg`` reads the ranker (its objective's gate, or a ``ranker`` reward term)."""
+    objective = OBJECTIVES.get(cfg.rl.algo)
+    return objective.uses_rollouts and (objective.needs_ranker or "ranker" in cfg.reward.functions)
 
 
 def rl_tag(r) -> str:
@@ -182,7 +185,8 @@ class Controller:
         need_cpu = sum(b["CPU"] for b in bundles)
         have_cpu = ray.cluster_resources().get("CPU", 0.0)
         if need_cpu > have_cpu + 1e-9:
-            raise RlConfigError(f"{cpu_needs(self.cfg)} but the Ray cluster has {have_cpu:g}: lower rl.cpus_per_* / "
+            raise RlConfigError(f"rl needs {need_cpu:g} CPUs ({cpu_needs(self.cfg)}) but the Ray cluster has "
+                                f"{have_cpu:g}: lower rl.cpus_per_* / "
                                 "reward.cpus_per_replica (fractions are fine) or add nodes")
         pg = placement_group(bundles, strategy="PACK" if self.cfg.rl.placement == "pack" else "SPREAD")
         ray.get(pg.ready(), timeout=300)

@@ -22,7 +22,7 @@ from rl_align.algos.batch import StepBatch
 from rl_align.config import (
     RlConfig,
     from_dict,
-    merge_ds_config,  # noqa: F401  (re-exported)
+    merge_ds_config,
 )
 from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
 from rl_align.policy.model import disable_dropout, load_policy, save_policy

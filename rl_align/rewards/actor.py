@@ -160,7 +160,10 @@ class RewardReplica:
                                    n_items, device, threads)
 
     def score(self, chunk: StepBatch, with_target_scores: bool) -> StepBatch:
-        return self.scorer.score_batch(chunk, with_target_scores)
+        """The reward fields of ``chunk`` (only those travel back)."""
+        out = self.scorer.score_batch(chunk, with_target_scores)
+        return StepBatch(rewards=out.rewards, rollout_scores=out.rollout_scores, target_scores=out.target_scores,
+                         info=out.info)
 
     def load(self, ranker_dir: str, version: Optional[str] = None) -> str:
         return self.scorer.load(ranker_dir, version)
@@ -247,7 +250,10 @@ class RewardPool:
                              f"{None if items is None else items.shape}")
         B, G = items.shape
         rows = max(1, self.cfg.chunk_size // G)
-        chunks = [(batch.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
+        # only what a reward reads goes to the replicas (not the prompts' or rollouts' tokens)
+        request = StepBatch(users=batch.users, history=batch.history, targets=batch.targets, rollout_items=items,
+                            future=batch.future)
+        chunks = [(request.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
         before = self.group.retries
         parts = self.group.map("score", chunks, with_target_scores, pin=False, max_inflight=self.cfg.max_inflight,
                                max_retries=self.cfg.max_retries, before_retry=lambda a, k: time.sleep(0.05 * k))
@@ -263,7 +269,8 @@ class RewardPool:
         self.stats.requests += 1
         self.stats.chunks += len(chunks)
         out = StepBatch.concat(parts)
-        return out.update(info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
+        return batch.update(rewards=out.rewards, rollout_scores=out.rollout_scores, target_scores=out.target_scores,
+                            info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -41,16 +41,16 @@ class RolloutWorker:
 
     def generate(self, shard: StepBatch, seeds: np.ndarray, n: int, mode: str, constrained: bool,
                  temperature: float) -> StepBatch:
-        """``shard`` with its rollout fields set. ``seeds``: (b,) one sampling seed per prompt, so a prompt samples
+        """The rollout fields of ``shard``'s prompts (only those travel back). ``seeds``: (b,) one sampling seed per prompt, so a prompt samples
         the same on any worker; ``shard.banned`` (b, S) items it may not generate (prefix-level exclusion)."""
         as_t = lambda a: None if a is None else torch.from_numpy(np.array(a, np.int64))  # noqa: E731
         out = self.engine.generate(GenerationRequest(
             as_t(shard.prompt_ids), as_t(shard.prompt_mask), n=n, mode=mode, constrained=constrained,
             temperature=temperature, banned_items=as_t(shard.banned), seeds=as_t(seeds)))
         self.calls += 1
-        return shard.update(rollout_tokens=out.sequences.numpy(), rollout_logp=out.token_logprobs.numpy(),
-                            rollout_seq_logp=out.seq_logprob.numpy(), rollout_items=out.items.numpy(),
-                            rollout_version=int(out.version))
+        return StepBatch(rollout_tokens=out.sequences.numpy(), rollout_logp=out.token_logprobs.numpy(),
+                         rollout_seq_logp=out.seq_logprob.numpy(), rollout_items=out.items.numpy(),
+                         rollout_version=int(out.version))
 
     def load_weights(self, state_dict: dict, version: int) -> int:
         self.engine.load_weights(state_dict, version)
@@ -138,11 +138,15 @@ class RolloutPool:
                  seed: int) -> StepBatch:
         """``batch`` with rollouts for every prompt (in prompt order), all from the current weight version."""
         seeds = prompt_seeds(seed, len(batch))
-        shards = [(batch.select(s, e), seeds[s:e]) if e > s else None
+        prompts = StepBatch(prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask, banned=batch.banned)
+        shards = [(prompts.select(s, e), seeds[s:e]) if e > s else None
                   for s, e in batch.shard_bounds(len(self.actors))]
         parts = self.group.map("generate", shards, n, mode, constrained, temperature, pin=True,
                                max_retries=self.max_retries, check=self._check, before_retry=self._resync_when_back)
-        return StepBatch.concat([p for p in parts if p is not None]).update(rollout_version=self.version)
+        out = StepBatch.concat([p for p in parts if p is not None])
+        return batch.update(rollout_tokens=out.rollout_tokens, rollout_logp=out.rollout_logp,
+                            rollout_seq_logp=out.rollout_seq_logp, rollout_items=out.rollout_items,
+                            rollout_version=self.version)
 
     def shutdown(self) -> None:
         self.group.shutdown()

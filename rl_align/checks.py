@@ -44,6 +44,10 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
         for n in names:
             if n not in reg:
                 errs.append((key, f"unknown {reg.kind} {n!r}; expected one of {reg.names()}"))
+    if (cfg.sid.collision == "item_token" and cfg.sid.tokenizer in TOKENIZERS
+            and TOKENIZERS.get(cfg.sid.tokenizer).variable_length):
+        errs.append(("sid.collision", f"item_token needs fixed-length codes; tokenizer {cfg.sid.tokenizer!r} gives "
+                                      "variable lengths (use append or reassign)"))
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs

@@ -201,8 +201,10 @@ class SidConfig:
     tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq, sa2crq_vae", registry="tokenizers")
     levels: int = doc(3, "number of code levels L (before any disambiguation level)", ge=1)
     codebook_size: int = doc(256, "codes per level K", ge=2)
-    collision: Literal["append", "reassign"] = doc(
-        "append", "collision resolution: append an extra disambiguation level, or reassign to free last-level codes"
+    collision: Literal["append", "reassign", "item_token"] = doc(
+        "append", "collision resolution: append an extra disambiguation level, reassign to free last-level codes, or "
+                  "item_token: every item gets a final level holding its own item index (an ID token after the "
+                  "semantic prefix; vocabulary grows by n_items; fixed-length tokenizers only)"
     )
     kmeans_iters: int = doc(20, "k-means iterations per level", ge=1)
     kmeans_redo: int = doc(5, "k-means restarts per level, the lowest-inertia one kept (faiss nredo): one run can "

@@ -28,6 +28,7 @@ CASES = [
     ("sid.codebook_size=1", "sid.codebook_size", "≥ 2"),
     ("sid.rq_vae.lr=0", "sid.rq_vae.lr", "> 0"),
     ("sid.sa2crq.tau=0", "sid.sa2crq.tau", "> 0"),
+    ("sid.collision=item_token", "sid.collision", "item_token needs fixed-length codes"),
     ("policy.num_heads=3", "policy.num_heads", "must divide hidden_size"),
     ("policy.attention_dropout=1", "policy.attention_dropout", "< 1"),
     ("sft.batch_size=63", "sft.batch_size", "multiple of num_workers"),
@@ -57,7 +58,7 @@ CASES = [
     ("rl.adagrpo.a=1.5", "rl.adagrpo.a", "≤ 1"),
     ("rl.adagrpo.k_d=9", "rl.adagrpo.k_d", "group_size=8"),
 ]
-EXTRA = {"sft.batch_size=63": ["sft.num_workers=2"], "rl.exclude_seen=true": ["rl.constrained=false"]}
+EXTRA = {"sid.collision=item_token": ["sid.tokenizer=sa2crq"], "sft.batch_size=63": ["sft.num_workers=2"], "rl.exclude_seen=true": ["rl.constrained=false"]}
 
 
 @pytest.mark.parametrize("override,key,text", CASES, ids=[c[0] for c in CASES])

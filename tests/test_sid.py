@@ -5,7 +5,7 @@ import pytest
 
 from rl_align.config import RqVaeConfig, SidConfig
 from rl_align.sid import SidCatalog, SidCodes, SidTokenizer, build_tokenizer, resolve_collisions
-from rl_align.sid.collisions import append_level
+from rl_align.sid.collisions import append_level, item_level
 from rl_align.sid.stats import sid_stats
 
 
@@ -83,6 +83,25 @@ def test_append_level_variable_length():
     out = append_level(codes, np.array([0.5, 0.1, 0.0, 0.0, 0.0]))
     assert out.as_tuples() == [(1, 2, 1), (1, 2, 0), (1, 0), (1, 1), (0, 1)]
     assert out.codebook_sizes == [3, 3, 2]
+
+
+def test_item_token_level(blobs, tmp_path):
+    """item_token: semantic levels may collide; a final level holding the item's own index makes every SID unique,
+    and the catalog's trie then has exactly one child under each full semantic prefix + item token."""
+    tok = build_tokenizer(SidConfig(levels=2, codebook_size=8))
+    codes = tok.fit_encode(blobs)
+    out, report = resolve_collisions(codes, "item_token", tok, blobs)
+    assert report["before"]["collision_rate"] > 0.5 and report["after"]["collision_rate"] == 0.0
+    assert (out.codes[:, :2] == codes.codes).all() and (out.codes[:, 2] == np.arange(3000)).all()
+    assert out.codebook_sizes == [8, 8, 3000] and (out.lengths == 3).all()
+    cat = SidCatalog([str(i) for i in range(3000)], out)
+    cat.save(tmp_path / "cat")
+    back = SidCatalog.load(tmp_path / "cat")
+    assert back.fingerprint() == cat.fingerprint() and back.vocab_size == 5 + 16 + 3000
+    seqs = np.stack([back.tokens[i, : back.token_lengths[i]] for i in (0, 1234, 2999)])
+    assert back.decode(seqs).tolist() == [0, 1234, 2999]
+    with pytest.raises(ValueError, match="item_token needs fixed-length codes"):
+        item_level(SidCodes(np.array([[0, 1], [1, -1]]), np.array([2, 1]), [2, 2]))
 
 
 def test_ml100k_rq_kmeans_zero_collisions(ml100k, ml100k_emb, tmp_path):

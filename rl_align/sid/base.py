@@ -28,6 +28,8 @@ class SidTokenizer(abc.ABC):
 
     #: the name it is registered under (set by ``@TOKENIZERS.register``; what :meth:`save` records)
     registry_name: str = ""
+    #: True when codes may stop early (lengths differ): ``sid.collision: item_token`` then does not apply
+    variable_length: bool = False
 
     def __init__(self, cfg: SidConfig) -> None:
         self.cfg = cfg

@@ -6,6 +6,10 @@
 - ``reassign``: every item but the nearest one of a group moves to the nearest
   *free* code at its last level (same prefix); items that find no free code
   (more items under a prefix than codes) fall back to ``append``.
+- ``item_token``: every item gets one more level whose code is its own item index
+  (codebook = n_items), so codes may share their semantic levels freely and the
+  policy reads and writes an item-ID token after the semantic prefix (an ID
+  embedding on the input side, as an item-ID model has). Fixed-length codes only.
 """
 
 from __future__ import annotations
@@ -51,6 +55,22 @@ def append_level(codes: SidCodes, priority: np.ndarray) -> SidCodes:
     return SidCodes(out, new_len, sizes)
 
 
+def item_level(codes: SidCodes) -> SidCodes:
+    """Append each item's own index as a final level (codebook size = n items).
+
+    Args:
+        codes: fixed-length codes (n, L), collisions allowed.
+
+    Returns:
+        (n, L + 1) codes, every one unique; level L's codebook has n codes.
+    """
+    if codes.n and (codes.lengths != codes.max_len).any():
+        raise ValueError(f"sid.collision: item_token needs fixed-length codes; the tokenizer gave lengths "
+                         f"{int(codes.lengths.min())}..{int(codes.lengths.max())} (use append or reassign)")
+    out = np.concatenate([codes.codes, np.arange(codes.n, dtype=np.int32)[:, None]], axis=1)
+    return SidCodes.fixed(out, list(codes.codebook_sizes) + [max(1, codes.n)])
+
+
 def reassign_last(codes: SidCodes, tokenizer: SidTokenizer, emb: np.ndarray) -> tuple[SidCodes, int]:
     """Move colliding items to the nearest free code at their last level.
 
@@ -90,7 +110,7 @@ def _subset(codes: SidCodes, rows: np.ndarray) -> SidCodes:
 
 
 def resolve_collisions(codes: SidCodes, method: str, tokenizer: SidTokenizer, emb: np.ndarray) -> tuple[SidCodes, dict]:
-    """Resolve collisions with ``method`` (``append`` | ``reassign``); report before/after.
+    """Resolve collisions with ``method`` (``append`` | ``reassign`` | ``item_token``); report before/after.
 
     Returns:
         codes without collisions, and a report with collision stats before and after.
@@ -100,6 +120,8 @@ def resolve_collisions(codes: SidCodes, method: str, tokenizer: SidTokenizer, em
     if method == "append":
         _, dist = tokenizer.last_level_candidates(emb, codes, topn=1)
         out = append_level(codes, dist[:, 0])
+    elif method == "item_token":
+        out = item_level(codes)
     elif method == "reassign":
         out, stuck = reassign_last(codes, tokenizer, emb)
         report["reassign_fallback_items"] = stuck
@@ -107,7 +129,7 @@ def resolve_collisions(codes: SidCodes, method: str, tokenizer: SidTokenizer, em
             _, dist = tokenizer.last_level_candidates(emb, out, topn=1)
             out = append_level(out, dist[:, 0])
     else:
-        raise ValueError(f"sid.collision: unknown method {method!r}; expected 'append' or 'reassign'")
+        raise ValueError(f"sid.collision: unknown method {method!r}; expected 'append', 'reassign' or 'item_token'")
     after = out.collision_stats()
     report["after"] = after
     if after["colliding_items"]:

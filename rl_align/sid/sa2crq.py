@@ -156,6 +156,7 @@ class Sa2crqSettings:
 
     cfg: SidConfig
     tables: Optional[list[tuple[np.ndarray, np.ndarray]]]
+    variable_length = True  # head codes long, tail codes short
 
     @property
     def _k_tail(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from rl_align.algos import OBJECTIVES
 from rl_align.baselines import BASELINES
 from rl_align.config import ConfigError, RunConfig, load_config, value_errors
+from rl_align.retrieval.losses import RETRIEVAL_LOSSES
 from rl_align.rewards.functions import REWARDS
 from rl_align.rollouts import ENGINES
 from rl_align.sid import TOKENIZERS
@@ -21,7 +22,7 @@ from rl_align.utils.registry import Registry
 
 # the names field metadata uses (``doc(..., registry="engines")``) → the registry that holds them
 REGISTRIES: dict[str, Registry] = {"tokenizers": TOKENIZERS, "engines": ENGINES, "objectives": OBJECTIVES,
-                                   "rewards": REWARDS, "baselines": BASELINES}
+                                   "rewards": REWARDS, "baselines": BASELINES, "retrieval_losses": RETRIEVAL_LOSSES}
 
 
 def _registered_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, str]]:

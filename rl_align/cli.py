@@ -99,6 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     btrain.add_argument("--model", action="append", required=True, metavar="NAME",
                         help="registered baseline (sasrec, gru4rec); repeatable")
 
+    rv = sub.add_parser("retrieval", help="SCI dual-tower retriever and its indexes (exact, IVF-PQ, dual-view)")
+    vsub = rv.add_subparsers(dest="retrieval_cmd", required=True, metavar="ACTION")
+    vtrain = vsub.add_parser("train", help="data → embed → dual tower (Ray Train) → retrieval/ (metrics, vectors)",
+                             description="Train the SCI dual tower (retrieval.swap_weight = λ of the symmetric "
+                                         "input-swap term; 0 = plain dual tower) and evaluate exact search, faiss "
+                                         "IVF-PQ and the dual-view index on valid/test. Resumes from its last "
+                                         "checkpoint with the same --run-dir.")
+    _add_config_args(vtrain)
+    vbuild = vsub.add_parser("build-index", help="build an IVF index over a run's item vectors → retrieval/index_<kind>/")
+    vbuild.add_argument("run_dir", help="a run with a trained dual tower (retrieval/item_view.npy)")
+    vbuild.add_argument("--kind", choices=["dual_view", "ivfpq"], default="dual_view")
+    vbuild.add_argument("--nlist", type=int, default=None, help="coarse lists (default: the run's retrieval.nlist)")
+    vbuild.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default: the run's retrieval.pq_m)")
+    vsearch = vsub.add_parser("search", help="top-K items for users of a run (JSON lines: user, items, scores)")
+    vsearch.add_argument("run_dir", help="a run with a trained dual tower")
+    vsearch.add_argument("--user", action="append", required=True, metavar="UID", help="raw user id; repeatable")
+    vsearch.add_argument("--index", choices=["exact", "dual_view", "ivfpq"], default="exact",
+                         help="exact search, or an index written by build-index")
+    vsearch.add_argument("--k", type=int, default=10)
+    vsearch.add_argument("--nprobe", type=int, default=4)
+
     rk = sub.add_parser("ranker", help="train and evaluate the ranker reward model on exposure logs")
     rsub = rk.add_subparsers(dest="ranker_cmd", required=True, metavar="ACTION")
     rtrain = rsub.add_parser("train", help="data → exposure logs → ranker (Ray Train) → evaluation report",

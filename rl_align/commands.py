@@ -17,6 +17,7 @@ from rl_align.data.stats import dataset_stats
 from rl_align.eval.run_eval import evaluate_run
 from rl_align.pipeline import run_pipeline
 from rl_align.ranker.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
+from rl_align.retrieval.serve import build_index, search_users
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
@@ -165,6 +166,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "baseline" and args.baseline_cmd == "train":
         args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
         return _run(args, ["data", "baselines"])
+    if args.cmd == "retrieval" and args.retrieval_cmd == "train":
+        return _run(args, ["data", "embed", "retrieval"])
+    if args.cmd == "retrieval" and args.retrieval_cmd == "build-index":
+        d = build_index(args.run_dir, args.kind, args.nlist, args.pq_m)
+        print(f"{args.kind} index: {d}")
+        return 0
+    if args.cmd == "retrieval" and args.retrieval_cmd == "search":
+        for row in search_users(args.run_dir, args.user, args.index, args.k, args.nprobe):
+            print(json.dumps(row))
+        return 0
     if args.cmd == "ranker" and args.ranker_cmd == "train":
         return _run(args, ["data", "exposure", "ranker"])
     if args.cmd == "ranker" and args.ranker_cmd == "eval":

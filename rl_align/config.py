@@ -72,7 +72,7 @@ def _copy(x: Any) -> Any:
 
 
 # pipeline stages in the order they run (rl_align.pipeline maps each to its function)
-STAGE_NAMES = ("data", "embed", "sids", "sft", "eval", "baselines", "exposure", "ranker", "rl", "report")
+STAGE_NAMES = ("data", "embed", "sids", "sft", "eval", "baselines", "retrieval", "exposure", "ranker", "rl", "report")
 
 
 def merge_ds_config(base: dict, extra: Any) -> dict:
@@ -324,6 +324,44 @@ class BaselineConfig:
 
 
 @dataclass
+class RetrievalConfig:
+    """SCI dual-tower retriever (rl_align/retrieval/): towers, losses, Ray Train, and its item indexes."""
+
+    dim: int = doc(64, "output vector dimension of both towers (unit norm: cosine scores)", ge=1)
+    hidden: int = doc(128, "feature and hidden width of both towers", ge=1)
+    max_len: Optional[int] = doc(None, "history items the query tower reads (None = data.max_history)", ge=1)
+    content: bool = doc(True, "add a projection of the run's item vectors (embed/item_emb.npy) to the ID embeddings")
+    loss: str = doc("softmax", "registered retrieval loss: hinge (SCI's margin loss on cosine, in-batch negatives) "
+                             "or softmax (in-batch sampled softmax with logQ correction)", registry="retrieval_losses")
+    swap_weight: float = doc(1.0, "λ of SCI's symmetric term L(f_i(Q), f_q(I)); 0 = the plain dual tower", ge=0)
+    margin: float = doc(0.2, "hinge margin δ on cosine similarity", ge=0)
+    temperature: float = doc(0.05, "softmax temperature τ", gt=0)
+    dropout: float = doc(0.1, "dropout inside the towers during training", ge=0, lt=1)
+    epochs: int = doc(30, "maximum epochs over the training windows (early stopping on valid HR@50 may end sooner)", ge=1, schedule=True)
+    batch_size: int = doc(64, "training windows per step; every position's next item is an in-batch candidate", ge=1)
+    lr: float = doc(2e-3, "AdamW learning rate", gt=0)
+    weight_decay: float = doc(0.01, "AdamW weight decay", ge=0)
+    eval_every: int = doc(1, "validate (exact search, all valid users) every this many epochs", ge=1)
+    patience: int = doc(4, "validations without a better valid HR@50 before stopping", ge=1)
+    cpus_per_worker: float = doc(2.0, "CPUs of the Ray Train worker; torch threads are set to this", gt=0, schedule=True)
+    nlist: int = doc(32, "coarse lists of the IVF indexes", ge=1, schedule=True)
+    pq_m: Optional[int] = doc(16, "PQ sub-quantizers of the residual codes (must divide dim); null = full vectors "
+                                  "in the lists (IVF-Flat, exact scores)", ge=1, schedule=True)
+    pq_bits: int = doc(6, "bits per PQ sub-quantizer code (the PQ needs ≥ 2**bits training items)", ge=1, le=16, schedule=True)
+    nprobes: list = doc([1, 2, 4, 8], "nprobe values the evaluation sweeps (each ≤ nlist)", schedule=True)
+    seed: int = doc(0, "random seed (default: the run's seed)")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rules: PQ sub-quantizers divide dim; every nprobe lies in [1, nlist]."""
+        errs = []
+        if self.pq_m is not None and self.dim % self.pq_m:
+            errs.append(("pq_m", f"must divide dim ({self.dim}), got {self.pq_m}"))
+        if not self.nprobes or not all(isinstance(p, int) and 1 <= p <= self.nlist for p in self.nprobes):
+            errs.append(("nprobes", f"expected integers in [1, nlist={self.nlist}], got {self.nprobes!r}"))
+        return errs
+
+
+@dataclass
 class ExposureConfig:
     """Simulated impression logs: what a deployed system showed, and what got clicked (position-biased)."""
 
@@ -528,6 +566,7 @@ class RunConfig:
     sft: SftConfig = doc(SftConfig(), "supervised fine-tuning on Ray Train")
     eval: EvalConfig = doc(EvalConfig(), "evaluation protocol")
     baseline: BaselineConfig = doc(BaselineConfig(), "item-ID baselines (SASRec, GRU4Rec) in the same evaluator")
+    retrieval: RetrievalConfig = doc(RetrievalConfig(), "SCI dual-tower retriever and its indexes")
     exposure: ExposureConfig = doc(ExposureConfig(), "impression logs the ranker learns from")
     ranker: RankerConfig = doc(RankerConfig(), "the ranker reward model")
     reward: RewardConfig = doc(RewardConfig(), "reward functions and RewardActor pool")
@@ -679,7 +718,7 @@ def load_config(path: str | os.PathLike, cls: type[T] = RunConfig, overrides: li
 
 
 # sections whose ``seed`` defaults to the run's ``seed`` (the data section's seeds define the dataset itself)
-SEEDED_SECTIONS = ("sid", "sft", "baseline", "exposure", "ranker", "rl")
+SEEDED_SECTIONS = ("sid", "sft", "baseline", "retrieval", "exposure", "ranker", "rl")
 
 
 def spread_seed(data: dict) -> None:

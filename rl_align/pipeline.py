@@ -30,6 +30,8 @@ from rl_align.eval.run_eval import evaluate_run, train_popularity
 from rl_align.ranker.evaluate import evaluate_ranker, write_ranker_eval
 from rl_align.ranker.train import run_ranker_training
 from rl_align.report import write_report
+from rl_align.retrieval.evaluate import evaluate_retrieval
+from rl_align.retrieval.train import train_retrieval
 from rl_align.run_dir import RunDir, config_digest, resume_view
 from rl_align.sft.driver import run_sft
 from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
@@ -229,6 +231,16 @@ def stage_baselines(run: RunDir) -> dict:
     return out
 
 
+def stage_retrieval(run: RunDir) -> dict:
+    """SCI dual tower on Ray Train, then exact / IVF-PQ / dual-view search on valid and test (``retrieval/``)."""
+
+    run.stage_dir("retrieval")
+    train_retrieval(run.cfg, run.path)
+    res = evaluate_retrieval(run.cfg, run.path)
+    exact = res["test"][0]
+    return {f"retrieval_test_{k}": exact[k] for k in ("hr@10", "hr@50", "hr@100", "ndcg@10")}
+
+
 def stage_report(run: RunDir) -> dict:
     """A Markdown report of the run (``report.md``): metrics table, baseline, timings."""
 
@@ -251,6 +263,8 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
     "eval": (stage_eval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy",
                                                                              "sft", "eval")}),
     "baselines": (stage_baselines, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "baseline", "eval")}),
+    "retrieval": (stage_retrieval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed",
+                                                                                       "retrieval")}),
     "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
     # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
     "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),
@@ -282,6 +296,8 @@ RESUMABLE: dict[str, tuple[Callable[[RunConfig], str], tuple[str, ...], Callable
     "ranker": (lambda c: "ranker", ("ray_train",), lambda c: {
         **_upstream(c, ("data", "exposure")),
         "ranker": resume_view(c.ranker)}),
+    "retrieval": (lambda c: "retrieval", ("ray_train",), lambda c: {
+        **_upstream(c, ("data", "embed")), "retrieval": resume_view(c.retrieval)}),
     # the controller checks the rl/reward part itself (and refuses with a clear message); here: what it starts from
     "rl": (_rl_dir, ("checkpoints",), lambda c: _upstream(c, ("data", "embed", "sids", "sft", "exposure", "ranker"))),
 }

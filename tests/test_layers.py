@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("policy", "algos"),
     ("rollouts",),
     ("eval",),
-    ("sft", "ranker", "baselines"),
+    ("sft", "ranker", "baselines", "retrieval"),
     ("rewards", "learner"),
     ("driver", "checks", "rl_report"),
     ("report",),

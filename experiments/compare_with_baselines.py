@@ -6,8 +6,11 @@ Each RUN_DIR holds `eval/metrics.json` (the SID policy) and, optionally, `baseli
 policy's and each baseline's per-user test ranks of y* give an exact McNemar p and a bootstrap interval of
 the HR@10 ratio; the pooled p adds the discordant users of all seeds.
 
-Usage: python experiments/compare_with_baselines.py RUN_DIR [RUN_DIR ...] [--baselines-from DIR ...]
-       [--label NAME]  → a Markdown table on stdout
+Usage: python experiments/compare_with_baselines.py RUN_DIR [RUN_DIR ...] [--baselines-from DIR ...]...
+       [--other-policy NAME DIR ...]... [--label NAME]  → a Markdown table on stdout
+
+``--baselines-from`` may repeat (e.g. SASRec with a 50-item history in one set of run dirs, with 20 in another);
+``--other-policy`` adds another SID policy's runs (e.g. before a change) as a row compared the same way.
 """
 
 from __future__ import annotations
@@ -33,11 +36,22 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--baselines-from", nargs="*", default=None, help="run dirs holding extra baselines, one per run")
+    ap.add_argument("--baselines-from", nargs="+", action="append", default=[],
+                    help="run dirs holding extra baselines, one per run; repeatable")
+    ap.add_argument("--other-policy", nargs="+", action="append", default=[], metavar="NAME DIR",
+                    help="another SID policy: a row name then its run dirs, one per run; repeatable")
     ap.add_argument("--label", default="SID policy")
     args = ap.parse_args()
-    extra = args.baselines_from or [None] * len(args.runs)
+    extra = list(zip(*args.baselines_from)) if args.baselines_from else [()] * len(args.runs)
     rows: dict[str, dict] = {}
+    for other in args.other_policy:
+        e = rows.setdefault(other[0], {"test": [], "valid": [], "ndcg": [], "ranks": []})
+        for d in map(Path, other[1:]):
+            m = json.loads((d / "eval" / "metrics.json").read_text())
+            e["test"].append(m["test"]["policy"]["hr@10"])
+            e["ndcg"].append(m["test"]["policy"]["ndcg@10"])
+            e["valid"].append(m["valid"]["policy"]["hr@10"])
+            e["ranks"].append(np.array(m["test"]["target_rank"]))
     for run, more in zip(map(Path, args.runs), extra):
         pol = json.loads((run / "eval" / "metrics.json").read_text())
         rows.setdefault(args.label, {"test": [], "valid": [], "ndcg": [], "ranks": []})
@@ -46,7 +60,7 @@ def main() -> None:
         r["ndcg"].append(pol["test"]["policy"]["ndcg@10"])
         r["valid"].append(pol["valid"]["policy"]["hr@10"])
         r["ranks"].append(np.array(pol["test"]["target_rank"]))
-        for d in [run] + ([Path(more)] if more else []):
+        for d in [run] + [Path(x) for x in more]:
             for f in sorted(d.glob("baselines/*/metrics.json")):
                 b = json.loads(f.read_text())
                 name = f"{b['model']} (history {b['max_len']})"
@@ -58,7 +72,7 @@ def main() -> None:
                 e["epochs"].append(b["best_epoch"])
     pol = rows[args.label]
     print(f"| model ({len(args.runs)} seeds) | valid HR@10 | test HR@10 | test NDCG@10 | {args.label} ÷ model, HR@10 "
-          "| paired per seed: users won/lost, McNemar p | pooled p |")
+          "/ NDCG@10 | paired per seed (HR@10): users won/lost, McNemar p | pooled p |")
     print("|---|---|---|---|---|---|---|")
     for name, e in rows.items():
         if name == args.label:
@@ -69,8 +83,9 @@ def main() -> None:
         cells = "; ".join(f"+{p['wins']}/−{p['losses']}, p {p['p']:.3f}" for p in per)
         pooled = mcnemar_exact(sum(p["wins"] for p in per), sum(p["losses"] for p in per)) if per else float("nan")
         ratio = np.mean(pol["test"]) / np.mean(e["test"])
+        nratio = np.mean(pol["ndcg"]) / np.mean(e["ndcg"])
         ep = f", best epochs {e['epochs']}" if e.get("epochs") else ""
-        print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | {ratio:.3f}× "
+        print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | {ratio:.3f}× / {nratio:.3f}× "
               f"| {cells} | {pooled:.3g} |")
 
 

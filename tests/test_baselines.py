@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from rl_align.baselines import BASELINES
-from rl_align.baselines.train import fit, last_items, load_baseline, rank_baseline, save_baseline
+from rl_align.baselines.train import fit, load_baseline, rank_baseline, save_baseline
 from rl_align.config import BaselineConfig, ConfigError, RunConfig, from_dict
 from rl_align.data.dataset import InteractionData
 from rl_align.data.split import leave_one_out
 from rl_align.eval.evaluate import eval_set, metrics
+from rl_align.policy.data import last_items
 
 
 def _cyclic_split(n_users: int = 120, n_items: int = 50, length: int = 30, seed: int = 0) -> dict:

@@ -25,22 +25,10 @@ from rl_align.baselines.base import BASELINES, SequenceRecommender
 from rl_align.config import BaselineConfig, EvalConfig
 from rl_align.data.split import training_pairs
 from rl_align.eval.evaluate import EvalSet, bucketed, eval_set, export_predictions, metrics, target_ranks
-from rl_align.policy.data import training_windows
+from rl_align.policy.data import item_window_batches, last_items
 from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")
-
-
-def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
-    """(N, S) earlier items, left-aligned and -1 padded → (N, max_len) model tokens of the last ``max_len``
-    (item + 1, right-aligned, 0 = padding)."""
-    n = (seen >= 0).sum(1)
-    out = np.zeros((seen.shape[0], max_len), np.int64)
-    for r in range(seen.shape[0]):
-        row = seen[r, max(0, n[r] - max_len): n[r]]
-        if row.size:
-            out[r, max_len - row.size:] = row + 1
-    return torch.from_numpy(out)
 
 
 @torch.no_grad()
@@ -64,25 +52,12 @@ def rank_baseline(model: SequenceRecommender, es: EvalSet, k: int, exclude_histo
     return np.concatenate(items), np.concatenate(scores)
 
 
-def _batches(split: dict, L: int, batch_size: int, rng: np.random.Generator):
-    """One epoch of (inputs (b, L), targets (b, L)) from freshly cut training windows of L + 1 items."""
-    offs = split["seq_offsets"]
-    train_len = np.diff(offs) - 2  # the last two events of every user are valid and test
-    w = training_windows(split["seq_items"], offs, train_len, L + 1, rng)
-    w = w[rng.permutation(w.shape[0])]
-    for s in range(0, w.shape[0], batch_size):
-        b = torch.from_numpy(w[s: s + batch_size])
-        inp, tgt = b[:, :-1] + 1, b[:, 1:]
-        tgt = torch.where(inp > 0, tgt, torch.full_like(tgt, -1))  # a target needs at least one item before it
-        yield inp, tgt
-
-
 def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, cfg: BaselineConfig, L: int,
            rng: np.random.Generator) -> float:
     """One training epoch: full softmax cross-entropy over the catalog at every position. Returns mean loss."""
     model.train()
     total, n = 0.0, 0
-    for inp, tgt in _batches(split, L, cfg.batch_size, rng):
+    for inp, tgt in item_window_batches(split, L, cfg.batch_size, rng):
         logits = model.logits(model.encode(inp))
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1)
         opt.zero_grad(set_to_none=True)

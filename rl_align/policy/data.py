@@ -130,3 +130,28 @@ def windows_to_batch(windows: np.ndarray, catalog: SidCatalog) -> dict[str, torc
     labels = np.where(slot >= 0, ids, IGNORE)
     ids_t = torch.from_numpy(ids)
     return {"input_ids": ids_t, "attention_mask": (ids_t != PAD).long(), "labels": torch.from_numpy(labels)}
+
+
+def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
+    """(N, S) earlier items, left-aligned and -1 padded → (N, max_len) item-ID model tokens of the last ``max_len``
+    (item + 1, right-aligned, 0 = padding): the input of SASRec/GRU4Rec and of the SCI query tower."""
+    n = (seen >= 0).sum(1)
+    out = np.zeros((seen.shape[0], max_len), np.int64)
+    for r in range(seen.shape[0]):
+        row = seen[r, max(0, n[r] - max_len): n[r]]
+        if row.size:
+            out[r, max_len - row.size:] = row + 1
+    return torch.from_numpy(out)
+
+
+def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator):
+    """One epoch of item-ID (inputs (b, L) tokens, targets (b, L) next item index, -1 = none) from training windows
+    of L + 1 items, freshly cut (:func:`training_windows`) and shuffled; valid/test events never enter."""
+    offs = split["seq_offsets"]
+    train_len = np.diff(offs) - 2  # the last two events of every user are valid and test
+    w = training_windows(split["seq_items"], offs, train_len, L + 1, rng)
+    w = w[rng.permutation(w.shape[0])]
+    for s in range(0, w.shape[0], batch_size):
+        b = torch.from_numpy(w[s: s + batch_size])
+        inp, tgt = b[:, :-1] + 1, b[:, 1:]
+        yield inp, torch.where(inp > 0, tgt, torch.full_like(tgt, -1))  # a target needs an item before it

@@ -16,8 +16,9 @@ import torch
 
 from rl_align.config import RunConfig
 from rl_align.eval.evaluate import eval_set, metrics, target_ranks
+from rl_align.policy.data import last_items
 from rl_align.retrieval.index import DualViewIndex, ExactIndex, ItemIndex, IvfPqIndex
-from rl_align.retrieval.train import KS, load_model, right_aligned
+from rl_align.retrieval.train import KS, load_model
 from rl_align.utils.io import load_npz, write_json, write_npy, write_text
 
 log = logging.getLogger("rl_align")
@@ -73,7 +74,7 @@ def evaluate_retrieval(cfg: RunConfig, run_path: Path) -> dict:
     for part in ("valid", "test"):
         es = eval_set(split, part)
         with torch.no_grad():
-            q = model.query(right_aligned(es.seen, model.hparams["max_len"])).numpy()
+            q = model.query(last_items(es.seen, model.hparams["max_len"])).numpy()
         exact100 = exact.search(q, 100)[1]
         rows = [score_index(exact, q, es.seen, es.targets, exact100)]
         rows += [score_index(ix, q, es.seen, es.targets, exact100, p) for ix in indexes for p in rc.nprobes]

@@ -9,9 +9,10 @@ import torch
 
 from rl_align.config import RunConfig, load_config
 from rl_align.data.split import items_before
+from rl_align.policy.data import last_items
 from rl_align.retrieval.evaluate import drop_seen
 from rl_align.retrieval.index import DualViewIndex, ExactIndex, IvfPqIndex, load_index
-from rl_align.retrieval.train import load_model, right_aligned
+from rl_align.retrieval.train import load_model
 from rl_align.utils.io import load_npz, read_json
 
 
@@ -56,7 +57,7 @@ def search_users(run_dir: str | Path, users: list[str], index: str = "exact", k:
     rows = np.array([pos[u] for u in users], np.int64)
     seen = items_before(split["seq_items"], split["seq_offsets"], rows, np.diff(split["seq_offsets"])[rows])
     with torch.no_grad():
-        q = model.query(right_aligned(seen, model.hparams["max_len"])).numpy()
+        q = model.query(last_items(seen, model.hparams["max_len"])).numpy()
     if index == "exact":
         ix = ExactIndex(np.load(run / "retrieval" / "item_view.npy", allow_pickle=False))
     else:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from rl_align.config import RetrievalConfig, RunConfig, from_dict
 from rl_align.data.split import training_pairs
 from rl_align.eval.evaluate import EvalSet, eval_set, metrics
-from rl_align.policy.data import training_windows
+from rl_align.policy.data import item_window_batches, last_items
 from rl_align.ray_utils import RAY_RUN_NAME, STATE, init_ray, resume_checkpoint
 from rl_align.retrieval.losses import symmetric_loss
 from rl_align.retrieval.towers import DualTower
@@ -32,29 +32,6 @@ from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")
 KS = (10, 50, 100)
-
-
-def right_aligned(seen: np.ndarray, max_len: int) -> torch.Tensor:
-    """(N, S) earlier items, left-aligned, -1 padded → (N, max_len) tokens of the last ``max_len`` (item + 1,
-    right-aligned, 0 = padding)."""
-    n = (seen >= 0).sum(1)
-    out = np.zeros((seen.shape[0], max_len), np.int64)
-    for r in range(seen.shape[0]):
-        row = seen[r, max(0, n[r] - max_len): n[r]]
-        out[r, max_len - row.size:] = row + 1
-    return torch.from_numpy(out)
-
-
-def epoch_batches(split: dict, max_len: int, batch_size: int, rng: np.random.Generator):
-    """One epoch of (inputs (b, L) tokens, targets (b, L) next item or -1) from training windows of L + 1 items,
-    re-cut every epoch (:func:`rl_align.policy.data.training_windows`; the valid/test events never enter)."""
-    offs = split["seq_offsets"]
-    w = training_windows(split["seq_items"], offs, np.diff(offs) - 2, max_len + 1, rng)
-    w = w[rng.permutation(w.shape[0])]
-    for s in range(0, w.shape[0], batch_size):
-        b = torch.from_numpy(w[s: s + batch_size])
-        inp, tgt = b[:, :-1] + 1, b[:, 1:]
-        yield inp, torch.where(inp > 0, tgt, torch.full_like(tgt, -1))
 
 
 def item_log_q(split: dict, n_items: int) -> torch.Tensor:
@@ -72,7 +49,7 @@ def search_exact(model: DualTower, es: EvalSet, k: int, batch: int = 1024) -> np
     out = []
     for s in range(0, es.targets.size, batch):
         seen = es.seen[s: s + batch]
-        sc = model.query(right_aligned(seen, L)) @ iv.T
+        sc = model.query(last_items(seen, L)) @ iv.T
         r, c = np.nonzero(seen >= 0)
         sc[torch.from_numpy(r), torch.from_numpy(seen[r, c])] = float("-inf")
         out.append(sc.topk(min(k, sc.shape[1]), dim=1).indices.numpy())
@@ -133,7 +110,7 @@ def worker_loop(config: dict) -> None:
         rng = np.random.default_rng(cfg.seed * 1000 + state["epoch"])
         model.train()
         t, total, n, pairs = time.perf_counter(), 0.0, 0, 0
-        for inp, tgt in epoch_batches(split, L, cfg.batch_size, rng):
+        for inp, tgt in item_window_batches(split, L, cfg.batch_size, rng):
             loss, _ = symmetric_loss(model, inp, tgt, log_q, cfg.loss, cfg.swap_weight, cfg.margin, cfg.temperature)
             pairs += int((tgt >= 0).sum())
             opt.zero_grad(set_to_none=True)

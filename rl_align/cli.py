@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
                                     "`ray job submit` entrypoint.")
     _add_config_args(rl)
 
+    dp = sub.add_parser("dpo", help="preference alignment over SIDs (dpo, sdpo, simpo, rad_dpo) on the RL machinery")
+    dsub_ = dp.add_subparsers(dest="dpo_cmd", required=True, metavar="ACTION")
+    for name, text in (("build-pairs", "data → … → SFT → exposure logs → preferences/pairs.parquet (positives, "
+                                       "negatives and where each negative came from)"),
+                       ("train", "build the pairs if missing, then train rl.algo (a preference objective) on the "
+                                 "DeepSpeed learners; writes rl/<tag>/ and evaluates on test; resumes")):
+        dcmd = dsub_.add_parser(name, help=text, description=text)
+        _add_config_args(dcmd)
+        dcmd.add_argument("--algo", default=None, metavar="NAME",
+                       help="shorthand for --set rl.algo=NAME (default: the config's rl.algo)")
+
     bl = sub.add_parser("baseline", help="item-ID baselines (SASRec, GRU4Rec) through the policy's evaluator")
     bsub = bl.add_subparsers(dest="baseline_cmd", required=True, metavar="ACTION")
     btrain = bsub.add_parser("train", help="data → train an item-ID model → baselines/<model>/ (metrics, export)",

@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+from rl_align.algos import OBJECTIVES
 from rl_align.checks import check_config, load_checked
 from rl_align.config import RunConfig, describe, dump_yaml, load_config
 from rl_align.data import leave_one_out, load_dataset
@@ -16,6 +17,7 @@ from rl_align.data.fetch import fetch_ml100k
 from rl_align.data.stats import dataset_stats
 from rl_align.eval.run_eval import evaluate_run
 from rl_align.pipeline import run_pipeline
+from rl_align.preferences import build_pairs
 from rl_align.ranker.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
 from rl_align.retrieval.serve import build_index, search_users
 from rl_align.run_dir import new_run_dir, setup_logging
@@ -33,6 +35,12 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace, stages: list[str] | None = None) -> int:
+    _run_stages(args, stages)
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, stages: list[str] | None = None) -> tuple[RunConfig, Path]:
+    """Run ``stages`` (default: the config's) in the run dir of ``args``; returns the config and the run dir."""
     cfg = _load(args)
     if args.run_dir:
         cfg.run_dir = args.run_dir
@@ -44,6 +52,23 @@ def _run(args: argparse.Namespace, stages: list[str] | None = None) -> int:
     log.info("run dir: %s", run_path)
     run_pipeline(cfg, run_path, resume=not args.no_resume)
     print(f"run dir: {run_path}")
+    return cfg, run_path
+
+
+def _dpo(args: argparse.Namespace) -> int:
+    """``rl-align dpo build-pairs|train``: preference pairs, then a preference objective on the RL machinery."""
+    if args.algo:
+        args.overrides = list(args.overrides) + [f"rl.algo={args.algo}"]
+    algo = _load(args).rl.algo
+    if not OBJECTIVES.get(algo).uses_preferences:
+        names = ", ".join(n for n in OBJECTIVES.names() if OBJECTIVES.get(n).uses_preferences)
+        raise ValueError(f"{args.config}: rl.algo: expected a preference objective ({names}), got {algo!r}")
+    if args.dpo_cmd == "build-pairs":
+        cfg, run_path = _run_stages(args, ["data", "embed", "sids", "sft", "exposure"])
+        table = build_pairs(cfg, run_path)
+        print(f"{table.rows.size} prompts → {run_path / 'preferences' / 'pairs.parquet'}")
+        return 0
+    _run_stages(args, ["data", "embed", "sids", "sft", "exposure", "rl"])
     return 0
 
 
@@ -163,6 +188,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _eval(args)
     if args.cmd == "rl":
         return _run(args, ["data", "embed", "sids", "sft", "exposure", "ranker", "rl"])
+    if args.cmd == "dpo":
+        return _dpo(args)
     if args.cmd == "baseline" and args.baseline_cmd == "train":
         args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
         return _run(args, ["data", "baselines"])

@@ -463,10 +463,39 @@ class AdaGrpoConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """Preference alignment (rl.algo dpo, sdpo, simpo, rad_dpo): pairs, sequence scores and RAD-DPO's parts.
+
+    See rl_align/algos/preference.py for the losses and rl_align/preferences/ for how pairs are built."""
+
+    beta: float = doc(1.0, "β: scale of the implicit reward r = β·(log π − log π_ref) (dpo, sdpo) or of the "
+                           "reference-free, length-normalised score β·log π / |y| (simpo, rad_dpo)", gt=0)
+    gamma: float = doc(0.0, "SimPO target margin γ between a positive's and a negative's score (simpo, rad_dpo)", ge=0)
+    positives_window: int = doc(1, "positives of a prompt: y* and the user's next training items up to this many "
+                                   "events after the prompt (1 = y* only; > 1 = multi-label prompts)", ge=1)
+    negatives: int = doc(3, "negatives per prompt", ge=1)
+    exposure_share: float = doc(0.5, "share of a prompt's negatives taken from exposed non-clicks of its impression "
+                                     "(implicit, noisy feedback); the rest are the SFT policy's own beam outputs "
+                                     "that are not positives (hard negatives)", ge=0, le=1)
+    beam: int = doc(20, "beam width the SFT policy mines negatives with (history excluded, as at evaluation)", ge=2)
+    tlgd: bool = doc(True, "rad_dpo TLGD: detach a negative's log-prob terms on the prefix it shares with the "
+                           "positive, so only tokens from the first differing one are pushed down")
+    rdrw: bool = doc(True, "rad_dpo RDRW: weight each negative by how unlike the positive it is (cosine of end-of-SID "
+                           "hidden states, quantile over a buffer of recent pairs, no gradient)")
+    rdrw_buffer: int = doc(4096, "RDRW: recent similarities kept for the quantile", ge=16)
+    rdrw_min_weight: float = doc(0.5, "RDRW: weight of the most similar negative (the least similar get 1)", gt=0, le=1)
+    mlgc: bool = doc(True, "rad_dpo MLGC: contrast every positive of a multi-label prompt against all negatives "
+                           "(listwise); off = y* only")
+    sft_weight: float = doc(1.0, "weight of the global SFT term: NLL of every positive (rad_dpo; 0 = off; dpo, sdpo "
+                                 "and simpo add it too when > 0)", ge=0)
+
+
+@dataclass
 class RlConfig:
     """Alignment on Ray: rollout workers, reward actors and DeepSpeed learners driven by one controller."""
 
-    algo: str = doc("adagrpo", "registered objective: nll, grpo, mixture, adagrpo (see rl_align/algos)", registry="objectives")
+    algo: str = doc("adagrpo", "registered objective: nll, grpo, mixture, adagrpo; preference: dpo, sdpo, simpo, rad_dpo "
+                                 "(see rl_align/algos)", registry="objectives")
     tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)", schedule=True)
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
     lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo", ge=0)
@@ -521,6 +550,8 @@ class RlConfig:
     max_learner_restarts: int = doc(2, "learner-group restarts from the last checkpoint before failing", ge=0, schedule=True)
     seed: int = doc(0, "seed of prompt order and sampling (default: the run's seed)")
     adagrpo: AdaGrpoConfig = doc(AdaGrpoConfig(), "AdaGRPO gate")
+    preference: PreferenceConfig = doc(PreferenceConfig(), "preference objectives: pairs and losses (dpo, sdpo, "
+                                                           "simpo, rad_dpo)")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules of the step's shapes and the rollout settings (objective-specific rules, e.g.

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("policy", "algos"),
     ("rollouts",),
     ("eval",),
-    ("sft", "ranker", "baselines", "retrieval"),
+    ("sft", "ranker", "baselines", "retrieval", "preferences"),
     ("rewards", "learner"),
     ("driver", "checks", "rl_report"),
     ("report",),

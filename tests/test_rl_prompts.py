@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from rl_align.driver.controller import prompt_order, recent_examples
+from rl_align.data.prompts import recent_examples
+from rl_align.driver.controller import prompt_order
 
 
 def test_recent_examples_keeps_each_users_last_k_positions():
@@ -22,7 +23,7 @@ def test_prompt_order_is_seeded_epochs_of_permutations():
 
 
 def test_future_events_stop_at_the_validation_event():
-    from rl_align.driver.controller import future_events
+    from rl_align.data.prompts import future_events
 
     # user 0: a b c d e f (valid = e at 4, test = f); user 1: g h i (valid = h at 1)
     split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
@@ -34,7 +35,7 @@ def test_future_events_stop_at_the_validation_event():
 
 
 def test_seen_before_is_everything_before_the_prompt_target():
-    from rl_align.driver.controller import seen_before
+    from rl_align.data.prompts import seen_before
 
     split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
              "train_users": np.array([0, 0, 1]), "train_positions": np.array([1, 3, 1])}

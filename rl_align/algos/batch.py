@@ -41,6 +41,10 @@ class StepBatch:
     Reward fields (reward pool):
         rewards: (B, G) float32. rollout_scores: (B, G) float32 ranker probability (NaN where not scored).
         target_scores: (B,) float32 ranker probability of y* (NaN where unknown).
+    Preference fields (controller, from the run's preference pairs; preference objectives only):
+        pref_items: (B, K) int64 candidates, positives first (y* in slot 0), -1 = empty slot.
+        pref_tokens: (B, K, Tg) int64 their SID tokens (+ <eos>), <pad> for empty slots.
+        pref_positive: (B, K) bool.
     info: scalar side results (counters, timings, versions) of the stages that ran.
     """
 
@@ -62,6 +66,9 @@ class StepBatch:
     rewards: Optional[np.ndarray] = None
     rollout_scores: Optional[np.ndarray] = None
     target_scores: Optional[np.ndarray] = None
+    pref_items: Optional[np.ndarray] = None
+    pref_tokens: Optional[np.ndarray] = None
+    pref_positive: Optional[np.ndarray] = None
     info: dict = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:

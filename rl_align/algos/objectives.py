@@ -19,6 +19,7 @@ import torch
 
 from rl_align.algos.gates import adagrpo_gate
 from rl_align.algos.losses import aggregate, group_advantages, grpo_terms, sequence_nll
+from rl_align.algos.preference import PreferenceInputs
 from rl_align.utils.registry import Registry
 
 OBJECTIVES: Registry = Registry("alignment objective")
@@ -35,6 +36,7 @@ class LossInputs:
         roll_ref_logp: (B*G, T) reference-policy log-probs, or None (β = 0).
         rewards: (B, G). rollout_items: (B, G) (-1 invalid). targets: (B,).
         target_scores: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (NaN where invalid).
+        pref: the candidates of preference objectives (:class:`~rl_align.algos.preference.PreferenceInputs`).
     """
 
     gt_logp: torch.Tensor
@@ -48,17 +50,24 @@ class LossInputs:
     targets: Optional[torch.Tensor] = None
     target_scores: Optional[torch.Tensor] = None
     rollout_scores: Optional[torch.Tensor] = None
+    pref: Optional[PreferenceInputs] = None
 
 
 class Objective(ABC):
     """A loss over :class:`LossInputs`.
 
     Class attributes tell the controller what a step needs: ``uses_rollouts`` (generate and score G rollouts per
-    prompt at all) and ``needs_ranker`` (the ranker's scores of y* and of the rollouts, e.g. for a gate).
+    prompt at all), ``needs_ranker`` (the ranker's scores of y* and of the rollouts, e.g. for a gate),
+    ``uses_preferences`` (positive/negative candidates from the run's preference pairs instead of rollouts) and
+    ``needs_reference`` (the learner keeps a frozen copy of the starting policy for reference log-probs) and
+    ``needs_hidden`` (end-of-SID hidden states of the candidates, e.g. for RAD-DPO's RDRW weights).
     """
 
     uses_rollouts = True
     needs_ranker = False
+    uses_preferences = False
+    needs_reference = False
+    needs_hidden = False
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -73,6 +82,13 @@ class Objective(ABC):
     @abstractmethod
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
         """(scalar loss, metrics of python floats)."""
+
+    def state_dict(self) -> dict:
+        """State the objective carries between steps (kept in learner checkpoints); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     # shared pieces -----------------------------------------------------------
     def nll(self, x: LossInputs) -> torch.Tensor:

@@ -31,11 +31,12 @@ from rl_align.algos import OBJECTIVES
 from rl_align.algos.batch import StepBatch
 from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
-from rl_align.data.split import items_before
+from rl_align.data.prompts import future_events, recent_examples, seen_before
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
 from rl_align.learner.group import LearnerGroup
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import load_policy
+from rl_align.preferences import load_or_build
 from rl_align.ray_utils import init_ray
 from rl_align.rewards.actor import RewardPool
 from rl_align.rollouts import build_engine
@@ -75,6 +76,10 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
     load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
+    if (OBJECTIVES.get(r.algo).uses_preferences and r.preference.exposure_share > 0
+            and not (run_path / "exposure" / "log.npz").exists()):
+        raise RlConfigError(f"{run_path / 'exposure'}: rl.preference.exposure_share > 0 takes negatives from the "
+                            "exposure logs (run the exposure stage first, or set it to 0)")
     if needs_ranker(cfg) and not (run_path / "ranker" / "model" / "model.safetensors").exists():
         raise RlConfigError(f"{run_path / 'ranker' / 'model'}: {r.algo} needs the ranker (run the exposure and "
                             "ranker stages first)")
@@ -89,14 +94,18 @@ def rl_bundles(cfg: RunConfig) -> list[dict]:
     def bundle(cpu: float, gpu: float) -> dict:
         return {"CPU": cpu, **({"GPU": gpu} if gpu else {})}
 
-    return ([bundle(r.cpus_per_learner, r.gpus_per_learner)] * r.learners
-            + [bundle(r.cpus_per_rollout_worker, r.gpus_per_rollout_worker)] * r.rollout_workers
+    learners = [bundle(r.cpus_per_learner, r.gpus_per_learner)] * r.learners
+    if not OBJECTIVES.get(r.algo).uses_rollouts:  # nll and the preference objectives: learners only
+        return learners
+    return (learners + [bundle(r.cpus_per_rollout_worker, r.gpus_per_rollout_worker)] * r.rollout_workers
             + [bundle(w.cpus_per_replica, w.gpus_per_replica)] * w.replicas)
 
 
 def cpu_needs(cfg: RunConfig) -> str:
     """``learners a×b + rollout workers c×d + reward replicas e×f``: what resource errors list."""
     r, w = cfg.rl, cfg.reward
+    if not OBJECTIVES.get(r.algo).uses_rollouts:
+        return f"learners {r.learners}×{r.cpus_per_learner:g}"
     return (f"learners {r.learners}×{r.cpus_per_learner:g} + rollout workers {r.rollout_workers}×"
             f"{r.cpus_per_rollout_worker:g} + reward replicas {w.replicas}×{w.cpus_per_replica:g}")
 
@@ -123,43 +132,6 @@ def prompt_order(n: int, seed: int, step: int, B: int) -> np.ndarray:
         perm = np.random.default_rng(seed * 7919 + epoch).permutation(n)
         out.extend(perm[pos: pos + B - len(out)].tolist())
     return np.array(out, np.int64)
-
-
-def recent_examples(users: np.ndarray, positions: np.ndarray, k: Optional[int]) -> np.ndarray:
-    """Rows of each user's ``k`` most recent training examples (all rows when ``k`` is None), sorted.
-
-    Args:
-        users: (n,) user of each training example. positions: (n,) its position in the user's sequence.
-    """
-    if k is None:
-        return np.arange(users.size)
-    order = np.lexsort((-positions, users))               # per user, most recent first
-    first = np.r_[True, users[order][1:] != users[order][:-1]]
-    start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
-    return np.sort(order[np.arange(order.size) - start < k])
-
-
-def future_events(split: dict, rows: np.ndarray, window: int) -> np.ndarray:
-    """(n, window) the next ``window`` training events of each prompt row, its ground truth first, -1 padded.
-
-    Only training events count: the sequence is cut at the user's validation event, so
-    nothing held out for validation or test reaches a reward.
-    """
-    seq, off = split["seq_items"], split["seq_offsets"]
-    end = np.diff(off).astype(np.int64)                   # per user: first held-out position (default: the end)
-    end[split["valid_users"]] = split["valid_positions"]
-    users, pos = split["train_users"][rows], split["train_positions"][rows]
-    at = pos[:, None] + np.arange(window)[None, :]        # (n, window) positions in the user's sequence
-    ok = at < end[users][:, None]
-    return np.where(ok, seq[np.where(ok, off[users][:, None] + at, 0)], -1).astype(np.int64)
-
-
-def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
-    """(n, S) every item of the user's sequence before each prompt row's target, -1 padded (the items a
-    ranking at that point would exclude: :attr:`RlConfig.exclude_seen`)."""
-
-    return items_before(split["seq_items"], split["seq_offsets"], split["train_users"][rows],
-                        split["train_positions"][rows])
 
 
 class Controller:
@@ -201,10 +173,20 @@ class Controller:
         self.split = load_npz(self.run / "data" / "split.npz")
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
+        self.pairs = None
+        if OBJECTIVES.get(r.algo).uses_preferences:  # prompts = the preference table's rows, in table order
+            self.pairs = load_or_build(self.cfg, self.run)
+            self.prompt_pool = self.pairs.rows
         pg, first = self._placement()
         at = lambda start, n: [(pg, first + start + i) for i in range(n)]  # noqa: E731
         self.learners = LearnerGroup(r, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                      at(0, r.learners), plugins=self.cfg.plugins)
+        # the driver's own engine for periodic validation (weights pulled from the learner)
+        self.eval_model = load_policy(self.policy_dir, self.catalog)
+        self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
+        self.rollouts = self.rewards = None
+        if not OBJECTIVES.get(r.algo).uses_rollouts:  # no rollout workers or reward replicas to start
+            return
         self.rollouts = RolloutPool(r.engine, str(self.policy_dir), str(self.run / "sids" / "catalog"),
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
                                     at(r.learners, r.rollout_workers), python=r.rollout_python,
@@ -214,9 +196,6 @@ class Controller:
                                   n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
                                   plugins=self.cfg.plugins,
                                   bundles=at(r.learners + r.rollout_workers, self.cfg.reward.replicas))
-        # the driver's own engine for periodic validation (weights pulled from the learner)
-        self.eval_model = load_policy(self.policy_dir, self.catalog)
-        self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
 
     def _actor_prefix(self) -> str:
         """Actor names ``rl-align/<run>/<tag>/<job id>/rollout-<i>`` and ``…/reward-<i>``: one per job."""
@@ -227,11 +206,16 @@ class Controller:
         """The prompt fields of step ``step``'s batch (its rows follow the seeded order of :func:`prompt_order`)."""
         r = self.cfg.rl
         pool = self.prompt_pool
-        rows = pool[prompt_order(pool.size, r.seed, step, r.prompts_per_step)]
+        idx = prompt_order(pool.size, r.seed, step, r.prompts_per_step)
+        rows = pool[idx]
         sp = self.split
         ids, mask = build_prompts(sp["train_history"][rows], self.catalog)
         targets = sp["train_targets"][rows].astype(np.int64)
-        return StepBatch(rows=rows, users=sp["train_users"][rows], history=sp["train_history"][rows], targets=targets,
+        pref = {}
+        if self.pairs is not None:
+            items, tokens, positive = self.pairs.candidates(idx, self.catalog)
+            pref = {"pref_items": items, "pref_tokens": tokens, "pref_positive": positive}
+        return StepBatch(**pref, rows=rows, users=sp["train_users"][rows], history=sp["train_history"][rows], targets=targets,
                          target_tokens=self.catalog.tokens[targets].astype(np.int64), prompt_ids=ids.numpy(),
                          prompt_mask=mask.numpy(),
                          future=(future_events(sp, rows, self.cfg.reward.future_window)
@@ -283,7 +267,8 @@ class Controller:
         t = time.perf_counter()
         state["version"] += 1
         w = self.learners.weights()
-        self.rollouts.load_weights(w, state["version"])
+        if self.rollouts is not None:
+            self.rollouts.load_weights(w, state["version"])
         rec["sync_s"] = time.perf_counter() - t
         return w
 
@@ -412,7 +397,8 @@ class Controller:
         state, tracker = self._start_state()
         t0 = time.perf_counter()
         w = self.learners.weights()
-        self.rollouts.load_weights(w, state["version"])
+        if self.rollouts is not None:
+            self.rollouts.load_weights(w, state["version"])
         sync_s = time.perf_counter() - t0
         if state["step"] == 0 and not state["evals"]:
             rec0 = {}
@@ -446,7 +432,8 @@ class Controller:
         summary = {"algo": r.algo, "steps": state["step"], "best_step": state["best_step"],
                    "best_valid_hr@10": state["best_valid_hr@10"], "evals": state["evals"],
                    "seconds": seconds, "initial_sync_s": sync_s,
-                   "rollout_retries": self.rollouts.retries, "reward_retries": self.rewards.stats.retries,
+                   "rollout_retries": self.rollouts.retries if self.rollouts is not None else 0,
+                   "reward_retries": self.rewards.stats.retries if self.rewards is not None else 0,
                    "rl": to_dict(r), "reward": to_dict(self.cfg.reward)}
         write_json(self.out / "summary.json", summary)
         tracker.log({"event": "done", **{k: v for k, v in summary.items() if k != "evals"}})

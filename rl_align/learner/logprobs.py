@@ -9,15 +9,18 @@ from rl_align.sid.catalog import EOS, PAD
 
 
 def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                          cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          cont: torch.Tensor, return_hidden: bool = False):
     """log π(cont_t | prompt, cont_<t) for every continuation token.
 
     Args:
         model: a HF causal LM (or a wrapper whose ``forward`` takes ``input_ids/attention_mask/position_ids``).
         prompt_ids: (N, P) left-padded prompts. prompt_mask: (N, P).
         cont: (N, T) continuation tokens (SID + ``<eos>``), right-padded with ``<pad>``.
+        return_hidden: also return (N, d) the last layer's hidden state at each continuation's last SID token (the
+            position that predicts ``<eos>``: RAD-DPO's end-of-SID representation).
     Returns:
-        logp (N, T) float32 (0 at padding) and mask (N, T) float32 (1 for real tokens, through the first ``<eos>``).
+        logp (N, T) float32 (0 at padding) and mask (N, T) float32 (1 for real tokens, through the first ``<eos>``)
+        [, hidden (N, d)].
     """
     N, P = prompt_ids.shape
     T = cont.shape[1]
@@ -26,10 +29,15 @@ def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     ids = torch.cat([prompt_ids, torch.where(cmask.bool(), cont, torch.full_like(cont, PAD))], 1)
     mask = torch.cat([prompt_mask, cmask], 1)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: P + T - 1].float()
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=return_hidden)
+    logits = out.logits[:, P - 1: P + T - 1].float()
     logp = F.log_softmax(logits, -1).gather(2, cont.clamp(min=0)[..., None]).squeeze(-1)
     m = cmask.float()
-    return logp * m, m
+    if not return_hidden:
+        return logp * m, m
+    at = P + (cmask.sum(1) - 2).clamp(min=0)                               # (N,) input position of the last SID token
+    hidden = out.hidden_states[-1][torch.arange(N, device=at.device), at]
+    return logp * m, m, hidden
 
 
 def _cache_kwarg(model) -> str:
@@ -48,7 +56,7 @@ def _real_tokens(cont: torch.Tensor) -> torch.Tensor:
 
 
 def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                                  conts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                                  conts: torch.Tensor, return_hidden: bool = False):
     """log π of K continuations per prompt, running each prompt through the model once (shared KV cache).
 
     The prompt (≈ history × SID length tokens) dominates a sequence; the K continuations (G rollouts and y*)
@@ -58,9 +66,11 @@ def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: 
 
     Args:
         prompt_ids: (N, P) left-padded prompts. prompt_mask: (N, P).
-        conts: (N, K, T) continuations (SID + ``<eos>``), right-padded with ``<pad>``.
+        conts: (N, K, T) continuations (SID + ``<eos>``), right-padded with ``<pad>``; T ≥ 2.
+        return_hidden: also return (N, K, d) hidden states at each continuation's last SID token (see
+            :func:`continuation_logprobs`).
     Returns:
-        logp (N, K, T) float32 (0 at padding) and mask (N, K, T) float32.
+        logp (N, K, T) float32 (0 at padding) and mask (N, K, T) float32 [, hidden (N, K, d)].
     """
     N, P = prompt_ids.shape
     K, T = conts.shape[1], conts.shape[2]
@@ -80,9 +90,16 @@ def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: 
         n_real = prompt_mask.sum(1).repeat_interleave(K)                    # (N·K,)
         pos = n_real[:, None] + torch.arange(T - 1, device=flat.device)[None, :]
         att = torch.cat([prompt_mask.repeat_interleave(K, 0), fmask[:, : T - 1].long()], 1)
-        logits = model(input_ids=inp, attention_mask=att, position_ids=pos, use_cache=False,
-                       **{_cache_kwarg(model): cache}).logits.float()        # (N·K, T-1, V)
+        res = model(input_ids=inp, attention_mask=att, position_ids=pos, use_cache=False,
+                    output_hidden_states=return_hidden, **{_cache_kwarg(model): cache})
+        logits = res.logits.float()                                         # (N·K, T-1, V)
         rest = F.log_softmax(logits, -1).gather(2, flat[:, 1:].clamp(min=0)[..., None]).squeeze(-1)
         logp = torch.cat([lp0, rest.reshape(N, K, T - 1)], -1)
     m = real.float()
-    return logp * m, m
+    if not return_hidden:
+        return logp * m, m
+    if T == 1:
+        raise ValueError("grouped_continuation_logprobs: return_hidden needs continuations of ≥ 2 tokens")
+    at = (fmask.sum(1) - 2).clamp(min=0)                                    # (N·K,) input index of the last SID token
+    hidden = res.hidden_states[-1][torch.arange(N * K, device=at.device), at]
+    return logp * m, m, hidden.reshape(N, K, -1)

@@ -19,6 +19,7 @@ import torch
 
 from rl_align.algos import LossInputs, build_objective
 from rl_align.algos.batch import StepBatch
+from rl_align.algos.preference import PreferenceInputs
 from rl_align.config import (
     RlConfig,
     from_dict,
@@ -75,7 +76,9 @@ class LearnerRank:
         if self.cfg.disable_dropout:
             disable_dropout(model)
         model.train()
-        self.ref = load_policy(self.policy_dir, self.catalog, self.device) if self.cfg.beta > 0 else None
+        self.objective = build_objective(self.cfg)
+        needs_ref = self.cfg.beta > 0 or self.objective.needs_reference
+        self.ref = load_policy(self.policy_dir, self.catalog, self.device) if needs_ref else None
         if self.ref is not None:
             self.ref.requires_grad_(False)
         c = self.cfg
@@ -99,7 +102,6 @@ class LearnerRank:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup_steps)))
         self.engine, self.opt, _, self.sched = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=ds_config, dist_init_required=False)
-        self.objective = build_objective(c)
         self.steps = 0
         return True
 
@@ -107,6 +109,8 @@ class LearnerRank:
     def _micro_inputs(self, t: dict, sl: slice) -> LossInputs:
         """LossInputs of prompts ``sl`` from the step's tensors ``t`` (:meth:`StepBatch.tensors`, on the device)."""
         pid, pm, gt = t["prompt_ids"][sl], t["prompt_mask"][sl], t["target_tokens"][sl]
+        if self.objective.uses_preferences:
+            return self._preference_inputs(t, sl)
         if not self.objective.uses_rollouts:
             gt_lp, gt_m = continuation_logprobs(self.engine, pid, pm, gt)
             return LossInputs(gt_logp=gt_lp, gt_mask=gt_m, targets=t["targets"][sl])
@@ -142,6 +146,29 @@ class LearnerRank:
         rep = torch.arange(b, device=self.device).repeat_interleave(G)
         lp, m = continuation_logprobs(self.engine, pid[rep], pm[rep], roll.reshape(b * G, T))
         return gt_lp, gt_m, lp, m
+
+    def _preference_inputs(self, t: dict, sl: slice) -> LossInputs:
+        """LossInputs of a preference objective: log-probs (and end-of-SID hidden states for RDRW) of each prompt's
+        K candidates. ``rl.shared_prefix`` packs them: one prompt forward, the K candidates share its KV cache."""
+        pid, pm, cand = t["prompt_ids"][sl], t["prompt_mask"][sl], t["pref_tokens"][sl]   # cand: (b, K, T)
+        b, K, T = cand.shape
+        hidden_needed = self.objective.needs_hidden
+        if self.cfg.shared_prefix:
+            out = grouped_continuation_logprobs(self.engine, pid, pm, cand, return_hidden=hidden_needed)
+        else:
+            rep = torch.arange(b, device=self.device).repeat_interleave(K)
+            out = continuation_logprobs(self.engine, pid[rep], pm[rep], cand.reshape(b * K, T),
+                                        return_hidden=hidden_needed)
+            out = tuple(o.reshape(b, K, *o.shape[1:]) for o in out)
+        lp, m = out[0], out[1]
+        ref = None
+        if self.objective.needs_reference:
+            with torch.no_grad():
+                ref = grouped_continuation_logprobs(self.ref, pid, pm, cand)[0]
+        pref = PreferenceInputs(logp=lp, mask=m, tokens=cand, positive=t["pref_positive"][sl].bool(),
+                                valid=t["pref_items"][sl] >= 0, ref_logp=ref,
+                                hidden=out[2] if hidden_needed else None)
+        return LossInputs(gt_logp=lp[:, 0], gt_mask=m[:, 0], targets=t["targets"][sl], pref=pref)
 
     @torch.no_grad()
     def _ref_logprobs(self, pid, pm, roll) -> Optional[torch.Tensor]:
@@ -216,13 +243,15 @@ class LearnerRank:
     def save(self, directory: str) -> bool:
         """DeepSpeed checkpoint (weights + optimizer + scheduler) of this rank into ``directory``."""
         self.engine.save_checkpoint(directory, tag="learner", save_latest=False,
-                                    client_state={"learner_steps": self.steps})
+                                    client_state={"learner_steps": self.steps,
+                                                  "objective": self.objective.state_dict()})
         return True
 
     def load(self, directory: str) -> int:
         _, client = self.engine.load_checkpoint(directory, tag="learner", load_optimizer_states=True,
                                                 load_lr_scheduler_states=True)
         self.steps = int((client or {}).get("learner_steps", 0))
+        self.objective.load_state_dict((client or {}).get("objective", {}))
         return self.steps
 
     def save_policy(self, directory: str, extra: dict | None = None) -> bool:

@@ -40,7 +40,7 @@ def main() -> None:
     groups = {"plain (λ = 0)": [_rows(Path(r), args.split) for r in args.plain],
               "symmetric (λ = 1)": [_rows(Path(r), args.split) for r in args.aligned]}
     keys = list(groups["plain (λ = 0)"][0])
-    print(f"| model | index | nprobe | HR@10 | HR@50 | HR@100 | NDCG@10 | recall@100 vs exact | distance computations |")
+    print("| model | index | nprobe | HR@10 | HR@50 | HR@100 | NDCG@10 | recall@100 vs exact | distance computations |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, runs in groups.items():
         for k in keys:

@@ -486,8 +486,9 @@ class PreferenceConfig:
     rdrw_min_weight: float = doc(0.5, "RDRW: weight of the most similar negative (the least similar get 1)", gt=0, le=1)
     mlgc: bool = doc(True, "rad_dpo MLGC: contrast every positive of a multi-label prompt against all negatives "
                            "(listwise); off = y* only")
-    sft_weight: float = doc(1.0, "weight of the global SFT term: NLL of every positive (rad_dpo; 0 = off; dpo, sdpo "
-                                 "and simpo add it too when > 0)", ge=0)
+    sft_weight: Optional[float] = doc(None, "weight of the global SFT term, the NLL of every positive (0 = off); None "
+                                            "= 1 for rad_dpo and 0 for dpo, sdpo and simpo (their published forms)",
+                                      ge=0)
 
 
 @dataclass

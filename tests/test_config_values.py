@@ -59,6 +59,9 @@ CASES = [
     ("rl.exclude_seen=true", "rl.exclude_seen", "needs constrained"),
     ("rl.deepspeed={train_batch_size: 8}", "rl.deepspeed", "set by rl.prompts_per_step"),
     ("rl.adagrpo.a=1.5", "rl.adagrpo.a", "≤ 1"),
+    ("rl.preference.rdrw_min_weight=0", "rl.preference.rdrw_min_weight", "> 0"),
+    ("rl.preference.exposure_share=1.5", "rl.preference.exposure_share", "≤ 1"),
+    ("rl.preference.beam=1", "rl.preference.beam", "≥ 2"),
     ("rl.adagrpo.k_d=9", "rl.adagrpo.k_d", "group_size=8"),
 ]
 EXTRA = {"sid.collision=item_token": ["sid.tokenizer=sa2crq"], "sft.batch_size=63": ["sft.num_workers=2"], "rl.exclude_seen=true": ["rl.constrained=false"]}

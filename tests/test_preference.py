@@ -104,6 +104,18 @@ def test_sdpo_with_one_negative_is_dpo():
     torch.testing.assert_close(d, torch.nn.functional.softplus(-(r[0, 0] - r[0, 2])))
 
 
+def test_the_sft_term_is_on_for_rad_dpo_and_off_for_dpo_by_default():
+    x = _inputs()
+    x.ref_logp = x.logp.detach().clone()
+    nll = -(x.logp.detach() * x.mask)[0, :2].sum(-1).mean()
+    li = LossInputs(gt_logp=x.logp[:, 0], gt_mask=x.mask[:, 0], pref=x)
+    for name, w in (("rad_dpo", 1.0), ("dpo", 0.0), ("sdpo", 0.0)):
+        loss, m = _objective(name)(li)
+        torch.testing.assert_close(loss.detach(), torch.tensor(m["pref_loss"]) + w * nll)
+    loss, m = _objective("dpo", sft_weight=0.5)(li)
+    torch.testing.assert_close(loss.detach(), torch.tensor(m["pref_loss"]) + 0.5 * nll)
+
+
 def test_listwise_loss_ignores_prompts_without_negatives():
     r = torch.zeros(2, 3)
     pairs = torch.zeros(2, 3, 3, dtype=torch.bool)

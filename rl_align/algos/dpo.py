@@ -27,6 +27,7 @@ class PreferenceObjective(Objective):
     uses_rollouts = False
     uses_preferences = True
     normalize = False          # length-normalised scores (SimPO-style)
+    default_sft_weight = 0.0   # rl.preference.sft_weight when None
 
     @classmethod
     def config_errors(cls, cfg) -> list[tuple[str, str]]:
@@ -44,6 +45,7 @@ class PreferenceObjective(Objective):
         """``pref_loss`` + sft_weight · NLL of the positives, with the shared metrics."""
         nll = positives_nll(x.pref)
         w = self.cfg.preference.sft_weight
+        w = self.default_sft_weight if w is None else w
         loss = pref_loss + w * nll if w > 0 else pref_loss
         with torch.no_grad():
             r = self.rewards(x)
@@ -95,6 +97,7 @@ class RadDpoObjective(PreferenceObjective):
     each switchable in ``rl.preference`` (see :mod:`rl_align.algos.preference`)."""
 
     normalize = True
+    default_sft_weight = 1.0
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

@@ -164,7 +164,11 @@ class LearnerRank:
         ref = None
         if self.objective.needs_reference:
             with torch.no_grad():
-                ref = grouped_continuation_logprobs(self.ref, pid, pm, cand)[0]
+                if self.cfg.shared_prefix:
+                    ref = grouped_continuation_logprobs(self.ref, pid, pm, cand)[0]
+                else:
+                    rep = torch.arange(b, device=self.device).repeat_interleave(K)
+                    ref = continuation_logprobs(self.ref, pid[rep], pm[rep], cand.reshape(b * K, T))[0].reshape(b, K, T)
         pref = PreferenceInputs(logp=lp, mask=m, tokens=cand, positive=t["pref_positive"][sl].bool(),
                                 valid=t["pref_items"][sl] >= 0, ref_logp=ref,
                                 hidden=out[2] if hidden_needed else None)

@@ -60,7 +60,7 @@ def _dpo(args: argparse.Namespace) -> int:
     if args.algo:
         args.overrides = list(args.overrides) + [f"rl.algo={args.algo}"]
     algo = _load(args).rl.algo
-    if not OBJECTIVES.get(algo).uses_preferences:
+    if args.dpo_cmd == "train" and not OBJECTIVES.get(algo).uses_preferences:
         names = ", ".join(n for n in OBJECTIVES.names() if OBJECTIVES.get(n).uses_preferences)
         raise ValueError(f"{args.config}: rl.algo: expected a preference objective ({names}), got {algo!r}")
     if args.dpo_cmd == "build-pairs":

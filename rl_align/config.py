@@ -199,6 +199,10 @@ class SidConfig:
     """Semantic ID tokenizer settings."""
 
     tokenizer: str = doc("rq_kmeans", "registered tokenizer name: rq_kmeans, rq_vae, sa2crq, sa2crq_vae", registry="tokenizers")
+    vectors: Literal["embed", "retrieval"] = doc(
+        "embed", "item vectors the tokenizer quantises: embed (the embed stage's embed/item_emb.npy) or retrieval "
+                 "(the SCI item tower's retrieval/item_view.npy, trained on training windows; list the retrieval "
+                 "stage before sids)")
     levels: int = doc(3, "number of code levels L (before any disambiguation level)", ge=1)
     codebook_size: int = doc(256, "codes per level K", ge=2)
     collision: Literal["append", "reassign", "item_token"] = doc(
@@ -611,6 +615,11 @@ class RunConfig:
         unknown = [x for x in self.stages if x not in STAGE_NAMES]
         if unknown or len(set(self.stages)) != len(self.stages):
             errs.append(("stages", f"expected distinct names from {list(STAGE_NAMES)}, got {self.stages}"))
+        st = list(self.stages)
+        if self.sid.vectors == "retrieval" and "sids" in st and "retrieval" in st and \
+                st.index("retrieval") > st.index("sids"):
+            errs.append(("stages", "sid.vectors: retrieval needs the retrieval stage before sids, got "
+                                   f"{self.stages}"))
         if self.sft.window_items is not None and self.sft.window_items > self.data.max_history + 1:
             errs.append(("sft.window_items", f"expected ≤ data.max_history + 1 = {self.data.max_history + 1} "
                                              f"(null = that), got {self.sft.window_items}"))

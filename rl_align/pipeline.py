@@ -122,7 +122,10 @@ def stage_sids(run: RunDir) -> dict:
     """Fit the tokenizer, resolve collisions, write ``sids/`` (tokenizer, catalog, stats)."""
 
     cfg = run.cfg.sid
-    emb = np.load(run.path / "embed" / "item_emb.npy", allow_pickle=False)
+    src = run.path / ("retrieval/item_view.npy" if cfg.vectors == "retrieval" else "embed/item_emb.npy")
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: sid.vectors: {cfg.vectors} needs it (run the {cfg.vectors} stage first)")
+    emb = np.load(src, allow_pickle=False)
     items = load_items(run.path)
 
     # training counts only: the valid/test events must not reach the tokenizer (SA²CRQ's head/tail split)
@@ -249,28 +252,35 @@ def stage_report(run: RunDir) -> dict:
     return {"report": str(path)}
 
 
+def _sid_inputs(c: RunConfig) -> dict:
+    """Config digests the SIDs depend on: data, embed and sid, and the SCI retriever when it supplies the vectors."""
+    out = {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid")}
+    if c.sid.vectors == "retrieval":
+        out["retrieval"] = config_digest(c.retrieval)
+        out["seed"] = c.seed
+    return out
+
+
 STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]] = {
     # stage name → (function, the config a finished stage's digest covers: a change re-runs it and later stages)
     "data": (stage_data, lambda c: {"data": config_digest(c.data)}),
     # the collaborative view's randomised SVD is seeded by the run's seed
     "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
                                       **({"cf_seed": c.seed} if c.embed.cf_dim > 0 else {})}),
-    "sids": (stage_sids, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
-                                    "sid": config_digest(c.sid)}),
-    "sft": (stage_sft, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
-                                  "sid": config_digest(c.sid), "policy": config_digest(c.policy),
+    "sids": (stage_sids, lambda c: _sid_inputs(c)),
+    "sft": (stage_sft, lambda c: {**_sid_inputs(c), "policy": config_digest(c.policy),
                                   "sft": config_digest(c.sft), "eval": config_digest(c.eval)}),
-    "eval": (stage_eval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy",
-                                                                             "sft", "eval")}),
+    "eval": (stage_eval, lambda c: {**_sid_inputs(c), **{k: config_digest(getattr(c, k))
+                                                         for k in ("policy", "sft", "eval")}}),
     "baselines": (stage_baselines, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "baseline", "eval")}),
     "retrieval": (stage_retrieval, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed",
                                                                                        "retrieval")}),
     "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
     # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
     "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),
-    "rl": (stage_rl, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "embed", "sid", "policy", "sft",
-                                                                         "exposure", "ranker", "reward", "rl",
-                                                                         "eval")}),
+    "rl": (stage_rl, lambda c: {**_sid_inputs(c), **{k: config_digest(getattr(c, k))
+                                                     for k in ("policy", "sft", "exposure", "ranker", "reward", "rl",
+                                                               "eval")}}),
     # the report is cheap and reflects every stage: always rewritten
     "report": (stage_report, lambda c: {"always": time.time()}),
 }

@@ -115,3 +115,18 @@ def test_retrieval_cli_train_resume_index_search(tmp_path, capsys, ml100k_emb):
     assert row["user"] == "1" and len(row["items"]) == 5 and row["scores"] == sorted(row["scores"], reverse=True)
     assert main(["retrieval", "search", str(run), "--user", "no-such-user"]) == 2
     assert "no-such-user" in capsys.readouterr().err
+    # SIDs from the item tower's vectors (sid.vectors: retrieval) in the same run: the codebooks live in its space
+    assert main(["sids", "build", str(cfg), "--run-dir", str(run), "--set", "sid.vectors=retrieval",
+                 "--set", "sid.codebook_size=16"]) == 0
+    books = np.load(run / "sids" / "tokenizer" / "codebooks.npz")["codebooks"]
+    assert books.shape[-1] == np.load(run / "retrieval" / "item_view.npy").shape[1] == 64
+
+
+def test_sids_from_the_retriever_need_it_first(tmp_path):
+    from rl_align.checks import load_checked
+    from rl_align.config import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sid: {vectors: retrieval}\nstages: [data, embed, sids, retrieval]\n")
+    with pytest.raises(ConfigError, match="stages: sid.vectors: retrieval needs the retrieval stage before sids"):
+        load_checked(cfg)

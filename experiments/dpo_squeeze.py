@@ -8,6 +8,7 @@ report the mean over prompts of Σ_{positives} π(y|x) (the probability of gener
 alone, and of the other positives, for the SFT policy and each tag's best policy; a PNG shows the distributions.
 
     python experiments/dpo_squeeze.py runs/i19-s0 --tags dpo sdpo rad_dpo --out docs/figures/dpo_squeeze.png
+    python experiments/dpo_squeeze.py runs/i19-s0 --which final --tags dpo-lr0.0001 sdpo-lr0.0001 rad_dpo-lr0.0001
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--tags", nargs="+", default=["dpo", "sdpo", "rad_dpo"])
     ap.add_argument("--prompts", type=int, default=1000)
+    ap.add_argument("--which", choices=["best", "final"], default="best", help="each tag's best-on-valid or final policy")
     ap.add_argument("--out", type=Path, default=None, help="PNG path (default: <run>/preferences/squeeze.png)")
     args = ap.parse_args(argv)
     table, _ = read_table(args.run / "preferences")
@@ -56,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     catalog = SidCatalog.load(args.run / "sids" / "catalog")
     split = load_npz(args.run / "data" / "split.npz")
     policies = {"sft": args.run / "sft" / "best_policy"}
-    policies.update({t: args.run / "rl" / t / "best_policy" for t in args.tags
-                     if (args.run / "rl" / t / "best_policy").exists()})
+    pol = f"{args.which}_policy"
+    policies.update({t: args.run / "rl" / t / pol for t in args.tags if (args.run / "rl" / t / pol).exists()})
     res = {}
     for name, d in policies.items():
         p = positive_mass(d, catalog, split, rows, positives)
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
               label="π(other positives)")
     ax[0].set_ylabel("mean probability mass")
     ax[0].set_title("mass on all positives, multi-label prompts")
-    ax[0].legend()
+    ax[0].legend(loc="lower right", fontsize=8)
+    ax[0].tick_params(axis="x", rotation=20, labelsize=8)
     for n in names:
         ax[1].hist(np.log10(res[n]["per_prompt"] + 1e-9), bins=40, histtype="step", label=n)
     ax[1].set_xlabel("log10 Σ π(positives) per prompt")

@@ -85,7 +85,7 @@ def _inputs(B=3, G=4, T=4, seed=0):
 
 
 def test_objectives_compose_as_the_formulas_say():
-    assert set(OBJECTIVES.names()) == {"nll", "grpo", "mixture", "adagrpo"}
+    assert set(OBJECTIVES.names()) == {"nll", "grpo", "mixture", "adagrpo", "dpo", "sdpo", "simpo", "rad_dpo"}
     x = _inputs()
     nll, _ = build_objective(RlConfig(algo="nll"))(x)
     grpo, _ = build_objective(RlConfig(algo="grpo"))(x)

@@ -22,7 +22,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 NEG = 3
 
 
@@ -85,7 +85,8 @@ def trl_dataset(run: Path, B: int, steps: int):
 
 
 def run_trl(run: Path, B: int, steps: int) -> float:
-    from transformers import AutoTokenizer, TrainerCallback
+    from bench_rl_trl import step_timer
+    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     from rl_align.policy.model import load_policy
@@ -103,16 +104,7 @@ def run_trl(run: Path, B: int, steps: int) -> float:
                      dataloader_num_workers=0, disable_dropout=True)
     trainer = DPOTrainer(model=load_policy(policy_dir, catalog).train(), args=args, train_dataset=ds,
                          processing_class=tok)
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t)
-
-    trainer.add_callback(Timer())
+    times = step_timer(trainer)
     trainer.train()
     shutil.rmtree(out, ignore_errors=True)
     return statistics.median(times[1:])

@@ -87,10 +87,27 @@ class TrieLogits:
         return scores + mask
 
 
+def step_timer(trainer) -> list[float]:
+    """A list the HF ``trainer`` appends each optimizer step's wall seconds to (a TrainerCallback)."""
+    from transformers import TrainerCallback
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t)
+
+    trainer.add_callback(Timer())
+    return times
+
+
 def run_trl(run: Path, B: int, G: int, steps: int, lr: float, seed: int) -> dict:
     from bench_decoder import dict_trie
     from datasets import Dataset
-    from transformers import AutoTokenizer, LogitsProcessorList, TrainerCallback
+    from transformers import AutoTokenizer, LogitsProcessorList
     from trl import GRPOConfig, GRPOTrainer
 
     from rl_align.config import RewardConfig
@@ -130,16 +147,7 @@ def run_trl(run: Path, B: int, G: int, steps: int, lr: float, seed: int) -> dict
     trainer = GRPOTrainer(model=model, reward_funcs=ranker_reward, args=args, train_dataset=ds, processing_class=tok)
     trainer.model.generate = functools.partial(
         trainer.model.generate, logits_processor=LogitsProcessorList([TrieLogits(dict_trie(catalog), catalog.vocab_size)]))
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t)
-
-    trainer.add_callback(Timer())
+    times = step_timer(trainer)
     t = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t

@@ -2,6 +2,18 @@
 
 import torch
 
+# the tiny ML-100K run the alignment tests (RL and preference objectives) share: everything but ranker and rl
+TINY_RUN = {
+    "wandb": False,
+    "sid": {"codebook_size": 32, "collision": "reassign"},
+    "policy": {"hidden_size": 64, "num_layers": 1, "num_heads": 1, "intermediate_size": 128},
+    "sft": {"epochs": 1, "batch_size": 64, "lr": 0.004, "warmup_steps": 10, "eval_users": 50, "eval_every": 1,
+            "num_workers": 1, "cpus_per_worker": 2},
+    "eval": {"beams": 10, "batch_size": 256, "free_beams": 5, "ks": [1, 5, 10]},
+    "exposure": {"slate_size": 10},
+    "reward": {"cpus_per_replica": 0.5},
+}
+
 
 def all_items_logprob(model, cat, ids, mask):
     """Exact log-prob of every catalog item's SID after each prompt (brute force, no cache)."""

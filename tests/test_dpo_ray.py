@@ -8,20 +8,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import TINY_RUN
 
 from rl_align.config import RunConfig, load_config
 
 pytestmark = pytest.mark.ray
 
 TINY = {
-    "name": "tiny-dpo", "wandb": False,
-    "sid": {"codebook_size": 32, "collision": "reassign"},
-    "policy": {"hidden_size": 64, "num_layers": 1, "num_heads": 1, "intermediate_size": 128},
-    "sft": {"epochs": 1, "batch_size": 64, "lr": 0.004, "warmup_steps": 10, "eval_users": 50, "eval_every": 1,
-            "num_workers": 1, "cpus_per_worker": 2},
-    "eval": {"beams": 10, "batch_size": 256, "free_beams": 5, "ks": [1, 5, 10]},
-    "exposure": {"slate_size": 10},
-    "reward": {"cpus_per_replica": 0.5},
+    **TINY_RUN, "name": "tiny-dpo",
     "rl": {"algo": "rad_dpo", "prompts_per_step": 8, "micro_batch_prompts": 4, "steps": 4, "recent_prompts": 3,
            "lr": 0.001, "cpus_per_learner": 1, "cpus_per_rollout_worker": 0.5, "eval_every": 2, "eval_users": 40,
            "checkpoint_every": 2,

@@ -58,14 +58,17 @@ class PreferenceObjective(Objective):
 
 @OBJECTIVES.register("dpo")
 class DpoObjective(PreferenceObjective):
-    """−log σ(r_w − r_l) for y* against each negative, r = β·(log π − log π_ref)."""
+    """−log σ(r_w − r_l − margin) for y* against each negative, r = β·(log π − log π_ref), margin 0."""
 
     needs_reference = True
+
+    def margin(self) -> float:
+        return 0.0
 
     def __call__(self, x):
         r = self.rewards(x)
         pairs = pair_mask(x.pref, False)
-        return self.finish(x, pairwise_loss(r[:, :, None] - r[:, None, :], pairs), {})
+        return self.finish(x, pairwise_loss(r[:, :, None] - r[:, None, :] - self.margin(), pairs), {})
 
 
 @OBJECTIVES.register("sdpo")
@@ -80,15 +83,14 @@ class SdpoObjective(PreferenceObjective):
 
 
 @OBJECTIVES.register("simpo")
-class SimpoObjective(PreferenceObjective):
-    """SimPO: −log σ(r_w − r_l − γ), r = β·log π / |y| (no reference model)."""
+class SimpoObjective(DpoObjective):
+    """SimPO: DPO's pairwise loss on r = β·log π / |y| (no reference model) with the target margin γ."""
 
+    needs_reference = False
     normalize = True
 
-    def __call__(self, x):
-        r = self.rewards(x)
-        pairs = pair_mask(x.pref, False)
-        return self.finish(x, pairwise_loss(r[:, :, None] - r[:, None, :] - self.cfg.preference.gamma, pairs), {})
+    def margin(self) -> float:
+        return self.cfg.preference.gamma
 
 
 @OBJECTIVES.register("rad_dpo")

@@ -6,7 +6,8 @@ gender + occupation; default RankerConfig), freshly initialised unless
 ``--ranker-dir`` points at a trained one (speed does not depend on training).
 Each request holds batch/G groups of G candidates with a 20-item history.
 Reported per batch size: pairs/s, p50/p99 latency per request, and the actor
-overhead of 1 replica = p50(pool, 1 replica) / p50(in-process) − 1. The
+overhead of 1 replica = p50(pool, 1 replica) / p50(in-process) − 1. In-process and pool calls are
+interleaved (alternating order every repeat), so drift of the machine hits every caller alike. The
 in-process caller and the single replica get the same torch threads (2); the
 two replicas get 1 each (this machine has 2 cores).
 
@@ -54,15 +55,22 @@ def request(pairs: int, G: int, n_items: int, n_users: int, seed: int):
             rng.integers(0, n_items, B))
 
 
-def timed(fn, req, repeats: int) -> np.ndarray:
-    for _ in range(3):
-        fn(*req)
-    lat = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(*req)
-        lat.append(time.perf_counter() - t)
-    return np.array(lat)
+def interleaved(fns: dict, req_of: dict, repeats: int) -> dict[str, np.ndarray]:
+    """Latencies (s) per caller, calls interleaved: each repeat calls every caller once, alternating the order.
+
+    Three untimed warm-up calls each first. Interleaving puts slow phases of the machine on every side alike.
+    """
+    for k, fn in fns.items():
+        for _ in range(3):
+            fn(*req_of[k])
+    lat: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for rep in range(repeats):
+        for k in (names if rep % 2 == 0 else names[::-1]):
+            t = time.perf_counter()
+            fns[k](*req_of[k])
+            lat[k].append(time.perf_counter() - t)
+    return {k: np.array(v) for k, v in lat.items()}
 
 
 def main() -> None:
@@ -89,40 +97,52 @@ def main() -> None:
     model, _ = load_ranker(rdir)
     n_items, n_users = model.n_items, model.n_users
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # 4 logical CPUs: the 1-replica pool (2 CPUs) and the 2-replica pool (1 each) live side by side so that their
+    # calls interleave with the in-process ones; only one caller computes at any moment, on this machine's 2 cores
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     sizes = [int(x) for x in args.batches.split(",")]
     rows = []
     torch.set_num_threads(2)
     inproc = RewardScorer(rdir, RewardConfig(functions={"ranker": 1.0}))
-    base = {s: timed(inproc.score, request(s, args.group, n_items, n_users, s), args.repeats) for s in sizes}
-    for replicas in (1, 2):
-        cfgs = {s: RewardConfig(functions={"ranker": 1.0}, replicas=replicas, cpus_per_replica=2 / replicas,
-                                chunk_size=max(args.group, s // replicas), max_inflight=2) for s in sizes}
-        pool = RewardPool(cfgs[sizes[0]], rdir)
-        for s in sizes:
-            pool.cfg = cfgs[s]  # same replicas, chunking per batch size
-            users, hist, items, targets = request(s, args.group, n_items, n_users, s)
-            batch = StepBatch(users=users, history=hist, rollout_items=items, targets=targets)
-            lat = timed(lambda b: pool.score(b, with_target_scores=False), (batch,), args.repeats)
-            b = base[s]
-            rows.append({"pairs": s, "replicas": replicas,
-                         "pool_pairs_per_s": s / lat.mean(), "inproc_pairs_per_s": s / b.mean(),
-                         "pool_p50_ms": 1e3 * np.percentile(lat, 50), "pool_p99_ms": 1e3 * np.percentile(lat, 99),
+    pools = {r: RewardPool(RewardConfig(functions={"ranker": 1.0}, replicas=r, cpus_per_replica=2 / r,
+                                        chunk_size=max(args.group, sizes[0] // r), max_inflight=2), rdir)
+             for r in (1, 2)}
+    for s in sizes:
+        users, hist, items, targets = request(s, args.group, n_items, n_users, s)
+        batch = StepBatch(users=users, history=hist, rollout_items=items, targets=targets)
+        fns, reqs = {"inproc": inproc.score}, {"inproc": (users, hist, items, targets)}
+        for r, pool in pools.items():
+            pool.cfg = RewardConfig(functions={"ranker": 1.0}, replicas=r, cpus_per_replica=2 / r,
+                                    chunk_size=max(args.group, s // r), max_inflight=2)
+            fns[f"pool{r}"] = lambda b, pool=pool: pool.score(b, with_target_scores=False)
+            reqs[f"pool{r}"] = (batch,)
+        lat = interleaved(fns, reqs, args.repeats)
+        b = lat["inproc"]
+        for r in pools:
+            x = lat[f"pool{r}"]
+            rows.append({"pairs": s, "replicas": r,
+                         "pool_pairs_per_s": s / np.median(x), "inproc_pairs_per_s": s / np.median(b),
+                         "pool_p50_ms": 1e3 * np.percentile(x, 50), "pool_p99_ms": 1e3 * np.percentile(x, 99),
                          "inproc_p50_ms": 1e3 * np.percentile(b, 50), "inproc_p99_ms": 1e3 * np.percentile(b, 99),
-                         "overhead": np.percentile(lat, 50) / np.percentile(b, 50) - 1})
+                         "overhead": np.percentile(x, 50) / np.percentile(b, 50) - 1,
+                         # noise floor: how far apart two halves of the in-process calls' medians are
+                         "inproc_half_spread": abs(np.median(b[::2]) / np.median(b[1::2]) - 1)})
             print(json.dumps(rows[-1]), flush=True)
+    for pool in pools.values():
         pool.shutdown()
     ray.shutdown()
     res = {"group": args.group, "history": 20, "repeats": args.repeats, "n_items": n_items, "rows": rows,
            "cpu_count": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
-    md = ["| pairs/request | replicas | pool pairs/s | in-process pairs/s | pool p50 / p99 ms | in-process p50 / p99 ms "
-          "| overhead (p50) |", "|---|---|---|---|---|---|---|"]
+    md = [f"# Reward serving: RewardPool vs in-process ranker (G = {args.group}, {args.repeats} interleaved calls "
+          "per caller, alternating order; pairs/s from median latency)", "",
+          "| pairs/request | replicas | pool pairs/s | in-process pairs/s | pool p50 / p99 ms | in-process p50 / p99 ms "
+          "| overhead (p50) | in-process noise (half vs half) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['pairs']} | {r['replicas']} | {r['pool_pairs_per_s']:,.0f} | {r['inproc_pairs_per_s']:,.0f} | "
                   f"{r['pool_p50_ms']:.1f} / {r['pool_p99_ms']:.1f} | {r['inproc_p50_ms']:.1f} / {r['inproc_p99_ms']:.1f}"
-                  f" | {100 * r['overhead']:+.1f}% |")
+                  f" | {100 * r['overhead']:+.1f}% | ±{100 * r['inproc_half_spread']:.1f}% |")
     Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -104,6 +104,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--export writes test predictions: use --split test or both")
     res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None)
     name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
+    if args.beams:
+        name += f"_beams{args.beams}"
     if args.cold_prior is not None:
         name += f"_prior{args.cold_prior:g}"
     write_json(run / "eval" / f"{name}.json", res)

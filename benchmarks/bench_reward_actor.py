@@ -55,10 +55,12 @@ def request(pairs: int, G: int, n_items: int, n_users: int, seed: int):
             rng.integers(0, n_items, B))
 
 
-def interleaved(fns: dict, req_of: dict, repeats: int) -> dict[str, np.ndarray]:
+def interleaved(fns: dict, req_of: dict, repeats: int, gap_s: float = 0.05) -> dict[str, np.ndarray]:
     """Latencies (s) per caller, calls interleaved: each repeat calls every caller once, alternating the order.
 
-    Three untimed warm-up calls each first. Interleaving puts slow phases of the machine on every side alike.
+    Three untimed warm-up calls each first. Interleaving puts slow phases of the machine on every side alike. An
+    untimed pause of ``gap_s`` before each call lets the previous caller's torch/OpenMP worker threads stop
+    spin-waiting (on 2 cores they would otherwise steal CPU from whichever caller runs next).
     """
     for k, fn in fns.items():
         for _ in range(3):
@@ -67,6 +69,7 @@ def interleaved(fns: dict, req_of: dict, repeats: int) -> dict[str, np.ndarray]:
     names = list(fns)
     for rep in range(repeats):
         for k in (names if rep % 2 == 0 else names[::-1]):
+            time.sleep(gap_s)
             t = time.perf_counter()
             fns[k](*req_of[k])
             lat[k].append(time.perf_counter() - t)
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--group", type=int, default=16, help="candidates per context (G)")
     ap.add_argument("--batches", default="256,1024,4096,8192", help="pairs per request")
+    ap.add_argument("--gap-ms", type=float, default=50.0, help="untimed pause before each call (spinning threads settle)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reward_actor.json"))
     args = ap.parse_args()
 
@@ -116,7 +120,7 @@ def main() -> None:
                                     chunk_size=max(args.group, s // r), max_inflight=2)
             fns[f"pool{r}"] = lambda b, pool=pool: pool.score(b, with_target_scores=False)
             reqs[f"pool{r}"] = (batch,)
-        lat = interleaved(fns, reqs, args.repeats)
+        lat = interleaved(fns, reqs, args.repeats, args.gap_ms / 1e3)
         b = lat["inproc"]
         for r in pools:
             x = lat[f"pool{r}"]

@@ -1,7 +1,7 @@
 """The ``rl-align`` command line (also ``python -m rl_align``).
 
 Subcommands: ``run``, ``data fetch|stats``, ``sids build|stats``, ``sft``, ``eval``, ``ranker train|eval``,
-``config``.
+``analyze strata``, ``config`` and the others ``rl-align --help`` lists.
 Errors in user input (files, configs) print one clear line and exit with 2.
 
 The subcommands live in :mod:`rl_align.commands`, imported only after the arguments parse: it pulls torch,
@@ -146,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--split", choices=["test", "valid"], help="leave-one-out events for discriminability")
     reval.add_argument("--no-policy-negatives", action="store_true", help="skip the SFT policy's beam negatives")
     reval.add_argument("--json", action="store_true", help="print the raw JSON instead of the report")
+
+    an = sub.add_parser("analyze", help="analyses of a finished run (strata: where reward guidance helps)")
+    asub = an.add_subparsers(dest="analyze_cmd", required=True, metavar="ACTION")
+    st = asub.add_parser("strata", help="per-stratum effect of GRPO-only vs NLL-only updates (difficulty × "
+                                        "discriminability); writes analysis/strata/{strata.json,strata.md,strata.png}",
+                         description="Diagnose the prompts K alignment steps draw with the AdaGRPO gate's statistics "
+                                     "(from the SFT policy), bin them by quantiles, run K steps of GRPO only and of NLL "
+                                     "only from the same SFT policy on Ray, and report each stratum's change in "
+                                     "log π(y*) and hit@k.")
+    st.add_argument("run_dir", help="a run with sids/, sft/best_policy and (for a ranker reward) ranker/model")
+    st.add_argument("--steps", type=int, default=10, help="alignment steps of each update (default 10)")
+    st.add_argument("--bins", type=int, default=3, help="quantile bins per diagnostic (default 3)")
+    st.add_argument("--k", type=int, default=10, help="hit@k (default 10)")
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the run's config (e.g. reward.functions, rl.rollout_mode)")
+
+    fr = asub.add_parser("frontier", help="test HR@10 against hallucination for the SFT policy and every finished "
+                                          "rl/<tag>; writes analysis/frontier/{frontier.json,frontier.md,frontier.png}",
+                         description="One point per SFT policy and alignment setting (NLL, GRPO, mixtures over λ, "
+                                     "AdaGRPO at its gate thresholds …) of the given runs: test HR@10 against the "
+                                     "hallucination rate of free sampling at eval.free_temperature.")
+    fr.add_argument("run_dirs", nargs="+", help="run directories (the output goes into the first)")
+    fr.add_argument("--final", action="store_true", help="final checkpoints instead of the best-on-valid ones")
 
     sw = sub.add_parser("sweep", help="grid sweep: one run dir per combination of config values + a summary table",
                         description="Run the pipeline for every combination of --grid values (e.g. "

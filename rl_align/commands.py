@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from rl_align.algos import OBJECTIVES
+from rl_align.analysis.frontier import analyze_frontier
+from rl_align.analysis.strata import analyze_strata
 from rl_align.checks import check_config, load_checked
 from rl_align.config import RunConfig, describe, dump_yaml, load_config
 from rl_align.data import leave_one_out, load_dataset
@@ -117,6 +119,18 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strata(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    if args.steps < 1 or args.bins < 1 or args.k < 1:
+        raise ValueError("--steps, --bins and --k must be ≥ 1")
+    setup_logging()
+    analyze_strata(run, list(args.overrides), args.steps, args.bins, args.k)
+    print((run / "analysis" / "strata" / "strata.md").read_text())
+    return 0
+
+
 def _ranker_eval(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     if not (run / "config.yaml").exists():
@@ -209,4 +223,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return _run(args, ["data", "exposure", "ranker"])
     if args.cmd == "ranker" and args.ranker_cmd == "eval":
         return _ranker_eval(args)
+    if args.cmd == "analyze" and args.analyze_cmd == "strata":
+        return _strata(args)
+    if args.cmd == "analyze" and args.analyze_cmd == "frontier":
+        runs = [Path(r) for r in args.run_dirs]
+        for r in runs:
+            if not (r / "config.yaml").exists():
+                raise FileNotFoundError(f"{r}: not a run directory (no config.yaml)")
+        analyze_frontier(runs, "final" if args.final else "best")
+        print((runs[0] / "analysis" / "frontier" / "frontier.md").read_text())
+        return 0
     return 1

@@ -290,6 +290,9 @@ class EvalConfig:
     exclude_history: bool = doc(True, "drop items the user already interacted with from the ranking (RecBole)")
     batch_size: int = doc(128, "prompts per decoding batch", ge=1)
     free_beams: int = doc(10, "beam width of free (unconstrained) decoding for the hallucination rate", ge=1)
+    free_samples: int = doc(10, "SIDs sampled per user without the trie at temperature free_temperature for the "
+                                "sampled hallucination rate (0 = skip); unlike free beams it moves on ML-100K", ge=0)
+    free_temperature: float = doc(1.0, "temperature of that free sampling", gt=0)
     head_share: float = doc(0.2, "most popular share of items counted as 'head' in the bucketed metrics", gt=0, le=1)
     cold_expansion: bool = doc(False, "also rank items with no training interactions by their SID parent's "
                                       "probability (rl_align/policy/cold_expand.py)")

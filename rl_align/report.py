@@ -103,7 +103,10 @@ def write_report(run_path: str | Path) -> Path:
                       f"{b['tail'].get('hr@10', 0):.4f} (n={b['tail']['n']}); popularity head "
                       f"{pb['head'].get('hr@10', 0):.4f}, tail {pb['tail'].get('hr@10', 0):.4f}.",
                       f"Invalid SIDs under constrained decoding: {m['constrained_invalid_rate']:.2%}; "
-                      f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}. "
+                      f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}"
+                      + (f", under free sampling at T = {cfg.get('eval', {}).get('free_temperature', 1.0):g}: "
+                         f"{m['free_sample_hallucination_rate']:.2%}. "
+                         if m.get("free_sample_hallucination_rate") is not None else ". ") +
                       f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
                       ""]
             if "list_lengths" in m:

@@ -18,6 +18,12 @@ from rl_align.eval.significance import paired_hr
 from rl_align.utils.io import read_json
 
 
+def _halluc(m: dict) -> str:
+    """'beam% / sampled%' (sampled: free sampling at T = eval.free_temperature; – when not measured)."""
+    s = m.get("free_sample_hallucination_rate")
+    return f"{m['free_hallucination_rate']:.2%} / " + (f"{s:.2%}" if s is not None else "–")
+
+
 def collect(run: Path) -> list[dict]:
     """One dict per finished ``rl/<tag>``: summary, test metrics and per-step medians, sorted by tag."""
     rows = []
@@ -119,18 +125,18 @@ def section(run: Path) -> list[str]:
     img = plot(rows, run / "report" / "rl_curves.png", sft_valid)
     lines = ["## Alignment (test, full ranking; best = best valid HR@10 checkpoint)", "",
              "| tag | algo | λ | reward | rollouts | steps (best) | HR@10 best (× SFT) | HR@10 final (× SFT) | "
-             "NDCG@10 best (× SFT) | free halluc. | s/step | admission |",
+             "NDCG@10 best (× SFT) | free halluc. (beam / sampled) | s/step | admission |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if sft:
         lines.append(f"| SFT | nll | – | – | – | – | {base:.4f} | – | {base_n:.4f} | "
-                     f"{sft['free_hallucination_rate']:.2%} | – | – |")
+                     f"{_halluc(sft)} | – | – |")
     for r in rows:
         rw = ", ".join(f"{k} {v:g}" for k, v in (r["reward"] or {}).items()) if r["algo"] != "nll" else "–"
         lam = f"{r['lam']:g}" if r["algo"] in ("mixture", "adagrpo") and r["lam"] is not None else "–"
         lines.append(
             f"| {r['tag']} | {r['algo']} | {lam} | {rw} | {(r['rollout_mode'] if r['algo'] != 'nll' else None) or '–'} | {r['steps']} ({r['best_step']}) "
             f"| {_ratio(r['best']['policy']['hr@10'], base)} | {_ratio(r['final']['policy']['hr@10'], base)} | "
-            f"{_ratio(r['best']['policy']['ndcg@10'], base_n)} | {r['best']['free_hallucination_rate']:.2%} | "
+            f"{_ratio(r['best']['policy']['ndcg@10'], base_n)} | {_halluc(r['best'])} | "
             f"{r['step_s']:.2f} | " + (f"{r['admission']:.0%}" if r["admission"] is not None else "–") + " |")
     lines.append("")
     lines += paired_lines(sft, rows)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sft", "ranker", "baselines", "retrieval", "preferences"),
     ("rewards", "learner"),
     ("driver", "checks", "rl_report"),
-    ("report",),
+    ("report", "analysis"),
     ("pipeline",),
     ("sweep", "tune"),
     ("commands",),

@@ -240,3 +240,23 @@ def test_corrupt_policy_weights_name_the_file(small, tmp_path):
     (tmp_path / "p" / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=r"model\.safetensors: cannot load the policy weights"):
         load_policy(tmp_path / "p", cat)
+
+
+def test_sampled_hallucination_rate_counts_free_samples(small):
+    """The sampled rate is the share of invalid SIDs among free samples at T, seeded per user (so independent of
+    the batch size) and equal to what the engine's free sampling with those seeds returns."""
+    from rl_align.eval.evaluate import sampled_hallucination_rate
+
+    cat, model = small
+    eng = build_engine("torch", model=model, catalog=cat)
+    hist = np.array([[-1, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]])
+    es = EvalSet(users=np.arange(4), history=hist, targets=np.array([0, 1, 2, 3]),
+                 seen=np.full((4, 1), -1))
+    r3 = sampled_hallucination_rate(eng, cat, es, n=32, temperature=1.0, batch_size=3)
+    r4 = sampled_hallucination_rate(eng, cat, es, n=32, temperature=1.0, batch_size=4)
+    ids, mask = build_prompts(hist, cat)
+    free = eng.generate(GenerationRequest(ids, mask, n=32, mode="sample", constrained=False,
+                                          seeds=torch.arange(4)))
+    assert r3 == r4 == float((free.items < 0).float().mean()) and r3 > 0.0   # an untrained policy hallucinates
+    cons = eng.generate(GenerationRequest(ids, mask, n=32, mode="sample", constrained=True, seeds=torch.arange(4)))
+    assert cons.valid.all()

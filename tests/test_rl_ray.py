@@ -124,6 +124,7 @@ def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, u
     for r in a:
         assert 0.0 <= r["admission_rate"] <= 1.0 and r["rollout_valid"] == 1.0
         assert {"rollout_s", "reward_s", "learn_s", "sync_s", "samples_per_s", "nll", "grpo_pg"} <= set(r)
+        assert r["ratio_abs_dev"] < 1e-3  # the torch engine's log-probs are the learner's: ratio 1 on policy
     summary = json.loads((uninterrupted / "rl" / "adagrpo" / "summary.json").read_text())
     assert summary["steps"] == 4 and [e["step"] for e in summary["evals"]] == [0, 2, 4]
     assert summary["rl"]["algo"] == "adagrpo" and summary["reward"]["functions"] == {"ranker": 1.0}
@@ -342,6 +343,8 @@ def test_vllm_engine_runs_the_same_loop(prepared, tmp_path):
     for r in recs:
         assert r["rollout_valid"] == 1.0 and r["weight_version"] == r["step"] - 1
         assert r["rollout_unique"] > 0 and r["nll"] > 0
+        # vLLM rollouts carry the policy's raw log-probs: on policy, the first update's ratio is 1
+        assert r["ratio_abs_dev"] < 1e-3, r["ratio_abs_dev"]
 
 
 def test_bad_rollout_python_fails_before_any_actor(prepared, tmp_path):
@@ -360,3 +363,22 @@ def test_local_ray_dashboard_listens_on_loopback_only(ray_session):
     url = ray._private.worker.get_dashboard_url()
     assert url.startswith("127.0.0.1:") and not url.endswith(":8265"), url
     assert isinstance(list_actors(limit=5), list)  # raises RayStateApiException without a dashboard
+
+
+def test_strata_analysis_end_to_end(prepared, tmp_path):
+    """`rl-align analyze strata`: the gate's diagnostics from the SFT policy, GRPO-only and NLL-only updates on Ray
+    from the same checkpoint, every analysed prompt in exactly one stratum, table and heatmaps written."""
+    from rl_align.cli import main
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    assert main(["analyze", "strata", str(run), "--steps", "2", "--bins", "2", "--set", "rl.eval_users=16"]) == 0
+    out = run / "analysis" / "strata"
+    res = json.loads((out / "strata.json").read_text())
+    assert res["prompts"] == 16 and sum(c["n"] for c in res["cells"]) == 16
+    for c in res["cells"]:
+        assert {"dlogp_grpo", "dlogp_nll", "dhit_grpo", "dhit_nll", "gate"} <= set(c)
+    # the NLL update raises log π(y*) on the prompts it trained on
+    mean_nll = sum(c["n"] * c["dlogp_nll"] for c in res["cells"]) / 16
+    assert mean_nll > 0
+    assert (out / "strata.png").stat().st_size > 0 and "| difficulty |" in (out / "strata.md").read_text()
+    assert (run / "rl" / "strata-grpo" / "final_policy").exists() and (run / "rl" / "strata-nll" / "final_policy").exists()

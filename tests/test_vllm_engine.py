@@ -54,8 +54,9 @@ def test_constrained_beam_search(setup):
     for row in res.items:
         assert len(set(row.tolist())) == 8
     assert (res.seq_logprob[:, :-1] >= res.seq_logprob[:, 1:] - 1e-5).all()
-    # vLLM ranks beams by per-step log-probs renormalised over the allowed tokens (processed log-probs);
-    # recompute those scores with the HF model and the trie, independently of vLLM
+    # vLLM's beam search runs under log-probs renormalised over the allowed tokens (processed log-probs); the
+    # engine then rescores the beams and returns (and ranks by) the policy's raw log-probs: recompute those
+    # with the HF model, independently of vLLM, and check the renormalised score is never below the raw one
     model = load_policy(setup[4] / "policy", cat)
     for r in range(ids.shape[0]):
         prompt = ids[r][mask[r].bool()]
@@ -66,9 +67,10 @@ def test_constrained_beam_search(setup):
                 logits = model(input_ids=full).logits[0, prompt.numel() - 1: -1].float()
             states = cat.trie.walk(torch.stack([torch.cat([gen[:k], gen.new_zeros(len(gen) - k)])
                                                 for k in range(len(gen))]), torch.arange(len(gen)))
-            lp = torch.log_softmax(cat.trie.mask_logits(logits, states), -1)
-            assert lp[torch.arange(len(gen)), gen].sum().item() == pytest.approx(res.seq_logprob[r, j].item(),
-                                                                                  abs=1e-3)
+            renorm = torch.log_softmax(cat.trie.mask_logits(logits, states), -1)[torch.arange(len(gen)), gen].sum()
+            raw = torch.log_softmax(logits, -1)[torch.arange(len(gen)), gen].sum()
+            assert raw.item() == pytest.approx(res.seq_logprob[r, j].item(), abs=1e-3)
+            assert renorm.item() >= raw.item() - 1e-5
 
 
 def test_banned_items_prefix_level(setup):
@@ -117,3 +119,39 @@ def test_load_weights_in_place(setup):
     engine.load_weights(model.state_dict(), version=4)
     again = engine.generate(GenerationRequest(ids, mask, n=4, mode="beam")).seq_logprob
     assert torch.allclose(before, again, atol=1e-4)
+
+
+def _torch_logprobs(d, cat, ids, mask, seqs):
+    """(N, n, T) raw log π of ``seqs`` after each prompt, recomputed with the HF model in torch (as the learner)."""
+    model = load_policy(d / "policy", cat).eval()
+    N, n, T = seqs.shape
+    out = torch.zeros(N, n, T)
+    with torch.no_grad():
+        for r in range(N):
+            p = ids[r][mask[r].bool()]
+            for j in range(n):
+                s = seqs[r, j]
+                L = int((s != 0).sum()) if (s == 0).any() else T
+                full = torch.cat([p, s[:L]])[None]
+                logp = torch.log_softmax(model(full).logits[0].float(), -1)
+                for k in range(L):
+                    out[r, j, k] = logp[len(p) + k - 1, s[k]]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["sample", "beam"])
+def test_raw_logprobs_match_torch(setup, mode):
+    """Both modes return the policy's raw per-token log-probs: equal (≤ 1e-3) to a torch recomputation, and
+    seq_logprob is their sum; beams come back ranked by it."""
+    from rl_align.sid.catalog import PAD
+
+    cat, engine, ids, mask, d = setup
+    assert PAD == 0
+    req = GenerationRequest(ids, mask, n=4, mode=mode, constrained=True, temperature=1.5)
+    res = engine.generate(req)
+    ref = _torch_logprobs(d, cat, ids, mask, res.sequences)
+    assert torch.allclose(res.token_logprobs, ref, atol=1e-3), (res.token_logprobs - ref).abs().max()
+    assert torch.allclose(res.seq_logprob, res.token_logprobs.sum(-1), atol=1e-4)
+    assert (res.token_logprobs <= 0).all()
+    if mode == "beam":
+        assert (res.seq_logprob[:, :-1] >= res.seq_logprob[:, 1:]).all()

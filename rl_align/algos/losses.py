@@ -67,12 +67,15 @@ class GrpoTerms:
         kl: k3 KL per sequence (0 when no reference).
         clip_frac: share of tokens where the ratio was clipped.
         n_tokens: real tokens per sequence.
+        ratio_dev: Σ over the sequence's tokens of |ratio − 1| (0 on policy: behaviour log-probs = current ones,
+            as in the first update pass of a step when both engines return the policy's raw log-probs).
     """
 
     pg: torch.Tensor
     kl: torch.Tensor
     clip_frac: torch.Tensor
     n_tokens: torch.Tensor
+    ratio_dev: torch.Tensor
 
 
 def grpo_terms(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
@@ -97,7 +100,8 @@ def grpo_terms(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, ma
     clipped = ((ratio < 1 - clip_eps) | (ratio > 1 + hi)).to(logp.dtype) * m
     kl = (k3_kl(logp, ref_logp) * m).sum(1) if ref_logp is not None else torch.zeros_like(pg)
     n = m.sum(1)
-    return GrpoTerms(pg, kl, clipped.sum(1) / n.clamp(min=1), n)
+    dev = ((ratio.detach() - 1).abs() * m).sum(1)
+    return GrpoTerms(pg, kl, clipped.sum(1) / n.clamp(min=1), n, dev)
 
 
 def aggregate(per_seq_sum: torch.Tensor, n_tokens: torch.Tensor, weights: torch.Tensor, level: str) -> torch.Tensor:

@@ -107,6 +107,7 @@ class Objective(ABC):
         kl = aggregate(t.kl, t.n_tokens, w_seq, self.cfg.aggregation)
         loss = pg + self.cfg.beta * kl
         m = {"grpo_pg": float(pg.detach()), "kl": float(kl.detach()), "clip_frac": float(t.clip_frac.mean()),
+             "ratio_abs_dev": float(t.ratio_dev.sum() / t.n_tokens.sum().clamp(min=1)),
              "zero_adv_groups": float(zero.sum()), "zero_adv_share": float(zero.float().mean()),
              "adv_abs_mean": float(adv.abs().mean()), "reward_mean": float(x.rewards.mean()),
              "reward_std": float(x.rewards.std(unbiased=False))}

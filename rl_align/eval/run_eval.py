@@ -21,6 +21,7 @@ from rl_align.eval.evaluate import (
     metrics,
     rank_popularity,
     rank_with_engine,
+    sampled_hallucination_rate,
     target_ranks,
 )
 from rl_align.policy.model import load_policy
@@ -98,6 +99,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         invalid = float((ranked[np.isfinite(scores)] < 0).mean())
         t = time.perf_counter()
         halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
+        sampled = (sampled_hallucination_rate(engine, catalog, es, cfg.free_samples, cfg.free_temperature,
+                                              cfg.batch_size) if cfg.free_samples else None)
         free_s = time.perf_counter() - t
         pop_ranked = rank_popularity(pop, es, max(cfg.ks), cfg.exclude_history)
         out[part] = {
@@ -108,6 +111,7 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
             "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),
             "constrained_invalid_rate": invalid,
             "free_hallucination_rate": halluc,
+            "free_sample_hallucination_rate": sampled,
             "decode_seconds": dec_s,
             "free_decode_seconds": free_s,
             # per user: 0-based rank of y* in the ranked list, -1 if absent (paired tests between policies)

@@ -52,9 +52,9 @@ class RolloutBatch:
 
     Attributes:
         sequences: (N, n, T) int64 generated tokens (after the prompt), <pad> after <eos>.
-        token_logprobs: (N, n, T) float32 log-prob of each generated token (0 at padding): under the
-            policy's unconstrained softmax for the torch engine, under vLLM's processed (masked,
-            renormalised) distribution for the vLLM engine.
+        token_logprobs: (N, n, T) float32 log-prob of each generated token (0 at padding) under the policy's
+            raw softmax (temperature 1, no trie mask) — what the learner recomputes — for every engine (the
+            vLLM engine rescores its sequences to get them; see ``rl_align.rollouts.vllm_engine``).
         seq_logprob: (N, n) float32 sum of token_logprobs — for beam search, beams are sorted by it.
         items: (N, n) int64 catalog item of each sequence, -1 if it is not a valid SID.
         version: weight version that produced the batch.

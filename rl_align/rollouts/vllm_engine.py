@@ -18,8 +18,15 @@ it needs vLLM's in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, th
 engine's default); requests with equal prompts and different bans go in separate
 calls, and every result is checked against the bans.
 
-Differences from the torch engine: ``token_logprobs`` are under the processed
-(masked, temperature-scaled) distribution.
+Log-probs: one definition for both engines. ``token_logprobs`` are the policy's **raw** per-token log-probs
+(``log_softmax`` of its logits at temperature 1, no trie mask) — what the learner recomputes for the π_old
+ratio and the AdaGRPO difficulty diagnostic. vLLM returns sampled-token log-probs under its processed
+distribution, so every generated sequence is rescored once: prompt + completion go back in as a prompt with
+``prompt_logprobs`` (which vLLM computes before any logits processor or temperature), one prefill per
+sequence. Beam search itself runs under the processed distribution — the trie-masked softmax renormalised over
+the allowed children (**constrained renormalisation**) — because vLLM's offline beam search extends beams from
+the log-probs it returns; the returned beams are then ranked by their raw ``seq_logprob``, as the torch
+engine ranks its beams. ``raw_logprobs=False`` skips the rescoring (processed log-probs; evaluation only).
 """
 
 from __future__ import annotations
@@ -155,7 +162,7 @@ class VllmEngine(RolloutEngine):
 
     def __init__(self, policy_dir: str | Path, catalog: SidCatalog, constrain_beams: bool = True,
                  dtype: str = "float32", kv_cache_gib: int = 1, max_beams: int = 50, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, version: int = 0) -> None:
+                 gpu_memory_utilization: float = 0.3, version: int = 0, raw_logprobs: bool = True) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # in-process engine core: weights can be pushed without a disk round trip
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -169,8 +176,12 @@ class VllmEngine(RolloutEngine):
         self.max_new_tokens = catalog.max_sid_len
         self.constrain_beams = constrain_beams
         self.version = version
-        kwargs = dict(model=str(model_dir), dtype=dtype, enforce_eager=True, seed=seed,
-                      max_model_len=self._max_len(model_dir), max_logprobs=max(20, 2 * max_beams),
+        self.raw_logprobs = raw_logprobs
+        # one position more than the policy's: the raw-log-prob rescoring prefills prompt + a whole SID and vLLM
+        # asks for ≥ 1 output token after it (rotary positions: one more is harmless, and never trained on)
+        max_len = self._max_len(model_dir) + 1
+        kwargs = dict(model=str(model_dir), dtype=dtype, enforce_eager=True, seed=seed, max_model_len=max_len,
+                      hf_overrides={"max_position_embeddings": max_len}, max_logprobs=max(20, 2 * max_beams),
                       logits_processors=[SidTrieLogitsProcessor], logprobs_mode="processed_logprobs",
                       additional_config={CONFIG_KEY: {"trie": str(self._work / "trie.npz"),
                                                       "constrain_by_default": constrain_beams}})
@@ -234,6 +245,7 @@ class VllmEngine(RolloutEngine):
         prompts = self._prompts(request)
         N, n, T = len(prompts), request.n, self.max_new_tokens
         seqs = torch.full((N, n, T), PAD, dtype=torch.long)
+        lens = torch.zeros(N, n, dtype=torch.long)
         lps = torch.zeros(N, n, T)
         scores = torch.full((N, n), float("-inf"))
         if request.mode == "beam":
@@ -247,6 +259,7 @@ class VllmEngine(RolloutEngine):
                 for j, beam in enumerate(out.sequences[:n]):
                     gen = beam.tokens[len(p["prompt_token_ids"]):][:T]
                     seqs[r, j, : len(gen)] = torch.tensor(gen, dtype=torch.long)
+                    lens[r, j] = len(gen)
                     scores[r, j] = beam.cum_logprob
                     for k, (tok, lp) in enumerate(zip(gen, beam.logprobs or [])):
                         lps[r, j, k] = lp[tok].logprob if tok in lp else 0.0
@@ -265,11 +278,15 @@ class VllmEngine(RolloutEngine):
                 for j, comp in enumerate(out.outputs[:n]):
                     gen = list(comp.token_ids)[:T]
                     seqs[r, j, : len(gen)] = torch.tensor(gen, dtype=torch.long)
+                    lens[r, j] = len(gen)
                     for k, (tok, lp) in enumerate(zip(gen, comp.logprobs or [])):
                         lps[r, j, k] = lp[tok].logprob
                     scores[r, j] = lps[r, j].sum()
         else:
             raise ValueError(f"mode must be 'beam' or 'sample', got {request.mode!r}")
+        if self.raw_logprobs:
+            lps = self._raw_logprobs(prompts, seqs, lens)
+            scores = torch.where(lens > 0, lps.sum(-1), torch.full_like(scores, float("-inf")))
         items = torch.from_numpy(self.catalog.decode(seqs.view(N * n, T).numpy())).view(N, n)
         if request.mode == "beam":  # invalid or NaN-scored beams go last, as in the torch engine
             bad = (items < 0) & request.constrained | torch.isnan(scores)
@@ -278,6 +295,34 @@ class VllmEngine(RolloutEngine):
             seqs, lps = seqs.gather(1, order[..., None].expand_as(seqs)), lps.gather(1, order[..., None].expand_as(lps))
             items, scores = items.gather(1, order), scores.gather(1, order)
         return RolloutBatch(sequences=seqs, token_logprobs=lps, seq_logprob=scores, items=items, version=self.version)
+
+    def _raw_logprobs(self, prompts: list, seqs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """(N, n, T) raw log π(token | prefix) of each generated token (0 at padding), by one prefill per sequence.
+
+        Args:
+            prompts: N vLLM token prompts. seqs: (N, n, T) generated tokens. lens: (N, n) generated lengths.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        reqs, where = [], []
+        for r, p in enumerate(prompts):
+            ids = list(p["prompt_token_ids"])
+            for j in range(seqs.shape[1]):
+                L = int(lens[r, j])
+                if L:
+                    reqs.append(TokensPrompt(prompt_token_ids=ids + seqs[r, j, :L].tolist()))
+                    where.append((r, j, len(ids), L))
+        lps = torch.zeros(seqs.shape, dtype=torch.float32)
+        if not reqs:
+            return lps
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False,
+                                extra_args={FLAG: False})
+        for (r, j, P, L), out in zip(where, self.llm.generate(reqs, params, use_tqdm=False)):
+            pl = out.prompt_logprobs                 # position i: log π(prompt[i] | prompt[:i]); None at 0
+            for k in range(L):
+                lps[r, j, k] = pl[P + k][int(seqs[r, j, k])].logprob
+        return lps
 
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         """Push new weights into the running engine (no restart)."""

@@ -1,0 +1,119 @@
+"""Retrieval–validity frontier, ``rl-align analyze frontier RUN [RUN ...]``.
+
+Every finished alignment setting of the given runs (``rl/<tag>`` with ``test_metrics.json``: NLL, GRPO, the
+fixed NLL+GRPO mixtures over λ, AdaGRPO at its gate thresholds, preference objectives) and the SFT policy, as one
+point each: test HR@10 against the hallucination rate. Free *beam* search hallucinates 0.00% on ML-100K — the
+beam keeps the policy's likeliest sequences, which are valid — so the validity axis is free *sampling* at
+``eval.free_temperature`` (default T = 1, ``eval.free_samples`` SIDs per user, ``free_sample_hallucination_rate``):
+the probability mass the policy puts outside the catalog, which alignment moves. Points on the upper-left
+frontier (no other point has higher HR@10 and lower hallucination) are marked.
+
+Writes ``<first run>/analysis/frontier/{frontier.json, frontier.md, frontier.png}`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rl_align.rl_report import collect
+from rl_align.utils.io import read_json, write_json
+
+
+def label(row: dict) -> str:
+    """A setting's short name: algo, λ for mixtures, gate thresholds for AdaGRPO."""
+    rl = row.get("rl") or {}
+    lam = row.get("lam") if row.get("lam") is not None else 1.0
+    if row["algo"] == "mixture":
+        return f"mixture λ={lam:g}"
+    if row["algo"] == "adagrpo":
+        g = rl.get("adagrpo") or {}
+        thr = (f"k_d={g.get('k_d')}" if g.get("difficulty", "gt_rank") == "gt_rank" else f"h_d={g.get('h_d')}")
+        thr += f", a={g.get('a')}" if g.get("discriminability", "frac_below") == "frac_below" else f", m={g.get('m')}"
+        return f"adagrpo λ={lam:g} {thr}"
+    return row["algo"]
+
+
+def points(runs: list[Path], which: str = "best") -> list[dict]:
+    """One point per SFT policy and per finished ``rl/<tag>``; ``which``: the best-on-valid or final checkpoint."""
+    out = []
+    for run in runs:
+        m = run / "eval" / "metrics.json"
+        if m.exists():
+            t = read_json(m)["test"]
+            out.append({"run": run.name, "tag": "SFT", "algo": "sft", "label": "SFT", "hr@10": t["policy"]["hr@10"],
+                        "ndcg@10": t["policy"]["ndcg@10"], "beam_halluc": t["free_hallucination_rate"],
+                        "sampled_halluc": t.get("free_sample_hallucination_rate")})
+        for row in collect(run):
+            row["rl"] = read_json(run / "rl" / row["tag"] / "summary.json").get("rl", {})
+            t = row[which]
+            name = label(row) + ("" if row["tag"] == row["algo"] else f" [{row['tag']}]")
+            out.append({"run": run.name, "tag": row["tag"], "algo": row["algo"], "label": name,
+                        "hr@10": t["policy"]["hr@10"], "ndcg@10": t["policy"]["ndcg@10"],
+                        "beam_halluc": t["free_hallucination_rate"],
+                        "sampled_halluc": t.get("free_sample_hallucination_rate")})
+    return out
+
+
+def mark_frontier(pts: list[dict], x: str) -> None:
+    """Set ``frontier`` on each point: no other point is at least as good on both axes and better on one."""
+    for p in pts:
+        p["frontier"] = p[x] is not None and not any(
+            q is not p and q[x] is not None and q["hr@10"] >= p["hr@10"] and q[x] <= p[x]
+            and (q["hr@10"] > p["hr@10"] or q[x] < p[x]) for q in pts)
+
+
+def analyze_frontier(runs: list[Path], which: str = "best", out: Optional[Path] = None) -> dict:
+    pts = points(runs, which)
+    if not pts:
+        raise FileNotFoundError(f"{', '.join(map(str, runs))}: no evaluated SFT policy or finished rl/<tag>")
+    x = "sampled_halluc" if all(p["sampled_halluc"] is not None for p in pts) else "beam_halluc"
+    mark_frontier(pts, x)
+    res = {"runs": [str(r) for r in runs], "checkpoint": which, "validity_axis": x, "points": pts}
+    out = out or runs[0] / "analysis" / "frontier"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "frontier.json", res)
+    (out / "frontier.md").write_text(markdown(res))
+    plot(res, out / "frontier.png")
+    return res
+
+
+def markdown(res: dict) -> str:
+    axis = ("free sampling hallucination" if res["validity_axis"] == "sampled_halluc"
+            else "free beam hallucination (sampled rate not measured for every point)")
+    lines = [f"# Retrieval–validity frontier ({res['checkpoint']} checkpoints, test)", "",
+             f"Validity axis: {axis}. ★ = on the frontier.", "",
+             "| run | setting | HR@10 | NDCG@10 | sampled halluc. | beam halluc. | frontier |",
+             "|---|---|---:|---:|---:|---:|:-:|"]
+    for p in sorted(res["points"], key=lambda p: (p["run"], -p["hr@10"])):
+        s = f"{p['sampled_halluc']:.2%}" if p["sampled_halluc"] is not None else "–"
+        lines.append(f"| {p['run']} | {p['label']} | {p['hr@10']:.4f} | {p['ndcg@10']:.4f} | {s} | "
+                     f"{p['beam_halluc']:.2%} | {'★' if p['frontier'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = res["validity_axis"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    algos = sorted({p["algo"] for p in res["points"]})
+    for a in algos:
+        ps = [p for p in res["points"] if p["algo"] == a]
+        ax.scatter([100 * p[x] for p in ps], [p["hr@10"] for p in ps], label=a, s=36,
+                   marker="*" if a == "sft" else "o")
+        for p in ps:
+            ax.annotate(p["label"].replace(a, "").strip() or a, (100 * p[x], p["hr@10"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    front = sorted((p for p in res["points"] if p["frontier"]), key=lambda p: p[x])
+    ax.plot([100 * p[x] for p in front], [p["hr@10"] for p in front], "k--", lw=0.8, label="frontier")
+    ax.set_xlabel("hallucination, %" + (" (free sampling)" if x == "sampled_halluc" else " (free beams)"))
+    ax.set_ylabel("test HR@10")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Retrieval vs validity ({res['checkpoint']} checkpoints)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""The stratified analysis' binning and per-stratum aggregation (pure numpy; the Ray run is in test_rl_ray)."""
+
+import numpy as np
+
+from rl_align.analysis.strata import cells, quantile_bins
+
+
+def test_quantile_bins_merge_ties_and_put_nan_last():
+    v = np.array([1, 1, 1, 1, 2, 3, 5, 9, np.nan, np.nan], float)
+    b, labels = quantile_bins(v, 3)
+    assert labels[-1] == "n/a" and (b[-2:] == len(labels) - 1).all()
+    fin = b[:8]
+    assert (np.diff(fin) >= 0).all()                     # monotone in the value
+    assert len(set(fin[:4].tolist())) == 1               # tied values share a bin
+    assert sorted(set(b.tolist())) == list(range(len(labels)))   # no empty bin
+
+
+def test_quantile_bins_constant_and_all_nan():
+    b, labels = quantile_bins(np.full(5, 0.5), 4)
+    assert (b == 0).all() and labels == ["0.5"]
+    b, labels = quantile_bins(np.full(3, np.nan), 4)
+    assert (b == 0).all() and labels == ["n/a"]
+
+
+def test_cells_count_every_prompt_once_and_average_within():
+    rng = np.random.default_rng(0)
+    d, c = rng.integers(0, 3, 200), rng.integers(0, 2, 200)
+    x = rng.normal(size=200)
+    out = cells(d, c, {"x": x})
+    assert sum(o["n"] for o in out) == 200
+    for o in out:
+        sel = (d == o["difficulty_bin"]) & (c == o["disc_bin"])
+        assert o["n"] == sel.sum() and np.isclose(o["x"], x[sel].mean())
+
+
+def test_frontier_marks_only_undominated_points():
+    from rl_align.analysis.frontier import mark_frontier
+
+    pts = [{"hr@10": 0.20, "x": 0.10}, {"hr@10": 0.22, "x": 0.12}, {"hr@10": 0.19, "x": 0.12},
+           {"hr@10": 0.21, "x": 0.05}, {"hr@10": 0.18, "x": None}]
+    mark_frontier(pts, "x")
+    assert [p["frontier"] for p in pts] == [False, True, False, True, False]
+
+
+def test_frontier_labels_name_the_setting():
+    from rl_align.analysis.frontier import label
+
+    assert label({"algo": "mixture", "lam": 0.25}) == "mixture λ=0.25"
+    row = {"algo": "adagrpo", "lam": 1.0, "rl": {"adagrpo": {"difficulty": "gt_rank", "k_d": 2,
+                                                             "discriminability": "margin", "m": 0.1}}}
+    assert label(row) == "adagrpo λ=1 k_d=2, m=0.1"

@@ -296,7 +296,8 @@ def main() -> None:
         chosen = [b for b in BENCHES if (not a.only or b.name in a.only) and b.name not in a.skip]
         run = Path(a.run_dir) if a.run_dir else (newest_run() if any(b.uses_run for b in chosen) else Path("."))
         log = RES / "run_all.log"
-        log.write_text(f"run_all {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} run {run}\n")
+        with open(log, "a") as f:   # appended: a partial rerun (--only) keeps the earlier runs' output
+            f.write(f"\n##### run_all {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} run {run}\n")
         import torch
 
         if not torch.cuda.is_available():

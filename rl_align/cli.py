@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a key of the run's config (e.g. reward.functions, rl.rollout_mode)")
 
     fr = asub.add_parser("frontier", help="test HR@10 against hallucination for the SFT policy and every finished "
-                                          "rl/<tag>; writes analysis/frontier/{frontier.json,frontier.md,frontier.png}",
+                                          "rl/<tag>; writes analysis/frontier/frontier_{best,final}.{json,md,png}",
                          description="One point per SFT policy and alignment setting (NLL, GRPO, mixtures over λ, "
                                      "AdaGRPO at its gate thresholds …) of the given runs: test HR@10 against the "
                                      "hallucination rate of free sampling at eval.free_temperature.")

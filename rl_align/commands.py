@@ -230,7 +230,8 @@ def dispatch(args: argparse.Namespace) -> int:
         for r in runs:
             if not (r / "config.yaml").exists():
                 raise FileNotFoundError(f"{r}: not a run directory (no config.yaml)")
-        analyze_frontier(runs, "final" if args.final else "best")
-        print((runs[0] / "analysis" / "frontier" / "frontier.md").read_text())
+        which = "final" if args.final else "best"
+        analyze_frontier(runs, which)
+        print((runs[0] / "analysis" / "frontier" / f"frontier_{which}.md").read_text())
         return 0
     return 1

@@ -8,7 +8,7 @@ beam keeps the policy's likeliest sequences, which are valid — so the validity
 the probability mass the policy puts outside the catalog, which alignment moves. Points on the upper-left
 frontier (no other point has higher HR@10 and lower hallucination) are marked.
 
-Writes ``<first run>/analysis/frontier/{frontier.json, frontier.md, frontier.png}`` (or ``--out``).
+Writes ``<first run>/analysis/frontier/frontier_{best,final}.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ def points(runs: list[Path], which: str = "best") -> list[dict]:
     """One point per SFT policy and per finished ``rl/<tag>``; ``which``: the best-on-valid or final checkpoint."""
     out = []
     for run in runs:
-        m = run / "eval" / "metrics.json"
-        if m.exists():
-            t = read_json(m)["test"]
+        # the SFT policy: the eval stage's metrics, or a later `rl-align eval RUN` (metrics_sft.json) that has the
+        # sampled rate when the stage's predates it
+        cands = [p for p in (run / "eval" / "metrics.json", run / "eval" / "metrics_sft.json") if p.exists()]
+        tests = [read_json(p).get("test") for p in cands]
+        tests = [t for t in tests if t]
+        t = next((t for t in tests if t.get("free_sample_hallucination_rate") is not None), tests[0] if tests else None)
+        if t is not None:
             out.append({"run": run.name, "tag": "SFT", "algo": "sft", "label": "SFT", "hr@10": t["policy"]["hr@10"],
                         "ndcg@10": t["policy"]["ndcg@10"], "beam_halluc": t["free_hallucination_rate"],
                         "sampled_halluc": t.get("free_sample_hallucination_rate")})
@@ -72,9 +76,9 @@ def analyze_frontier(runs: list[Path], which: str = "best", out: Optional[Path] 
     res = {"runs": [str(r) for r in runs], "checkpoint": which, "validity_axis": x, "points": pts}
     out = out or runs[0] / "analysis" / "frontier"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "frontier.json", res)
-    (out / "frontier.md").write_text(markdown(res))
-    plot(res, out / "frontier.png")
+    write_json(out / f"frontier_{which}.json", res)
+    (out / f"frontier_{which}.md").write_text(markdown(res))
+    plot(res, out / f"frontier_{which}.png")
     return res
 
 

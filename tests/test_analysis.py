@@ -49,3 +49,11 @@ def test_frontier_labels_name_the_setting():
     row = {"algo": "adagrpo", "lam": 1.0, "rl": {"adagrpo": {"difficulty": "gt_rank", "k_d": 2,
                                                              "discriminability": "margin", "m": 0.1}}}
     assert label(row) == "adagrpo λ=1 k_d=2, m=0.1"
+
+
+def test_a_mass_point_gets_its_own_bin():
+    """gt_rank is G + 1 for most prompts (y* outside the beam): that value must not swallow the others."""
+    v = np.array([9] * 70 + [1] * 10 + [2] * 10 + [5] * 10, float)
+    b, labels = quantile_bins(v, 3)
+    assert labels == ["[1, 9)", "9"]
+    assert (b[:70] == 1).all() and (b[70:] == 0).all()

@@ -117,17 +117,24 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
 def quantile_bins(v: np.ndarray, q: int) -> tuple[np.ndarray, list[str]]:
     """(n,) bin index of each value by ``q`` quantiles, and the labels of the bins that occur.
 
-    Bin i holds [edge_i, edge_i+1) (the last bin is closed); tied quantiles merge bins; NaN (e.g. no negative to
-    compare y* with) gets its own bin "n/a", last.
+    Cut points are the interior quantiles; a value equal to a cut point goes to the bin above, so a mass point
+    (e.g. y* outranked by all G rollouts: gt_rank = G + 1 for most prompts) becomes a bin of its own instead of
+    swallowing the others. NaN (no negative to compare y* with) gets its own bin "n/a", last.
     """
     fin = np.isfinite(v)
-    edges = np.unique(np.quantile(v[fin], np.linspace(0, 1, q + 1))) if fin.any() else np.zeros(1)
-    n_fin = max(1, edges.size - 1)
-    labels = ([f"{edges[0]:.3g}"] if edges.size == 1 else
-              [f"[{lo:.3g}, {hi:.3g}{']' if i == n_fin - 1 else ')'}" for i, (lo, hi) in
-               enumerate(zip(edges[:-1], edges[1:]))]) + ["n/a"]
+    if fin.any():
+        x = v[fin]
+        inner = np.unique(np.quantile(x, np.linspace(0, 1, q + 1))[1:-1])
+        inner = inner[inner > x.min()]
+        lo, hi = np.r_[x.min(), inner], np.r_[inner, x.max()]
+    else:
+        lo = hi = np.zeros(1)
+    n_fin = lo.size
+    labels = [f"{a:.3g}" if a == c else f"[{a:.3g}, {c:.3g}{']' if i == n_fin - 1 else ')'}"
+              for i, (a, c) in enumerate(zip(lo, hi))] + ["n/a"]
     b = np.full(v.shape, n_fin, np.int64)
-    b[fin] = np.searchsorted(edges[1:-1], v[fin], side="right")
+    if fin.any():
+        b[fin] = np.searchsorted(inner, v[fin], side="right")
     used = np.unique(b)
     return np.searchsorted(used, b), [labels[u] for u in used]
 
@@ -185,6 +192,7 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
     g = diag["gate"] > 0
     res = {"run": str(run), "prompts": int(len(ps.rows)), "steps": steps, "k": k, "quantiles": q,
            "difficulty": cfg.rl.adagrpo.difficulty, "discriminability": cfg.rl.adagrpo.discriminability,
+           "gate_config": dict(vars(cfg.rl.adagrpo)), "lr": cfg.rl.lr, "prompts_per_step": cfg.rl.prompts_per_step,
            "reward": dict(cfg.reward.functions), "rollout_mode": cfg.rl.rollout_mode, "algos": list(algos),
            "difficulty_bins": dlab, "disc_bins": clab, "cells": cells(db, cb, values),
            "gate_on": {kk: float(np.mean(v[g])) if g.any() else None for kk, v in values.items()},
@@ -206,8 +214,9 @@ def strata_markdown(res: dict) -> str:
     lines = [f"# Stratified analysis: {res['steps']} steps of {' / '.join(algos)} from the SFT policy, "
              f"{res['prompts']} prompts", "",
              f"Difficulty = `{res['difficulty']}`, discriminability = `{res['discriminability']}` "
-             f"({res['quantiles']} quantile bins each); reward {res['reward']}, rollouts `{res['rollout_mode']}`. "
-             f"The gate admits {res['admitted']:.1%} of the prompts.", "", head,
+             f"({res['quantiles']} quantile bins each); gate `{res['gate_config']}`; reward {res['reward']}, "
+             f"rollouts `{res['rollout_mode']}`, lr {res['lr']:g}. The gate admits {res['admitted']:.1%} of the "
+             "prompts.", "", head,
              "|" + "---|" * (6 + 2 * len(algos))]
     for c in res["cells"]:
         lines.append(f"| {res['difficulty_bins'][c['difficulty_bin']]} | {res['disc_bins'][c['disc_bin']]} | "

@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--tau", type=float, default=2e-6,
                     help="SA²CRQ stop threshold (prefix share; ~2 head items' worth at 1M items)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating repeats, each tokenizer in a fresh process")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sa2crq_scale"))
     ap.add_argument("--child")
     ap.add_argument("--data")
@@ -70,6 +71,9 @@ def main() -> None:
     if a.child:
         child(a.child, a.data, a.pop, a.levels, a.k, a.iters, a.tau, a.child_out)
         return
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import alternate, fmt_range, summary
+
     from rl_align.data.synthetic import synthetic_embeddings
 
     res: dict = {"items": a.items, "dim": a.dim, "levels": a.levels, "k": a.k, "iters": a.iters, "tau": a.tau}
@@ -80,25 +84,31 @@ def main() -> None:
         np.save(data, x)
         np.save(popf, pop)
         del x
-        for kind in ("rq_kmeans", "sa2crq"):
-            out = os.path.join(tmp, kind + ".json")
-            subprocess.run([sys.executable, __file__, "--child", kind, "--data", data, "--pop", popf, "--levels",
-                            str(a.levels), "--k", str(a.k), "--iters", str(a.iters), "--tau", str(a.tau),
-                            "--child-out", out], check=True)
-            res[kind] = json.loads(Path(out).read_text())
-            print(kind, res[kind], flush=True)
-    res["time_ratio"] = res["sa2crq"]["seconds"] / res["rq_kmeans"]["seconds"]
+        def side(kind):
+            def go() -> float:
+                out = os.path.join(tmp, kind + ".json")
+                subprocess.run([sys.executable, __file__, "--child", kind, "--data", data, "--pop", popf,
+                                "--levels", str(a.levels), "--k", str(a.k), "--iters", str(a.iters), "--tau",
+                                str(a.tau), "--child-out", out], check=True)
+                res[kind] = json.loads(Path(out).read_text())
+                return res[kind]["seconds"]
+            return go
+
+        secs = alternate({k: side(k) for k in ("rq_kmeans", "sa2crq")}, a.repeats)
+    res["seconds"] = {k: summary(v) for k, v in secs.items()}
+    res["repeats"] = a.repeats
+    res["time_ratio"] = res["seconds"]["sa2crq"]["median"] / res["seconds"]["rq_kmeans"]["median"]
     res["peak_rss_ratio"] = res["sa2crq"]["peak_rss_mb"] / res["rq_kmeans"]["peak_rss_mb"]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
     r, s = res["rq_kmeans"], res["sa2crq"]
     md = [f"# SA²CRQ vs RQ-KMeans, {a.items:,} items × {a.dim}-d, {a.levels} levels × {a.k} codes, τ = {a.tau:g}", "",
-          "| tokenizer | fit+encode s | peak MB above data | mean length (head 20% / tail 80%) | collisions before resolution |",
+          "| tokenizer | fit+encode s, median (range) | peak MB above data | mean length (head 20% / tail 80%) | collisions before resolution |",
           "|---|---:|---:|---|---:|",
-          f"| rq_kmeans | {r['seconds']:.1f} | {r['peak_mb_above_data']:.0f} | {r['mean_len']:.2f} | "
+          f"| rq_kmeans | {fmt_range(res['seconds']['rq_kmeans'])} | {r['peak_mb_above_data']:.0f} | {r['mean_len']:.2f} | "
           f"{r['collision_rate_before_resolution']:.2%} |",
-          f"| sa2crq | {s['seconds']:.1f} | {s['peak_mb_above_data']:.0f} | {s['mean_len']:.2f} "
+          f"| sa2crq | {fmt_range(res['seconds']['sa2crq'])} | {s['peak_mb_above_data']:.0f} | {s['mean_len']:.2f} "
           f"({s['mean_len_head20']:.2f} / {s['mean_len_tail80']:.2f}) | {s['collision_rate_before_resolution']:.2%} |",
           "", f"time ratio SA²CRQ / RQ-KMeans: **{res['time_ratio']:.2f}×** (goal ≤ 2×); peak RSS ratio "
           f"{res['peak_rss_ratio']:.2f}×"]

@@ -36,7 +36,7 @@ NEG = 3
 def run_ours(run: Path, B: int, steps: int, packed: bool) -> float:
     """Median seconds per step (after the first) of ``dpo`` on the Ray learner group, 2 threads."""
     from rl_align.config import RunConfig, load_config
-    from rl_align.driver.controller import Controller
+    from rl_align.driver.controller import run_fresh
 
     cfg = load_config(run / "config.yaml", RunConfig, overrides=[
         "rl.algo=dpo", f"rl.prompts_per_step={B}", f"rl.micro_batch_prompts={B}", f"rl.steps={steps}",
@@ -44,14 +44,8 @@ def run_ours(run: Path, B: int, steps: int, packed: bool) -> float:
         "rl.eval_users=16", "rl.cpus_per_learner=2", "rl.lr=0.00005", f"rl.shared_prefix={str(packed).lower()}",
         "rl.preference.positives_window=1", f"rl.preference.negatives={NEG}", "rl.preference.beta=0.1",
         "rl.preference.sft_weight=0", "rl.recent_prompts=3", "wandb=false"])
-    ctl = Controller(cfg, run, resume=False)
-    shutil.rmtree(ctl.out, ignore_errors=True)
-    ctl.out.mkdir(parents=True)
-    try:
-        ctl.run_loop()
-    finally:
-        ctl.shutdown()
-    recs = [json.loads(x) for x in (ctl.out / "metrics.jsonl").read_text().splitlines()]
+    out = run_fresh(cfg, run)
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return statistics.median([r["step_s"] for r in recs if "step_s" in r][1:])
 
 

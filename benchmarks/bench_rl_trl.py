@@ -54,7 +54,7 @@ def find_run(root: Path) -> Path:
 def run_ours(run: Path, algo: str, B: int, G: int, steps: int, extra: tuple = ()) -> dict:
     """Median phase seconds per step (after the first) of ``algo`` on the Ray controller."""
     from rl_align.config import RunConfig, load_config
-    from rl_align.driver.controller import Controller
+    from rl_align.driver.controller import run_fresh
 
     cfg = load_config(run / "config.yaml", RunConfig, overrides=[
         f"rl.algo={algo}", f"rl.group_size={G}", f"rl.prompts_per_step={B}", f"rl.steps={steps}",
@@ -63,16 +63,10 @@ def run_ours(run: Path, algo: str, B: int, G: int, steps: int, extra: tuple = ()
         f"rl.micro_batch_prompts={B}", "reward.functions={ranker: 1.0}", "wandb=false",
         f"rl.cpus_per_learner={THREADS}", f"rl.cpus_per_rollout_worker={THREADS}",
         f"reward.cpus_per_replica={THREADS}", "reward.replicas=1", *extra])
-    ctl = Controller(cfg, run, resume=False)
-    shutil.rmtree(ctl.out, ignore_errors=True)
-    ctl.out.mkdir(parents=True)
-    try:
-        ctl.run_loop()
-    finally:
-        ctl.shutdown()
-    recs = [json.loads(x) for x in (ctl.out / "metrics.jsonl").read_text().splitlines()]
+    out = run_fresh(cfg, run)
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     recs = [r for r in recs if "step_s" in r][1:]
-    shutil.rmtree(ctl.out, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     return {k: statistics.median(r[k] for r in recs) for k in ("step_s", "rollout_s", "reward_s", "learn_s", "sync_s")}
 
 

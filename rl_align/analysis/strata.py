@@ -16,7 +16,6 @@ Writes ``<run>/analysis/strata/{strata.json, strata.md, strata.png}``.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,7 +27,7 @@ from rl_align.algos.gates import adagrpo_gate
 from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
-from rl_align.driver.controller import Controller, prompt_order
+from rl_align.driver.controller import prompt_order, run_fresh
 from rl_align.learner.logprobs import continuation_logprobs
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import load_policy
@@ -156,14 +155,7 @@ def update(run: Path, overrides: list[str], algo: str, steps: int) -> Path:
     cfg = load_checked(run / "config.yaml", [*overrides, f"rl.algo={algo}", f"rl.steps={steps}",
                                              f"rl.tag=strata-{algo}", f"rl.eval_every={steps}",
                                              f"rl.checkpoint_every={steps}", "wandb=false"])
-    ctl = Controller(cfg, run, resume=False)
-    shutil.rmtree(ctl.out, ignore_errors=True)
-    ctl.out.mkdir(parents=True)
-    try:
-        ctl.run_loop()
-    finally:
-        ctl.shutdown()
-    return ctl.out / "final_policy"
+    return run_fresh(cfg, run) / "final_policy"
 
 
 def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3, k: int = 10,

@@ -473,3 +473,16 @@ def run_rl(cfg: RunConfig, run_path: Path, resume: bool = True, reporter: Option
                                    f"rl.max_learner_restarts={cfg.rl.max_learner_restarts}); last: {e.__cause__}") from e
         finally:
             ctl.shutdown()
+
+
+def run_fresh(cfg: RunConfig, run_path: Path) -> Path:
+    """Run ``cfg.rl`` from scratch in ``run_path`` (its ``rl/<tag>`` emptied first, no resume) and shut the
+    actors down; → the tag's output directory. For analyses and benchmarks that must not resume an earlier tag."""
+    ctl = Controller(cfg, run_path, resume=False)
+    shutil.rmtree(ctl.out, ignore_errors=True)
+    ctl.out.mkdir(parents=True)
+    try:
+        ctl.run_loop()
+    finally:
+        ctl.shutdown()
+    return ctl.out

@@ -17,12 +17,14 @@ from rl_align.retrieval.losses import RETRIEVAL_LOSSES
 from rl_align.rewards.functions import REWARDS
 from rl_align.rollouts import ENGINES
 from rl_align.sid import TOKENIZERS
+from rl_align.sid.buckets import BUCKET_SCORERS
 from rl_align.utils.plugins import absolute, load_plugins
 from rl_align.utils.registry import Registry
 
 # the names field metadata uses (``doc(..., registry="engines")``) → the registry that holds them
 REGISTRIES: dict[str, Registry] = {"tokenizers": TOKENIZERS, "engines": ENGINES, "objectives": OBJECTIVES,
-                                   "rewards": REWARDS, "baselines": BASELINES, "retrieval_losses": RETRIEVAL_LOSSES}
+                                   "rewards": REWARDS, "baselines": BASELINES, "retrieval_losses": RETRIEVAL_LOSSES,
+                                   "bucket_scorers": BUCKET_SCORERS}
 
 
 def _registered_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
@@ -49,6 +51,10 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
             and TOKENIZERS.get(cfg.sid.tokenizer).variable_length):
         errs.append(("sid.collision", f"item_token needs fixed-length codes; tokenizer {cfg.sid.tokenizer!r} gives "
                                       "variable lengths (use append or reassign)"))
+    if (cfg.sid.collision == "bucket" and cfg.sid.tokenizer in TOKENIZERS
+            and not TOKENIZERS.get(cfg.sid.tokenizer).variable_length):
+        errs.append(("sid.collision", f"bucket shares the codes of items that stopped early; tokenizer "
+                                      f"{cfg.sid.tokenizer!r} gives fixed lengths (use sa2crq or sa2crq_vae)"))
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs

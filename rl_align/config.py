@@ -192,6 +192,13 @@ class Sa2crqConfig:
     head_share: float = doc(0.2, "share of items (most interacted) that form the head for stage 1", gt=0, le=1)
     tail_codebook_size: Optional[int] = doc(None, "new codewords per level learned on tail items in stage 2 (hybrid "
                                                    "codebook); None = max(1, sid.codebook_size // 4)", ge=1)
+    tail_stop: Literal["prior", "start_level"] = doc(
+        "prior", "where tail items' codes stop: prior (the stop rule on the head priors, as head items) or "
+                 "start_level (every item outside the head stops at start_level: a short, shared code; use with "
+                 "sid.collision: bucket, or collision resolution lengthens it again)")
+    anchor_weight: float = doc(0.0, "ACRQ anchoring: tail codewords start at the head codewords their residuals "
+                                    "use most and each k-means update is pulled toward that anchor with this weight "
+                                    "(in units of the mean cluster size; 0 = plain k-means on tail residuals)", ge=0)
 
 
 @dataclass
@@ -205,11 +212,18 @@ class SidConfig:
                  "stage before sids)")
     levels: int = doc(3, "number of code levels L (before any disambiguation level)", ge=1)
     codebook_size: int = doc(256, "codes per level K", ge=2)
-    collision: Literal["append", "reassign", "item_token"] = doc(
-        "append", "collision resolution: append an extra disambiguation level, reassign to free last-level codes, or "
+    collision: Literal["append", "reassign", "item_token", "bucket"] = doc(
+        "append", "collision resolution: append an extra disambiguation level, reassign to free last-level codes, "
                   "item_token: every item gets a final level holding its own item index (an ID token after the "
-                  "semantic prefix; vocabulary grows by n_items; fixed-length tokenizers only)"
+                  "semantic prefix; vocabulary grows by n_items; fixed-length tokenizers only), or bucket: items "
+                  "whose code stopped early share it (the code stands for a bucket ranked by sid.bucket_scorer; "
+                  "full-length codes reassign, then append; adaptive tokenizers only)"
     )
+    bucket_scorer: str = doc("content", "with collision: bucket, the within-bucket order: content (cosine of the "
+                                        "item's vector to the user's history) or popularity (training counts)",
+                             registry="bucket_scorers")
+    bucket_cap: Optional[int] = doc(None, "with collision: bucket, the largest bucket; larger ones are split by one "
+                                          "appended level (null = no cap)", ge=1)
     kmeans_iters: int = doc(20, "k-means iterations per level", ge=1)
     kmeans_redo: int = doc(5, "k-means restarts per level, the lowest-inertia one kept (faiss nredo): one run can "
                               "collapse a deep level into one code (ML-100K, seed 2: 96% of items)", ge=1)

@@ -35,6 +35,7 @@ from rl_align.retrieval.train import train_retrieval
 from rl_align.run_dir import RunDir, config_digest, resume_view
 from rl_align.sft.driver import run_sft
 from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
+from rl_align.sid.buckets import build_scorer
 from rl_align.sid.stats import format_stats, sid_stats
 from rl_align.utils.io import load_npz, read_json, write_json, write_npy, write_npz
 
@@ -134,13 +135,17 @@ def stage_sids(run: RunDir) -> dict:
     tok = build_tokenizer(cfg)
     codes = tok.fit_encode(emb, pop)
     fit_s = time.perf_counter() - t
-    resolved, report = resolve_collisions(codes, cfg.collision, tok, emb)
+    resolved, report = resolve_collisions(codes, cfg.collision, tok, emb, cfg.bucket_cap)
     stats = sid_stats(resolved, pop)
     stats["collisions"] = report
     stats["fit_encode_seconds"] = fit_s
+    if getattr(tok, "anchor_stats", None):
+        stats["tail_anchoring"] = tok.anchor_stats
     d = run.stage_dir("sids")
     tok.save(d / "tokenizer")
-    catalog = SidCatalog(items["item_ids"], resolved, stats)
+    bucket = cfg.collision == "bucket"
+    catalog = SidCatalog(items["item_ids"], resolved, stats, buckets=bucket,
+                         bucket_scorer=build_scorer(cfg.bucket_scorer, pop, emb) if bucket else None)
     stats["vocab_size"] = catalog.vocab_size
     stats["trie_bytes"] = catalog.trie.nbytes()
     catalog.save(d / "catalog")

@@ -172,7 +172,12 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
         q = user_queries(hist, item_vecs) if item_vecs is not None else None
         ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
                                           res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,
-                                          seen if exclude_history else None, q, item_vecs)
+                                          # a bucket's representative may be seen while its bucket is not:
+                                          # the bucket expansion below applies the exclusion item by item
+                                          seen if exclude_history and not catalog.has_buckets else None,
+                                          q, item_vecs)
+        if catalog.has_buckets:   # a ranked code (or a cold item inside a bucket) brings its whole bucket
+            ranked, scores = catalog.buckets.expand(ranked, scores, hist, beams, seen if exclude_history else None)
         out_items.append(ranked)
         out_scores.append(scores)
     return np.concatenate(out_items), np.concatenate(out_scores)

@@ -3,7 +3,10 @@
 The ranking of a generative retriever is its constrained beam: the top-B SIDs
 by sequence log-prob, each a distinct catalog item. Items the user already
 interacted with are excluded inside the beam search (as RecBole masks them in
-full ranking), so they never take a slot.
+full ranking), so they never take a slot. In a bucket catalog a SID stands for
+several items: each beam's bucket contributes its items in the catalog's
+within-bucket order (:meth:`rl_align.sid.buckets.Buckets.expand`) and the list
+length counts items, not codes.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, be
     """Beam-search rankings.
 
     Returns:
-        items (N, beams) int64 ranked best first (-1 = no item / invalid SID), scores (N, beams).
+        items (N, beams) int64 ranked best first (-1 = no item / invalid SID), scores (N, beams). In a bucket
+        catalog (constrained decoding) the items are the beams' buckets expanded in within-bucket order.
     """
     out_items, out_scores = [], []
     for s in range(0, es.targets.size, batch_size):
@@ -67,8 +71,12 @@ def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, be
         banned = torch.from_numpy(es.seen[s: s + batch_size]) if (exclude_history and constrained) else None
         res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=constrained,
                                                 banned_items=banned))
-        out_items.append(res.items.numpy())
-        out_scores.append(res.seq_logprob.numpy())
+        items, scores = res.items.numpy(), res.seq_logprob.numpy()
+        if constrained and catalog.has_buckets:
+            items, scores = catalog.buckets.expand(items, scores, es.history[s: s + batch_size], beams,
+                                                   None if banned is None else banned.numpy())
+        out_items.append(items)
+        out_scores.append(scores)
     return np.concatenate(out_items), np.concatenate(out_scores)
 
 

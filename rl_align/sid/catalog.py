@@ -6,7 +6,11 @@ Token layout (one vocabulary shared by prompts and targets)::
     4 <unk>   then level 0 codes, level 1 codes, ... (each level has its own range)
 
 Files in a catalog directory: ``catalog.json`` (layout, item ids, stats),
-``codes.npz`` (codes, lengths) and ``trie.npz`` — plain JSON/NPZ, no pickle.
+``codes.npz`` (codes, lengths), ``trie.npz`` and, for a bucket catalog, ``buckets.npz`` (the within-bucket
+scorer's inputs) — plain JSON/NPZ, no pickle.
+
+A *bucket* catalog (``buckets=True``, from ``sid.collision: bucket``) lets items share a code: the code stands
+for its bucket and :attr:`SidCatalog.buckets` ranks the items inside it (rl_align/sid/buckets.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from rl_align.sid.buckets import Buckets, BucketScorer
 from rl_align.sid.codes import SidCodes
 from rl_align.sid.trie import SidTrie
 from rl_align.utils.io import atomic_dir, load_npz, read_json, write_json, write_npz
@@ -65,20 +70,35 @@ class TokenLayout:
 
 
 class SidCatalog:
-    """Items, their SIDs, the token layout and the trie."""
+    """Items, their SIDs, the token layout and the trie.
 
-    def __init__(self, item_ids: list[str], codes: SidCodes, stats: Optional[dict] = None) -> None:
+    Args:
+        item_ids: raw id of each item. codes: their codes. stats: free-form statistics saved with the catalog.
+        buckets: allow shared codes (bucket SIDs); ``bucket_scorer`` orders the items inside a bucket.
+    """
+
+    def __init__(self, item_ids: list[str], codes: SidCodes, stats: Optional[dict] = None, buckets: bool = False,
+                 bucket_scorer: Optional[BucketScorer] = None) -> None:
         if len(item_ids) != codes.n:
             raise ValueError(f"{len(item_ids)} item ids for {codes.n} codes")
-        if codes.collision_stats()["colliding_items"]:
-            raise ValueError("SidCatalog needs collision-free codes (resolve collisions first)")
+        if not buckets and codes.collision_stats()["colliding_items"]:
+            raise ValueError("SidCatalog needs collision-free codes (resolve collisions first, or build a bucket "
+                             "catalog with sid.collision: bucket)")
         self.item_ids = list(item_ids)
         self.codes = codes
         self.layout = TokenLayout.for_sizes(codes.codebook_sizes)
         self.stats = stats or {}
         self._index = {iid: k for k, iid in enumerate(self.item_ids)}
         self.tokens, self.token_lengths = self._tokenize(codes)
-        self.trie = SidTrie.build(self.tokens, self.token_lengths, self.layout.vocab_size)
+        self.trie = SidTrie.build(self.tokens, self.token_lengths, self.layout.vocab_size, shared_leaves=buckets)
+        self.is_bucket_catalog = bool(buckets)
+        _, bucket_of = np.unique(codes.keys(), return_inverse=True)
+        self.buckets = Buckets(bucket_of.ravel(), bucket_scorer)
+
+    @property
+    def has_buckets(self) -> bool:
+        """True when some code stands for more than one item."""
+        return self.buckets.n_buckets < self.n_items
 
     def _tokenize(self, codes: SidCodes) -> tuple[np.ndarray, np.ndarray]:
         """(n, L_max+1) int64 tokens: level codes shifted into their ranges, then <eos>, then <pad>."""
@@ -121,7 +141,8 @@ class SidCatalog:
         return "".join(names[t] for t in self.item_tokens(item))
 
     def decode(self, sequences: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(N, t) generated token sequences (each ending with <eos>, then anything) → (N,) item index or -1."""
+        """(N, t) generated token sequences (each ending with <eos>, then anything) → (N,) item index or -1 (a
+        bucket code gives its representative, the bucket's lowest item index)."""
         seq = torch.as_tensor(np.asarray(sequences), dtype=torch.long)
         # read until the first <eos> (inclusive)
         is_eos = seq == EOS
@@ -154,8 +175,10 @@ class SidCatalog:
                 "specials": SPECIALS,
                 "fingerprint": self.fingerprint(),
                 "item_ids": self.item_ids,
+                "buckets": self.is_bucket_catalog,
                 "stats": self.stats,
             })
+            self.buckets.save_scorer(tmp / "buckets.npz")
 
     @classmethod
     def load(cls, directory: str | Path) -> "SidCatalog":
@@ -165,7 +188,10 @@ class SidCatalog:
             if key not in meta:
                 raise ValueError(f"{directory / 'catalog.json'}: missing key {key!r}")
         z = load_npz(directory / "codes.npz")
-        cat = cls(meta["item_ids"], SidCodes(z["codes"], z["lengths"], meta["codebook_sizes"]), meta.get("stats"))
+        buckets = bool(meta.get("buckets", False))
+        scorer = Buckets.load_scorer(directory / "buckets.npz") if buckets else None
+        cat = cls(meta["item_ids"], SidCodes(z["codes"], z["lengths"], meta["codebook_sizes"]), meta.get("stats"),
+                  buckets=buckets, bucket_scorer=scorer)
         if cat.fingerprint() != meta["fingerprint"]:
             raise ValueError(f"{directory}: catalog fingerprint mismatch (files edited or mixed from two catalogs)")
         return cat

@@ -150,6 +150,48 @@ def stopping_codes(r: np.ndarray, books: np.ndarray, tables: list[tuple[np.ndarr
     return codes, lengths
 
 
+def anchored_kmeans(x: np.ndarray, head: np.ndarray, k: int, niter: int, weight: float,
+                    gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tail codewords anchored to the frozen head codebook of one level.
+
+    Each of the ``k`` codewords starts at one of the head codewords the tail residuals ``x`` use most (its
+    anchor a_j) and every Lloyd update is pulled toward it:
+    ``c_j = (Σ_{x∈j} x + λ m̄ a_j) / (n_j + λ m̄)`` with λ = ``weight`` and m̄ = m / k the mean cluster size, so a
+    tail codeword is a learned residual on top of a head codeword (λ → ∞: the head codeword itself; λ = 0 after
+    the first step: plain k-means started at the anchors). An empty cluster returns to its anchor.
+
+    Args:
+        x: (m, d) float32 tail residuals at this level. head: (K, d) float32 head codewords (only read).
+
+    Returns:
+        codewords (k', d) float32 and the anchor index of each (k',) int64, k' = min(k, m).
+    """
+    k = min(k, x.shape[0])
+    _, idx = assign(x, head, gpu=gpu)
+    use = np.bincount(idx[:, 0], minlength=head.shape[0])
+    anchors = np.argsort(-use, kind="stable")[:k]
+    if anchors.size < k:   # fewer head codewords than tail codewords: repeat the most used ones
+        anchors = np.resize(anchors, k)
+    a = head[anchors].astype(np.float64)
+    c = a.copy()
+    pull = weight * x.shape[0] / max(1, k)
+    for _ in range(niter):
+        _, j = assign(x, c.astype(np.float32), gpu=gpu)
+        j = j[:, 0]
+        n = np.bincount(j, minlength=k).astype(np.float64)
+        sums = np.zeros_like(c)
+        np.add.at(sums, j, x)
+        c = np.where(n[:, None] + pull > 0, (sums + pull * a) / np.maximum(n[:, None] + pull, 1e-12), a)
+    return c.astype(np.float32), anchors.astype(np.int64)
+
+
+def cut_codes(codes: SidCodes, rows: np.ndarray, length: int) -> SidCodes:
+    """``codes`` with the items selected by ``rows`` ((n,) bool) cut to at most ``length`` levels."""
+    lengths = np.where(rows, np.minimum(codes.lengths, length), codes.lengths).astype(np.int32)
+    out = np.where(np.arange(codes.max_len)[None, :] < lengths[:, None], codes.codes, NO_CODE)
+    return SidCodes(out, lengths, codes.codebook_sizes)
+
+
 class Sa2crqSettings:
     """What both SA²CRQ flavours share: code-book sizes (head K + tail K_tail per level), the config checks, the
     head split and the stop-rule encoding of prepared residuals. Needs ``self.cfg`` and sets ``self.tables``."""
@@ -199,13 +241,33 @@ class Sa2crqSettings:
         s = self.cfg.sa2crq
         return pop, (head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool))
 
+    def fit_encode(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> SidCodes:
+        """``fit`` then ``encode``; with ``sa2crq.tail_stop: start_level`` every item outside the head (by
+        ``popularity``) is then cut to ``start_level`` codes (cold items, with no interactions, are tail)."""
+        codes = self.fit(emb, popularity).encode(emb)
+        s = self.cfg.sa2crq
+        if s.tail_stop == "start_level":
+            tail = ~head_mask(np.asarray(popularity, np.float64), s.head_share)
+            codes = cut_codes(codes, tail, s.start_level)
+        return codes
+
     def _fit_tail_codewords(self, r: np.ndarray, books: np.ndarray) -> None:
         """ACRQ stage 2: level by level, k-means on the tail residuals ``r`` (m, d) (consumed) fills codes
-        K .. K + K_tail of ``books`` (L, K_total, d) in place; codes 0 .. K-1 (the head's) are only read."""
+        K .. K + K_tail of ``books`` (L, K_total, d) in place; codes 0 .. K-1 (the head's) are only read.
+        With ``sa2crq.anchor_weight`` > 0 the k-means is :func:`anchored_kmeans` (started at and pulled toward
+        the head codewords); ``self.anchor_stats`` records each level's mean distance to the anchors."""
         cfg, K = self.cfg, self.cfg.codebook_size
+        w = cfg.sa2crq.anchor_weight
+        self.anchor_stats = []
         for lvl in range(books.shape[0]):
-            c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid,
-                       cfg.kmeans_redo, gpu=self.gpu)
+            if w > 0:
+                c, anchors = anchored_kmeans(r, books[lvl, :K], self._k_tail, cfg.kmeans_iters, w, gpu=self.gpu)
+                dist = np.linalg.norm(c - books[lvl, anchors], axis=1)
+                self.anchor_stats.append({"level": lvl, "mean_dist_to_anchor": float(dist.mean()),
+                                          "mean_head_codeword_norm": float(np.linalg.norm(books[lvl, :K], axis=1).mean())})
+            else:
+                c = kmeans(r, self._k_tail, cfg.kmeans_iters, cfg.seed + 1000 + lvl, cfg.max_points_per_centroid,
+                           cfg.kmeans_redo, gpu=self.gpu)
             books[lvl, K: K + c.shape[0]] = c
             _, idx = assign(r, books[lvl])
             r -= books[lvl][idx[:, 0]]

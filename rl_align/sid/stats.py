@@ -69,6 +69,28 @@ def sid_stats(codes: SidCodes, popularity: Optional[np.ndarray] = None) -> dict:
         head = head_mask(np.asarray(popularity), 0.2)   # the 20% most interacted of the interacted items
         out["mean_code_length_head20"] = float(lens[head].mean())
         out["mean_code_length_tail80"] = float(lens[~head].mean()) if (~head).any() else 0.0
+        out["length_by_popularity"] = length_by_popularity(codes, np.asarray(popularity))
+    return out
+
+
+def length_by_popularity(codes: SidCodes, popularity: np.ndarray, n_bins: int = 5) -> list[dict]:
+    """Code length (after collision resolution) per popularity bucket: the interacted items in ``n_bins`` equal-count
+    bins, most interacted first, then the items without training interactions ("cold"). Each row: items, mean
+    length, share of items whose code is shared with another item (bucket SIDs)."""
+    _, inv, counts = np.unique(codes.keys(), return_inverse=True, return_counts=True)
+    shared = counts[inv.ravel()] > 1
+    warm = np.flatnonzero(popularity > 0)
+    order = warm[np.argsort(-popularity[warm], kind="stable")]
+    rows = []
+    for b, part in enumerate(np.array_split(order, n_bins)):
+        rows.append((f"pop {b * 100 // n_bins}-{(b + 1) * 100 // n_bins}%", part))
+    rows.append(("cold", np.flatnonzero(popularity <= 0)))
+    out = []
+    for name, idx in rows:
+        if idx.size == 0:
+            continue
+        out.append({"bucket": name, "items": int(idx.size), "mean_length": float(codes.lengths[idx].mean()),
+                    "min_interactions": int(popularity[idx].min()), "shared_code_share": float(shared[idx].mean())})
     return out
 
 
@@ -80,10 +102,20 @@ def format_stats(stats: dict) -> str:
     for lv in stats["levels"]:
         lines.append(f"{lv['level']:>5} {lv['codebook_size']:>6} {lv['codes_used']:>6} {lv['utilisation']:>6.1%} "
                      f"{lv['perplexity']:>8.1f} {lv['prefix_entropy_bits']:>9.2f} {lv['max_items_per_prefix']:>10}")
+    lp = stats.get("length_by_popularity")
+    if lp:
+        lines.append("code length by popularity: " + "  ".join(
+            f"{r['bucket']} {r['mean_length']:.2f}" + (f" ({r['shared_code_share']:.0%} shared)"
+                                                       if r["shared_code_share"] else "") for r in lp))
     col = stats.get("collisions")
     if col:
         b, a = col["before"], col["after"]
         lines.append(f"collisions ({col['method']}): before {b['collision_rate']:.2%} of items "
                      f"({b['colliding_items']} items, max {b['max_items_per_code']}/code) → after "
                      f"{a['collision_rate']:.2%} ({a['colliding_items']} items)")
+        bk = col.get("buckets")
+        if bk:
+            lines.append(f"buckets: {bk['n_buckets']} codes for {stats['n_items']} items; {bk['items_in_shared_codes']} "
+                         f"items share {bk['shared_codes']} codes (mean {bk['mean_shared_bucket_size']:.1f}, max "
+                         f"{bk['max_bucket_size']})")
     return "\n".join(lines)

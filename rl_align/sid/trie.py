@@ -8,8 +8,11 @@ Layout (CSR, nodes numbered breadth-first, children in token order):
 - the child reached by edge e is node ``e + 1`` (every non-root node has exactly
   one incoming edge, and BFS numbering makes the two orders agree), so no child
   array is stored;
-- ``term_node`` / ``term_item``: (n_items,) int32, sorted by node — the node
-  reached after an item's end token, and that item.
+- ``term_node`` / ``term_item``: (n_items,) int32, sorted by node (then item) — the node
+  reached after an item's end token, and that item. In a bucket trie several items may end at
+  one leaf (a bucket SID): ``item_of`` then answers the bucket's lowest item index (its
+  representative) and ``dead_nodes`` counts items, so a bucket is excluded only when all of its
+  items are banned.
 
 That is ~8 bytes per edge + 8 per item. All queries are batched tensor ops:
 ``step`` (advance N states by one token each; a fixed number of vectorised
@@ -55,7 +58,8 @@ class SidTrie:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, sequences: np.ndarray, lengths: np.ndarray, vocab_size: int) -> "SidTrie":
+    def build(cls, sequences: np.ndarray, lengths: np.ndarray, vocab_size: int,
+              shared_leaves: bool = False) -> "SidTrie":
         """Build from token sequences.
 
         Args:
@@ -63,9 +67,10 @@ class SidTrie:
                 being the item's SID tokens *including* its final end token; the rest is ignored.
             lengths: (n_items,) int number of valid tokens per row (≥ 1).
             vocab_size: size of the token vocabulary (masks are (N, vocab_size)).
+            shared_leaves: allow several items with the same sequence (bucket SIDs).
 
         Raises:
-            ValueError: if two items have the same sequence, or a sequence is a
+            ValueError: if two items have the same sequence (unless ``shared_leaves``), or a sequence is a
                 strict prefix of another (it would then not end with a leaf).
         """
         seqs = np.asarray(sequences, np.int64)
@@ -102,7 +107,7 @@ class SidTrie:
         order = np.argsort(term_node, kind="stable")
         tn = term_node[order]
         dup = np.flatnonzero(tn[1:] == tn[:-1])
-        if dup.size:
+        if dup.size and not shared_leaves:
             a, b = order[dup[0]], order[dup[0] + 1]
             raise ValueError(f"items {a} and {b} have the same SID token sequence ({dup.size} duplicates): "
                              "resolve collisions before building the trie")
@@ -240,7 +245,8 @@ class SidTrie:
 
         Returns:
             parent: (n_nodes,) int64 parent of each node (-1 for the root);
-            leaves: (n_nodes,) int64 number of items whose path passes through each node;
+            leaves: (n_nodes,) int64 number of items whose path passes through each node (a bucket leaf counts
+                each of its items);
             item_node: (n_items,) int64 terminal node of each item.
         """
         if self._topology is None:
@@ -251,7 +257,7 @@ class SidTrie:
             item_node = torch.empty(self.n_items, dtype=torch.long, device=dev)
             item_node[self.term_item.long()] = self.term_node.long()
             leaves = torch.zeros(self.n_nodes, dtype=torch.long, device=dev)
-            leaves[self.term_node.long()] = 1
+            leaves.index_add_(0, self.term_node.long(), torch.ones_like(self.term_node, dtype=torch.long))
             # BFS numbering: each depth is a contiguous node range [b_d, b_{d+1}) with b_{d+1} = edge_start[b_d] + 1
             bounds = [0, 1]
             while bounds[-1] < self.n_nodes:
@@ -294,7 +300,8 @@ class SidTrie:
         return uniq[counts == leaves[uniq % self.n_nodes]]
 
     def item_of(self, nodes: torch.Tensor) -> torch.Tensor:
-        """(N,) states → (N,) int64 item index for states just past an end token, else -1."""
+        """(N,) states → (N,) int64 item index for states just past an end token (a bucket's representative: its
+        lowest item index), else -1."""
         pos = torch.searchsorted(self.term_node, nodes.to(self.term_node.dtype).contiguous())
         pos = pos.clamp(max=max(self.n_items - 1, 0))
         hit = (self.term_node[pos] == nodes) & (nodes >= 0)

@@ -1,0 +1,207 @@
+"""Bucket SIDs: a short code may stand for several items, ranked inside the bucket by a named scorer.
+
+Industrial SID retrieval lets tail codes be *generalisable*: the policy generates a code, and the items under
+it are ordered inside the bucket. With ``sid.collision: bucket`` the catalog keeps items that stopped early
+(SA²CRQ's short tail codes) sharing their code; the trie has one leaf per code, and the engines return each
+bucket's representative (its lowest item index). Everything that turns a beam into a ranked list of items
+goes through :class:`Buckets`:
+
+- :meth:`Buckets.expand` — ranked codes → ranked items: each beam's bucket, in beam order, contributes its
+  items in scorer order (banned items skipped), until the list holds ``k`` items. The budget counts items,
+  not codes.
+- :meth:`Buckets.resolve` — one item per generated code: the bucket's first unbanned item in scorer order,
+  the one a system would show (what rewards and RL see).
+
+Scorers (``sid.bucket_scorer``) are registered in :data:`BUCKET_SCORERS`: ``content`` (cosine of the item's
+vector to the mean vector of the user's history, popularity breaking ties) and ``popularity`` (training
+interaction counts). Adding one = a class with ``needs`` and ``score`` + ``@BUCKET_SCORERS.register``.
+Their inputs are saved with the catalog (``buckets.npz``: popularity (n,) float32, and for ``content`` the
+item vectors (n, d) float16, L2-normalised), so every process that loads the catalog ranks the same way.
+
+Shapes: ``history`` (N, H) item indices, -1 padded; ``cand`` (N, C) item indices, -1 = none.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rl_align.utils.io import load_npz, write_npz
+from rl_align.utils.registry import Registry
+
+BUCKET_SCORERS: Registry[type["BucketScorer"]] = Registry("bucket scorer")
+
+
+class BucketScorer(abc.ABC):
+    """Scores items inside a bucket for a user (higher first).
+
+    Args:
+        popularity: (n_items,) training interaction counts. vectors: (n_items, d) L2-normalised item vectors or
+            None (only scorers whose ``needs`` holds ``"vectors"`` get them).
+    """
+
+    registry_name: str = ""
+    #: the saved inputs the scorer reads: a subset of ("popularity", "vectors")
+    needs: tuple[str, ...] = ("popularity",)
+
+    def __init__(self, popularity: np.ndarray, vectors: Optional[np.ndarray] = None) -> None:
+        self.popularity = np.asarray(popularity, np.float32)
+        self.vectors = vectors
+
+    @abc.abstractmethod
+    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """(N, H) histories, (N, C) candidate items → (N, C) float scores (entries for cand < 0 are ignored)."""
+
+
+@BUCKET_SCORERS.register("popularity")
+class PopularityScorer(BucketScorer):
+    """Most interacted first (training counts): the same order for every user."""
+
+    needs = ("popularity",)
+
+    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        return self.popularity[np.maximum(cand, 0)].astype(np.float64)
+
+
+@BUCKET_SCORERS.register("content")
+class ContentScorer(BucketScorer):
+    """Cosine of the item's vector to the mean of the history's vectors; popularity breaks ties (×1e-9)."""
+
+    needs = ("popularity", "vectors")
+
+    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        v = self.vectors.astype(np.float32)
+        valid = history >= 0
+        q = (v[np.where(valid, history, 0)] * valid[..., None]).sum(1)                  # (N, d)
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        cos = np.einsum("ncd,nd->nc", v[np.maximum(cand, 0)], q).astype(np.float64)     # (N, C)
+        pop = self.popularity[np.maximum(cand, 0)].astype(np.float64)
+        return cos + 1e-9 * pop / max(1.0, float(self.popularity.max()))
+
+
+class Buckets:
+    """Items grouped by shared code, and the scorer that orders them.
+
+    Attributes:
+        bucket_of: (n_items,) int64 bucket of each item. offsets: (n_buckets + 1,) int64 CSR offsets.
+        members: (n_items,) int64 items of bucket b at ``members[offsets[b]:offsets[b + 1]]`` (index order).
+        scorer: the within-bucket :class:`BucketScorer` (None: index order).
+    """
+
+    def __init__(self, bucket_of: np.ndarray, scorer: Optional[BucketScorer] = None) -> None:
+        self.bucket_of = np.asarray(bucket_of, np.int64)
+        order = np.argsort(self.bucket_of, kind="stable")
+        counts = np.bincount(self.bucket_of, minlength=int(self.bucket_of.max()) + 1 if self.bucket_of.size else 0)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.members = order.astype(np.int64)
+        self.scorer = scorer
+
+    @property
+    def n_buckets(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """(n_buckets,) items per bucket."""
+        return np.diff(self.offsets)
+
+    def items_of(self, item: int) -> np.ndarray:
+        """The items sharing ``item``'s code (itself included), in index order."""
+        b = self.bucket_of[item]
+        return self.members[self.offsets[b]: self.offsets[b + 1]]
+
+    def _ordered(self, reps: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Members of each rep's bucket, scorer order: (N, B, S) items (-1 padded) for (N, B) reps, S = largest
+        bucket among them; and (N, B, S) bool validity."""
+        N, B = reps.shape
+        b = self.bucket_of[np.maximum(reps, 0)]
+        size = np.where(reps >= 0, self.sizes[b], 0)
+        S = max(1, int(size.max()) if size.size else 1)
+        j = np.arange(S)
+        valid = j[None, None, :] < size[..., None]
+        items = np.where(valid, self.members[np.minimum(self.offsets[b][..., None] + j, self.members.size - 1)], -1)
+        if self.scorer is not None and S > 1:
+            sc = self.scorer.score(history, items.reshape(N, B * S)).reshape(N, B, S)
+            sc = np.where(valid, sc, -np.inf)
+            # scorer order, ties by item index (members are in index order, the sort is stable)
+            order = np.argsort(-sc, axis=2, kind="stable")
+            items, valid = np.take_along_axis(items, order, 2), np.take_along_axis(valid, order, 2)
+        return items, valid
+
+    def expand(self, reps: np.ndarray, scores: np.ndarray, history: np.ndarray, k: int,
+               banned: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Ranked codes → ranked items.
+
+        Args:
+            reps: (N, B) representative items of the beams, best first (-1 = no beam).
+            scores: (N, B) beam scores. history: (N, H) prompt items (for the scorer).
+            k: ranking length. banned: optional (N, S) items that may not appear (-1 padded).
+
+        Returns:
+            items (N, k) int64 best first (-1 = empty), scores (N, k): each item carries its beam's score.
+        """
+        items, valid = self._ordered(reps, history)
+        N = reps.shape[0]
+        out = np.full((N, k), -1, np.int64)
+        out_s = np.full((N, k), -np.inf)
+        for r in range(N):
+            ban = set(banned[r][banned[r] >= 0].tolist()) if banned is not None else set()
+            row, c = items[r][valid[r]], np.repeat(scores[r], valid[r].sum(1))
+            n = 0
+            for it, s in zip(row.tolist(), c.tolist()):
+                if it in ban:
+                    continue
+                ban.add(it)   # an item appears once even if two beams reach its bucket
+                out[r, n], out_s[r, n] = it, s
+                n += 1
+                if n == k:
+                    break
+        return out, out_s
+
+    def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, G) generated codes' representatives → (N, G) the item each stands for: its bucket's first unbanned
+        item in scorer order (-1 stays -1; a bucket whose items are all banned gives -1)."""
+        items, valid = self._ordered(reps, history)
+        if banned is not None:
+            hit = (items[..., None] == banned[:, None, None, :]) & (banned[:, None, None, :] >= 0)
+            valid = valid & ~hit.any(-1)
+        first = valid.argmax(2)
+        out = np.take_along_axis(items, first[..., None], 2)[..., 0]
+        return np.where(valid.any(2) & (reps >= 0), out, -1).astype(np.int64)
+
+    # ------------------------------------------------------------------ io
+    def save_scorer(self, path: str | Path) -> None:
+        """Write the scorer's name and inputs (plain NPZ)."""
+        s = self.scorer
+        if s is None:
+            return
+        arrays = {"name": np.array(s.registry_name), "popularity": s.popularity}
+        if "vectors" in s.needs:
+            arrays["vectors"] = s.vectors.astype(np.float16)
+        write_npz(path, **arrays)
+
+    @staticmethod
+    def load_scorer(path: str | Path) -> Optional[BucketScorer]:
+        path = Path(path)
+        if not path.exists():
+            return None
+        z = load_npz(path)
+        cls = BUCKET_SCORERS.get(str(z["name"]))
+        vec = z["vectors"].astype(np.float32) if "vectors" in z else None
+        return cls(z["popularity"], vec)
+
+
+def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None) -> BucketScorer:
+    """The registered scorer ``name`` on these inputs (vectors are L2-normalised here)."""
+    cls = BUCKET_SCORERS.get(name)
+    if "vectors" in cls.needs:
+        if vectors is None:
+            raise ValueError(f"sid.bucket_scorer: {name!r} needs item vectors")
+        vectors = np.asarray(vectors, np.float32)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    else:
+        vectors = None
+    return cls(popularity, vectors)

@@ -1,0 +1,157 @@
+"""Bucket SIDs (``sid.collision: bucket``): short codes shared by several items, ranked inside by a scorer; and the
+anchored tail codewords of SA²CRQ."""
+
+import numpy as np
+import pytest
+import torch
+
+from rl_align.config import PolicyConfig, Sa2crqConfig, SidConfig
+from rl_align.eval.evaluate import EvalSet, rank_with_engine
+from rl_align.policy.data import build_prompts
+from rl_align.policy.model import build_policy
+from rl_align.rollouts import GenerationRequest, build_engine
+from rl_align.sid import SidCatalog, SidCodes, build_tokenizer, resolve_collisions
+from rl_align.sid.buckets import build_scorer
+from rl_align.sid.stats import sid_stats
+from rl_align.utils.popularity import head_mask
+
+
+@pytest.fixture(scope="module")
+def zipf_items():
+    """2,000 items in 40 clusters, Zipf popularity (the same catalog as tests/test_sa2crq.py)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 16)).astype(np.float32) * 3
+    lab = rng.integers(0, 40, 2000)
+    emb = centers[lab] + rng.normal(size=(2000, 16)).astype(np.float32)
+    pop = rng.zipf(1.3, 2000).astype(np.float64)
+    return emb, np.minimum(pop, 1e5)
+
+
+def _tok(**kw):
+    return build_tokenizer(SidConfig(tokenizer="sa2crq", levels=3, codebook_size=16, kmeans_iters=10,
+                                     sa2crq=Sa2crqConfig(**kw)))
+
+
+def test_bucket_codes_keep_tail_short_and_round_trip(zipf_items, tmp_path):
+    emb, pop = zipf_items
+    tok = _tok(tau=0.01, tail_stop="start_level")
+    codes = tok.fit_encode(emb, pop)
+    resolved, rep = resolve_collisions(codes, "bucket", tok, emb)
+    full = codes.lengths == codes.max_len
+    # only items that stopped early share codes; their codes are not lengthened
+    np.testing.assert_array_equal(resolved.lengths[~full], codes.lengths[~full])
+    _, inv, cnt = np.unique(resolved.keys(), return_inverse=True, return_counts=True)
+    assert not (full & (cnt[inv.ravel()] > 1)).any() and rep["buckets"]["shared_codes"] > 0
+    head = head_mask(pop, 0.2)
+    assert resolved.lengths[head].mean() - resolved.lengths[~head].mean() >= 0.5
+    # "append" lengthens the same tail codes again: the gap shrinks
+    appended, _ = resolve_collisions(codes, "append", tok, emb)
+    assert (appended.lengths[head].mean() - appended.lengths[~head].mean()
+            < resolved.lengths[head].mean() - resolved.lengths[~head].mean())
+    stats = sid_stats(resolved, pop)
+    assert [r["bucket"] for r in stats["length_by_popularity"]][0] == "pop 0-20%"
+    with pytest.raises(ValueError, match="collision-free"):
+        SidCatalog([f"i{k}" for k in range(len(emb))], resolved)
+    cat = SidCatalog([f"i{k}" for k in range(len(emb))], resolved, buckets=True,
+                     bucket_scorer=build_scorer("content", pop, emb))
+    cat.save(tmp_path / "cat")
+    back = SidCatalog.load(tmp_path / "cat")
+    assert back.has_buckets and back.fingerprint() == cat.fingerprint()
+    np.testing.assert_array_equal(back.buckets.bucket_of, cat.buckets.bucket_of)
+    assert back.buckets.scorer.registry_name == "content"
+    np.testing.assert_allclose(back.buckets.scorer.vectors, cat.buckets.scorer.vectors, atol=1e-3)  # float16 on disk
+    # a shared code decodes to its bucket's representative (lowest index), and the trie has one leaf per bucket
+    rep_of = np.array([cat.buckets.items_of(i)[0] for i in range(cat.n_items)])
+    np.testing.assert_array_equal(cat.decode(cat.tokens), rep_of)
+    assert int(torch.unique(cat.trie.term_node).numel()) == cat.buckets.n_buckets
+
+
+def test_cap_splits_large_buckets(zipf_items):
+    emb, pop = zipf_items
+    tok = _tok(tau=0.01, tail_stop="start_level")
+    codes = tok.fit_encode(emb, pop)
+    capped, rep = resolve_collisions(codes, "bucket", tok, emb, bucket_cap=3)
+    assert rep["buckets"]["max_bucket_size"] <= 3 and rep["buckets"]["bucket_cap"] == 3
+
+
+def _bucket_catalog():
+    """8 items, codes of length 1–2 (codebooks 3 × 3): items 0-2 share (0,), items 3-4 share (1,), the rest are
+    full-length and unique."""
+    codes = np.array([[0, -1], [0, -1], [0, -1], [1, -1], [1, -1], [2, 0], [2, 1], [2, 2]])
+    lens = np.array([1, 1, 1, 1, 1, 2, 2, 2])
+    pop = np.array([5, 50, 20, 1, 9, 3, 3, 3], np.float64)
+    return SidCatalog([f"i{k}" for k in range(8)], SidCodes(codes, lens, [3, 3]), buckets=True,
+                      bucket_scorer=build_scorer("popularity", pop))
+
+
+def test_a_bucket_code_retrieves_every_item_of_its_bucket_in_scorer_order():
+    cat = _bucket_catalog()
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 4).eval()
+    engine = build_engine("torch", model=model, catalog=cat)
+    es = EvalSet(users=np.arange(2), targets=np.array([2, 6]), history=np.array([[5, 6], [7, 5]]),
+                 seen=np.array([[5, 6, -1], [1, 7, 5]]))
+    ranked, scores = rank_with_engine(engine, cat, es, beams=8, exclude_history=True)
+    by_pop = {0: [1, 2, 0], 1: [4, 3]}   # popularity order inside each bucket
+    for r in range(2):
+        row = [int(i) for i in ranked[r] if i >= 0]
+        seen = set(es.seen[r][es.seen[r] >= 0].tolist())
+        # every unseen item is ranked exactly once; the list counts items (8 beams → up to 8 items)
+        assert sorted(row) == sorted(set(range(8)) - seen)
+        for b, order in by_pop.items():
+            want = [i for i in order if i not in seen]
+            pos = [row.index(i) for i in want]
+            assert pos == list(range(pos[0], pos[0] + len(want)))        # contiguous, in scorer order
+            assert len(set(scores[r][pos].tolist())) == 1                # they share their beam's score
+    # user 1 has seen item 1 (bucket 0's most popular): the bucket stays alive, item 1 never appears
+    assert 1 not in ranked[1].tolist() and 2 in ranked[1].tolist()
+    # resolve: one item per generated code, the scorer's first unbanned one
+    reps = np.array([[0, 3, 5], [0, 3, -1]])
+    got = cat.buckets.resolve(reps, es.history, np.array([[-1, -1], [1, 4]]))
+    np.testing.assert_array_equal(got, [[1, 4, 5], [2, 3, -1]])
+
+
+def test_a_bucket_is_excluded_only_when_all_its_items_are_banned():
+    cat = _bucket_catalog()
+    torch.manual_seed(1)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 4).eval()
+    engine = build_engine("torch", model=model, catalog=cat)
+    ids, mask = build_prompts(np.array([[5, 6], [5, 6]]), cat)
+    banned = torch.tensor([[0, 1, 2, -1], [0, 1, -1, -1]])   # row 0: bucket (0,) entirely; row 1: 2 of its 3 items
+    res = engine.generate(GenerationRequest(ids, mask, n=8, mode="beam", constrained=True, banned_items=banned))
+    buckets0 = {int(cat.buckets.bucket_of[i]) for i in res.items[0].tolist() if i >= 0}
+    buckets1 = {int(cat.buckets.bucket_of[i]) for i in res.items[1].tolist() if i >= 0}
+    b0 = int(cat.buckets.bucket_of[0])
+    assert b0 not in buckets0 and b0 in buckets1
+
+
+def test_anchored_tail_codewords_keep_the_head_frozen_and_stay_near_their_anchors(zipf_items):
+    emb, pop = zipf_items
+    free = _tok(tail_codebook_size=8)
+    free.fit(emb, pop)
+    anchored = _tok(tail_codebook_size=8, anchor_weight=1.0)
+    anchored.fit(emb, pop)
+    K = 16
+    np.testing.assert_array_equal(anchored.codebooks[:, :K], anchored.head_codebooks)   # bit for bit
+    np.testing.assert_array_equal(anchored.head_codebooks, free.head_codebooks)         # same stage 1
+    # each anchored tail codeword lies nearer the head manifold (its nearest head codeword) than a free one
+    def to_head(tok):
+        return np.mean([np.min(np.linalg.norm(tok.codebooks[l, K:, None] - tok.codebooks[l, None, :K], axis=2), 1)
+                        .mean() for l in range(3)])
+    assert to_head(anchored) < to_head(free)
+    assert len(anchored.anchor_stats) == 3 and all(s["mean_dist_to_anchor"] >= 0 for s in anchored.anchor_stats)
+    strong = _tok(tail_codebook_size=8, anchor_weight=1e6)
+    strong.fit(emb, pop)
+    assert max(s["mean_dist_to_anchor"] for s in strong.anchor_stats) < 1e-3   # λ → ∞: the anchors themselves
+
+
+def test_bucket_needs_an_adaptive_tokenizer(tmp_path):
+    from rl_align.checks import config_errors
+    from rl_align.config import RunConfig
+    cfg = RunConfig()
+    cfg.sid.collision = "bucket"
+    assert any(k == "sid.collision" and "fixed lengths" in v for k, v in config_errors(cfg))
+    cfg.sid.tokenizer = "sa2crq"
+    assert not any(k == "sid.collision" for k, _ in config_errors(cfg))
+    cfg.sid.bucket_scorer = "nope"
+    assert any(k == "sid.bucket_scorer" for k, _ in config_errors(cfg))

@@ -196,6 +196,10 @@ class Sa2crqConfig:
         "prior", "where tail items' codes stop: prior (the stop rule on the head priors, as head items) or "
                  "start_level (every item outside the head stops at start_level: a short, shared code; use with "
                  "sid.collision: bucket, or collision resolution lengthens it again)")
+    head_codes: Literal["hybrid", "head"] = doc(
+        "hybrid", "codes of head items: hybrid (nearest in the hybrid head + tail codebooks, like every item) or head "
+                  "(the head codewords only: the codes stage 1 learned for them, so their prefixes carry head mass "
+                  "and the stop rule keeps them long)")
     anchor_weight: float = doc(0.0, "ACRQ anchoring: tail codewords start at the head codewords their residuals "
                                     "use most and each k-means update is pulled toward that anchor with this weight "
                                     "(in units of the mean cluster size; 0 = plain k-means on tail residuals)", ge=0)

@@ -65,13 +65,21 @@ def summarize(run: Path) -> dict:
                             if s.get("levels") and "utilisation" in s["levels"][0] else None),
             "fit_s": s.get("fit_encode_seconds"),
         })
+        bk = c.get("buckets")
+        if bk:
+            row.update({"codes": bk["n_buckets"], "items_in_shared_codes": bk["items_in_shared_codes"],
+                        "max_bucket": bk["max_bucket_size"]})
     if (run / "eval" / "metrics.json").exists():
         t = read_json(run / "eval" / "metrics.json").get("test", {})
         if t:
             b = t["policy_buckets"]
             row.update({"test_hr@10": t["policy"]["hr@10"], "test_ndcg@10": t["policy"]["ndcg@10"],
                         "test_hr@10_head": b["head"].get("hr@10"), "test_hr@10_tail": b["tail"].get("hr@10"),
-                        "free_hallucination": t.get("free_hallucination_rate")})
+                        "free_hallucination": t.get("free_hallucination_rate"),
+                        "sampled_hallucination": t.get("free_sample_hallucination_rate")})
+        v = read_json(run / "eval" / "metrics.json").get("valid", {})
+        if v:
+            row.update({"valid_hr@10": v["policy"]["hr@10"], "valid_ndcg@10": v["policy"]["ndcg@10"]})
         c = read_json(run / "eval" / "metrics.json").get("cold")
         if c:
             row.update({"cold_hr@10": c["policy"]["hr@10"], "cold_ndcg@10": c["policy"]["ndcg@10"]})

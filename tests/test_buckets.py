@@ -66,6 +66,19 @@ def test_bucket_codes_keep_tail_short_and_round_trip(zipf_items, tmp_path):
     assert int(torch.unique(cat.trie.term_node).numel()) == cat.buckets.n_buckets
 
 
+def test_head_codes_use_the_head_codewords_only(zipf_items):
+    emb, pop = zipf_items
+    hybrid = _tok(tau=0.002).fit_encode(emb, pop)
+    tok = _tok(tau=0.002, head_codes="head")
+    codes = tok.fit_encode(emb, pop)
+    head, K = head_mask(pop, 0.2), 16
+    inside = np.arange(3)[None, :] < codes.lengths[:, None]
+    assert (codes.codes[head][inside[head]] < K).all()
+    assert (hybrid.codes[head][inside[head]] >= K).any()           # the hybrid books did pull some head items
+    np.testing.assert_array_equal(codes.codes[~head], hybrid.codes[~head])   # tail items unchanged
+    assert codes.lengths[head].mean() > hybrid.lengths[head].mean()        # their prefixes carry head mass
+
+
 def test_cap_splits_large_buckets(zipf_items):
     emb, pop = zipf_items
     tok = _tok(tau=0.01, tail_stop="start_level")

@@ -242,10 +242,21 @@ class Sa2crqSettings:
         return pop, (head_mask(pop, s.head_share) if s.curriculum else np.ones(n, bool))
 
     def fit_encode(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> SidCodes:
-        """``fit`` then ``encode``; with ``sa2crq.tail_stop: start_level`` every item outside the head (by
-        ``popularity``) is then cut to ``start_level`` codes (cold items, with no interactions, are tail)."""
+        """``fit`` then ``encode``, then by ``popularity``: with ``sa2crq.head_codes: head`` head items are encoded
+        with the head codewords only (their stage-1 codes, so their prefixes carry head mass); with
+        ``sa2crq.tail_stop: start_level`` every item outside the head is cut to ``start_level`` codes (cold
+        items, with no interactions, are tail)."""
         codes = self.fit(emb, popularity).encode(emb)
         s = self.cfg.sa2crq
+        if s.head_codes == "head" and s.curriculum and self._k_tail:
+            # head items keep the codes stage 1 learned for them: the tail codewords are parked out of reach
+            head = head_mask(np.asarray(popularity, np.float64), s.head_share)
+            books = self._hybrid_books().copy()
+            books[:, self.cfg.codebook_size:] = 1e6
+            hc = self._encode_with(emb[head], books)
+            arr, lengths = codes.codes.copy(), codes.lengths.copy()
+            arr[head], lengths[head] = hc.codes, hc.lengths
+            codes = SidCodes(arr, lengths, codes.codebook_sizes)
         if s.tail_stop == "start_level":
             tail = ~head_mask(np.asarray(popularity, np.float64), s.head_share)
             codes = cut_codes(codes, tail, s.start_level)
@@ -346,8 +357,14 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
 
     def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
         """Greedy residual codes under the hybrid codebooks, cut by the stop rule (head priors)."""
-        books = self._check()
+        return self._encode_with(emb, self._check(), chunk)
+
+    def _encode_with(self, emb: np.ndarray, books: np.ndarray, chunk: int = 65536) -> SidCodes:
+        """Codes of (n, d) ``emb`` under ``books`` (L, K_total, d), cut by the stop rule."""
         return self._encode_rows(lambda a, b: self._prep(emb[a:b]), emb.shape[0], books, chunk)
+
+    def _hybrid_books(self) -> np.ndarray:
+        return self._check()
 
     def _save_state(self, directory: Path) -> None:
         books = self._check()

@@ -83,8 +83,14 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
 
     def encode(self, emb: np.ndarray, chunk: int = 65536) -> SidCodes:
         """Frozen encoder → greedy residual codes under the hybrid codebooks, cut by the stop rule."""
-        books = self._hybrid()
+        return self._encode_with(emb, self._hybrid(), chunk)
+
+    def _encode_with(self, emb: np.ndarray, books: np.ndarray, chunk: int = 65536) -> SidCodes:
+        """Codes of (n, d) ``emb`` (frozen encoder) under ``books`` (L, K_total, latent_dim), cut by the stop rule."""
         return self._encode_rows(lambda a, b: self._latent(emb[a:b]), emb.shape[0], books, chunk)
+
+    def _hybrid_books(self) -> np.ndarray:
+        return self._hybrid()
 
     def last_level_candidates(self, emb: np.ndarray, codes: SidCodes, topn: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest hybrid codes at each item's last level, given its (frozen) prefix."""

@@ -1,0 +1,85 @@
+"""Issue 22 table: tokenizers compared over seeds (code length after resolution, overall / head / tail / cold HR@10,
+hallucination), each group against a reference group, with pooled paired McNemar tests on the same users.
+
+    python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22-rqk-s{0,1,2} \
+        --group "SA²CRQ bucket" runs/i22-bucket-s{0,1,2} [--reference 0] [--json out.json]
+
+Every figure comes from each run's ``sids/stats.json`` and ``eval/metrics.json`` (cold expansion as the run's
+eval config had it); the per-user ranks in ``target_rank`` give the paired tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rl_align.eval.significance import mcnemar_exact
+
+
+def _run_row(run: Path) -> dict:
+    s = json.loads((run / "sids" / "stats.json").read_text())
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    t, v = m["test"], m["valid"]
+    bk = s.get("collisions", {}).get("buckets") or {}
+    row = {"len_head": s["mean_code_length_head20"], "len_tail": s["mean_code_length_tail80"],
+           "codes": bk.get("n_buckets", s["n_items"]), "valid_hr@10": v["policy"]["hr@10"],
+           "test_hr@10": t["policy"]["hr@10"], "test_ndcg@10": t["policy"]["ndcg@10"],
+           "head_hr@10": t["policy_buckets"]["head"]["hr@10"], "tail_hr@10": t["policy_buckets"]["tail"]["hr@10"],
+           "free_halluc": t["free_hallucination_rate"], "sampled_halluc": t.get("free_sample_hallucination_rate")}
+    ranks = {"test": np.array(t["target_rank"])}
+    if "cold" in m:
+        row["cold_hr@10"] = m["cold"]["policy"]["hr@10"]
+        ranks["cold"] = np.array(m["cold"]["target_rank"])
+    return {"row": row, "ranks": ranks}
+
+
+def _ms(vals: list) -> str:
+    vals = [x for x in vals if x is not None]
+    if not vals:
+        return "–"
+    a = np.asarray(vals, float)
+    return f"{a.mean():.4f} ± {a.std(ddof=1):.4f}" if a.size > 1 else f"{a.mean():.4f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RUN"),
+                    help="a label and its run dirs (one per seed, same seeds in every group)")
+    ap.add_argument("--reference", type=int, default=0, help="index of the group the others are divided by")
+    ap.add_argument("--json", help="also write the table as JSON")
+    a = ap.parse_args()
+    groups = [(g[0], [_run_row(Path(p)) for p in g[1:]]) for g in a.group]
+    ref = groups[a.reference][1]
+    cols = ["len_head", "len_tail", "codes", "valid_hr@10", "test_hr@10", "test_ndcg@10", "head_hr@10", "tail_hr@10",
+            "cold_hr@10", "free_halluc", "sampled_halluc"]
+    print("| tokenizer (seeds) | " + " | ".join(cols) + " | × ref: test / tail / cold HR@10 | pooled paired p "
+          "(test; cold) |")
+    print("|---" * (len(cols) + 3) + "|")
+    out = []
+    for label, runs in groups:
+        mean = {c: np.mean([r["row"][c] for r in runs if r["row"].get(c) is not None] or [np.nan]) for c in cols}
+        rmean = {c: np.mean([r["row"][c] for r in ref if r["row"].get(c) is not None] or [np.nan]) for c in cols}
+        ratio = " / ".join(f"{mean[c] / rmean[c]:.3f}×" if rmean[c] else "–"
+                           for c in ("test_hr@10", "tail_hr@10", "cold_hr@10"))
+        ps = []
+        for part in ("test", "cold"):
+            w = lo = 0
+            for mine, theirs in zip(runs, ref):
+                if part not in mine["ranks"] or part not in theirs["ranks"]:
+                    continue
+                hb = (mine["ranks"][part] >= 0) & (mine["ranks"][part] < 10)
+                ha = (theirs["ranks"][part] >= 0) & (theirs["ranks"][part] < 10)
+                w, lo = w + int((hb & ~ha).sum()), lo + int((ha & ~hb).sum())
+            ps.append(f"+{w}/−{lo}, p {mcnemar_exact(w, lo):.3g}")
+        print(f"| {label} ({len(runs)}) | " + " | ".join(_ms([r["row"].get(c) for r in runs]) for c in cols)
+              + f" | {ratio} | {'; '.join(ps)} |")
+        out.append({"label": label, "runs": [r["row"] for r in runs], "mean": mean})
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -223,9 +223,11 @@ class SidConfig:
                   "whose code stopped early share it (the code stands for a bucket ranked by sid.bucket_scorer; "
                   "full-length codes reassign, then append; adaptive tokenizers only)"
     )
-    bucket_scorer: str = doc("content", "with collision: bucket, the within-bucket order: content (cosine of the "
-                                        "item's vector to the user's history) or popularity (training counts)",
+    bucket_scorer: str = doc("content", "with collision: bucket, P(item | code): content (1 + training count, "
+                                        "re-weighted by the cosine of the item's vector to the user's history) or "
+                                        "popularity (1 + training count)",
                              registry="bucket_scorers")
+    bucket_temperature: float = doc(0.1, "content scorer: P(item | code, user) ∝ (1 + count) · exp(cos / this)", gt=0)
     bucket_cap: Optional[int] = doc(None, "with collision: bucket, the largest bucket; larger ones are split by one "
                                           "appended level (null = no cap)", ge=1)
     kmeans_iters: int = doc(20, "k-means iterations per level", ge=1)

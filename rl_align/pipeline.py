@@ -145,7 +145,8 @@ def stage_sids(run: RunDir) -> dict:
     tok.save(d / "tokenizer")
     bucket = cfg.collision == "bucket"
     catalog = SidCatalog(items["item_ids"], resolved, stats, buckets=bucket,
-                         bucket_scorer=build_scorer(cfg.bucket_scorer, pop, emb) if bucket else None)
+                         bucket_scorer=build_scorer(cfg.bucket_scorer, pop, emb, cfg.bucket_temperature)
+                         if bucket else None)
     stats["vocab_size"] = catalog.vocab_size
     stats["trie_bytes"] = catalog.trie.nbytes()
     catalog.save(d / "catalog")

@@ -106,16 +106,25 @@ def test_a_bucket_code_retrieves_every_item_of_its_bucket_in_scorer_order():
                  seen=np.array([[5, 6, -1], [1, 7, 5]]))
     ranked, scores = rank_with_engine(engine, cat, es, beams=8, exclude_history=True)
     by_pop = {0: [1, 2, 0], 1: [4, 3]}   # popularity order inside each bucket
+    pop = np.array([5, 50, 20, 1, 9, 3, 3, 3], np.float64)
+    res = engine.generate(GenerationRequest(*build_prompts(es.history, cat), n=8, mode="beam", constrained=True,
+                                            banned_items=torch.from_numpy(es.seen)))
     for r in range(2):
         row = [int(i) for i in ranked[r] if i >= 0]
         seen = set(es.seen[r][es.seen[r] >= 0].tolist())
         # every unseen item is ranked exactly once; the list counts items (8 beams → up to 8 items)
         assert sorted(row) == sorted(set(range(8)) - seen)
+        code_lp = {int(cat.buckets.bucket_of[i]): float(s) for i, s in zip(res.items[r].tolist(),
+                                                                           res.seq_logprob[r].tolist()) if i >= 0}
         for b, order in by_pop.items():
             want = [i for i in order if i not in seen]
             pos = [row.index(i) for i in want]
-            assert pos == list(range(pos[0], pos[0] + len(want)))        # contiguous, in scorer order
-            assert len(set(scores[r][pos].tolist())) == 1                # they share their beam's score
+            assert pos == sorted(pos)                                     # scorer order inside the bucket
+            # score = log P(code | x) + log P(item | code), P(item | code) ∝ 1 + training count
+            members = cat.buckets.items_of(want[0])
+            share = np.log1p(pop[want]) - np.log((1 + pop[members]).sum())
+            np.testing.assert_allclose(scores[r][pos], code_lp[int(cat.buckets.bucket_of[want[0]])] + share, atol=1e-6)
+        assert (np.diff(scores[r][: len(row)]) <= 1e-9).all()           # one ranking by joint log-prob
     # user 1 has seen item 1 (bucket 0's most popular): the bucket stays alive, item 1 never appears
     assert 1 not in ranked[1].tolist() and 2 in ranked[1].tolist()
     # resolve: one item per generated code, the scorer's first unbanned one

@@ -155,3 +155,32 @@ def test_raw_logprobs_match_torch(setup, mode):
     assert (res.token_logprobs <= 0).all()
     if mode == "beam":
         assert (res.seq_logprob[:, :-1] >= res.seq_logprob[:, 1:]).all()
+
+
+def test_bucket_catalog_on_vllm(tmp_path):
+    """Bucket SIDs on vLLM: a shared code is generated once (as its bucket's representative) and is excluded only
+    when every item of its bucket is banned — the same rule as the torch engine."""
+    from rl_align.sid.buckets import build_scorer
+
+    # items 0-3 share (0,), 4-5 share (1,); 6.. are full-length and unique
+    codes = [[0, -1], [0, -1], [0, -1], [0, -1], [1, -1], [1, -1]] + [[2 + a // 4, a % 4] for a in range(8)]
+    lens = [1] * 6 + [2] * 8
+    # codebooks of 8 (vocabulary 21): vLLM's beam search asks for 2 × beam width log-probs per step
+    cat = SidCatalog([f"i{k}" for k in range(14)], SidCodes(np.array(codes), np.array(lens), [8, 8]), buckets=True,
+                     bucket_scorer=build_scorer("popularity", np.arange(14, dtype=float)))
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
+    save_policy(model, tmp_path / "policy", cat)
+    engine = build_engine("vllm", policy_dir=tmp_path / "policy", catalog=cat, kv_cache_gib=1)
+    try:
+        ids, mask = build_prompts(np.array([[6, 7], [6, 7]]), cat)
+        banned = torch.tensor([[0, 1, 2, 3], [0, 4, -1, -1]])   # row 0: bucket (0,) entirely; row 1: two reps
+        res = engine.generate(GenerationRequest(ids, mask, n=10, mode="beam", banned_items=banned))
+        b = [{int(cat.buckets.bucket_of[i]) for i in row.tolist() if i >= 0} for row in res.items]
+        assert cat.buckets.bucket_of[0] not in b[0] and cat.buckets.bucket_of[0] in b[1]
+        assert cat.buckets.bucket_of[4] in b[0] and cat.buckets.bucket_of[4] in b[1]
+        for row in res.items:
+            live = [i for i in row.tolist() if i >= 0]
+            assert len(live) == len({int(cat.buckets.bucket_of[i]) for i in live})   # one beam per bucket
+    finally:
+        engine.close()

@@ -161,7 +161,8 @@ def user_queries(history: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
 def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "EvalSet", beams: int,
                              exclude_history: bool, batch_size: int, index: ColdIndex, prior: float,
                              item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Constrained beam search, then :func:`expand_with_cold`. Returns items (N, beams) and scores (N, beams)."""
+    """Constrained beam search, then :func:`expand_with_cold` (in a bucket catalog: the buckets' own cold-start
+    mixture, :meth:`rl_align.sid.buckets.Buckets.expand`). Returns items (N, beams) and scores (N, beams)."""
     out_items, out_scores = [], []
     for s in range(0, es.targets.size, batch_size):
         hist = es.history[s: s + batch_size]
@@ -170,14 +171,14 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
         res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=True,
                                                 banned_items=torch.from_numpy(seen) if exclude_history else None))
         q = user_queries(hist, item_vecs) if item_vecs is not None else None
-        ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
-                                          res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,
-                                          # a bucket's representative may be seen while its bucket is not:
-                                          # the bucket expansion below applies the exclusion item by item
-                                          seen if exclude_history and not catalog.has_buckets else None,
-                                          q, item_vecs)
-        if catalog.has_buckets:   # a ranked code (or a cold item inside a bucket) brings its whole bucket
-            ranked, scores = catalog.buckets.expand(ranked, scores, hist, beams, seen if exclude_history else None)
+        if catalog.has_buckets:
+            # cold items sit inside buckets: the cold-start mixture is the bucket's own (Buckets.expand)
+            ranked, scores = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams,
+                                                    seen if exclude_history else None, cold_prior=prior)
+        else:
+            ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
+                                              res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,
+                                              seen if exclude_history else None, q, item_vecs)
         out_items.append(ranked)
         out_scores.append(scores)
     return np.concatenate(out_items), np.concatenate(out_scores)

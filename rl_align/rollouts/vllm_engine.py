@@ -235,7 +235,18 @@ class VllmEngine(RolloutEngine):
             finally:
                 _BANS.clear()
         out = _merge(parts, len(prompts))
-        hit = (out.items[..., None] == banned[:, None, :]) & (out.items[..., None] >= 0)
+        if self.catalog.has_buckets:   # a bucket is banned only when all of its items are
+            bk = torch.from_numpy(self.catalog.buckets.bucket_of)
+            banned = banned.sort(1).values
+            banned = torch.where(torch.cat([torch.ones_like(banned[:, :1], dtype=torch.bool),
+                                            banned[:, 1:] != banned[:, :-1]], 1), banned, -1)   # each item once
+            ob = torch.where(out.items >= 0, bk[out.items.clamp(min=0)], torch.full_like(out.items, -1))
+            bb = torch.where(banned >= 0, bk[banned.clamp(min=0)], torch.full_like(banned, -2))
+            n_banned = ((ob[..., None] == bb[:, None, :]) & (banned[:, None, :] >= 0)).sum(-1)   # (N, n), per unique
+            size = torch.from_numpy(self.catalog.buckets.sizes)[ob.clamp(min=0)]
+            hit = (ob >= 0) & (n_banned >= size)
+        else:
+            hit = ((out.items[..., None] == banned[:, None, :]) & (out.items[..., None] >= 0)).any(-1)
         if hit.any():
             raise RuntimeError("vLLM returned a banned item: the SID logits processor did not see the bans "
                                "(it must run in this process)")

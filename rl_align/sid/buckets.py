@@ -6,9 +6,9 @@ it are ordered inside the bucket. With ``sid.collision: bucket`` the catalog kee
 bucket's representative (its lowest item index). Everything that turns a beam into a ranked list of items
 goes through :class:`Buckets`:
 
-- :meth:`Buckets.expand` — ranked codes → ranked items: each beam's bucket, in beam order, contributes its
-  items in scorer order (banned items skipped), until the list holds ``k`` items. The budget counts items,
-  not codes.
+- :meth:`Buckets.expand` — ranked codes → ranked items by ``log P(code | x) + log P(item | code, x)``: every
+  item of every beam's bucket is a candidate, the scorer gives the within-bucket probability, banned items
+  are skipped and the list holds ``k`` items (the budget counts items, not codes).
 - :meth:`Buckets.resolve` — one item per generated code: the bucket's first unbanned item in scorer order,
   the one a system would show (what rewards and RL see).
 
@@ -36,39 +36,48 @@ BUCKET_SCORERS: Registry[type["BucketScorer"]] = Registry("bucket scorer")
 
 
 class BucketScorer(abc.ABC):
-    """Scores items inside a bucket for a user (higher first).
+    """Within-bucket logits for a user: P(item | code, user) = softmax of the logits over the bucket's items.
 
     Args:
         popularity: (n_items,) training interaction counts. vectors: (n_items, d) L2-normalised item vectors or
             None (only scorers whose ``needs`` holds ``"vectors"`` get them).
+        temperature: the content term's temperature (cosine / T).
     """
 
     registry_name: str = ""
     #: the saved inputs the scorer reads: a subset of ("popularity", "vectors")
     needs: tuple[str, ...] = ("popularity",)
 
-    def __init__(self, popularity: np.ndarray, vectors: Optional[np.ndarray] = None) -> None:
+    def __init__(self, popularity: np.ndarray, vectors: Optional[np.ndarray] = None, temperature: float = 0.1) -> None:
         self.popularity = np.asarray(popularity, np.float32)
         self.vectors = vectors
+        self.temperature = float(temperature)
 
     @abc.abstractmethod
     def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """(N, H) histories, (N, C) candidate items → (N, C) float scores (entries for cand < 0 are ignored)."""
+        """(N, H) histories, (N, C) candidate items → (N, C) float logits (entries for cand < 0 are ignored)."""
+
+    def _log_prior(self, cand: np.ndarray) -> np.ndarray:
+        """log(1 + training count): the share of a code's training mass each of its items carried (add-one, so an
+        item without interactions keeps a share)."""
+        return np.log1p(self.popularity[np.maximum(cand, 0)].astype(np.float64))
 
 
 @BUCKET_SCORERS.register("popularity")
 class PopularityScorer(BucketScorer):
-    """Most interacted first (training counts): the same order for every user."""
+    """P(item | code) ∝ 1 + training count: the same order for every user — how the policy's code mass splits over
+    the items it was trained on."""
 
     needs = ("popularity",)
 
     def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        return self.popularity[np.maximum(cand, 0)].astype(np.float64)
+        return self._log_prior(cand)
 
 
 @BUCKET_SCORERS.register("content")
 class ContentScorer(BucketScorer):
-    """Cosine of the item's vector to the mean of the history's vectors; popularity breaks ties (×1e-9)."""
+    """P(item | code, user) ∝ (1 + training count) · exp(cos(item, history) / T): the popularity prior re-weighted by
+    the cosine of the item's vector to the mean of the history's vectors (T = ``sid.bucket_temperature``)."""
 
     needs = ("popularity", "vectors")
 
@@ -78,8 +87,7 @@ class ContentScorer(BucketScorer):
         q = (v[np.where(valid, history, 0)] * valid[..., None]).sum(1)                  # (N, d)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         cos = np.einsum("ncd,nd->nc", v[np.maximum(cand, 0)], q).astype(np.float64)     # (N, C)
-        pop = self.popularity[np.maximum(cand, 0)].astype(np.float64)
-        return cos + 1e-9 * pop / max(1.0, float(self.popularity.max()))
+        return self._log_prior(cand) + cos / self.temperature
 
 
 class Buckets:
@@ -113,9 +121,18 @@ class Buckets:
         b = self.bucket_of[item]
         return self.members[self.offsets[b]: self.offsets[b + 1]]
 
-    def _ordered(self, reps: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Members of each rep's bucket, scorer order: (N, B, S) items (-1 padded) for (N, B) reps, S = largest
-        bucket among them; and (N, B, S) bool validity."""
+    def _ordered(self, reps: np.ndarray, history: np.ndarray, cold_prior: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Members of each rep's bucket in scorer order, for (N, B) reps (S = largest bucket among them).
+
+        With ``cold_prior`` α > 0 (and a scorer), P(item | code, x) is the cold-start mixture: items with training
+        interactions share 1 - α by the scorer's softmax over them, items without any share α by the softmax over
+        those (the next item is new with probability α, and a new item sits in a code like any other).
+
+        Returns:
+            items (N, B, S) int64 (-1 padded), valid (N, B, S) bool, logp (N, B, S) float64 log P(item | code, user)
+            (0 for a one-item bucket; uniform without a scorer).
+        """
         N, B = reps.shape
         b = self.bucket_of[np.maximum(reps, 0)]
         size = np.where(reps >= 0, self.sizes[b], 0)
@@ -123,48 +140,64 @@ class Buckets:
         j = np.arange(S)
         valid = j[None, None, :] < size[..., None]
         items = np.where(valid, self.members[np.minimum(self.offsets[b][..., None] + j, self.members.size - 1)], -1)
-        if self.scorer is not None and S > 1:
-            sc = self.scorer.score(history, items.reshape(N, B * S)).reshape(N, B, S)
-            sc = np.where(valid, sc, -np.inf)
-            # scorer order, ties by item index (members are in index order, the sort is stable)
-            order = np.argsort(-sc, axis=2, kind="stable")
-            items, valid = np.take_along_axis(items, order, 2), np.take_along_axis(valid, order, 2)
-        return items, valid
+        if S == 1:
+            return items, valid, np.zeros(items.shape)
+        logit = (self.scorer.score(history, items.reshape(N, B * S)).reshape(N, B, S) if self.scorer is not None
+                 else np.zeros(items.shape))
+        if cold_prior > 0 and self.scorer is not None:
+            cold = valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)
+            logp = np.full(items.shape, -np.inf)
+            for part, w in ((valid & ~cold, np.log1p(-cold_prior)), (cold, np.log(cold_prior))):
+                logp = np.where(part, _log_softmax(np.where(part, logit, -np.inf)) + w, logp)
+        else:
+            logp = _log_softmax(np.where(valid, logit, -np.inf))
+        # scorer order, ties by item index (members are in index order, the sort is stable)
+        order = np.argsort(-logp, axis=2, kind="stable")
+        take = lambda a: np.take_along_axis(a, order, 2)  # noqa: E731
+        return take(items), take(valid), take(logp)
 
     def expand(self, reps: np.ndarray, scores: np.ndarray, history: np.ndarray, k: int,
-               banned: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Ranked codes → ranked items.
+               banned: Optional[np.ndarray] = None, cold_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Ranked codes → ranked items by ``log P(code | x) + log P(item | code, x)``.
+
+        Every item of every beam's bucket is a candidate, scored by its beam's log-prob plus its within-bucket
+        log-prob (:meth:`_ordered`), so a large bucket's items share its mass instead of flooding the list; inside
+        one bucket the scorer's order is kept. Banned items are skipped; the list holds ``k`` items.
 
         Args:
             reps: (N, B) representative items of the beams, best first (-1 = no beam).
-            scores: (N, B) beam scores. history: (N, H) prompt items (for the scorer).
+            scores: (N, B) beam log-probs. history: (N, H) prompt items (for the scorer).
             k: ranking length. banned: optional (N, S) items that may not appear (-1 padded).
+            cold_prior: α of the cold-start mixture inside buckets (:meth:`_ordered`); 0 = off.
 
         Returns:
-            items (N, k) int64 best first (-1 = empty), scores (N, k): each item carries its beam's score.
+            items (N, k) int64 best first (-1 = empty), scores (N, k) float64 joint log-probs.
         """
-        items, valid = self._ordered(reps, history)
+        items, valid, logp = self._ordered(reps, history, cold_prior)
         N = reps.shape[0]
+        joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf).reshape(N, -1)
+        flat = items.reshape(N, -1)
         out = np.full((N, k), -1, np.int64)
         out_s = np.full((N, k), -np.inf)
+        order = np.argsort(-joint, axis=1, kind="stable")
         for r in range(N):
-            ban = set(banned[r][banned[r] >= 0].tolist()) if banned is not None else set()
-            row, c = items[r][valid[r]], np.repeat(scores[r], valid[r].sum(1))
             n = 0
-            for it, s in zip(row.tolist(), c.tolist()):
-                if it in ban:
-                    continue
-                ban.add(it)   # an item appears once even if two beams reach its bucket
-                out[r, n], out_s[r, n] = it, s
-                n += 1
-                if n == k:
+            seen = set(banned[r][banned[r] >= 0].tolist()) if banned is not None else set()
+            for c in order[r]:
+                if not np.isfinite(joint[r, c]) or n == k:
                     break
+                it = int(flat[r, c])
+                if it in seen:   # banned, or a second beam reached the same bucket
+                    continue
+                seen.add(it)
+                out[r, n], out_s[r, n] = it, joint[r, c]
+                n += 1
         return out, out_s
 
     def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None) -> np.ndarray:
         """(N, G) generated codes' representatives → (N, G) the item each stands for: its bucket's first unbanned
         item in scorer order (-1 stays -1; a bucket whose items are all banned gives -1)."""
-        items, valid = self._ordered(reps, history)
+        items, valid, _ = self._ordered(reps, history)
         if banned is not None:
             hit = (items[..., None] == banned[:, None, None, :]) & (banned[:, None, None, :] >= 0)
             valid = valid & ~hit.any(-1)
@@ -178,7 +211,8 @@ class Buckets:
         s = self.scorer
         if s is None:
             return
-        arrays = {"name": np.array(s.registry_name), "popularity": s.popularity}
+        arrays = {"name": np.array(s.registry_name), "popularity": s.popularity,
+                  "temperature": np.array(s.temperature)}
         if "vectors" in s.needs:
             arrays["vectors"] = s.vectors.astype(np.float16)
         write_npz(path, **arrays)
@@ -191,10 +225,19 @@ class Buckets:
         z = load_npz(path)
         cls = BUCKET_SCORERS.get(str(z["name"]))
         vec = z["vectors"].astype(np.float32) if "vectors" in z else None
-        return cls(z["popularity"], vec)
+        return cls(z["popularity"], vec, float(z["temperature"]) if "temperature" in z else 0.1)
 
 
-def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None) -> BucketScorer:
+def _log_softmax(logit: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis; -inf entries stay -inf, an all -inf row stays -inf."""
+    m = logit.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return logit - m - np.log(np.exp(logit - m).sum(-1, keepdims=True))
+
+
+def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None,
+                 temperature: float = 0.1) -> BucketScorer:
     """The registered scorer ``name`` on these inputs (vectors are L2-normalised here)."""
     cls = BUCKET_SCORERS.get(name)
     if "vectors" in cls.needs:
@@ -204,4 +247,4 @@ def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     else:
         vectors = None
-    return cls(popularity, vectors)
+    return cls(popularity, vectors, temperature)

@@ -80,7 +80,10 @@ def measure(model, catalog: SidCatalog, ps: PromptSet, k: int = 10, beams: int =
         logp.append(lp.sum(1).numpy())
         res = engine.generate(GenerationRequest(ps.ids[sl], ps.mask[sl], n=beams, mode="beam", constrained=True,
                                                 banned_items=torch.from_numpy(ps.banned[sl])))
-        hit.append((res.items[:, :k].numpy() == ps.targets[sl, None]).any(1))
+        items = res.items.numpy()
+        if catalog.has_buckets:   # a bucket code's items, ranked inside the bucket (the evaluator's list)
+            items, _ = catalog.buckets.expand(items, res.seq_logprob.numpy(), ps.history[sl], beams, ps.banned[sl])
+        hit.append((items[:, :k] == ps.targets[sl, None]).any(1))
     return {"logp": np.concatenate(logp), "hit": np.concatenate(hit)}
 
 

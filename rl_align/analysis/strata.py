@@ -104,8 +104,12 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
                                                 banned_items=torch.from_numpy(ps.banned[sl]) if r.exclude_seen
                                                 else None))
         gt_lp, _ = continuation_logprobs(model, ps.ids[sl], ps.mask[sl], gt[sl])
-        sc = scorer.score(ps.users[sl], ps.history[sl], res.items.numpy(), ps.targets[sl], with_target_scores=True)
-        g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, res.items, torch.from_numpy(ps.targets[sl]),
+        items = res.items.numpy()
+        if catalog.has_buckets:   # the item each code stands for, as the controller resolves rollouts
+            items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None)
+        sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True)
+        g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, torch.from_numpy(items),
+                         torch.from_numpy(ps.targets[sl]),
                          torch.from_numpy(np.nan_to_num(sc["target_scores"])),
                          torch.from_numpy(np.nan_to_num(sc["ranker_scores"])))
         out["difficulty"].append(g.difficulty_value.numpy())

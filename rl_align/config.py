@@ -200,6 +200,9 @@ class Sa2crqConfig:
         "hybrid", "codes of head items: hybrid (nearest in the hybrid head + tail codebooks, like every item) or head "
                   "(the head codewords only: the codes stage 1 learned for them, so their prefixes carry head mass "
                   "and the stop rule keeps them long)")
+    tail_encoder_epochs: int = doc(0, "VAE flavour: epochs of a tail encoder (a copy of the head encoder) trained on "
+                                      "tail items against the frozen head decoder and the hybrid codebooks; tail items "
+                                      "are then encoded by it (0 = off: one frozen encoder for every item)", ge=0)
     anchor_weight: float = doc(0.0, "ACRQ anchoring: tail codewords start at the head codewords their residuals "
                                     "use most and each k-means update is pulled toward that anchor with this weight "
                                     "(in units of the mean cluster size; 0 = plain k-means on tail residuals)", ge=0)

@@ -246,7 +246,7 @@ class Sa2crqSettings:
         with the head codewords only (their stage-1 codes, so their prefixes carry head mass); with
         ``sa2crq.tail_stop: start_level`` every item outside the head is cut to ``start_level`` codes (cold
         items, with no interactions, are tail)."""
-        codes = self.fit(emb, popularity).encode(emb)
+        codes = self._tail_codes(emb, popularity, self.fit(emb, popularity).encode(emb))
         s = self.cfg.sa2crq
         if s.head_codes == "head" and s.curriculum and self._k_tail:
             # head items keep the codes stage 1 learned for them: the tail codewords are parked out of reach
@@ -260,6 +260,10 @@ class Sa2crqSettings:
         if s.tail_stop == "start_level":
             tail = ~head_mask(np.asarray(popularity, np.float64), s.head_share)
             codes = cut_codes(codes, tail, s.start_level)
+        return codes
+
+    def _tail_codes(self, emb: np.ndarray, popularity: Optional[np.ndarray], codes: SidCodes) -> SidCodes:
+        """Hook: re-encode the tail items of ``codes`` (the VAE flavour's tail encoder); here unchanged."""
         return codes
 
     def _fit_tail_codewords(self, r: np.ndarray, books: np.ndarray) -> None:

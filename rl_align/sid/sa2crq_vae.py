@@ -5,7 +5,10 @@ items only and takes the prefix masses from their codes. Stage 2 freezes the enc
 level by level, learns ``K_tail`` new codewords on the tail items' latent residuals (k-means: the optimum of the
 codebook loss with everything else frozen), giving hybrid L × (K + K_tail) codebooks. Every item — head, tail,
 cold — is encoded by the frozen encoder and the hybrid codebooks, and cut by SARQ's stop rule on the head
-priors, exactly as in the k-means flavour (rl_align/sid/sa2crq.py). Without the curriculum the RQ-VAE is
+priors, exactly as in the k-means flavour (rl_align/sid/sa2crq.py). With ``sa2crq.tail_encoder_epochs`` > 0,
+stage 2 also trains a *tail encoder* (a copy of the head encoder) on the tail items, with the head decoder, the
+head codebooks and the tail codewords frozen (reconstruction through the frozen decoder + commitment), refits
+the tail codewords on its latents, and :meth:`fit_encode` encodes the tail items (by popularity) with it. Without the curriculum the RQ-VAE is
 trained on every item and only the stop rule is added.
 
 Shapes: ``books`` (L, K_total, latent_dim) float32; the RQ-VAE model's own codebooks stay (L, K, latent_dim).
@@ -13,6 +16,7 @@ Shapes: ``books`` (L, K_total, latent_dim) float32; the RQ-VAE model's own codeb
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Optional
 
@@ -23,9 +27,12 @@ from rl_align.config import SidConfig
 from rl_align.sid.base import TOKENIZERS
 from rl_align.sid.codes import SidCodes
 from rl_align.sid.rq_kmeans import assign, nearest_at_levels
-from rl_align.sid.rq_vae import RQVAE
+from rl_align.sid.rq_vae import RQVAE, RQVAEModel
 from rl_align.sid.sa2crq import Sa2crqSettings, prefix_mass_tables, tables_from_arrays, tables_to_arrays
-from rl_align.utils.io import load_npz, write_npz
+from rl_align.utils.io import atomic_path, load_npz, write_npz
+from rl_align.utils.popularity import head_mask
+
+RQVAE_nearest = RQVAEModel.nearest   # (B, D) residuals, (K, D) codebook → (B,) nearest code
 
 
 @TOKENIZERS.register("sa2crq_vae")
@@ -37,14 +44,15 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
         super().__init__(cfg)
         self.tables: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
         self.books: Optional[np.ndarray] = None
+        self.tail_encoder: Optional[torch.nn.Module] = None   # sa2crq.tail_encoder_epochs > 0: encodes tail items
         self.head_codebooks: Optional[np.ndarray] = None   # stage-1 copy, to prove stage 2 left it untouched
 
     @torch.no_grad()
-    def _latent(self, emb: np.ndarray, chunk: int = 65536) -> np.ndarray:
-        """(n, latent_dim) float32 encoder outputs."""
-        model = RQVAE._check(self)
+    def _latent(self, emb: np.ndarray, encoder: Optional[torch.nn.Module] = None, chunk: int = 65536) -> np.ndarray:
+        """(n, latent_dim) float32 outputs of ``encoder`` (default: the model's, the head encoder)."""
+        enc = RQVAE._check(self).encoder if encoder is None else encoder
         x = torch.from_numpy(np.ascontiguousarray(emb, np.float32))
-        return torch.cat([model.encoder(x[a: a + chunk]) for a in range(0, x.shape[0], chunk)]).numpy()
+        return torch.cat([enc(x[a: a + chunk]) for a in range(0, x.shape[0], chunk)]).numpy()
 
     def fit(self, emb: np.ndarray, popularity: Optional[np.ndarray] = None) -> "Sa2crqVae":
         """Stage 1: RQ-VAE on the head + head priors; stage 2: frozen encoder/head codes, new tail codewords."""
@@ -68,13 +76,64 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
         w = pop[h_idx] if s.mass == "popularity" else np.ones(h_idx.size)
         self.tables = prefix_mass_tables(head_codes, w, Kt)
         t_idx = np.flatnonzero(~head)
+        self.tail_encoder = None
         if s.curriculum and t_idx.size:
             m = min(t_idx.size, self._k_tail * cfg.max_points_per_centroid)
             pick = np.sort(np.random.default_rng(cfg.seed).choice(t_idx, m, replace=False)) if m < t_idx.size \
                 else t_idx
             self._fit_tail_codewords(self._latent(emb[pick]), books)
+            if s.tail_encoder_epochs:
+                self.tail_encoder = self._train_tail_encoder(emb[t_idx], books)
+                self._fit_tail_codewords(self._latent(emb[pick], self.tail_encoder), books)
         self.books = books
         return self
+
+    def _train_tail_encoder(self, x_tail: np.ndarray, books: np.ndarray) -> torch.nn.Module:
+        """A copy of the encoder trained on tail items (m, d) against the frozen decoder and hybrid ``books``
+        (L, K_total, D): loss = ‖decoder(z_q) − x‖² + β ‖z − sg(z_q)‖², straight-through, greedy residual codes.
+        Only the copy's weights change (the model's parameters are frozen for the duration)."""
+        model, v = RQVAE._check(self), self.cfg.rq_vae
+        enc = copy.deepcopy(model.encoder)
+        frozen = [(p, p.requires_grad) for p in model.parameters()]
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        B = torch.from_numpy(books)
+        x = torch.from_numpy(np.ascontiguousarray(x_tail, np.float32))
+        opt = torch.optim.Adam(enc.parameters(), lr=v.lr)
+        gen = torch.Generator().manual_seed(self.cfg.seed + 7)
+        self.tail_history = []
+        try:
+            for _ in range(self.cfg.sa2crq.tail_encoder_epochs):
+                perm, tot = torch.randperm(x.shape[0], generator=gen), 0.0
+                for a in range(0, x.shape[0], v.batch_size):
+                    xb = x[perm[a: a + v.batch_size]]
+                    z = enc(xb)
+                    r, zq = z.detach(), torch.zeros_like(z)
+                    for lvl in range(B.shape[0]):
+                        e = B[lvl][RQVAE_nearest(r, B[lvl])]
+                        zq, r = zq + e, r - e
+                    recon = ((model.decoder(z + (zq - z).detach()) - xb) ** 2).sum(1).mean()
+                    loss = recon + v.beta * ((z - zq) ** 2).sum(1).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += recon.item() * xb.shape[0] / x.shape[0]
+                self.tail_history.append(tot)
+        finally:
+            for p, req in frozen:
+                p.requires_grad_(req)
+        return enc.eval()
+
+    def _tail_codes(self, emb: np.ndarray, popularity: Optional[np.ndarray], codes: SidCodes) -> SidCodes:
+        """With a tail encoder: the tail items' codes from its latents (same hybrid books and stop rule)."""
+        if getattr(self, "tail_encoder", None) is None:
+            return codes
+        tail = np.flatnonzero(~head_mask(np.asarray(popularity, np.float64), self.cfg.sa2crq.head_share))
+        tc = self._encode_rows(lambda a, b: self._latent(emb[tail[a:b]], self.tail_encoder), tail.size,
+                               self._hybrid(), 65536)
+        arr, lengths = codes.codes.copy(), codes.lengths.copy()
+        arr[tail], lengths[tail] = tc.codes, tc.lengths
+        return SidCodes(arr, lengths, codes.codebook_sizes)
 
     def _hybrid(self) -> np.ndarray:
         if self.books is None or self.tables is None:
@@ -103,9 +162,14 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
         return nearest_at_levels(r, last, books, topn)
 
     def _save_state(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
         RQVAE._save_state(self, directory)
         write_npz(directory / "sa2crq_vae.npz", books=self._hybrid(), head_codebooks=self.head_codebooks,
                   **tables_to_arrays(self.tables))
+        if getattr(self, "tail_encoder", None) is not None:
+            with atomic_path(directory / "tail_encoder.safetensors") as tmp:
+                save_file({k: v.contiguous() for k, v in self.tail_encoder.state_dict().items()}, str(tmp))
 
     def _load_state(self, directory: Path) -> None:
         RQVAE._load_state(self, directory)
@@ -113,3 +177,10 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
         self.books = z["books"].astype(np.float32)
         self.head_codebooks = z["head_codebooks"].astype(np.float32)
         self.tables = tables_from_arrays(z, self.books.shape[0])
+        self.tail_encoder = None
+        if (directory / "tail_encoder.safetensors").exists():
+            from safetensors.torch import load_file
+
+            self.tail_encoder = copy.deepcopy(RQVAE._check(self).encoder)
+            self.tail_encoder.load_state_dict(load_file(str(directory / "tail_encoder.safetensors")))
+            self.tail_encoder.eval()

@@ -52,3 +52,14 @@ def ray_session():
     init_ray(dashboard_port=port)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def zipf_items():
+    """2,000 items in 40 clusters, Zipf popularity: the head is the most interacted 20%."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 16)).astype(np.float32) * 3
+    lab = rng.integers(0, 40, 2000)
+    emb = centers[lab] + rng.normal(size=(2000, 16)).astype(np.float32)
+    pop = rng.zipf(1.3, 2000).astype(np.float64)
+    return emb, np.minimum(pop, 1e5)

@@ -4,32 +4,17 @@ anchored tail codewords of SA²CRQ."""
 import numpy as np
 import pytest
 import torch
+from test_sa2crq import _tok, _vae  # the SA²CRQ tests' tokenizer settings (catalog: conftest.zipf_items)
 
-from rl_align.config import PolicyConfig, Sa2crqConfig, SidConfig
+from rl_align.config import PolicyConfig
 from rl_align.eval.evaluate import EvalSet, rank_with_engine
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import build_policy
 from rl_align.rollouts import GenerationRequest, build_engine
-from rl_align.sid import SidCatalog, SidCodes, build_tokenizer, resolve_collisions
+from rl_align.sid import SidCatalog, SidCodes, resolve_collisions
 from rl_align.sid.buckets import build_scorer
 from rl_align.sid.stats import sid_stats
 from rl_align.utils.popularity import head_mask
-
-
-@pytest.fixture(scope="module")
-def zipf_items():
-    """2,000 items in 40 clusters, Zipf popularity (the same catalog as tests/test_sa2crq.py)."""
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(40, 16)).astype(np.float32) * 3
-    lab = rng.integers(0, 40, 2000)
-    emb = centers[lab] + rng.normal(size=(2000, 16)).astype(np.float32)
-    pop = rng.zipf(1.3, 2000).astype(np.float64)
-    return emb, np.minimum(pop, 1e5)
-
-
-def _tok(**kw):
-    return build_tokenizer(SidConfig(tokenizer="sa2crq", levels=3, codebook_size=16, kmeans_iters=10,
-                                     sa2crq=Sa2crqConfig(**kw)))
 
 
 def test_bucket_codes_keep_tail_short_and_round_trip(zipf_items, tmp_path):
@@ -221,11 +206,7 @@ def test_vae_tail_encoder_learns_against_the_frozen_head_decoder(zipf_items, tmp
     """sa2crq_vae with a tail encoder: the model (encoder, decoder, head codebooks) is bit-for-bit what the same fit
     without it gives; the tail encoder reconstructs the tail through the frozen decoder better than the head
     encoder does; fit_encode uses it for tail items only; it survives save/load."""
-    import sys
-
     from rl_align.sid import SidTokenizer
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_sa2crq import _vae
 
     emb, pop = zipf_items
     plain = _vae(tau=0.002, tail_codebook_size=8, head_codes="head")

@@ -57,17 +57,6 @@ def test_cold_items_come_from_the_tail_of_a_sparse_catalog():
     assert cold.size == 80 and (pop[cold] > 0).all() and not head_mask(pop, 0.2)[cold].any()
 
 
-@pytest.fixture(scope="module")
-def zipf_items():
-    """2,000 items in 40 clusters, Zipf popularity: the head is the most interacted 20%."""
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(40, 16)).astype(np.float32) * 3
-    lab = rng.integers(0, 40, 2000)
-    emb = centers[lab] + rng.normal(size=(2000, 16)).astype(np.float32)
-    pop = rng.zipf(1.3, 2000).astype(np.float64)
-    return emb, np.minimum(pop, 1e5)
-
-
 def _tok(**kw):
     return build_tokenizer(SidConfig(tokenizer="sa2crq", levels=3, codebook_size=16, kmeans_iters=10,
                                      sa2crq=Sa2crqConfig(**kw)))

@@ -198,9 +198,8 @@ class Buckets:
         """(N, G) generated codes' representatives → (N, G) the item each stands for: its bucket's first unbanned
         item in scorer order (-1 stays -1; a bucket whose items are all banned gives -1)."""
         items, valid, _ = self._ordered(reps, history)
-        if banned is not None:
-            hit = (items[..., None] == banned[:, None, None, :]) & (banned[:, None, None, :] >= 0)
-            valid = valid & ~hit.any(-1)
+        if banned is not None:   # per row, against the row's banned items (no (N, G, S, M) comparison)
+            valid = valid & ~np.stack([np.isin(items[r], banned[r][banned[r] >= 0]) for r in range(len(items))])
         first = valid.argmax(2)
         out = np.take_along_axis(items, first[..., None], 2)[..., 0]
         return np.where(valid.any(2) & (reps >= 0), out, -1).astype(np.int64)

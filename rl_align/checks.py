@@ -15,6 +15,7 @@ from rl_align.baselines import BASELINES
 from rl_align.config import ConfigError, RunConfig, load_config, value_errors
 from rl_align.retrieval.losses import RETRIEVAL_LOSSES
 from rl_align.rewards.functions import REWARDS
+from rl_align.rewards.scorers import SCORERS
 from rl_align.rollouts import ENGINES
 from rl_align.sid import TOKENIZERS
 from rl_align.sid.buckets import BUCKET_SCORERS
@@ -24,7 +25,7 @@ from rl_align.utils.registry import Registry
 # the names field metadata uses (``doc(..., registry="engines")``) → the registry that holds them
 REGISTRIES: dict[str, Registry] = {"tokenizers": TOKENIZERS, "engines": ENGINES, "objectives": OBJECTIVES,
                                    "rewards": REWARDS, "baselines": BASELINES, "retrieval_losses": RETRIEVAL_LOSSES,
-                                   "bucket_scorers": BUCKET_SCORERS}
+                                   "bucket_scorers": BUCKET_SCORERS, "reward_scorers": SCORERS}
 
 
 def _registered_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, str]]:

@@ -146,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--split", choices=["test", "valid"], help="leave-one-out events for discriminability")
     reval.add_argument("--no-policy-negatives", action="store_true", help="skip the SFT policy's beam negatives")
     reval.add_argument("--json", action="store_true", help="print the raw JSON instead of the report")
+    reval.add_argument("--scorer", nargs="+", metavar="NAME",
+                       help="reward models to evaluate (din, sasrec, gru4rec, ensemble; default din); with several, "
+                            "one policy beam search and a reward-ceiling table ranker/ceilings_<split>.md")
+    rsc = rsub.add_parser("scorers", help="train more reward models (sasrec, gru4rec, ensemble) on a run",
+                          description="Train item-ID sequence reward models on the run's training events only "
+                                      "(valid, test and the ranker's held-out events cut off), Platt-calibrated on "
+                                      "held-out impressions, and/or the ensemble of ranker.ensemble_members. Needs "
+                                      "the run's exposure logs and DIN ranker. Evaluate them with `ranker eval "
+                                      "--scorer`.")
+    rsc.add_argument("run_dir", help="a run directory with exposure/ and ranker/model")
+    rsc.add_argument("names", nargs="+", help="reward models to train, in order (an ensemble after its members)")
+    rsc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set ranker.ensemble_members=[din,sasrec,gru4rec]")
 
     an = sub.add_parser("analyze", help="analyses of a finished run (strata: where reward guidance helps)")
     asub = an.add_subparsers(dest="analyze_cmd", required=True, metavar="ACTION")

@@ -22,6 +22,7 @@ from rl_align.pipeline import run_pipeline
 from rl_align.preferences import build_pairs
 from rl_align.ranker.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
 from rl_align.retrieval.serve import build_index, search_users
+from rl_align.rewards.scorers import evaluate_scorers, load_scorer, scorer_path, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
@@ -137,9 +138,34 @@ def _ranker_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
     setup_logging()
     cfg = load_config(run / "config.yaml", RunConfig)
-    res = evaluate_ranker(run, cfg.ranker, cfg.eval, args.split, with_policy=not args.no_policy_negatives)
-    write_ranker_eval(run, res)
-    print(json.dumps(res, indent=2) if args.json else ranker_report(res))
+    names = args.scorer or ["din"]
+    if names == ["din"] or args.no_policy_negatives:
+        for name in names:
+            model = load_scorer(scorer_path(run, name))
+            res = evaluate_ranker(run, cfg.ranker, cfg.eval, args.split, with_policy=not args.no_policy_negatives,
+                                  model=model)
+            write_ranker_eval(run, res, name)
+            print(json.dumps(res, indent=2) if args.json else ranker_report(res))
+        return 0
+    split = args.split or cfg.ranker.eval_split
+    out = evaluate_scorers(run, cfg, names, split)
+    print(json.dumps(out, indent=2) if args.json else (run / "ranker" / f"ceilings_{split}.md").read_text())
+    return 0
+
+
+def _ranker_scorers(args: argparse.Namespace) -> int:
+    """Train more reward models on a run that has its data, exposure logs and DIN ranker."""
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    setup_logging()
+    names = list(dict.fromkeys(["din"] + args.names))
+    cfg = load_checked(run / "config.yaml", list(args.overrides) + [f"ranker.scorers=[{','.join(names)}]"])
+    for need in ("exposure/log.npz", "ranker/model/model.safetensors"):
+        if not (run / need).exists():
+            raise FileNotFoundError(f"{run / need}: missing (run the exposure and ranker stages first)")
+    out = train_scorers(run, cfg)
+    print(json.dumps({n: m.get("calibration") for n, m in out.items()}, indent=2))
     return 0
 
 
@@ -221,6 +247,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "ranker" and args.ranker_cmd == "train":
         return _run(args, ["data", "exposure", "ranker"])
+    if args.cmd == "ranker" and args.ranker_cmd == "scorers":
+        return _ranker_scorers(args)
     if args.cmd == "ranker" and args.ranker_cmd == "eval":
         return _ranker_eval(args)
     if args.cmd == "analyze" and args.analyze_cmd == "strata":

@@ -438,13 +438,28 @@ class RankerConfig:
     eval_negatives: int = doc(50, "negatives per test event in the discriminability evaluation (per kind)", ge=1, schedule=True)
     eval_split: Literal["valid", "test"] = doc("test", "leave-one-out events used for discriminability", schedule=True)
     popularity_buckets: int = doc(3, "equal-count item popularity buckets in the discriminability table", ge=1, schedule=True)
+    scorers: list = doc(["din"], "reward models the ranker stage trains and evaluates, in order (din: this ranker; "
+                                 "sasrec, gru4rec: item-ID sequence models with the baseline section's settings, "
+                                 "trained on training events only; ensemble: logistic stacking of "
+                                 "ensemble_members, listed after them)", registry="reward_scorers")
+    ensemble_members: list = doc(["din", "sasrec"], "members of the ensemble reward model (each also in scorers)",
+                                 registry="reward_scorers")
     seed: int = doc(0, "training seed (default: the run's seed)")
 
     def value_errors(self) -> list[tuple[str, str]]:
-        """Cross-field rules: whole per-worker batches."""
+        """Cross-field rules: whole per-worker batches; din first; ensemble members trained before the ensemble."""
+        errs = []
         if self.batch_size % self.num_workers:
-            return [("batch_size", f"must be a multiple of num_workers ({self.num_workers}), got {self.batch_size}")]
-        return []
+            errs.append(("batch_size", f"must be a multiple of num_workers ({self.num_workers}), got {self.batch_size}"))
+        if not self.scorers or self.scorers[0] != "din":
+            errs.append(("scorers", f"must start with din (the ranker this stage trains), got {self.scorers}"))
+        if "ensemble" in self.scorers:
+            at = self.scorers.index("ensemble")
+            missing = [m for m in self.ensemble_members if m not in self.scorers[:at]]
+            if missing or "ensemble" in self.ensemble_members or not self.ensemble_members:
+                errs.append(("ensemble_members", f"must be non-empty and listed in scorers before ensemble "
+                                                 f"({self.scorers}), got {self.ensemble_members}"))
+        return errs
 
 
 @dataclass
@@ -453,6 +468,8 @@ class RewardConfig:
 
     functions: dict = doc({"ranker": 1.0}, "reward function name → weight (ranker, exact_match, ranking, semantic, "
                               "future_match)", registry="rewards")
+    scorer: str = doc("din", "the reward model behind the ranker term and the gate's discriminability (one of "
+                             "ranker.scorers: din, sasrec, gru4rec, ensemble)", registry="reward_scorers")
     ranker_normalize: Literal["raw", "rank", "zscore"] = doc(
         "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
     )

@@ -27,11 +27,11 @@ from rl_align.driver.controller import rl_tag, run_rl
 from rl_align.embed import embed_items
 from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
 from rl_align.eval.run_eval import evaluate_run, train_popularity
-from rl_align.ranker.evaluate import evaluate_ranker, write_ranker_eval
 from rl_align.ranker.train import run_ranker_training
 from rl_align.report import write_report
 from rl_align.retrieval.evaluate import evaluate_retrieval
 from rl_align.retrieval.train import train_retrieval
+from rl_align.rewards.scorers import evaluate_scorers, train_scorers
 from rl_align.run_dir import RunDir, config_digest, resume_view
 from rl_align.sft.driver import run_sft
 from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
@@ -189,15 +189,25 @@ def stage_exposure(run: RunDir) -> dict:
 
 
 def stage_ranker(run: RunDir) -> dict:
-    """Train the ranker on the exposure logs (Ray Train), then evaluate it → ``ranker/eval.json``, ``report.md``."""
+    """Train the ranker on the exposure logs (Ray Train) and the other reward models of ``ranker.scorers``, then
+    evaluate each (``ranker/eval[_<name>].json``, ``report[_<name>].md``; with several, one policy beam search
+    and the reward-ceiling table ``ranker/ceilings_<split>.md``)."""
 
-    out = run_ranker_training(run.cfg, run.path)
-    res = evaluate_ranker(run.path, run.cfg.ranker, run.cfg.eval)
-    path = write_ranker_eval(run.path, res)
+    cfg = run.cfg
+    out = run_ranker_training(cfg, run.path)
+    train_scorers(run.path, cfg)
+    results = evaluate_scorers(run.path, cfg, cfg.ranker.scorers, cfg.ranker.eval_split)
+    res = results["din"]
     log.info("ranker: held-out AUC %.4f GAUC %.4f; report %s", res["heldout"]["heldout_auc"],
-             res["heldout"]["heldout_gauc"], path)
-    return {"model": out["model"], "heldout_auc": res["heldout"]["heldout_auc"],
-            "heldout_gauc": res["heldout"]["heldout_gauc"]}
+             res["heldout"]["heldout_gauc"], run.path / "ranker" / "report.md")
+    summary = {"model": out["model"], "heldout_auc": res["heldout"]["heldout_auc"],
+               "heldout_gauc": res["heldout"]["heldout_gauc"]}
+    for name, r in results.items():
+        if name != "din":
+            summary[f"{name}_heldout_auc"] = r["heldout"]["heldout_auc"]
+        if r.get("rerank"):
+            summary[f"{name}_ceiling_gain"] = r["rerank"]["gain"]
+    return summary
 
 
 # --------------------------------------------------------------------------- rl

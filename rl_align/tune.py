@@ -30,6 +30,7 @@ from rl_align.config import ConfigError, RunConfig, doc, dump_yaml, from_dict, l
 from rl_align.driver.controller import cpu_needs, needs_ranker, rl_bundles, run_rl
 from rl_align.pipeline import run_pipeline
 from rl_align.ray_utils import init_ray
+from rl_align.rewards.scorers import scorer_path
 from rl_align.utils.io import write_json, write_text
 
 log = logging.getLogger("rl_align")
@@ -154,7 +155,7 @@ def prepare(spec: SweepSpec, base: RunConfig, sweep_dir: Path) -> Path:
     """The run dir holding the shared stages: ``spec.prepared_run``, or ``<sweep>/prepared`` (digest-cached)."""
     if spec.prepared_run:
         run = Path(spec.prepared_run)
-        need = ["sids/catalog", "sft/best_policy"] + (["ranker/model"] if needs_ranker(base) else [])
+        need = ["sids/catalog", "sft/best_policy"] + ([str(scorer_path("", base.reward.scorer))] if needs_ranker(base) else [])
         missing = [p for p in need if not (run / p).exists()]
         if missing:
             raise ConfigError(f"prepared_run: {run} has no {missing[0]} (run the stage that makes it first)")

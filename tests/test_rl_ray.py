@@ -382,3 +382,34 @@ def test_strata_analysis_end_to_end(prepared, tmp_path):
     assert mean_nll > 0
     assert (out / "strata.png").stat().st_size > 0 and "| difficulty |" in (out / "strata.md").read_text()
     assert (run / "rl" / "strata-grpo" / "final_policy").exists() and (run / "rl" / "strata-nll" / "final_policy").exists()
+
+
+def test_sequence_and_ensemble_rewards_train_evaluate_and_drive_rl(prepared, tmp_path, capsys):
+    """`rl-align ranker scorers` trains a SASRec reward model (training events only) and the DIN+SASRec ensemble on
+    the prepared run; `ranker eval --scorer` writes every one's reward ceiling on one beam; an AdaGRPO run with
+    ``reward.scorer: ensemble`` serves it from the reward actors; an untrained reward model is refused."""
+    from rl_align.cli import main
+    from rl_align.rewards.scorers import scorer_path
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    assert main(["ranker", "scorers", str(run), "sasrec", "ensemble", "--set", "baseline.epochs=2",
+                 "--set", "baseline.hidden=16", "--set", "ranker.ensemble_members=[din,sasrec]"]) == 0
+    assert main(["ranker", "eval", str(run), "--split", "valid", "--scorer", "din", "sasrec", "ensemble"]) == 0
+    table = (run / "ranker" / "ceilings_valid.md").read_text()
+    for name in ("din", "sasrec", "ensemble"):
+        assert f"| {name} |" in table
+    for name in ("sasrec", "ensemble"):
+        ev = json.loads((run / "ranker" / f"eval_{name}.json").read_text())
+        assert ev["split"] == "valid" and ev["rerank"]["beams"] == 11
+        assert ev["rerank"]["policy"]["hr@11"] == pytest.approx(ev["rerank"]["ranker_only"]["hr@11"])
+    cfg = _cfg(tmp_path, steps=2, eval_every=2, checkpoint_every=2,
+               reward={"functions": {"ranker": 1.0}, "scorer": "ensemble"})
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+    recs = _records(run)
+    assert len(recs) == 2 and all(r["ratio_abs_dev"] < 1e-3 for r in recs)
+    assert all(0.0 <= r["reward_mean"] <= 1.0 for r in recs)     # rank-normalised ensemble scores
+    # a reward model that was never trained is refused before any actor starts, naming the command that trains it
+    cfg = _cfg(tmp_path, steps=1, reward={"functions": {"ranker": 1.0}, "scorer": "gru4rec"})
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 2
+    assert f"rl-align ranker scorers {run} gru4rec" in capsys.readouterr().err
+    assert not scorer_path(run, "gru4rec").exists()

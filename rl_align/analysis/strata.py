@@ -32,6 +32,7 @@ from rl_align.learner.logprobs import continuation_logprobs
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import load_policy
 from rl_align.rewards.actor import RewardScorer
+from rl_align.rewards.scorers import scorer_path
 from rl_align.rollouts.base import GenerationRequest
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid.catalog import SidCatalog
@@ -173,7 +174,7 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
     split = load_npz(run / "data" / "split.npz")
     ps = prompt_set(cfg, split, catalog, steps)
     sft = load_policy(run / "sft" / "best_policy", catalog)
-    ranker = run / "ranker" / "model"
+    ranker = scorer_path(run, cfg.reward.scorer)
     scorer = RewardScorer(ranker if ranker.exists() else None, cfg.reward, n_items=catalog.n_items)
     log.info("strata: %d prompts from %d steps of %d; diagnosing the SFT policy", len(ps.rows), steps,
              cfg.rl.prompts_per_step)

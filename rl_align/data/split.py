@@ -144,3 +144,30 @@ def items_before(seq_items: np.ndarray, seq_offsets: np.ndarray, users: np.ndarr
     at = np.arange(S)[None, :]
     ok = at < positions[:, None]
     return np.where(ok, seq_items[np.where(ok, seq_offsets[users][:, None] + at, 0)], -1).astype(np.int64)
+
+
+def truncated_split(seq_items: np.ndarray, seq_offsets: np.ndarray, drop: int, max_history: int) -> dict:
+    """A leave-one-out split of each user's sequence without its last ``drop`` items, as ``split.npz`` arrays.
+
+    Used to train models that must never see an evaluation event: with ``drop`` = 2 (valid, test) + the
+    events held out of the ranker's logs, the new split's valid/test targets are training events and nothing
+    after them enters. Users left with fewer than 3 items keep their (short) sequence but get no valid/test
+    example.
+
+    Returns:
+        ``seq_items``, ``seq_offsets`` (n_users + 1,) of the truncated sequences and ``valid_*`` / ``test_*``
+        (``users``, ``targets``, ``history``, ``history_len``, ``positions``) as in a run's ``split.npz``.
+    """
+    if drop < 0:
+        raise ValueError(f"drop must be >= 0, got {drop}")
+    lens = np.diff(seq_offsets)
+    keep = np.maximum(lens - drop, 0)
+    items, _ = training_pairs(seq_items, seq_offsets, holdout=drop)
+    offsets = np.concatenate([[0], np.cumsum(keep)]).astype(seq_offsets.dtype)
+    out = {"seq_items": items, "seq_offsets": offsets}
+    users = np.flatnonzero(keep >= 3)
+    for part, back in (("valid", 2), ("test", 1)):
+        ex = _examples(items, offsets, users, keep[users] - back, max_history)
+        for f in ("users", "targets", "history", "history_len", "positions"):
+            out[f"{part}_{f}"] = getattr(ex, f)
+    return out

@@ -39,6 +39,7 @@ from rl_align.policy.model import load_policy
 from rl_align.preferences import load_or_build
 from rl_align.ray_utils import init_ray
 from rl_align.rewards.actor import RewardPool
+from rl_align.rewards.scorers import scorer_path
 from rl_align.rollouts import build_engine
 from rl_align.rollouts.worker import RolloutPool
 from rl_align.run_dir import resume_view
@@ -80,9 +81,11 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
             and not (run_path / "exposure" / "log.npz").exists()):
         raise RlConfigError(f"{run_path / 'exposure'}: rl.preference.exposure_share > 0 takes negatives from the "
                             "exposure logs (run the exposure stage first, or set it to 0)")
-    if needs_ranker(cfg) and not (run_path / "ranker" / "model" / "model.safetensors").exists():
-        raise RlConfigError(f"{run_path / 'ranker' / 'model'}: {r.algo} needs the ranker (run the exposure and "
-                            "ranker stages first)")
+    scorer = scorer_path(run_path, cfg.reward.scorer)
+    if needs_ranker(cfg) and not (scorer / "model.safetensors").exists():
+        how = ("run the exposure and ranker stages first" if cfg.reward.scorer == "din" else
+               f"train it: rl-align ranker scorers {run_path} {cfg.reward.scorer}")
+        raise RlConfigError(f"{scorer}: {r.algo} needs the reward model {cfg.reward.scorer!r} ({how})")
     return policy
 
 
@@ -191,7 +194,7 @@ class Controller:
                                     r.rollout_workers, r.cpus_per_rollout_worker, r.gpus_per_rollout_worker,
                                     at(r.learners, r.rollout_workers), python=r.rollout_python,
                                     name_prefix=self._actor_prefix(), plugins=self.cfg.plugins)
-        ranker = self.run / "ranker" / "model"
+        ranker = scorer_path(self.run, self.cfg.reward.scorer)
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
                                   n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
                                   plugins=self.cfg.plugins,

@@ -152,13 +152,23 @@ def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarr
 
 
 def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, split: str | None = None,
-                    with_policy: bool = True) -> dict:
-    """Held-out AUC/GAUC (overall and by bucket of the shown item) and discriminability by bucket of y*."""
+                    with_policy: bool = True, model: torch.nn.Module | None = None,
+                    beam: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Held-out AUC/GAUC (overall and by bucket of the shown item) and discriminability by bucket of y*.
+
+    Args:
+        model: the reward model to evaluate (anything with the ranker's call, see
+            :mod:`rl_align.rewards.scorers`); default: the run's DIN ranker.
+        beam: the policy's (items, log-probs) on ``split`` from :func:`policy_beam` with
+            ``cfg.eval_negatives + 1`` beams, to reuse one beam search for several reward models.
+    """
 
     run_path = Path(run_path)
     split = split or cfg.eval_split
     items = read_json(run_path / "data" / "items.json")["item_ids"]
-    model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)  # refuses another catalog
+    meta: dict = {}
+    if model is None:
+        model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)  # refuses another catalog
     arrays = load_npz(run_path / "data" / "split.npz")
     la = load_npz(run_path / "exposure" / "log.npz")
     n_items = len(items)
@@ -189,7 +199,8 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     hist = recent_history(es.history, cfg.max_history)
     negs = {"random": sample_random_negatives(es.seen, es.targets, n_items, cfg.eval_negatives, cfg.seed),
             "popular": popular_negatives(pop, es.seen, es.targets, cfg.eval_negatives)}
-    beam = policy_beam(run_path, es, cfg.eval_negatives + 1, ecfg) if with_policy else None
+    if beam is None and with_policy:
+        beam = policy_beam(run_path, es, cfg.eval_negatives + 1, ecfg)
     if beam is not None:
         negs["policy"] = policy_negatives(beam[0], es.targets, cfg.eval_negatives)
         p_beam = score_slates(model, es.users, hist, np.maximum(beam[0], 0))
@@ -271,10 +282,12 @@ def rerank_lines(res: dict) -> list[str]:
     return lines
 
 
-def write_ranker_eval(run_path: str | Path, res: dict) -> Path:
+def write_ranker_eval(run_path: str | Path, res: dict, name: str = "din") -> Path:
+    """``ranker/eval.json`` + ``report.md`` (the DIN ranker) or ``eval_<name>.json`` + ``report_<name>.md``."""
     d = Path(run_path) / "ranker"
-    write_json(d / "eval.json", res)
+    sfx = "" if name == "din" else f"_{name}"
+    write_json(d / f"eval{sfx}.json", res)
 
-    with atomic_path(d / "report.md") as tmp:
+    with atomic_path(d / f"report{sfx}.md") as tmp:
         Path(tmp).write_text(ranker_report(res), encoding="utf-8")
-    return d / "report.md"
+    return d / f"report{sfx}.md"

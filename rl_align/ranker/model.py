@@ -157,6 +157,13 @@ def save_ranker(model: DinRanker, directory: str | Path, extra: Optional[dict] =
         write_json(tmp / META_FILE, ranker_meta(model, extra))
 
 
+def build_ranker(meta: dict, source: str = META_FILE) -> DinRanker:
+    """An untrained ranker with the architecture a ``ranker.json`` describes (weights: ``load_state_dict``)."""
+    cfg = from_dict(RankerConfig, meta["config"], source=source)
+    specs = lambda key: [FeatureSpec(**s) for s in meta[key]]  # noqa: E731
+    return DinRanker(meta["n_items"], meta["n_users"], cfg, specs("item_specs"), specs("user_specs"))
+
+
 def load_ranker(directory: str | Path, device: str | torch.device = "cpu",
                 expect_items: Optional[list] = None) -> tuple[DinRanker, dict]:
     """Rebuild a ranker from ``directory`` (no pickle: safetensors + JSON); optionally check the catalog's item ids."""
@@ -170,9 +177,7 @@ def load_ranker(directory: str | Path, device: str | torch.device = "cpu",
     if expect_items is not None and meta.get("item_ids_digest") is not None:
         if meta["item_ids_digest"] != items_digest(expect_items):
             raise RankerLoadError(f"{directory}: ranker was trained on another catalog (item ids differ)")
-    cfg = from_dict(RankerConfig, meta["config"], source=str(directory / META_FILE))
-    specs = lambda key: [FeatureSpec(**s) for s in meta[key]]  # noqa: E731
-    model = DinRanker(meta["n_items"], meta["n_users"], cfg, specs("item_specs"), specs("user_specs"))
+    model = build_ranker(meta, source=str(directory / META_FILE))
     state = load_file(str(directory / MODEL_FILE))
     try:
         model.load_state_dict(state, strict=True)

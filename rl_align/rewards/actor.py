@@ -27,8 +27,9 @@ import torch
 from rl_align.actors import ActorGroup, actor_pid
 from rl_align.algos.batch import StepBatch
 from rl_align.config import RewardConfig, from_dict
-from rl_align.ranker.model import MODEL_FILE, load_ranker
+from rl_align.ranker.model import MODEL_FILE
 from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
+from rl_align.rewards.scorers import load_scorer
 from rl_align.utils.plugins import load_plugins
 
 log = logging.getLogger("rl_align")
@@ -83,7 +84,7 @@ class RewardScorer:
 
     def load(self, ranker_dir: str | Path, version: Optional[str] = None) -> str:
         """(Re)load the ranker; returns its version (content digest unless given)."""
-        self.model, meta = load_ranker(ranker_dir, self.device)
+        self.model = load_scorer(ranker_dir).to(self.device)
         self.n_users = self.model.n_users
         self.version = version or ranker_version(ranker_dir)
         return self.version

@@ -441,9 +441,9 @@ class RankerConfig:
     scorers: list = doc(["din"], "reward models the ranker stage trains and evaluates, in order (din: this ranker; "
                                  "sasrec, gru4rec: item-ID sequence models with the baseline section's settings, "
                                  "trained on training events only; ensemble: logistic stacking of "
-                                 "ensemble_members, listed after them)", registry="reward_scorers")
+                                 "ensemble_members, listed after them)", registry="reward_scorers", schedule=True)
     ensemble_members: list = doc(["din", "sasrec"], "members of the ensemble reward model (each also in scorers)",
-                                 registry="reward_scorers")
+                                 registry="reward_scorers", schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
 
     def value_errors(self) -> list[tuple[str, str]]:

@@ -293,7 +293,10 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
                                                                                        "retrieval")}),
     "exposure": (stage_exposure, lambda c: {"data": config_digest(c.data), "exposure": config_digest(c.exposure)}),
     # policy negatives in the ranker's evaluation come from the SFT policy when the run has one
-    "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "exposure", "ranker")}),
+    # sequence reward models (ranker.scorers beyond din) are trained with the baseline section's settings
+    "ranker": (stage_ranker, lambda c: {k: config_digest(getattr(c, k)) for k in
+                                        ("data", "exposure", "ranker") + (("baseline",) if len(c.ranker.scorers) > 1
+                                                                          else ())}),
     "rl": (stage_rl, lambda c: {**_sid_inputs(c), **{k: config_digest(getattr(c, k))
                                                      for k in ("policy", "sft", "exposure", "ranker", "reward", "rl",
                                                                "eval")}}),

@@ -39,7 +39,8 @@ def collect(run: Path) -> list[dict]:
         rows.append({
             "tag": d.name, "algo": summary["algo"], "lam": rl.get("lam"), "steps": summary["steps"],
             "best_step": summary["best_step"], "evals": summary["evals"], "seed": rl.get("seed"),
-            "reward": summary.get("reward", {}).get("functions"), "rollout_mode": (rl.get("rollout_mode") or "") + (" + y*" if rl.get("inject_target") else "") or None,
+            "reward": summary.get("reward", {}).get("functions"), "scorer": summary.get("reward", {}).get("scorer"),
+            "rollout_mode": (rl.get("rollout_mode") or "") + (" + y*" if rl.get("inject_target") else "") or None,
             "best": test["rl"]["test"], "final": test["rl-final"]["test"],
             "step_s": statistics.median(r["step_s"] for r in steps) if steps else None,
             "admission": statistics.mean(r["admission_rate"] for r in steps if "admission_rate" in r)
@@ -131,7 +132,8 @@ def section(run: Path) -> list[str]:
         lines.append(f"| SFT | nll | – | – | – | – | {base:.4f} | – | {base_n:.4f} | "
                      f"{_halluc(sft)} | – | – |")
     for r in rows:
-        rw = ", ".join(f"{k} {v:g}" for k, v in (r["reward"] or {}).items()) if r["algo"] != "nll" else "–"
+        rw = ", ".join(f"{k} {v:g}" + (f" ({r['scorer']})" if k == "ranker" and r.get("scorer") not in (None, "din")
+                                        else "") for k, v in (r["reward"] or {}).items()) if r["algo"] != "nll" else "–"
         lam = f"{r['lam']:g}" if r["algo"] in ("mixture", "adagrpo") and r["lam"] is not None else "–"
         lines.append(
             f"| {r['tag']} | {r['algo']} | {lam} | {rw} | {(r['rollout_mode'] if r['algo'] != 'nll' else None) or '–'} | {r['steps']} ({r['best_step']}) "

@@ -283,9 +283,10 @@ def rerank_lines(res: dict) -> list[str]:
 
 
 def write_ranker_eval(run_path: str | Path, res: dict, name: str = "din") -> Path:
-    """``ranker/eval.json`` + ``report.md`` (the DIN ranker) or ``eval_<name>.json`` + ``report_<name>.md``."""
+    """``ranker/eval.json`` + ``report.md`` (the DIN ranker on test), else ``eval[_<name>][_<split>].json`` and
+    ``report[_<name>][_<split>].md`` (a valid evaluation does not overwrite the test one)."""
     d = Path(run_path) / "ranker"
-    sfx = "" if name == "din" else f"_{name}"
+    sfx = ("" if name == "din" else f"_{name}") + ("" if res.get("split", "test") == "test" else f"_{res['split']}")
     write_json(d / f"eval{sfx}.json", res)
 
     with atomic_path(d / f"report{sfx}.md") as tmp:

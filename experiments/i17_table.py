@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Issue 17 tables over SFT seeds: every reward model's ceiling (valid, test) and the alignment runs against SFT and
+against each other, paired on the same test users and pooled over seeds (exact McNemar on the pooled discordant
+users).
+
+Usage: python experiments/i17_table.py runs/i17-rw-s0 runs/i17-rw-s1 runs/i17-rw-s2 \
+           --tags paper-ensemble-adagrpo-lr0.00003 paper-ensemble-nll-lr0.00003  → Markdown on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rl_align.eval.significance import mcnemar_exact  # noqa: E402
+
+
+def _ms(vals: list[float], fmt: str = ".4f") -> str:
+    a = np.array(vals, float)
+    return f"{a.mean():{fmt}} ± {a.std(ddof=1):{fmt}}" if a.size > 1 else f"{a.mean():{fmt}}"
+
+
+def ceilings(runs: list[Path]) -> list[str]:
+    names = list(json.loads((runs[0] / "ranker" / "scorers" / "ensemble" / "scorer.json").read_text())["members"])
+    names = ["din"] + [n for n in names if n != "din"] + ["ensemble"]
+    out = ["| reward model | held-out AUC | valid: ranker alone | valid: best HR@10 / policy (gain) | test: ranker "
+           "alone | test: best HR@10 / policy (gain) |", "|---|---|---|---|---|---|"]
+    for n in names:
+        cells = {split: [json.loads((r / "ranker" / ("eval" + ("" if n == "din" else f"_{n}")
+                                                    + ("" if split == "test" else f"_{split}") + ".json")).read_text())
+                         for r in runs] for split in ("valid", "test")}
+        row = [n, _ms([e["heldout"]["heldout_auc"] for e in cells["test"]])]
+        for split in ("valid", "test"):
+            evs = cells[split]
+            pol = [e["rerank"]["policy"]["hr@10"] for e in evs]
+            best = [max([e["rerank"]["policy"]["hr@10"]] + [m["hr@10"] for m in e["rerank"]["alpha"].values()])
+                    for e in evs]
+            row += [_ms([e["rerank"]["ranker_only"]["hr@10"] for e in evs]),
+                    f"{_ms(best)} / {_ms(pol)} ({_ms([e['rerank']['gain'] for e in evs], '.3f')}×)"]
+        out.append("| " + " | ".join(row) + " |")
+    return out
+
+
+def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, float]:
+    if tag is None:
+        t = json.loads((run / "eval" / "metrics.json").read_text())["test"]
+    else:
+        t = json.loads((run / "rl" / tag / "test_metrics.json").read_text())[kind]["test"]
+    return np.array(t["target_rank"]), t["policy"]["hr@10"], t["free_sample_hallucination_rate"]
+
+
+def alignment(runs: list[Path], tags: list[str]) -> list[str]:
+    out = ["| policy | checkpoint | test HR@10 (3 seeds) | × SFT | sampled hallucination | vs SFT: +won / −lost, "
+           "pooled p | vs " + (tags[-1] if len(tags) > 1 else "–") + ": +won / −lost, pooled p |",
+           "|---|---|---|---|---|---|---|"]
+    sft = [_ranks(r, None, "") for r in runs]
+    out.append(f"| SFT | best on valid | {_ms([s[1] for s in sft])} | 1 | {_ms([100 * s[2] for s in sft], '.2f')}% "
+               "| | |")
+    for tag in tags:
+        for kind, label in (("rl", "best on valid"), ("rl-final", "final")):
+            got = [_ranks(r, tag, kind) for r in runs]
+            ref = [_ranks(r, tags[-1], kind) for r in runs] if len(tags) > 1 and tag != tags[-1] else None
+            cells = []
+            for base in (sft, ref):
+                if base is None:
+                    cells.append("")
+                    continue
+                hit = lambda r: (r >= 0) & (r < 10)  # noqa: E731  (0-based rank of y*, -1 = not in the list)
+                w = sum(int((hit(g[0]) & ~hit(b[0])).sum()) for g, b in zip(got, base))
+                lo = sum(int((~hit(g[0]) & hit(b[0])).sum()) for g, b in zip(got, base))
+                cells.append(f"+{w} / −{lo}, p {mcnemar_exact(w, lo):.3g}")
+            ratio = np.mean([g[1] for g in got]) / np.mean([s[1] for s in sft])
+            out.append(f"| {tag} | {label} | {_ms([g[1] for g in got])} | {ratio:.3f}× | "
+                       f"{_ms([100 * g[2] for g in got], '.2f')}% | {cells[0]} | {cells[1]} |")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--tags", nargs="*", default=[])
+    a = ap.parse_args()
+    print("\n".join(ceilings(a.runs)))
+    if a.tags:
+        print()
+        print("\n".join(alignment(a.runs, a.tags)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

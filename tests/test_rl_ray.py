@@ -399,7 +399,7 @@ def test_sequence_and_ensemble_rewards_train_evaluate_and_drive_rl(prepared, tmp
     for name in ("din", "sasrec", "ensemble"):
         assert f"| {name} |" in table
     for name in ("sasrec", "ensemble"):
-        ev = json.loads((run / "ranker" / f"eval_{name}.json").read_text())
+        ev = json.loads((run / "ranker" / f"eval_{name}_valid.json").read_text())
         assert ev["split"] == "valid" and ev["rerank"]["beams"] == 11
         assert ev["rerank"]["policy"]["hr@11"] == pytest.approx(ev["rerank"]["ranker_only"]["hr@11"])
     cfg = _cfg(tmp_path, steps=2, eval_every=2, checkpoint_every=2,

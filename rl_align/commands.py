@@ -20,9 +20,9 @@ from rl_align.data.stats import dataset_stats
 from rl_align.eval.run_eval import evaluate_run
 from rl_align.pipeline import run_pipeline
 from rl_align.preferences import build_pairs
-from rl_align.ranker.evaluate import evaluate_ranker, ranker_report, write_ranker_eval
+from rl_align.ranker.evaluate import ranker_report
 from rl_align.retrieval.serve import build_index, search_users
-from rl_align.rewards.scorers import evaluate_scorers, load_scorer, scorer_path, train_scorers
+from rl_align.rewards.scorers import evaluate_scorers, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
@@ -86,10 +86,16 @@ def _sids_stats(args: argparse.Namespace) -> int:
     raise FileNotFoundError(f"{path}: no sids/stats.json, stats.json or catalog.json found")
 
 
-def _eval(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir)
+def _run_dir(path: str | Path) -> Path:
+    """``path`` as a run directory; FileNotFoundError (one line) when it holds no ``config.yaml``."""
+    run = Path(path)
     if not (run / "config.yaml").exists():
         raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    return run
+
+
+def _eval(args: argparse.Namespace) -> int:
+    run = _run_dir(args.run_dir)
     setup_logging()
     cfg = load_config(run / "config.yaml", RunConfig).eval
     if args.beams:
@@ -121,9 +127,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _strata(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    run = _run_dir(args.run_dir)
     if args.steps < 1 or args.bins < 1 or args.k < 1:
         raise ValueError("--steps, --bins and --k must be ≥ 1")
     setup_logging()
@@ -133,38 +137,30 @@ def _strata(args: argparse.Namespace) -> int:
 
 
 def _ranker_eval(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    run = _run_dir(args.run_dir)
     setup_logging()
     cfg = load_config(run / "config.yaml", RunConfig)
     names = args.scorer or ["din"]
-    if names == ["din"] or args.no_policy_negatives:
-        for name in names:
-            model = load_scorer(scorer_path(run, name))
-            res = evaluate_ranker(run, cfg.ranker, cfg.eval, args.split, with_policy=not args.no_policy_negatives,
-                                  model=model)
-            write_ranker_eval(run, res, name)
-            print(json.dumps(res, indent=2) if args.json else ranker_report(res))
-        return 0
     split = args.split or cfg.ranker.eval_split
-    out = evaluate_scorers(run, cfg, names, split)
-    print(json.dumps(out, indent=2) if args.json else (run / "ranker" / f"ceilings_{split}.md").read_text())
+    out = evaluate_scorers(run, cfg, names, split, with_policy=not args.no_policy_negatives)
+    if args.json:
+        print(json.dumps(out if len(names) > 1 else out[names[0]], indent=2))
+    else:
+        print(ranker_report(out[names[0]]) if len(names) == 1 else
+              (run / "ranker" / f"ceilings_{split}.md").read_text())
     return 0
 
 
 def _ranker_scorers(args: argparse.Namespace) -> int:
     """Train more reward models on a run that has its data, exposure logs and DIN ranker."""
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run}: not a run directory (no config.yaml)")
+    run = _run_dir(args.run_dir)
     setup_logging()
     names = list(dict.fromkeys(["din"] + args.names))
     cfg = load_checked(run / "config.yaml", list(args.overrides) + [f"ranker.scorers=[{','.join(names)}]"])
     for need in ("exposure/log.npz", "ranker/model/model.safetensors"):
         if not (run / need).exists():
             raise FileNotFoundError(f"{run / need}: missing (run the exposure and ranker stages first)")
-    out = train_scorers(run, cfg)
+    out = train_scorers(run, cfg, skip=("din",))  # the run's own ranker stays
     print(json.dumps({n: m.get("calibration") for n, m in out.items()}, indent=2))
     return 0
 
@@ -256,8 +252,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "analyze" and args.analyze_cmd == "frontier":
         runs = [Path(r) for r in args.run_dirs]
         for r in runs:
-            if not (r / "config.yaml").exists():
-                raise FileNotFoundError(f"{r}: not a run directory (no config.yaml)")
+            _run_dir(r)
         which = "final" if args.final else "best"
         analyze_frontier(runs, which)
         print((runs[0] / "analysis" / "frontier" / f"frontier_{which}.md").read_text())

@@ -27,7 +27,6 @@ from rl_align.driver.controller import rl_tag, run_rl
 from rl_align.embed import embed_items
 from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
 from rl_align.eval.run_eval import evaluate_run, train_popularity
-from rl_align.ranker.train import run_ranker_training
 from rl_align.report import write_report
 from rl_align.retrieval.evaluate import evaluate_retrieval
 from rl_align.retrieval.train import train_retrieval
@@ -194,8 +193,7 @@ def stage_ranker(run: RunDir) -> dict:
     and the reward-ceiling table ``ranker/ceilings_<split>.md``)."""
 
     cfg = run.cfg
-    out = run_ranker_training(cfg, run.path)
-    train_scorers(run.path, cfg)
+    out = train_scorers(run.path, cfg)["din"]  # the DIN ranker on Ray Train first, then the others
     results = evaluate_scorers(run.path, cfg, cfg.ranker.scorers, cfg.ranker.eval_split)
     res = results["din"]
     log.info("ranker: held-out AUC %.4f GAUC %.4f; report %s", res["heldout"]["heldout_auc"],

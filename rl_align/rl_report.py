@@ -49,6 +49,12 @@ def collect(run: Path) -> list[dict]:
     return rows
 
 
+def _reward_cell(r: dict) -> str:
+    """``ranker 1 (ensemble), exact_match 0.5``: each reward term's weight, the reward model when not DIN."""
+    model = f" ({r['scorer']})" if r.get("scorer") not in (None, "din") else ""
+    return ", ".join(f"{k} {v:g}" + (model if k == "ranker" else "") for k, v in (r["reward"] or {}).items())
+
+
 def _ratio(x: float, base: Optional[float]) -> str:
     return f"{x:.4f} ({x / base:.3f}×)" if base else f"{x:.4f}"
 
@@ -132,8 +138,7 @@ def section(run: Path) -> list[str]:
         lines.append(f"| SFT | nll | – | – | – | – | {base:.4f} | – | {base_n:.4f} | "
                      f"{_halluc(sft)} | – | – |")
     for r in rows:
-        rw = ", ".join(f"{k} {v:g}" + (f" ({r['scorer']})" if k == "ranker" and r.get("scorer") not in (None, "din")
-                                        else "") for k, v in (r["reward"] or {}).items()) if r["algo"] != "nll" else "–"
+        rw = _reward_cell(r) if r["algo"] != "nll" else "–"
         lam = f"{r['lam']:g}" if r["algo"] in ("mixture", "adagrpo") and r["lam"] is not None else "–"
         lines.append(
             f"| {r['tag']} | {r['algo']} | {lam} | {rw} | {(r['rollout_mode'] if r['algo'] != 'nll' else None) or '–'} | {r['steps']} ({r['best_step']}) "

@@ -155,7 +155,8 @@ def prepare(spec: SweepSpec, base: RunConfig, sweep_dir: Path) -> Path:
     """The run dir holding the shared stages: ``spec.prepared_run``, or ``<sweep>/prepared`` (digest-cached)."""
     if spec.prepared_run:
         run = Path(spec.prepared_run)
-        need = ["sids/catalog", "sft/best_policy"] + ([str(scorer_path("", base.reward.scorer))] if needs_ranker(base) else [])
+        scorer = str(scorer_path("", base.reward.scorer))
+        need = ["sids/catalog", "sft/best_policy"] + ([scorer] if needs_ranker(base) else [])
         missing = [p for p in need if not (run / p).exists()]
         if missing:
             raise ConfigError(f"prepared_run: {run} has no {missing[0]} (run the stage that makes it first)")

@@ -137,16 +137,16 @@ def heldout_impressions(run_path: Path, seed: int) -> dict[str, dict[str, np.nda
 
 
 @torch.no_grad()
-def slot_features(model: nn.Module, rows: dict[str, np.ndarray], H: int, batch: int = 512,
-                  fn: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of every shown slot: ``model.<fn>(users, history, shown)`` → (N, …) and clicks (N,) as float."""
-    model.eval()
+def slot_features(score, rows: dict[str, np.ndarray], H: int,
+                  batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every shown slot: ``score(users (B,), history (B, H), shown (B, M))`` → (B, M[, K]) gives
+    (N, K) features of the N valid slots, and their clicks (N,) as float. The model is put in eval mode by the
+    caller."""
     hist = recent_history(rows["history"], H)
     out = []
     for s in range(0, rows["users"].size, batch):
         u, h, c = (torch.from_numpy(a[s: s + batch]) for a in (rows["users"], hist, np.maximum(rows["shown"], 0)))
-        f = getattr(model, fn)(u, h, c) if fn != "log_probs" else model.log_probs(h, c)
-        out.append(f.reshape(c.shape[0] * c.shape[1], -1))
+        out.append(score(u, h, c).reshape(c.shape[0] * c.shape[1], -1))
     ok = torch.from_numpy((rows["shown"] >= 0).reshape(-1))
     return torch.cat(out)[ok], torch.from_numpy(rows["clicks"].reshape(-1).astype(np.float32))[ok]
 
@@ -221,9 +221,9 @@ class SequenceKind(ScorerKind):
         trunc = truncated_split(split["seq_items"], split["seq_offsets"], drop, cfg.data.max_history)
         n_items = int(split["item_popularity"].size)
         seq, curve = fit(self.model_name, trunc, n_items, cfg.baseline, cfg.data.max_history)
-        model = SequenceScorer(seq, n_users)
+        model = SequenceScorer(seq, n_users).eval()
         rows = heldout_impressions(run_path, cfg.seed)
-        x, y = slot_features(model, rows["fit"], cfg.ranker.max_history, fn="log_probs")
+        x, y = slot_features(lambda u, h, c: model.log_probs(h, c), rows["fit"], cfg.ranker.max_history)
         w, b = fit_logistic(x, y)
         model.calib.copy_(torch.tensor([float(w[0]), b]))
         xc, yc = slot_features(model, rows["check"], cfg.ranker.max_history)
@@ -263,13 +263,13 @@ class EnsembleKind(ScorerKind):
         run_path = Path(run_path)
         names = list(cfg.ranker.ensemble_members)
         members = {n: load_scorer(scorer_path(run_path, n)) for n in names}
-        model = EnsembleScorer(members)
+        model = EnsembleScorer(members).eval()
         rows = heldout_impressions(run_path, cfg.seed)
-        x, y = slot_features(model, rows["fit"], cfg.ranker.max_history, fn="features")
+        x, y = slot_features(model.features, rows["fit"], cfg.ranker.max_history)
         w, b = fit_logistic(x, y)
         model.weights.copy_(w)
         model.bias.fill_(b)
-        xc, yc = slot_features(model, rows["check"], cfg.ranker.max_history, fn="features")
+        xc, yc = slot_features(model.features, rows["check"], cfg.ranker.max_history)
         check = {"ensemble": _check(xc @ w + b, yc), **{n: _check(xc[:, k], yc) for k, n in enumerate(names)}}
         meta = {"kind": "ensemble", "members": {n: self.member_meta(n, scorer_path(run_path, n)) for n in names},
                 "weights": dict(zip(names, w.tolist())), "bias": b,
@@ -290,8 +290,8 @@ class EnsembleKind(ScorerKind):
         return EnsembleScorer(members)
 
 
-def train_scorers(run_path: str | Path, cfg: RunConfig, skip: tuple[str, ...] = ("din",)) -> dict:
-    """Train the reward models of ``ranker.scorers`` in order (``din`` is the ranker stage's own); {name: summary}."""
+def train_scorers(run_path: str | Path, cfg: RunConfig, skip: tuple[str, ...] = ()) -> dict:
+    """Train the reward models of ``ranker.scorers`` in order, except ``skip``; {name: summary}."""
     out = {}
     for name in (n for n in cfg.ranker.scorers if n not in skip):
         log.info("reward model %s: training", name)
@@ -299,12 +299,16 @@ def train_scorers(run_path: str | Path, cfg: RunConfig, skip: tuple[str, ...] = 
     return out
 
 
-def evaluate_scorers(run_path: str | Path, cfg: RunConfig, names: list[str], split: str) -> dict:
-    """``rl-align ranker eval`` for several reward models with one policy beam search: each one's report
-    (``ranker/report[_<name>].md``) and the reward-ceiling table of all (``ranker/ceilings_<split>.md``)."""
+def evaluate_scorers(run_path: str | Path, cfg: RunConfig, names: list[str], split: str,
+                     with_policy: bool = True) -> dict:
+    """``rl-align ranker eval`` for one or more reward models with one policy beam search (``with_policy``: the
+    policy's negatives and the reward ceiling): each one's report (``ranker/report[_<name>][_<split>].md``) and
+    the reward-ceiling table of all (``ranker/ceilings_<split>.md``)."""
     run_path = Path(run_path)
-    arrays = load_npz(run_path / "data" / "split.npz")
-    beam = policy_beam(run_path, eval_set(arrays, split), cfg.ranker.eval_negatives + 1, cfg.eval)
+    beam = None
+    if with_policy:
+        arrays = load_npz(run_path / "data" / "split.npz")
+        beam = policy_beam(run_path, eval_set(arrays, split), cfg.ranker.eval_negatives + 1, cfg.eval)
     items = read_json(run_path / "data" / "items.json")["item_ids"]
     out = {}
     for name in names:

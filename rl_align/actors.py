@@ -5,13 +5,16 @@ actor class. :meth:`ActorGroup.map` is the one place that re-issues work: a call
 (``RayActorError``), timed out, or whose result the caller rejects (:class:`Reissue`, e.g. rollouts from
 stale weights) is sent again — to the same actor once Ray has restarted it (``pin=True``), or to any actor
 with room (``pin=False``) — at most ``max_retries`` times per shard. Results are kept by shard index, so a
-shard is never lost or counted twice.
+shard is never lost or counted twice. Unpinned, an actor that died is quarantined: no shard goes to it until
+a cheap ``pid`` probe answers (a restarting actor refuses calls at once, which would otherwise burn a shard's
+retries in milliseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -85,7 +88,9 @@ class ActorGroup:
         inflight: dict = {}
         load = [0] * len(self.actors)
         nxt = 0
+        down = _Quarantine(self.actors, self.kind)
         while pending or inflight:
+            down.poll()
             while pending:
                 i = pending[0]
                 if pin:
@@ -93,7 +98,7 @@ class ActorGroup:
                     if load[a] >= max_inflight:
                         break
                 else:
-                    free = [j for j in range(len(self.actors)) if load[j] < max_inflight]
+                    free = [j for j in range(len(self.actors)) if load[j] < max_inflight and j not in down]
                     if not free:
                         break
                     a = min(free, key=lambda j: (j - nxt) % len(self.actors))
@@ -101,7 +106,12 @@ class ActorGroup:
                 pending.popleft()
                 inflight[getattr(self.actors[a], method).remote(*shards[i], *common)] = (i, a)
                 load[a] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            if not inflight:  # every actor is quarantined: wait for a probe
+                time.sleep(0.05)
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.25 if down else None)
+            if not ready:
+                continue
             i, a = inflight.pop(ready[0])
             load[a] -= 1
             try:
@@ -116,6 +126,8 @@ class ActorGroup:
                     raise RuntimeError(f"{self.kind} shard {i} failed {attempts[i]} times; last error: {err}") from err
                 log.warning("%s %d lost shard %d (%s); re-issuing (attempt %d)", self.kind, a, i,
                             type(err).__name__, attempts[i] + 1)
+                if not pin and isinstance(err, RayActorError):
+                    down.add(a)
                 if before_retry is not None:
                     before_retry(a, attempts[i])
                 pending.appendleft(i)
@@ -131,6 +143,53 @@ class ActorGroup:
             except Exception:  # already dead
                 pass
         self.actors = []
+
+
+class _Quarantine:
+    """Actors that died during an unpinned :meth:`ActorGroup.map`; one leaves when its ``pid`` probe answers.
+
+    Probes back off (0.1 s doubling to 5 s); if every actor stays down for ``give_up_s`` the map fails.
+    """
+
+    def __init__(self, actors: list, kind: str, give_up_s: float = 300.0) -> None:
+        self.actors, self.kind, self.give_up_s = actors, kind, give_up_s
+        self.next_probe: dict[int, float] = {}
+        self.probes: dict = {}
+        self.fails: dict[int, int] = {}
+        self.all_down_since: Optional[float] = None
+
+    def __contains__(self, a: int) -> bool:
+        return a in self.next_probe or a in self.probes.values()
+
+    def __bool__(self) -> bool:
+        return bool(self.next_probe or self.probes)
+
+    def add(self, a: int) -> None:
+        self.fails[a] = self.fails.get(a, 0) + 1
+        self.next_probe[a] = time.time() + min(5.0, 0.1 * 2 ** (self.fails[a] - 1))
+
+    def poll(self) -> None:
+        """Send due probes, collect answered ones; raise once every actor has been down for ``give_up_s``."""
+        if not self:
+            self.all_down_since = None
+            return
+        now = time.time()
+        for a, t in list(self.next_probe.items()):
+            if t <= now:
+                del self.next_probe[a]
+                self.probes[self.actors[a].pid.remote()] = a
+        ready, _ = ray.wait(list(self.probes), num_returns=len(self.probes), timeout=0) if self.probes else ([], [])
+        for ref in ready:
+            a = self.probes.pop(ref)
+            try:
+                ray.get(ref)
+                log.info("%s %d answers again", self.kind, a)
+            except RayActorError:
+                self.add(a)
+        everyone = all(j in self for j in range(len(self.actors)))
+        self.all_down_since = (self.all_down_since or now) if everyone else None
+        if everyone and now - self.all_down_since > self.give_up_s:
+            raise RuntimeError(f"every {self.kind} has been unreachable for {self.give_up_s:.0f} s")
 
 
 def actor_pid() -> int:

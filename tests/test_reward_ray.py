@@ -169,3 +169,44 @@ def test_ranker_cli_train_resume_eval(ray_session, tmp_path, capsys):
 
     assert main(["ranker", "eval", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_slowly_restarting_actor_is_quarantined_not_retried_to_exhaustion(ray_session, tmp_path):
+    import ray
+
+    from rl_align.actors import ActorGroup
+
+    class SlowRestart:
+        """A toy actor whose restart takes 3 s (its first life leaves a marker), like a replica reloading a model;
+        defined here so Ray ships it by value."""
+
+        def __init__(self, marker: str) -> None:
+            if os.path.exists(marker):
+                time.sleep(3.0)
+            open(marker, "w").close()
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def work(self, x: int) -> int:
+            time.sleep(0.02)
+            return 2 * x
+
+    group = ActorGroup(SlowRestart, lambda i: (str(tmp_path / f"m{i}"),), 2, cpus=0.5, kind="toy")
+    try:
+        pid0 = ray.get(group.actors[0].pid.remote())
+
+        def killer():
+            time.sleep(0.3)
+            os.kill(pid0, signal.SIGKILL)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        # one retry per shard: before quarantine, shards re-sent to the restarting actor failed within milliseconds
+        out = group.map("work", [(x,) for x in range(300)], pin=False, max_inflight=2, max_retries=1)
+        t.join()
+        assert out == [2 * x for x in range(300)]
+        assert group.retries >= 1, "the kill landed after the map: nothing was tested"
+        assert ray.get(group.actors[0].pid.remote(), timeout=30) != pid0  # restarted, and serving again
+    finally:
+        group.shutdown()

@@ -542,11 +542,14 @@ class PreferenceConfig:
 class RlConfig:
     """Alignment on Ray: rollout workers, reward actors and DeepSpeed learners driven by one controller."""
 
-    algo: str = doc("adagrpo", "registered objective: nll, grpo, mixture, adagrpo; preference: dpo, sdpo, simpo, rad_dpo "
+    algo: str = doc("adagrpo", "registered objective: nll, grpo, mixture, adagrpo, tilted; preference: dpo, sdpo, simpo, rad_dpo "
                                  "(see rl_align/algos)", registry="objectives")
     tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)", schedule=True)
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
-    lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo", ge=0)
+    lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo (of the tilted term in tilted)", ge=0)
+    tilt_alpha: float = doc(1.0, "tilted: α of the target π_ref·exp(α·logit r) over each rollout group (α = 1/β of the "
+                                 "KL-regularised optimum; the reward ceiling's best α is a good start)", ge=0)
+    tilt_gate: bool = doc(False, "tilted: weight each prompt's tilted term by the AdaGRPO gate c(x) (rl.adagrpo)")
     beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)", ge=0)
     clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)", gt=0, lt=1)
     clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)", gt=0)

@@ -85,7 +85,8 @@ def _inputs(B=3, G=4, T=4, seed=0):
 
 
 def test_objectives_compose_as_the_formulas_say():
-    assert set(OBJECTIVES.names()) == {"nll", "grpo", "mixture", "adagrpo", "dpo", "sdpo", "simpo", "rad_dpo"}
+    assert set(OBJECTIVES.names()) == {"nll", "grpo", "mixture", "adagrpo", "tilted", "dpo", "sdpo", "simpo",
+                                      "rad_dpo"}
     x = _inputs()
     nll, _ = build_objective(RlConfig(algo="nll"))(x)
     grpo, _ = build_objective(RlConfig(algo="grpo"))(x)
@@ -137,3 +138,51 @@ def test_inject_targets_replaces_the_last_rollout_of_groups_that_missed_y_star()
     assert s2[1, 3].tolist() == [50, 51, 52, EOS] and l2[1, 3].tolist() == [0, 0, 0, 0]
     assert s2[0, 0].tolist() == [*seqs[0, 0].tolist(), PAD] and (l2[0, :, :T] == -1).all()
     assert items[1, 3] == 4                              # inputs untouched
+
+
+def test_tilted_target_is_the_reward_tilted_reference_over_valid_rollouts():
+    from rl_align.algos.tilted import tilted_targets
+
+    ref = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.4, 0.0001]]))
+    p = torch.tensor([[0.2, 0.5, 0.5], [0.9, 0.1, 0.5]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    q = tilted_targets(ref, p, valid, alpha=1.0)
+    odds = p / (1 - p)  # α = 1: q ∝ π_ref · p / (1 − p)
+    want = (ref.exp() * odds) * valid
+    torch.testing.assert_close(q, want / want.sum(1, keepdim=True))
+    assert q[1, 2] == 0 and torch.allclose(q.sum(1), torch.ones(2))
+    none = tilted_targets(ref, p, torch.zeros_like(valid), alpha=1.0)
+    assert (none == 0).all()  # a group without a valid rollout has no target
+
+
+def test_tilted_loss_is_minimal_when_the_policy_matches_the_tilted_target():
+    from rl_align.algos.tilted import group_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.softmax(torch.randn(4, 6, generator=g), 1)
+    valid = torch.ones(4, 6, dtype=torch.bool)
+    at_q = (q.log() + 3.0).requires_grad_()  # any per-group shift of log q: the same group distribution
+    group_cross_entropy(at_q, q, valid).sum().backward()
+    assert at_q.grad.abs().max() < 1e-6
+    off = torch.randn(4, 6, generator=g).requires_grad_()
+    ce = group_cross_entropy(off, q, valid)
+    ce.sum().backward()
+    assert (ce > group_cross_entropy(q.log(), q, valid)).all() and off.grad.abs().max() > 1e-3
+
+
+def test_tilted_objective_pushes_towards_the_best_scored_rollout_and_its_gate_can_shut_it():
+    x = _inputs(B=2, G=4, T=3)
+    x.roll_ref_logp = x.roll_old_logp.clone()
+    x.rollout_scores = torch.tensor([[0.1, 0.9, 0.1, 0.1], [0.1, 0.1, 0.1, 0.9]])
+    x.rollout_items[0, 2] = -1  # an invalid rollout takes no part
+    nll, _ = build_objective(RlConfig(algo="nll"))(x)
+    loss, m = build_objective(RlConfig(algo="tilted", tilt_alpha=20.0, lam=1.0))(x)
+    assert loss.item() > nll.item() and 0 <= m["tilt_top1_agree"] <= 1 and m["tilt_kl"] >= -1e-9
+    loss.backward()
+    g = x.roll_logp.grad.sum(1).view(2, 4)
+    assert g[0, 1] < 0 and g[1, 3] < 0  # descent raises the log-prob of the rollout the reward prefers
+    assert g[0, 2] == 0  # invalid
+    x.roll_logp.grad = None
+    shut = RlConfig(algo="tilted", tilt_gate=True, adagrpo=AdaGrpoConfig(difficulty="entropy", h_d=1.0))
+    loss0, m0 = build_objective(shut)(x)
+    assert loss0.item() == pytest.approx(nll.item(), rel=1e-6) and m0["admission_rate"] == 0.0

@@ -75,6 +75,7 @@ def _records(run, tag="adagrpo"):
     ({"reward": {"future_window": 0}}, "reward.future_window: expected a value ≥ 1"),
     ({"reward": {"future_discount": 1.5}}, "reward.future_discount: expected a value > 0 and ≤ 1"),
     ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen: needs constrained: true"),
+    ({"algo": "tilted", "tilt_alpha": 0}, "rl.tilt_alpha: must be > 0 for the tilted objective"),
 ])
 def test_invalid_rl_configs_fail_when_the_config_loads(tmp_path, rl, msg):
     """Settings the run cannot finish with fail at load time (rl_align.checks), before any stage or actor."""
@@ -324,6 +325,24 @@ def test_target_injection_runs_in_the_loop(prepared, tmp_path):
         assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
         assert r["reward_mean"] >= 0.5 * 0.5 + 1.0 / 4 - 1e-6
         assert r["rollout_seen"] == 0
+
+
+def test_tilted_objective_runs_in_the_loop_against_the_frozen_start(prepared, tmp_path):
+    """rl.algo tilted on beams: the learner holds the frozen starting policy, so at the first step (policy = start)
+    an almost untilted target (α → 0) is the policy's own group distribution (KL ≈ 0); a real tilt is not."""
+    from rl_align.cli import main
+
+    for alpha, tag in ((1e-4, "flat"), (3.0, "tilt")):
+        run = shutil.copytree(prepared, tmp_path / f"run-{tag}")
+        cfg = _cfg(tmp_path, algo="tilted", tilt_alpha=alpha, steps=2, rollout_mode="beam", tag=tag,
+                   eval_every=2, checkpoint_every=2, reward={"functions": {"ranker": 1.0}})
+        assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+        recs = _records(run, tag)
+        assert len(recs) == 2 and all(0 <= r["tilt_top1_agree"] <= 1 for r in recs)
+        if tag == "flat":
+            assert abs(recs[0]["tilt_kl"]) < 1e-4, recs[0]
+        else:
+            assert recs[0]["tilt_kl"] > 1e-3, recs[0]
 
 
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"

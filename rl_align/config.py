@@ -548,7 +548,7 @@ class RlConfig:
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
     lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo (of the tilted term in tilted)", ge=0)
     tilt_alpha: float = doc(1.0, "tilted: α of the target π_ref·exp(α·logit r) over each rollout group (α = 1/β of the "
-                                 "KL-regularised optimum; the reward ceiling's best α is a good start)", ge=0)
+                                 "KL-regularised optimum; the reward ceiling's best α is a good start)", gt=0)
     tilt_gate: bool = doc(False, "tilted: weight each prompt's tilted term by the AdaGRPO gate c(x) (rl.adagrpo)")
     beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)", ge=0)
     clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)", gt=0, lt=1)

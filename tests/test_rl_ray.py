@@ -75,7 +75,7 @@ def _records(run, tag="adagrpo"):
     ({"reward": {"future_window": 0}}, "reward.future_window: expected a value ≥ 1"),
     ({"reward": {"future_discount": 1.5}}, "reward.future_discount: expected a value > 0 and ≤ 1"),
     ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen: needs constrained: true"),
-    ({"algo": "tilted", "tilt_alpha": 0}, "rl.tilt_alpha: must be > 0 for the tilted objective"),
+    ({"algo": "tilted", "tilt_alpha": 0}, "rl.tilt_alpha: expected a value > 0"),
 ])
 def test_invalid_rl_configs_fail_when_the_config_loads(tmp_path, rl, msg):
     """Settings the run cannot finish with fail at load time (rl_align.checks), before any stage or actor."""

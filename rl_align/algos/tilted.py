@@ -52,13 +52,6 @@ class TiltedObjective(Objective):
     needs_ranker = True
     needs_reference = True
 
-    @classmethod
-    def config_errors(cls, cfg) -> list[tuple[str, str]]:
-        errs = super().config_errors(cfg)
-        if cfg.tilt_alpha <= 0:
-            errs.append(("tilt_alpha", f"must be > 0 for the tilted objective, got {cfg.tilt_alpha}"))
-        return errs
-
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
         nll = self.nll(x)
         B, G = x.rewards.shape

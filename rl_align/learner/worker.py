@@ -176,7 +176,8 @@ class LearnerRank:
 
     @torch.no_grad()
     def _ref_logprobs(self, pid, pm, roll) -> Optional[torch.Tensor]:
-        """(b*G, T) reference-policy log-probs of the rollouts, or None when β = 0."""
+        """(b*G, T) reference-policy log-probs of the rollouts, or None without a reference model (β = 0 and an
+        objective that needs none)."""
         if self.ref is None:
             return None
         b, G, T = roll.shape

@@ -257,7 +257,7 @@ class RewardPool:
         chunks = [(request.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
         before = self.group.retries
         parts = self.group.map("score", chunks, with_target_scores, pin=False, max_inflight=self.cfg.max_inflight,
-                               max_retries=self.cfg.max_retries, before_retry=lambda a, k: time.sleep(0.05 * k))
+                               max_retries=self.cfg.max_retries)
         self.stats.retries += self.group.retries - before
         self.stats.errors = self.group.errors
         versions = {p.info["ranker_version"] for p in parts}

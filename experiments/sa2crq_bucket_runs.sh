@@ -6,7 +6,8 @@
 # Table: python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22-rqk-s{0,1,2} \
 #          --group "SA²CRQ bucket" runs/i22-bucket-s{0,1,2} --group "SA²CRQ bucket, cap 10" runs/i22-bucket-cap10-s{0,1,2}
 set -euo pipefail
-COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set eval.cold_expansion=true)
+COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
+        --set eval.cold_expansion=true)
 for s in ${SEEDS:-0 1 2}; do
   rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/i22-rqk-s$s
   rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --run-dir runs/i22-bucket-s$s "$@"

@@ -160,7 +160,9 @@ class EmbedConfig:
                          "interactions, rl_align/embed/collaborative.py); 0 = the source's vectors only", ge=0)
     cf_weight: float = doc(0.5, "share w of the collaborative view in the joined vector: cosine = (1−w)·text + w·cf", ge=0, le=1)
     cf_fill_neighbours: int = doc(0, "items with no training interaction (cold items) take the mean collaborative "
-                                     "vector of this many nearest items by text, e.g. 10 (0 = a zero collaborative half)", ge=0)
+                                     "vector of this many nearest items by text (0 = a zero collaborative half, refused with "
+                                     "data.cold_share > 0); 10 best predicts warm tail items' own vectors on "
+                                     "ML-100K (experiments/cf_fill_choice.py)", ge=0)
 
 
 @dataclass
@@ -656,7 +658,8 @@ class RunConfig:
     wandb: bool = doc(True, "mirror metrics to wandb (offline unless WANDB_MODE says otherwise)")
 
     def value_errors(self) -> list[tuple[str, str]]:
-        """Cross-field rules: known stages, each once; an SFT window fits the history window."""
+        """Cross-field rules: known stages, each once; cold items get collaborative vectors; an SFT window fits the
+        history window."""
         errs = []
         unknown = [x for x in self.stages if x not in STAGE_NAMES]
         if unknown or len(set(self.stages)) != len(self.stages):
@@ -666,6 +669,10 @@ class RunConfig:
                 st.index("retrieval") > st.index("sids"):
             errs.append(("stages", "sid.vectors: retrieval needs the retrieval stage before sids, got "
                                    f"{self.stages}"))
+        if "embed" in st and self.data.cold_share > 0 and self.embed.cf_dim > 0 and self.embed.cf_fill_neighbours == 0:
+            errs.append(("embed.cf_fill_neighbours", "expected ≥ 1 (e.g. 10) when data.cold_share > 0 and embed.cf_dim "
+                                                     "> 0: held-out items would get a zero collaborative half and "
+                                                     "collapse under one SID prefix"))
         if self.sft.window_items is not None and self.sft.window_items > self.data.max_history + 1:
             errs.append(("sft.window_items", f"expected ≤ data.max_history + 1 = {self.data.max_history + 1} "
                                              f"(null = that), got {self.sft.window_items}"))

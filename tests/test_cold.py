@@ -44,7 +44,7 @@ def test_data_stage_writes_cold_cases_and_eval_set_reads_them(tmp_path, ml100k):
     from rl_align.utils.io import load_npz
 
     quick = Path(__file__).resolve().parents[1] / "experiments/configs/quick.yaml"
-    cfg = load_config(quick, RunConfig, ["data.cold_share=0.1"])
+    cfg = load_config(quick, RunConfig, ["data.cold_share=0.1", "embed.cf_fill_neighbours=10"])
     cfg.stages = ["data"]
     run_pipeline(cfg, tmp_path / "run")
     split = load_npz(tmp_path / "run" / "data" / "split.npz")

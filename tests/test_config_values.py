@@ -24,6 +24,7 @@ CASES = [
     ("data.synthetic.stay_prob=1.5", "data.synthetic.stay_prob", "≤ 1"),
     ("embed.cf_weight=2", "embed.cf_weight", "≤ 1"),
     ("embed.cf_dim=-1", "embed.cf_dim", "≥ 0"),
+    ("data.cold_share=0.1", "embed.cf_fill_neighbours", "held-out items would get a zero collaborative half"),
     ("sid.tokenizer=rq_kmean", "sid.tokenizer", "unknown SID tokenizer 'rq_kmean'"),
     ("sid.codebook_size=1", "sid.codebook_size", "≥ 2"),
     ("sid.rq_vae.lr=0", "sid.rq_vae.lr", "> 0"),
@@ -64,7 +65,7 @@ CASES = [
     ("rl.preference.beam=1", "rl.preference.beam", "≥ 2"),
     ("rl.adagrpo.k_d=9", "rl.adagrpo.k_d", "group_size=8"),
 ]
-EXTRA = {"sid.collision=item_token": ["sid.tokenizer=sa2crq"], "sft.batch_size=63": ["sft.num_workers=2"], "rl.exclude_seen=true": ["rl.constrained=false"]}
+EXTRA = {"data.cold_share=0.1": ["embed.cf_dim=64"], "sid.collision=item_token": ["sid.tokenizer=sa2crq"], "sft.batch_size=63": ["sft.num_workers=2"], "rl.exclude_seen=true": ["rl.constrained=false"]}
 
 
 @pytest.mark.parametrize("override,key,text", CASES, ids=[c[0] for c in CASES])

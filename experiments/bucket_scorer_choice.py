@@ -2,7 +2,11 @@
 then the buckets are expanded under each scorer / temperature and HR@10 / NDCG@10 (overall and tail targets) are
 reported for valid and test.
 
-    python experiments/bucket_scorer_choice.py runs/i22-bucket-s0 [--temperatures 0.03 0.1 0.3 1]
+    python experiments/bucket_scorer_choice.py runs/i22-bucket-s0 [--temperatures 0.03 0.1 0.3 1] \
+        [--reward-models sasrec din --reward-temperatures 0.3 1 3]
+
+``--reward-models``: the run's trained reward models (the ranker stage with ``ranker.scorers`` listing them) as
+the within-bucket scorer (``rl_align/rewards/bucket_scorer.py``), each at every ``--reward-temperatures``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from rl_align.eval.evaluate import bucketed, eval_set, metrics
 from rl_align.eval.run_eval import train_popularity
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import load_policy
+from rl_align.rewards.bucket_scorer import reward_bucket_scorer
 from rl_align.rollouts.base import GenerationRequest
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid.buckets import build_scorer
@@ -29,6 +34,8 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
     ap.add_argument("--beams", type=int, default=20)
+    ap.add_argument("--reward-models", nargs="*", default=[])
+    ap.add_argument("--reward-temperatures", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     a = ap.parse_args()
     run = Path(a.run)
     cat = SidCatalog.load(run / "sids" / "catalog")
@@ -49,14 +56,16 @@ def main() -> None:
             scores.append(res.seq_logprob.numpy())
         beams[part] = (es, np.concatenate(items), np.concatenate(scores))
     settings = [("popularity", None)] + ([("content", t) for t in a.temperatures] if vecs is not None else [])
+    settings += [(f"reward:{m}", t) for m in a.reward_models for t in a.reward_temperatures]
     print("| scorer | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 | test tail HR@10 |")
     print("|---|---|---|---|---|---|")
     for name, t in settings:
-        cat.buckets.scorer = build_scorer(name, pop, vecs, t or 0.1)
+        cat.buckets.scorer = (reward_bucket_scorer(run, name.split(":")[1], t) if name.startswith("reward:")
+                              else build_scorer(name, pop, vecs, t or 0.1))
         row = []
         for part in ("valid", "test"):
             es, items, scores = beams[part]
-            ranked, _ = cat.buckets.expand(items, scores, es.history, a.beams, es.seen)
+            ranked, _ = cat.buckets.expand(items, scores, es.history, a.beams, es.seen, users=es.users)
             m = metrics(ranked, es.targets, [10])
             row += [m["hr@10"], m["ndcg@10"]]
             if part == "test":

@@ -56,6 +56,10 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
             and not TOKENIZERS.get(cfg.sid.tokenizer).variable_length):
         errs.append(("sid.collision", f"bucket shares the codes of items that stopped early; tokenizer "
                                       f"{cfg.sid.tokenizer!r} gives fixed lengths (use sa2crq or sa2crq_vae)"))
+    if cfg.sid.bucket_scorer in BUCKET_SCORERS and BUCKET_SCORERS.get(cfg.sid.bucket_scorer).attach_only:
+        errs.append(("sid.bucket_scorer", f"{cfg.sid.bucket_scorer!r} needs a reward model trained after the sids "
+                                          "stage; keep content or popularity here and attach it at evaluation "
+                                          f"(rl-align eval RUN --bucket-scorer {cfg.sid.bucket_scorer}:din)"))
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs

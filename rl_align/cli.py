@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(writes eval/metrics_<stage>_cold-expansion.json)")
     ev.add_argument("--cold-prior", type=float, help="α of the cold expansion (default: eval.cold_prior, else the "
                                                      "run's measured share of cold interactions)")
+    ev.add_argument("--bucket-scorer", metavar="reward:MODEL",
+                    help="bucket catalogs: order the items inside a bucket by the run's trained reward model MODEL "
+                         "(din, sasrec, gru4rec, ensemble) instead of the saved scorer")
+    ev.add_argument("--bucket-temperature", type=float, default=1.0,
+                    help="with --bucket-scorer: P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) (default 1)")
 
     rl = sub.add_parser("rl", help="align the SFT policy on Ray (nll, grpo, mixture, adagrpo)",
                         description="Run the alignment controller: Ray rollout workers, reward actors and DeepSpeed "

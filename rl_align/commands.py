@@ -22,6 +22,7 @@ from rl_align.pipeline import run_pipeline
 from rl_align.preferences import build_pairs
 from rl_align.ranker.evaluate import ranker_report
 from rl_align.retrieval.serve import build_index, search_users
+from rl_align.rewards.bucket_scorer import reward_bucket_scorer
 from rl_align.rewards.scorers import evaluate_scorers, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
@@ -111,8 +112,18 @@ def _eval(args: argparse.Namespace) -> int:
     parts = ("valid", "test") if args.split == "both" else (args.split,)
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
-    res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None)
+    scorer = None
+    if args.bucket_scorer:
+        kind, _, model_name = args.bucket_scorer.partition(":")
+        if kind != "reward" or not model_name:
+            raise ValueError(f"--bucket-scorer: expected reward:MODEL (e.g. reward:sasrec), got {args.bucket_scorer!r}")
+        if not args.bucket_temperature > 0:
+            raise ValueError(f"--bucket-temperature: expected a value > 0, got {args.bucket_temperature}")
+        scorer = reward_bucket_scorer(run, model_name, args.bucket_temperature)
+    res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None, bucket_scorer=scorer)
     name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
+    if scorer is not None:
+        name += f"_bucket-{args.bucket_scorer.replace(':', '-')}-T{args.bucket_temperature:g}"
     if args.beams:
         name += f"_beams{args.beams}"
     if args.cold_prior is not None:

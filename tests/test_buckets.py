@@ -118,6 +118,48 @@ def test_a_bucket_code_retrieves_every_item_of_its_bucket_in_scorer_order():
     np.testing.assert_array_equal(got, [[1, 4, 5], [2, 3, -1]])
 
 
+class _TableReward(torch.nn.Module):
+    """A reward model with the ranker's call whose click logit is a fixed (user, item) table."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.as_tensor(table, dtype=torch.float64)
+
+    def forward(self, users, history, candidates):
+        return self.table[users[:, None], candidates]
+
+
+def test_a_reward_model_orders_each_users_bucket_and_is_never_saved(tmp_path):
+    from rl_align.rewards.bucket_scorer import RewardModelScorer
+
+    cat = _bucket_catalog()
+    pop = cat.buckets.scorer.popularity
+    table = np.zeros((2, 8))
+    table[0, [0, 1, 2]] = [4.0, -4.0, 0.0]     # user 0 prefers 0 > 2 > 1 inside bucket (0,); popularity says 1 > 2 > 0
+    table[1, [0, 1, 2]] = [-4.0, 0.0, 4.0]     # user 1 prefers 2 > 1 > 0
+    saved = cat.buckets.scorer
+    cat.buckets.scorer = RewardModelScorer(pop, None, 0.5, _TableReward(table))
+    reps, hist = np.array([[0], [0]]), np.array([[5, 6], [7, 5]])
+    items, valid, logp = cat.buckets._ordered(reps, hist, users=np.array([0, 1]))
+    assert items[0, 0].tolist() == [0, 2, 1] and items[1, 0].tolist() == [2, 1, 0]
+    # log P(item | code, user) = log-softmax of log(1 + count) + log σ(z) / T over the bucket
+    logit = np.log1p(pop[[0, 1, 2]]) + np.log(1 / (1 + np.exp(-table[0, [0, 1, 2]]))) / 0.5
+    want = logit - np.log(np.exp(logit).sum())
+    np.testing.assert_allclose(logp[0, 0], want[[0, 2, 1]], atol=1e-9)
+    np.testing.assert_array_equal(cat.buckets.resolve(reps, hist, users=np.array([0, 1])), [[0], [2]])
+    with pytest.raises(ValueError, match="needs each row's user"):
+        cat.buckets.resolve(reps, hist)
+    # attached at evaluation only: saving keeps the catalog's own scorer file untouched, and building it refuses
+    cat.buckets.scorer = saved
+    cat.save(tmp_path / "cat")
+    cat.buckets.scorer = RewardModelScorer(pop, None, 1.0, _TableReward(table))
+    cat.save(tmp_path / "cat2")
+    assert SidCatalog.load(tmp_path / "cat").buckets.scorer.registry_name == "popularity"
+    assert SidCatalog.load(tmp_path / "cat2").buckets.scorer is None
+    with pytest.raises(ValueError, match="attach it at evaluation"):
+        build_scorer("reward", pop)
+
+
 def test_a_bucket_is_excluded_only_when_all_its_items_are_banned():
     cat = _bucket_catalog()
     torch.manual_seed(1)
@@ -179,7 +221,7 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     data = json.loads(json.dumps(TINY_RUN))
     data["sid"] = {"tokenizer": "sa2crq", "codebook_size": 32, "collision": "bucket",
                    "sa2crq": {"head_codes": "head", "tail_stop": "start_level"}}
-    data.update(name="tiny-bucket", stages=["data", "embed", "sids", "sft", "eval", "rl"],
+    data.update(name="tiny-bucket", stages=["data", "embed", "sids", "sft", "eval", "exposure", "rl"],
                 reward={"functions": {"exact_match": 1.0}, "cpus_per_replica": 0.5},
                 rl={"algo": "grpo", "group_size": 4, "prompts_per_step": 8, "micro_batch_prompts": 4, "steps": 2,
                     "lr": 0.001, "cpus_per_learner": 1, "cpus_per_rollout_worker": 0.5, "eval_every": 2,
@@ -200,6 +242,19 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     recs = [json.loads(x) for x in (run / "rl" / "grpo" / "metrics.jsonl").read_text().splitlines()
             if '"step"' in x and '"loss"' in x]
     assert recs and all(r["rollout_valid"] == 1.0 and r["rollout_seen"] == 0 for r in recs)
+    # a reward model trained after the sids stage, attached at evaluation as the within-bucket scorer
+    from rl_align.config import BaselineConfig, RankerConfig, RunConfig, load_config
+    from rl_align.rewards.scorers import train_scorers
+
+    rcfg = load_config(run / "config.yaml", RunConfig)
+    rcfg.baseline = BaselineConfig(hidden=16, layers=1, epochs=2, eval_every=1, batch_size=64, lr=3e-3, threads=1)
+    rcfg.ranker = RankerConfig(scorers=["din", "sasrec"], max_history=20)
+    train_scorers(run, rcfg, skip=("din",))
+    assert main(["eval", str(run), "--bucket-scorer", "reward:sasrec", "--bucket-temperature", "0.5"]) == 0
+    mr = json.loads((run / "eval" / "metrics_sft_bucket-reward-sasrec-T0.5.json").read_text())
+    assert mr["bucket_scorer"] == {"name": "reward", "temperature": 0.5} and m["bucket_scorer"]["name"] == "content"
+    assert mr["test"]["list_lengths"][-1] == mr["test"]["n_users"] and mr["test"]["seen_in_lists"] == 0
+    assert main(["eval", str(run), "--bucket-scorer", "reward:gru4rec"]) == 2     # not trained: one-line refusal
 
 
 def test_vae_tail_encoder_learns_against_the_frozen_head_decoder(zipf_items, tmp_path):

@@ -30,6 +30,7 @@ CASES = [
     ("sid.rq_vae.lr=0", "sid.rq_vae.lr", "> 0"),
     ("sid.sa2crq.tau=0", "sid.sa2crq.tau", "> 0"),
     ("sid.collision=item_token", "sid.collision", "item_token needs fixed-length codes"),
+    ("sid.bucket_scorer=reward", "sid.bucket_scorer", "attach it at evaluation"),
     ("policy.num_heads=3", "policy.num_heads", "must divide hidden_size"),
     ("policy.attention_dropout=1", "policy.attention_dropout", "< 1"),
     ("sft.batch_size=63", "sft.batch_size", "multiple of num_workers"),

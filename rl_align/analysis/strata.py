@@ -83,7 +83,8 @@ def measure(model, catalog: SidCatalog, ps: PromptSet, k: int = 10, beams: int =
                                                 banned_items=torch.from_numpy(ps.banned[sl])))
         items = res.items.numpy()
         if catalog.has_buckets:   # a bucket code's items, ranked inside the bucket (the evaluator's list)
-            items, _ = catalog.buckets.expand(items, res.seq_logprob.numpy(), ps.history[sl], beams, ps.banned[sl])
+            items, _ = catalog.buckets.expand(items, res.seq_logprob.numpy(), ps.history[sl], beams, ps.banned[sl],
+                                              users=ps.users[sl])
         hit.append((items[:, :k] == ps.targets[sl, None]).any(1))
     return {"logp": np.concatenate(logp), "hit": np.concatenate(hit)}
 
@@ -107,7 +108,8 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
         gt_lp, _ = continuation_logprobs(model, ps.ids[sl], ps.mask[sl], gt[sl])
         items = res.items.numpy()
         if catalog.has_buckets:   # the item each code stands for, as the controller resolves rollouts
-            items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None)
+            items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None,
+                                            ps.users[sl])
         sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True)
         g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, torch.from_numpy(items),
                          torch.from_numpy(ps.targets[sl]),

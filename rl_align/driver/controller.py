@@ -233,7 +233,7 @@ class Controller:
                                    r.seed * 100003 + step)
         rec["rollout_s"] = time.perf_counter() - t
         if self.catalog.has_buckets:   # a bucket code stands for the item its within-bucket scorer puts first
-            b = b.update(rollout_items=self.catalog.buckets.resolve(b.rollout_items, b.history, b.banned))
+            b = b.update(rollout_items=self.catalog.buckets.resolve(b.rollout_items, b.history, b.banned, b.users))
         it = b.rollout_items
         rec["rollout_hit"] = float((it == b.targets[:, None]).any(1).mean())
         if b.banned is not None:  # exclusion is the engine's guarantee; count breaches, expected 0

@@ -174,7 +174,8 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
         if catalog.has_buckets:
             # cold items sit inside buckets: the cold-start mixture is the bucket's own (Buckets.expand)
             ranked, scores = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams,
-                                                    seen if exclude_history else None, cold_prior=prior)
+                                                    seen if exclude_history else None, cold_prior=prior,
+                                                    users=es.users[s: s + batch_size])
         else:
             ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
                                               res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,

@@ -74,7 +74,8 @@ def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, be
         items, scores = res.items.numpy(), res.seq_logprob.numpy()
         if constrained and catalog.has_buckets:
             items, scores = catalog.buckets.expand(items, scores, es.history[s: s + batch_size], beams,
-                                                   None if banned is None else banned.numpy())
+                                                   None if banned is None else banned.numpy(),
+                                                   users=es.users[s: s + batch_size])
         out_items.append(items)
         out_scores.append(scores)
     return np.concatenate(out_items), np.concatenate(out_scores)

@@ -26,6 +26,7 @@ from rl_align.eval.evaluate import (
 )
 from rl_align.policy.model import load_policy
 from rl_align.rollouts.torch_engine import TorchEngine
+from rl_align.sid.buckets import BucketScorer
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz, read_json
 
@@ -60,14 +61,20 @@ def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
 
 
 def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("valid", "test"), stage: str = "sft",
-                 export: Optional[Path] = None, threads: int = 0) -> dict:
-    """Metrics of the run's ``stage`` policy and of popularity on ``parts``; optional JSONL export (test)."""
+                 export: Optional[Path] = None, threads: int = 0, bucket_scorer: Optional[BucketScorer] = None
+                 ) -> dict:
+    """Metrics of the run's ``stage`` policy and of popularity on ``parts``; optional JSONL export (test).
+    ``bucket_scorer`` replaces a bucket catalog's saved within-bucket scorer (e.g. a reward model's)."""
     if threads:
         torch.set_num_threads(threads)
     run_path = Path(run_path)
     catalog = SidCatalog.load(run_path / "sids" / "catalog")
     split = load_npz(run_path / "data" / "split.npz")
     users = read_json(run_path / "data" / "users.json")["user_ids"]
+    if bucket_scorer is not None:
+        if not catalog.has_buckets:
+            raise ValueError(f"{run_path}: a within-bucket scorer needs a bucket catalog (sid.collision: bucket)")
+        catalog.buckets.scorer = bucket_scorer
 
     model = load_policy(policy_dir(run_path, stage), catalog)
     engine = TorchEngine(model, catalog)
@@ -75,6 +82,9 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     beams = max(cfg.beams, max(cfg.ks))
     out: dict = {"stage": stage, "policy": str(policy_dir(run_path, stage)), "beams": beams,
                  "exclude_history": cfg.exclude_history}
+    if catalog.has_buckets and catalog.buckets.scorer is not None:
+        out["bucket_scorer"] = {"name": catalog.buckets.scorer.registry_name,
+                                "temperature": catalog.buckets.scorer.temperature}
     cold = None
     if cfg.cold_expansion:
         prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)

@@ -1,1 +1,4 @@
-"""Reward models (ranker) and Ray reward actors — filled in by the ranker issue."""
+"""Reward models (ranker, item-ID sequence scorers, ensemble), the reward functions, Ray reward actors and the
+reward-model within-bucket scorer (registered on import)."""
+
+from rl_align.rewards import bucket_scorer  # noqa: F401  (registers sid.bucket_scorer "reward")

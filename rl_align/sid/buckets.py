@@ -17,8 +17,12 @@ vector to the mean vector of the user's history, popularity breaking ties) and `
 interaction counts). Adding one = a class with ``needs`` and ``score`` + ``@BUCKET_SCORERS.register``.
 Their inputs are saved with the catalog (``buckets.npz``: popularity (n,) float32, and for ``content`` the
 item vectors (n, d) float16, L2-normalised), so every process that loads the catalog ranks the same way.
+A scorer with ``attach_only`` (``reward``: a trained reward model, ``rl_align/rewards/bucket_scorer.py``) is not
+saved: the models are trained after the sids stage, so it is attached at evaluation
+(``rl-align eval RUN --bucket-scorer reward:sasrec``).
 
-Shapes: ``history`` (N, H) item indices, -1 padded; ``cand`` (N, C) item indices, -1 = none.
+Shapes: ``history`` (N, H) item indices, left-aligned, -1 padded; ``cand`` (N, C) item indices, -1 = none;
+``users`` (N,) user indices (None where a caller has none; only scorers that read them need them).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class BucketScorer(abc.ABC):
     registry_name: str = ""
     #: the saved inputs the scorer reads: a subset of ("popularity", "vectors")
     needs: tuple[str, ...] = ("popularity",)
+    #: built around a model trained after the sids stage: attached at evaluation, never saved with the catalog
+    attach_only: bool = False
 
     def __init__(self, popularity: np.ndarray, vectors: Optional[np.ndarray] = None, temperature: float = 0.1) -> None:
         self.popularity = np.asarray(popularity, np.float32)
@@ -54,8 +60,9 @@ class BucketScorer(abc.ABC):
         self.temperature = float(temperature)
 
     @abc.abstractmethod
-    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """(N, H) histories, (N, C) candidate items → (N, C) float logits (entries for cand < 0 are ignored)."""
+    def score(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, H) histories, (N, C) candidate items, (N,) users or None → (N, C) float logits (entries for
+        cand < 0 are ignored)."""
 
     def _log_prior(self, cand: np.ndarray) -> np.ndarray:
         """log(1 + training count): the share of a code's training mass each of its items carried (add-one, so an
@@ -70,7 +77,7 @@ class PopularityScorer(BucketScorer):
 
     needs = ("popularity",)
 
-    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    def score(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
         return self._log_prior(cand)
 
 
@@ -81,7 +88,7 @@ class ContentScorer(BucketScorer):
 
     needs = ("popularity", "vectors")
 
-    def score(self, history: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    def score(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
         v = self.vectors.astype(np.float32)
         valid = history >= 0
         q = (v[np.where(valid, history, 0)] * valid[..., None]).sum(1)                  # (N, d)
@@ -121,8 +128,8 @@ class Buckets:
         b = self.bucket_of[item]
         return self.members[self.offsets[b]: self.offsets[b + 1]]
 
-    def _ordered(self, reps: np.ndarray, history: np.ndarray, cold_prior: float = 0.0
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ordered(self, reps: np.ndarray, history: np.ndarray, cold_prior: float = 0.0,
+                 users: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Members of each rep's bucket in scorer order, for (N, B) reps (S = largest bucket among them).
 
         With ``cold_prior`` α > 0 (and a scorer), P(item | code, x) is the cold-start mixture: items with training
@@ -142,7 +149,7 @@ class Buckets:
         items = np.where(valid, self.members[np.minimum(self.offsets[b][..., None] + j, self.members.size - 1)], -1)
         if S == 1:
             return items, valid, np.zeros(items.shape)
-        logit = (self.scorer.score(history, items.reshape(N, B * S)).reshape(N, B, S) if self.scorer is not None
+        logit = (self.scorer.score(history, items.reshape(N, B * S), users).reshape(N, B, S) if self.scorer is not None
                  else np.zeros(items.shape))
         if cold_prior > 0 and self.scorer is not None:
             cold = valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)
@@ -157,7 +164,8 @@ class Buckets:
         return take(items), take(valid), take(logp)
 
     def expand(self, reps: np.ndarray, scores: np.ndarray, history: np.ndarray, k: int,
-               banned: Optional[np.ndarray] = None, cold_prior: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               banned: Optional[np.ndarray] = None, cold_prior: float = 0.0,
+               users: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Ranked codes → ranked items by ``log P(code | x) + log P(item | code, x)``.
 
         Every item of every beam's bucket is a candidate, scored by its beam's log-prob plus its within-bucket
@@ -169,11 +177,12 @@ class Buckets:
             scores: (N, B) beam log-probs. history: (N, H) prompt items (for the scorer).
             k: ranking length. banned: optional (N, S) items that may not appear (-1 padded).
             cold_prior: α of the cold-start mixture inside buckets (:meth:`_ordered`); 0 = off.
+            users: optional (N,) user indices (for a scorer that reads them).
 
         Returns:
             items (N, k) int64 best first (-1 = empty), scores (N, k) float64 joint log-probs.
         """
-        items, valid, logp = self._ordered(reps, history, cold_prior)
+        items, valid, logp = self._ordered(reps, history, cold_prior, users)
         N = reps.shape[0]
         joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf).reshape(N, -1)
         flat = items.reshape(N, -1)
@@ -194,10 +203,11 @@ class Buckets:
                 n += 1
         return out, out_s
 
-    def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None) -> np.ndarray:
+    def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None,
+                users: Optional[np.ndarray] = None) -> np.ndarray:
         """(N, G) generated codes' representatives → (N, G) the item each stands for: its bucket's first unbanned
         item in scorer order (-1 stays -1; a bucket whose items are all banned gives -1)."""
-        items, valid, _ = self._ordered(reps, history)
+        items, valid, _ = self._ordered(reps, history, users=users)
         if banned is not None:   # per row, against the row's banned items (no (N, G, S, M) comparison)
             valid = valid & ~np.stack([np.isin(items[r], banned[r][banned[r] >= 0]) for r in range(len(items))])
         first = valid.argmax(2)
@@ -208,7 +218,7 @@ class Buckets:
     def save_scorer(self, path: str | Path) -> None:
         """Write the scorer's name and inputs (plain NPZ)."""
         s = self.scorer
-        if s is None:
+        if s is None or s.attach_only:
             return
         arrays = {"name": np.array(s.registry_name), "popularity": s.popularity,
                   "temperature": np.array(s.temperature)}
@@ -239,6 +249,9 @@ def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray
                  temperature: float = 0.1) -> BucketScorer:
     """The registered scorer ``name`` on these inputs (vectors are L2-normalised here)."""
     cls = BUCKET_SCORERS.get(name)
+    if cls.attach_only:
+        raise ValueError(f"sid.bucket_scorer: {name!r} is built around a model trained after the sids stage; "
+                         f"attach it at evaluation (rl-align eval RUN --bucket-scorer {name}:NAME)")
     if "vectors" in cls.needs:
         if vectors is None:
             raise ValueError(f"sid.bucket_scorer: {name!r} needs item vectors")

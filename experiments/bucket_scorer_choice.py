@@ -65,7 +65,9 @@ def main() -> None:
         row = []
         for part in ("valid", "test"):
             es, items, scores = beams[part]
-            ranked, _ = cat.buckets.expand(items, scores, es.history, a.beams, es.seen, users=es.users)
+            ranked = np.concatenate([cat.buckets.expand(items[s: s + 128], scores[s: s + 128], es.history[s: s + 128],
+                                                        a.beams, es.seen[s: s + 128], users=es.users[s: s + 128])[0]
+                                     for s in range(0, es.targets.size, 128)])
             m = metrics(ranked, es.targets, [10])
             row += [m["hr@10"], m["ndcg@10"]]
             if part == "test":

@@ -8,9 +8,14 @@
 set -euo pipefail
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)
+# PREFIX names the run dirs (i22f: after held-out items got collaborative vectors from their text neighbours);
+# CAP=0 skips the capped variant.
+P=${PREFIX:-i22}
 for s in ${SEEDS:-0 1 2}; do
-  rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/i22-rqk-s$s
-  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --run-dir runs/i22-bucket-s$s "$@"
-  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.bucket_cap=10 \
-    --run-dir runs/i22-bucket-cap10-s$s "$@"
+  rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/$P-rqk-s$s
+  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --run-dir runs/$P-bucket-s$s "$@"
+  if [ "${CAP:-1}" = 1 ]; then
+    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.bucket_cap=10 \
+      --run-dir runs/$P-bucket-cap10-s$s "$@"
+  fi
 done

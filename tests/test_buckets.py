@@ -160,6 +160,24 @@ def test_a_reward_model_orders_each_users_bucket_and_is_never_saved(tmp_path):
         build_scorer("reward", pop)
 
 
+def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():
+    """With cold_prior α, items without training interactions share α over the reached codes (normalised by the
+    code mass that holds them, as the RQ cold expansion does) and the other items 1 - α: one distribution."""
+    codes = np.array([[0, -1], [0, -1], [0, -1], [1, -1], [1, -1], [2, 0], [2, 1], [2, 2]])
+    lens = np.array([1, 1, 1, 1, 1, 2, 2, 2])
+    pop = np.array([0, 50, 20, 0, 9, 3, 3, 3], np.float64)          # items 0 and 3 are new
+    cat = SidCatalog([f"i{k}" for k in range(8)], SidCodes(codes, lens, [3, 3]), buckets=True,
+                     bucket_scorer=build_scorer("popularity", pop))
+    reps, p_code = np.array([[1, 4, 5]]), np.array([[0.5, 0.3, 0.2]])
+    items, scores = cat.buckets.expand(reps, np.log(p_code), np.array([[6, 7]]), k=8, cold_prior=0.1)
+    prob = {i: p for i, p in zip(items[0].tolist(), np.exp(scores[0]).tolist()) if i >= 0}
+    assert set(prob) == {0, 1, 2, 3, 4, 5}
+    np.testing.assert_allclose(sum(prob.values()), 1.0, atol=1e-9)
+    np.testing.assert_allclose(prob[0] + prob[3], 0.1, atol=1e-9)              # new with probability α
+    np.testing.assert_allclose(prob[0], 0.1 * 0.5 / 0.8, atol=1e-9)            # where the code mass is
+    np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm: (1 - α) · code · share
+
+
 def test_a_bucket_is_excluded_only_when_all_its_items_are_banned():
     cat = _bucket_catalog()
     torch.manual_seed(1)

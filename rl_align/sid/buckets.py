@@ -93,7 +93,10 @@ class ContentScorer(BucketScorer):
         valid = history >= 0
         q = (v[np.where(valid, history, 0)] * valid[..., None]).sum(1)                  # (N, d)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        cos = np.einsum("ncd,nd->nc", v[np.maximum(cand, 0)], q).astype(np.float64)     # (N, C)
+        cos = np.empty(cand.shape, np.float64)                                          # (N, C)
+        rows = max(1, (1 << 24) // max(1, cand.shape[1] * v.shape[1]))    # gathered vectors ≤ 64 MB at a time
+        for s in range(0, cand.shape[0], rows):
+            cos[s: s + rows] = np.einsum("ncd,nd->nc", v[np.maximum(cand[s: s + rows], 0)], q[s: s + rows])
         return self._log_prior(cand) + cos / self.temperature
 
 
@@ -134,7 +137,8 @@ class Buckets:
 
         With ``cold_prior`` α > 0 (and a scorer), P(item | code, x) is the cold-start mixture: items with training
         interactions share 1 - α by the scorer's softmax over them, items without any share α by the softmax over
-        those (the next item is new with probability α, and a new item sits in a code like any other).
+        those (a new item sits in a code like any other; :meth:`expand` normalises the cold part over the codes
+        reached, so the next item is new with probability α).
 
         Returns:
             items (N, B, S) int64 (-1 padded), valid (N, B, S) bool, logp (N, B, S) float64 log P(item | code, user)
@@ -172,6 +176,14 @@ class Buckets:
         log-prob (:meth:`_ordered`), so a large bucket's items share its mass instead of flooding the list; inside
         one bucket the scorer's order is kept. Banned items are skipped; the list holds ``k`` items.
 
+        With ``cold_prior`` α > 0 this is the cold-start mixture of :mod:`rl_align.eval.cold_expand` on buckets:
+
+            P(i | x) = (1 - α) · P(code | x) · P_warm(i | code, x)            (items with training interactions)
+                     + α · P(code | x) · P_cold(i | code, x) / Z(x)           (items without)
+
+        Z(x) = Σ P(code | x) over the reached codes that hold items without interactions, so the cold part is a
+        distribution over them: "the next item is new with probability α, and it sits where the code mass is".
+
         Args:
             reps: (N, B) representative items of the beams, best first (-1 = no beam).
             scores: (N, B) beam log-probs. history: (N, H) prompt items (for the scorer).
@@ -184,7 +196,13 @@ class Buckets:
         """
         items, valid, logp = self._ordered(reps, history, cold_prior, users)
         N = reps.shape[0]
-        joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf).reshape(N, -1)
+        joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf)
+        if cold_prior > 0 and self.scorer is not None:
+            cold = valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)           # (N, B, S)
+            reached = np.where(cold.any(2) & np.isfinite(scores), scores, -np.inf)     # (N, B) codes holding new items
+            log_z = np.logaddexp.reduce(reached, axis=1)                               # (N,) log Z(x); -inf: none
+            joint = np.where(cold, joint - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], joint)
+        joint = joint.reshape(N, -1)
         flat = items.reshape(N, -1)
         out = np.full((N, k), -1, np.int64)
         out_s = np.full((N, k), -np.inf)
@@ -242,7 +260,8 @@ def _log_softmax(logit: np.ndarray) -> np.ndarray:
     m = logit.max(-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore"):
-        return logit - m - np.log(np.exp(logit - m).sum(-1, keepdims=True))
+        lse = np.log(np.exp(logit - m).sum(-1, keepdims=True))
+    return logit - m - np.where(np.isfinite(lse), lse, 0.0)
 
 
 def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None,

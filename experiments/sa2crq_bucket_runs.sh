@@ -2,9 +2,11 @@
 # Issue 22 on ML-100K: SA²CRQ with bucket SIDs (experiments/configs/sa2crq_bucket.yaml) against RQ-KMeans 3×32
 # (the quick preset), both with the cold-start protocol (10% of the tail held out) and cold expansion on, same
 # policy and SFT budget, seeds 0-2. Two bucket variants: no cap (codes head-long / tail-short) and sid.bucket_cap=10
-# (chosen on seed 0's valid HR@10: 0.2110 vs 0.2036; it lengthens the tail items of big buckets by one token).
-# Table: python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22-rqk-s{0,1,2} \
-#          --group "SA²CRQ bucket" runs/i22-bucket-s{0,1,2} --group "SA²CRQ bucket, cap 10" runs/i22-bucket-cap10-s{0,1,2}
+# (it lengthens the tail items of big buckets by one token). Held-out items get the collaborative vector of their 10
+# nearest items by text (embed.cf_fill_neighbours; the sa2crq_bucket preset sets it too).
+# Ninth session's runs: PREFIX=i22f CAP=0 experiments/sa2crq_bucket_runs.sh; table:
+#   python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22f-rqk-s{0,1,2} \
+#          --group "SA²CRQ bucket" runs/i22f-bucket-s{0,1,2}
 set -euo pipefail
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)

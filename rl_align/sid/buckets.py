@@ -131,6 +131,10 @@ class Buckets:
         b = self.bucket_of[item]
         return self.members[self.offsets[b]: self.offsets[b + 1]]
 
+    def _new(self, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mask of the valid entries of ``items`` (any shape) that have no training interaction (needs a scorer)."""
+        return valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)
+
     def _ordered(self, reps: np.ndarray, history: np.ndarray, cold_prior: float = 0.0,
                  users: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Members of each rep's bucket in scorer order, for (N, B) reps (S = largest bucket among them).
@@ -156,7 +160,7 @@ class Buckets:
         logit = (self.scorer.score(history, items.reshape(N, B * S), users).reshape(N, B, S) if self.scorer is not None
                  else np.zeros(items.shape))
         if cold_prior > 0 and self.scorer is not None:
-            cold = valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)
+            cold = self._new(items, valid)
             logp = np.full(items.shape, -np.inf)
             for part, w in ((valid & ~cold, np.log1p(-cold_prior)), (cold, np.log(cold_prior))):
                 logp = np.where(part, _log_softmax(np.where(part, logit, -np.inf)) + w, logp)
@@ -198,7 +202,7 @@ class Buckets:
         N = reps.shape[0]
         joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf)
         if cold_prior > 0 and self.scorer is not None:
-            cold = valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)           # (N, B, S)
+            cold = self._new(items, valid)                                             # (N, B, S)
             reached = np.where(cold.any(2) & np.isfinite(scores), scores, -np.inf)     # (N, B) codes holding new items
             log_z = np.logaddexp.reduce(reached, axis=1)                               # (N,) log Z(x); -inf: none
             joint = np.where(cold, joint - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], joint)

@@ -8,6 +8,7 @@ this module adds what only the filled registries know, so ``rl-align config CONF
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Iterator
 
 from rl_align.algos import OBJECTIVES
@@ -60,9 +61,34 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
         errs.append(("sid.bucket_scorer", f"{cfg.sid.bucket_scorer!r} needs a reward model trained after the sids "
                                           "stage; keep content or popularity here and attach it at evaluation "
                                           f"(rl-align eval RUN --bucket-scorer {cfg.sid.bucket_scorer}:din)"))
+    errs += _item_token_init_errors(cfg)
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs
+
+
+def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """``sft.item_token_init`` needs an item-ID level, and its source must exist (or be trained before sft)."""
+    src, key = cfg.sft.item_token_init, "sft.item_token_init"
+    if src is None:
+        return []
+    if cfg.sid.collision != "item_token":
+        return [(key, f"needs sid.collision: item_token (the item-ID tokens it initialises), got "
+                      f"{cfg.sid.collision!r}")]
+    if src.startswith("baseline:"):
+        model, st = src.split(":", 1)[1], list(cfg.stages)
+        if model not in BASELINES:
+            return [(key, f"unknown baseline model {model!r}; expected 'baseline:' + one of {BASELINES.names()}")]
+        if "baselines" in st and "sft" in st and (model not in cfg.baseline.models
+                                                   or st.index("baselines") > st.index("sft")):
+            return [(key, f"{src!r} needs the baselines stage before sft with {model!r} in baseline.models, got "
+                          f"stages {st} and baseline.models {cfg.baseline.models}")]
+        return []
+    p = Path(src)
+    if not (p.suffix == ".npy" and p.is_file()) and not (p / "model.safetensors").is_file():
+        return [(key, f"expected 'baseline:<model>', an existing .npy file or a saved baseline directory "
+                      f"(with model.safetensors), got {src!r}")]
+    return []
 
 
 def check_config(cfg: RunConfig, source: str = "<config>") -> RunConfig:

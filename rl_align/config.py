@@ -295,6 +295,10 @@ class SftConfig:
     patience: int = doc(3, "stop after this many validations without a better valid NDCG@10", ge=1, schedule=True)
     max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies", ge=0, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
+    item_token_init: Optional[str] = doc(
+        None, "initialise the item-ID tokens' embeddings (sid.collision: item_token) from an item-ID model's item "
+              "vectors: 'baseline:<model>' = this run's baselines/<model> (trained by the baselines stage), a saved "
+              "baseline directory (model.safetensors), or an (n_items, d) .npy; null = random")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole per-worker batches; EMA needs the full weights on every worker."""

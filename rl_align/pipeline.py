@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from rl_align.baselines.train import train_and_evaluate
+from rl_align.baselines.train import load_baseline, train_and_evaluate
 from rl_align.checks import check_config
 from rl_align.config import STAGE_NAMES, RunConfig
 from rl_align.data import leave_one_out, load_dataset
@@ -157,10 +157,22 @@ def stage_sids(run: RunDir) -> dict:
 
 
 # --------------------------------------------------------------------------- sft
+def _item_token_vectors(run: RunDir) -> np.ndarray | None:
+    """(n_items, d) item vectors named by ``sft.item_token_init`` (a baseline's item table, or an .npy), or None."""
+    src = run.cfg.sft.item_token_init
+    if src is None:
+        return None
+    if src.startswith("baseline:"):
+        src = str(run.path / "baselines" / src.split(":", 1)[1])
+    if src.endswith(".npy"):
+        return np.load(src, allow_pickle=False)
+    return load_baseline(src).item_emb.weight[1:].detach().numpy()  # row 0 is padding
+
+
 def stage_sft(run: RunDir) -> dict:
     """Train the SID policy with NLL on Ray Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
 
-    out = run_sft(run.cfg, run.path)
+    out = run_sft(run.cfg, run.path, item_vectors=_item_token_vectors(run))
     return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
 
 
@@ -282,8 +294,11 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
     "embed": (stage_embed, lambda c: {"data": config_digest(c.data), "embed": config_digest(c.embed),
                                       **({"cf_seed": c.seed} if c.embed.cf_dim > 0 else {})}),
     "sids": (stage_sids, lambda c: _sid_inputs(c)),
+    # item-token embeddings initialised from this run's baseline depend on how it was trained
     "sft": (stage_sft, lambda c: {**_sid_inputs(c), "policy": config_digest(c.policy),
-                                  "sft": config_digest(c.sft), "eval": config_digest(c.eval)}),
+                                  "sft": config_digest(c.sft), "eval": config_digest(c.eval),
+                                  **({"baseline": config_digest(c.baseline)}
+                                     if (c.sft.item_token_init or "").startswith("baseline:") else {})}),
     "eval": (stage_eval, lambda c: {**_sid_inputs(c), **{k: config_digest(getattr(c, k))
                                                          for k in ("policy", "sft", "eval")}}),
     "baselines": (stage_baselines, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "baseline", "eval")}),

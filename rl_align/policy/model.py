@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
 
@@ -121,3 +122,51 @@ def load_policy(directory: str | Path, catalog: SidCatalog, device: str | torch.
         raise ValueError(f"{weights[0]}: cannot load the policy weights ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
     return model.to(device).eval()
+
+
+def item_token_ids(catalog: SidCatalog) -> torch.Tensor:
+    """(n_items,) the token id of each item's own ID token (``sid.collision: item_token``: the level before
+    ``<eos>`` whose code is the item's index). ValueError when the catalog has no such level."""
+    n = catalog.n_items
+    last = catalog.layout.offsets[-1]
+    tok = torch.as_tensor(catalog.tokens[np.arange(n), catalog.token_lengths - 2])
+    if catalog.layout.codebook_sizes[-1] != n or not torch.equal(tok, last + torch.arange(n)):
+        raise ValueError("sft.item_token_init: the catalog has no item-ID level (build it with sid.collision: "
+                         "item_token)")
+    return tok
+
+
+def init_item_token_embeddings(model: PreTrainedModel, catalog: SidCatalog, vectors: torch.Tensor,
+                               seed: int = 0) -> dict:
+    """Write an item-ID model's item vectors into the policy's item-token embeddings (tied: the head too).
+
+    The (n_items, d) vectors are centred, mapped to the policy width H by an isometry (a seeded orthonormal
+    (d, H) basis when d ≤ H, the top-H principal directions when d > H), so dot products between items are
+    kept, and scaled so their standard deviation equals the random initialisation's.
+
+    Args:
+        vectors: (n_items, d) float, row i = item i (the catalog's dense index).
+
+    Returns:
+        ``{"items", "dim_in", "dim_out", "scale"}``, for the log.
+    """
+    n, d = vectors.shape
+    if n != catalog.n_items:
+        raise ValueError(f"sft.item_token_init: expected {catalog.n_items} item vectors (one per catalog item), "
+                         f"got {n}")
+    emb = getattr(model, "module", model).get_input_embeddings().weight
+    H = emb.shape[1]
+    ids = item_token_ids(catalog).to(emb.device)
+    v = vectors.double() - vectors.double().mean(0)
+    if d <= H:
+        g = torch.Generator().manual_seed(seed)
+        basis, _ = torch.linalg.qr(torch.randn(H, d, generator=g, dtype=torch.float64))  # (H, d), orthonormal
+        mapped = v @ basis.T
+    else:
+        _, _, vh = torch.linalg.svd(v, full_matrices=False)
+        mapped = v @ vh[:H].T
+    with torch.no_grad():
+        target_std = float(emb[ids].std())
+        scale = target_std / max(float(mapped.std()), 1e-12)
+        emb[ids] = (mapped * scale).to(emb.dtype)
+    return {"items": n, "dim_in": d, "dim_out": H, "scale": scale}

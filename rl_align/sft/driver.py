@@ -6,15 +6,23 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from rl_align.config import RunConfig, to_dict
 from rl_align.ray_utils import RAY_RUN_NAME, init_ray, latest_checkpoint  # noqa: F401 (re-exported)
 from rl_align.sft.worker import train_loop_per_worker
+from rl_align.utils.io import atomic_path
 
 log = logging.getLogger("rl_align")
 
 
-def run_sft(cfg: RunConfig, run_path: Path) -> dict:
-    """Train the policy; returns the final Ray Train metrics and where the best policy is."""
+def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = None) -> dict:
+    """Train the policy; returns the final Ray Train metrics and where the best policy is.
+
+    Args:
+        item_vectors: (n_items, d) vectors for the item-ID tokens' initial embeddings (``sft.item_token_init``),
+            written to ``sft/item_token_init.npy`` for the workers; None = random.
+    """
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -25,6 +33,11 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
     storage = run_path / "sft"
     storage.mkdir(parents=True, exist_ok=True)
     resume = latest_checkpoint(storage)
+    init_path = None
+    if item_vectors is not None:
+        init_path = storage / "item_token_init.npy"
+        with atomic_path(init_path) as tmp, open(tmp, "wb") as f:  # a handle: np.save would append .npy
+            np.save(f, np.asarray(item_vectors, np.float32), allow_pickle=False)
     if resume is not None:
         # the workers pick it up themselves (see ray_utils.resume_checkpoint): Ray Train v2 has no
         # resume_from_checkpoint, and the same path covers a restarted worker group
@@ -37,6 +50,7 @@ def run_sft(cfg: RunConfig, run_path: Path) -> dict:
             "policy": dataclasses.asdict(cfg.policy),
             "eval": dataclasses.asdict(cfg.eval),
             "max_history": cfg.data.max_history,
+            "item_token_init": str(init_path) if init_path else None,
             "wandb": cfg.wandb,
             "wandb_config": to_dict(cfg),
         },

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.policy.data import windows_to_batch
-from rl_align.policy.model import add_embedding_dropout, build_policy, save_policy
+from rl_align.policy.model import add_embedding_dropout, build_policy, init_item_token_embeddings, save_policy
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.ema import WeightEma
@@ -91,6 +91,11 @@ class SftWorker:
         sft = self.sft
         model = build_policy(self.pcfg, self.catalog, self.config["max_history"], seed=sft.seed).to(self.device)
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
+        if self.config.get("item_token_init"):
+            vec = torch.from_numpy(np.load(self.config["item_token_init"], allow_pickle=False))
+            info = init_item_token_embeddings(model, self.catalog, vec, seed=sft.seed)
+            if self.rank == 0:
+                print(f"[sft] item-token embeddings from {self.config['item_token_init']}: {info}", flush=True)
         opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
         n_windows = epoch_windows(self.split, self.window, sft.seed, 0).shape[0]
         sched = warmup_cosine(opt, sft.warmup_steps, sft.epochs * max(1, n_windows // sft.batch_size))

@@ -75,8 +75,8 @@ def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.sid.collision != "item_token":
         return [(key, f"needs sid.collision: item_token (the item-ID tokens it initialises), got "
                       f"{cfg.sid.collision!r}")]
-    if src.startswith("baseline:"):
-        model, st = src.split(":", 1)[1], list(cfg.stages)
+    model, st = cfg.sft.item_token_baseline, list(cfg.stages)
+    if model is not None:
         if model not in BASELINES:
             return [(key, f"unknown baseline model {model!r}; expected 'baseline:' + one of {BASELINES.names()}")]
         if "baselines" in st and "sft" in st and (model not in cfg.baseline.models

@@ -300,6 +300,12 @@ class SftConfig:
               "vectors: 'baseline:<model>' = this run's baselines/<model> (trained by the baselines stage), a saved "
               "baseline directory (model.safetensors), or an (n_items, d) .npy; null = random")
 
+    @property
+    def item_token_baseline(self) -> Optional[str]:
+        """The baseline model named by ``item_token_init: baseline:<model>`` (this run's own), else None."""
+        src = self.item_token_init or ""
+        return src.split(":", 1)[1] if src.startswith("baseline:") else None
+
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole per-worker batches; EMA needs the full weights on every worker."""
         errs = []

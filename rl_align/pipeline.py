@@ -159,11 +159,11 @@ def stage_sids(run: RunDir) -> dict:
 # --------------------------------------------------------------------------- sft
 def _item_token_vectors(run: RunDir) -> np.ndarray | None:
     """(n_items, d) item vectors named by ``sft.item_token_init`` (a baseline's item table, or an .npy), or None."""
-    src = run.cfg.sft.item_token_init
+    src, own = run.cfg.sft.item_token_init, run.cfg.sft.item_token_baseline
     if src is None:
         return None
-    if src.startswith("baseline:"):
-        src = str(run.path / "baselines" / src.split(":", 1)[1])
+    if own is not None:
+        src = str(run.path / "baselines" / own)
     if src.endswith(".npy"):
         return np.load(src, allow_pickle=False)
     return load_baseline(src).item_emb.weight[1:].detach().numpy()  # row 0 is padding
@@ -297,8 +297,7 @@ STAGES: dict[str, tuple[Callable[[RunDir], dict], Callable[[RunConfig], object]]
     # item-token embeddings initialised from this run's baseline depend on how it was trained
     "sft": (stage_sft, lambda c: {**_sid_inputs(c), "policy": config_digest(c.policy),
                                   "sft": config_digest(c.sft), "eval": config_digest(c.eval),
-                                  **({"baseline": config_digest(c.baseline)}
-                                     if (c.sft.item_token_init or "").startswith("baseline:") else {})}),
+                                  **({"baseline": config_digest(c.baseline)} if c.sft.item_token_baseline else {})}),
     "eval": (stage_eval, lambda c: {**_sid_inputs(c), **{k: config_digest(getattr(c, k))
                                                          for k in ("policy", "sft", "eval")}}),
     "baselines": (stage_baselines, lambda c: {k: config_digest(getattr(c, k)) for k in ("data", "baseline", "eval")}),

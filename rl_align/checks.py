@@ -61,6 +61,9 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
         errs.append(("sid.bucket_scorer", f"{cfg.sid.bucket_scorer!r} needs a reward model trained after the sids "
                                           "stage; keep content or popularity here and attach it at evaluation "
                                           f"(rl-align eval RUN --bucket-scorer {cfg.sid.bucket_scorer}:din)"))
+    if cfg.eval.bucket_cold_parents and not (cfg.eval.cold_expansion and cfg.sid.collision == "bucket"):
+        errs.append(("eval.bucket_cold_parents", "needs eval.cold_expansion: true and sid.collision: bucket, got "
+                                                 f"{cfg.eval.cold_expansion} and {cfg.sid.collision!r}"))
     errs += _item_token_init_errors(cfg)
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]

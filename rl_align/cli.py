@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(writes eval/metrics_<stage>_cold-expansion.json)")
     ev.add_argument("--cold-prior", type=float, help="α of the cold expansion (default: eval.cold_prior, else the "
                                                      "run's measured share of cold interactions)")
+    ev.add_argument("--bucket-cold-parents", action="store_true",
+                    help="with the cold expansion in a bucket catalog: items of buckets holding only new items take "
+                         "their parent prefix's mass (eval.bucket_cold_parents)")
     ev.add_argument("--bucket-scorer", metavar="reward:MODEL",
                     help="bucket catalogs: order the items inside a bucket by the run's trained reward model MODEL "
                          "(din, sasrec, gru4rec, ensemble) instead of the saved scorer")

@@ -109,6 +109,10 @@ def _eval(args: argparse.Namespace) -> int:
         if not cfg.cold_expansion:
             raise ValueError("--cold-prior needs --cold-expansion (or eval.cold_expansion: true)")
         cfg.cold_prior = args.cold_prior
+    if args.bucket_cold_parents:
+        if not cfg.cold_expansion:
+            raise ValueError("--bucket-cold-parents needs --cold-expansion (or eval.cold_expansion: true)")
+        cfg.bucket_cold_parents = True
     parts = ("valid", "test") if args.split == "both" else (args.split,)
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
@@ -128,6 +132,8 @@ def _eval(args: argparse.Namespace) -> int:
         name += f"_beams{args.beams}"
     if args.cold_prior is not None:
         name += f"_prior{args.cold_prior:g}"
+    if args.bucket_cold_parents:
+        name += "_bucket-parents"
     write_json(run / "eval" / f"{name}.json", res)
     for part in parts:
         m = res[part]

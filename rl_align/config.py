@@ -288,6 +288,9 @@ class SftConfig:
     backend: Literal["deepspeed", "ddp"] = doc("deepspeed", "deepspeed engine per worker, or plain torch DDP fallback")
     zero_stage: int = doc(0, "DeepSpeed ZeRO stage 0-3", ge=0, le=3)
     bf16: bool = doc(False, "train in bf16 (DeepSpeed) instead of fp32")
+    label_smoothing: float = doc(0.0, "label smoothing of the next-token cross-entropy: this share of each SID "
+                                      "token's target mass is spread uniformly over the vocabulary (0 = off)",
+                                 ge=0, lt=1)
     ema_decay: float = doc(0.0, "validate and save an exponential moving average of the weights with this decay "
                                 "(e.g. 0.995 ≈ the last 200 steps; 0 = off, the last iterate)", ge=0, lt=1)
     eval_every: int = doc(1, "validate every this many epochs", ge=1, schedule=True)
@@ -331,6 +334,9 @@ class EvalConfig:
     head_share: float = doc(0.2, "most popular share of items counted as 'head' in the bucketed metrics", gt=0, le=1)
     cold_expansion: bool = doc(False, "also rank items with no training interactions by their SID parent's "
                                       "probability (rl_align/policy/cold_expand.py)")
+    bucket_cold_parents: bool = doc(False, "cold expansion in a bucket catalog: items in buckets that hold only "
+                                           "new items take their parent prefix's mass (as the RQ expansion does) "
+                                           "instead of their never-trained code's; needs cold_expansion")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
 

@@ -7,6 +7,7 @@ import torch
 from test_sa2crq import _tok, _vae  # the SA²CRQ tests' tokenizer settings (catalog: conftest.zipf_items)
 
 from rl_align.config import PolicyConfig
+from rl_align.eval.cold_expand import ColdIndex, cold_route_items, rank_with_cold_expansion
 from rl_align.eval.evaluate import EvalSet, rank_with_engine
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import build_policy
@@ -176,6 +177,78 @@ def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():
     np.testing.assert_allclose(prob[0] + prob[3], 0.1, atol=1e-9)              # new with probability α
     np.testing.assert_allclose(prob[0], 0.1 * 0.5 / 0.8, atol=1e-9)            # where the code mass is
     np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm: (1 - α) · code · share
+
+
+def _catalog_with_an_all_new_bucket():
+    """The cold-mixture test's catalog (codebooks 3 × 4) plus items 8 and 9: both new, sharing code (2, 3), a
+    bucket no item with training interactions sits in (parent prefix (2,), which items 5-7 share)."""
+    codes = np.array([[0, -1], [0, -1], [0, -1], [1, -1], [1, -1], [2, 0], [2, 1], [2, 2], [2, 3], [2, 3]])
+    lens = np.array([1, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    pop = np.array([0, 50, 20, 0, 9, 3, 3, 3, 0, 0], np.float64)
+    cat = SidCatalog([f"i{k}" for k in range(10)], SidCodes(codes, lens, [3, 4]), buckets=True,
+                     bucket_scorer=build_scorer("popularity", pop))
+    return cat, pop
+
+
+def test_all_new_buckets_take_their_parent_prefix_mass():
+    """eval.bucket_cold_parents: items of a bucket without any trained item get α · P(parent | x) / (n · Z), and Z
+    now counts the parents' mass too, so the mixture is still one distribution with α on new items."""
+    cat, pop = _catalog_with_an_all_new_bucket()
+    np.testing.assert_array_equal(cold_route_items(cat, pop, bucket_parents=True), [8, 9])
+    assert cold_route_items(cat, pop).size == 0                           # off: buckets keep their own mixture
+    reps, p_code = np.array([[1, 4, 5]]), np.array([[0.5, 0.3, 0.2]])
+    p_parent = 0.25                                                       # P((2,) | x) ≥ P((2, 0) | x)
+    share = np.log(p_parent) - np.log(2)
+    items, scores = cat.buckets.expand(reps, np.log(p_code), np.array([[6, 7]]), k=10, cold_prior=0.1,
+                                       parent_cold=([{8: share, 9: share}], np.array([np.log(p_parent)])))
+    prob = {i: p for i, p in zip(items[0].tolist(), np.exp(scores[0]).tolist()) if i >= 0}
+    assert set(prob) == {0, 1, 2, 3, 4, 5, 8, 9}
+    z = 0.5 + 0.3 + p_parent                                              # codes holding new items + parents
+    np.testing.assert_allclose(sum(prob.values()), 1.0, atol=1e-9)
+    np.testing.assert_allclose(prob[0] + prob[3] + prob[8] + prob[9], 0.1, atol=1e-9)
+    np.testing.assert_allclose(prob[8], 0.1 * p_parent / (2 * z), atol=1e-9)
+    np.testing.assert_allclose(prob[0], 0.1 * 0.5 / z, atol=1e-9)
+    np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)   # warm items unchanged
+    assert list(items[0][:8]) == sorted(prob, key=lambda i: (-prob[i], i))
+    # without the parent route the all-new bucket never enters the list
+    items_off, _ = cat.buckets.expand(reps, np.log(p_code), np.array([[6, 7]]), k=10, cold_prior=0.1)
+    assert not {8, 9} & set(items_off[0].tolist())
+
+
+def test_the_parent_route_through_a_real_beam_search():
+    """rank_with_cold_expansion on a tiny random policy: with the route on, items 8-9 (never a trained code) are
+    ranked with their parent's prefix mass from the beams' own per-token log-probs; off, they never appear."""
+    cat, pop = _catalog_with_an_all_new_bucket()
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 4).eval()
+    engine = build_engine("torch", model=model, catalog=cat)
+    es = EvalSet(users=np.arange(2), targets=np.array([8, 6]), history=np.array([[5, 6], [7, 5]]),
+                 seen=np.array([[5, 6], [7, 5]]))
+    on = ColdIndex.build(cat, cold_route_items(cat, pop, bucket_parents=True))
+    off = ColdIndex.build(cat, cold_route_items(cat, pop))
+    ranked_on, s_on = rank_with_cold_expansion(engine, cat, es, 3, True, 8, on, 0.2)
+    ranked_off, s_off = rank_with_cold_expansion(engine, cat, es, 3, True, 8, off, 0.2)
+    res = engine.generate(GenerationRequest(*build_prompts(es.history, cat), n=3, mode="beam", constrained=True,
+                                            banned_items=torch.from_numpy(es.seen)))
+    for r in range(2):
+        beam_items = set(res.items[r].tolist())
+        assert not ({8, 9} & set(ranked_off[r].tolist())) - beam_items   # off: only a beam reaching (2, 3)
+        # P((2,) | x): the first-token log-prob of a beam whose code starts with token 2 (all such beams agree)
+        first = [float(res.token_logprobs[r, b, 0]) for b in range(3)
+                 if res.items[r, b] >= 0 and int(cat.codes.codes[int(res.items[r, b]), 0]) == 2]
+        row = ranked_on[r].tolist()
+        if not first:                                        # parent (2,) not reached: nothing to add
+            assert not {8, 9} & set(row)
+            continue
+        assert np.allclose(first, first[0], atol=1e-6)
+        assert 8 in row and not set(es.seen[r].tolist()) & set(row)
+        # the route adds α · P(parent) / (2 · Z) to whatever the beams gave item 8; Z ≤ 1 + P(parent) ≤ 2
+        s8 = s_on[r][row.index(8)]
+        lo = np.log(0.2) + first[0] - np.log(2) - np.log(2)
+        assert s8 >= lo - 1e-9
+        if 8 in ranked_off[r].tolist():
+            assert s8 > s_off[r][ranked_off[r].tolist().index(8)]
+    assert any(8 in ranked_on[r].tolist() and 8 not in ranked_off[r].tolist() for r in range(2))
 
 
 def test_a_bucket_is_excluded_only_when_all_its_items_are_banned():

@@ -65,6 +65,20 @@ class ColdIndex:
         return cls({k: np.array(v, np.int64) for k, v in groups.items()}, is_cold)
 
 
+def cold_route_items(catalog: SidCatalog, popularity: np.ndarray, bucket_parents: bool = False) -> np.ndarray:
+    """Items the parent route scores: every item without training interactions in a catalog of unique codes; in
+    a bucket catalog none (buckets hold their own cold mixture), or with ``bucket_parents`` the items of buckets
+    in which no item has training interactions (codes the policy was never trained to emit)."""
+    new = popularity <= 0
+    if not catalog.has_buckets:
+        return np.flatnonzero(new)
+    if not bucket_parents:
+        return np.zeros(0, np.int64)
+    b = catalog.buckets.bucket_of
+    warm_buckets = np.bincount(b[~new], minlength=catalog.buckets.n_buckets) > 0
+    return np.flatnonzero(~warm_buckets[b]).astype(np.int64)
+
+
 def measured_cold_prior(split: dict[str, np.ndarray]) -> float:
     """α from a run's split: the share of all interactions that went to held-out cold items (0 without the
     cold-start protocol)."""
@@ -103,28 +117,11 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
             if it >= 0 and np.isfinite(seq_logprob[r, b]):
                 score[it] = max(score.get(it, -math.inf), float(seq_logprob[r, b]) + log_w)
         cold_score: dict[int, float] = {}
-        parents: dict[tuple[int, ...], float] = {}   # parent prefix → its log-prob under the policy
         if prior > 0:
-            for b in range(n):
-                if items[r, b] < 0 or not np.isfinite(seq_logprob[r, b]):
-                    continue
-                toks = sequences[r, b].tolist()
-                # proper prefixes of the beam's code: depth 0 (the root) .. n_codes - 1
-                n_codes = len(_codes_of(toks))
-                for depth in range(n_codes):
-                    key = tuple(toks[:depth])
-                    if key not in index.children:
-                        continue
-                    lp = float(cum[r, b, depth - 1]) if depth else 0.0
-                    if lp > parents.get(key, -math.inf):   # one prefix, one probability: keep any beam's
-                        parents[key] = lp
+            parents = reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index)
             if parents:
                 log_z = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
-                for key, lp in parents.items():
-                    kids = index.children[key]
-                    cs = lp - log_z + log_a - math.log(kids.size)
-                    for c in kids.tolist():
-                        cold_score[c] = cs
+                cold_score = parent_shares(parents, index, log_z, log_a)
         for c, lp in cold_score.items():
             score[c] = float(np.logaddexp(score[c], lp)) if c in score else lp
         if banned is not None:
@@ -138,6 +135,42 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
         order = np.lexsort((-tie, -val))[:k]
         out[r, : order.size], out_s[r, : order.size] = cand[order], val[order]
     return out, out_s
+
+
+def reached_parents(sequences: np.ndarray, cum_logprobs: np.ndarray, seq_logprob: np.ndarray, items: np.ndarray,
+                    index: ColdIndex) -> dict[tuple[int, ...], float]:
+    """The cold parents one prompt's beams reach, with their log-prob under the policy.
+
+    Args: sequences (n, T) generated tokens; cum_logprobs (n, T) cumulative per-token log-probs; seq_logprob (n,)
+    (-inf = no beam); items (n,) item of each beam (-1 = none). Every proper prefix of every beam's code (the root
+    included) that holds cold children in ``index`` is a parent; a prefix reached by several beams has one value.
+    """
+    parents: dict[tuple[int, ...], float] = {}
+    for b in range(sequences.shape[0]):
+        if items[b] < 0 or not np.isfinite(seq_logprob[b]):
+            continue
+        toks = sequences[b].tolist()
+        for depth in range(len(_codes_of(toks))):   # depth 0 (the root) .. n_codes - 1
+            key = tuple(toks[:depth])
+            if key not in index.children:
+                continue
+            lp = float(cum_logprobs[b, depth - 1]) if depth else 0.0
+            if lp > parents.get(key, -math.inf):
+                parents[key] = lp
+    return parents
+
+
+def parent_shares(parents: dict[tuple[int, ...], float], index: ColdIndex, log_z: float,
+                  log_a: float) -> dict[int, float]:
+    """Cold item → log(α · P(parent | x) / (Z · n_cold(parent))): each reached parent's mass, normalised by the
+    given log Z(x) and weighted by log α, spread evenly over its cold children."""
+    out: dict[int, float] = {}
+    for key, lp in parents.items():
+        kids = index.children[key]
+        cs = lp - log_z + log_a - math.log(kids.size)
+        for c in kids.tolist():
+            out[c] = cs
+    return out
 
 
 def _codes_of(tokens: list[int]) -> list[int]:
@@ -158,6 +191,20 @@ def user_queries(history: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
     return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
+def _bucket_parent_route(res, index: ColdIndex) -> tuple[list[dict[int, float]], np.ndarray]:
+    """Per prompt of a :class:`RolloutBatch`: {item in an all-new bucket: log P(parent | x) - log n(parent)} over
+    the parents its beams reach, and (N,) log Σ P(parent | x) (-inf: none reached), for ``Buckets.expand``."""
+    seqs, cum = res.sequences.numpy(), np.cumsum(res.token_logprobs.numpy(), axis=2)
+    slp, items = res.seq_logprob.numpy(), res.items.numpy()
+    shares, log_mass = [], np.full(seqs.shape[0], -np.inf)
+    for r in range(seqs.shape[0]):
+        parents = reached_parents(seqs[r], cum[r], slp[r], items[r], index)
+        shares.append(parent_shares(parents, index, 0.0, 0.0))
+        if parents:
+            log_mass[r] = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
+    return shares, log_mass
+
+
 def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "EvalSet", beams: int,
                              exclude_history: bool, batch_size: int, index: ColdIndex, prior: float,
                              item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +222,9 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
             # cold items sit inside buckets: the cold-start mixture is the bucket's own (Buckets.expand)
             ranked, scores = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams,
                                                     seen if exclude_history else None, cold_prior=prior,
-                                                    users=es.users[s: s + batch_size])
+                                                    users=es.users[s: s + batch_size],
+                                                    parent_cold=_bucket_parent_route(res, index) if index.children
+                                                    and prior > 0 else None)
         else:
             ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
                                               res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,

@@ -12,7 +12,7 @@ import torch
 
 from rl_align.config import EvalConfig
 from rl_align.data.split import training_pairs
-from rl_align.eval.cold_expand import ColdIndex, measured_cold_prior, rank_with_cold_expansion
+from rl_align.eval.cold_expand import ColdIndex, cold_route_items, measured_cold_prior, rank_with_cold_expansion
 from rl_align.eval.evaluate import (
     bucketed,
     eval_set,
@@ -90,13 +90,14 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
         if not 0.0 <= prior < 1.0:
             raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
-        cold = ColdIndex.build(catalog, np.flatnonzero(pop == 0))
+        cold = ColdIndex.build(catalog, cold_route_items(catalog, pop, cfg.bucket_cold_parents))
         vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        out["cold_expansion"] = {"prior": prior, "cold_items": int(cold.is_cold.sum()),
-                                 "parents": len(cold.children)}
-        log.info("eval: cold expansion over %d items without training interactions (α = %.4f)",
-                 int(cold.is_cold.sum()), prior)
+        out["cold_expansion"] = {"prior": prior, "cold_items": int((pop == 0).sum()),
+                                 "parent_route_items": int(cold.is_cold.sum()), "parents": len(cold.children),
+                                 "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
+        log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent)",
+                 int((pop == 0).sum()), prior, int(cold.is_cold.sum()))
     for part in parts:
         es = eval_set(split, part)
         t = time.perf_counter()

@@ -54,6 +54,19 @@ def build_policy(cfg: PolicyConfig, catalog: SidCatalog, max_history: int, seed:
     return model
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy of a causal LM, optionally label-smoothed.
+
+    logits: (M, P, V) for positions 0..P-1; labels: (M, P) token ids, -100 = ignored. Position t predicts
+    labels[:, t + 1], exactly as HF's ``ForCausalLMLoss``; with ``label_smoothing = 0`` the value equals the
+    model's own ``.loss``. Smoothing spreads ``label_smoothing`` of each target's mass uniformly over the V tokens
+    (``torch.nn.functional.cross_entropy``'s definition). Returns a scalar.
+    """
+    flat = logits.float().reshape(-1, logits.shape[-1])  # all P positions, as HF does (bit-identical loss)
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:].reshape(-1).to(flat.device)
+    return torch.nn.functional.cross_entropy(flat, shifted, ignore_index=-100, label_smoothing=label_smoothing)
+
+
 def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
     """Drop token-embedding activations with probability ``p`` in training mode (SASRec-style regularisation).
 

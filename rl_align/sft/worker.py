@@ -30,7 +30,13 @@ from tqdm import tqdm
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.policy.data import windows_to_batch
-from rl_align.policy.model import add_embedding_dropout, build_policy, init_item_token_embeddings, save_policy
+from rl_align.policy.model import (
+    add_embedding_dropout,
+    build_policy,
+    init_item_token_embeddings,
+    next_token_loss,
+    save_policy,
+)
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.ema import WeightEma
@@ -165,7 +171,8 @@ class SftWorker:
             if self.rank == 0 else batches
         for rows in it:
             batch = {k: v.to(self.device) for k, v in windows_to_batch(windows[rows], self.catalog).items()}
-            loss = self.engine(**batch).loss
+            labels = batch.pop("labels")
+            loss = next_token_loss(self.engine(**batch).logits, labels, sft.label_smoothing)
             if self.use_ds:
                 self.engine.backward(loss)
                 self.engine.step()

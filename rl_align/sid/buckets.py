@@ -173,7 +173,9 @@ class Buckets:
 
     def expand(self, reps: np.ndarray, scores: np.ndarray, history: np.ndarray, k: int,
                banned: Optional[np.ndarray] = None, cold_prior: float = 0.0,
-               users: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+               users: Optional[np.ndarray] = None,
+               parent_cold: Optional[tuple[list[dict[int, float]], np.ndarray]] = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Ranked codes → ranked items by ``log P(code | x) + log P(item | code, x)``.
 
         Every item of every beam's bucket is a candidate, scored by its beam's log-prob plus its within-bucket
@@ -188,12 +190,19 @@ class Buckets:
         Z(x) = Σ P(code | x) over the reached codes that hold items without interactions, so the cold part is a
         distribution over them: "the next item is new with probability α, and it sits where the code mass is".
 
+        A bucket holding only new items is a code the policy was never trained to emit, so its P(code | x) is
+        near 0. ``parent_cold`` gives those items their parent prefix's mass instead, as the RQ expansion does
+        (:func:`rl_align.eval.cold_expand.parent_shares`): per row, item → log P(parent | x) - log n(parent),
+        and (N,) log Σ P(parent | x) over the reached parents, which joins Z(x); such an item scores
+        α · P(parent | x) / (n(parent) · Z(x)), added to any score it gets from a reached code.
+
         Args:
             reps: (N, B) representative items of the beams, best first (-1 = no beam).
             scores: (N, B) beam log-probs. history: (N, H) prompt items (for the scorer).
             k: ranking length. banned: optional (N, S) items that may not appear (-1 padded).
             cold_prior: α of the cold-start mixture inside buckets (:meth:`_ordered`); 0 = off.
             users: optional (N,) user indices (for a scorer that reads them).
+            parent_cold: optional (per-row {item: log share}, (N,) log parent mass), see above; needs α > 0.
 
         Returns:
             items (N, k) int64 best first (-1 = empty), scores (N, k) float64 joint log-probs.
@@ -205,9 +214,13 @@ class Buckets:
             cold = self._new(items, valid)                                             # (N, B, S)
             reached = np.where(cold.any(2) & np.isfinite(scores), scores, -np.inf)     # (N, B) codes holding new items
             log_z = np.logaddexp.reduce(reached, axis=1)                               # (N,) log Z(x); -inf: none
+            if parent_cold is not None:
+                log_z = np.logaddexp(log_z, parent_cold[1])
             joint = np.where(cold, joint - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], joint)
         joint = joint.reshape(N, -1)
         flat = items.reshape(N, -1)
+        if parent_cold is not None and cold_prior > 0:
+            return self._merged(flat, joint, parent_cold[0], np.log(cold_prior) - log_z, k, banned)
         out = np.full((N, k), -1, np.int64)
         out_s = np.full((N, k), -np.inf)
         order = np.argsort(-joint, axis=1, kind="stable")
@@ -223,6 +236,33 @@ class Buckets:
                 seen.add(it)
                 out[r, n], out_s[r, n] = it, joint[r, c]
                 n += 1
+        return out, out_s
+
+    @staticmethod
+    def _merged(flat: np.ndarray, joint: np.ndarray, extra: list[dict[int, float]], log_w: np.ndarray, k: int,
+                banned: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Rank (N, C) candidates ``flat`` by ``joint`` (an item's best entry) plus, per row, the parent route's
+        ``extra`` shares weighted by ``log_w`` (N,) = log(α / Z(x)); banned items dropped; top ``k`` per row."""
+        N = flat.shape[0]
+        out = np.full((N, k), -1, np.int64)
+        out_s = np.full((N, k), -np.inf)
+        for r in range(N):
+            score: dict[int, float] = {}
+            ok = np.isfinite(joint[r]) & (flat[r] >= 0)
+            for it, v in zip(flat[r][ok].tolist(), joint[r][ok].tolist()):
+                score[it] = max(score.get(it, -np.inf), v)
+            for it, v in extra[r].items():
+                v = v + float(log_w[r])
+                score[it] = float(np.logaddexp(score[it], v)) if it in score else v
+            if banned is not None:
+                for it in banned[r][banned[r] >= 0].tolist():
+                    score.pop(int(it), None)
+            if not score:
+                continue
+            cand = np.fromiter(score.keys(), np.int64, len(score))
+            val = np.fromiter(score.values(), np.float64, len(score))
+            order = np.lexsort((cand, -val))[:k]   # ties by item index
+            out[r, : order.size], out_s[r, : order.size] = cand[order], val[order]
         return out, out_s
 
     def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None,

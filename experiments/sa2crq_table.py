@@ -5,7 +5,8 @@ hallucination), each group against a reference group, with pooled paired McNemar
         --group "SA²CRQ bucket" runs/i22-bucket-s{0,1,2} [--reference 0] [--json out.json]
 
 Every figure comes from each run's ``sids/stats.json`` and ``eval/metrics.json`` (cold expansion as the run's
-eval config had it); the per-user ranks in ``target_rank`` give the paired tests.
+eval config had it; a RUN may also name another metrics file of the run, ``RUN/eval/metrics_*.json``); the per-user
+ranks in ``target_rank`` give the paired tests.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from rl_align.eval.significance import mcnemar_exact
 
 
 def _run_row(run: Path) -> dict:
+    """A run dir (its ``eval/metrics.json``) or one of its metrics files (``RUN/eval/metrics_*.json``, e.g. from
+    ``rl-align eval RUN --split all ...``)."""
+    metrics = run if run.suffix == ".json" else run / "eval" / "metrics.json"
+    run = metrics.parent.parent
     s = json.loads((run / "sids" / "stats.json").read_text())
-    m = json.loads((run / "eval" / "metrics.json").read_text())
+    m = json.loads(metrics.read_text())
     t, v = m["test"], m["valid"]
     bk = s.get("collisions", {}).get("buckets") or {}
     row = {"len_head": s["mean_code_length_head20"], "len_tail": s["mean_code_length_tail80"],

@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="HR@K/NDCG@K with constrained beam search, popularity baseline, head/tail "
                                     "buckets and free-decoding hallucination; writes eval/metrics_<stage>.json.")
     ev.add_argument("run_dir", help="a run directory with sids/ and a trained policy")
-    ev.add_argument("--split", choices=["test", "valid", "both", "cold"], default="test",
-                    help="which part to evaluate (cold: the cold-start cases, with data.cold_share > 0)")
+    ev.add_argument("--split", choices=["test", "valid", "both", "cold", "all"], default="test",
+                    help="which part to evaluate (both: valid and test; cold: the cold-start cases, with "
+                         "data.cold_share > 0; all: valid, test and cold, in one metrics file)")
     ev.add_argument("--stage", default="sft",
                     help="which policy: sft (best checkpoint), sft-final, rl:<tag> or rl-final:<tag>")
     ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")

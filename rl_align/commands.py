@@ -113,7 +113,7 @@ def _eval(args: argparse.Namespace) -> int:
         if not cfg.cold_expansion:
             raise ValueError("--bucket-cold-parents needs --cold-expansion (or eval.cold_expansion: true)")
         cfg.bucket_cold_parents = True
-    parts = ("valid", "test") if args.split == "both" else (args.split,)
+    parts = {"both": ("valid", "test"), "all": ("valid", "test", "cold")}.get(args.split, (args.split,))
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
     scorer = None

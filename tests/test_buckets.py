@@ -346,6 +346,13 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     assert mr["bucket_scorer"] == {"name": "reward", "temperature": 0.5} and m["bucket_scorer"]["name"] == "content"
     assert mr["test"]["list_lengths"][-1] == mr["test"]["n_users"] and mr["test"]["seen_in_lists"] == 0
     assert main(["eval", str(run), "--bucket-scorer", "reward:gru4rec"]) == 2     # not trained: one-line refusal
+    # the parent route for all-new buckets, from the CLI; --split all needs cold cases (none in this run)
+    assert main(["eval", str(run), "--split", "both", "--cold-expansion", "--bucket-cold-parents"]) == 0
+    mc = json.loads((run / "eval" / "metrics_sft_cold-expansion_bucket-parents.json").read_text())
+    assert mc["cold_expansion"]["bucket_cold_parents"] and set(mc) >= {"valid", "test"}
+    assert mc["test"]["seen_in_lists"] == 0 and mc["test"]["list_lengths"][-1] == mc["test"]["n_users"]
+    assert main(["eval", str(run), "--bucket-cold-parents"]) == 2                 # needs --cold-expansion
+    assert main(["eval", str(run), "--split", "all"]) == 2                        # no cold-start cases here
 
 
 def test_vae_tail_encoder_learns_against_the_frozen_head_decoder(zipf_items, tmp_path):

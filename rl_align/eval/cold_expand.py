@@ -36,6 +36,7 @@ from rl_align.eval.evaluate import EvalSet
 from rl_align.policy.data import build_prompts
 from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
+from rl_align.utils.ranking import merge_and_rank
 
 
 @dataclass
@@ -122,18 +123,10 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
             if parents:
                 log_z = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
                 cold_score = parent_shares(parents, index, log_z, log_a)
-        for c, lp in cold_score.items():
-            score[c] = float(np.logaddexp(score[c], lp)) if c in score else lp
-        if banned is not None:
-            for it in banned[r][banned[r] >= 0].tolist():
-                score.pop(int(it), None)
-        if not score:
-            continue
-        cand = np.fromiter(score.keys(), np.int64, len(score))
-        val = np.fromiter(score.values(), np.float64, len(score))
-        tie = (item_vecs[cand] @ query[r]) if (query is not None and item_vecs is not None) else -cand.astype(float)
-        order = np.lexsort((-tie, -val))[:k]
-        out[r, : order.size], out_s[r, : order.size] = cand[order], val[order]
+        tie = ((lambda cand, q=query[r]: item_vecs[cand] @ q) if (query is not None and item_vecs is not None)
+               else None)
+        cand, val = merge_and_rank(score, cold_score, banned[r] if banned is not None else None, k, tie)
+        out[r, : cand.size], out_s[r, : cand.size] = cand, val
     return out, out_s
 
 

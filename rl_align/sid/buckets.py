@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 
 from rl_align.utils.io import load_npz, write_npz
+from rl_align.utils.ranking import merge_and_rank
 from rl_align.utils.registry import Registry
 
 BUCKET_SCORERS: Registry[type["BucketScorer"]] = Registry("bucket scorer")
@@ -251,18 +252,9 @@ class Buckets:
             ok = np.isfinite(joint[r]) & (flat[r] >= 0)
             for it, v in zip(flat[r][ok].tolist(), joint[r][ok].tolist()):
                 score[it] = max(score.get(it, -np.inf), v)
-            for it, v in extra[r].items():
-                v = v + float(log_w[r])
-                score[it] = float(np.logaddexp(score[it], v)) if it in score else v
-            if banned is not None:
-                for it in banned[r][banned[r] >= 0].tolist():
-                    score.pop(int(it), None)
-            if not score:
-                continue
-            cand = np.fromiter(score.keys(), np.int64, len(score))
-            val = np.fromiter(score.values(), np.float64, len(score))
-            order = np.lexsort((cand, -val))[:k]   # ties by item index
-            out[r, : order.size], out_s[r, : order.size] = cand[order], val[order]
+            shifted = {it: v + float(log_w[r]) for it, v in extra[r].items()}
+            cand, val = merge_and_rank(score, shifted, banned[r] if banned is not None else None, k)
+            out[r, : cand.size], out_s[r, : cand.size] = cand, val
         return out, out_s
 
     def resolve(self, reps: np.ndarray, history: np.ndarray, banned: Optional[np.ndarray] = None,

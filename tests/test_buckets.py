@@ -210,6 +210,12 @@ def test_all_new_buckets_take_their_parent_prefix_mass():
     np.testing.assert_allclose(prob[0], 0.1 * 0.5 / z, atol=1e-9)
     np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)   # warm items unchanged
     assert list(items[0][:8]) == sorted(prob, key=lambda i: (-prob[i], i))
+    # without a scorer there is no cold mixture (nothing knows the new items): the route is not used either
+    saved, cat.buckets.scorer = cat.buckets.scorer, None
+    plain, _ = cat.buckets.expand(reps, np.log(p_code), np.array([[6, 7]]), k=10, cold_prior=0.1,
+                                  parent_cold=([{8: share, 9: share}], np.array([np.log(p_parent)])))
+    assert not {8, 9} & set(plain[0].tolist())
+    cat.buckets.scorer = saved
     # without the parent route the all-new bucket never enters the list
     items_off, _ = cat.buckets.expand(reps, np.log(p_code), np.array([[6, 7]]), k=10, cold_prior=0.1)
     assert not {8, 9} & set(items_off[0].tolist())

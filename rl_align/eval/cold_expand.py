@@ -121,7 +121,7 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
         if prior > 0:
             parents = reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index)
             if parents:
-                log_z = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
+                log_z = parents_log_mass(parents)
                 cold_score = parent_shares(parents, index, log_z, log_a)
         tie = ((lambda cand, q=query[r]: item_vecs[cand] @ q) if (query is not None and item_vecs is not None)
                else None)
@@ -151,6 +151,11 @@ def reached_parents(sequences: np.ndarray, cum_logprobs: np.ndarray, seq_logprob
             if lp > parents.get(key, -math.inf):
                 parents[key] = lp
     return parents
+
+
+def parents_log_mass(parents: dict[tuple[int, ...], float]) -> float:
+    """log Σ P(parent | x) over reached parents (their log-probs as values); -inf when there are none."""
+    return float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents)))) if parents else -math.inf
 
 
 def parent_shares(parents: dict[tuple[int, ...], float], index: ColdIndex, log_z: float,
@@ -193,8 +198,7 @@ def _bucket_parent_route(res, index: ColdIndex) -> tuple[list[dict[int, float]],
     for r in range(seqs.shape[0]):
         parents = reached_parents(seqs[r], cum[r], slp[r], items[r], index)
         shares.append(parent_shares(parents, index, 0.0, 0.0))
-        if parents:
-            log_mass[r] = float(np.logaddexp.reduce(np.fromiter(parents.values(), np.float64, len(parents))))
+        log_mass[r] = parents_log_mass(parents)
     return shares, log_mass
 
 

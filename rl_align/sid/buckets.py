@@ -203,7 +203,8 @@ class Buckets:
             k: ranking length. banned: optional (N, S) items that may not appear (-1 padded).
             cold_prior: α of the cold-start mixture inside buckets (:meth:`_ordered`); 0 = off.
             users: optional (N,) user indices (for a scorer that reads them).
-            parent_cold: optional (per-row {item: log share}, (N,) log parent mass), see above; needs α > 0.
+            parent_cold: optional (per-row {item: log share}, (N,) log parent mass), see above; used only with the
+                cold mixture (α > 0 and a scorer, which knows the new items).
 
         Returns:
             items (N, k) int64 best first (-1 = empty), scores (N, k) float64 joint log-probs.
@@ -220,7 +221,7 @@ class Buckets:
             joint = np.where(cold, joint - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], joint)
         joint = joint.reshape(N, -1)
         flat = items.reshape(N, -1)
-        if parent_cold is not None and cold_prior > 0:
+        if parent_cold is not None and cold_prior > 0 and self.scorer is not None:
             return self._merged(flat, joint, parent_cold[0], np.log(cold_prior) - log_z, k, banned)
         out = np.full((N, k), -1, np.int64)
         out_s = np.full((N, k), -np.inf)

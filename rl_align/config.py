@@ -282,6 +282,9 @@ class SftConfig:
     warmup_steps: int = doc(50, "linear warm-up steps, then cosine decay to 10%", ge=0)
     grad_clip: float = doc(1.0, "gradient norm clip (0 = off)", ge=0)
     window_items: Optional[int] = doc(None, "items per training window (history + target); null = data.max_history + 1", ge=2)
+    window_stride: Optional[int] = doc(None, "target items per training window: windows overlap and only their last "
+                                             "this many items are trained on, so each target sees ≥ window − stride "
+                                             "items of history; null = the window (non-overlapping, all targets)", ge=1)
     num_workers: int = doc(1, "Ray Train workers (one process each)", ge=1, schedule=True)
     cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this (rounded down, ≥ 1)", gt=0, schedule=True)
     use_gpu: bool = doc(False, "one GPU per worker (nccl) instead of CPU (gloo)", schedule=True)
@@ -353,6 +356,9 @@ class BaselineConfig:
 
     models: list = doc([], "models the `baselines` stage trains, by registered name (sasrec, gru4rec)", registry="baselines")
     max_len: Optional[int] = doc(None, "history items the model reads (None = data.max_history, the policy's window)", ge=1)
+    window_stride: Optional[int] = doc(None, "target items per training window of max_len + 1 items (overlapping "
+                                             "windows, earlier items are context only); null = max_len + 1 "
+                                             "(non-overlapping)", ge=1)
     hidden: int = doc(64, "embedding and hidden width", ge=1)
     layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)", ge=1)
     heads: int = doc(1, "attention heads (SASRec)", ge=1)
@@ -692,6 +698,14 @@ class RunConfig:
         if self.sft.window_items is not None and self.sft.window_items > self.data.max_history + 1:
             errs.append(("sft.window_items", f"expected ≤ data.max_history + 1 = {self.data.max_history + 1} "
                                              f"(null = that), got {self.sft.window_items}"))
+        window = self.sft.window_items or self.data.max_history + 1
+        if self.sft.window_stride is not None and self.sft.window_stride > window:
+            errs.append(("sft.window_stride", f"expected ≤ the training window ({window} items; null = that), got "
+                                              f"{self.sft.window_stride}"))
+        b_window = (self.baseline.max_len or self.data.max_history) + 1
+        if self.baseline.window_stride is not None and self.baseline.window_stride > b_window:
+            errs.append(("baseline.window_stride", f"expected ≤ baseline.max_len + 1 = {b_window} (null = that), "
+                                                    f"got {self.baseline.window_stride}"))
         return errs
 
 

@@ -83,51 +83,78 @@ def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_histor
 
 def training_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """Cut each user's training sequence into windows of ``window`` items.
+    """Cut each user's training sequence into non-overlapping windows of ``window`` items.
 
-    Windows do not overlap and cover every training item exactly once; the cut
-    points shift by a random offset per call (per epoch), so every item is seen
-    with varying amounts of context.
-
-    Args:
-        seq_items, seq_offsets: users' time-sorted sequences (CSR).
-        train_len: (n_users,) how many leading items of each sequence are training data.
-        window: items per window.
+    Windows cover every training item exactly once; the cut points shift by a random offset per call (per epoch),
+    so every item is seen with varying amounts of context. Same as :func:`strided_windows` with
+    ``stride == window`` (every item of a window is a target).
 
     Returns:
         (M, window) item indices, -1 padded at the front of short windows.
     """
-    rows = []
+    return strided_windows(seq_items, seq_offsets, train_len, window, window, rng)[0]
+
+
+def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
+                    stride: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``window`` items whose *targets* are chunks of ``stride`` items (overlapping when stride < window).
+
+    Each user's training items are cut into chunks of ``stride`` items (the cut points shift by a random offset per
+    call), so every training item is a target exactly once. A chunk's window is the chunk and the ``window - stride``
+    items before it (fewer at a sequence's start; the chunk nearest a cut offset may be shorter than ``stride``),
+    context only, so every target sees at least ``window - stride`` items of history (or all there is) instead of
+    0 to ``window - 1`` as in non-overlapping windows: closer to serving, where a prompt is a full history.
+
+    Args:
+        seq_items, seq_offsets: users' time-sorted sequences (CSR).
+        train_len: (n_users,) how many leading items of each sequence are training data.
+        window: items per window; stride: target items per window (1 ≤ stride ≤ window).
+
+    Returns:
+        windows (M, window) item indices, -1 padded at the front of short windows, and n_target (M,): the last
+        ``n_target`` items of each window are its targets, the others context.
+    """
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+    rows, n_target = [], []
     for u in range(seq_offsets.shape[0] - 1):
         n = int(train_len[u])
         if n < 2:
             continue
         seq = seq_items[seq_offsets[u]: seq_offsets[u] + n]
-        shift = int(rng.integers(0, window))
-        # window boundaries: n, then n - shift (or n - window), then every `window` items back to 0
+        shift = int(rng.integers(0, stride))
+        # chunk boundaries: n, then n - shift (or n - stride), then every `stride` items back to 0
         bounds = [n]
-        b = n - (shift if shift else window)
+        b = n - (shift if shift else stride)
         while b > 0:
             bounds.append(b)
-            b -= window
+            b -= stride
         bounds.append(0)
         for e, s in zip(bounds[:-1], bounds[1:]):
+            c = max(0, s - (window - stride))  # window - stride context items before the chunk
             w = np.full(window, -1, np.int64)
-            w[window - (e - s):] = seq[s:e]
+            w[window - (e - c):] = seq[c:e]
             rows.append(w)
-    return np.stack(rows) if rows else np.zeros((0, window), np.int64)
+            n_target.append(e - s)
+    if not rows:
+        return np.zeros((0, window), np.int64), np.zeros(0, np.int64)
+    return np.stack(rows), np.asarray(n_target, np.int64)
 
 
-def windows_to_batch(windows: np.ndarray, catalog: SidCatalog) -> dict[str, torch.Tensor]:
+def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,
+                     n_target: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """(M, W) item windows → right-padded ``input_ids``, ``attention_mask`` and ``labels`` (M, P).
 
-    Every SID and <eos> token is a target; <bos> and padding are ignored (-100).
+    Every SID and <eos> token of a target item is a target; <bos>, padding and the tokens of context items (all but
+    the last ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are
+    ignored (-100).
     """
     # right-align: remove the front padding so items start right after <bos>
     order = np.argsort(windows < 0, axis=1, kind="stable")
     w = np.take_along_axis(windows, order, axis=1)
     ids, slot = _pack(w, catalog, left_pad=False)
-    labels = np.where(slot >= 0, ids, IGNORE)
+    first = np.zeros(len(w), np.int64) if n_target is None else (w >= 0).sum(1) - n_target  # first target slot
+    labels = np.where(slot >= first[:, None], ids, IGNORE)
     ids_t = torch.from_numpy(ids)
     return {"input_ids": ids_t, "attention_mask": (ids_t != PAD).long(), "labels": torch.from_numpy(labels)}
 
@@ -144,14 +171,18 @@ def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator):
+def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator, stride: int | None = None):
     """One epoch of item-ID (inputs (b, L) tokens, targets (b, L) next item index, -1 = none) from training windows
-    of L + 1 items, freshly cut (:func:`training_windows`) and shuffled; valid/test events never enter."""
+    of L + 1 items, freshly cut (:func:`strided_windows`; ``stride`` target items per window, None = L + 1, i.e.
+    non-overlapping) and shuffled; valid/test events never enter."""
     offs = split["seq_offsets"]
     train_len = np.diff(offs) - 2  # the last two events of every user are valid and test
-    w = training_windows(split["seq_items"], offs, train_len, L + 1, rng)
-    w = w[rng.permutation(w.shape[0])]
+    w, n_target = strided_windows(split["seq_items"], offs, train_len, L + 1, stride or L + 1, rng)
+    perm = rng.permutation(w.shape[0])
+    w, n_target = w[perm], n_target[perm]
+    is_target = torch.from_numpy(np.arange(1, L + 1)[None, :] >= (L + 1 - n_target)[:, None])  # (M, L)
     for s in range(0, w.shape[0], batch_size):
         b = torch.from_numpy(w[s: s + batch_size])
         inp, tgt = b[:, :-1] + 1, b[:, 1:]
-        yield inp, torch.where(inp > 0, tgt, torch.full_like(tgt, -1))  # a target needs an item before it
+        keep = (inp > 0) & is_target[s: s + batch_size]  # a target needs an item before it; context is not a target
+        yield inp, torch.where(keep, tgt, torch.full_like(tgt, -1))

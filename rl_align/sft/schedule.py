@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rl_align.policy.data import training_windows
+from rl_align.policy.data import strided_windows
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
@@ -22,16 +22,21 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, flo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
-def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
+                  stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's shuffled training windows — identical on every worker (seeded by seed and epoch).
 
+    ``stride`` target items per window (:func:`rl_align.policy.data.strided_windows`; None = ``window``, i.e.
+    non-overlapping windows in which every item is a target).
+
     Returns:
-        (M, window) item indices.
+        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
     """
     rng = np.random.default_rng([seed, epoch])
     train_len = np.diff(split["seq_offsets"]) - 2  # valid and test items are never trained on
-    w = training_windows(split["seq_items"], split["seq_offsets"], train_len, window, rng)
-    return w[rng.permutation(w.shape[0])]
+    w, n_target = strided_windows(split["seq_items"], split["seq_offsets"], train_len, window, stride or window, rng)
+    perm = rng.permutation(w.shape[0])
+    return w[perm], n_target[perm]
 
 
 def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:

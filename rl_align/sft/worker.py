@@ -103,7 +103,7 @@ class SftWorker:
             if self.rank == 0:
                 print(f"[sft] item-token embeddings from {self.config['item_token_init']}: {info}", flush=True)
         opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
-        n_windows = epoch_windows(self.split, self.window, sft.seed, 0).shape[0]
+        n_windows = epoch_windows(self.split, self.window, sft.seed, 0, sft.window_stride)[0].shape[0]
         sched = warmup_cosine(opt, sft.warmup_steps, sft.epochs * max(1, n_windows // sft.batch_size))
         self.use_ds = sft.backend == "deepspeed"
         if self.use_ds:
@@ -163,14 +163,15 @@ class SftWorker:
         """One pass over this worker's share of the epoch's windows; returns the epoch's record (loss all-reduced)."""
         sft = self.sft
         self.module.train()
-        windows = epoch_windows(self.split, self.window, sft.seed, epoch)
+        windows, n_target = epoch_windows(self.split, self.window, sft.seed, epoch, sft.window_stride)
         batches = shard_rows(windows.shape[0], sft.batch_size, self.rank, self.world)
         t0 = time.perf_counter()
         tot = torch.zeros(2, dtype=torch.float64)
         it = tqdm(batches, desc=f"sft epoch {epoch + 1}/{sft.epochs}", leave=False, mininterval=2.0) \
             if self.rank == 0 else batches
         for rows in it:
-            batch = {k: v.to(self.device) for k, v in windows_to_batch(windows[rows], self.catalog).items()}
+            batch = windows_to_batch(windows[rows], self.catalog, n_target[rows])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
             labels = batch.pop("labels")
             loss = next_token_loss(self.engine(**batch).logits, labels, sft.label_smoothing)
             if self.use_ds:

@@ -8,7 +8,7 @@ from helpers import all_items_logprob as _all_items_logprob
 
 from rl_align.config import PolicyConfig
 from rl_align.eval.evaluate import EvalSet, metrics, rank_popularity
-from rl_align.policy.data import build_prompts, prompts_from_raw, training_windows, windows_to_batch
+from rl_align.policy.data import build_prompts, prompts_from_raw, strided_windows, windows_to_batch
 from rl_align.policy.model import VocabMismatchError, build_policy, load_policy, save_policy
 from rl_align.rollouts import GenerationRequest, build_engine
 from rl_align.sid import BOS, EOS, PAD, SidCatalog, SidCodes
@@ -51,7 +51,7 @@ def test_windows_cover_train_items_only():
     train_len = np.diff(offs) - 2
     rng = np.random.default_rng(0)
     for _ in range(5):
-        w = training_windows(seq, offs, train_len, 3, rng)
+        w, _ = strided_windows(seq, offs, train_len, 3, None, rng)
         items = w[w >= 0]
         # every training item appears exactly once; valid/test items (5, 6, 10, 11) never
         assert sorted(items.tolist()) == [0, 1, 2, 3, 4, 7, 8, 9]

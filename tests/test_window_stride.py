@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_align.policy.data import IGNORE, item_window_batches, strided_windows, training_windows, windows_to_batch
+from rl_align.policy.data import IGNORE, item_window_batches, strided_windows, windows_to_batch
 from rl_align.sft.schedule import epoch_windows
 from rl_align.sid import SidCatalog, SidCodes
 
@@ -44,15 +44,39 @@ def test_every_training_item_is_a_target_once_with_its_full_context(window, stri
         assert sorted(targets) == train_items  # once each; valid and test items never appear
 
 
-def test_stride_equal_to_window_is_the_non_overlapping_cut():
+def _old_cut(seq_items, seq_offsets, train_len, window, rng):
+    """The non-overlapping cut as SFT and the baselines trained before ``window_stride`` existed (the oracle)."""
+    rows = []
+    for u in range(seq_offsets.shape[0] - 1):
+        n = int(train_len[u])
+        if n < 2:
+            continue
+        seq = seq_items[seq_offsets[u]: seq_offsets[u] + n]
+        shift = int(rng.integers(0, window))
+        bounds = [n]
+        b = n - (shift if shift else window)
+        while b > 0:
+            bounds.append(b)
+            b -= window
+        bounds.append(0)
+        for e, s in zip(bounds[:-1], bounds[1:]):
+            w = np.full(window, -1, np.int64)
+            w[window - (e - s):] = seq[s:e]
+            rows.append(w)
+    return np.stack(rows)
+
+
+def test_no_stride_is_the_old_non_overlapping_cut_draw_for_draw():
     seq, offs, train_len = _toy()
-    a = training_windows(seq, offs, train_len, 6, np.random.default_rng(3))
-    b, nt = strided_windows(seq, offs, train_len, 6, 6, np.random.default_rng(3))
-    assert np.array_equal(a, b) and np.array_equal(nt, (b >= 0).sum(1))
-    split = {"seq_items": seq, "seq_offsets": offs}
-    w0, n0 = epoch_windows(split, 6, 0, 2)
-    w1, n1 = epoch_windows(split, 6, 0, 2, stride=6)
-    assert np.array_equal(w0, w1) and np.array_equal(n0, n1)
+    old = _old_cut(seq, offs, train_len, 6, np.random.default_rng(3))
+    for stride in (None, 6):
+        w, nt = strided_windows(seq, offs, train_len, 6, stride, np.random.default_rng(3))
+        assert np.array_equal(w, old) and np.array_equal(nt, (w >= 0).sum(1))
+    rng = np.random.default_rng([0, 2])  # the epoch order too: SFT's seeded shuffle of the old cut
+    old = _old_cut(seq, offs, train_len, 6, rng)
+    old = old[rng.permutation(old.shape[0])]
+    w, nt = epoch_windows({"seq_items": seq, "seq_offsets": offs}, 6, 0, 2)
+    assert np.array_equal(w, old) and np.array_equal(nt, (w >= 0).sum(1))
     with pytest.raises(ValueError, match="stride must be in"):
         strided_windows(seq, offs, train_len, 6, 7, np.random.default_rng(0))
 

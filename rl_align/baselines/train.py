@@ -1,7 +1,7 @@
 """Train an item-ID baseline on the training split, early-stop on valid, rank test like the SID policy.
 
 Protocol (the policy's): leave-one-out split, training windows cut from each user's training part only
-(non-overlapping, re-cut every epoch: :func:`rl_align.policy.data.training_windows`), full-catalog
+(non-overlapping unless `baseline.window_stride`, re-cut every epoch: :func:`rl_align.policy.data.strided_windows`), full-catalog
 ranking with the user's seen items masked, HR/NDCG@K and per-user target ranks from
 :mod:`rl_align.eval.evaluate`, predictions exported in the same JSONL format. Artifacts in
 ``<run>/baselines/<model>/``: ``model.safetensors`` + ``model.json`` (loadable with :func:`load_baseline`,

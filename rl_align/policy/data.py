@@ -81,23 +81,12 @@ def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_histor
     return build_prompts(arr, catalog)
 
 
-def training_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Cut each user's training sequence into non-overlapping windows of ``window`` items.
-
-    Windows cover every training item exactly once; the cut points shift by a random offset per call (per epoch),
-    so every item is seen with varying amounts of context. Same as :func:`strided_windows` with
-    ``stride == window`` (every item of a window is a target).
-
-    Returns:
-        (M, window) item indices, -1 padded at the front of short windows.
-    """
-    return strided_windows(seq_items, seq_offsets, train_len, window, window, rng)[0]
-
-
 def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
-                    stride: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                    stride: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Windows of ``window`` items whose *targets* are chunks of ``stride`` items (overlapping when stride < window).
+
+    ``stride`` None (= ``window``) is the non-overlapping cut: every item of a window is a target, and a target sees
+    0 to ``window - 1`` items of history.
 
     Each user's training items are cut into chunks of ``stride`` items (the cut points shift by a random offset per
     call), so every training item is a target exactly once. A chunk's window is the chunk and the ``window - stride``
@@ -108,12 +97,13 @@ def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: n
     Args:
         seq_items, seq_offsets: users' time-sorted sequences (CSR).
         train_len: (n_users,) how many leading items of each sequence are training data.
-        window: items per window; stride: target items per window (1 ≤ stride ≤ window).
+        window: items per window; stride: target items per window (1 ≤ stride ≤ window; None = window).
 
     Returns:
         windows (M, window) item indices, -1 padded at the front of short windows, and n_target (M,): the last
         ``n_target`` items of each window are its targets, the others context.
     """
+    stride = window if stride is None else stride
     if not 1 <= stride <= window:
         raise ValueError(f"stride must be in [1, window={window}], got {stride}")
     rows, n_target = [], []
@@ -139,6 +129,21 @@ def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: n
     if not rows:
         return np.zeros((0, window), np.int64), np.zeros(0, np.int64)
     return np.stack(rows), np.asarray(n_target, np.int64)
+
+
+def shuffled_training_windows(split: dict, window: int, stride: int | None,
+                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's training windows of a run's split (:func:`strided_windows`), in a random order.
+
+    The last two events of every user (valid and test) are never in a window.
+
+    Returns:
+        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
+    """
+    train_len = np.diff(split["seq_offsets"]) - 2
+    w, n_target = strided_windows(split["seq_items"], split["seq_offsets"], train_len, window, stride, rng)
+    perm = rng.permutation(w.shape[0])
+    return w[perm], n_target[perm]
 
 
 def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,
@@ -175,11 +180,7 @@ def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Gen
     """One epoch of item-ID (inputs (b, L) tokens, targets (b, L) next item index, -1 = none) from training windows
     of L + 1 items, freshly cut (:func:`strided_windows`; ``stride`` target items per window, None = L + 1, i.e.
     non-overlapping) and shuffled; valid/test events never enter."""
-    offs = split["seq_offsets"]
-    train_len = np.diff(offs) - 2  # the last two events of every user are valid and test
-    w, n_target = strided_windows(split["seq_items"], offs, train_len, L + 1, stride or L + 1, rng)
-    perm = rng.permutation(w.shape[0])
-    w, n_target = w[perm], n_target[perm]
+    w, n_target = shuffled_training_windows(split, L + 1, stride, rng)
     is_target = torch.from_numpy(np.arange(1, L + 1)[None, :] >= (L + 1 - n_target)[:, None])  # (M, L)
     for s in range(0, w.shape[0], batch_size):
         b = torch.from_numpy(w[s: s + batch_size])

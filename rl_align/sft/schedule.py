@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rl_align.policy.data import strided_windows
+from rl_align.policy.data import shuffled_training_windows
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
@@ -32,11 +32,7 @@ def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: i
     Returns:
         windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
     """
-    rng = np.random.default_rng([seed, epoch])
-    train_len = np.diff(split["seq_offsets"]) - 2  # valid and test items are never trained on
-    w, n_target = strided_windows(split["seq_items"], split["seq_offsets"], train_len, window, stride or window, rng)
-    perm = rng.permutation(w.shape[0])
-    return w[perm], n_target[perm]
+    return shuffled_training_windows(split, window, stride, np.random.default_rng([seed, epoch]))
 
 
 def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:

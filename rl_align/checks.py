@@ -65,9 +65,28 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
         errs.append(("eval.bucket_cold_parents", "needs eval.cold_expansion: true and sid.collision: bucket, got "
                                                  f"{cfg.eval.cold_expansion} and {cfg.sid.collision!r}"))
     errs += _item_token_init_errors(cfg)
+    errs += _distill_errors(cfg)
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs
+
+
+def _baseline_source_errors(cfg: RunConfig, key: str, src: str, model: str | None, npy: bool) -> list:
+    """A ``baseline:<model>`` source must be trained by the baselines stage before sft; a path must exist."""
+    st = list(cfg.stages)
+    if model is not None:
+        if model not in BASELINES:
+            return [(key, f"unknown baseline model {model!r}; expected 'baseline:' + one of {BASELINES.names()}")]
+        if "baselines" in st and "sft" in st and (model not in cfg.baseline.models
+                                                   or st.index("baselines") > st.index("sft")):
+            return [(key, f"{src!r} needs the baselines stage before sft with {model!r} in baseline.models, got "
+                          f"stages {st} and baseline.models {cfg.baseline.models}")]
+        return []
+    p = Path(src)
+    if not (npy and p.suffix == ".npy" and p.is_file()) and not (p / "model.safetensors").is_file():
+        what = "an existing .npy file or a saved baseline directory" if npy else "a saved baseline directory"
+        return [(key, f"expected 'baseline:<model>', {what} (with model.safetensors), got {src!r}")]
+    return []
 
 
 def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
@@ -78,20 +97,15 @@ def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.sid.collision != "item_token":
         return [(key, f"needs sid.collision: item_token (the item-ID tokens it initialises), got "
                       f"{cfg.sid.collision!r}")]
-    model, st = cfg.sft.item_token_baseline, list(cfg.stages)
-    if model is not None:
-        if model not in BASELINES:
-            return [(key, f"unknown baseline model {model!r}; expected 'baseline:' + one of {BASELINES.names()}")]
-        if "baselines" in st and "sft" in st and (model not in cfg.baseline.models
-                                                   or st.index("baselines") > st.index("sft")):
-            return [(key, f"{src!r} needs the baselines stage before sft with {model!r} in baseline.models, got "
-                          f"stages {st} and baseline.models {cfg.baseline.models}")]
+    return _baseline_source_errors(cfg, key, src, cfg.sft.item_token_baseline, npy=True)
+
+
+def _distill_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """``sft.distill_from`` must name a baseline trained before sft, or a saved baseline directory."""
+    src = cfg.sft.distill_from
+    if src is None:
         return []
-    p = Path(src)
-    if not (p.suffix == ".npy" and p.is_file()) and not (p / "model.safetensors").is_file():
-        return [(key, f"expected 'baseline:<model>', an existing .npy file or a saved baseline directory "
-                      f"(with model.safetensors), got {src!r}")]
-    return []
+    return _baseline_source_errors(cfg, "sft.distill_from", src, cfg.sft.distill_baseline, npy=False)
 
 
 def check_config(cfg: RunConfig, source: str = "<config>") -> RunConfig:

@@ -306,10 +306,25 @@ class SftConfig:
               "vectors: 'baseline:<model>' = this run's baselines/<model> (trained by the baselines stage), a saved "
               "baseline directory (model.safetensors), or an (n_items, d) .npy; null = random")
 
+    distill_from: Optional[str] = doc(
+        None, "item-ID teacher distilled into the policy: 'baseline:<model>' = this run's baselines/<model> "
+              "(trained by the baselines stage) or a saved baseline directory (model.safetensors); its next-item "
+              "distribution at every training event becomes soft targets for each SID token along the true code "
+              "path (rl_align/sft/distill.py); null = off")
+    distill_weight: float = doc(0.0, "λ: loss = NLL + λ · soft cross-entropy to the teacher's targets (0 = off)", ge=0)
+    distill_temperature: float = doc(1.0, "softmax temperature of the teacher's logits (> 1 = softer targets)", gt=0)
+    distill_topk: int = doc(100, "teacher items kept per training event (the rest of its mass is dropped)", ge=1)
+
     @property
     def item_token_baseline(self) -> Optional[str]:
         """The baseline model named by ``item_token_init: baseline:<model>`` (this run's own), else None."""
         src = self.item_token_init or ""
+        return src.split(":", 1)[1] if src.startswith("baseline:") else None
+
+    @property
+    def distill_baseline(self) -> Optional[str]:
+        """The baseline model named by ``distill_from: baseline:<model>`` (this run's own), else None."""
+        src = self.distill_from or ""
         return src.split(":", 1)[1] if src.startswith("baseline:") else None
 
     def value_errors(self) -> list[tuple[str, str]]:
@@ -319,6 +334,12 @@ class SftConfig:
             errs.append(("batch_size", f"must be a multiple of num_workers ({self.num_workers}), got {self.batch_size}"))
         if self.ema_decay > 0 and self.backend == "deepspeed" and self.zero_stage == 3:
             errs.append(("ema_decay", "needs the full weights on every worker: use zero_stage ≤ 2 with it"))
+        if self.distill_weight > 0 and self.distill_from is None:
+            errs.append(("distill_weight", f"needs sft.distill_from (the teacher), got weight {self.distill_weight} "
+                                           "and no teacher"))
+        if self.distill_from is not None and self.distill_weight == 0:
+            errs.append(("distill_from", f"{self.distill_from!r} is set but sft.distill_weight is 0: set a weight "
+                                         "> 0 or drop the teacher"))
         return errs
 
 

@@ -32,6 +32,7 @@ from rl_align.retrieval.evaluate import evaluate_retrieval
 from rl_align.retrieval.train import train_retrieval
 from rl_align.rewards.scorers import evaluate_scorers, train_scorers
 from rl_align.run_dir import RunDir, config_digest, resume_view
+from rl_align.sft.distill import teacher_targets
 from rl_align.sft.driver import run_sft
 from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
 from rl_align.sid.buckets import build_scorer
@@ -169,10 +170,25 @@ def _item_token_vectors(run: RunDir) -> np.ndarray | None:
     return load_baseline(src).item_emb.weight[1:].detach().numpy()  # row 0 is padding
 
 
-def stage_sft(run: RunDir) -> dict:
-    """Train the SID policy with NLL on Ray Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
+def _distill_teacher(run: RunDir) -> dict | None:
+    """``sft.distill_from``'s top-K next items for every training event (:func:`teacher_targets`), or None."""
+    s = run.cfg.sft
+    if s.distill_from is None:
+        return None
+    src = str(run.path / "baselines" / s.distill_baseline) if s.distill_baseline else s.distill_from
+    t0 = time.perf_counter()
+    out = teacher_targets(load_baseline(src), load_npz(run.path / "data" / "split.npz"), s.distill_topk,
+                          s.distill_temperature)
+    log.info("sft: teacher targets from %s for %d training events in %.1fs", src,
+             int((out["prob"].sum(1) > 0).sum()), time.perf_counter() - t0)
+    return out
 
-    out = run_sft(run.cfg, run.path, item_vectors=_item_token_vectors(run))
+
+def stage_sft(run: RunDir) -> dict:
+    """Train the SID policy with NLL (plus distillation from an item-ID teacher when ``sft.distill_from``) on Ray
+    Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
+
+    out = run_sft(run.cfg, run.path, item_vectors=_item_token_vectors(run), teacher=_distill_teacher(run))
     return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
 
 

@@ -131,19 +131,38 @@ def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: n
     return np.stack(rows), np.asarray(n_target, np.int64)
 
 
-def shuffled_training_windows(split: dict, window: int, stride: int | None,
-                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch's training windows of a run's split (:func:`strided_windows`), in a random order.
+def shuffled_training_events(split: dict, window: int, stride: int | None,
+                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's training windows of a run's split (:func:`strided_windows`), in a random order, as *event*
+    indices: positions in ``split["seq_items"]`` (-1 = padding), so per-event data (e.g. a teacher's targets,
+    :mod:`rl_align.sft.distill`) can be looked up. ``split["seq_items"][events]`` are the items.
 
     The last two events of every user (valid and test) are never in a window.
 
     Returns:
-        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
+        events (M, window) int64 and n_target (M,): how many trailing items of each window are targets.
     """
     train_len = np.diff(split["seq_offsets"]) - 2
-    w, n_target = strided_windows(split["seq_items"], split["seq_offsets"], train_len, window, stride, rng)
+    positions = np.arange(len(split["seq_items"]), dtype=np.int64)
+    w, n_target = strided_windows(positions, split["seq_offsets"], train_len, window, stride, rng)
     perm = rng.permutation(w.shape[0])
     return w[perm], n_target[perm]
+
+
+def events_to_items(events: np.ndarray, seq_items: np.ndarray) -> np.ndarray:
+    """(M, W) event indices (-1 = padding) → (M, W) item indices (-1 = padding)."""
+    return np.where(events >= 0, np.asarray(seq_items, np.int64)[np.maximum(events, 0)], -1)
+
+
+def shuffled_training_windows(split: dict, window: int, stride: int | None,
+                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's training windows of a run's split (:func:`shuffled_training_events`) as item indices.
+
+    Returns:
+        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
+    """
+    events, n_target = shuffled_training_events(split, window, stride, rng)
+    return events_to_items(events, split["seq_items"]), n_target
 
 
 def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,

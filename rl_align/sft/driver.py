@@ -11,17 +11,20 @@ import numpy as np
 from rl_align.config import RunConfig, to_dict
 from rl_align.ray_utils import RAY_RUN_NAME, init_ray, latest_checkpoint  # noqa: F401 (re-exported)
 from rl_align.sft.worker import train_loop_per_worker
-from rl_align.utils.io import atomic_path
+from rl_align.utils.io import atomic_path, write_npz
 
 log = logging.getLogger("rl_align")
 
 
-def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = None) -> dict:
+def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = None,
+            teacher: dict[str, np.ndarray] | None = None) -> dict:
     """Train the policy; returns the final Ray Train metrics and where the best policy is.
 
     Args:
         item_vectors: (n_items, d) vectors for the item-ID tokens' initial embeddings (``sft.item_token_init``),
             written to ``sft/item_token_init.npy`` for the workers; None = random.
+        teacher: ``items`` / ``prob`` (E, K) of :func:`rl_align.sft.distill.teacher_targets` (``sft.distill_from``),
+            written to ``sft/distill_targets.npz`` for the workers; None = no distillation.
     """
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -38,6 +41,10 @@ def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = No
         init_path = storage / "item_token_init.npy"
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:  # a handle: np.save would append .npy
             np.save(f, np.asarray(item_vectors, np.float32), allow_pickle=False)
+    teacher_path = None
+    if teacher is not None:
+        teacher_path = storage / "distill_targets.npz"
+        write_npz(teacher_path, **teacher)
     if resume is not None:
         # the workers pick it up themselves (see ray_utils.resume_checkpoint): Ray Train v2 has no
         # resume_from_checkpoint, and the same path covers a restarted worker group
@@ -51,6 +58,7 @@ def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = No
             "eval": dataclasses.asdict(cfg.eval),
             "max_history": cfg.data.max_history,
             "item_token_init": str(init_path) if init_path else None,
+            "distill_targets": str(teacher_path) if teacher_path else None,
             "wandb": cfg.wandb,
             "wandb_config": to_dict(cfg),
         },

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rl_align.policy.data import shuffled_training_windows
+from rl_align.policy.data import events_to_items, shuffled_training_events
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
@@ -22,17 +22,25 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, flo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
-def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
-                  stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The epoch's shuffled training windows — identical on every worker (seeded by seed and epoch).
+def epoch_events(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
+                 stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The epoch's shuffled training windows as event indices into ``split["seq_items"]`` (-1 = padding) —
+    identical on every worker (seeded by seed and epoch).
 
     ``stride`` target items per window (:func:`rl_align.policy.data.strided_windows`; None = ``window``, i.e.
     non-overlapping windows in which every item is a target).
 
     Returns:
-        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
+        events (M, window) and n_target (M,): how many trailing items of each window are targets.
     """
-    return shuffled_training_windows(split, window, stride, np.random.default_rng([seed, epoch]))
+    return shuffled_training_events(split, window, stride, np.random.default_rng([seed, epoch]))
+
+
+def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
+                  stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`epoch_events` as item indices: windows (M, window) (-1 = padding) and n_target (M,)."""
+    events, n_target = epoch_events(split, window, seed, epoch, stride)
+    return events_to_items(events, split["seq_items"]), n_target
 
 
 def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:

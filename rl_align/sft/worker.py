@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
-from rl_align.policy.data import windows_to_batch
+from rl_align.policy.data import events_to_items, windows_to_batch
 from rl_align.policy.model import (
     add_embedding_dropout,
     build_policy,
@@ -39,8 +39,9 @@ from rl_align.policy.model import (
 )
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
+from rl_align.sft.distill import distill_loss, soft_token_targets
 from rl_align.sft.ema import WeightEma
-from rl_align.sft.schedule import epoch_windows, shard_rows, warmup_cosine
+from rl_align.sft.schedule import epoch_events, shard_rows, warmup_cosine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.tracking import Tracker
 from rl_align.utils.io import load_npz
@@ -90,6 +91,7 @@ class SftWorker:
         self.device = ray.train.torch.get_device() if self.sft.use_gpu else torch.device("cpu")
         self.window = self.sft.window_items or config["max_history"] + 1
         self.state = {"epoch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_evals": 0}
+        self.teacher = load_npz(config["distill_targets"]) if config.get("distill_targets") else None
         self._build()
 
     def _build(self) -> None:
@@ -103,7 +105,7 @@ class SftWorker:
             if self.rank == 0:
                 print(f"[sft] item-token embeddings from {self.config['item_token_init']}: {info}", flush=True)
         opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
-        n_windows = epoch_windows(self.split, self.window, sft.seed, 0, sft.window_stride)[0].shape[0]
+        n_windows = epoch_events(self.split, self.window, sft.seed, 0, sft.window_stride)[0].shape[0]
         sched = warmup_cosine(opt, sft.warmup_steps, sft.epochs * max(1, n_windows // sft.batch_size))
         self.use_ds = sft.backend == "deepspeed"
         if self.use_ds:
@@ -163,17 +165,14 @@ class SftWorker:
         """One pass over this worker's share of the epoch's windows; returns the epoch's record (loss all-reduced)."""
         sft = self.sft
         self.module.train()
-        windows, n_target = epoch_windows(self.split, self.window, sft.seed, epoch, sft.window_stride)
-        batches = shard_rows(windows.shape[0], sft.batch_size, self.rank, self.world)
+        events, n_target = epoch_events(self.split, self.window, sft.seed, epoch, sft.window_stride)
+        batches = shard_rows(events.shape[0], sft.batch_size, self.rank, self.world)
         t0 = time.perf_counter()
         tot = torch.zeros(2, dtype=torch.float64)
         it = tqdm(batches, desc=f"sft epoch {epoch + 1}/{sft.epochs}", leave=False, mininterval=2.0) \
             if self.rank == 0 else batches
         for rows in it:
-            batch = windows_to_batch(windows[rows], self.catalog, n_target[rows])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            loss = next_token_loss(self.engine(**batch).logits, labels, sft.label_smoothing)
+            loss = self._loss(events[rows], n_target[rows])
             if self.use_ds:
                 self.engine.backward(loss)
                 self.engine.step()
@@ -194,6 +193,19 @@ class SftWorker:
         return {"epoch": epoch + 1, "step": self.state["step"], "train_loss": (tot[0] / max(tot[1], 1)).item(),
                 "lr": self.sched.get_last_lr()[0], "train_seconds": secs,
                 "windows_per_s": len(batches) * sft.batch_size / max(secs, 1e-9)}
+
+    def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
+        """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
+        teacher's targets when ``sft.distill_from`` is on. events: (b, W) event indices; n_target: (b,)."""
+        batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = self.engine(**batch).logits
+        loss = next_token_loss(logits, labels, self.sft.label_smoothing)
+        if self.teacher is not None:
+            rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
+            loss = loss + self.sft.distill_weight * distill_loss(logits, rows, cols, q)
+        return loss
 
     def _evaluate(self, epoch: int, record: dict) -> None:
         """Validate (every ``eval_every`` epochs and at the end); save the best policy; count bad evaluations."""

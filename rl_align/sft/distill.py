@@ -17,14 +17,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rl_align.baselines.base import SequenceRecommender
 from rl_align.sid.catalog import SidCatalog
 
 
 @torch.no_grad()
-def teacher_targets(model: SequenceRecommender, split: dict, k: int, temperature: float = 1.0,
+def teacher_targets(model: torch.nn.Module, split: dict, k: int, temperature: float = 1.0,
                     max_rows: int = 4096) -> dict[str, np.ndarray]:
     """The teacher's top-``k`` next items for every training event of the split.
+
+    ``model``: an item-ID recommender with ``score_last`` and ``hparams`` (:class:`rl_align.baselines.base.
+    SequenceRecommender`; duck-typed so this layer does not import the baselines package).
 
     Event e = position t ≥ 1 of user u's training part (all but the last two events): the teacher reads the
     ``max_len`` items before it; every item of the user's history before e is masked; probabilities are the

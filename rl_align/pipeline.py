@@ -158,13 +158,16 @@ def stage_sids(run: RunDir) -> dict:
 
 
 # --------------------------------------------------------------------------- sft
+def _baseline_source(run: RunDir, src: str | None, own: str | None) -> str | None:
+    """A config's item-ID model source as a path: ``baseline:<own>`` → this run's ``baselines/<own>``."""
+    return str(run.path / "baselines" / own) if own is not None else src
+
+
 def _item_token_vectors(run: RunDir) -> np.ndarray | None:
     """(n_items, d) item vectors named by ``sft.item_token_init`` (a baseline's item table, or an .npy), or None."""
-    src, own = run.cfg.sft.item_token_init, run.cfg.sft.item_token_baseline
+    src = _baseline_source(run, run.cfg.sft.item_token_init, run.cfg.sft.item_token_baseline)
     if src is None:
         return None
-    if own is not None:
-        src = str(run.path / "baselines" / own)
     if src.endswith(".npy"):
         return np.load(src, allow_pickle=False)
     return load_baseline(src).item_emb.weight[1:].detach().numpy()  # row 0 is padding
@@ -173,9 +176,9 @@ def _item_token_vectors(run: RunDir) -> np.ndarray | None:
 def _distill_teacher(run: RunDir) -> dict | None:
     """``sft.distill_from``'s top-K next items for every training event (:func:`teacher_targets`), or None."""
     s = run.cfg.sft
-    if s.distill_from is None:
+    src = _baseline_source(run, s.distill_from, s.distill_baseline)
+    if src is None:
         return None
-    src = str(run.path / "baselines" / s.distill_baseline) if s.distill_baseline else s.distill_from
     t0 = time.perf_counter()
     out = teacher_targets(load_baseline(src), load_npz(run.path / "data" / "split.npz"), s.distill_topk,
                           s.distill_temperature)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rl_align.policy.data import IGNORE, item_window_batches, strided_windows, windows_to_batch
-from rl_align.sft.schedule import epoch_windows
+from rl_align.policy.data import IGNORE, events_to_items, item_window_batches, strided_windows, windows_to_batch
+from rl_align.sft.schedule import epoch_events
 from rl_align.sid import SidCatalog, SidCodes
 
 
@@ -75,7 +75,8 @@ def test_no_stride_is_the_old_non_overlapping_cut_draw_for_draw():
     rng = np.random.default_rng([0, 2])  # the epoch order too: SFT's seeded shuffle of the old cut
     old = _old_cut(seq, offs, train_len, 6, rng)
     old = old[rng.permutation(old.shape[0])]
-    w, nt = epoch_windows({"seq_items": seq, "seq_offsets": offs}, 6, 0, 2)
+    ev, nt = epoch_events({"seq_items": seq, "seq_offsets": offs}, 6, 0, 2)
+    w = events_to_items(ev, seq)
     assert np.array_equal(w, old) and np.array_equal(nt, (w >= 0).sum(1))
     with pytest.raises(ValueError, match="stride must be in"):
         strided_windows(seq, offs, train_len, 6, 7, np.random.default_rng(0))

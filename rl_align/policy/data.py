@@ -165,6 +165,12 @@ def shuffled_training_windows(split: dict, window: int, stride: int | None,
     return events_to_items(events, split["seq_items"]), n_target
 
 
+def left_aligned(windows: np.ndarray) -> np.ndarray:
+    """(M, W) windows (items or events, -1 = padding anywhere) with their entries moved to the front, in order:
+    slot j of the result is the j-th item of the packed sequence :func:`windows_to_batch` builds."""
+    return np.take_along_axis(windows, np.argsort(windows < 0, axis=1, kind="stable"), axis=1)
+
+
 def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,
                      n_target: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """(M, W) item windows → right-padded ``input_ids``, ``attention_mask`` and ``labels`` (M, P).
@@ -173,9 +179,7 @@ def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,
     the last ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are
     ignored (-100).
     """
-    # right-align: remove the front padding so items start right after <bos>
-    order = np.argsort(windows < 0, axis=1, kind="stable")
-    w = np.take_along_axis(windows, order, axis=1)
+    w = left_aligned(windows)  # items start right after <bos>
     ids, slot = _pack(w, catalog, left_pad=False)
     first = np.zeros(len(w), np.int64) if n_target is None else (w >= 0).sum(1) - n_target  # first target slot
     labels = np.where(slot >= first[:, None], ids, IGNORE)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rl_align.policy.data import events_to_items, left_aligned
 from rl_align.sid.catalog import SidCatalog
 
 
@@ -66,13 +67,12 @@ def soft_token_targets(events: np.ndarray, n_target: np.ndarray, seq_items: np.n
         rows (N,), cols (N,): label positions in the (M, P) batch of ``windows_to_batch`` (the same windows as
         items), only those whose q has mass; q (N, V) float32, rows summing to 1.
     """
-    order = np.argsort(events < 0, axis=1, kind="stable")  # windows_to_batch's right-alignment
-    ev = np.take_along_axis(events, order, axis=1)
-    M, W = ev.shape
+    ev = left_aligned(events)  # slot order of windows_to_batch's packed sequence
+    W = ev.shape[1]
     first = (ev >= 0).sum(1) - n_target  # first target slot per window
-    toks, lens = catalog.tokens, catalog.token_lengths  # (n_items, T), (n_items,)
-    item = np.where(ev >= 0, np.asarray(seq_items, np.int64)[np.maximum(ev, 0)], 0)
-    tl = np.where(ev >= 0, lens[item], 0)  # (M, W) tokens per slot
+    toks = catalog.tokens  # (n_items, T)
+    item = events_to_items(ev, seq_items)
+    tl = np.where(ev >= 0, catalog.token_lengths[np.maximum(item, 0)], 0)  # (M, W) tokens per slot
     start = 1 + np.cumsum(tl, axis=1) - tl  # column of each slot's first token (after <bos>)
     r, j = np.nonzero((ev >= 0) & (np.arange(W)[None, :] >= first[:, None]))  # target slots
     e = ev[r, j]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rl_align.policy.data import events_to_items, shuffled_training_events
+from rl_align.policy.data import shuffled_training_events
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
@@ -34,13 +34,6 @@ def epoch_events(split: dict[str, np.ndarray], window: int, seed: int, epoch: in
         events (M, window) and n_target (M,): how many trailing items of each window are targets.
     """
     return shuffled_training_events(split, window, stride, np.random.default_rng([seed, epoch]))
-
-
-def epoch_windows(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
-                  stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`epoch_events` as item indices: windows (M, window) (-1 = padding) and n_target (M,)."""
-    events, n_target = epoch_events(split, window, seed, epoch, stride)
-    return events_to_items(events, split["seq_items"]), n_target
 
 
 def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:

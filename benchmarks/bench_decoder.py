@@ -110,7 +110,7 @@ def bench_size(run: Path, size: str, args, es, log) -> dict:
     trie, T = dict_trie(catalog), catalog.max_sid_len
     batches = []
     for s in range(0, args.prompts, args.batch):
-        ids, mask = build_prompts(es.history[s: s + args.batch], catalog)
+        ids, mask = build_prompts(es.history[s: s + args.batch], catalog, es.users[s: s + args.batch])
         batches.append((ids.to(args.device), mask.to(args.device), torch.from_numpy(es.seen[s: s + args.batch])))
     vec = TensorTrieLogits(catalog, 0, PAD, args.device)
 

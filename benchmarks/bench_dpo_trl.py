@@ -66,7 +66,7 @@ def trl_dataset(run: Path, B: int, steps: int):
     table, _ = read_table(run / "preferences")
     names = catalog.layout.token_names()
     idx = np.concatenate([prompt_order(table.rows.size, cfg.rl.seed, s, B) for s in range(steps)])
-    ids, _ = build_prompts(split["train_history"][table.rows[idx]], catalog)
+    ids, _ = build_prompts(split["train_history"][table.rows[idx]], catalog, split["train_users"][table.rows[idx]])
     text = lambda toks: " ".join(names[t] for t in toks if t != PAD)  # noqa: E731
     rows = {"prompt": [], "chosen": [], "rejected": []}
     for i, k in enumerate(idx):

@@ -35,7 +35,7 @@ def build_ml100k_ranker(directory: Path) -> None:
 
     from rl_align.config import DataConfig, RankerConfig
     from rl_align.data import load_dataset
-    from rl_align.ranker.features import auto_specs, encode
+    from rl_align.data.features import auto_specs, encode
     from rl_align.ranker.model import DinRanker, save_ranker
 
     data = load_dataset(DataConfig())

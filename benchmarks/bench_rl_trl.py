@@ -133,7 +133,7 @@ def run_trl(run: Path, B: int, G: int, steps: int, lr: float, seed: int) -> dict
     names = catalog.layout.token_names()
     pool = recent_examples(split["train_users"], split["train_positions"], rl.recent_prompts)  # as the controller
     rows = np.concatenate([pool[prompt_order(pool.size, rl.seed, s, B)] for s in range(steps)])
-    ids, _ = build_prompts(split["train_history"][rows], catalog)
+    ids, _ = build_prompts(split["train_history"][rows], catalog, split["train_users"][rows])
     texts = [" ".join(names[t] for t in r if t != PAD) for r in ids.tolist()]
     ds = Dataset.from_dict({"prompt": texts, "row": rows.tolist()})
     scorer = RewardScorer(run / "ranker" / "model", RewardConfig(functions={"ranker": 1.0}))

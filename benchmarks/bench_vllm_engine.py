@@ -45,7 +45,7 @@ def main() -> None:
     run = Path(args.run_dir)
     cat = SidCatalog.load(run / "sids" / "catalog")
     es = eval_set(load_npz(run / "data" / "split.npz"), "test", args.prompts)
-    ids, mask = build_prompts(es.history, cat)
+    ids, mask = build_prompts(es.history, cat, es.users)
     policy = run / "sft" / "best_policy"
     t = time.perf_counter()
     v = build_engine("vllm", policy_dir=policy, catalog=cat)

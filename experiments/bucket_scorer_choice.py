@@ -49,7 +49,7 @@ def main() -> None:
         es = eval_set(split, part)
         items, scores = [], []
         for s in range(0, es.targets.size, 128):
-            ids, mask = build_prompts(es.history[s: s + 128], cat)
+            ids, mask = build_prompts(es.history[s: s + 128], cat, es.users[s: s + 128])
             res = engine.generate(GenerationRequest(ids, mask, n=a.beams, mode="beam", constrained=True,
                                                     banned_items=torch.from_numpy(es.seen[s: s + 128])))
             items.append(res.items.numpy())

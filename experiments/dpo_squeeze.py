@@ -36,7 +36,7 @@ def positive_mass(policy_dir: Path, catalog: SidCatalog, split: dict, rows: np.n
     out = []
     for s in range(0, rows.size, batch):
         r, pos = rows[s: s + batch], positives[s: s + batch]
-        ids, mask = build_prompts(split["train_history"][r], catalog)
+        ids, mask = build_prompts(split["train_history"][r], catalog, split["train_users"][r])
         tok = torch.from_numpy(catalog.tokens[np.maximum(pos, 0)].astype(np.int64))
         lp, m = grouped_continuation_logprobs(model, ids, mask, tok)
         p = (lp * m).sum(-1).exp()

@@ -14,12 +14,14 @@ from typing import Any, Iterator
 from rl_align.algos import OBJECTIVES
 from rl_align.baselines import BASELINES
 from rl_align.config import ConfigError, RunConfig, load_config, value_errors
+from rl_align.data import user_feature_names
 from rl_align.retrieval.losses import RETRIEVAL_LOSSES
 from rl_align.rewards.functions import REWARDS
 from rl_align.rewards.scorers import SCORERS
 from rl_align.rollouts import ENGINES
 from rl_align.sid import TOKENIZERS
 from rl_align.sid.buckets import BUCKET_SCORERS
+from rl_align.sid.user_tokens import USER_ID
 from rl_align.utils.plugins import absolute, load_plugins
 from rl_align.utils.registry import Registry
 
@@ -66,9 +68,20 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
                                                  f"{cfg.eval.cold_expansion} and {cfg.sid.collision!r}"))
     errs += _item_token_init_errors(cfg)
     errs += _distill_errors(cfg)
+    errs += _user_token_errors(cfg)
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     return errs
+
+
+def _user_token_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """``sid.user_tokens`` must name user features the dataset has (or ``user_id``)."""
+    have = user_feature_names(cfg.data)
+    missing = [n for n in cfg.sid.user_tokens if n != USER_ID and have is not None and n not in have]
+    if missing:
+        return [("sid.user_tokens", f"{missing[0]!r} is not a user feature of data.dataset {cfg.data.dataset!r}; "
+                                    f"expected some of {have + [USER_ID]}")]
+    return []
 
 
 def _baseline_source_errors(cfg: RunConfig, key: str, src: str, model: str | None, npy: bool) -> list:

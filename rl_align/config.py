@@ -245,6 +245,18 @@ class SidConfig:
     seed: int = doc(0, "random seed of the tokenizer (default: the run's seed)")
     rq_vae: RqVaeConfig = doc(RqVaeConfig(), "RQ-VAE settings")
     sa2crq: Sa2crqConfig = doc(Sa2crqConfig(), "SA²CRQ settings")
+    user_tokens: list = doc([], "user side features written as one prompt token each after <bos> (context, never a "
+                                "label): names of the dataset's user features (ML-100K: age, gender, occupation; "
+                                "numbers are cut into quantile bins) and/or user_id (a token per user); [] = none")
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """User-token names: strings, each once."""
+        names = self.user_tokens
+        if any(not isinstance(n, str) or not n for n in names):
+            return [("user_tokens", f"expected a list of feature names, got {names!r}")]
+        if len(set(names)) != len(names):
+            return [("user_tokens", f"each feature once, got {names!r}")]
+        return []
 
 
 @dataclass

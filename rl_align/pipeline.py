@@ -37,6 +37,7 @@ from rl_align.sft.driver import run_sft
 from rl_align.sid import SidCatalog, build_tokenizer, resolve_collisions
 from rl_align.sid.buckets import build_scorer
 from rl_align.sid.stats import format_stats, sid_stats
+from rl_align.sid.user_tokens import UserTokens
 from rl_align.utils.io import load_npz, read_json, write_json, write_npy, write_npz
 
 log = logging.getLogger("rl_align")
@@ -146,7 +147,7 @@ def stage_sids(run: RunDir) -> dict:
     bucket = cfg.collision == "bucket"
     catalog = SidCatalog(items["item_ids"], resolved, stats, buckets=bucket,
                          bucket_scorer=build_scorer(cfg.bucket_scorer, pop, emb, cfg.bucket_temperature)
-                         if bucket else None)
+                         if bucket else None, user_tokens=_user_tokens(run))
     stats["vocab_size"] = catalog.vocab_size
     stats["trie_bytes"] = catalog.trie.nbytes()
     catalog.save(d / "catalog")
@@ -155,6 +156,15 @@ def stage_sids(run: RunDir) -> dict:
              format_stats(stats))
     return {"collision_rate_before": report["before"]["collision_rate"],
             "collision_rate_after": report["after"]["collision_rate"]}
+
+
+def _user_tokens(run: RunDir) -> UserTokens | None:
+    """``sid.user_tokens`` encoded from ``data/users.json`` (None when the list is empty)."""
+    names = run.cfg.sid.user_tokens
+    if not names:
+        return None
+    users = read_json(run.path / "data" / "users.json")
+    return UserTokens.fit(list(names), users["user_features"], len(users["user_ids"]))
 
 
 # --------------------------------------------------------------------------- sft

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ray
 def ranker_dir(tmp_path_factory):
     import torch
 
-    from rl_align.ranker.features import build_spec, encode
+    from rl_align.data.features import build_spec, encode
     from rl_align.ranker.model import DinRanker, save_ranker
 
     n_items = 500

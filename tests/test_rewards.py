@@ -10,7 +10,7 @@ import torch
 
 from rl_align.algos.diagnostics import discriminability, group_rank_normalize, group_zscore
 from rl_align.config import ExposureConfig, RankerConfig, RewardConfig
-from rl_align.ranker.features import auto_specs, encode, specs_from_config
+from rl_align.data.features import auto_specs, encode, specs_from_config
 from rl_align.ranker.metrics import auc, gauc
 from rl_align.ranker.model import DinRanker, RankerLoadError, load_ranker, save_ranker
 from rl_align.rewards.functions import (
@@ -144,7 +144,7 @@ def test_auto_features_on_ml100k(ml100k):
 
 # --------------------------------------------------------------------------- ranker model
 def _tiny_ranker(head="mlp", n_items=30, n_users=10):
-    from rl_align.ranker.features import build_spec
+    from rl_align.data.features import build_spec
 
     genres = [[f"g{i % 4}", f"g{(i + 1) % 4}"] for i in range(n_items)]
     spec = build_spec("genre", genres, "multi")

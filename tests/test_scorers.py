@@ -11,8 +11,8 @@ import torch
 
 from rl_align.config import BaselineConfig, ExposureConfig, RankerConfig, RunConfig
 from rl_align.data.exposure import simulate_exposure
+from rl_align.data.features import FeatureSpec
 from rl_align.data.split import truncated_split
-from rl_align.ranker.features import FeatureSpec
 from rl_align.ranker.model import DinRanker, save_ranker
 from rl_align.rewards.scorers import SCORERS, EnsembleScorer, fit_logistic, load_scorer, scorer_path, train_scorers
 from rl_align.utils.io import write_npz

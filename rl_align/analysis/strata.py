@@ -63,7 +63,7 @@ def prompt_set(cfg: RunConfig, split: dict, catalog: SidCatalog, steps: int) -> 
     pool = recent_examples(split["train_users"], split["train_positions"], r.recent_prompts)
     idx = np.concatenate([prompt_order(pool.size, r.seed, s, r.prompts_per_step) for s in range(steps)])
     rows = pool[np.unique(idx)]
-    ids, mask = build_prompts(split["train_history"][rows], catalog)
+    ids, mask = build_prompts(split["train_history"][rows], catalog, split["train_users"][rows])
     return PromptSet(rows, split["train_users"][rows], split["train_history"][rows],
                      split["train_targets"][rows].astype(np.int64), ids, mask, seen_before(split, rows))
 

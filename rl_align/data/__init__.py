@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rl_align.config import DataConfig
 from rl_align.data.amazon import load_amazon
 from rl_align.data.dataset import InteractionData, drop_short_users, k_core
-from rl_align.data.fetch import fetch_ml100k
+from rl_align.data.fetch import ML100K_USER_FIELDS, fetch_ml100k
 from rl_align.data.recbole import load_recbole
 from rl_align.data.split import LeaveOneOutSplit, SequenceExamples, leave_one_out
 from rl_align.data.synthetic import generate_synthetic
 
-__all__ = ["InteractionData", "LeaveOneOutSplit", "SequenceExamples", "leave_one_out", "load_dataset"]
+__all__ = ["InteractionData", "LeaveOneOutSplit", "SequenceExamples", "leave_one_out", "load_dataset",
+           "user_feature_names"]
 
 
 def load_dataset(cfg: DataConfig) -> InteractionData:
@@ -34,3 +37,20 @@ def load_dataset(cfg: DataConfig) -> InteractionData:
     if cfg.min_user_interactions > 1:
         data, _ = drop_short_users(data, max(cfg.min_user_interactions, 1))
     return data
+
+
+def user_feature_names(cfg: DataConfig) -> list[str] | None:
+    """The user side features ``cfg``'s dataset carries, known before loading it (None: not knowable yet, e.g. a
+    recbole directory that does not exist, which the data stage reports)."""
+    if cfg.dataset == "ml-100k":
+        return list(ML100K_USER_FIELDS)
+    if cfg.dataset != "recbole":
+        return []  # amazon reviews and the synthetic catalog have no user features
+    if not cfg.path:
+        return None
+    user = Path(cfg.path) / f"{cfg.name or Path(cfg.path).name}.user"
+    if not user.is_file():
+        return [] if Path(cfg.path).is_dir() else None
+    with open(user, encoding="utf-8", errors="replace") as f:
+        header = f.readline().rstrip("\n").split("\t")
+    return [h.split(":")[0] for h in header if h.split(":")[0] != "user_id"]

@@ -23,6 +23,8 @@ ML100K_FILES = {
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
 }
+# the user fields of ml-100k.user (pinned by the digest above)
+ML100K_USER_FIELDS = ("age", "gender", "occupation", "zip_code")
 WHEEL_PREFIX = "recbole/dataset_example/ml-100k/"
 
 

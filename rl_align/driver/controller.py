@@ -212,7 +212,7 @@ class Controller:
         idx = prompt_order(pool.size, r.seed, step, r.prompts_per_step)
         rows = pool[idx]
         sp = self.split
-        ids, mask = build_prompts(sp["train_history"][rows], self.catalog)
+        ids, mask = build_prompts(sp["train_history"][rows], self.catalog, sp["train_users"][rows])
         targets = sp["train_targets"][rows].astype(np.int64)
         pref = {}
         if self.pairs is not None:

@@ -210,7 +210,7 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
     out_items, out_scores = [], []
     for s in range(0, es.targets.size, batch_size):
         hist = es.history[s: s + batch_size]
-        ids, mask = build_prompts(hist, catalog)
+        ids, mask = build_prompts(hist, catalog, es.users[s: s + batch_size])
         seen = es.seen[s: s + batch_size]
         res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=True,
                                                 banned_items=torch.from_numpy(seen) if exclude_history else None))

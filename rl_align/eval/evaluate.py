@@ -67,7 +67,7 @@ def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, be
     """
     out_items, out_scores = [], []
     for s in range(0, es.targets.size, batch_size):
-        ids, mask = build_prompts(es.history[s: s + batch_size], catalog)
+        ids, mask = build_prompts(es.history[s: s + batch_size], catalog, es.users[s: s + batch_size])
         banned = torch.from_numpy(es.seen[s: s + batch_size]) if (exclude_history and constrained) else None
         res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=constrained,
                                                 banned_items=banned))
@@ -158,7 +158,7 @@ def sampled_hallucination_rate(engine: RolloutEngine, catalog: SidCatalog, es: E
     """
     bad = total = 0
     for s in range(0, es.targets.size, batch_size):
-        ids, mask = build_prompts(es.history[s: s + batch_size], catalog)
+        ids, mask = build_prompts(es.history[s: s + batch_size], catalog, es.users[s: s + batch_size])
         seeds = torch.arange(ids.shape[0]) + seed * 1_000_003 + s
         res = engine.generate(GenerationRequest(ids, mask, n=n, mode="sample", constrained=False,
                                                 temperature=temperature, seeds=seeds))

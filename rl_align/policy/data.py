@@ -16,13 +16,17 @@ from rl_align.sid.catalog import BOS, PAD, SidCatalog
 IGNORE = -100
 
 
-def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(N, W) item indices (-1 = none) → (N, 1 + W*T) tokens with <bos>, padded left or right.
+def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool,
+          prefix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, W) item indices (-1 = none) → (N, 1 + F + W*T) tokens: <bos>, the (N, F) ``prefix`` tokens (user
+    tokens; none when None), then the items' tokens; padded left or right.
 
     Returns:
-        tokens (N, P) int64 and the per-token item slot (N, P) int64 (-1 for <bos>/<pad>).
+        tokens (N, P) int64 and the per-token item slot (N, P) int64 (-1 for <bos>/prefix/<pad>).
     """
     N, W = items.shape
+    prefix = np.zeros((N, 0), np.int64) if prefix is None else np.asarray(prefix, np.int64)
+    F = prefix.shape[1]
     tok = catalog.tokens  # (n_items, T) with <eos> then <pad>
     T = tok.shape[1]
     safe = np.where(items >= 0, items, 0)
@@ -31,27 +35,28 @@ def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool) -> tuple[np.nd
     slot = np.broadcast_to(np.arange(W)[None, :, None], (N, W, T))
     flat_valid = valid.reshape(N, W * T)
     counts = flat_valid.sum(1)
-    P = 1 + int(counts.max()) if N else 1
+    P = 1 + F + (int(counts.max()) if N else 0)
     out = np.full((N, P), PAD, np.int64)
     out_slot = np.full((N, P), -1, np.int64)
-    # destination column of every valid token: after <bos>, in order; shifted right for left padding
-    pos = np.cumsum(flat_valid, axis=1) - 1 + 1
-    if left_pad:
-        pos = pos + (P - 1 - counts)[:, None]
-        out[np.arange(N), P - 1 - counts] = BOS
-    else:
-        out[:, 0] = BOS
+    start = (P - 1 - F - counts) if left_pad else np.zeros(N, np.int64)  # column of each row's <bos>
+    out[np.arange(N), start] = BOS
+    if F:
+        out[np.arange(N)[:, None], start[:, None] + 1 + np.arange(F)[None, :]] = prefix
+    # destination column of every valid token: after <bos> and the prefix, in order
+    pos = np.cumsum(flat_valid, axis=1) + F + start[:, None]
     rows = np.broadcast_to(np.arange(N)[:, None], flat_valid.shape)
     out[rows[flat_valid], pos[flat_valid]] = per.reshape(N, W * T)[flat_valid]
     out_slot[rows[flat_valid], pos[flat_valid]] = slot.reshape(N, W * T)[flat_valid]
     return out, out_slot
 
 
-def build_prompts(history: np.ndarray, catalog: SidCatalog) -> tuple[torch.Tensor, torch.Tensor]:
+def build_prompts(history: np.ndarray, catalog: SidCatalog,
+                  users: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts for decoding.
 
     Args:
         history: (N, H) item indices, oldest first, -1 padded (any side).
+        users: (N,) dense user index of each prompt (-1 = unknown): needed when the catalog has user tokens.
 
     Returns:
         input_ids (N, P) int64 and attention_mask (N, P) int64.
@@ -62,13 +67,15 @@ def build_prompts(history: np.ndarray, catalog: SidCatalog) -> tuple[torch.Tenso
     # move padding to the left so items stay in order
     order = np.argsort(history >= 0, axis=1, kind="stable")
     hist = np.take_along_axis(history, order, axis=1)
-    ids, _ = _pack(hist, catalog, left_pad=True)
+    ids, _ = _pack(hist, catalog, left_pad=True, prefix=catalog.prefix_tokens(users, len(hist)))
     ids_t = torch.from_numpy(ids)
     return ids_t, (ids_t != PAD).long()
 
 
-def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts from raw item ids; an id missing from the catalog raises KeyError naming it and the row."""
+def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_history: int,
+                     users: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts from raw item ids (and (N,) dense user indices for user tokens, -1 = a user the catalog does not
+    know); an id missing from the catalog raises KeyError naming it and the row."""
     H = max(1, min(max_history, max((len(h) for h in histories), default=1)))
     arr = np.full((len(histories), H), -1, np.int64)
     for r, h in enumerate(histories):
@@ -78,7 +85,7 @@ def prompts_from_raw(histories: list[list[str]], catalog: SidCatalog, max_histor
                 arr[r, H - len(h) + j] = catalog.index_of(iid)
             except KeyError as e:
                 raise KeyError(f"history row {r}, position {j}: {e.args[0]}") from None
-    return build_prompts(arr, catalog)
+    return build_prompts(arr, catalog, users)
 
 
 def strided_windows(seq_items: np.ndarray, seq_offsets: np.ndarray, train_len: np.ndarray, window: int,
@@ -154,6 +161,12 @@ def events_to_items(events: np.ndarray, seq_items: np.ndarray) -> np.ndarray:
     return np.where(events >= 0, np.asarray(seq_items, np.int64)[np.maximum(events, 0)], -1)
 
 
+def events_to_users(events: np.ndarray, seq_offsets: np.ndarray) -> np.ndarray:
+    """(M, W) event indices of one user's window each (-1 = padding) → (M,) that user's dense index."""
+    first = np.where(events >= 0, events, np.iinfo(np.int64).max).min(1)
+    return np.searchsorted(np.asarray(seq_offsets, np.int64), first, side="right") - 1
+
+
 def shuffled_training_windows(split: dict, window: int, stride: int | None,
                               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's training windows of a run's split (:func:`shuffled_training_events`) as item indices.
@@ -171,16 +184,16 @@ def left_aligned(windows: np.ndarray) -> np.ndarray:
     return np.take_along_axis(windows, np.argsort(windows < 0, axis=1, kind="stable"), axis=1)
 
 
-def windows_to_batch(windows: np.ndarray, catalog: SidCatalog,
-                     n_target: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def windows_to_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.ndarray | None = None,
+                     users: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """(M, W) item windows → right-padded ``input_ids``, ``attention_mask`` and ``labels`` (M, P).
 
-    Every SID and <eos> token of a target item is a target; <bos>, padding and the tokens of context items (all but
-    the last ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are
-    ignored (-100).
+    Every SID and <eos> token of a target item is a target; <bos>, the user tokens (of ``users`` (M,), the user of
+    each window: needed when the catalog has them), padding and the tokens of context items (all but the last
+    ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are ignored (-100).
     """
-    w = left_aligned(windows)  # items start right after <bos>
-    ids, slot = _pack(w, catalog, left_pad=False)
+    w = left_aligned(windows)  # items start right after <bos> and the user tokens
+    ids, slot = _pack(w, catalog, left_pad=False, prefix=catalog.prefix_tokens(users, len(w)))
     first = np.zeros(len(w), np.int64) if n_target is None else (w >= 0).sum(1) - n_target  # first target slot
     labels = np.where(slot >= first[:, None], ids, IGNORE)
     ids_t = torch.from_numpy(ids)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rl_align.config import RankerConfig, from_dict
-from rl_align.ranker.features import FeatureSpec
+from rl_align.data.features import FeatureSpec
 from rl_align.utils.io import atomic_dir, read_json, write_json
 
 MODEL_FILE = "model.safetensors"

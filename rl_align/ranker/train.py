@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from rl_align.config import RankerConfig, RunConfig, from_dict, to_dict
 from rl_align.data import load_dataset
-from rl_align.ranker.features import FeatureSpec, encode, specs_from_config
+from rl_align.data.features import FeatureSpec, encode, specs_from_config
 from rl_align.ranker.metrics import auc, gauc
 from rl_align.ranker.model import DinRanker, items_digest, save_ranker
 from rl_align.ray_utils import RAY_RUN_NAME, STATE, init_ray, latest_checkpoint, resume_checkpoint

@@ -73,7 +73,7 @@ def soft_token_targets(events: np.ndarray, n_target: np.ndarray, seq_items: np.n
     toks = catalog.tokens  # (n_items, T)
     item = events_to_items(ev, seq_items)
     tl = np.where(ev >= 0, catalog.token_lengths[np.maximum(item, 0)], 0)  # (M, W) tokens per slot
-    start = 1 + np.cumsum(tl, axis=1) - tl  # column of each slot's first token (after <bos>)
+    start = 1 + catalog.n_prefix + np.cumsum(tl, axis=1) - tl  # each slot's first column (after <bos>, user tokens)
     r, j = np.nonzero((ev >= 0) & (np.arange(W)[None, :] >= first[:, None]))  # target slots
     e = ev[r, j]
     keep = teacher["prob"][e].sum(1) > 0

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
-from rl_align.policy.data import events_to_items, windows_to_batch
+from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
 from rl_align.policy.model import (
     add_embedding_dropout,
     build_policy,
@@ -197,7 +197,8 @@ class SftWorker:
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
         """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
         teacher's targets when ``sft.distill_from`` is on. events: (b, W) event indices; n_target: (b,)."""
-        batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target)
+        batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target,
+                                 events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = self.engine(**batch).logits

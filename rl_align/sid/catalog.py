@@ -4,10 +4,11 @@ Token layout (one vocabulary shared by prompts and targets)::
 
     0 <pad>   1 <bos>   2 <eos> (ends every SID)   3 <sep> (between history items)
     4 <unk>   then level 0 codes, level 1 codes, ... (each level has its own range)
+    then, with ``sid.user_tokens``, the user tokens (prompt context only: rl_align/sid/user_tokens.py)
 
 Files in a catalog directory: ``catalog.json`` (layout, item ids, stats),
-``codes.npz`` (codes, lengths), ``trie.npz`` and, for a bucket catalog, ``buckets.npz`` (the within-bucket
-scorer's inputs) — plain JSON/NPZ, no pickle.
+``codes.npz`` (codes, lengths), ``trie.npz``, ``user_tokens.{json,npz}`` with user tokens and, for a bucket
+catalog, ``buckets.npz`` (the within-bucket scorer's inputs) — plain JSON/NPZ, no pickle.
 
 A *bucket* catalog (``buckets=True``, from ``sid.collision: bucket``) lets items share a code: the code stands
 for its bucket and :attr:`SidCatalog.buckets` ranks the items inside it (rl_align/sid/buckets.py).
@@ -26,6 +27,7 @@ import torch
 from rl_align.sid.buckets import Buckets, BucketScorer
 from rl_align.sid.codes import SidCodes
 from rl_align.sid.trie import SidTrie
+from rl_align.sid.user_tokens import UserTokens
 from rl_align.utils.io import atomic_dir, load_npz, read_json, write_json, write_npz
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<sep>", "<unk>"]
@@ -40,33 +42,37 @@ class TokenLayout:
     Attributes:
         codebook_sizes: codes per level.
         offsets: first token id of each level's range.
-        vocab_size: specials + all level codes.
+        vocab_size: specials + all level codes + the user tokens.
+        user_offset: first user token id (= specials + level codes); ``user_sizes``: ids per user feature.
     """
 
     codebook_sizes: list[int]
     offsets: list[int]
     vocab_size: int
+    user_offset: int = 0
+    user_sizes: tuple = ()
 
     @classmethod
-    def for_sizes(cls, sizes: Sequence[int]) -> "TokenLayout":
+    def for_sizes(cls, sizes: Sequence[int], user_sizes: Sequence[int] = ()) -> "TokenLayout":
         offsets, o = [], len(SPECIALS)
         for k in sizes:
             offsets.append(o)
             o += int(k)
-        return cls(list(map(int, sizes)), offsets, o)
+        return cls(list(map(int, sizes)), offsets, o + int(sum(user_sizes)), o, tuple(map(int, user_sizes)))
 
-    def token_names(self) -> list[str]:
-        """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12."""
+    def token_names(self, user_tokens: Optional[UserTokens] = None) -> list[str]:
+        """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12 and ``<u.gender_2>``."""
         names = list(SPECIALS)
         for lvl, k in enumerate(self.codebook_sizes):
             names.extend(f"<{LEVEL_NAMES[lvl]}_{c}>" for c in range(k))
-        return names
+        return names + (user_tokens.token_names() if user_tokens is not None else [])
 
     def level_of(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(...) token ids → (...) level index, -1 for specials."""
-        off = torch.tensor(self.offsets + [self.vocab_size], device=tokens.device)
+        """(...) token ids → (...) level index, -1 for specials and user tokens."""
+        off = torch.tensor(self.offsets + [self.user_offset], device=tokens.device)
         lvl = torch.searchsorted(off, tokens, right=True) - 1
-        return torch.where(tokens >= len(SPECIALS), lvl, torch.full_like(lvl, -1))
+        code = (tokens >= len(SPECIALS)) & (tokens < self.user_offset)
+        return torch.where(code, lvl, torch.full_like(lvl, -1))
 
 
 class SidCatalog:
@@ -75,10 +81,11 @@ class SidCatalog:
     Args:
         item_ids: raw id of each item. codes: their codes. stats: free-form statistics saved with the catalog.
         buckets: allow shared codes (bucket SIDs); ``bucket_scorer`` orders the items inside a bucket.
+        user_tokens: user side features written after ``<bos>`` of every prompt (``sid.user_tokens``).
     """
 
     def __init__(self, item_ids: list[str], codes: SidCodes, stats: Optional[dict] = None, buckets: bool = False,
-                 bucket_scorer: Optional[BucketScorer] = None) -> None:
+                 bucket_scorer: Optional[BucketScorer] = None, user_tokens: Optional[UserTokens] = None) -> None:
         if len(item_ids) != codes.n:
             raise ValueError(f"{len(item_ids)} item ids for {codes.n} codes")
         if not buckets and codes.collision_stats()["colliding_items"]:
@@ -86,7 +93,8 @@ class SidCatalog:
                              "catalog with sid.collision: bucket)")
         self.item_ids = list(item_ids)
         self.codes = codes
-        self.layout = TokenLayout.for_sizes(codes.codebook_sizes)
+        self.user_tokens = user_tokens if user_tokens is not None and user_tokens.n_features else None
+        self.layout = TokenLayout.for_sizes(codes.codebook_sizes, self.user_tokens.sizes if self.user_tokens else ())
         self.stats = stats or {}
         self._index = {iid: k for k, iid in enumerate(self.item_ids)}
         self.tokens, self.token_lengths = self._tokenize(codes)
@@ -120,6 +128,23 @@ class SidCatalog:
         return self.layout.vocab_size
 
     @property
+    def n_prefix(self) -> int:
+        """Tokens between ``<bos>`` and the first history item: one per user feature (0 without user tokens)."""
+        return self.user_tokens.n_features if self.user_tokens is not None else 0
+
+    def prefix_tokens(self, users: Optional[np.ndarray], n: int) -> np.ndarray:
+        """(n, n_prefix) token ids of the prompts' users ((n,) dense indices; -1 = unknown user).
+
+        ``users`` may be None only for a catalog without user tokens; a catalog with them refuses, so a
+        caller that forgot them fails instead of training or decoding without the profile."""
+        if self.user_tokens is None:
+            return np.zeros((n, 0), np.int64)
+        if users is None:
+            raise ValueError("this catalog writes user tokens (sid.user_tokens) into every prompt: pass the users")
+        ids = self.user_tokens.value_ids(users)
+        return ids + (self.layout.user_offset + np.cumsum((0,) + self.layout.user_sizes[:-1]))[None, :]
+
+    @property
     def max_sid_len(self) -> int:
         """Longest token sequence of an item, end token included."""
         return int(self.token_lengths.max())
@@ -137,7 +162,7 @@ class SidCatalog:
 
     def sid_string(self, item: int) -> str:
         """Readable SID, e.g. ``<a_3><b_17><c_0><eos>``."""
-        names = self.layout.token_names()
+        names = self.layout.token_names(self.user_tokens)
         return "".join(names[t] for t in self.item_tokens(item))
 
     def decode(self, sequences: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -158,6 +183,8 @@ class SidCatalog:
         h.update(str(self.layout.codebook_sizes).encode())
         h.update(np.ascontiguousarray(self.tokens).tobytes())
         h.update("\x00".join(self.item_ids).encode())
+        if self.user_tokens is not None:
+            h.update(self.user_tokens.fingerprint_bytes())
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ io
@@ -176,8 +203,11 @@ class SidCatalog:
                 "fingerprint": self.fingerprint(),
                 "item_ids": self.item_ids,
                 "buckets": self.is_bucket_catalog,
+                "user_tokens": self.user_tokens.names if self.user_tokens is not None else [],
                 "stats": self.stats,
             })
+            if self.user_tokens is not None:
+                self.user_tokens.save(tmp / "user_tokens")
             self.buckets.save_scorer(tmp / "buckets.npz")
 
     @classmethod
@@ -190,8 +220,9 @@ class SidCatalog:
         z = load_npz(directory / "codes.npz")
         buckets = bool(meta.get("buckets", False))
         scorer = Buckets.load_scorer(directory / "buckets.npz") if buckets else None
+        users = UserTokens.load(directory / "user_tokens") if meta.get("user_tokens") else None
         cat = cls(meta["item_ids"], SidCodes(z["codes"], z["lengths"], meta["codebook_sizes"]), meta.get("stats"),
-                  buckets=buckets, bucket_scorer=scorer)
+                  buckets=buckets, bucket_scorer=scorer, user_tokens=users)
         if cat.fingerprint() != meta["fingerprint"]:
             raise ValueError(f"{directory}: catalog fingerprint mismatch (files edited or mixed from two catalogs)")
         return cat

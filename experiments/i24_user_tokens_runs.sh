@@ -8,16 +8,17 @@
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
 W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256)
-case "${1:?reference | screen | seeds}" in
+what=${1:?reference | screen | seeds}; shift  # anything after it is passed to rl-align run
+case "$what" in
   reference)
     TAG=w64base experiments/i24_sci_row.sh "${W64[@]}" --set 'stages=[data,embed,sids,baselines,sft,eval]' \
-      --set 'baseline.models=[sasrec]' --set baseline.max_len=50 ;;
+      --set 'baseline.models=[sasrec]' --set baseline.max_len=50 "$@" ;;
   screen)
     for f in '[gender,age,occupation]' '[user_id]' '[gender,age,occupation,user_id]'; do
       tag=ut-$(echo "$f" | tr -d '[]' | tr ',' '-')
-      TAG=w64-$tag SEEDS=0 experiments/i24_sci_row.sh "${W64[@]}" --set "sid.user_tokens=$f"
+      TAG=w64-$tag SEEDS=0 experiments/i24_sci_row.sh "${W64[@]}" --set "sid.user_tokens=$f" "$@"
     done ;;
   seeds)
     : "${FEATURES:?}" "${TAG:?}"
-    TAG=w64-$TAG SEEDS="${SEEDS:-0 1 2}" experiments/i24_sci_row.sh "${W64[@]}" --set "sid.user_tokens=$FEATURES" ;;
+    TAG=w64-$TAG SEEDS="${SEEDS:-0 1 2}" experiments/i24_sci_row.sh "${W64[@]}" --set "sid.user_tokens=$FEATURES" "$@" ;;
 esac

@@ -184,3 +184,29 @@ def test_bucket_catalog_on_vllm(tmp_path):
             assert len(live) == len({int(cat.buckets.bucket_of[i]) for i in live})   # one beam per bucket
     finally:
         engine.close()
+
+
+def test_user_token_catalog_on_vllm(tmp_path):
+    """A catalog with user tokens (``sid.user_tokens``): vLLM takes the prompts with the users' tokens after
+    <bos>, never emits one, returns the raw log-probs a torch recomputation gives, and two users with the same
+    history get different distributions (the profile reaches the model)."""
+    from rl_align.sid.user_tokens import UserTokens
+
+    codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
+    ut = UserTokens.fit(["gender", "user_id"], {"gender": ["M", "F"] * 4}, 8)
+    cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), user_tokens=ut)
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
+    save_policy(model, tmp_path / "policy", cat)
+    engine = build_engine("vllm", policy_dir=tmp_path / "policy", catalog=cat, kv_cache_gib=1)
+    try:
+        ids, mask = build_prompts(np.array([[1, 2], [1, 2], [3, 4]]), cat, np.array([0, 1, 2]))
+        assert (ids >= cat.layout.user_offset).sum() == 6  # two user tokens per prompt
+        res = engine.generate(GenerationRequest(ids, mask, n=4, mode="sample", constrained=True))
+        assert res.valid.all() and (res.sequences < cat.layout.user_offset).all()
+        ref = _torch_logprobs(tmp_path, cat, ids, mask, res.sequences)
+        assert torch.allclose(res.token_logprobs, ref, atol=1e-3), (res.token_logprobs - ref).abs().max()
+        beams = engine.generate(GenerationRequest(ids, mask, n=4, mode="beam", constrained=True))
+        assert not torch.allclose(beams.seq_logprob[0], beams.seq_logprob[1])  # same history, other user
+    finally:
+        engine.close()

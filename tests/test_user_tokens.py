@@ -47,7 +47,8 @@ def test_the_catalog_puts_user_tokens_after_the_codes_round_trips_and_never_deco
     plain, cat = _catalog(), _catalog(ut)
     assert cat.vocab_size == plain.vocab_size + 4 + 34 and cat.layout.user_offset == plain.vocab_size
     assert cat.fingerprint() != plain.fingerprint() and cat.n_prefix == 2 and plain.n_prefix == 0
-    toks = cat.prefix_tokens(np.array([0, -1]), 2)
+    assert plain.prefix_tokens(None) is None and plain.layout.user_offset == plain.vocab_size
+    toks = cat.prefix_tokens(np.array([0, -1]))
     assert np.array_equal(toks, [[plain.vocab_size + 3, plain.vocab_size + 4 + 2],
                                  [plain.vocab_size + UNKNOWN, plain.vocab_size + 4 + UNKNOWN]])
     assert torch.equal(cat.layout.level_of(torch.from_numpy(toks)), torch.full((2, 2), -1))
@@ -71,7 +72,7 @@ def test_prompts_and_windows_carry_the_users_tokens_as_context_only():
     ut = UserTokens.fit(["gender", "occupation"], FEATURES, 32)
     cat = _catalog(ut)
     users = np.array([0, 1])
-    pre = cat.prefix_tokens(users, 2)
+    pre = cat.prefix_tokens(users)
     ids, mask = build_prompts(np.array([[-1, 2], [1, 3]]), cat, users)
     # left padded: <pad>... <bos> <user tokens> items; the prefix directly after <bos>
     for r in range(2):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from rl_align.config import DataConfig
 from rl_align.data.amazon import load_amazon
+from rl_align.data.atomic_files import read_header
 from rl_align.data.dataset import InteractionData, drop_short_users, k_core
 from rl_align.data.fetch import ML100K_USER_FIELDS, fetch_ml100k
-from rl_align.data.recbole import load_recbole
+from rl_align.data.recbole import USER, load_recbole
 from rl_align.data.split import LeaveOneOutSplit, SequenceExamples, leave_one_out
 from rl_align.data.synthetic import generate_synthetic
 
@@ -51,6 +52,4 @@ def user_feature_names(cfg: DataConfig) -> list[str] | None:
     user = Path(cfg.path) / f"{cfg.name or Path(cfg.path).name}.user"
     if not user.is_file():
         return [] if Path(cfg.path).is_dir() else None
-    with open(user, encoding="utf-8", errors="replace") as f:
-        header = f.readline().rstrip("\n").split("\t")
-    return [h.split(":")[0] for h in header if h.split(":")[0] != "user_id"]
+    return [n for n in read_header(user) if n != USER]

@@ -30,6 +30,29 @@ def _read_lines(path: Path, encoding: str | None) -> list[str]:
         return raw.decode("latin-1").splitlines()
 
 
+def _parse_header(path: Path, line: str) -> tuple[list[str], list[str]]:
+    """The typed header line ``name:type<TAB>...`` → (names, types); a malformed field is named with its column."""
+    names, types = [], []
+    for col, h in enumerate(line.rstrip("\r\n").split("\t"), start=1):
+        if ":" not in h:
+            raise DataFileError(f"{path}: line 1, column {col}: header field {h!r} is not 'name:type'")
+        name, typ = h.rsplit(":", 1)
+        if typ not in ATOMIC_TYPES:
+            raise DataFileError(
+                f"{path}: line 1, column {col}: field {name!r} has unknown type {typ!r}; expected one of {list(ATOMIC_TYPES)}"
+            )
+        names.append(name)
+        types.append(typ)
+    return names, types
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of an atomic file, from its first line only (config checks, before any data is loaded)."""
+    path = Path(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return _parse_header(path, f.readline())[0]
+
+
 def read_atomic(
     path: str | Path,
     required: Iterable[str] = (),
@@ -49,18 +72,7 @@ def read_atomic(
     lines = _read_lines(path, encoding)
     if not lines or not lines[0].strip():
         raise DataFileError(f"{path}: line 1: empty file or missing header (expected 'name:type' columns)")
-    header = lines[0].rstrip("\r\n").split("\t")
-    names, types = [], []
-    for col, h in enumerate(header, start=1):
-        if ":" not in h:
-            raise DataFileError(f"{path}: line 1, column {col}: header field {h!r} is not 'name:type'")
-        name, typ = h.rsplit(":", 1)
-        if typ not in ATOMIC_TYPES:
-            raise DataFileError(
-                f"{path}: line 1, column {col}: field {name!r} has unknown type {typ!r}; expected one of {list(ATOMIC_TYPES)}"
-            )
-        names.append(name)
-        types.append(typ)
+    names, types = _parse_header(path, lines[0])
     missing = [r for r in required if r not in names]
     if missing:
         raise DataFileError(f"{path}: missing required column(s) {missing}; found {names}")

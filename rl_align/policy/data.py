@@ -67,7 +67,7 @@ def build_prompts(history: np.ndarray, catalog: SidCatalog,
     # move padding to the left so items stay in order
     order = np.argsort(history >= 0, axis=1, kind="stable")
     hist = np.take_along_axis(history, order, axis=1)
-    ids, _ = _pack(hist, catalog, left_pad=True, prefix=catalog.prefix_tokens(users, len(hist)))
+    ids, _ = _pack(hist, catalog, left_pad=True, prefix=catalog.prefix_tokens(users))
     ids_t = torch.from_numpy(ids)
     return ids_t, (ids_t != PAD).long()
 
@@ -193,7 +193,7 @@ def windows_to_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.ndar
     ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are ignored (-100).
     """
     w = left_aligned(windows)  # items start right after <bos> and the user tokens
-    ids, slot = _pack(w, catalog, left_pad=False, prefix=catalog.prefix_tokens(users, len(w)))
+    ids, slot = _pack(w, catalog, left_pad=False, prefix=catalog.prefix_tokens(users))
     first = np.zeros(len(w), np.int64) if n_target is None else (w >= 0).sum(1) - n_target  # first target slot
     labels = np.where(slot >= first[:, None], ids, IGNORE)
     ids_t = torch.from_numpy(ids)

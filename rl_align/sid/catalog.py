@@ -43,14 +43,18 @@ class TokenLayout:
         codebook_sizes: codes per level.
         offsets: first token id of each level's range.
         vocab_size: specials + all level codes + the user tokens.
-        user_offset: first user token id (= specials + level codes); ``user_sizes``: ids per user feature.
+        user_sizes: token ids of each user feature (after the level codes: :attr:`user_offset`).
     """
 
     codebook_sizes: list[int]
     offsets: list[int]
     vocab_size: int
-    user_offset: int = 0
     user_sizes: tuple = ()
+
+    @property
+    def user_offset(self) -> int:
+        """First user token id: right after the last level's codes."""
+        return self.vocab_size - int(sum(self.user_sizes))
 
     @classmethod
     def for_sizes(cls, sizes: Sequence[int], user_sizes: Sequence[int] = ()) -> "TokenLayout":
@@ -58,7 +62,7 @@ class TokenLayout:
         for k in sizes:
             offsets.append(o)
             o += int(k)
-        return cls(list(map(int, sizes)), offsets, o + int(sum(user_sizes)), o, tuple(map(int, user_sizes)))
+        return cls(list(map(int, sizes)), offsets, o + int(sum(user_sizes)), tuple(map(int, user_sizes)))
 
     def token_names(self, user_tokens: Optional[UserTokens] = None) -> list[str]:
         """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12 and ``<u.gender_2>``."""
@@ -132,13 +136,12 @@ class SidCatalog:
         """Tokens between ``<bos>`` and the first history item: one per user feature (0 without user tokens)."""
         return self.user_tokens.n_features if self.user_tokens is not None else 0
 
-    def prefix_tokens(self, users: Optional[np.ndarray], n: int) -> np.ndarray:
-        """(n, n_prefix) token ids of the prompts' users ((n,) dense indices; -1 = unknown user).
-
-        ``users`` may be None only for a catalog without user tokens; a catalog with them refuses, so a
+    def prefix_tokens(self, users: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """(N, n_prefix) token ids of the prompts' users ((N,) dense indices; -1 = unknown user), or None for a
+        catalog without user tokens. ``users`` may be None only then: a catalog with user tokens refuses, so a
         caller that forgot them fails instead of training or decoding without the profile."""
         if self.user_tokens is None:
-            return np.zeros((n, 0), np.int64)
+            return None
         if users is None:
             raise ValueError("this catalog writes user tokens (sid.user_tokens) into every prompt: pass the users")
         ids = self.user_tokens.value_ids(users)

@@ -71,7 +71,20 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     errs += _user_token_errors(cfg)
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
+    errs += _serving_prompt_errors(cfg)
     return errs
+
+
+def _serving_prompt_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """``rl.serving_prompts`` needs a reward every term of which scores a prompt without a ground truth."""
+    if cfg.rl.serving_prompts == 0:
+        return []
+    bad = [n for n in cfg.reward.functions if n in REWARDS and REWARDS.get(n).needs_target]
+    if bad:
+        return [("reward.functions", f"{bad[0]!r} reads the ground truth, which serving prompts "
+                                     f"(rl.serving_prompts = {cfg.rl.serving_prompts:g}) do not have; expected "
+                                     "terms that score without it, e.g. {ranker: 1.0}")]
+    return []
 
 
 def _user_token_errors(cfg: RunConfig) -> list[tuple[str, str]]:

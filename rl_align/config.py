@@ -631,6 +631,11 @@ class RlConfig:
                                     "rollouts (same values, ~G× less prompt compute)")
     recent_prompts: Optional[int] = doc(None, "draw prompts from each user's k most recent training examples only "
                                               "(the ones most like a test prompt); None = every training example", ge=1)
+    serving_prompts: float = doc(0.0, "share of each step's prompts taken from the users' serving prompts: the "
+                                      "prompt a valid ranking starts from (the whole training history), with no "
+                                      "ground truth, so only the reward teaches there (NLL skips them; AdaGRPO's "
+                                      "y*-based gate tests pass). The valid target never enters; the rest of the "
+                                      "step draws training examples as before", ge=0, le=1)
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
     temperature: float = doc(1.0, "sampling temperature", gt=0)
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
@@ -675,6 +680,8 @@ class RlConfig:
                                                     f"got {self.micro_batch_prompts}"))
         if self.rollout_mode == "beam" and self.temperature != 1.0:
             errs.append(("temperature", "only applies to rollout_mode: sample"))
+        if self.serving_prompts > 0 and self.inject_target:
+            errs.append(("inject_target", "needs y* in every prompt; rl.serving_prompts > 0 adds prompts without it"))
         if self.exclude_seen and not self.constrained:
             errs.append(("exclude_seen", "needs constrained: true (the trie is what excludes seen items)"))
         if self.adagrpo.k_d > self.group_size:

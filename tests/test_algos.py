@@ -186,3 +186,38 @@ def test_tilted_objective_pushes_towards_the_best_scored_rollout_and_its_gate_ca
     shut = RlConfig(algo="tilted", tilt_gate=True, adagrpo=AdaGrpoConfig(difficulty="entropy", h_d=1.0))
     loss0, m0 = build_objective(shut)(x)
     assert loss0.item() == pytest.approx(nll.item(), rel=1e-6) and m0["admission_rate"] == 0.0
+
+
+def test_prompts_without_y_star_train_on_the_reward_alone():
+    """rl.serving_prompts: a row with targets == -1 and an empty continuation adds nothing to NLL (the mean is over
+    the rows that have y*), its gate tests that need y* pass, and its GRPO term is the same as with y*."""
+    x = _inputs(B=4)
+    x.targets[2:] = -1
+    x.gt_mask[2:] = 0
+    ref = _inputs(B=4)
+    nll, _ = build_objective(RlConfig(algo="nll"))(x)
+    per = -(ref.gt_logp[:2] * ref.gt_mask[:2]).sum(1) / ref.gt_mask[:2].sum(1)
+    assert nll.item() == pytest.approx(per.mean().item(), rel=1e-6)
+    nll.backward()
+    assert x.gt_logp.grad[2:].abs().sum() == 0 and x.gt_logp.grad[:2].abs().sum() > 0
+    cfg = AdaGrpoConfig(difficulty="gt_rank", k_d=1, discriminability="frac_below", a=1.0)
+    gt_lp = torch.tensor([0.0, 0.0, 0.0, 0.0])            # y* outranks every rollout: not difficult
+    roll_lp = torch.full((4, 4), -1.0)
+    items = torch.tensor([[1, 2, 3, 4]] * 4)
+    g = adagrpo_gate(cfg, gt_lp, roll_lp, items, x.targets, torch.zeros(4), torch.ones(4, 4))
+    assert g.gate.tolist() == [0.0, 0.0, 1.0, 1.0]        # rows 2-3 have no y*: the y* tests pass
+    ent = adagrpo_gate(AdaGrpoConfig(difficulty="entropy", h_d=1.0), gt_lp, roll_lp, items, x.targets,
+                       torch.zeros(4), torch.ones(4, 4))
+    assert ent.gate.tolist() == [0.0] * 4                 # the entropy test needs no y* and still applies
+
+
+def test_serving_prompts_are_refused_where_y_star_is_needed():
+    from rl_align.algos.objectives import OBJECTIVES
+
+    for algo in ("nll", "dpo", "sdpo", "rad_dpo"):
+        errs = OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo, serving_prompts=0.5))
+        assert any(k == "serving_prompts" for k, _ in errs), algo
+    for algo in ("grpo", "mixture", "adagrpo", "tilted"):
+        assert OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo, serving_prompts=0.5)) == []
+    assert ("inject_target", "needs y* in every prompt; rl.serving_prompts > 0 adds prompts without it") in \
+        RlConfig(serving_prompts=0.5, inject_target=True).value_errors()

@@ -41,3 +41,16 @@ def test_seen_before_is_everything_before_the_prompt_target():
              "train_users": np.array([0, 0, 1]), "train_positions": np.array([1, 3, 1])}
     assert seen_before(split, np.array([0, 1, 2])).tolist() == [[10, -1, -1], [10, 11, 12], [20, -1, -1]]
     assert seen_before(split, np.array([1])).tolist() == [[10, 11, 12]]
+
+
+def test_serving_prompts_are_each_users_training_history_and_nothing_held_out():
+    from rl_align.data.prompts import pad_cat, serving_prompts
+
+    # user 0: a b c d e f (valid = e at 4, test = f); user 1: g h i (valid = h at 1)
+    split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
+             "valid_users": np.array([0, 1]), "valid_positions": np.array([4, 1]),
+             "valid_history": np.array([[11, 12, 13], [20, -1, -1]])}
+    s = serving_prompts(split)
+    assert s["users"].tolist() == [0, 1] and s["history"].tolist() == [[11, 12, 13], [20, -1, -1]]
+    assert s["seen"].tolist() == [[10, 11, 12, 13], [20, -1, -1, -1]]   # never 14/21 (valid) or 15/22 (test)
+    assert pad_cat(np.array([[1, 2]]), np.array([[3, 4, 5]])).tolist() == [[1, 2, -1], [3, 4, 5]]

@@ -76,6 +76,10 @@ def _records(run, tag="adagrpo"):
     ({"reward": {"future_discount": 1.5}}, "reward.future_discount: expected a value > 0 and ≤ 1"),
     ({"exclude_seen": True, "constrained": False}, "rl.exclude_seen: needs constrained: true"),
     ({"algo": "tilted", "tilt_alpha": 0}, "rl.tilt_alpha: expected a value > 0"),
+    ({"algo": "nll", "serving_prompts": 0.5}, "rl.serving_prompts: nll learns only from y"),
+    ({"serving_prompts": 0.5, "reward": {"functions": {"exact_match": 1.0, "ranker": 0.5}}},
+     "reward.functions: 'exact_match' reads the ground truth"),
+    ({"serving_prompts": 1.5}, "rl.serving_prompts: expected a value ≥ 0 and ≤ 1"),
 ])
 def test_invalid_rl_configs_fail_when_the_config_loads(tmp_path, rl, msg):
     """Settings the run cannot finish with fail at load time (rl_align.checks), before any stage or actor."""
@@ -325,6 +329,44 @@ def test_target_injection_runs_in_the_loop(prepared, tmp_path):
         assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
         assert r["reward_mean"] >= 0.5 * 0.5 + 1.0 / 4 - 1e-6
         assert r["rollout_seen"] == 0
+
+
+def test_serving_prompts_join_the_step_without_their_targets(prepared, tmp_path):
+    """rl.serving_prompts 0.5: half of each step's prompts are users' serving prompts (the valid ranking's own
+    prompt) with no y*: their rows carry targets -1 and empty target tokens, their histories are the valid
+    histories; the loop trains on them (AdaGRPO with the ranker-only reward) and the run finishes."""
+    import math
+
+    import numpy as np
+
+    from rl_align.cli import main
+    from rl_align.data.prompts import serving_prompts
+    from rl_align.driver.controller import Controller
+    from rl_align.sid.catalog import PAD, SidCatalog
+    from rl_align.utils.io import load_npz
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg_path = _cfg(tmp_path, steps=2, serving_prompts=0.5, exclude_seen=True, eval_every=2, checkpoint_every=2,
+                    tag="serving", reward={"functions": {"ranker": 1.0}})
+    c = Controller.__new__(Controller)
+    c.cfg, c.split, c.pairs = load_config(cfg_path, RunConfig), load_npz(run / "data" / "split.npz"), None
+    c.catalog = SidCatalog.load(run / "sids" / "catalog")
+    c.prompt_pool = np.arange(c.split["train_users"].size)
+    c.serving = serving_prompts(c.split)
+    b = c._prompts(0)
+    assert len(b) == 8 and (b.targets[:4] >= 0).all() and (b.targets[4:] == -1).all() and (b.rows[4:] == -1).all()
+    assert (b.target_tokens[4:] == PAD).all() and (b.target_tokens[:4] != PAD).any()
+    at = {int(u): i for i, u in enumerate(c.split["valid_users"])}
+    for u, h, ban in zip(b.users[4:], b.history[4:], b.banned[4:]):
+        i = at[int(u)]
+        assert (h == c.split["valid_history"][i]).all()
+        start = int(c.split["seq_offsets"][u])
+        before = c.split["seq_items"][start: start + int(c.split["valid_positions"][i])]
+        assert set(ban[ban >= 0].tolist()) == set(before.tolist())     # every training item, nothing held out
+    assert main(["rl", str(cfg_path), "--run-dir", str(run)]) == 0
+    recs = _records(run, "serving")
+    assert len(recs) == 2 and all(math.isfinite(r["loss"]) and 0 <= r["admission_rate"] <= 1 for r in recs)
+    assert all(r["rollout_seen"] == 0 for r in recs)
 
 
 def test_tilted_objective_runs_in_the_loop_against_the_frozen_start(prepared, tmp_path):

@@ -31,6 +31,9 @@ class PreferenceObjective(Objective):
 
     @classmethod
     def config_errors(cls, cfg) -> list[tuple[str, str]]:
+        if cfg.serving_prompts > 0:   # no rollouts: the group-size rule does not apply, the y* rule does
+            return [("serving_prompts", f"{cfg.algo} learns from preference pairs built on y*; serving prompts "
+                                        "have none (set it to 0)")]
         return []
 
     def rewards(self, x: LossInputs) -> torch.Tensor:

@@ -10,6 +10,8 @@
   ``frac_below``: share of those negatives scored below y* ≥ ``a``;
   ``margin``: score(y*) − max negative score ≥ ``m``.
 A sample with no valid negative (every rollout is y* or invalid) is not discriminable: GRPO has nothing to learn.
+A prompt without y* (``targets == -1``, a serving prompt) passes every test that needs y* (gt_rank, frac_below,
+margin): the reward is the only signal it has; the entropy test needs no y* and still applies.
 """
 
 from __future__ import annotations
@@ -111,5 +113,10 @@ def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout
         disc = torch.ones_like(has)
     else:
         raise ValueError(f"adagrpo.discriminability: {cfg.discriminability!r} is not frac_below, margin or none")
+    known = targets >= 0   # a prompt without y* (rl.serving_prompts): a test that needs y* passes
+    if cfg.difficulty == "gt_rank":
+        difficult = difficult | ~known
+    if cfg.discriminability != "none":
+        disc = disc | ~known
     gate = (difficult & disc).float()
     return GateResult(gate, difficult, disc, dv.float(), vv.float())

@@ -60,10 +60,12 @@ class Objective(ABC):
     prompt at all), ``needs_ranker`` (the ranker's scores of y* and of the rollouts, e.g. for a gate),
     ``uses_preferences`` (positive/negative candidates from the run's preference pairs instead of rollouts) and
     ``needs_reference`` (the learner keeps a frozen copy of the starting policy for reference log-probs) and
-    ``needs_hidden`` (end-of-SID hidden states of the candidates, e.g. for RAD-DPO's RDRW weights).
+    ``needs_hidden`` (end-of-SID hidden states of the candidates, e.g. for RAD-DPO's RDRW weights) and
+    ``target_free`` (it learns from prompts without a ground truth, ``targets == -1``: ``rl.serving_prompts``).
     """
 
     uses_rollouts = True
+    target_free = False
     needs_ranker = False
     uses_preferences = False
     needs_reference = False
@@ -75,9 +77,13 @@ class Objective(ABC):
     @classmethod
     def config_errors(cls, cfg) -> list[tuple[str, str]]:
         """(rl field, what was expected) for settings this objective cannot train with; checked at load time."""
+        errs = []
         if cls.uses_rollouts and cfg.group_size < 2:
-            return [("group_size", f"must be ≥ 2 for group-normalised advantages, got {cfg.group_size}")]
-        return []
+            errs.append(("group_size", f"must be ≥ 2 for group-normalised advantages, got {cfg.group_size}"))
+        if cfg.serving_prompts > 0 and not cls.target_free:
+            errs.append(("serving_prompts", f"{cfg.algo} learns only from y*; serving prompts have none (use grpo, "
+                                            "mixture, adagrpo or tilted, or set it to 0)"))
+        return errs
 
     @abstractmethod
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
@@ -92,7 +98,12 @@ class Objective(ABC):
 
     # shared pieces -----------------------------------------------------------
     def nll(self, x: LossInputs) -> torch.Tensor:
-        return sequence_nll(x.gt_logp, x.gt_mask).mean()
+        """Mean NLL(y*|x) over the prompts that have a y* (serving prompts, ``targets == -1``, have none)."""
+        per = sequence_nll(x.gt_logp, x.gt_mask)
+        if x.targets is None:
+            return per.mean()
+        known = (x.targets >= 0).to(per.dtype)
+        return (per * known).sum() / known.sum().clamp(min=1)
 
     def grpo(self, x: LossInputs, weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
         adv, zero = group_advantages(x.rewards.float(), scale=self.cfg.scale_advantages)
@@ -125,6 +136,7 @@ class NllObjective(Objective):
 
 @OBJECTIVES.register("grpo")
 class GrpoObjective(Objective):
+    target_free = True
     def __call__(self, x):
         loss, m = self.grpo(x)
         with torch.no_grad():
@@ -134,6 +146,7 @@ class GrpoObjective(Objective):
 
 @OBJECTIVES.register("mixture")
 class MixtureObjective(Objective):
+    target_free = True
     def __call__(self, x):
         nll = self.nll(x)
         g, m = self.grpo(x)
@@ -143,6 +156,7 @@ class MixtureObjective(Objective):
 
 @OBJECTIVES.register("adagrpo")
 class AdaGrpoObjective(Objective):
+    target_free = True
     needs_ranker = True
 
     def __call__(self, x):

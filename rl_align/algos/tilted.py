@@ -51,6 +51,7 @@ class TiltedObjective(Objective):
 
     needs_ranker = True
     needs_reference = True
+    target_free = True
 
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
         nll = self.nll(x)

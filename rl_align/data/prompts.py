@@ -1,4 +1,5 @@
-"""Which training examples become alignment prompts, and what each prompt's user does next (pure numpy).
+"""Which training examples (and serving prompts) become alignment prompts, and what each prompt's user does next
+(pure numpy).
 
 Shared by the RL controller and the preference-pair builder. ``split`` is a run's ``data/split.npz``.
 """
@@ -47,3 +48,23 @@ def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
 
     return items_before(split["seq_items"], split["seq_offsets"], split["train_users"][rows],
                         split["train_positions"][rows])
+
+
+def serving_prompts(split: dict) -> dict[str, np.ndarray]:
+    """Each user's serving prompt: the history a valid ranking starts from (every training event), no ground truth.
+
+    Returns:
+        dict with ``users`` (n,) int64, ``history`` (n, H) int64 (-1 padded, the split's ``valid_history``) and
+        ``seen`` (n, S) int64 every item before the prompt, -1 padded. Nothing held out for validation or test.
+    """
+    users, pos = split["valid_users"].astype(np.int64), split["valid_positions"]
+    return {"users": users, "history": split["valid_history"].astype(np.int64),
+            "seen": items_before(split["seq_items"], split["seq_offsets"], users, pos)}
+
+
+def pad_cat(a: np.ndarray, b: np.ndarray, fill: int = -1) -> np.ndarray:
+    """Rows of ``a`` then ``b`` (both (n, ·)), right-padded with ``fill`` to the wider of the two."""
+    w = max(a.shape[1], b.shape[1])
+    pa = np.pad(a, ((0, 0), (0, w - a.shape[1])), constant_values=fill)
+    pb = np.pad(b, ((0, 0), (0, w - b.shape[1])), constant_values=fill)
+    return np.concatenate([pa, pb]).astype(a.dtype)

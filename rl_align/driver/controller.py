@@ -31,7 +31,7 @@ from rl_align.algos import OBJECTIVES
 from rl_align.algos.batch import StepBatch
 from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
-from rl_align.data.prompts import future_events, recent_examples, seen_before
+from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
 from rl_align.learner.group import LearnerGroup
 from rl_align.policy.data import build_prompts
@@ -43,7 +43,7 @@ from rl_align.rewards.scorers import scorer_path
 from rl_align.rollouts import build_engine
 from rl_align.rollouts.worker import RolloutPool
 from rl_align.run_dir import resume_view
-from rl_align.sid.catalog import SidCatalog
+from rl_align.sid.catalog import PAD, SidCatalog
 from rl_align.tracking import Tracker
 from rl_align.utils.io import load_npz, read_json, write_json
 
@@ -176,6 +176,7 @@ class Controller:
         self.split = load_npz(self.run / "data" / "split.npz")
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
+        self.serving = serving_prompts(self.split) if r.serving_prompts > 0 else None
         self.pairs = None
         if OBJECTIVES.get(r.algo).uses_preferences:  # prompts = the preference table's rows, in table order
             self.pairs = load_or_build(self.cfg, self.run)
@@ -206,24 +207,36 @@ class Controller:
 
     # ------------------------------------------------------------------ pieces of a step
     def _prompts(self, step: int) -> StepBatch:
-        """The prompt fields of step ``step``'s batch (its rows follow the seeded order of :func:`prompt_order`)."""
+        """The prompt fields of step ``step``'s batch: training examples in the seeded order of
+        :func:`prompt_order`, then (``rl.serving_prompts``) serving prompts in an order of their own."""
         r = self.cfg.rl
+        n_serving = round(r.prompts_per_step * r.serving_prompts) if self.serving is not None else 0
         pool = self.prompt_pool
-        idx = prompt_order(pool.size, r.seed, step, r.prompts_per_step)
+        idx = prompt_order(pool.size, r.seed, step, r.prompts_per_step - n_serving)
         rows = pool[idx]
         sp = self.split
-        ids, mask = build_prompts(sp["train_history"][rows], self.catalog, sp["train_users"][rows])
+        users, history = sp["train_users"][rows], sp["train_history"][rows]
         targets = sp["train_targets"][rows].astype(np.int64)
+        banned = seen_before(sp, rows) if r.exclude_seen else None
+        if n_serving:
+            sv = prompt_order(self.serving["users"].size, r.seed + 1_000_003, step, n_serving)
+            rows = np.r_[rows, np.full(n_serving, -1, np.int64)]
+            users = np.r_[users, self.serving["users"][sv]]
+            history = pad_cat(history, self.serving["history"][sv])
+            targets = np.r_[targets, np.full(n_serving, -1, np.int64)]
+            banned = pad_cat(banned, self.serving["seen"][sv]) if banned is not None else None
+        ids, mask = build_prompts(history, self.catalog, users)
+        target_tokens = self.catalog.tokens[np.maximum(targets, 0)].astype(np.int64)
+        target_tokens[targets < 0] = PAD   # no y*: an empty continuation (NLL and the gate skip the row)
         pref = {}
         if self.pairs is not None:
             items, tokens, positive = self.pairs.candidates(idx, self.catalog)
             pref = {"pref_items": items, "pref_tokens": tokens, "pref_positive": positive}
-        return StepBatch(**pref, rows=rows, users=sp["train_users"][rows], history=sp["train_history"][rows], targets=targets,
-                         target_tokens=self.catalog.tokens[targets].astype(np.int64), prompt_ids=ids.numpy(),
-                         prompt_mask=mask.numpy(),
+        return StepBatch(**pref, rows=rows, users=users, history=history, targets=targets,
+                         target_tokens=target_tokens, prompt_ids=ids.numpy(), prompt_mask=mask.numpy(),
                          future=(future_events(sp, rows, self.cfg.reward.future_window)
                                  if "future_match" in self.cfg.reward.functions else None),
-                         banned=seen_before(sp, rows) if r.exclude_seen else None)
+                         banned=banned)
 
     def _rollouts(self, b: StepBatch, step: int, rec: dict) -> StepBatch:
         """``b`` with G rollouts per prompt (and y* injected when ``rl.inject_target``); rollout stats → ``rec``."""
@@ -235,7 +248,9 @@ class Controller:
         if self.catalog.has_buckets:   # a bucket code stands for the item its within-bucket scorer puts first
             b = b.update(rollout_items=self.catalog.buckets.resolve(b.rollout_items, b.history, b.banned, b.users))
         it = b.rollout_items
-        rec["rollout_hit"] = float((it == b.targets[:, None]).any(1).mean())
+        known = b.targets >= 0   # serving prompts have no y*
+        if known.any():
+            rec["rollout_hit"] = float((it[known] == b.targets[known, None]).any(1).mean())
         if b.banned is not None:  # exclusion is the engine's guarantee; count breaches, expected 0
             rec["rollout_seen"] = int(((it[:, :, None] == b.banned[:, None, :]) & (it[:, :, None] >= 0)).sum())
         if r.inject_target:

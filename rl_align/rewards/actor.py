@@ -120,8 +120,8 @@ class RewardScorer:
             ranker_nf = int(bad.sum())
             if ranker_nf:
                 log.warning("ranker: %d non-finite score(s); their rewards get the floor", ranker_nf)
-            if with_target_scores:
-                p, tgt = p[:, :-1], p[:, -1]
+            if with_target_scores:   # NaN for prompts without y* (serving prompts, targets == -1)
+                p, tgt = p[:, :-1], torch.where(inp.targets >= 0, p[:, -1], torch.full_like(p[:, -1], float("nan")))
             scores = torch.where(inp.items >= 0, p, torch.full_like(p, float("nan")))
             inp.ranker_scores = scores
         out = self.composite(inp)

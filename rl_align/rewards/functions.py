@@ -106,9 +106,11 @@ class RewardContext:
 
 
 class RewardFunction(ABC):
-    """One reward term. ``needs_ranker`` tells the actor to run the ranker first."""
+    """One reward term. ``needs_ranker`` tells the actor to run the ranker first; ``needs_target`` that it reads
+    the ground truth (a term that does not can reward prompts without one: ``rl.serving_prompts``)."""
 
     needs_ranker: bool = False
+    needs_target: bool = True
 
     @abstractmethod
     def __call__(self, inp: RewardInputs, valid: torch.Tensor, ctx: RewardContext) -> torch.Tensor:
@@ -121,6 +123,7 @@ REWARDS: Registry = Registry("reward function")
 @REWARDS.register("ranker")
 class RankerReward(RewardFunction):
     needs_ranker = True
+    needs_target = False
 
     def __call__(self, inp, valid, ctx):
         if inp.ranker_scores is None:

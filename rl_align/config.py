@@ -636,6 +636,12 @@ class RlConfig:
                                       "ground truth, so only the reward teaches there (NLL skips them; AdaGRPO's "
                                       "y*-based gate tests pass). The valid target never enters; the rest of the "
                                       "step draws training examples as before", ge=0, le=1)
+    serving_split: Literal["valid", "test"] = doc("valid", "whose serving prompts: 'valid' (the whole training "
+                                                           "history; choose settings here) or 'test' (the test "
+                                                           "ranking's prompt, the valid event included as history: "
+                                                           "the refit that reports test with settings chosen on "
+                                                           "valid; its valid figures are not a clean choice, report "
+                                                           "its final checkpoint)")
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
     temperature: float = doc(1.0, "sampling temperature", gt=0)
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")

@@ -49,8 +49,13 @@ def test_serving_prompts_are_each_users_training_history_and_nothing_held_out():
     # user 0: a b c d e f (valid = e at 4, test = f); user 1: g h i (valid = h at 1)
     split = {"seq_items": np.array([10, 11, 12, 13, 14, 15, 20, 21, 22]), "seq_offsets": np.array([0, 6, 9]),
              "valid_users": np.array([0, 1]), "valid_positions": np.array([4, 1]),
-             "valid_history": np.array([[11, 12, 13], [20, -1, -1]])}
+             "valid_history": np.array([[11, 12, 13], [20, -1, -1]]),
+             "test_users": np.array([0, 1]), "test_positions": np.array([5, 2]),
+             "test_history": np.array([[12, 13, 14], [20, 21, -1]])}
     s = serving_prompts(split)
     assert s["users"].tolist() == [0, 1] and s["history"].tolist() == [[11, 12, 13], [20, -1, -1]]
     assert s["seen"].tolist() == [[10, 11, 12, 13], [20, -1, -1, -1]]   # never 14/21 (valid) or 15/22 (test)
+    t = serving_prompts(split, "test")                                   # the valid event is history now
+    assert t["history"].tolist() == [[12, 13, 14], [20, 21, -1]]
+    assert t["seen"].tolist() == [[10, 11, 12, 13, 14], [20, 21, -1, -1, -1]]   # never 15/22 (test)
     assert pad_cat(np.array([[1, 2]]), np.array([[3, 4, 5]])).tolist() == [[1, 2, -1], [3, 4, 5]]

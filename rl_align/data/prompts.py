@@ -50,15 +50,18 @@ def seen_before(split: dict, rows: np.ndarray) -> np.ndarray:
                         split["train_positions"][rows])
 
 
-def serving_prompts(split: dict) -> dict[str, np.ndarray]:
-    """Each user's serving prompt: the history a valid ranking starts from (every training event), no ground truth.
+def serving_prompts(split: dict, part: str = "valid") -> dict[str, np.ndarray]:
+    """Each user's serving prompt, no ground truth: the history a ``part`` ranking starts from ('valid': every
+    training event; 'test': those and the valid event).
 
     Returns:
-        dict with ``users`` (n,) int64, ``history`` (n, H) int64 (-1 padded, the split's ``valid_history``) and
-        ``seen`` (n, S) int64 every item before the prompt, -1 padded. Nothing held out for validation or test.
+        dict with ``users`` (n,) int64, ``history`` (n, H) int64 (-1 padded, the split's ``<part>_history``) and
+        ``seen`` (n, S) int64 every item before the prompt, -1 padded. The ``part`` target is never in them.
     """
-    users, pos = split["valid_users"].astype(np.int64), split["valid_positions"]
-    return {"users": users, "history": split["valid_history"].astype(np.int64),
+    if part not in ("valid", "test"):
+        raise ValueError(f"part must be 'valid' or 'test', got {part!r}")
+    users, pos = split[f"{part}_users"].astype(np.int64), split[f"{part}_positions"]
+    return {"users": users, "history": split[f"{part}_history"].astype(np.int64),
             "seen": items_before(split["seq_items"], split["seq_offsets"], users, pos)}
 
 

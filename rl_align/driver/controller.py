@@ -176,7 +176,7 @@ class Controller:
         self.split = load_npz(self.run / "data" / "split.npz")
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
-        self.serving = serving_prompts(self.split) if r.serving_prompts > 0 else None
+        self.serving = serving_prompts(self.split, r.serving_split) if r.serving_prompts > 0 else None
         self.pairs = None
         if OBJECTIVES.get(r.algo).uses_preferences:  # prompts = the preference table's rows, in table order
             self.pairs = load_or_build(self.cfg, self.run)

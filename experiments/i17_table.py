@@ -53,16 +53,25 @@ def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, fl
         t = json.loads((run / "eval" / "metrics.json").read_text())["test"]
     else:
         t = json.loads((run / "rl" / tag / "test_metrics.json").read_text())[kind]["test"]
-    return np.array(t["target_rank"]), t["policy"]["hr@10"], t["free_sample_hallucination_rate"]
+    return (np.array(t["target_rank"]), t["policy"]["hr@10"], t["free_sample_hallucination_rate"],
+            t["policy"]["ndcg@10"])
+
+
+def _valid(run: Path, tag: str | None, kind: str) -> float:
+    """Valid HR@10 of the checkpoint: SFT's own, the best step's (``rl``) or the last step's (``rl-final``)."""
+    if tag is None:
+        return json.loads((run / "eval" / "metrics.json").read_text())["valid"]["policy"]["hr@10"]
+    s = json.loads((run / "rl" / tag / "summary.json").read_text())
+    return s["best_valid_hr@10"] if kind == "rl" else s["evals"][-1]["valid_hr@10"]
 
 
 def alignment(runs: list[Path], tags: list[str]) -> list[str]:
-    out = ["| policy | checkpoint | test HR@10 (3 seeds) | × SFT | sampled hallucination | vs SFT: +won / −lost, "
-           "pooled p | vs " + (tags[-1] if len(tags) > 1 else "–") + ": +won / −lost, pooled p |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| policy | checkpoint | valid HR@10 | test HR@10 (3 seeds) | × SFT | test NDCG@10 | sampled "
+           "hallucination | vs SFT: +won / −lost, pooled p | vs " + (tags[-1] if len(tags) > 1 else "–")
+           + ": +won / −lost, pooled p |", "|---|---|---|---|---|---|---|---|---|"]
     sft = [_ranks(r, None, "") for r in runs]
-    out.append(f"| SFT | best on valid | {_ms([s[1] for s in sft])} | 1 | {_ms([100 * s[2] for s in sft], '.2f')}% "
-               "| | |")
+    out.append(f"| SFT | best on valid | {_ms([_valid(r, None, '') for r in runs])} | {_ms([s[1] for s in sft])} | 1 "
+               f"| {_ms([s[3] for s in sft])} | {_ms([100 * s[2] for s in sft], '.2f')}% | | |")
     for tag in tags:
         for kind, label in (("rl", "best on valid"), ("rl-final", "final")):
             got = [_ranks(r, tag, kind) for r in runs]
@@ -77,7 +86,8 @@ def alignment(runs: list[Path], tags: list[str]) -> list[str]:
                 lo = sum(int((~hit(g[0]) & hit(b[0])).sum()) for g, b in zip(got, base))
                 cells.append(f"+{w} / −{lo}, p {mcnemar_exact(w, lo):.3g}")
             ratio = np.mean([g[1] for g in got]) / np.mean([s[1] for s in sft])
-            out.append(f"| {tag} | {label} | {_ms([g[1] for g in got])} | {ratio:.3f}× | "
+            out.append(f"| {tag} | {label} | {_ms([_valid(r, tag, kind) for r in runs])} | "
+                       f"{_ms([g[1] for g in got])} | {ratio:.3f}× | {_ms([g[3] for g in got])} | "
                        f"{_ms([100 * g[2] for g in got], '.2f')}% | {cells[0]} | {cells[1]} |")
     return out
 

@@ -206,6 +206,10 @@ def test_prompts_without_y_star_train_on_the_reward_alone():
     items = torch.tensor([[1, 2, 3, 4]] * 4)
     g = adagrpo_gate(cfg, gt_lp, roll_lp, items, x.targets, torch.zeros(4), torch.ones(4, 4))
     assert g.gate.tolist() == [0.0, 0.0, 1.0, 1.0]        # rows 2-3 have no y*: the y* tests pass
+    assert g.difficulty_value[2:].isnan().all() and g.disc_value[2:].isnan().all()   # no statistic to log
+    assert not g.difficulty_value[:2].isnan().any() and not g.disc_value[:2].isnan().any()
+    grpo = build_objective(RlConfig(algo="grpo"))
+    assert grpo(x)[0].item() == pytest.approx(grpo(ref)[0].item(), rel=1e-6)   # GRPO never reads y*
     ent = adagrpo_gate(AdaGrpoConfig(difficulty="entropy", h_d=1.0), gt_lp, roll_lp, items, x.targets,
                        torch.zeros(4), torch.ones(4, 4))
     assert ent.gate.tolist() == [0.0] * 4                 # the entropy test needs no y* and still applies

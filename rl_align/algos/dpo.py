@@ -29,13 +29,6 @@ class PreferenceObjective(Objective):
     normalize = False          # length-normalised scores (SimPO-style)
     default_sft_weight = 0.0   # rl.preference.sft_weight when None
 
-    @classmethod
-    def config_errors(cls, cfg) -> list[tuple[str, str]]:
-        if cfg.serving_prompts > 0:   # no rollouts: the group-size rule does not apply, the y* rule does
-            return [("serving_prompts", f"{cfg.algo} learns from preference pairs built on y*; serving prompts "
-                                        "have none (set it to 0)")]
-        return []
-
     def rewards(self, x: LossInputs) -> torch.Tensor:
         """(B, K) β·(s − s_ref) with a reference, else β·s (s normalised by length when ``normalize``)."""
         p, beta = x.pref, self.cfg.preference.beta

@@ -113,10 +113,10 @@ def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout
         disc = torch.ones_like(has)
     else:
         raise ValueError(f"adagrpo.discriminability: {cfg.discriminability!r} is not frac_below, margin or none")
-    known = targets >= 0   # a prompt without y* (rl.serving_prompts): a test that needs y* passes
+    known = targets >= 0   # a prompt without y* (rl.serving_prompts): a test that needs y* passes, its statistic NaN
     if cfg.difficulty == "gt_rank":
-        difficult = difficult | ~known
+        difficult, dv = difficult | ~known, torch.where(known, dv, torch.full_like(dv, float("nan")))
     if cfg.discriminability != "none":
-        disc = disc | ~known
+        disc, vv = disc | ~known, torch.where(known, vv, torch.full_like(vv, float("nan")))
     gate = (difficult & disc).float()
     return GateResult(gate, difficult, disc, dv.float(), vv.float())

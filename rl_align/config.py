@@ -607,6 +607,9 @@ class RlConfig:
     tilt_alpha: float = doc(1.0, "tilted: α of the target π_ref·exp(α·logit r) over each rollout group (α = 1/β of the "
                                  "KL-regularised optimum; the reward ceiling's best α is a good start)", gt=0)
     tilt_gate: bool = doc(False, "tilted: weight each prompt's tilted term by the AdaGRPO gate c(x) (rl.adagrpo)")
+    tilt_topk: int = doc(0, "tilted: 0 = the soft target q itself; k > 0 = a uniform target over the k rollouts q "
+                            "ranks highest (the tilted order's top-k list, what HR@k counts), so members near the "
+                            "k-th place weigh as much as the head", ge=0)
     beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)", ge=0)
     clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)", gt=0, lt=1)
     clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)", gt=0)

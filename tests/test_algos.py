@@ -155,6 +155,17 @@ def test_tilted_target_is_the_reward_tilted_reference_over_valid_rollouts():
     assert (none == 0).all()  # a group without a valid rollout has no target
 
 
+def test_topk_target_is_uniform_over_the_tilted_top_k():
+    from rl_align.algos.tilted import topk_targets
+
+    q = torch.tensor([[0.5, 0.1, 0.3, 0.1, 0.0], [0.7, 0.3, 0.0, 0.0, 0.0], [0.0] * 5])
+    t = topk_targets(q, 2)
+    torch.testing.assert_close(t, torch.tensor([[0.5, 0, 0.5, 0, 0], [0.5, 0.5, 0, 0, 0], [0.0] * 5]))
+    # fewer positive members than k: only those (an invalid rollout, q = 0, never becomes a target)
+    torch.testing.assert_close(topk_targets(q[1:2], 3), torch.tensor([[0.5, 0.5, 0, 0, 0]]))
+    assert topk_targets(q, 10).shape == q.shape  # k above G is all of the group
+
+
 def test_tilted_loss_is_minimal_when_the_policy_matches_the_tilted_target():
     from rl_align.algos.tilted import group_cross_entropy
 

@@ -8,6 +8,8 @@ with beam rollouts this objective trains the policy towards its ceiling. Loss pe
     NLL(y*|x) + λ · c(x) · CE(q, softmax_g log π_θ(y_g|x)),   q = softmax_g (log π_ref(y_g|x) + α · logit r_g)
 
 with invalid rollouts out of both softmaxes and ``c(x)`` the AdaGRPO gate when ``rl.tilt_gate`` is on (1 otherwise).
+With ``rl.tilt_topk: k`` the target is uniform over the k members q ranks highest: the re-ranked top-k list, in
+which the member at place k weighs as much as the head (the soft q puts almost all its mass on the first few).
 ``r`` is the reward model's calibrated click probability of each rollout (``rollout_scores``), not the shaped GRPO
 reward. The target is fixed (it uses the frozen starting policy), so repeated steps do not compound the tilt.
 """
@@ -32,6 +34,16 @@ def tilted_targets(ref_lp: torch.Tensor, scores: torch.Tensor, valid: torch.Tens
     logits = logits.masked_fill(~valid, float("-inf"))
     q = torch.softmax(logits, dim=1)
     return torch.nan_to_num(q, nan=0.0).to(ref_lp.dtype)
+
+
+def topk_targets(q: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, G) uniform over the ``k`` members of each group with the largest ``q`` (fewer when fewer have q > 0);
+    all-zero rows stay zero. Ties are broken by position (the rollout order)."""
+    k = min(k, q.shape[1])
+    top = torch.topk(q, k, dim=1).indices
+    mask = torch.zeros_like(q, dtype=torch.bool).scatter_(1, top, True) & (q > 0)
+    m = mask.to(q.dtype)
+    return m / m.sum(1, keepdim=True).clamp(min=1)
 
 
 def group_cross_entropy(seq_lp: torch.Tensor, q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -61,6 +73,8 @@ class TiltedObjective(Objective):
             ref_lp = (x.roll_ref_logp * x.roll_mask).sum(1).view(B, G)
             valid = x.rollout_items >= 0
             q = tilted_targets(ref_lp, x.rollout_scores, valid, self.cfg.tilt_alpha)
+            if self.cfg.tilt_topk:
+                q = topk_targets(q, self.cfg.tilt_topk)
             usable = valid.sum(1) >= 2
             w = usable.to(seq_lp.dtype)
             m = {}

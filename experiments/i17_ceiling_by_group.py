@@ -2,7 +2,8 @@
 
 The reward ceiling (``rl-align ranker eval --scorer …``) re-ranks the SFT policy's top 51 beams by
 ``log π + α · logit r``. An alignment run can only move items its rollout group contains, so this prints the same
-ceiling restricted to the policy's top G for several G: the group size a tilted/GRPO update would need to reach it.
+ceiling restricted to the top G of one max(G)-beam search for several G (close to, not the same as, a G-beam
+search: the width changes a few users' lists): the group size a tilted/GRPO update would need to reach it.
 
     python experiments/i17_ceiling_by_group.py runs/i17-rw-s0 --scorer ensemble --split valid --groups 10 16 32 51
 """
@@ -51,9 +52,8 @@ def main() -> None:
         for g in a.groups:
             it, lp, pp = _pad(items[:, :g], logp[:, :g], p[:, :g], 10)
             r = rerank_ceiling(it, lp, pp, es.targets, ks=(10, g) if g > 10 else (10,))
-            best = max([r["policy"]["hr@10"]] + [m["hr@10"] for m in r["alpha"].values()])
             rec = r["policy"].get(f"hr@{g}", r["policy"]["hr@10"])
-            print(f"| {rp.name} | {g} | {r['policy']['hr@10']:.4f} | {r['best_alpha']:g} | {best:.4f} | "
+            print(f"| {rp.name} | {g} | {r['policy']['hr@10']:.4f} | {r['best_alpha']:g} | {r['best']:.4f} | "
                   f"{r['gain']:.3f}× | {rec:.4f} |")
 
 

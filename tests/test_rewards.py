@@ -306,7 +306,7 @@ def test_rerank_ceiling_hand_made():
     assert r["policy"]["hr@1"] == 0.0 and r["policy"]["hr@3"] == 1.0
     assert r["alpha"][0.01]["hr@1"] == 0.0                # a small α keeps the policy's order
     assert r["alpha"][10.0]["hr@1"] == 1.0 and r["ranker_only"]["hr@1"] == 1.0
-    assert r["best_alpha"] == 10.0 and math.isnan(r["gain"])   # no gain ratio over a policy HR@1 of 0
+    assert r["best_alpha"] == 10.0 and r["best"] == 1.0 and math.isnan(r["gain"])   # no ratio over HR@1 = 0
     # a ranker that agrees with the policy adds nothing: best α is 0 and the gain is 1
     r2 = rerank_ceiling(items, logp, np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), np.array([1, 4]), ks=(1,))
-    assert r2["best_alpha"] == 0.0 and r2["gain"] == 1.0
+    assert r2["best_alpha"] == 0.0 and r2["gain"] == 1.0 and r2["best"] == r2["policy"]["hr@1"]

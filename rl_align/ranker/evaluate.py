@@ -108,7 +108,7 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
         alphas: ranker weights tried besides 0 (policy alone) and ∞ (ranker alone).
     Returns:
         {"policy": metrics, "ranker_only": metrics, "alpha": {α: metrics}, "best_alpha": α of the best HR@K_0
-        (0 when none beats the policy), "gain": best HR@K_0 / policy HR@K_0}.
+        (0 when none beats the policy), "best": that HR@K_0, "gain": best HR@K_0 / policy HR@K_0}.
     """
 
     p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
@@ -127,7 +127,7 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
     for a, m in res["alpha"].items():
         if m[k0] > best:
             best_a, best = a, m[k0]
-    res["best_alpha"] = best_a
+    res["best_alpha"], res["best"] = best_a, best
     res["gain"] = best / res["policy"][k0] if res["policy"][k0] > 0 else float("nan")
     return res
 

@@ -271,6 +271,8 @@ class PolicyConfig:
     intermediate_size: int = doc(512, "MLP width", ge=1)
     attention_dropout: float = doc(0.1, "dropout on attention probabilities during training", ge=0, lt=1)
     embedding_dropout: float = doc(0.0, "dropout on token embeddings during training (a hook; not saved in the model)", ge=0, lt=1)
+    hidden_dropout: float = doc(0.0, "dropout on each attention and MLP output before its residual add, during "
+                                "training (SASRec's; a hook, not saved in the model)", ge=0, lt=1)
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
 
     def value_errors(self) -> list[tuple[str, str]]:

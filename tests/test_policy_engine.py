@@ -260,3 +260,32 @@ def test_sampled_hallucination_rate_counts_free_samples(small):
     assert r3 == r4 == float((free.items < 0).float().mean()) and r3 > 0.0   # an untrained policy hallucinates
     cons = eng.generate(GenerationRequest(ids, mask, n=32, mode="sample", constrained=True, seeds=torch.arange(4)))
     assert cons.valid.all()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_hidden_dropout_acts_in_training_only(small, arch):
+    """policy.hidden_dropout drops ~p of each sub-layer output (scaled by 1/(1-p)) in training; eval is untouched."""
+    from rl_align.policy.model import add_hidden_dropout
+
+    cat, _ = small
+    cfg = PolicyConfig(arch=arch, hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128,
+                       attention_dropout=0.0)
+    plain, hooked = build_policy(cfg, cat, 5, seed=1), build_policy(cfg, cat, 5, seed=1)
+    add_hidden_dropout(hooked, 0.5)
+    seen = {}
+    for name in ("self_attn", "mlp"):
+        getattr(hooked.model.layers[1], name).register_forward_hook(
+            lambda m, a, out, name=name: seen.__setitem__(name, out[0] if isinstance(out, tuple) else out))
+    ids, mask = build_prompts(np.array([[1, 2, 3, 4]]), cat)
+    plain.eval(), hooked.eval()
+    assert torch.equal(plain(ids, attention_mask=mask).logits, hooked(ids, attention_mask=mask).logits)
+    assert (seen["mlp"] == 0).float().mean() < 0.01
+    hooked.train()
+    torch.manual_seed(0)
+    a = hooked(ids, attention_mask=mask).logits
+    for name in ("self_attn", "mlp"):
+        zero = (seen[name] == 0).float().mean().item()
+        assert 0.35 < zero < 0.65, (name, zero)
+    assert not torch.allclose(a, hooked(ids, attention_mask=mask).logits)
+    with pytest.raises(ValueError, match="hidden_dropout"):
+        add_hidden_dropout(plain, 1.0)

@@ -81,6 +81,29 @@ def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
     emb.register_forward_hook(lambda mod, args, out: torch.nn.functional.dropout(out, p, mod.training))
 
 
+def add_hidden_dropout(model: PreTrainedModel, p: float) -> None:
+    """Drop each attention and MLP sub-layer's output with probability ``p`` before its residual add, in training
+    mode (SASRec's dropout on the attention and feed-forward outputs; Llama and Qwen2 configs have none).
+
+    Forward hooks on every decoder layer's ``self_attn`` (whose output is a tuple whose first element is the
+    (M, P, H) attention output) and ``mlp`` ((M, P, H)), so the saved checkpoint stays a plain HF model.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"policy.hidden_dropout must be in [0, 1), got {p}")
+    if p == 0.0:
+        return
+
+    def drop(mod, args, out):
+        if isinstance(out, tuple):
+            return (torch.nn.functional.dropout(out[0], p, mod.training), *out[1:])
+        return torch.nn.functional.dropout(out, p, mod.training)
+
+    layers = getattr(model, "module", model).model.layers
+    for layer in layers:
+        layer.self_attn.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Set every dropout of ``model`` to 0 (``nn.Dropout`` modules and HF attention's ``attention_dropout``), so
     training-mode log-probs equal the rollout engine's: exact π_θ/π_old ratios in RL (as TRL's ``disable_dropout``)."""

@@ -32,6 +32,7 @@ from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
 from rl_align.policy.model import (
     add_embedding_dropout,
+    add_hidden_dropout,
     build_policy,
     init_item_token_embeddings,
     next_token_loss,
@@ -99,6 +100,7 @@ class SftWorker:
         sft = self.sft
         model = build_policy(self.pcfg, self.catalog, self.config["max_history"], seed=sft.seed).to(self.device)
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
+        add_hidden_dropout(model, self.pcfg.hidden_dropout)
         if self.config.get("item_token_init"):
             vec = torch.from_numpy(np.load(self.config["item_token_init"], allow_pickle=False))
             info = init_item_token_embeddings(model, self.catalog, vec, seed=sft.seed)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 24, SASRec's dropout on the SID policy: `policy.hidden_dropout` (each attention / MLP output, before its
+# residual add), alone and with embedding and attention dropout at SASRec's rate, on the 64-wide SCI row
+# (experiments/i24_sci_row.sh). The reference row is experiments/i24_user_tokens_runs.sh reference.
+#   experiments/i24_dropout_runs.sh screen                 # seed 0: hidden 0.1 / 0.2 / 0.3, and all three at 0.2
+#   SETTING=hd0.2 experiments/i24_dropout_runs.sh seeds    # seeds 1 2 of the valid pick (seed 0 from the screen)
+# Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
+#   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
+set -euo pipefail
+W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256)
+args_for() {  # setting name -> its --set flags
+  case "$1" in
+    hd0.1) echo "--set policy.hidden_dropout=0.1" ;;
+    hd0.2) echo "--set policy.hidden_dropout=0.2" ;;
+    hd0.3) echo "--set policy.hidden_dropout=0.3" ;;
+    all0.2) echo "--set policy.hidden_dropout=0.2 --set policy.embedding_dropout=0.2 --set policy.attention_dropout=0.2" ;;
+    *) echo "unknown setting $1" >&2; return 1 ;;
+  esac
+}
+what=${1:?screen | seeds}; shift
+case "$what" in
+  screen)
+    for s in ${SCREEN:-hd0.1 hd0.2 hd0.3 all0.2}; do
+      # shellcheck disable=SC2046
+      TAG=w64-$s SEEDS=0 experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$s") "$@"
+    done ;;
+  seeds)
+    : "${SETTING:?}"
+    # shellcheck disable=SC2046
+    TAG=w64-$SETTING SEEDS="${SEEDS:-1 2}" experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$SETTING") "$@" ;;
+esac

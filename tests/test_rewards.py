@@ -310,3 +310,24 @@ def test_rerank_ceiling_hand_made():
     # a ranker that agrees with the policy adds nothing: best α is 0 and the gain is 1
     r2 = rerank_ceiling(items, logp, np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]]), np.array([1, 4]), ks=(1,))
     assert r2["best_alpha"] == 0.0 and r2["gain"] == 1.0 and r2["best"] == r2["policy"]["hr@1"]
+
+
+def test_group_update_ceiling_moves_only_the_group():
+    """One perfect tilted update on a group: the whole list as group is the re-rank ceiling; an item outside the
+    group keeps its place; a group member the reward likes rises, but only by the group's own mass."""
+    from rl_align.ranker.evaluate import group_update_ceiling, rerank_ceiling
+
+    rng = np.random.default_rng(0)
+    items = np.stack([rng.permutation(40)[:12] for _ in range(200)])
+    logp = np.sort(rng.normal(-5, 2, (200, 12)), axis=1)[:, ::-1].copy()
+    p, targets = rng.uniform(0.05, 0.95, (200, 12)), items[np.arange(200), rng.integers(0, 12, 200)]
+    whole = group_update_ceiling(items, logp, p, np.ones_like(items, bool), targets, k=3)
+    ref = rerank_ceiling(items, logp, p, targets, ks=(3,))
+    assert whole["policy"] == ref["policy"]["hr@3"] and whole["best"] == ref["best"]
+    assert group_update_ceiling(items, logp, p, np.zeros_like(items, bool), targets, k=3)["gain"] == 1.0
+    # hand-made: [a, b, c, d]; the group {c, d} with d liked by the reward: d passes c, never a or b
+    it, lp = np.array([[0, 1, 2, 3]]), np.array([[-1.0, -2.0, -3.0, -3.5]])
+    pr, grp = np.array([[0.5, 0.5, 0.01, 0.999]]), np.array([[False, False, True, True]])
+    r = group_update_ceiling(it, lp, pr, grp, np.array([3]), alphas=(10.0,), k=3)
+    assert r["policy"] == 0.0 and r["alpha"][10.0] == 1.0
+    assert group_update_ceiling(it, lp, pr, grp, np.array([3]), alphas=(10.0,), k=2)["alpha"][10.0] == 0.0

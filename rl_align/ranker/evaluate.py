@@ -132,6 +132,44 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
     return res
 
 
+def group_update_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, group: np.ndarray,
+                         targets: np.ndarray, alphas: tuple[float, ...] = RERANK_ALPHAS, k: int = 10) -> dict:
+    """The ceiling of one perfect alignment update on a rollout group, for groups that are not the list's head.
+
+    Inside each row's group, log π moves to ``log π + α · logit r`` renormalised to the group's own mass (the
+    KL-regularised optimum restricted to the group: the target of ``rl.algo: tilted``); every other candidate keeps
+    log π. With the group = the whole list this is :func:`rerank_ceiling` (a constant shift per row).
+
+    Args:
+        items: (E, C) candidates (-1 = empty). logp: (E, C) their log π. ranker_p: (E, C) click probabilities.
+        group: (E, C) bool, the rollout group's members. targets: (E,) y*.
+    Returns:
+        {"policy": HR@k of the policy's order, "alpha": {α: HR@k}, "best_alpha", "best", "gain"} as
+        :func:`rerank_ceiling`.
+    """
+    p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
+    logit = np.log(p) - np.log1p(-p)
+    group = group & (items >= 0)
+    base = np.where(group, logp, -np.inf)
+
+    def hr(a: float) -> float:
+        t = np.where(group, logp + a * logit, -np.inf)
+        with np.errstate(invalid="ignore"):
+            shift = np.logaddexp.reduce(base, axis=1, keepdims=True) - np.logaddexp.reduce(t, axis=1, keepdims=True)
+        score = np.where(items < 0, -np.inf, np.where(group, t + np.nan_to_num(shift, nan=0.0), logp))
+        order = np.argsort(-score, axis=1, kind="stable")
+        return metrics(np.take_along_axis(items, order, 1), targets, (k,))[f"hr@{k}"]
+
+    res = {"policy": hr(0.0), "alpha": {float(a): hr(a) for a in alphas}}
+    best_a, best = 0.0, res["policy"]
+    for a, v in res["alpha"].items():
+        if v > best:
+            best_a, best = a, v
+    res["best_alpha"], res["best"] = best_a, best
+    res["gain"] = best / res["policy"] if res["policy"] > 0 else float("nan")
+    return res
+
+
 def _disc_table(model, users, hist, targets, negs: np.ndarray, buckets: np.ndarray, names: list[str],
                 groups: dict[str, np.ndarray]) -> dict:
     cands = np.concatenate([targets[:, None], np.maximum(negs, 0)], 1)

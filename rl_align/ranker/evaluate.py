@@ -92,6 +92,22 @@ def policy_negatives(ranked: np.ndarray, targets: np.ndarray, n: int) -> np.ndar
 RERANK_ALPHAS = (0.1, 0.3, 1.0, 3.0)
 
 
+def _ranker_logit(ranker_p: np.ndarray) -> np.ndarray:
+    """logit of click probabilities (any shape), clipped to [1e-7, 1 − 1e-7] first, in float64."""
+    p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def _best_alpha(policy: float, by_alpha: dict[float, float]) -> dict:
+    """{"best_alpha", "best", "gain"}: the α whose value beats the policy's most (first on ties; 0 when none does),
+    that value, and its ratio to the policy's (NaN when the policy's is 0)."""
+    best_a, best = 0.0, policy
+    for a, v in by_alpha.items():
+        if v > best:
+            best_a, best = a, v
+    return {"best_alpha": best_a, "best": best, "gain": best / policy if policy > 0 else float("nan")}
+
+
 def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, targets: np.ndarray,
                    alphas: tuple[float, ...] = RERANK_ALPHAS, ks: tuple[int, ...] = (10,)) -> dict:
     """How much the reward knows that the policy does not, measured on the policy's own candidates.
@@ -111,8 +127,7 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
         (0 when none beats the policy), "best": that HR@K_0, "gain": best HR@K_0 / policy HR@K_0}.
     """
 
-    p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
-    logit = np.log(p) - np.log1p(-p)
+    logit = _ranker_logit(ranker_p)
     empty = items < 0
 
     def ordered(score: np.ndarray) -> dict:
@@ -123,12 +138,7 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
     k0 = f"hr@{ks[0]}"
     res = {"policy": metrics(items, targets, ks), "ranker_only": ordered(logit),
            "alpha": {float(a): ordered(logp + a * logit) for a in alphas}}
-    best_a, best = 0.0, res["policy"][k0]
-    for a, m in res["alpha"].items():
-        if m[k0] > best:
-            best_a, best = a, m[k0]
-    res["best_alpha"], res["best"] = best_a, best
-    res["gain"] = best / res["policy"][k0] if res["policy"][k0] > 0 else float("nan")
+    res.update(_best_alpha(res["policy"][k0], {a: m[k0] for a, m in res["alpha"].items()}))
     return res
 
 
@@ -147,8 +157,7 @@ def group_update_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarr
         {"policy": HR@k of the policy's order, "alpha": {α: HR@k}, "best_alpha", "best", "gain"} as
         :func:`rerank_ceiling`.
     """
-    p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
-    logit = np.log(p) - np.log1p(-p)
+    logit = _ranker_logit(ranker_p)
     group = group & (items >= 0)
     base = np.where(group, logp, -np.inf)
 
@@ -161,12 +170,7 @@ def group_update_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarr
         return metrics(np.take_along_axis(items, order, 1), targets, (k,))[f"hr@{k}"]
 
     res = {"policy": hr(0.0), "alpha": {float(a): hr(a) for a in alphas}}
-    best_a, best = 0.0, res["policy"]
-    for a, v in res["alpha"].items():
-        if v > best:
-            best_a, best = a, v
-    res["best_alpha"], res["best"] = best_a, best
-    res["gain"] = best / res["policy"] if res["policy"] > 0 else float("nan")
+    res.update(_best_alpha(res["policy"], res["alpha"]))
     return res
 
 

@@ -120,9 +120,9 @@ def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     src, key = cfg.sft.item_token_init, "sft.item_token_init"
     if src is None:
         return []
-    if cfg.sid.collision != "item_token":
-        return [(key, f"needs sid.collision: item_token (the item-ID tokens it initialises), got "
-                      f"{cfg.sid.collision!r}")]
+    if cfg.sid.collision != "item_token" and cfg.sid.history != "items":
+        return [(key, f"needs item-ID tokens to initialise: sid.collision: item_token or sid.history: items, got "
+                      f"{cfg.sid.collision!r} and {cfg.sid.history!r}")]
     return _baseline_source_errors(cfg, key, src, cfg.sft.item_token_baseline, npy=True)
 
 
@@ -131,6 +131,9 @@ def _distill_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     src = cfg.sft.distill_from
     if src is None:
         return []
+    if cfg.sid.history == "items":
+        return [("sft.distill_from", "needs sid.history: codes (its soft targets follow the SID-token windows; "
+                                     f"sid.history: items packs them differently), got {cfg.sid.history!r}")]
     return _baseline_source_errors(cfg, "sft.distill_from", src, cfg.sft.distill_baseline, npy=False)
 
 

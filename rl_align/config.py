@@ -248,6 +248,10 @@ class SidConfig:
     user_tokens: list = doc([], "user side features written as one prompt token each after <bos> (context, never a "
                                 "label): names of the dataset's user features (ML-100K: age, gender, occupation; "
                                 "numbers are cut into quantile bins) and/or user_id (a token per user); [] = none")
+    history: Literal["codes", "items"] = doc(
+        "codes", "how prompts write history items: codes (each item as its SID tokens and <eos>) or items (one "
+                 "token per item, SASRec's one position per item; the next item is still generated as SID tokens "
+                 "under the trie, and SFT packs every target of a window after the shared history)")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """User-token names: strings, each once."""
@@ -316,7 +320,8 @@ class SftConfig:
     max_failures: int = doc(2, "Ray Train restarts from the last checkpoint after a worker dies", ge=0, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
     item_token_init: Optional[str] = doc(
-        None, "initialise the item-ID tokens' embeddings (sid.collision: item_token) from an item-ID model's item "
+        None, "initialise the item-ID tokens' embeddings (sid.collision: item_token and/or the history tokens of "
+              "sid.history: items) from an item-ID model's item "
               "vectors: 'baseline:<model>' = this run's baselines/<model> (trained by the baselines stage), a saved "
               "baseline directory (model.safetensors), or an (n_items, d) .npy; null = random")
 

@@ -147,7 +147,7 @@ def stage_sids(run: RunDir) -> dict:
     bucket = cfg.collision == "bucket"
     catalog = SidCatalog(items["item_ids"], resolved, stats, buckets=bucket,
                          bucket_scorer=build_scorer(cfg.bucket_scorer, pop, emb, cfg.bucket_temperature)
-                         if bucket else None, user_tokens=_user_tokens(run))
+                         if bucket else None, user_tokens=_user_tokens(run), history_items=cfg.history == "items")
     stats["vocab_size"] = catalog.vocab_size
     stats["trie_bytes"] = catalog.trie.nbytes()
     catalog.save(d / "catalog")

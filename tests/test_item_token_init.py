@@ -55,14 +55,14 @@ def test_item_token_init_needs_an_item_level_and_one_row_per_item(item_catalog):
     codes, _ = resolve_collisions(tok.fit_encode(x), "append", tok, x)
     plain = SidCatalog([str(i) for i in range(300)], codes)
     pcfg = PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=64)
-    with pytest.raises(ValueError, match="no item-ID level"):
+    with pytest.raises(ValueError, match="no item-ID tokens"):
         init_item_token_embeddings(build_policy(pcfg, plain, 5), plain, torch.zeros(300, 8))
     with pytest.raises(ValueError, match="expected 300 item vectors"):
         init_item_token_embeddings(build_policy(pcfg, item_catalog, 5), item_catalog, torch.zeros(299, 8))
 
 
 @pytest.mark.parametrize("sets, msg", [
-    ({"sft": {"item_token_init": "baseline:sasrec"}}, "needs sid.collision: item_token"),
+    ({"sft": {"item_token_init": "baseline:sasrec"}}, "needs item-ID tokens to initialise: sid.collision: item_token or sid.history: items"),
     ({"sid": {"collision": "item_token"}, "sft": {"item_token_init": "baseline:bert4rec"}}, "unknown baseline model"),
     ({"sid": {"collision": "item_token"}, "sft": {"item_token_init": "nowhere/items.npy"}}, "an existing .npy"),
     ({"sid": {"collision": "item_token"}, "sft": {"item_token_init": "baseline:sasrec"},

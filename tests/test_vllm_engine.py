@@ -210,3 +210,29 @@ def test_user_token_catalog_on_vllm(tmp_path):
         assert not torch.allclose(beams.seq_logprob[0], beams.seq_logprob[1])  # same history, other user
     finally:
         engine.close()
+
+
+def test_item_history_catalog_on_vllm(tmp_path):
+    """``sid.history: items``: vLLM takes prompts of one history token per item (the trie state starts after the
+    last one, not at <bos>), emits only SID tokens, returns the raw log-probs a torch recomputation gives, and its
+    beams are the torch engine's."""
+    codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
+    cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), history_items=True)
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
+    save_policy(model, tmp_path / "policy", cat)
+    engine = build_engine("vllm", policy_dir=tmp_path / "policy", catalog=cat, kv_cache_gib=1)
+    try:
+        ids, mask = build_prompts(np.array([[-1, 1, 2], [3, 4, 5], [6, 7, 8]]), cat)
+        assert (ids >= cat.layout.history_offset).sum() == 8  # one token per history item
+        res = engine.generate(GenerationRequest(ids, mask, n=6, mode="sample", constrained=True))
+        assert res.valid.all() and (res.sequences < cat.layout.history_offset).all()
+        ref = _torch_logprobs(tmp_path, cat, ids, mask, res.sequences)
+        assert torch.allclose(res.token_logprobs, ref, atol=1e-3), (res.token_logprobs - ref).abs().max()
+        beams = engine.generate(GenerationRequest(ids, mask, n=5, mode="beam", constrained=True))
+        tb = build_engine("torch", model=load_policy(tmp_path / "policy", cat), catalog=cat).generate(
+            GenerationRequest(ids, mask, n=5, mode="beam", constrained=True))
+        assert beams.valid.all() and torch.equal(beams.items, tb.items)
+        assert torch.allclose(beams.seq_logprob, tb.seq_logprob, atol=1e-3)
+    finally:
+        engine.close()

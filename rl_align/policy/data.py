@@ -4,6 +4,13 @@ A sequence is ``<bos>`` followed by items, each written as its SID tokens and
 an ``<eos>``: ``<bos> a_3 b_17 c_0 <eos> a_9 b_2 c_5 <eos> ...``. A prompt is the
 history part; the policy then generates the next item's SID and ``<eos>``, so
 constrained decoding always starts at the trie root.
+
+With ``sid.history: items`` a history item is one token (``<bos> <i_41> <i_7> ...``, SASRec's one position per
+item) and only the generated item is written as SID tokens. A training window then packs every target's SID
+after the shared history (:func:`item_history_batch`): a custom attention mask lets target j's SID tokens see
+``<bos>``, the user tokens and the history tokens of the items before j, and its own earlier tokens, with the
+position ids a serving prompt would give them, so one forward pass trains every target of a window exactly as it
+is decoded.
 """
 
 from __future__ import annotations
@@ -50,6 +57,24 @@ def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool,
     return out, out_slot
 
 
+def _pack_history_tokens(hist: np.ndarray, catalog: SidCatalog, prefix: np.ndarray | None) -> np.ndarray:
+    """(N, H) item indices, -1 padding on the left → (N, 1 + F + H') left-padded prompts of history tokens
+    (``<bos>``, the (N, F) prefix tokens, one ``<i_k>`` per item), H' the longest history."""
+    N = hist.shape[0]
+    n = (hist >= 0).sum(1)
+    H = int(n.max()) if N else 0
+    hist = hist[:, hist.shape[1] - H:] if H else hist[:, :0]
+    prefix = np.zeros((N, 0), np.int64) if prefix is None else np.asarray(prefix, np.int64)
+    F = prefix.shape[1]
+    out = np.full((N, 1 + F + H), PAD, np.int64)
+    out[:, 1 + F:] = np.where(hist >= 0, catalog.history_tokens(np.maximum(hist, 0)), PAD)
+    start = H - n  # column of each row's <bos>: right before its prefix and first item
+    out[np.arange(N), start] = BOS
+    if F:
+        out[np.arange(N)[:, None], start[:, None] + 1 + np.arange(F)[None, :]] = prefix
+    return out
+
+
 def build_prompts(history: np.ndarray, catalog: SidCatalog,
                   users: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts for decoding.
@@ -67,7 +92,11 @@ def build_prompts(history: np.ndarray, catalog: SidCatalog,
     # move padding to the left so items stay in order
     order = np.argsort(history >= 0, axis=1, kind="stable")
     hist = np.take_along_axis(history, order, axis=1)
-    ids, _ = _pack(hist, catalog, left_pad=True, prefix=catalog.prefix_tokens(users))
+    prefix = catalog.prefix_tokens(users)
+    if catalog.history_items:
+        ids = _pack_history_tokens(hist, catalog, prefix)
+    else:
+        ids, _ = _pack(hist, catalog, left_pad=True, prefix=prefix)
     ids_t = torch.from_numpy(ids)
     return ids_t, (ids_t != PAD).long()
 
@@ -192,12 +221,80 @@ def windows_to_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.ndar
     each window: needed when the catalog has them), padding and the tokens of context items (all but the last
     ``n_target`` (M,) items of a window, :func:`strided_windows`; None = every item is a target) are ignored (-100).
     """
+    if catalog.history_items:
+        return item_history_batch(windows, catalog, n_target, users)
     w = left_aligned(windows)  # items start right after <bos> and the user tokens
     ids, slot = _pack(w, catalog, left_pad=False, prefix=catalog.prefix_tokens(users))
     first = np.zeros(len(w), np.int64) if n_target is None else (w >= 0).sum(1) - n_target  # first target slot
     labels = np.where(slot >= first[:, None], ids, IGNORE)
     ids_t = torch.from_numpy(ids)
     return {"input_ids": ids_t, "attention_mask": (ids_t != PAD).long(), "labels": torch.from_numpy(labels)}
+
+
+def _packed_row(items: np.ndarray, first: int, catalog: SidCatalog, prefix: np.ndarray):
+    """One window's packed layout (:func:`item_history_batch`): items (n,) in order, targets from slot ``first``.
+
+    Returns:
+        five (P_row,) int64 arrays: tokens, position ids, targets (-100 = none), the last shared column each
+        column may see, and its block (the target slot j of a SID token, -1 for the shared part).
+    """
+    F, n = len(prefix), len(items)
+    shared = np.concatenate([[BOS], prefix, catalog.history_tokens(items[:-1])]).astype(np.int64)
+    S = len(shared)  # <bos> + F prefix + n - 1 history tokens; column c has position c
+    tok, pos, tgt, see, blk = [shared], [np.arange(S)], [np.full(S, IGNORE)], [np.arange(S)], [np.full(S, -1)]
+    for j in range(first, n):
+        sid = catalog.tokens[items[j], : catalog.token_lengths[items[j]]]  # codes then <eos>
+        tgt[0][F + j] = sid[0]  # the prompt's last token (history token of item j - 1, or the prefix) predicts it
+        k = len(sid) - 1  # code tokens as inputs; the last one predicts <eos>
+        tok.append(sid[:-1])
+        pos.append(F + j + 1 + np.arange(k))
+        tgt.append(sid[1:])
+        see.append(np.full(k, F + j))  # the shared columns of target j's prompt: 0 .. F + j
+        blk.append(np.full(k, j))
+    return (np.concatenate(tok), np.concatenate(pos), np.concatenate(tgt), np.concatenate(see),
+            np.concatenate(blk))
+
+
+def item_history_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.ndarray | None = None,
+                       users: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """(M, W) item windows → a packed ``sid.history: items`` batch: every target's SID after the shared history.
+
+    Row layout: ``<bos>``, the user tokens, the history tokens of all but the last item (positions 0 .. S-1),
+    then, for each target item j (the last ``n_target`` (M,) of the window; None = all), its SID tokens but the
+    final ``<eos>`` at positions F + j + 1, F + j + 2, ... (F user tokens): what a serving prompt of the j items
+    before it would give them. Target j's first token is predicted by the prompt's last shared column, each SID
+    token predicts the next one, the last code predicts ``<eos>``.
+
+    Returns:
+        ``input_ids`` (M, P), ``attention_mask`` (M, 1, P, P) bool (True = may attend: a shared column sees the
+        shared columns up to itself; a SID token sees its prompt's shared columns and its own block up to itself;
+        padding sees itself), ``position_ids`` (M, P) and ``targets`` (M, P): the token each column predicts
+        (unshifted; -100 = none).
+    """
+    w = left_aligned(windows)
+    prefix = catalog.prefix_tokens(users)
+    M = w.shape[0]
+    prefix = np.zeros((M, 0), np.int64) if prefix is None else np.asarray(prefix, np.int64)
+    n = (w >= 0).sum(1)
+    first = np.zeros(M, np.int64) if n_target is None else n - np.asarray(n_target, np.int64)
+    rows = [_packed_row(w[r, : n[r]], int(first[r]), catalog, prefix[r]) for r in range(M)]
+    P = max(len(t[0]) for t in rows) if rows else 1
+    ids = np.full((M, P), PAD, np.int64)
+    pos = np.zeros((M, P), np.int64)
+    tgt = np.full((M, P), IGNORE, np.int64)
+    mask = np.zeros((M, P, P), bool)
+    mask[:, np.arange(P), np.arange(P)] = True  # padding attends to itself (no all-masked row: no NaN)
+    col = np.arange(P)
+    for r, (t, p, g, see, blk) in enumerate(rows):
+        L = len(t)
+        ids[r, :L], pos[r, :L], tgt[r, :L] = t, p, g
+        shared = blk == -1
+        # shared key c is visible to query q when c <= see[q]; block key c when it is in q's block and c <= q
+        m = (col[None, :L][:, :L] <= see[:, None]) & shared[None, :]
+        m |= (blk[:, None] == blk[None, :]) & ~shared[None, :] & (col[None, :L] <= col[:L, None])
+        mask[r, :L, :L] = m
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask[:, None]),
+            "position_ids": torch.from_numpy(pos), "targets": torch.from_numpy(tgt)}
 
 
 def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:

@@ -62,9 +62,30 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing:
     model's own ``.loss``. Smoothing spreads ``label_smoothing`` of each target's mass uniformly over the V tokens
     (``torch.nn.functional.cross_entropy``'s definition). Returns a scalar.
     """
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    return token_loss(logits, shifted, label_smoothing)
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of each position's own target (unshifted: position t predicts ``targets[:, t]``).
+
+    logits: (M, P, V); targets: (M, P) token ids, -100 = ignored (the packed ``sid.history: items`` batch's
+    ``targets``). Returns a scalar.
+    """
     flat = logits.float().reshape(-1, logits.shape[-1])  # all P positions, as HF does (bit-identical loss)
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:].reshape(-1).to(flat.device)
-    return torch.nn.functional.cross_entropy(flat, shifted, ignore_index=-100, label_smoothing=label_smoothing)
+    return torch.nn.functional.cross_entropy(flat, targets.reshape(-1).to(flat.device), ignore_index=-100,
+                                             label_smoothing=label_smoothing)
+
+
+def attention_mask_for(model: PreTrainedModel, allowed: torch.Tensor) -> torch.Tensor:
+    """A custom (M, 1, P, P) bool mask (True = may attend) in the form the model's attention kernel takes: bool
+    for SDPA (and the shared-prefix kernel, which is SDPA in training), additive float (0 / dtype min) otherwise."""
+    model = getattr(model, "module", model)
+    if getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "rl_align_shared_prefix"):
+        return allowed
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                       torch.finfo(dtype).min)
 
 
 def add_embedding_dropout(model: PreTrainedModel, p: float) -> None:
@@ -172,9 +193,23 @@ def item_token_ids(catalog: SidCatalog) -> torch.Tensor:
     return tok
 
 
+def item_token_id_sets(catalog: SidCatalog) -> list[torch.Tensor]:
+    """Every (n_items,) set of per-item tokens the catalog has: its history tokens (``sid.history: items``) and
+    its item-ID level (``sid.collision: item_token``). ValueError when it has neither."""
+    sets = [torch.as_tensor(catalog.history_tokens(np.arange(catalog.n_items)))] if catalog.history_items else []
+    try:
+        sets.append(item_token_ids(catalog))
+    except ValueError:
+        if not sets:
+            raise ValueError("sft.item_token_init: the catalog has no item-ID tokens (build it with sid.collision: "
+                             "item_token or sid.history: items)") from None
+    return sets
+
+
 def init_item_token_embeddings(model: PreTrainedModel, catalog: SidCatalog, vectors: torch.Tensor,
                                seed: int = 0) -> dict:
-    """Write an item-ID model's item vectors into the policy's item-token embeddings (tied: the head too).
+    """Write an item-ID model's item vectors into the policy's item-token embeddings (tied: the head too): the
+    history tokens (``sid.history: items``) and/or the item-ID level (``sid.collision: item_token``).
 
     The (n_items, d) vectors are centred, mapped to the policy width H by an isometry (a seeded orthonormal
     (d, H) basis when d ≤ H, the top-H principal directions when d > H), so dot products between items are
@@ -192,7 +227,6 @@ def init_item_token_embeddings(model: PreTrainedModel, catalog: SidCatalog, vect
                          f"got {n}")
     emb = getattr(model, "module", model).get_input_embeddings().weight
     H = emb.shape[1]
-    ids = item_token_ids(catalog).to(emb.device)
     v = vectors.double() - vectors.double().mean(0)
     if d <= H:
         g = torch.Generator().manual_seed(seed)
@@ -201,8 +235,10 @@ def init_item_token_embeddings(model: PreTrainedModel, catalog: SidCatalog, vect
     else:
         _, _, vh = torch.linalg.svd(v, full_matrices=False)
         mapped = v @ vh[:H].T
+    sets = [ids.to(emb.device) for ids in item_token_id_sets(catalog)]
     with torch.no_grad():
-        target_std = float(emb[ids].std())
+        target_std = float(emb[sets[0]].std())
         scale = target_std / max(float(mapped.std()), 1e-12)
-        emb[ids] = (mapped * scale).to(emb.dtype)
-    return {"items": n, "dim_in": d, "dim_out": H, "scale": scale}
+        for ids in sets:  # history tokens and item-ID level alike: the same item table
+            emb[ids] = (mapped * scale).to(emb.dtype)
+    return {"items": n, "dim_in": d, "dim_out": H, "scale": scale, "token_sets": len(sets)}

@@ -41,7 +41,7 @@ import torch
 
 from rl_align.policy.model import load_policy, save_tokenizer
 from rl_align.rollouts.base import ENGINES, GenerationRequest, RolloutBatch, RolloutEngine
-from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
+from rl_align.sid.catalog import EOS, PAD, SidCatalog
 from rl_align.sid.trie import SidTrie
 
 CONFIG_KEY = "rl_align"
@@ -65,6 +65,9 @@ class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
             raise ValueError(f"additional_config[{CONFIG_KEY!r}]['trie'] must name the catalog's trie.npz")
         self.trie = SidTrie.load(path).to(device)
         self.default_on = bool(extra.get("constrain_by_default", True))
+        # tokens a SID is made of (its codes; not <eos>): a prompt's SID tail starts after the last other token
+        # (<eos>, <bos>, a user token or a sid.history: items history token)
+        self.in_sid = set(torch.unique(self.trie.edge_token).tolist()) - {EOS}
         # batch row → (SID tokens already in the prompt tail, live reference to the output token list,
         #             dead trie nodes of the request or None)
         self.rows: dict[int, tuple[list[int], list[int], Optional[torch.Tensor]]] = {}
@@ -89,7 +92,7 @@ class SidTrieLogitsProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
                 self.rows.pop(index, None)
                 continue
             prompt = list(prompt_ids or [])
-            cut = max((k for k, t in enumerate(prompt) if t in (EOS, BOS)), default=-1)
+            cut = max((k for k, t in enumerate(prompt) if t not in self.in_sid), default=-1)
             dead = _BANS.get(tuple(prompt[: cut + 1]))
             self.rows[index] = (prompt[cut + 1:], output_ids, None if dead is None else dead.to(self.trie.edge_start.device))
         for a, b, direction in batch_update.moved:

@@ -33,10 +33,12 @@ from rl_align.policy.data import events_to_items, events_to_users, windows_to_ba
 from rl_align.policy.model import (
     add_embedding_dropout,
     add_hidden_dropout,
+    attention_mask_for,
     build_policy,
     init_item_token_embeddings,
     next_token_loss,
     save_policy,
+    token_loss,
 )
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
@@ -202,6 +204,10 @@ class SftWorker:
         batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target,
                                  events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        if "targets" in batch:  # sid.history: items, packed targets with a custom mask (policy/data.py)
+            targets = batch.pop("targets")
+            batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
+            return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
         labels = batch.pop("labels")
         logits = self.engine(**batch).logits
         loss = next_token_loss(logits, labels, self.sft.label_smoothing)

@@ -5,6 +5,8 @@ Token layout (one vocabulary shared by prompts and targets)::
     0 <pad>   1 <bos>   2 <eos> (ends every SID)   3 <sep> (between history items)
     4 <unk>   then level 0 codes, level 1 codes, ... (each level has its own range)
     then, with ``sid.user_tokens``, the user tokens (prompt context only: rl_align/sid/user_tokens.py)
+    then, with ``sid.history: items``, one history token per item (``<i_k>`` for dense item k: prompt context
+    only, one position per history item; the target is still generated as SID tokens)
 
 Files in a catalog directory: ``catalog.json`` (layout, item ids, stats),
 ``codes.npz`` (codes, lengths), ``trie.npz``, ``user_tokens.{json,npz}`` with user tokens and, for a bucket
@@ -42,41 +44,56 @@ class TokenLayout:
     Attributes:
         codebook_sizes: codes per level.
         offsets: first token id of each level's range.
-        vocab_size: specials + all level codes + the user tokens.
+        vocab_size: specials + all level codes + the user tokens + the history item tokens.
         user_sizes: token ids of each user feature (after the level codes: :attr:`user_offset`).
+        n_history: history item tokens (``sid.history: items``: one per item, after the user tokens:
+            :attr:`history_offset`; 0 = items are written as their SID tokens).
     """
 
     codebook_sizes: list[int]
     offsets: list[int]
     vocab_size: int
     user_sizes: tuple = ()
+    n_history: int = 0
 
     @property
     def user_offset(self) -> int:
-        """First user token id: right after the last level's codes."""
-        return self.vocab_size - int(sum(self.user_sizes))
+        """First user token id: right after the last level's codes (the end of the code range)."""
+        return self.history_offset - int(sum(self.user_sizes))
+
+    @property
+    def history_offset(self) -> int:
+        """First history item token id (``<i_0>``): right after the user tokens."""
+        return self.vocab_size - int(self.n_history)
 
     @classmethod
-    def for_sizes(cls, sizes: Sequence[int], user_sizes: Sequence[int] = ()) -> "TokenLayout":
+    def for_sizes(cls, sizes: Sequence[int], user_sizes: Sequence[int] = (), n_history: int = 0) -> "TokenLayout":
         offsets, o = [], len(SPECIALS)
         for k in sizes:
             offsets.append(o)
             o += int(k)
-        return cls(list(map(int, sizes)), offsets, o + int(sum(user_sizes)), tuple(map(int, user_sizes)))
+        return cls(list(map(int, sizes)), offsets, o + int(sum(user_sizes)) + int(n_history),
+                   tuple(map(int, user_sizes)), int(n_history))
 
     def token_names(self, user_tokens: Optional[UserTokens] = None) -> list[str]:
-        """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12 and ``<u.gender_2>``."""
+        """Readable name of every token id, e.g. ``<a_12>`` for level 0 code 12, ``<u.gender_2>`` and ``<i_7>``
+        (the history token of dense item 7)."""
         names = list(SPECIALS)
         for lvl, k in enumerate(self.codebook_sizes):
             names.extend(f"<{LEVEL_NAMES[lvl]}_{c}>" for c in range(k))
-        return names + (user_tokens.token_names() if user_tokens is not None else [])
+        names += user_tokens.token_names() if user_tokens is not None else []
+        return names + [f"<i_{k}>" for k in range(self.n_history)]
+
+    def is_code(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(...) token ids → (...) bool: a level code (what a SID is made of), not a special, user or history
+        token."""
+        return (tokens >= len(SPECIALS)) & (tokens < self.user_offset)
 
     def level_of(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(...) token ids → (...) level index, -1 for specials and user tokens."""
+        """(...) token ids → (...) level index, -1 for specials, user and history tokens."""
         off = torch.tensor(self.offsets + [self.user_offset], device=tokens.device)
         lvl = torch.searchsorted(off, tokens, right=True) - 1
-        code = (tokens >= len(SPECIALS)) & (tokens < self.user_offset)
-        return torch.where(code, lvl, torch.full_like(lvl, -1))
+        return torch.where(self.is_code(tokens), lvl, torch.full_like(lvl, -1))
 
 
 class SidCatalog:
@@ -86,10 +103,12 @@ class SidCatalog:
         item_ids: raw id of each item. codes: their codes. stats: free-form statistics saved with the catalog.
         buckets: allow shared codes (bucket SIDs); ``bucket_scorer`` orders the items inside a bucket.
         user_tokens: user side features written after ``<bos>`` of every prompt (``sid.user_tokens``).
+        history_items: write history items as one token each (``sid.history: items``) instead of their SIDs.
     """
 
     def __init__(self, item_ids: list[str], codes: SidCodes, stats: Optional[dict] = None, buckets: bool = False,
-                 bucket_scorer: Optional[BucketScorer] = None, user_tokens: Optional[UserTokens] = None) -> None:
+                 bucket_scorer: Optional[BucketScorer] = None, user_tokens: Optional[UserTokens] = None,
+                 history_items: bool = False) -> None:
         if len(item_ids) != codes.n:
             raise ValueError(f"{len(item_ids)} item ids for {codes.n} codes")
         if not buckets and codes.collision_stats()["colliding_items"]:
@@ -98,7 +117,9 @@ class SidCatalog:
         self.item_ids = list(item_ids)
         self.codes = codes
         self.user_tokens = user_tokens if user_tokens is not None and user_tokens.n_features else None
-        self.layout = TokenLayout.for_sizes(codes.codebook_sizes, self.user_tokens.sizes if self.user_tokens else ())
+        self.history_items = bool(history_items)
+        self.layout = TokenLayout.for_sizes(codes.codebook_sizes, self.user_tokens.sizes if self.user_tokens else (),
+                                            len(item_ids) if history_items else 0)
         self.stats = stats or {}
         self._index = {iid: k for k, iid in enumerate(self.item_ids)}
         self.tokens, self.token_lengths = self._tokenize(codes)
@@ -147,6 +168,12 @@ class SidCatalog:
         ids = self.user_tokens.value_ids(users)
         return ids + (self.layout.user_offset + np.cumsum((0,) + self.layout.user_sizes[:-1]))[None, :]
 
+    def history_tokens(self, items: np.ndarray) -> np.ndarray:
+        """(...) dense item indices → (...) their history tokens (``sid.history: items``; ValueError otherwise)."""
+        if not self.history_items:
+            raise ValueError("this catalog writes history items as SIDs (sid.history: codes): no history tokens")
+        return np.asarray(items, np.int64) + self.layout.history_offset
+
     @property
     def max_sid_len(self) -> int:
         """Longest token sequence of an item, end token included."""
@@ -188,6 +215,8 @@ class SidCatalog:
         h.update("\x00".join(self.item_ids).encode())
         if self.user_tokens is not None:
             h.update(self.user_tokens.fingerprint_bytes())
+        if self.history_items:
+            h.update(b"history:items")
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ io
@@ -207,6 +236,7 @@ class SidCatalog:
                 "item_ids": self.item_ids,
                 "buckets": self.is_bucket_catalog,
                 "user_tokens": self.user_tokens.names if self.user_tokens is not None else [],
+                "history": "items" if self.history_items else "codes",
                 "stats": self.stats,
             })
             if self.user_tokens is not None:
@@ -225,7 +255,8 @@ class SidCatalog:
         scorer = Buckets.load_scorer(directory / "buckets.npz") if buckets else None
         users = UserTokens.load(directory / "user_tokens") if meta.get("user_tokens") else None
         cat = cls(meta["item_ids"], SidCodes(z["codes"], z["lengths"], meta["codebook_sizes"]), meta.get("stats"),
-                  buckets=buckets, bucket_scorer=scorer, user_tokens=users)
+                  buckets=buckets, bucket_scorer=scorer, user_tokens=users,
+                  history_items=meta.get("history", "codes") == "items")
         if cat.fingerprint() != meta["fingerprint"]:
             raise ValueError(f"{directory}: catalog fingerprint mismatch (files edited or mixed from two catalogs)")
         return cat

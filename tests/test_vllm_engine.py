@@ -214,8 +214,8 @@ def test_user_token_catalog_on_vllm(tmp_path):
 
 def test_item_history_catalog_on_vllm(tmp_path):
     """``sid.history: items``: vLLM takes prompts of one history token per item (the trie state starts after the
-    last one, not at <bos>), emits only SID tokens, returns the raw log-probs a torch recomputation gives, and its
-    beams are the torch engine's."""
+    last one, not at <bos>), emits only SID tokens and returns the raw log-probs a torch recomputation gives, in
+    sampling and in beam search."""
     codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
     cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), history_items=True)
     torch.manual_seed(0)
@@ -229,10 +229,11 @@ def test_item_history_catalog_on_vllm(tmp_path):
         assert res.valid.all() and (res.sequences < cat.layout.history_offset).all()
         ref = _torch_logprobs(tmp_path, cat, ids, mask, res.sequences)
         assert torch.allclose(res.token_logprobs, ref, atol=1e-3), (res.token_logprobs - ref).abs().max()
+        # beams: distinct valid items whose scores are the raw log-probs torch recomputes (vLLM searches under
+        # renormalised log-probs, so its beam set may differ from the torch engine's: see test_constrained_beam_search)
         beams = engine.generate(GenerationRequest(ids, mask, n=5, mode="beam", constrained=True))
-        tb = build_engine("torch", model=load_policy(tmp_path / "policy", cat), catalog=cat).generate(
-            GenerationRequest(ids, mask, n=5, mode="beam", constrained=True))
-        assert beams.valid.all() and torch.equal(beams.items, tb.items)
-        assert torch.allclose(beams.seq_logprob, tb.seq_logprob, atol=1e-3)
+        assert beams.valid.all() and all(len(set(r.tolist())) == 5 for r in beams.items)
+        ref = _torch_logprobs(tmp_path, cat, ids, mask, beams.sequences)
+        assert torch.allclose(beams.seq_logprob, ref.sum(-1), atol=1e-3), (beams.seq_logprob - ref.sum(-1)).abs().max()
     finally:
         engine.close()

@@ -186,19 +186,25 @@ def test_bucket_catalog_on_vllm(tmp_path):
         engine.close()
 
 
+def _catalog_and_engine(d, **catalog_kw):
+    """The 48-item, 4×4×4 catalog with ``catalog_kw`` (user tokens, history items), a random 1-layer policy saved
+    under ``d / "policy"`` and a vLLM engine on it (the caller closes it)."""
+    codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
+    cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), **catalog_kw)
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
+    save_policy(model, d / "policy", cat)
+    return cat, build_engine("vllm", policy_dir=d / "policy", catalog=cat, kv_cache_gib=1)
+
+
 def test_user_token_catalog_on_vllm(tmp_path):
     """A catalog with user tokens (``sid.user_tokens``): vLLM takes the prompts with the users' tokens after
     <bos>, never emits one, returns the raw log-probs a torch recomputation gives, and two users with the same
     history get different distributions (the profile reaches the model)."""
     from rl_align.sid.user_tokens import UserTokens
 
-    codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
     ut = UserTokens.fit(["gender", "user_id"], {"gender": ["M", "F"] * 4}, 8)
-    cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), user_tokens=ut)
-    torch.manual_seed(0)
-    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
-    save_policy(model, tmp_path / "policy", cat)
-    engine = build_engine("vllm", policy_dir=tmp_path / "policy", catalog=cat, kv_cache_gib=1)
+    cat, engine = _catalog_and_engine(tmp_path, user_tokens=ut)
     try:
         ids, mask = build_prompts(np.array([[1, 2], [1, 2], [3, 4]]), cat, np.array([0, 1, 2]))
         assert (ids >= cat.layout.user_offset).sum() == 6  # two user tokens per prompt
@@ -216,12 +222,7 @@ def test_item_history_catalog_on_vllm(tmp_path):
     """``sid.history: items``: vLLM takes prompts of one history token per item (the trie state starts after the
     last one, not at <bos>), emits only SID tokens and returns the raw log-probs a torch recomputation gives, in
     sampling and in beam search."""
-    codes = np.array([[a, b, c] for a in range(4) for b in range(4) for c in range(4)][:48])
-    cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]), history_items=True)
-    torch.manual_seed(0)
-    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
-    save_policy(model, tmp_path / "policy", cat)
-    engine = build_engine("vllm", policy_dir=tmp_path / "policy", catalog=cat, kv_cache_gib=1)
+    cat, engine = _catalog_and_engine(tmp_path, history_items=True)
     try:
         ids, mask = build_prompts(np.array([[-1, 1, 2], [3, 4, 5], [6, 7, 8]]), cat)
         assert (ids >= cat.layout.history_offset).sum() == 8  # one token per history item

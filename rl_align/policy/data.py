@@ -23,10 +23,11 @@ from rl_align.sid.catalog import BOS, PAD, SidCatalog
 IGNORE = -100
 
 
-def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool,
-          prefix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool, prefix: np.ndarray | None = None,
+          as_history: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(N, W) item indices (-1 = none) → (N, 1 + F + W*T) tokens: <bos>, the (N, F) ``prefix`` tokens (user
-    tokens; none when None), then the items' tokens; padded left or right.
+    tokens; none when None), then the items' tokens (their SID and <eos>, or with ``as_history`` their one
+    history token, ``sid.history: items``); padded left or right.
 
     Returns:
         tokens (N, P) int64 and the per-token item slot (N, P) int64 (-1 for <bos>/prefix/<pad>).
@@ -34,11 +35,15 @@ def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool,
     N, W = items.shape
     prefix = np.zeros((N, 0), np.int64) if prefix is None else np.asarray(prefix, np.int64)
     F = prefix.shape[1]
-    tok = catalog.tokens  # (n_items, T) with <eos> then <pad>
+    if as_history:
+        tok = catalog.history_tokens(np.arange(catalog.n_items))[:, None]  # (n_items, 1)
+        lengths = np.ones(catalog.n_items, np.int64)
+    else:
+        tok, lengths = catalog.tokens, catalog.token_lengths  # (n_items, T) with <eos> then <pad>
     T = tok.shape[1]
     safe = np.where(items >= 0, items, 0)
     per = tok[safe]  # (N, W, T)
-    valid = (np.arange(T)[None, None, :] < catalog.token_lengths[safe][:, :, None]) & (items >= 0)[:, :, None]
+    valid = (np.arange(T)[None, None, :] < lengths[safe][:, :, None]) & (items >= 0)[:, :, None]
     slot = np.broadcast_to(np.arange(W)[None, :, None], (N, W, T))
     flat_valid = valid.reshape(N, W * T)
     counts = flat_valid.sum(1)
@@ -55,24 +60,6 @@ def _pack(items: np.ndarray, catalog: SidCatalog, left_pad: bool,
     out[rows[flat_valid], pos[flat_valid]] = per.reshape(N, W * T)[flat_valid]
     out_slot[rows[flat_valid], pos[flat_valid]] = slot.reshape(N, W * T)[flat_valid]
     return out, out_slot
-
-
-def _pack_history_tokens(hist: np.ndarray, catalog: SidCatalog, prefix: np.ndarray | None) -> np.ndarray:
-    """(N, H) item indices, -1 padding on the left → (N, 1 + F + H') left-padded prompts of history tokens
-    (``<bos>``, the (N, F) prefix tokens, one ``<i_k>`` per item), H' the longest history."""
-    N = hist.shape[0]
-    n = (hist >= 0).sum(1)
-    H = int(n.max()) if N else 0
-    hist = hist[:, hist.shape[1] - H:] if H else hist[:, :0]
-    prefix = np.zeros((N, 0), np.int64) if prefix is None else np.asarray(prefix, np.int64)
-    F = prefix.shape[1]
-    out = np.full((N, 1 + F + H), PAD, np.int64)
-    out[:, 1 + F:] = np.where(hist >= 0, catalog.history_tokens(np.maximum(hist, 0)), PAD)
-    start = H - n  # column of each row's <bos>: right before its prefix and first item
-    out[np.arange(N), start] = BOS
-    if F:
-        out[np.arange(N)[:, None], start[:, None] + 1 + np.arange(F)[None, :]] = prefix
-    return out
 
 
 def build_prompts(history: np.ndarray, catalog: SidCatalog,
@@ -92,11 +79,8 @@ def build_prompts(history: np.ndarray, catalog: SidCatalog,
     # move padding to the left so items stay in order
     order = np.argsort(history >= 0, axis=1, kind="stable")
     hist = np.take_along_axis(history, order, axis=1)
-    prefix = catalog.prefix_tokens(users)
-    if catalog.history_items:
-        ids = _pack_history_tokens(hist, catalog, prefix)
-    else:
-        ids, _ = _pack(hist, catalog, left_pad=True, prefix=prefix)
+    ids, _ = _pack(hist, catalog, left_pad=True, prefix=catalog.prefix_tokens(users),
+                   as_history=catalog.history_items)
     ids_t = torch.from_numpy(ids)
     return ids_t, (ids_t != PAD).long()
 
@@ -289,10 +273,10 @@ def item_history_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.nd
         L = len(t)
         ids[r, :L], pos[r, :L], tgt[r, :L] = t, p, g
         shared = blk == -1
+        c = col[:L]
         # shared key c is visible to query q when c <= see[q]; block key c when it is in q's block and c <= q
-        m = (col[None, :L][:, :L] <= see[:, None]) & shared[None, :]
-        m |= (blk[:, None] == blk[None, :]) & ~shared[None, :] & (col[None, :L] <= col[:L, None])
-        mask[r, :L, :L] = m
+        mask[r, :L, :L] = ((c[None, :] <= see[:, None]) & shared[None, :]) | \
+            ((blk[:, None] == blk[None, :]) & ~shared[None, :] & (c[None, :] <= c[:, None]))
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask[:, None]),
             "position_ids": torch.from_numpy(pos), "targets": torch.from_numpy(tgt)}
 

@@ -78,12 +78,9 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: flo
 
 
 def attention_mask_for(model: PreTrainedModel, allowed: torch.Tensor) -> torch.Tensor:
-    """A custom (M, 1, P, P) bool mask (True = may attend) in the form the model's attention kernel takes: bool
-    for SDPA (and the shared-prefix kernel, which is SDPA in training), additive float (0 / dtype min) otherwise."""
-    model = getattr(model, "module", model)
-    if getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "rl_align_shared_prefix"):
-        return allowed
-    dtype = next(model.parameters()).dtype
+    """A custom (M, 1, P, P) bool mask (True = may attend) as the additive float mask (0 / dtype min, in the model's
+    dtype) that every HF attention kernel takes as is (SDPA, eager, and the shared-prefix kernel)."""
+    dtype = next(getattr(model, "module", model).parameters()).dtype
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
                                                                                        torch.finfo(dtype).min)
 

@@ -179,6 +179,37 @@ def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():
     np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm: (1 - α) · code · share
 
 
+def test_an_attached_reward_model_leaves_new_items_to_the_saved_scorer():
+    """A reward model attached at evaluation orders the items with training interactions; the items without any
+    (which it never saw) keep the catalog's saved content scorer inside the cold-start mixture."""
+    from rl_align.rewards.bucket_scorer import RewardModelScorer
+
+    codes = np.array([[0, -1], [0, -1], [0, -1], [0, -1], [1, -1], [1, -1]])
+    pop = np.array([0, 0, 5, 5, 3, 3], np.float64)                       # items 0 and 1 are new
+    vec = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1], [1, -1]], np.float64)
+    cat = SidCatalog([f"i{k}" for k in range(6)], SidCodes(codes, np.ones(6, np.int64), [2, 2]), buckets=True,
+                     bucket_scorer=build_scorer("content", pop, vec, 0.1))
+    table = np.zeros((1, 6))
+    table[0, [0, 1, 2, 3]] = [-6.0, 6.0, -6.0, 6.0]                       # the model prefers 1 > 0 and 3 > 2
+    reward = RewardModelScorer(pop, None, 1.0, _TableReward(table))
+    reps, hist, user = np.array([[0]]), np.array([[4, 2]]), np.array([0])  # the history points at (1, 0)
+    content = cat.buckets.scorer
+    cat.buckets.attach(reward)
+    assert cat.buckets.scorer is reward and cat.buckets.cold_scorer is content
+    items, valid, logp = cat.buckets._ordered(reps, hist, cold_prior=0.2, users=user)
+    lp = dict(zip(items[0, 0].tolist(), logp[0, 0].tolist()))
+    assert lp[3] > lp[2] and lp[0] > lp[1]               # warm by the reward model, new by content (vector (1, 0))
+    np.testing.assert_allclose(np.exp(lp[0]) + np.exp(lp[1]), 0.2, atol=1e-9)
+    cold_logit = content.score(hist, np.array([[0, 1]]))[0]
+    np.testing.assert_allclose([lp[0], lp[1]], np.log(0.2) + cold_logit - np.logaddexp(*cold_logit), atol=1e-9)
+    # set directly (no attach), the reward model orders the new items too
+    plain = SidCatalog([f"i{k}" for k in range(6)], SidCodes(codes, np.ones(6, np.int64), [2, 2]), buckets=True,
+                       bucket_scorer=reward)
+    items, _, logp = plain.buckets._ordered(reps, hist, cold_prior=0.2, users=user)
+    lp = dict(zip(items[0, 0].tolist(), logp[0, 0].tolist()))
+    assert lp[1] > lp[0]
+
+
 def _catalog_with_an_all_new_bucket():
     """The cold-mixture test's catalog (codebooks 3 × 4) plus items 8 and 9: both new, sharing code (2, 3), a
     bucket no item with training interactions sits in (parent prefix (2,), which items 5-7 share)."""
@@ -349,7 +380,8 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     train_scorers(run, rcfg, skip=("din",))
     assert main(["eval", str(run), "--bucket-scorer", "reward:sasrec", "--bucket-temperature", "0.5"]) == 0
     mr = json.loads((run / "eval" / "metrics_sft_bucket-reward-sasrec-T0.5.json").read_text())
-    assert mr["bucket_scorer"] == {"name": "reward", "temperature": 0.5} and m["bucket_scorer"]["name"] == "content"
+    assert mr["bucket_scorer"] == {"name": "reward", "temperature": 0.5, "cold_items_by": "content"}
+    assert m["bucket_scorer"]["name"] == "content"
     assert mr["test"]["list_lengths"][-1] == mr["test"]["n_users"] and mr["test"]["seen_in_lists"] == 0
     assert main(["eval", str(run), "--bucket-scorer", "reward:gru4rec"]) == 2     # not trained: one-line refusal
     # the parent route for all-new buckets, from the CLI; --split all needs cold cases (none in this run)

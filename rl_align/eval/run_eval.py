@@ -64,7 +64,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  export: Optional[Path] = None, threads: int = 0, bucket_scorer: Optional[BucketScorer] = None
                  ) -> dict:
     """Metrics of the run's ``stage`` policy and of popularity on ``parts``; optional JSONL export (test).
-    ``bucket_scorer`` replaces a bucket catalog's saved within-bucket scorer (e.g. a reward model's)."""
+    ``bucket_scorer`` replaces a bucket catalog's saved within-bucket scorer (e.g. a reward model's; items without
+    training interactions keep the saved one in the cold-start mixture, :meth:`Buckets.attach`)."""
     if threads:
         torch.set_num_threads(threads)
     run_path = Path(run_path)
@@ -74,7 +75,7 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     if bucket_scorer is not None:
         if not catalog.has_buckets:
             raise ValueError(f"{run_path}: a within-bucket scorer needs a bucket catalog (sid.collision: bucket)")
-        catalog.buckets.scorer = bucket_scorer
+        catalog.buckets.attach(bucket_scorer)
 
     model = load_policy(policy_dir(run_path, stage), catalog)
     engine = TorchEngine(model, catalog)
@@ -84,7 +85,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  "exclude_history": cfg.exclude_history}
     if catalog.has_buckets and catalog.buckets.scorer is not None:
         out["bucket_scorer"] = {"name": catalog.buckets.scorer.registry_name,
-                                "temperature": catalog.buckets.scorer.temperature}
+                                "temperature": catalog.buckets.scorer.temperature,
+                                "cold_items_by": (catalog.buckets.cold_scorer or catalog.buckets.scorer).registry_name}
     cold = None
     if cfg.cold_expansion:
         prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)

@@ -108,6 +108,9 @@ class Buckets:
         bucket_of: (n_items,) int64 bucket of each item. offsets: (n_buckets + 1,) int64 CSR offsets.
         members: (n_items,) int64 items of bucket b at ``members[offsets[b]:offsets[b + 1]]`` (index order).
         scorer: the within-bucket :class:`BucketScorer` (None: index order).
+        cold_scorer: the scorer that orders the items without training interactions in the cold-start mixture
+            (None: ``scorer``). :meth:`attach` sets it when a reward model replaces the saved scorer, since a
+            model trained on training events knows nothing of an item without any.
     """
 
     def __init__(self, bucket_of: np.ndarray, scorer: Optional[BucketScorer] = None) -> None:
@@ -116,6 +119,15 @@ class Buckets:
         counts = np.bincount(self.bucket_of, minlength=int(self.bucket_of.max()) + 1 if self.bucket_of.size else 0)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.members = order.astype(np.int64)
+        self.scorer = scorer
+        self.cold_scorer: Optional[BucketScorer] = None
+
+    def attach(self, scorer: BucketScorer) -> None:
+        """Order buckets by ``scorer`` (e.g. a reward model's, attached at evaluation). If it is ``attach_only``
+        (trained on training events after the sids stage), items without training interactions keep the saved
+        scorer in the cold-start mixture: the model never saw them, while the saved scorer reads their vectors."""
+        if scorer.attach_only and self.scorer is not None and not self.scorer.attach_only:
+            self.cold_scorer = self.scorer
         self.scorer = scorer
 
     @property
@@ -162,9 +174,11 @@ class Buckets:
                  else np.zeros(items.shape))
         if cold_prior > 0 and self.scorer is not None:
             cold = self._new(items, valid)
+            cold_logit = logit if self.cold_scorer is None else \
+                self.cold_scorer.score(history, items.reshape(N, B * S), users).reshape(N, B, S)
             logp = np.full(items.shape, -np.inf)
-            for part, w in ((valid & ~cold, np.log1p(-cold_prior)), (cold, np.log(cold_prior))):
-                logp = np.where(part, _log_softmax(np.where(part, logit, -np.inf)) + w, logp)
+            for part, w, lg in ((valid & ~cold, np.log1p(-cold_prior), logit), (cold, np.log(cold_prior), cold_logit)):
+                logp = np.where(part, _log_softmax(np.where(part, lg, -np.inf)) + w, logp)
         else:
             logp = _log_softmax(np.where(valid, logit, -np.inf))
         # scorer order, ties by item index (members are in index order, the sort is stable)

@@ -25,7 +25,7 @@ for s in ${SEEDS:-0 1 2}; do
         --run-dir runs/$P-bucket-s$s "$@" ;;
     choose)
       python experiments/bucket_scorer_choice.py runs/$P-bucket-s$s --temperatures 0.1 --reward-models sasrec \
-        --reward-temperatures ${TEMPS:-0.3 1 3} | tee runs/$P-bucket-s$s/eval/scorer_choice.md ;;
+        --reward-temperatures ${TEMPS:-0.1 0.3 0.5 1 3} | tee runs/$P-bucket-s$s/eval/scorer_choice.md ;;
     eval)
       : "${T:?set T to the temperature valid chose}"
       rl-align eval runs/$P-bucket-s$s --split all --cold-expansion --bucket-scorer reward:sasrec \

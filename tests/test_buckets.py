@@ -196,12 +196,17 @@ def test_an_attached_reward_model_leaves_new_items_to_the_saved_scorer():
     content = cat.buckets.scorer
     cat.buckets.attach(reward)
     assert cat.buckets.scorer is reward and cat.buckets.cold_scorer is content
+    cat.buckets.attach(RewardModelScorer(pop, None, 1.0, _TableReward(table)))    # again: content still orders new
+    assert cat.buckets.cold_scorer is content
+    cat.buckets.attach(reward)
     items, valid, logp = cat.buckets._ordered(reps, hist, cold_prior=0.2, users=user)
     lp = dict(zip(items[0, 0].tolist(), logp[0, 0].tolist()))
     assert lp[3] > lp[2] and lp[0] > lp[1]               # warm by the reward model, new by content (vector (1, 0))
     np.testing.assert_allclose(np.exp(lp[0]) + np.exp(lp[1]), 0.2, atol=1e-9)
     cold_logit = content.score(hist, np.array([[0, 1]]))[0]
     np.testing.assert_allclose([lp[0], lp[1]], np.log(0.2) + cold_logit - np.logaddexp(*cold_logit), atol=1e-9)
+    cat.buckets.attach(content)                            # a saved-kind scorer orders every item itself
+    assert cat.buckets.scorer is content and cat.buckets.cold_scorer is None
     # set directly (no attach), the reward model orders the new items too
     plain = SidCatalog([f"i{k}" for k in range(6)], SidCodes(codes, np.ones(6, np.int64), [2, 2]), buckets=True,
                        bucket_scorer=reward)

@@ -125,9 +125,10 @@ class Buckets:
     def attach(self, scorer: BucketScorer) -> None:
         """Order buckets by ``scorer`` (e.g. a reward model's, attached at evaluation). If it is ``attach_only``
         (trained on training events after the sids stage), items without training interactions keep the saved
-        scorer in the cold-start mixture: the model never saw them, while the saved scorer reads their vectors."""
-        if scorer.attach_only and self.scorer is not None and not self.scorer.attach_only:
-            self.cold_scorer = self.scorer
+        scorer in the cold-start mixture: the model never saw them, while the saved scorer reads their vectors.
+        Attaching again keeps that saved scorer; attaching a saved-kind scorer orders every item by it."""
+        saved = self.cold_scorer or self.scorer
+        self.cold_scorer = saved if scorer.attach_only and saved is not None and not saved.attach_only else None
         self.scorer = scorer
 
     @property

@@ -60,8 +60,8 @@ def main() -> None:
     print("| scorer | valid HR@10 | valid NDCG@10 | valid tail HR@10 | test HR@10 | test NDCG@10 | test tail HR@10 |")
     print("|---|---|---|---|---|---|---|")
     for name, t in settings:
-        cat.buckets.scorer = (reward_bucket_scorer(run, name.split(":")[1], t) if name.startswith("reward:")
-                              else build_scorer(name, pop, vecs, t or 0.1))
+        cat.buckets.attach(reward_bucket_scorer(run, name.split(":")[1], t) if name.startswith("reward:")
+                           else build_scorer(name, pop, vecs, t or 0.1))
         row = []
         for part in ("valid", "test"):
             es, items, scores = beams[part]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rl_align.baselines.train import load_baseline
+from rl_align.embed.collaborative import blend
 from rl_align.utils.io import write_npy
 
 
@@ -35,10 +36,7 @@ def main() -> None:
     a = ap.parse_args()
     table = load_baseline(a.model_dir).item_emb.weight[1:].detach().numpy().astype(np.float32)
     if a.join is not None:
-        other = np.load(a.join, allow_pickle=False)
-        if other.shape[0] != table.shape[0]:
-            raise SystemExit(f"{a.join}: expected {table.shape[0]} rows (one per catalog item), got {other.shape[0]}")
-        table = (np.concatenate([_unit(other), _unit(table)], axis=1) * np.sqrt(0.5)).astype(np.float32)
+        table = blend(np.load(a.join, allow_pickle=False), _unit(table), 0.5)  # the embed stage's text + cf join
     write_npy(a.out, table)
     print(f"{a.out}: {table.shape}")
 

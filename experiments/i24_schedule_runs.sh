@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 24, the SFT optimiser on the 64-wide SCI row (experiments/i24_sci_row.sh with SASRec's width): peak
+# learning rate and weight decay, the two schedule knobs the ablation table had not varied (the preset: lr 3e-3,
+# AdamW weight decay 0.01, batch 64, warm-up then cosine to 10%). The reference row is runs/i24-w64base-sN
+# (experiments/i24_user_tokens_runs.sh reference).
+#   experiments/i24_schedule_runs.sh screen                # seed 0: lr 1e-3, lr 1e-2, weight decay 0.1
+#   SETTING=lr1e-3 experiments/i24_schedule_runs.sh seeds  # seeds 1 2 of the valid pick
+# Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
+#   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
+set -euo pipefail
+W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256)
+args_for() {  # setting name -> its --set flags
+  case "$1" in
+    lr1e-3) echo "--set sft.lr=0.001" ;;
+    lr1e-2) echo "--set sft.lr=0.01" ;;
+    wd0.1) echo "--set sft.weight_decay=0.1" ;;
+    *) echo "unknown setting $1" >&2; return 1 ;;
+  esac
+}
+what=${1:?screen | seeds}; shift
+case "$what" in
+  screen)
+    for s in ${SCREEN:-lr1e-3 lr1e-2 wd0.1}; do
+      # shellcheck disable=SC2046
+      TAG=w64-$s SEEDS=0 experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$s") "$@"
+    done ;;
+  seeds)
+    : "${SETTING:?}"
+    # shellcheck disable=SC2046
+    TAG=w64-$SETTING SEEDS="${SEEDS:-1 2}" experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$SETTING") "$@" ;;
+esac

@@ -4,6 +4,7 @@
 # AdamW weight decay 0.01, batch 64, warm-up then cosine to 10%). The reference row is runs/i24-w64base-sN
 # (experiments/i24_user_tokens_runs.sh reference).
 #   experiments/i24_schedule_runs.sh screen                # seed 0: lr 1e-3, lr 1e-2, weight decay 0.1
+#   SCREEN=lr1e-3-nostop experiments/i24_schedule_runs.sh screen   # lr 1e-3 without early stopping
 #   SETTING=lr1e-3 experiments/i24_schedule_runs.sh seeds  # seeds 1 2 of the valid pick
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
@@ -12,6 +13,7 @@ W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermedi
 args_for() {  # setting name -> its --set flags
   case "$1" in
     lr1e-3) echo "--set sft.lr=0.001" ;;
+    lr1e-3-nostop) echo "--set sft.lr=0.001 --set sft.patience=20" ;;
     lr1e-2) echo "--set sft.lr=0.01" ;;
     wd0.1) echo "--set sft.weight_decay=0.1" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;

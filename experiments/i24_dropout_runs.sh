@@ -8,7 +8,6 @@
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
-W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256)
 args_for() {  # setting name -> its --set flags
   case "$1" in
     hd0.1) echo "--set policy.hidden_dropout=0.1" ;;
@@ -20,15 +19,7 @@ args_for() {  # setting name -> its --set flags
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }
-what=${1:?screen | seeds}; shift
-case "$what" in
-  screen)
-    for s in ${SCREEN:-hd0.1 hd0.2 hd0.3 all0.2}; do
-      # shellcheck disable=SC2046
-      TAG=w64-$s SEEDS=0 experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$s") "$@"
-    done ;;
-  seeds)
-    : "${SETTING:?}"
-    # shellcheck disable=SC2046
-    TAG=w64-$SETTING SEEDS="${SEEDS:-1 2}" experiments/i24_sci_row.sh "${W64[@]}" $(args_for "$SETTING") "$@" ;;
-esac
+DEFAULT_SCREEN="hd0.1 hd0.2 hd0.3 all0.2"
+# shellcheck source=experiments/w64_row_lib.sh
+source "$(dirname "$0")/w64_row_lib.sh"
+w64_rows "$@"

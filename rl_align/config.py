@@ -534,9 +534,11 @@ class RewardConfig:
                               "future_match)", registry="rewards")
     scorer: str = doc("din", "the reward model behind the ranker term and the gate's discriminability (one of "
                              "ranker.scorers: din, sasrec, gru4rec, ensemble)", registry="reward_scorers")
-    ranker_normalize: Literal["raw", "rank", "zscore"] = doc(
-        "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], or z-score in the group"
+    ranker_normalize: Literal["raw", "rank", "zscore", "topk"] = doc(
+        "rank", "ranker reward: raw probability, rank within the group scaled to [0,1], z-score in the group, or "
+                "topk: 1 for the group's ranker_topk best-scored members and 0 for the rest (HR@k's cut)"
     )
+    ranker_topk: int = doc(10, "ranker_normalize: topk — how many of each group's members get reward 1", ge=1)
     floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
     future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)", ge=1)
     future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)", gt=0, le=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_align.algos.diagnostics import discriminability, group_rank_normalize, group_zscore
+from rl_align.algos.diagnostics import discriminability, group_rank_normalize, group_topk_indicator, group_zscore
 from rl_align.config import ExposureConfig, RankerConfig, RewardConfig
 from rl_align.data.features import auto_specs, encode, specs_from_config
 from rl_align.ranker.metrics import auc, gauc
@@ -107,6 +107,23 @@ def test_invalid_sids_and_nonfinite_scores_get_the_counted_floor():
 def test_ranker_reward_rank_normalised_within_group():
     inp = _inp([[1, 2, 3]], [0], [[0.1, 0.9, 0.5]])
     assert CompositeReward({"ranker": 1.0})(inp).rewards[0].tolist() == [0.0, 1.0, 0.5]
+
+
+def test_group_topk_indicator_marks_the_k_best_valid_members():
+    s = torch.tensor([[3.0, 1.0, 2.0, 9.0, 0.5], [5.0, 5.0, 5.0, 1.0, 0.0]])
+    v = torch.tensor([[True, True, True, False, True], [True, True, True, True, False]])
+    top = group_topk_indicator(s, v, 2)
+    assert top[0].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]          # 9.0 is invalid: it takes no place
+    assert top[1].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]          # a three-way tie: the first two by position
+    few = group_topk_indicator(s, torch.tensor([[True, False, False, False, False]] * 2), 3)
+    assert few.tolist() == [[1.0, 0, 0, 0, 0]] * 2               # fewer valid members than k: all of them
+    assert group_topk_indicator(s, v, 10).sum(1).tolist() == [4.0, 4.0]
+
+
+def test_ranker_reward_topk_gives_hr_cut_and_floors_invalid():
+    inp = _inp([[1, 2, -1, 3, 4]], [0], [[0.1, 0.9, 0.99, 0.5, 0.2]])
+    out = CompositeReward({"ranker": 1.0}, floor=-1.0, ctx=RewardContext("topk", ranker_topk=2))(inp)
+    assert out.rewards[0].tolist() == [0.0, 1.0, -1.0, 1.0, 0.0] and out.n_invalid == 1
 
 
 def test_semantic_reward_is_cosine():

@@ -91,6 +91,24 @@ def group_rank_normalize(scores: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     return torch.where(v, r, torch.zeros_like(r)).to(scores.dtype)
 
 
+def group_topk_indicator(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+    """1 for the ``k`` valid members of each group with the highest score, 0 for the rest (HR@k's cut).
+
+    Args:
+        scores: (B, G) float.
+        valid: (B, G) bool.
+        k: places that count; a group with ≤ k valid members gives every one of them 1.
+    Returns:
+        (B, G) float; ties at the k-th place are broken by position (the rollout order); invalid → 0.
+    """
+    v = valid.bool()
+    k = min(int(k), scores.shape[1])
+    key = scores.double().masked_fill(~v, float("-inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]   # stable: ties keep position
+    top = torch.zeros_like(v).scatter_(1, order, True) & v
+    return top.to(scores.dtype)
+
+
 def group_zscore(scores: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(scores − mean) / (std + eps) over each group's valid members; invalid → 0. Shapes (B, G)."""
     v = valid.double()

@@ -9,7 +9,8 @@ any non-finite value a function produces — nothing NaN leaves
 Registered functions (all return (B, G) rewards for the valid members):
 
 * ``ranker`` — the ranker's click probability; ``rank``-normalised within the
-  group ([0, 1], best = 1), ``zscore``d, or ``raw``;
+  group ([0, 1], best = 1), ``zscore``d, ``raw``, or ``topk`` (1 for the group's k
+  best-scored members, 0 for the rest: the cut HR@k counts);
 * ``exact_match`` — 1 if the item is the ground truth, else 0;
 * ``ranking`` — MiniOneRec's rank-aware reward: +1 for the ground truth; when the
   group contains it, each wrong item at generation rank k gets −1/log2(k+2),
@@ -32,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from rl_align.algos.diagnostics import group_rank_normalize, group_zscore
+from rl_align.algos.diagnostics import group_rank_normalize, group_topk_indicator, group_zscore
 from rl_align.utils.registry import Registry
 
 log = logging.getLogger("rl_align")
@@ -95,14 +96,16 @@ class RewardContext:
     """What reward functions may need beyond the request: normalisation mode and item embeddings.
 
     Attributes:
-        ranker_normalize: raw | rank | zscore.
+        ranker_normalize: raw | rank | zscore | topk.
         item_embeddings: (n_items, d) L2-normalised float tensor for ``semantic`` (None if not loaded).
         future_discount: γ of ``future_match`` (the reward of the j-th next event is γ^j).
+        ranker_topk: k of ``ranker_normalize: topk`` (the group's k best-scored valid members get 1).
     """
 
     ranker_normalize: str = "rank"
     item_embeddings: Optional[torch.Tensor] = None
     future_discount: float = 0.5
+    ranker_topk: int = 10
 
 
 class RewardFunction(ABC):
@@ -136,7 +139,9 @@ class RankerReward(RewardFunction):
             return torch.where(ok, group_rank_normalize(torch.where(ok, s, torch.zeros_like(s)), ok), s)
         if ctx.ranker_normalize == "zscore":
             return torch.where(ok, group_zscore(torch.where(ok, s, torch.zeros_like(s)), ok), s)
-        raise RewardInputError(f"reward.ranker_normalize: {ctx.ranker_normalize!r} is not raw, rank or zscore")
+        if ctx.ranker_normalize == "topk":
+            return torch.where(ok, group_topk_indicator(s, ok, ctx.ranker_topk), s)
+        raise RewardInputError(f"reward.ranker_normalize: {ctx.ranker_normalize!r} is not raw, rank, zscore or topk")
 
 
 @REWARDS.register("exact_match")

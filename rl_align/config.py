@@ -303,6 +303,9 @@ class SftConfig:
     window_stride: Optional[int] = doc(None, "target items per training window: windows overlap and only their last "
                                              "this many items are trained on, so each target sees ≥ window − stride "
                                              "items of history; null = the window (non-overlapping, all targets)", ge=1)
+    item_drop: float = doc(0.0, "sequence augmentation: each item of a training window but its last is deleted "
+                                "with this probability, drawn afresh each epoch (it is then neither context nor "
+                                "target; later targets see a history with a gap); 0 = off", ge=0, lt=1)
     num_workers: int = doc(1, "Ray Train workers (one process each)", ge=1, schedule=True)
     cpus_per_worker: float = doc(2.0, "CPUs per worker; torch threads are set to this (rounded down, ≥ 1)", gt=0, schedule=True)
     use_gpu: bool = doc(False, "one GPU per worker (nccl) instead of CPU (gloo)", schedule=True)

@@ -169,6 +169,29 @@ def shuffled_training_events(split: dict, window: int, stride: int | None,
     return w[perm], n_target[perm]
 
 
+def drop_events(events: np.ndarray, n_target: np.ndarray, p: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Item deletion, a sequence augmentation: each entry of each window but its last is removed with probability
+    ``p`` (it is then neither context nor target); the rest keep their order, so a later target sees a history
+    with gaps, as a user whose log missed an event would give.
+
+    Args:
+        events: (M, W) event or item indices, -1 = padding. n_target: (M,) trailing targets per window.
+    Returns:
+        (M, W) with removed entries set to -1 (``windows_to_batch`` packs what is left) and (M,) the targets left.
+    """
+    if p <= 0:
+        return events, n_target
+    present = events >= 0
+    last = events.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)   # column of each window's last entry
+    drop = present & (rng.random(events.shape) < p)
+    drop[np.arange(len(events)), last] = False
+    first_target = present.sum(1) - n_target                         # rank of the first target among the entries
+    rank = np.cumsum(present, axis=1) - 1                            # each entry's rank in its window
+    dropped_targets = (drop & (rank >= first_target[:, None])).sum(1)
+    return np.where(drop, -1, events), n_target - dropped_targets
+
+
 def events_to_items(events: np.ndarray, seq_items: np.ndarray) -> np.ndarray:
     """(M, W) event indices (-1 = padding) → (M, W) item indices (-1 = padding)."""
     return np.where(events >= 0, np.asarray(seq_items, np.int64)[np.maximum(events, 0)], -1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rl_align.policy.data import shuffled_training_events
+from rl_align.policy.data import drop_events, shuffled_training_events
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.1):
@@ -23,17 +23,20 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, flo
 
 
 def epoch_events(split: dict[str, np.ndarray], window: int, seed: int, epoch: int,
-                 stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 stride: int | None = None, item_drop: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's shuffled training windows as event indices into ``split["seq_items"]`` (-1 = padding) —
     identical on every worker (seeded by seed and epoch).
 
     ``stride`` target items per window (:func:`rl_align.policy.data.strided_windows`; None = ``window``, i.e.
-    non-overlapping windows in which every item is a target).
+    non-overlapping windows in which every item is a target). ``item_drop`` > 0 removes each entry but a window's
+    last with that probability (:func:`rl_align.policy.data.drop_events`), drawn afresh each epoch; 0 leaves the
+    windows (and every random draw before it) exactly as without it.
 
     Returns:
         events (M, window) and n_target (M,): how many trailing items of each window are targets.
     """
-    return shuffled_training_events(split, window, stride, np.random.default_rng([seed, epoch]))
+    events, n_target = shuffled_training_events(split, window, stride, np.random.default_rng([seed, epoch]))
+    return drop_events(events, n_target, item_drop, np.random.default_rng([seed, epoch, 1]))
 
 
 def shard_rows(n_rows: int, global_batch: int, rank: int, world: int) -> list[np.ndarray]:

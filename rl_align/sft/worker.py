@@ -169,7 +169,7 @@ class SftWorker:
         """One pass over this worker's share of the epoch's windows; returns the epoch's record (loss all-reduced)."""
         sft = self.sft
         self.module.train()
-        events, n_target = epoch_events(self.split, self.window, sft.seed, epoch, sft.window_stride)
+        events, n_target = epoch_events(self.split, self.window, sft.seed, epoch, sft.window_stride, sft.item_drop)
         batches = shard_rows(events.shape[0], sft.batch_size, self.rank, self.world)
         t0 = time.perf_counter()
         tot = torch.zeros(2, dtype=torch.float64)

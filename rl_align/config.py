@@ -402,6 +402,8 @@ class BaselineConfig:
     window_stride: Optional[int] = doc(None, "target items per training window of max_len + 1 items (overlapping "
                                              "windows, earlier items are context only); null = max_len + 1 "
                                              "(non-overlapping)", ge=1)
+    item_drop: float = doc(0.0, "item-deletion augmentation, as sft.item_drop: each item of a training window but "
+                                "its last is deleted with this probability each epoch; 0 = off", ge=0, lt=1)
     hidden: int = doc(64, "embedding and hidden width", ge=1)
     layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)", ge=1)
     heads: int = doc(1, "attention heads (SASRec)", ge=1)

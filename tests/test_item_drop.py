@@ -47,3 +47,27 @@ def test_epoch_events_without_drop_is_unchanged_and_with_drop_is_seeded():
     kept = [np.sort(epoch_events(split, 6, 0, e, None, 0.3)[0][epoch_events(split, 6, 0, e, None, 0.3)[0] >= 0])
             for e in (1, 2, 3)]
     assert len({tuple(k) for k in kept}) > 1                                 # drawn afresh each epoch
+
+
+def test_item_id_baseline_windows_with_drop_stay_right_aligned_with_their_targets():
+    from rl_align.policy.data import item_window_batches
+    seq = np.arange(60, dtype=np.int64)
+    split = {"seq_items": seq, "seq_offsets": np.array([0, 25, 60])}
+    plain = list(item_window_batches(split, 6, 100, np.random.default_rng(0)))
+    again = list(item_window_batches(split, 6, 100, np.random.default_rng(0), None, 0.0))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(plain, again))
+    n_plain = sum(int((t >= 0).sum()) for _, t in plain)
+    batches = list(item_window_batches(split, 6, 100, np.random.default_rng(0), None, 0.3))
+    n_drop = 0
+    for inp, tgt in batches:
+        inp, tgt = inp.numpy(), tgt.numpy()
+        for r in range(len(inp)):
+            items = inp[r][inp[r] > 0] - 1
+            assert (inp[r][: len(inp[r]) - len(items)] == 0).all()          # padding only at the front
+            assert (np.diff(items) > 0).all()                                # order kept
+            t = tgt[r][tgt[r] >= 0]
+            # every target is an item of the user after its input, and each position's target follows its input
+            ok = (inp[r] > 0) & (tgt[r] >= 0)
+            assert (tgt[r][ok] > inp[r][ok] - 1).all()
+            n_drop += len(t)
+    assert 0 < n_drop < n_plain

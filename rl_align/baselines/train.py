@@ -57,7 +57,7 @@ def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, 
     """One training epoch: full softmax cross-entropy over the catalog at every position. Returns mean loss."""
     model.train()
     total, n = 0.0, 0
-    for inp, tgt in item_window_batches(split, L, cfg.batch_size, rng, cfg.window_stride):
+    for inp, tgt in item_window_batches(split, L, cfg.batch_size, rng, cfg.window_stride, cfg.item_drop):
         logits = model.logits(model.encode(inp))
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1)
         opt.zero_grad(set_to_none=True)

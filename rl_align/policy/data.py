@@ -316,11 +316,16 @@ def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator, stride: int | None = None):
+def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator, stride: int | None = None,
+                        item_drop: float = 0.0):
     """One epoch of item-ID (inputs (b, L) tokens, targets (b, L) next item index, -1 = none) from training windows
     of L + 1 items, freshly cut (:func:`strided_windows`; ``stride`` target items per window, None = L + 1, i.e.
-    non-overlapping) and shuffled; valid/test events never enter."""
+    non-overlapping) and shuffled; valid/test events never enter. ``item_drop`` > 0 deletes items as
+    :func:`drop_events` does (the survivors are right-aligned again); 0 draws nothing more from ``rng``."""
     w, n_target = shuffled_training_windows(split, L + 1, stride, rng)
+    if item_drop > 0:
+        w, n_target = drop_events(w, n_target, item_drop, rng)
+        w = np.take_along_axis(w, np.argsort(w >= 0, axis=1, kind="stable"), axis=1)   # right-aligned again
     is_target = torch.from_numpy(np.arange(1, L + 1)[None, :] >= (L + 1 - n_target)[:, None])  # (M, L)
     for s in range(0, w.shape[0], batch_size):
         b = torch.from_numpy(w[s: s + batch_size])

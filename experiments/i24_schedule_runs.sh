@@ -5,6 +5,8 @@
 # (experiments/i24_user_tokens_runs.sh reference).
 #   experiments/i24_schedule_runs.sh screen                # seed 0: lr 1e-3, lr 1e-2, weight decay 0.1
 #   SCREEN=lr1e-3-nostop experiments/i24_schedule_runs.sh screen   # lr 1e-3 without early stopping
+#   SCREEN="bs128 bs256 untied" experiments/i24_schedule_runs.sh screen   # batch size (SASRec's is 128) and an
+#                                                                        # output head apart from the input embeddings
 #   SETTING=lr1e-3 experiments/i24_schedule_runs.sh seeds  # seeds 1 2 of the valid pick
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
@@ -15,6 +17,9 @@ args_for() {  # setting name -> its --set flags
     lr1e-3-nostop) echo "--set sft.lr=0.001 --set sft.patience=20" ;;
     lr1e-2) echo "--set sft.lr=0.01" ;;
     wd0.1) echo "--set sft.weight_decay=0.1" ;;
+    bs128) echo "--set sft.batch_size=128" ;;
+    bs256) echo "--set sft.batch_size=256" ;;
+    untied) echo "--set policy.tie_embeddings=false" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

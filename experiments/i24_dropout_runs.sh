@@ -8,17 +8,14 @@
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
-args_for() {  # setting name -> its --set flags
-  case "$1" in
-    hd0.1) echo "--set policy.hidden_dropout=0.1" ;;
-    hd0.2) echo "--set policy.hidden_dropout=0.2" ;;
-    hd0.3) echo "--set policy.hidden_dropout=0.3" ;;
-    hd0.2-e40) echo "--set policy.hidden_dropout=0.2 --set sft.epochs=40 --set sft.patience=20" ;;
-    hd0.3-e40) echo "--set policy.hidden_dropout=0.3 --set sft.epochs=40 --set sft.patience=20" ;;
-    all0.2) echo "--set policy.hidden_dropout=0.2 --set policy.embedding_dropout=0.2 --set policy.attention_dropout=0.2" ;;
-    *) echo "unknown setting $1" >&2; return 1 ;;
-  esac
-}
+declare -A SETTINGS=(
+  [hd0.1]="--set policy.hidden_dropout=0.1"
+  [hd0.2]="--set policy.hidden_dropout=0.2"
+  [hd0.3]="--set policy.hidden_dropout=0.3"
+  [hd0.2-e40]="--set policy.hidden_dropout=0.2 --set sft.epochs=40 --set sft.patience=20"
+  [hd0.3-e40]="--set policy.hidden_dropout=0.3 --set sft.epochs=40 --set sft.patience=20"
+  [all0.2]="--set policy.hidden_dropout=0.2 --set policy.embedding_dropout=0.2 --set policy.attention_dropout=0.2"
+)  # setting name -> its --set flags
 DEFAULT_SCREEN="hd0.1 hd0.2 hd0.3 all0.2"
 # shellcheck source=experiments/w64_row_lib.sh
 source "$(dirname "$0")/w64_row_lib.sh"

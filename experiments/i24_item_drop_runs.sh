@@ -8,15 +8,12 @@
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
-args_for() {  # setting name -> its --set flags
-  case "$1" in
-    drop0.1) echo "--set sft.item_drop=0.1" ;;
-    drop0.2) echo "--set sft.item_drop=0.2" ;;
-    drop0.3) echo "--set sft.item_drop=0.3" ;;
-    drop0.2-e40) echo "--set sft.item_drop=0.2 --set sft.epochs=40 --set sft.patience=20" ;;
-    *) echo "unknown setting $1" >&2; return 1 ;;
-  esac
-}
+declare -A SETTINGS=(
+  [drop0.1]="--set sft.item_drop=0.1"
+  [drop0.2]="--set sft.item_drop=0.2"
+  [drop0.3]="--set sft.item_drop=0.3"
+  [drop0.2-e40]="--set sft.item_drop=0.2 --set sft.epochs=40 --set sft.patience=20"
+)  # setting name -> its --set flags
 DEFAULT_SCREEN="drop0.1 drop0.2 drop0.3"
 # shellcheck source=experiments/w64_row_lib.sh
 source "$(dirname "$0")/w64_row_lib.sh"

@@ -7,13 +7,10 @@
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
-args_for() {  # setting name -> its --set flags
-  case "$1" in
-    l2x64) echo "--set sid.levels=2 --set sid.codebook_size=64" ;;
-    l4x16) echo "--set sid.levels=4 --set sid.codebook_size=16" ;;
-    *) echo "unknown setting $1" >&2; return 1 ;;
-  esac
-}
+declare -A SETTINGS=(
+  [l2x64]="--set sid.levels=2 --set sid.codebook_size=64"
+  [l4x16]="--set sid.levels=4 --set sid.codebook_size=16"
+)  # setting name -> its --set flags
 DEFAULT_SCREEN="l2x64 l4x16"
 # shellcheck source=experiments/w64_row_lib.sh
 source "$(dirname "$0")/w64_row_lib.sh"

@@ -11,18 +11,15 @@
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-$SETTING-s{0,1,2} --baselines-from
 #   runs/i24-w64base-s{0,1,2} --other-policy "SCI SIDs, 64-wide" runs/i24-w64base-s{0,1,2}
 set -euo pipefail
-args_for() {  # setting name -> its --set flags
-  case "$1" in
-    lr1e-3) echo "--set sft.lr=0.001" ;;
-    lr1e-3-nostop) echo "--set sft.lr=0.001 --set sft.patience=20" ;;
-    lr1e-2) echo "--set sft.lr=0.01" ;;
-    wd0.1) echo "--set sft.weight_decay=0.1" ;;
-    bs128) echo "--set sft.batch_size=128" ;;
-    bs256) echo "--set sft.batch_size=256" ;;
-    untied) echo "--set policy.tie_embeddings=false" ;;
-    *) echo "unknown setting $1" >&2; return 1 ;;
-  esac
-}
+declare -A SETTINGS=(
+  [lr1e-3]="--set sft.lr=0.001"
+  [lr1e-3-nostop]="--set sft.lr=0.001 --set sft.patience=20"
+  [lr1e-2]="--set sft.lr=0.01"
+  [wd0.1]="--set sft.weight_decay=0.1"
+  [bs128]="--set sft.batch_size=128"
+  [bs256]="--set sft.batch_size=256"
+  [untied]="--set policy.tie_embeddings=false"
+)  # setting name -> its --set flags
 DEFAULT_SCREEN="lr1e-3 lr1e-2 wd0.1"
 # shellcheck source=experiments/w64_row_lib.sh
 source "$(dirname "$0")/w64_row_lib.sh"

@@ -220,6 +220,12 @@ def left_aligned(windows: np.ndarray) -> np.ndarray:
     return np.take_along_axis(windows, np.argsort(windows < 0, axis=1, kind="stable"), axis=1)
 
 
+def right_aligned(windows: np.ndarray) -> np.ndarray:
+    """(M, W) windows (-1 = padding anywhere) with their entries moved to the back, in order: the layout of
+    :func:`strided_windows` and of the item-ID models' inputs."""
+    return np.take_along_axis(windows, np.argsort(windows >= 0, axis=1, kind="stable"), axis=1)
+
+
 def windows_to_batch(windows: np.ndarray, catalog: SidCatalog, n_target: np.ndarray | None = None,
                      users: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """(M, W) item windows → right-padded ``input_ids``, ``attention_mask`` and ``labels`` (M, P).
@@ -325,7 +331,7 @@ def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Gen
     w, n_target = shuffled_training_windows(split, L + 1, stride, rng)
     if item_drop > 0:
         w, n_target = drop_events(w, n_target, item_drop, rng)
-        w = np.take_along_axis(w, np.argsort(w >= 0, axis=1, kind="stable"), axis=1)   # right-aligned again
+        w = right_aligned(w)
     is_target = torch.from_numpy(np.arange(1, L + 1)[None, :] >= (L + 1 - n_target)[:, None])  # (M, L)
     for s in range(0, w.shape[0], batch_size):
         b = torch.from_numpy(w[s: s + batch_size])

@@ -66,7 +66,8 @@ class RewardScorer:
         if item_embeddings_path is not None:
             e = np.load(item_embeddings_path, allow_pickle=False).astype(np.float32)
             emb = torch.from_numpy(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).to(self.device)
-        ctx = RewardContext(cfg.ranker_normalize, emb, cfg.future_discount, cfg.ranker_topk)
+        ctx = RewardContext(ranker_normalize=cfg.ranker_normalize, item_embeddings=emb,
+                            future_discount=cfg.future_discount, ranker_topk=cfg.ranker_topk)
         self.composite = CompositeReward(cfg.functions, cfg.floor, ctx)
         self.model = None
         self.n_users = None

@@ -624,6 +624,10 @@ class RlConfig:
     tilt_topk: int = doc(0, "tilted: 0 = the soft target q itself; k > 0 = a uniform target over the k rollouts q "
                             "ranks highest (the tilted order's top-k list, what HR@k counts), so members near the "
                             "k-th place weigh as much as the head", ge=0)
+    reward_tilt: float = doc(0.0, "grpo, mixture, adagrpo: > 0 replaces each group's rewards by the group rank "
+                                  "(0..1) of log π_ref(y) + α·logit r(y), the order the reward ceiling re-ranks the "
+                                  "policy's candidates by, with α = this value (needs the ranker's scores and a "
+                                  "reference model); 0 = the reward functions' values as given", ge=0)
     beta: float = doc(0.0, "β: weight of the k3 KL to the starting policy (0 = no reference model)", ge=0)
     clip_eps: float = doc(0.2, "PPO ratio clip (lower side, and upper unless clip_eps_high)", gt=0, lt=1)
     clip_eps_high: Optional[float] = doc(None, "upper ratio clip (None = clip_eps)", gt=0)

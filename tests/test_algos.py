@@ -236,3 +236,37 @@ def test_serving_prompts_are_refused_where_y_star_is_needed():
         assert OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo, serving_prompts=0.5)) == []
     assert ("inject_target", "needs y* in every prompt; rl.serving_prompts > 0 adds prompts without it") in \
         RlConfig(serving_prompts=0.5, inject_target=True).value_errors()
+
+
+def test_tilted_rewards_rank_each_group_by_the_reference_plus_the_reward_logit():
+    from rl_align.algos.objectives import tilted_rewards
+
+    ref = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))        # the reference prefers member 0
+    scores = torch.tensor([[0.1, 0.3, 0.9, 0.6]])                  # the ranker prefers member 2
+    x = LossInputs(gt_logp=torch.zeros(1, 1), gt_mask=torch.ones(1, 1), roll_mask=torch.ones(4, 1),
+                   roll_ref_logp=ref.reshape(4, 1), rewards=torch.zeros(1, 4), rollout_scores=scores,
+                   rollout_items=torch.tensor([[3, 1, 2, -1]]))
+    # α = 1: log π_ref + logit r = [-2.89, -2.05, 0.30, -2.59]; the invalid member 3 gets 0 and is not ranked
+    assert tilted_rewards(x, 1.0).tolist() == [[0.0, 0.5, 1.0, 0.0]]
+    # a tiny α leaves the reference's own order; a large one the ranker's
+    assert tilted_rewards(x, 1e-4).tolist() == [[1.0, 0.5, 0.0, 0.0]]
+    assert tilted_rewards(x, 50.0).tolist() == [[0.0, 0.5, 1.0, 0.0]]
+
+
+def test_reward_tilt_replaces_the_grpo_rewards_and_asks_for_a_reference():
+    from rl_align.algos.objectives import OBJECTIVES, tilted_rewards
+
+    x = _inputs()
+    x.roll_ref_logp = x.roll_old_logp.clone()
+    cfg = RlConfig(algo="grpo", reward_tilt=1.0)
+    obj = build_objective(cfg)
+    assert obj.needs_reference and not build_objective(RlConfig(algo="grpo")).needs_reference
+    tilted, m = obj(x)
+    plain, _ = build_objective(RlConfig(algo="grpo"))(LossInputs(**{**x.__dict__, "rewards": tilted_rewards(x, 1.0)}))
+    assert tilted.item() == pytest.approx(plain.item(), rel=1e-6)
+    assert m["reward_mean"] == pytest.approx(float(tilted_rewards(x, 1.0).mean()))
+    for algo in ("nll", "tilted", "dpo"):
+        assert any(k == "reward_tilt" for k, _ in OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo,
+                                                                                              reward_tilt=1.0)))
+    for algo in ("grpo", "mixture", "adagrpo"):
+        assert OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo, reward_tilt=1.0)) == []

@@ -91,6 +91,18 @@ def group_rank_normalize(scores: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     return torch.where(v, r, torch.zeros_like(r)).to(scores.dtype)
 
 
+def tilted_scores(ref_lp: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(B, G) float64 ``log π_ref(y) + α · logit r(y)`` per rollout, -inf where invalid: the order the reward ceiling
+    re-ranks a group by (the log of the KL-regularised optimum π_ref · exp(α · logit r), up to a constant).
+
+    Args:
+        ref_lp: (B, G) sequence log-probs under the reference policy. scores: (B, G) probabilities in (0, 1) (NaN
+            where invalid). valid: (B, G) bool.
+    """
+    p = torch.nan_to_num(scores.double(), nan=0.5).clamp(1e-6, 1 - 1e-6)
+    return (ref_lp.double() + alpha * (torch.log(p) - torch.log1p(-p))).masked_fill(~valid.bool(), float("-inf"))
+
+
 def group_topk_indicator(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
     """1 for the ``k`` valid members of each group with the highest score, 0 for the rest (HR@k's cut).
 

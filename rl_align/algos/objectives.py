@@ -7,6 +7,10 @@ their ground truth and G rollouts) to a scalar loss and a dict of metrics:
 * ``grpo``     — ``L_GRPO`` (group-normalised advantages, clipped ratio, optional k3 KL with weight β);
 * ``mixture``  — ``NLL + λ · L_GRPO`` for every sample;
 * ``adagrpo``  — ``NLL + λ · c(x) · L_GRPO`` with the gate ``c`` of :mod:`rl_align.algos.gates`.
+
+With ``rl.reward_tilt: α > 0`` the GRPO term's rewards are each group's rank of ``log π_ref(y) + α · logit r(y)``
+(:func:`tilted_rewards`) instead of the reward functions' values: the reward ceiling's re-ranked order, which keeps
+the starting policy's own knowledge in the reward instead of asking the policy to climb to the ranker's order alone.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from rl_align.algos.diagnostics import group_rank_normalize, tilted_scores
 from rl_align.algos.gates import adagrpo_gate
 from rl_align.algos.losses import aggregate, group_advantages, grpo_terms, sequence_nll
 from rl_align.algos.preference import PreferenceInputs
@@ -60,11 +65,13 @@ class Objective(ABC):
     prompt at all), ``needs_ranker`` (the ranker's scores of y* and of the rollouts, e.g. for a gate),
     ``uses_preferences`` (positive/negative candidates from the run's preference pairs instead of rollouts) and
     ``needs_reference`` (the learner keeps a frozen copy of the starting policy for reference log-probs) and
-    ``needs_hidden`` (end-of-SID hidden states of the candidates, e.g. for RAD-DPO's RDRW weights) and
+    ``needs_hidden`` (end-of-SID hidden states of the candidates, e.g. for RAD-DPO's RDRW weights), ``uses_grpo``
+    (its loss has the GRPO term :meth:`grpo`, whose rewards ``rl.reward_tilt`` may re-rank) and
     ``target_free`` (it learns from prompts without a ground truth, ``targets == -1``: ``rl.serving_prompts``).
     """
 
     uses_rollouts = True
+    uses_grpo = False
     target_free = False
     needs_ranker = False
     uses_preferences = False
@@ -73,6 +80,8 @@ class Objective(ABC):
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+        if self.uses_rollouts and getattr(cfg, "reward_tilt", 0.0) > 0:
+            self.needs_reference = True  # the tilted rewards rank by log π_ref
 
     @classmethod
     def config_errors(cls, cfg) -> list[tuple[str, str]]:
@@ -83,6 +92,9 @@ class Objective(ABC):
         if cfg.serving_prompts > 0 and not cls.target_free:
             errs.append(("serving_prompts", f"{cfg.algo} learns only from y*; serving prompts have none (use grpo, "
                                             "mixture, adagrpo or tilted, or set it to 0)"))
+        if cfg.reward_tilt > 0 and not cls.uses_grpo:
+            errs.append(("reward_tilt", f"re-ranks GRPO rewards; {cfg.algo} has no GRPO term (use grpo, mixture or "
+                                        "adagrpo, or set it to 0)"))
         return errs
 
     @abstractmethod
@@ -106,7 +118,8 @@ class Objective(ABC):
         return (per * known).sum() / known.sum().clamp(min=1)
 
     def grpo(self, x: LossInputs, weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
-        adv, zero = group_advantages(x.rewards.float(), scale=self.cfg.scale_advantages)
+        rewards = tilted_rewards(x, self.cfg.reward_tilt) if self.cfg.reward_tilt > 0 else x.rewards.float()
+        adv, zero = group_advantages(rewards, scale=self.cfg.scale_advantages)
         if self.cfg.negative_advantage_scale != 1.0:  # damp the push-down of below-mean rollouts
             adv = torch.where(adv < 0, adv * self.cfg.negative_advantage_scale, adv)
         B, G = x.rewards.shape
@@ -120,9 +133,23 @@ class Objective(ABC):
         m = {"grpo_pg": float(pg.detach()), "kl": float(kl.detach()), "clip_frac": float(t.clip_frac.mean()),
              "ratio_abs_dev": float(t.ratio_dev.sum() / t.n_tokens.sum().clamp(min=1)),
              "zero_adv_groups": float(zero.sum()), "zero_adv_share": float(zero.float().mean()),
-             "adv_abs_mean": float(adv.abs().mean()), "reward_mean": float(x.rewards.mean()),
-             "reward_std": float(x.rewards.std(unbiased=False))}
+             "adv_abs_mean": float(adv.abs().mean()), "reward_mean": float(rewards.mean()),
+             "reward_std": float(rewards.std(unbiased=False))}
         return loss, m
+
+
+@torch.no_grad()
+def tilted_rewards(x: LossInputs, alpha: float) -> torch.Tensor:
+    """(B, G) float: each valid rollout's rank in its group (0..1, best 1) by ``log π_ref(y) + α · logit r(y)``
+    (:func:`~rl_align.algos.diagnostics.tilted_scores`); invalid rollouts get 0. Needs ``roll_ref_logp``
+    (B*G, T) and ``rollout_scores`` (B, G)."""
+    if x.roll_ref_logp is None or x.rollout_scores is None:
+        raise ValueError("rl.reward_tilt needs the reference log-probs and the ranker's rollout scores")
+    B, G = x.rewards.shape
+    ref_lp = (x.roll_ref_logp * x.roll_mask).sum(1).view(B, G)
+    valid = (x.rollout_items >= 0) & torch.isfinite(x.rollout_scores)
+    s = tilted_scores(ref_lp, x.rollout_scores, valid, alpha)
+    return group_rank_normalize(torch.where(valid, s, torch.zeros_like(s)), valid).float()
 
 
 @OBJECTIVES.register("nll")
@@ -136,6 +163,7 @@ class NllObjective(Objective):
 
 @OBJECTIVES.register("grpo")
 class GrpoObjective(Objective):
+    uses_grpo = True
     target_free = True
     def __call__(self, x):
         loss, m = self.grpo(x)
@@ -146,6 +174,7 @@ class GrpoObjective(Objective):
 
 @OBJECTIVES.register("mixture")
 class MixtureObjective(Objective):
+    uses_grpo = True
     target_free = True
     def __call__(self, x):
         nll = self.nll(x)
@@ -156,6 +185,7 @@ class MixtureObjective(Objective):
 
 @OBJECTIVES.register("adagrpo")
 class AdaGrpoObjective(Objective):
+    uses_grpo = True
     target_free = True
     needs_ranker = True
 

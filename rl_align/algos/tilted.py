@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from rl_align.algos.diagnostics import tilted_scores
 from rl_align.algos.gates import adagrpo_gate
 from rl_align.algos.objectives import OBJECTIVES, LossInputs, Objective
 
@@ -29,10 +30,7 @@ def tilted_targets(ref_lp: torch.Tensor, scores: torch.Tensor, valid: torch.Tens
         ref_lp: (B, G) sequence log-probs under the reference policy. scores: (B, G) probabilities in (0, 1).
         valid: (B, G) bool. Rows without a valid member come back all zero.
     """
-    p = scores.double().clamp(1e-6, 1 - 1e-6)
-    logits = ref_lp.double() + alpha * (torch.log(p) - torch.log1p(-p))
-    logits = logits.masked_fill(~valid, float("-inf"))
-    q = torch.softmax(logits, dim=1)
+    q = torch.softmax(tilted_scores(ref_lp, scores, valid, alpha), dim=1)
     return torch.nan_to_num(q, nan=0.0).to(ref_lp.dtype)
 
 

@@ -114,9 +114,11 @@ def cpu_needs(cfg: RunConfig) -> str:
 
 
 def needs_ranker(cfg: RunConfig) -> bool:
-    """Whether alignment with ``cfg`` reads the ranker (its objective's gate, or a ``ranker`` reward term)."""
+    """Whether alignment with ``cfg`` reads the ranker (its objective's gate, a ``ranker`` reward term, or the
+    tilted GRPO rewards of ``rl.reward_tilt``)."""
     objective = OBJECTIVES.get(cfg.rl.algo)
-    return objective.uses_rollouts and (objective.needs_ranker or "ranker" in cfg.reward.functions)
+    return objective.uses_rollouts and (objective.needs_ranker or "ranker" in cfg.reward.functions
+                                        or cfg.rl.reward_tilt > 0)
 
 
 def rl_tag(r) -> str:

@@ -88,8 +88,8 @@ def dense_logprobs(model, head, catalog, es) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def rankings(model, head, catalog, split, part, beams, betas) -> dict[str, np.ndarray]:
-    """Ranked lists (N, beams) of the beam, the dense head (seen items masked) and each fused β."""
+def rankings(model, head, catalog, split, part, beams, betas) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Ranked lists (N, beams) of the beam, the dense head (seen items masked) and each fused β; the (N,) targets."""
     model.eval()
     es = eval_set(split, part)
     ranked, scores = rank_with_engine(TorchEngine(model, catalog, "cpu"), catalog, es, beams, True, 128)
@@ -105,7 +105,7 @@ def rankings(model, head, catalog, split, part, beams, betas) -> dict[str, np.nd
             fused = np.where(ranked >= 0, scores + beta * np.take_along_axis(d, np.maximum(ranked, 0), 1), -np.inf)
             out[f"fused{beta:g}"] = np.take_along_axis(ranked, np.argsort(-fused, 1, kind="stable"), 1)
     model.train()
-    return out
+    return out, es.targets
 
 
 def main() -> None:
@@ -145,8 +145,8 @@ def main() -> None:
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - t0}
         if (epoch + 1) % sft.eval_every == 0 or epoch + 1 == sft.epochs:
             for part in ("valid", "test"):
-                targets = eval_set(split, part).targets
-                for name, ranked in rankings(model, head, catalog, split, part, cfg.eval.beams, a.betas).items():
+                ranked_by, targets = rankings(model, head, catalog, split, part, cfg.eval.beams, a.betas)
+                for name, ranked in ranked_by.items():
                     rec[f"{part}/{name}"] = {**metrics(ranked, targets, [10]),
                                              "ranks": target_ranks(ranked, targets).tolist()}
         print(json.dumps({k: (v if not isinstance(v, dict) else {m: x for m, x in v.items() if m != "ranks"})

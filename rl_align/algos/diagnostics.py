@@ -99,7 +99,7 @@ def tilted_scores(ref_lp: torch.Tensor, scores: torch.Tensor, valid: torch.Tenso
         ref_lp: (B, G) sequence log-probs under the reference policy. scores: (B, G) probabilities in (0, 1) (NaN
             where invalid). valid: (B, G) bool.
     """
-    p = torch.nan_to_num(scores.double(), nan=0.5).clamp(1e-6, 1 - 1e-6)
+    p = scores.double().clamp(1e-6, 1 - 1e-6)  # NaN (invalid) members are masked below
     return (ref_lp.double() + alpha * (torch.log(p) - torch.log1p(-p))).masked_fill(~valid.bool(), float("-inf"))
 
 

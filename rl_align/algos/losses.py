@@ -46,6 +46,11 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+def group_sequence_logp(token_logp: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B, G) sequence log-probs of each prompt's G rollouts from (B*G, T) per-token log-probs and their mask."""
+    return (token_logp * mask).sum(1).view(-1, group_size)
+
+
 def sequence_nll(logp: torch.Tensor, mask: torch.Tensor, per: str = "sequence") -> torch.Tensor:
     """Negative log-likelihood of target sequences.
 

@@ -23,7 +23,7 @@ import torch
 
 from rl_align.algos.diagnostics import group_rank_normalize, tilted_scores
 from rl_align.algos.gates import adagrpo_gate
-from rl_align.algos.losses import aggregate, group_advantages, grpo_terms, sequence_nll
+from rl_align.algos.losses import aggregate, group_advantages, group_sequence_logp, grpo_terms, sequence_nll
 from rl_align.algos.preference import PreferenceInputs
 from rl_align.utils.registry import Registry
 
@@ -80,7 +80,7 @@ class Objective(ABC):
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
-        if self.uses_rollouts and getattr(cfg, "reward_tilt", 0.0) > 0:
+        if self.uses_grpo and cfg.reward_tilt > 0:
             self.needs_reference = True  # the tilted rewards rank by log π_ref
 
     @classmethod
@@ -145,11 +145,9 @@ def tilted_rewards(x: LossInputs, alpha: float) -> torch.Tensor:
     (B*G, T) and ``rollout_scores`` (B, G)."""
     if x.roll_ref_logp is None or x.rollout_scores is None:
         raise ValueError("rl.reward_tilt needs the reference log-probs and the ranker's rollout scores")
-    B, G = x.rewards.shape
-    ref_lp = (x.roll_ref_logp * x.roll_mask).sum(1).view(B, G)
+    ref_lp = group_sequence_logp(x.roll_ref_logp, x.roll_mask, x.rewards.shape[1])
     valid = (x.rollout_items >= 0) & torch.isfinite(x.rollout_scores)
-    s = tilted_scores(ref_lp, x.rollout_scores, valid, alpha)
-    return group_rank_normalize(torch.where(valid, s, torch.zeros_like(s)), valid).float()
+    return group_rank_normalize(tilted_scores(ref_lp, x.rollout_scores, valid, alpha), valid).float()
 
 
 @OBJECTIVES.register("nll")
@@ -194,7 +192,7 @@ class AdaGrpoObjective(Objective):
         G = x.rewards.shape[1]
         with torch.no_grad():
             gt_lp = (x.gt_logp * x.gt_mask).sum(1)
-            roll_lp = (x.roll_old_logp * x.roll_mask).sum(1).view(-1, G)
+            roll_lp = group_sequence_logp(x.roll_old_logp, x.roll_mask, G)
             gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, roll_lp, x.rollout_items, x.targets, x.target_scores,
                                 x.rollout_scores)
         g, m = self.grpo(x, gate.gate)

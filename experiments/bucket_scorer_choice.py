@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rl_align.data.split import train_popularity
 from rl_align.eval.evaluate import bucketed, eval_set, metrics
-from rl_align.eval.run_eval import train_popularity
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import load_policy
 from rl_align.rewards.bucket_scorer import reward_bucket_scorer

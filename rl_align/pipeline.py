@@ -21,12 +21,12 @@ from rl_align.data import leave_one_out, load_dataset
 from rl_align.data.cold import choose_cold_items, cold_start_split
 from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate_exposure
 from rl_align.data.fetch import cache_root
-from rl_align.data.split import training_pairs
+from rl_align.data.split import train_popularity, training_pairs
 from rl_align.data.stats import dataset_stats
 from rl_align.driver.controller import rl_tag, run_rl
 from rl_align.embed import embed_items
 from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
-from rl_align.eval.run_eval import evaluate_run, train_popularity
+from rl_align.eval.run_eval import evaluate_run
 from rl_align.report import write_report
 from rl_align.retrieval.evaluate import evaluate_retrieval
 from rl_align.retrieval.train import train_retrieval
@@ -202,7 +202,8 @@ def stage_sft(run: RunDir) -> dict:
     Train (DeepSpeed or DDP workers); best policy → ``sft/best_policy``."""
 
     out = run_sft(run.cfg, run.path, item_vectors=_item_token_vectors(run), teacher=_distill_teacher(run))
-    return {"best_policy": out["best_policy"], **{k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}}
+    numbers = {k: v for k, v in out["metrics"].items() if isinstance(v, (int, float))}
+    return {"best_policy": out["best_policy"], **numbers}
 
 
 # --------------------------------------------------------------------------- exposure + ranker

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from rl_align.config import ExposureConfig
+from rl_align.data.split import train_popularity
 
 COOC_WINDOW = 3  # the co-occurrence model counts b following a within this many steps
 COOC_LAST = 3  # … and scores candidates from the user's last this many items
@@ -161,23 +162,38 @@ def simulate_exposure(split: dict[str, np.ndarray], n_items: int, cfg: ExposureC
     seq_items = split["seq_items"].astype(np.int64)
     offs = split["seq_offsets"].astype(np.int64)
     users, pos = _train_events(seq_items, offs, max_history)
-    E, M = users.size, cfg.slate_size
+    E = users.size
     targets = seq_items[offs[users] + pos]
     hist = _histories(seq_items, offs, users, pos, max_history)
-
-    # train-part popularity (valid/test items are not counted: the logging system had not seen them)
-    train_mask = np.ones(seq_items.size, bool)
-    train_mask[offs[1:] - 1] = False
-    train_mask[offs[1:] - 2] = False
-    pop = np.bincount(seq_items[train_mask], minlength=n_items).astype(np.float64)
-    pop_score = np.log1p(pop)
+    # the logging system had not seen valid/test items: popularity of the training part
+    pop_score = np.log1p(train_popularity(split, n_items).astype(np.float64))
     use_pop = {"popularity": np.ones(E, bool), "cooccurrence": np.zeros(E, bool),
-               "mix": rng.random(E) < cfg.mix_popularity}[cfg.policy]
+               "mix": rng.random(E) < cfg.mix_popularity}[cfg.policy]   # (the draw happens for every policy)
+    ev_of_user = np.split(np.arange(E), np.flatnonzero(np.diff(users)) + 1)
+    shown = _logged_slates(seq_items, offs, users, pos, ev_of_user, use_pop, pop_score, cfg, rng)
+    _explore(shown, seq_items, offs, users, pos, cfg.epsilon, rng, n_items)
+    # position-biased clicks
+    M = cfg.slate_size
+    examine = 1.0 / np.arange(1, M + 1) ** cfg.position_bias
+    examined = rng.random((E, M)) < examine[None, :]
+    is_target = shown == targets[:, None]
+    clicks = examined & (is_target | (rng.random((E, M)) < cfg.click_noise))
+    heldout = np.zeros(E, bool)
+    if cfg.holdout_events > 0:
+        for evs in ev_of_user:
+            heldout[evs[-cfg.holdout_events:]] = True
+    return ExposureLog(users, hist, shown, clicks, targets, heldout)
+
+
+def _logged_slates(seq_items: np.ndarray, offs: np.ndarray, users: np.ndarray, pos: np.ndarray,
+                   ev_of_user: list[np.ndarray], use_pop: np.ndarray, pop_score: np.ndarray, cfg: ExposureConfig,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(E, slate_size) the logging policy's slate per event, best first: popularity (``use_pop``) or co-occurrence
+    with the user's items, Gumbel noise at ``cfg.temperature``, the user's consumed items never shown."""
+    n_items, M = pop_score.size, cfg.slate_size
     if not use_pop.all():
         ckey, ccnt = _cooccurrence(seq_items, offs, n_items)
-
-    shown = np.empty((E, M), np.int64)
-    ev_of_user = np.split(np.arange(E), np.flatnonzero(np.diff(users)) + 1)
+    shown = np.empty((users.size, M), np.int64)
     for evs in ev_of_user:
         u = users[evs[0]]
         s = seq_items[offs[u]: offs[u + 1] - 2]
@@ -194,9 +210,15 @@ def simulate_exposure(split: dict[str, np.ndarray], n_items: int, cfg: ExposureC
         top = np.argpartition(-scores, M - 1, axis=1)[:, :M]
         order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
         shown[evs] = np.take_along_axis(top, order, 1)
+    return shown
 
-    # exploration: each slot → a random item not consumed and not already in the slate (rare clashes resampled)
-    explore = rng.random((E, M)) < cfg.epsilon
+
+def _explore(shown: np.ndarray, seq_items: np.ndarray, offs: np.ndarray, users: np.ndarray, pos: np.ndarray,
+             epsilon: float, rng: np.random.Generator, n_items: int) -> None:
+    """In place: each slot of ``shown`` (E, M) becomes, with probability ε, a random item neither consumed nor
+    already in the slate (rare clashes resampled)."""
+    E, M = shown.shape
+    explore = rng.random((E, M)) < epsilon
     ee, kk = np.nonzero(explore)
     cand = rng.integers(n_items, size=ee.size)
     for i in range(ee.size):
@@ -206,18 +228,6 @@ def simulate_exposure(split: dict[str, np.ndarray], n_items: int, cfg: ExposureC
         while c in shown[e] or (consumed == c).any():
             c = int(rng.integers(n_items))
         shown[e, kk[i]] = c
-
-    # position-biased clicks
-    examine = 1.0 / np.arange(1, M + 1) ** cfg.position_bias
-    examined = rng.random((E, M)) < examine[None, :]
-    is_target = shown == targets[:, None]
-    clicks = examined & (is_target | (rng.random((E, M)) < cfg.click_noise))
-
-    heldout = np.zeros(E, bool)
-    if cfg.holdout_events > 0:
-        for evs in ev_of_user:
-            heldout[evs[-cfg.holdout_events:]] = True
-    return ExposureLog(users, hist, shown, clicks, targets, heldout)
 
 
 def load_exposure_jsonl(path: str | Path, user_index: dict[str, int], item_index: dict[str, int],

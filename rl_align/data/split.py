@@ -132,7 +132,15 @@ def training_pairs(seq_items: np.ndarray, seq_offsets: np.ndarray, holdout: int 
     return seq_items[m].astype(np.int64), users[m].astype(np.int64)
 
 
-def items_before(seq_items: np.ndarray, seq_offsets: np.ndarray, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
+    """(n_items,) interaction count of each item over the training part of a leave-one-out split (``split.npz``
+    arrays; each user's valid and test items excluded): popularity as a system trained on that part saw it."""
+    items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
+    return np.bincount(items, minlength=n_items)
+
+
+def items_before(seq_items: np.ndarray, seq_offsets: np.ndarray, users: np.ndarray,
+                 positions: np.ndarray) -> np.ndarray:
     """(N, S) each user's items before ``positions`` (the items a ranking at that point excludes), -1 padded.
 
     Args:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from rl_align.config import EvalConfig
-from rl_align.data.split import training_pairs
+from rl_align.data.split import train_popularity
 from rl_align.eval.cold_expand import ColdIndex, cold_route_items, measured_cold_prior, rank_with_cold_expansion
 from rl_align.eval.evaluate import (
     bucketed,
@@ -53,13 +53,6 @@ def policy_dir(run_path: Path, stage: str) -> Path:
     return d
 
 
-def train_popularity(split: dict[str, np.ndarray], n_items: int) -> np.ndarray:
-    """Interaction count of each item over the training part (valid/test items excluded)."""
-
-    items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
-    return np.bincount(items, minlength=n_items)
-
-
 def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("valid", "test"), stage: str = "sft",
                  export: Optional[Path] = None, threads: int = 0, bucket_scorer: Optional[BucketScorer] = None
                  ) -> dict:
@@ -87,57 +80,68 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         out["bucket_scorer"] = {"name": catalog.buckets.scorer.registry_name,
                                 "temperature": catalog.buckets.scorer.temperature,
                                 "cold_items_by": (catalog.buckets.cold_scorer or catalog.buckets.scorer).registry_name}
-    cold = None
-    if cfg.cold_expansion:
-        prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
-        if not 0.0 <= prior < 1.0:
-            raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
-        cold = ColdIndex.build(catalog, cold_route_items(catalog, pop, cfg.bucket_cold_parents))
-        vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        out["cold_expansion"] = {"prior": prior, "cold_items": int((pop == 0).sum()),
-                                 "parent_route_items": int(cold.is_cold.sum()), "parents": len(cold.children),
-                                 "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
-        log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent)",
-                 int((pop == 0).sum()), prior, int(cold.is_cold.sum()))
+    cold = _cold_setup(run_path, cfg, catalog, split, pop, out) if cfg.cold_expansion else None
     for part in parts:
         es = eval_set(split, part)
-        t = time.perf_counter()
-        if cold is not None:
-            ranked, scores = rank_with_cold_expansion(engine, catalog, es, beams, cfg.exclude_history,
-                                                      cfg.batch_size, cold, prior, vecs)
-        else:
-            ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
-        dec_s = time.perf_counter() - t
-        invalid = float((ranked[np.isfinite(scores)] < 0).mean())
-        t = time.perf_counter()
-        halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
-        sampled = (sampled_hallucination_rate(engine, catalog, es, cfg.free_samples, cfg.free_temperature,
-                                              cfg.batch_size) if cfg.free_samples else None)
-        free_s = time.perf_counter() - t
-        pop_ranked = rank_popularity(pop, es, max(cfg.ks), cfg.exclude_history)
-        out[part] = {
-            "n_users": int(es.targets.size),
-            "policy": metrics(ranked, es.targets, cfg.ks),
-            "policy_buckets": bucketed(ranked, es.targets, pop, cfg.ks, cfg.head_share),
-            "popularity": metrics(pop_ranked, es.targets, cfg.ks),
-            "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),
-            "constrained_invalid_rate": invalid,
-            "free_hallucination_rate": halluc,
-            "free_sample_hallucination_rate": sampled,
-            "decode_seconds": dec_s,
-            "free_decode_seconds": free_s,
-            # per user: 0-based rank of y* in the ranked list, -1 if absent (paired tests between policies)
-            "target_rank": target_ranks(ranked, es.targets).tolist(),
-            # how many users got lists of each length (index = number of items), and seen items ranked
-            "list_lengths": np.bincount((ranked >= 0).sum(1), minlength=beams + 1).tolist(),
-            "seen_in_lists": int(((ranked[:, :, None] == es.seen[:, None, :]) & (ranked[:, :, None] >= 0)).sum()),
-        }
+        out[part], ranked = _part_metrics(engine, catalog, es, cfg, beams, pop, cold)
         if part == "test" and export is not None:
-            item_ids = catalog.item_ids
-            export_predictions(export, ranked, es.users, users, item_ids, k=max(cfg.ks))
+            export_predictions(export, ranked, es.users, users, catalog.item_ids, k=max(cfg.ks))
             out[part]["export"] = str(export)
         log.info("eval %s (%s): HR@10 %.4f NDCG@10 %.4f | popularity HR@10 %.4f | free-decoding hallucination %.2f%%",
                  part, stage, out[part]["policy"]["hr@10"], out[part]["policy"]["ndcg@10"],
-                 out[part]["popularity"]["hr@10"], 100 * halluc)
+                 out[part]["popularity"]["hr@10"], 100 * out[part]["free_hallucination_rate"])
     return out
+
+
+def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dict, pop: np.ndarray,
+                out: dict) -> tuple:
+    """(ColdIndex, α, (n_items, d) unit item vectors) of the cold-start expansion; its summary → ``out``."""
+    prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
+    if not 0.0 <= prior < 1.0:
+        raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
+    cold = ColdIndex.build(catalog, cold_route_items(catalog, pop, cfg.bucket_cold_parents))
+    vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    out["cold_expansion"] = {"prior": prior, "cold_items": int((pop == 0).sum()),
+                             "parent_route_items": int(cold.is_cold.sum()), "parents": len(cold.children),
+                             "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
+    log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent)",
+             int((pop == 0).sum()), prior, int(cold.is_cold.sum()))
+    return cold, prior, vecs
+
+
+def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig, beams: int, pop: np.ndarray,
+                  cold: Optional[tuple]) -> tuple[dict, np.ndarray]:
+    """Metrics of one split (the constrained ranking, with the cold expansion when ``cold`` is set; validity under
+    free decoding; popularity; per-user target ranks; list statistics) and the ranked lists (E, beams)."""
+    t = time.perf_counter()
+    if cold is not None:
+        ranked, scores = rank_with_cold_expansion(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size,
+                                                  *cold)
+    else:
+        ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
+    dec_s = time.perf_counter() - t
+    invalid = float((ranked[np.isfinite(scores)] < 0).mean())
+    t = time.perf_counter()
+    halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
+    sampled = (sampled_hallucination_rate(engine, catalog, es, cfg.free_samples, cfg.free_temperature,
+                                          cfg.batch_size) if cfg.free_samples else None)
+    free_s = time.perf_counter() - t
+    pop_ranked = rank_popularity(pop, es, max(cfg.ks), cfg.exclude_history)
+    return {
+        "n_users": int(es.targets.size),
+        "policy": metrics(ranked, es.targets, cfg.ks),
+        "policy_buckets": bucketed(ranked, es.targets, pop, cfg.ks, cfg.head_share),
+        "popularity": metrics(pop_ranked, es.targets, cfg.ks),
+        "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),
+        "constrained_invalid_rate": invalid,
+        "free_hallucination_rate": halluc,
+        "free_sample_hallucination_rate": sampled,
+        "decode_seconds": dec_s,
+        "free_decode_seconds": free_s,
+        # per user: 0-based rank of y* in the ranked list, -1 if absent (paired tests between policies)
+        "target_rank": target_ranks(ranked, es.targets).tolist(),
+        # how many users got lists of each length (index = number of items), and seen items ranked
+        "list_lengths": np.bincount((ranked >= 0).sum(1), minlength=beams + 1).tolist(),
+        "seen_in_lists": int(((ranked[:, :, None] == es.seen[:, None, :]) & (ranked[:, :, None] >= 0)).sum()),
+    }, ranked

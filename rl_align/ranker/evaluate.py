@@ -20,6 +20,7 @@ import torch
 from rl_align.algos.diagnostics import discriminability
 from rl_align.config import EvalConfig, RankerConfig
 from rl_align.data.exposure import ExposureLog, exposure_stats, popularity_buckets
+from rl_align.data.split import train_popularity
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.policy.model import load_policy
 from rl_align.ranker.metrics import auc
@@ -213,7 +214,7 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
         model, meta = load_ranker(run_path / "ranker" / "model", expect_items=items)  # refuses another catalog
     arrays = load_npz(run_path / "data" / "split.npz")
     la = load_npz(run_path / "exposure" / "log.npz")
-    pop = _logged_popularity(arrays, len(items))
+    pop = train_popularity(arrays, len(items))   # as the logging system saw it
     names = _bucket_names(cfg.popularity_buckets)
     buckets = popularity_buckets(pop, cfg.popularity_buckets)
     res: dict = {"split": split, "ranker_epoch": meta.get("epoch")}
@@ -235,15 +236,6 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     res.update(_target_results(model, es, hist, negs, train_log, buckets, names))
     res["bucket_names"] = names
     return res
-
-
-def _logged_popularity(arrays: dict, n_items: int) -> np.ndarray:
-    """(n_items,) training-event counts: popularity as the logging system saw it (valid and test cut off)."""
-    offs = arrays["seq_offsets"]
-    train_mask = np.ones(arrays["seq_items"].size, bool)
-    train_mask[offs[1:] - 1] = False
-    train_mask[offs[1:] - 2] = False
-    return np.bincount(arrays["seq_items"][train_mask], minlength=n_items)
 
 
 def _heldout_results(model, la: dict, cfg: RankerConfig, buckets: np.ndarray, names: list[str],

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl_align.eval.run_eval import train_popularity
+from rl_align.data.split import train_popularity
 from rl_align.rewards.scorers import load_scorer, scorer_path
 from rl_align.sid.buckets import BUCKET_SCORERS, BucketScorer
 from rl_align.utils.io import load_npz, read_json

@@ -244,45 +244,8 @@ def load_exposure_jsonl(path: str | Path, user_index: dict[str, int], item_index
     rows = []
     with open(path, encoding="utf-8") as f:
         for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ExposureLogError(f"{path}: line {ln}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ExposureLogError(f"{path}: line {ln}: expected a JSON object")
-            for key in ("user_id", "history", "shown", "clicked"):
-                if key not in rec:
-                    raise ExposureLogError(f"{path}: line {ln}: missing field {key!r}")
-            uid = str(rec["user_id"])
-            if uid not in user_index:
-                raise ExposureLogError(f"{path}: line {ln}: field 'user_id': unknown user {uid!r}")
-
-            def items(key):
-                v = rec[key]
-                if not isinstance(v, list):
-                    raise ExposureLogError(f"{path}: line {ln}: field {key!r} must be a list of item ids")
-                out = []
-                for iid in v:
-                    k = item_index.get(str(iid))
-                    if k is None:
-                        raise ExposureLogError(f"{path}: line {ln}: field {key!r}: unknown item {iid!r}")
-                    out.append(k)
-                return out
-
-            hist, shown, clicked = items("history"), items("shown"), items("clicked")
-            if not shown:
-                raise ExposureLogError(f"{path}: line {ln}: field 'shown' is empty")
-            if not set(clicked) <= set(shown):
-                raise ExposureLogError(f"{path}: line {ln}: field 'clicked' has items that are not in 'shown'")
-            tgt = rec.get("target")
-            t = -1
-            if tgt is not None:
-                t = item_index.get(str(tgt), None)
-                if t is None:
-                    raise ExposureLogError(f"{path}: line {ln}: field 'target': unknown item {tgt!r}")
-            rows.append((user_index[uid], hist[-max_history:], shown, set(clicked), t))
+            if line.strip():
+                rows.append(_impression(line, f"{path}: line {ln}", user_index, item_index, max_history))
     if not rows:
         raise ExposureLogError(f"{path}: no impressions in the file")
     E, M = len(rows), max(len(r[2]) for r in rows)
@@ -303,6 +266,48 @@ def load_exposure_jsonl(path: str | Path, user_index: dict[str, int], item_index
         for evs in last.values():
             heldout[evs[-holdout_events:]] = True
     return ExposureLog(users, history, shown, clicks, targets, heldout)
+
+
+def _impression(line: str, where: str, user_index: dict[str, int], item_index: dict[str, int],
+                max_history: int) -> tuple[int, list[int], list[int], set[int], int]:
+    """One log line → (user, last ``max_history`` history items, shown items, clicked set, target or -1), dense
+    indices; ``where`` ("<file>: line N") starts the one-line error of a malformed line."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ExposureLogError(f"{where}: invalid JSON ({e.msg})") from None
+    if not isinstance(rec, dict):
+        raise ExposureLogError(f"{where}: expected a JSON object")
+    for key in ("user_id", "history", "shown", "clicked"):
+        if key not in rec:
+            raise ExposureLogError(f"{where}: missing field {key!r}")
+    uid = str(rec["user_id"])
+    if uid not in user_index:
+        raise ExposureLogError(f"{where}: field 'user_id': unknown user {uid!r}")
+
+    def items(key: str) -> list[int]:
+        v = rec[key]
+        if not isinstance(v, list):
+            raise ExposureLogError(f"{where}: field {key!r} must be a list of item ids")
+        out = []
+        for iid in v:
+            k = item_index.get(str(iid))
+            if k is None:
+                raise ExposureLogError(f"{where}: field {key!r}: unknown item {iid!r}")
+            out.append(k)
+        return out
+
+    hist, shown, clicked = items("history"), items("shown"), items("clicked")
+    if not shown:
+        raise ExposureLogError(f"{where}: field 'shown' is empty")
+    if not set(clicked) <= set(shown):
+        raise ExposureLogError(f"{where}: field 'clicked' has items that are not in 'shown'")
+    tgt, t = rec.get("target"), -1
+    if tgt is not None:
+        t = item_index.get(str(tgt), None)
+        if t is None:
+            raise ExposureLogError(f"{where}: field 'target': unknown item {tgt!r}")
+    return user_index[uid], hist[-max_history:], shown, set(clicked), t
 
 
 def popularity_buckets(popularity: np.ndarray, n_buckets: int) -> np.ndarray:

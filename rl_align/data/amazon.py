@@ -85,6 +85,29 @@ def load_amazon(reviews_path: str | Path, meta_path: str | Path | None, name: st
     non-empty text from the meta file unless ``allow_empty_text``.
     """
     reviews_path = Path(reviews_path)
+    users_raw, items_raw, ts = _read_reviews(reviews_path)
+    item_ids = list(dict.fromkeys(items_raw))
+    imap = {a: k for k, a in enumerate(item_ids)}
+    user_ids = list(dict.fromkeys(users_raw))
+    umap = {u: k for k, u in enumerate(user_ids)}
+    meta_path = Path(meta_path) if meta_path is not None else None
+    texts, where, feats = _read_meta(meta_path, imap) if meta_path is not None else ({}, {}, _no_features())
+    data = InteractionData(
+        name=name or reviews_path.name.split(".")[0],
+        user_ids=user_ids,
+        item_ids=item_ids,
+        users=np.fromiter((umap[u] for u in users_raw), np.int64, len(users_raw)),
+        items=np.fromiter((imap[i] for i in items_raw), np.int64, len(items_raw)),
+        timestamps=np.asarray(ts, np.float64),
+        item_text=_item_texts(item_ids, texts, where, meta_path, allow_empty_text),
+        item_features={k: [v.get(a, "") for a in item_ids] for k, v in feats.items()},
+    )
+    data.validate()
+    return data
+
+
+def _read_reviews(reviews_path: Path) -> tuple[list[str], list[str], list[float]]:
+    """(reviewer ids, ASINs, review times) of every review line, in file order; one line naming a bad field."""
     users_raw, items_raw, ts = [], [], []
     for lineno, rec in _records(reviews_path):
         for key in ("reviewerID", "asin", "unixReviewTime"):
@@ -101,26 +124,34 @@ def load_amazon(reviews_path: str | Path, meta_path: str | Path | None, name: st
         ts.append(t)
     if not users_raw:
         raise DataFileError(f"{reviews_path}: no reviews found")
-    item_ids = list(dict.fromkeys(items_raw))
-    imap = {a: k for k, a in enumerate(item_ids)}
-    user_ids = list(dict.fromkeys(users_raw))
-    umap = {u: k for k, u in enumerate(user_ids)}
+    return users_raw, items_raw, ts
 
+
+def _no_features() -> dict[str, dict[str, object]]:
+    return {"brand": {}, "categories": {}}
+
+
+def _read_meta(meta_path: Path, imap: dict[str, int]) -> tuple[dict[str, str], dict[str, int], dict]:
+    """Texts, meta-file line numbers and side features (brand, categories) of the reviewed ASINs in ``imap``."""
     texts: dict[str, str] = {}
     where: dict[str, int] = {}
-    feats: dict[str, dict[str, object]] = {"brand": {}, "categories": {}}
-    if meta_path is not None:
-        meta_path = Path(meta_path)
-        for lineno, rec in _records(meta_path):
-            asin = rec.get("asin")
-            if asin is None:
-                raise DataFileError(f"{meta_path}: line {lineno}: missing field 'asin'")
-            asin = str(asin)
-            if asin in imap:
-                texts[asin] = _text(rec)
-                where[asin] = lineno
-                feats["brand"][asin] = str(rec.get("brand") or "")
-                feats["categories"][asin] = _categories(rec)
+    feats = _no_features()
+    for lineno, rec in _records(meta_path):
+        asin = rec.get("asin")
+        if asin is None:
+            raise DataFileError(f"{meta_path}: line {lineno}: missing field 'asin'")
+        asin = str(asin)
+        if asin in imap:
+            texts[asin] = _text(rec)
+            where[asin] = lineno
+            feats["brand"][asin] = str(rec.get("brand") or "")
+            feats["categories"][asin] = _categories(rec)
+    return texts, where, feats
+
+
+def _item_texts(item_ids: list[str], texts: dict[str, str], where: dict[str, int], meta_path: Path | None,
+                allow_empty_text: bool) -> list[str]:
+    """Each item's text; an item without one is an error naming its meta line (or a placeholder when allowed)."""
     item_text = []
     for a in item_ids:
         t = texts.get(a, "")
@@ -133,15 +164,4 @@ def load_amazon(reviews_path: str | Path, meta_path: str | Path | None, name: st
                 )
             t = f"item {a}"
         item_text.append(t)
-    data = InteractionData(
-        name=name or reviews_path.name.split(".")[0],
-        user_ids=user_ids,
-        item_ids=item_ids,
-        users=np.fromiter((umap[u] for u in users_raw), np.int64, len(users_raw)),
-        items=np.fromiter((imap[i] for i in items_raw), np.int64, len(items_raw)),
-        timestamps=np.asarray(ts, np.float64),
-        item_text=item_text,
-        item_features={k: [v.get(a, "") for a in item_ids] for k, v in feats.items()},
-    )
-    data.validate()
-    return data
+    return item_text

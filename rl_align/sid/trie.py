@@ -41,6 +41,38 @@ def _sorted_contains(table: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return table[pos] == keys
 
 
+def _level_edges(seqs: np.ndarray, lengths: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The trie's edges, built depth by depth: nodes are numbered in order of (depth, parent, token).
+
+    Args:
+        seqs: (n, T) int64 token ids. lengths: (n,) valid tokens per row. V: vocabulary size.
+    Returns:
+        edge_parent (E,), edge_token (E,) sorted by parent then token, the terminal node of each item (n,), and
+        the number of nodes (root included).
+    """
+    n, T = seqs.shape
+    node = np.zeros(n, np.int64)  # current node of each item (root = 0)
+    next_id = 1
+    edge_parent_parts, edge_token_parts = [], []
+    term_node = np.full(n, -1, np.int64)
+    for depth in range(T):
+        alive = np.flatnonzero(lengths > depth)
+        if alive.size == 0:
+            break
+        tok = seqs[alive, depth]
+        if (tok < 0).any() or (tok >= V).any():
+            raise ValueError(f"token id outside [0, {V}) at depth {depth}")
+        key = node[alive] * V + tok
+        uniq, inv = np.unique(key, return_inverse=True)
+        edge_parent_parts.append(uniq // V)
+        edge_token_parts.append(uniq % V)
+        node[alive] = next_id + inv.ravel()
+        next_id += uniq.size
+        ends = alive[lengths[alive] == depth + 1]
+        term_node[ends] = node[ends]
+    return np.concatenate(edge_parent_parts), np.concatenate(edge_token_parts), term_node, next_id
+
+
 class SidTrie:
     """Prefix trie over token sequences that each end with the end token."""
 
@@ -81,28 +113,7 @@ class SidTrie:
         if (lengths < 1).any() or (lengths > T).any():
             raise ValueError(f"sequence lengths must lie in [1, {T}]")
         V = int(vocab_size)
-        node = np.zeros(n, np.int64)  # current node of each item (root = 0)
-        next_id = 1
-        edge_parent_parts, edge_token_parts = [], []
-        term_node = np.full(n, -1, np.int64)
-        for depth in range(T):
-            alive = np.flatnonzero(lengths > depth)
-            if alive.size == 0:
-                break
-            tok = seqs[alive, depth]
-            if (tok < 0).any() or (tok >= V).any():
-                raise ValueError(f"token id outside [0, {V}) at depth {depth}")
-            key = node[alive] * V + tok
-            uniq, inv = np.unique(key, return_inverse=True)
-            edge_parent_parts.append(uniq // V)
-            edge_token_parts.append(uniq % V)
-            node[alive] = next_id + inv.ravel()
-            next_id += uniq.size
-            ends = alive[lengths[alive] == depth + 1]
-            term_node[ends] = node[ends]
-        edge_parent = np.concatenate(edge_parent_parts)
-        edge_token = np.concatenate(edge_token_parts)
-        n_nodes = next_id
+        edge_parent, edge_token, term_node, n_nodes = _level_edges(seqs, lengths, V)
         # terminal nodes must be leaves and unique per item
         order = np.argsort(term_node, kind="stable")
         tn = term_node[order]
@@ -114,7 +125,8 @@ class SidTrie:
         counts = np.bincount(edge_parent, minlength=n_nodes)
         if (counts[tn] > 0).any():
             bad = order[np.flatnonzero(counts[tn] > 0)[0]]
-            raise ValueError(f"item {bad}'s sequence is a strict prefix of another's: end every SID with the end token")
+            raise ValueError(f"item {bad}'s sequence is a strict prefix of another's: "
+                             "end every SID with the end token")
         edge_start = np.concatenate([[0], np.cumsum(counts)])
         if edge_start[-1] >= np.iinfo(np.int32).max:
             raise ValueError("trie too large for int32 indices")
@@ -141,7 +153,8 @@ class SidTrie:
 
     def nbytes(self) -> int:
         """Bytes held by the trie's arrays."""
-        return sum(t.numel() * t.element_size() for t in (self.edge_start, self.edge_token, self.term_node, self.term_item))
+        parts = (self.edge_start, self.edge_token, self.term_node, self.term_item)
+        return sum(t.numel() * t.element_size() for t in parts)
 
     def to(self, device: torch.device | str) -> "SidTrie":
         """A copy on ``device`` (the arrays are small; decoding on GPU keeps them there)."""

@@ -238,6 +238,14 @@ class Buckets:
         flat = items.reshape(N, -1)
         if parent_cold is not None and cold_prior > 0 and self.scorer is not None:
             return self._merged(flat, joint, parent_cold[0], np.log(cold_prior) - log_z, k, banned)
+        return self._top_unique(flat, joint, k, banned)
+
+    @staticmethod
+    def _top_unique(flat: np.ndarray, joint: np.ndarray, k: int,
+                    banned: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of (N, C) candidates ``flat`` scored ``joint``: the ``k`` best distinct unbanned items (an item
+        reached through two beams keeps its first, best entry) and their scores; -1 / -inf pad short rows."""
+        N = flat.shape[0]
         out = np.full((N, k), -1, np.int64)
         out_s = np.full((N, k), -np.inf)
         order = np.argsort(-joint, axis=1, kind="stable")

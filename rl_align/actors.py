@@ -93,15 +93,10 @@ class ActorGroup:
             down.poll()
             while pending:
                 i = pending[0]
-                if pin:
-                    a = i
-                    if load[a] >= max_inflight:
-                        break
-                else:
-                    free = [j for j in range(len(self.actors)) if load[j] < max_inflight and j not in down]
-                    if not free:
-                        break
-                    a = min(free, key=lambda j: (j - nxt) % len(self.actors))
+                a = i if pin else self._free_actor(load, max_inflight, down, nxt)
+                if a is None or load[a] >= max_inflight:
+                    break
+                if not pin:
                     nxt = (a + 1) % len(self.actors)
                 pending.popleft()
                 inflight[getattr(self.actors[a], method).remote(*shards[i], *common)] = (i, a)
@@ -120,12 +115,7 @@ class ActorGroup:
                     check(res)
             except (RayActorError, GetTimeoutError, Reissue) as err:
                 attempts[i] += 1
-                self.retries += 1
-                self.errors.append(f"shard {i} on {self.kind} {a}: {type(err).__name__}")
-                if attempts[i] > max_retries:
-                    raise RuntimeError(f"{self.kind} shard {i} failed {attempts[i]} times; last error: {err}") from err
-                log.warning("%s %d lost shard %d (%s); re-issuing (attempt %d)", self.kind, a, i,
-                            type(err).__name__, attempts[i] + 1)
+                self._failed(i, a, err, attempts[i], max_retries)
                 if not pin and isinstance(err, RayActorError):
                     down.add(a)
                 if before_retry is not None:
@@ -134,6 +124,20 @@ class ActorGroup:
                 continue
             results[i] = res
         return results
+
+    def _free_actor(self, load: list[int], max_inflight: int, down: "_Quarantine", nxt: int) -> Optional[int]:
+        """The next actor round-robin from ``nxt`` with fewer than ``max_inflight`` calls and not quarantined."""
+        free = [j for j in range(len(self.actors)) if load[j] < max_inflight and j not in down]
+        return min(free, key=lambda j: (j - nxt) % len(self.actors)) if free else None
+
+    def _failed(self, i: int, a: int, err: Exception, attempt: int, max_retries: int) -> None:
+        """Count a lost shard ``i`` (on actor ``a``); raise once it has failed more than ``max_retries`` times."""
+        self.retries += 1
+        self.errors.append(f"shard {i} on {self.kind} {a}: {type(err).__name__}")
+        if attempt > max_retries:
+            raise RuntimeError(f"{self.kind} shard {i} failed {attempt} times; last error: {err}") from err
+        log.warning("%s %d lost shard %d (%s); re-issuing (attempt %d)", self.kind, a, i, type(err).__name__,
+                    attempt + 1)
 
     def shutdown(self) -> None:
         """Kill every actor (no restart); safe to call twice or on actors that already died."""

@@ -26,30 +26,46 @@ def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = No
         teacher: ``items`` / ``prob`` (E, K) of :func:`rl_align.sft.distill.teacher_targets` (``sft.distill_from``),
             written to ``sft/distill_targets.npz`` for the workers; None = no distillation.
     """
-    import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    s = cfg.sft
     init_ray()
     run_path = Path(run_path).resolve()
     storage = run_path / "sft"
     storage.mkdir(parents=True, exist_ok=True)
     resume = latest_checkpoint(storage)
-    init_path = None
-    if item_vectors is not None:
-        init_path = storage / "item_token_init.npy"
-        with atomic_path(init_path) as tmp, open(tmp, "wb") as f:  # a handle: np.save would append .npy
-            np.save(f, np.asarray(item_vectors, np.float32), allow_pickle=False)
-    teacher_path = None
-    if teacher is not None:
-        teacher_path = storage / "distill_targets.npz"
-        write_npz(teacher_path, **teacher)
+    init_path, teacher_path = _worker_files(storage, item_vectors, teacher)
     if resume is not None:
         # the workers pick it up themselves (see ray_utils.resume_checkpoint): Ray Train v2 has no
         # resume_from_checkpoint, and the same path covers a restarted worker group
         log.info("sft: resuming from %s", resume)
-    trainer = TorchTrainer(
+    result = _trainer(cfg, run_path, storage, init_path, teacher_path).fit()
+    best = storage / "best_policy"
+    if not best.exists():
+        raise RuntimeError(f"sft finished without a best policy in {best}")
+    return {"metrics": dict(result.metrics or {}), "best_policy": str(best)}
+
+
+def _worker_files(storage: Path, item_vectors: np.ndarray | None,
+                  teacher: dict[str, np.ndarray] | None) -> tuple[Path | None, Path | None]:
+    """Write what the workers read from disk (atomically): the item-token init vectors and the distillation
+    targets; returns their paths (None for what is not used)."""
+    init_path = teacher_path = None
+    if item_vectors is not None:
+        init_path = storage / "item_token_init.npy"
+        with atomic_path(init_path) as tmp, open(tmp, "wb") as f:  # a handle: np.save would append .npy
+            np.save(f, np.asarray(item_vectors, np.float32), allow_pickle=False)
+    if teacher is not None:
+        teacher_path = storage / "distill_targets.npz"
+        write_npz(teacher_path, **teacher)
+    return init_path, teacher_path
+
+
+def _trainer(cfg: RunConfig, run_path: Path, storage: Path, init_path: Path | None, teacher_path: Path | None):
+    """The Ray Train TorchTrainer of the SFT loop: ``sft.num_workers`` workers, checkpoints under ``storage``."""
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = cfg.sft
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "run_dir": str(run_path),
@@ -72,8 +88,3 @@ def run_sft(cfg: RunConfig, run_path: Path, item_vectors: np.ndarray | None = No
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
-    best = storage / "best_policy"
-    if not best.exists():
-        raise RuntimeError(f"sft finished without a best policy in {best}")
-    return {"metrics": dict(result.metrics or {}), "best_policy": str(best)}

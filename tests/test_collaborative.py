@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rl_align.data.split import training_pairs
+from rl_align.data.split import train_popularity, training_pairs
 from rl_align.embed.collaborative import blend, cf_vectors
 
 
@@ -16,6 +16,15 @@ def test_training_pairs_drop_each_users_valid_and_test_items():
     items, offs = _csr([[0, 1, 2, 3], [4, 5, 6], [7, 8]])
     it, us = training_pairs(items, offs)
     assert it.tolist() == [0, 1, 4] and us.tolist() == [0, 0, 1]
+
+
+def test_train_popularity_counts_training_events_only_even_for_short_users():
+    """One count for the evaluator, the bucket scorers, the ranker's evaluation and the exposure simulator: a user's
+    last two items are valid/test targets, and a user with fewer than three items contributes nothing (an earlier
+    mask that cut offsets[1:] - 2 would have cut the previous user's last training item instead)."""
+    items, offs = _csr([[0, 1, 2, 3], [4, 5], [6], [1, 1, 7, 8]])
+    pop = train_popularity({"seq_items": items, "seq_offsets": offs}, 9)
+    assert pop.tolist() == [1, 3, 0, 0, 0, 0, 0, 0, 0]
 
 
 def test_cf_vectors_group_co_consumed_items_and_ignore_held_out_events():

@@ -29,11 +29,12 @@ import torch
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine, target_ranks
+from rl_align.learner.logprobs import grouped_continuation_logprobs
 from rl_align.policy.data import build_prompts, events_to_items, events_to_users, left_aligned, windows_to_batch
 from rl_align.policy.model import build_policy, next_token_loss
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.schedule import epoch_events, warmup_cosine
-from rl_align.sid.catalog import SidCatalog
+from rl_align.sid.catalog import PAD, SidCatalog
 from rl_align.utils.io import atomic_path, load_npz
 
 
@@ -99,8 +100,34 @@ def dense_logprobs(model, head, catalog, es) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def rankings(model, head, catalog, split, part, beams, betas) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Ranked lists (N, beams) of the beam, the dense head (seen items masked) and each fused β; the (N,) targets."""
+def first_occurrence(cand: np.ndarray) -> np.ndarray:
+    """(N, C) mask of valid entries that are the first of their item in the row."""
+    keep = cand >= 0
+    for j in range(1, cand.shape[1]):
+        keep[:, j] &= ~(cand[:, :j] == cand[:, j:j + 1]).any(1)
+    return keep
+
+
+@torch.no_grad()
+def sequence_logprobs(model, catalog, es, items: np.ndarray, batch: int = 128) -> np.ndarray:
+    """(N, C) raw sequence log π of each item (teacher-forced SID + <eos>; -inf for -1): the beam's own scores for
+    beamed items, the same definition for the others."""
+    conts = np.full(items.shape + (catalog.max_sid_len,), PAD, np.int64)
+    ok = items >= 0
+    conts[ok] = catalog.tokens[items[ok]]
+    out = np.empty(items.shape)
+    for s in range(0, items.shape[0], batch):
+        ids, mask = build_prompts(es.history[s:s + batch], catalog, es.users[s:s + batch])
+        lp, m = grouped_continuation_logprobs(model, ids, mask, torch.from_numpy(conts[s:s + batch]))
+        out[s:s + batch] = (lp * m).sum(-1).double().numpy()
+    return np.where(ok, out, -np.inf)
+
+
+def rankings(model, head, catalog, split, part, beams, betas, union: int = 0
+             ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Ranked lists (N, beams) of the beam, the dense head (seen items masked) and each fused β (the beam's
+    candidates re-scored; with ``union`` > 0 also ``union<β>``: the beam's candidates and the dense head's top
+    ``union`` items, all scored by ``log π(SID) + β · log softmax_dense``); the (N,) targets."""
     model.eval()
     es = eval_set(split, part)
     ranked, scores = rank_with_engine(TorchEngine(model, catalog, "cpu"), catalog, es, beams, True, 128)
@@ -115,6 +142,15 @@ def rankings(model, head, catalog, split, part, beams, betas) -> tuple[dict[str,
         for beta in betas:
             fused = np.where(ranked >= 0, scores + beta * np.take_along_axis(d, np.maximum(ranked, 0), 1), -np.inf)
             out[f"fused{beta:g}"] = np.take_along_axis(ranked, np.argsort(-fused, 1, kind="stable"), 1)
+        if union:
+            cand = np.concatenate([ranked, out["dense"][:, :union]], 1)           # (N, beams + union)
+            cand = np.where(first_occurrence(cand), cand, -1)
+            lp = sequence_logprobs(model, catalog, es, cand)
+            for beta in betas:
+                fused = np.where(cand >= 0, lp + beta * np.take_along_axis(d, np.maximum(cand, 0), 1), -np.inf)
+                order = np.argsort(-fused, 1, kind="stable")[:, :beams]
+                out[f"union{beta:g}"] = np.where(np.take_along_axis(fused, order, 1) > -np.inf,
+                                                 np.take_along_axis(cand, order, 1), -1)
     model.train()
     return out, es.targets
 
@@ -128,6 +164,8 @@ def main() -> None:
                     help="the item head's vectors: sums of the item's SID-token embeddings, "
                          "or a free (n_items, H) table")
     ap.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fusion weights to report")
+    ap.add_argument("--union", type=int, default=0,
+                    help="also fuse over the beam's candidates and the dense head's top N (0 = off)")
     ap.add_argument("--out", required=True, help="JSON of per-epoch metrics and per-user target ranks")
     a = ap.parse_args()
     cfg = load_config(f"{a.run_dir}/config.yaml")
@@ -160,7 +198,7 @@ def main() -> None:
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - t0}
         if (epoch + 1) % sft.eval_every == 0 or epoch + 1 == sft.epochs:
             for part in ("valid", "test"):
-                ranked_by, targets = rankings(model, head, catalog, split, part, cfg.eval.beams, a.betas)
+                ranked_by, targets = rankings(model, head, catalog, split, part, cfg.eval.beams, a.betas, a.union)
                 for name, ranked in ranked_by.items():
                     rec[f"{part}/{name}"] = {**metrics(ranked, targets, [10]),
                                              "ranks": target_ranks(ranked, targets).tolist()}

@@ -1,8 +1,9 @@
 """The table of experiments/i24_item_softmax_probe.py runs: each scorer's checkpoint chosen on valid, paired on test.
 
-For every scorer of a probe (the beam, the dense head, each fused β) the epoch with the best valid NDCG@10 is
-taken (the SFT stage's rule); the fused rows also choose β on valid ("fused*"). Test HR@10 is paired per seed with
-the control's beam (``--control``, the same seeds in the same order) and pooled by exact McNemar.
+For every scorer of a probe (the beam, the dense head, each fused or union β) the epoch with the best valid NDCG@10
+is taken (the SFT stage's rule); the fused and union rows also choose β on valid ("fused*", "union*"). Test HR@10
+is paired per seed with the control's beam (``--control``, the same seeds in the same order) and pooled by exact
+McNemar.
 
     python experiments/i24_item_softmax_table.py runs/probe-w0.5p-s{0,1,2}.json --control runs/probe-w0-s{0,1,2}.json
 
@@ -56,19 +57,21 @@ def main() -> None:
     ctrl = [pick(json.load(open(p))["epochs"], ["beam"])[0] for p in a.control]
     names = [k.split("/", 1)[1] for k in runs[0][-1] if k.startswith("valid/")]
     fused = [n for n in names if n.startswith("fused")]
+    union = [n for n in names if n.startswith("union")]
     ref = [json.load(open(p))["test"] for p in a.reference]
     print("| scorer | chosen (epoch, per seed) | valid HR@10 | test HR@10 | test NDCG@10 | vs control beam: +/− per "
           "seed | pooled p |" + (" × reference HR@10 / NDCG@10 | vs reference: +/−, pooled p |" if ref else ""))
     print("|---|---|---|---|---|---|---|" + ("---|---|" if ref else ""))
     rows = [("control: beam", [(c, "beam") for c in ctrl], False)]
-    rows += [(n, [pick(r, [n]) for r in runs], True) for n in names if not n.startswith("fused")]
-    rows += [(n, [pick(r, [n]) for r in runs], True) for n in fused]
+    rows += [(n, [pick(r, [n]) for r in runs], True) for n in names if not n.startswith(("fused", "union"))]
+    rows += [(n, [pick(r, [n]) for r in runs], True) for n in fused + union]
     rows += [("fused*, β chosen on valid", [pick(r, fused) for r in runs], True)] if fused else []
+    rows += [("union*, β chosen on valid", [pick(r, union) for r in runs], True)] if union else []
     for label, chosen, paired in rows:
         v = np.mean([rec[f"valid/{n}"]["hr@10"] for rec, n in chosen])
         t = [rec[f"test/{n}"]["hr@10"] for rec, n in chosen]
         nd = np.mean([rec[f"test/{n}"]["ndcg@10"] for rec, n in chosen])
-        where = ", ".join(f"{rec['epoch']}" + (f" {n}" if label.startswith("fused*") else "") for rec, n in chosen)
+        where = ", ".join(f"{rec['epoch']}" + (f" {n}" if label.endswith("on valid") else "") for rec, n in chosen)
         pairs = ""
         p = ""
         if paired:

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl_align.learner.logprobs import grouped_continuation_logprobs
-from rl_align.policy.data import build_prompts
+from rl_align.learner.logprobs import item_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.preferences import read_table
 from rl_align.sid.catalog import SidCatalog
@@ -33,15 +32,8 @@ def positive_mass(policy_dir: Path, catalog: SidCatalog, split: dict, rows: np.n
                   batch: int = 128) -> np.ndarray:
     """(R, P) π(positive | prompt) for each positive slot (0 for empty slots)."""
     model = load_policy(policy_dir, catalog).eval()
-    out = []
-    for s in range(0, rows.size, batch):
-        r, pos = rows[s: s + batch], positives[s: s + batch]
-        ids, mask = build_prompts(split["train_history"][r], catalog, split["train_users"][r])
-        tok = torch.from_numpy(catalog.tokens[np.maximum(pos, 0)].astype(np.int64))
-        lp, m = grouped_continuation_logprobs(model, ids, mask, tok)
-        p = (lp * m).sum(-1).exp()
-        out.append(torch.where(torch.from_numpy(pos >= 0), p, torch.zeros_like(p)).numpy())
-    return np.concatenate(out)
+    lp = item_logprobs(model, catalog, split["train_history"][rows], split["train_users"][rows], positives, batch)
+    return np.exp(lp)   # exp(-inf) = 0 for empty slots
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,18 +20,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set
-from rl_align.learner.logprobs import grouped_continuation_logprobs
-from rl_align.policy.data import build_prompts
+from rl_align.learner.logprobs import item_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.ranker.evaluate import policy_beam, rerank_ceiling
 from rl_align.ranker.train import recent_history, score_slates
 from rl_align.rewards.scorers import load_scorer, scorer_path
 from rl_align.sid import SidCatalog
-from rl_align.sid.catalog import PAD
 from rl_align.utils.io import load_npz, read_json
 
 
@@ -56,25 +53,6 @@ def proposals(p_all: np.ndarray, es, beam_items: np.ndarray, k: int) -> np.ndarr
     return np.where(np.take_along_axis(p, top, 1) > -np.inf, top, -1)
 
 
-@torch.no_grad()
-def sequence_logp(model, catalog: SidCatalog, es, items: np.ndarray, batch: int = 64) -> np.ndarray:
-    """(E, K) raw sequence log π of each item (teacher-forced SID + <eos>; -inf for -1)."""
-    T = catalog.max_sid_len
-    conts = np.full(items.shape + (T,), PAD, np.int64)
-    for e, row in enumerate(items):
-        for j, it in enumerate(row):
-            if it >= 0:
-                tok = catalog.item_tokens(int(it))
-                conts[e, j, : len(tok)] = tok
-    out = np.empty(items.shape)
-    for s in range(0, items.shape[0], batch):
-        sl = slice(s, s + batch)
-        ids, mask = build_prompts(es.history[sl], catalog, es.users[sl])
-        lp, m = grouped_continuation_logprobs(model, ids, mask, torch.from_numpy(conts[sl]))
-        out[sl] = (lp * m).sum(-1).double().numpy()
-    return np.where(items >= 0, out, -np.inf)
-
-
 def run_rows(rp: Path, split: str, scorer: str, beams: int, ks: list[int]) -> list[str]:
     """One table row per k for one run."""
     cfg = load_config(rp / "config.yaml")
@@ -95,7 +73,7 @@ def run_rows(rp: Path, split: str, scorer: str, beams: int, ks: list[int]) -> li
         else:
             prop = proposals(p_all, es, b_items, k)
             items = np.hstack([b_items, prop])
-            logp = np.hstack([b_logp, sequence_logp(policy, catalog, es, prop)])
+            logp = np.hstack([b_logp, item_logprobs(policy, catalog, es.history, es.users, prop)])
             p = np.hstack([b_p, p_all[rows, np.maximum(prop, 0)]])
             r = rerank_ceiling(items, logp, p, es.targets)
             r["recall"] = float(np.mean((items == es.targets[:, None]).any(1)))

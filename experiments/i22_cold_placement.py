@@ -48,7 +48,6 @@ def main() -> None:
     vectors = np.load(dst / "embed" / "item_emb.npy", allow_pickle=False)
     nn = nearest_trained(vectors, new)[:, 0]
     codes, lengths = cat.codes.codes.copy(), cat.codes.lengths.copy()
-    assert lengths.max() <= codes.shape[1]
     codes[new], lengths[new] = codes[nn], lengths[nn]
     placed = SidCatalog(cat.item_ids, SidCodes(codes, lengths, cat.codes.codebook_sizes), cat.stats, buckets=True,
                         bucket_scorer=cat.buckets.scorer, user_tokens=cat.user_tokens,

@@ -29,12 +29,12 @@ import torch
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine, target_ranks
-from rl_align.learner.logprobs import grouped_continuation_logprobs
+from rl_align.learner.logprobs import item_logprobs
 from rl_align.policy.data import build_prompts, events_to_items, events_to_users, left_aligned, windows_to_batch
 from rl_align.policy.model import build_policy, next_token_loss
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.schedule import epoch_events, warmup_cosine
-from rl_align.sid.catalog import PAD, SidCatalog
+from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import atomic_path, load_npz
 
 
@@ -108,21 +108,6 @@ def first_occurrence(cand: np.ndarray) -> np.ndarray:
     return keep
 
 
-@torch.no_grad()
-def sequence_logprobs(model, catalog, es, items: np.ndarray, batch: int = 128) -> np.ndarray:
-    """(N, C) raw sequence log π of each item (teacher-forced SID + <eos>; -inf for -1): the beam's own scores for
-    beamed items, the same definition for the others."""
-    conts = np.full(items.shape + (catalog.max_sid_len,), PAD, np.int64)
-    ok = items >= 0
-    conts[ok] = catalog.tokens[items[ok]]
-    out = np.empty(items.shape)
-    for s in range(0, items.shape[0], batch):
-        ids, mask = build_prompts(es.history[s:s + batch], catalog, es.users[s:s + batch])
-        lp, m = grouped_continuation_logprobs(model, ids, mask, torch.from_numpy(conts[s:s + batch]))
-        out[s:s + batch] = (lp * m).sum(-1).double().numpy()
-    return np.where(ok, out, -np.inf)
-
-
 def rankings(model, head, catalog, split, part, beams, betas, union: int = 0
              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Ranked lists (N, beams) of the beam, the dense head (seen items masked) and each fused β (the beam's
@@ -145,7 +130,7 @@ def rankings(model, head, catalog, split, part, beams, betas, union: int = 0
         if union:
             cand = np.concatenate([ranked, out["dense"][:, :union]], 1)           # (N, beams + union)
             cand = np.where(first_occurrence(cand), cand, -1)
-            lp = sequence_logprobs(model, catalog, es, cand)
+            lp = item_logprobs(model, catalog, es.history, es.users, cand)
             for beta in betas:
                 fused = np.where(cand >= 0, lp + beta * np.take_along_axis(d, np.maximum(cand, 0), 1), -np.inf)
                 order = np.argsort(-fused, 1, kind="stable")[:, :beams]

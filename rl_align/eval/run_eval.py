@@ -80,7 +80,9 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         out["bucket_scorer"] = {"name": catalog.buckets.scorer.registry_name,
                                 "temperature": catalog.buckets.scorer.temperature,
                                 "cold_items_by": (catalog.buckets.cold_scorer or catalog.buckets.scorer).registry_name}
-    cold = _cold_setup(run_path, cfg, catalog, split, pop, out) if cfg.cold_expansion else None
+    cold = None
+    if cfg.cold_expansion:
+        cold, out["cold_expansion"] = _cold_setup(run_path, cfg, catalog, split, pop)
     for part in parts:
         es = eval_set(split, part)
         out[part], ranked = _part_metrics(engine, catalog, es, cfg, beams, pop, cold)
@@ -93,21 +95,21 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     return out
 
 
-def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dict, pop: np.ndarray,
-                out: dict) -> tuple:
-    """(ColdIndex, α, (n_items, d) unit item vectors) of the cold-start expansion; its summary → ``out``."""
+def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dict,
+                pop: np.ndarray) -> tuple[tuple, dict]:
+    """(ColdIndex, α, (n_items, d) unit item vectors) of the cold-start expansion, and its summary for the
+    metrics."""
     prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
     if not 0.0 <= prior < 1.0:
         raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
     cold = ColdIndex.build(catalog, cold_route_items(catalog, pop, cfg.bucket_cold_parents))
     vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    out["cold_expansion"] = {"prior": prior, "cold_items": int((pop == 0).sum()),
-                             "parent_route_items": int(cold.is_cold.sum()), "parents": len(cold.children),
-                             "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
+    info = {"prior": prior, "cold_items": int((pop == 0).sum()), "parent_route_items": int(cold.is_cold.sum()),
+            "parents": len(cold.children), "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
     log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent)",
-             int((pop == 0).sum()), prior, int(cold.is_cold.sum()))
-    return cold, prior, vecs
+             info["cold_items"], prior, info["parent_route_items"])
+    return (cold, prior, vecs), info
 
 
 def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig, beams: int, pop: np.ndarray,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rl_align.sid.catalog import EOS, PAD
+from rl_align.policy.data import build_prompts
+from rl_align.sid.catalog import EOS, PAD, SidCatalog
 
 
 def continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
@@ -103,3 +105,27 @@ def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: 
     at = (fmask.sum(1) - 2).clamp(min=0)                                    # (N·K,) input index of the last SID token
     hidden = res.hidden_states[-1][torch.arange(N * K, device=at.device), at]
     return logp * m, m, hidden.reshape(N, K, -1)
+
+
+@torch.no_grad()
+def item_logprobs(model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray, items: np.ndarray,
+                  batch: int = 128) -> np.ndarray:
+    """Raw sequence log π(item | prompt) of given items: SID + ``<eos>`` teacher-forced, the definition the beams
+    and rollouts carry (one prompt forward per row, :func:`grouped_continuation_logprobs`).
+
+    Args:
+        history: (N, H) prompt histories (-1 padded). users: (N,) user indices. items: (N, K) items per prompt, -1 =
+            none.
+    Returns:
+        (N, K) float64 log-probs, -inf where ``items`` is -1. In a bucket catalog this is the log-prob of the item's
+        code (its bucket's), without the within-bucket share an evaluation ranking adds.
+    """
+    conts = np.full(items.shape + (catalog.tokens.shape[1],), PAD, np.int64)
+    ok = items >= 0
+    conts[ok] = catalog.tokens[items[ok]]
+    out = np.empty(items.shape)
+    for s in range(0, items.shape[0], batch):
+        ids, mask = build_prompts(history[s:s + batch], catalog, users[s:s + batch])
+        lp, m = grouped_continuation_logprobs(model, ids, mask, torch.from_numpy(conts[s:s + batch]))
+        out[s:s + batch] = (lp * m).sum(-1).double().numpy()
+    return np.where(ok, out, -np.inf)

@@ -218,8 +218,8 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     names = _bucket_names(cfg.popularity_buckets)
     buckets = popularity_buckets(pop, cfg.popularity_buckets)
     res: dict = {"split": split, "ranker_epoch": meta.get("epoch")}
-    res.update(_heldout_results(model, la, cfg, buckets, names, pop))
     train_log = ExposureLog.from_arrays(la).subset(~la["heldout"])
+    res.update(_heldout_results(model, la, train_log, cfg, buckets, names, pop))
     es = eval_set(arrays, split)
     hist = recent_history(es.history, cfg.max_history)
     negs = {"random": sample_random_negatives(es.seen, es.targets, len(items), cfg.eval_negatives, cfg.seed),
@@ -238,8 +238,8 @@ def evaluate_ranker(run_path: str | Path, cfg: RankerConfig, ecfg: EvalConfig, s
     return res
 
 
-def _heldout_results(model, la: dict, cfg: RankerConfig, buckets: np.ndarray, names: list[str],
-                     pop: np.ndarray) -> dict:
+def _heldout_results(model, la: dict, train_log: ExposureLog, cfg: RankerConfig, buckets: np.ndarray,
+                     names: list[str], pop: np.ndarray) -> dict:
     """Held-out impressions: AUC/GAUC, AUC by bucket of the shown item (does the ranker order items it rarely
     saw?) and the exposure statistics of the training part of the logs."""
     out = {"heldout": heldout_metrics(model, la, cfg.max_history)}
@@ -249,7 +249,6 @@ def _heldout_results(model, la: dict, cfg: RankerConfig, buckets: np.ndarray, na
     sb = buckets[np.maximum(la["shown"][m], 0)]
     out["heldout_auc_by_bucket"] = {name: auc(p[valid & (sb == b)], la["clicks"][m][valid & (sb == b)])
                                     for b, name in enumerate(names)}
-    train_log = ExposureLog.from_arrays(la).subset(~la["heldout"])
     out["exposure"] = exposure_stats(train_log, pop.astype(np.float64), cfg.popularity_buckets)
     return out
 

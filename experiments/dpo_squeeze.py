@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl_align.learner.logprobs import item_logprobs
+from rl_align.policy.logprobs import item_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.preferences import read_table
 from rl_align.sid.catalog import SidCatalog

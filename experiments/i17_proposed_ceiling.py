@@ -23,7 +23,7 @@ import numpy as np
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set
-from rl_align.learner.logprobs import item_logprobs
+from rl_align.policy.logprobs import item_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.ranker.evaluate import policy_beam, rerank_ceiling
 from rl_align.ranker.train import recent_history, score_slates

@@ -29,8 +29,8 @@ import torch
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine, target_ranks
-from rl_align.learner.logprobs import item_logprobs
 from rl_align.policy.data import build_prompts, events_to_items, events_to_users, left_aligned, windows_to_batch
+from rl_align.policy.logprobs import item_logprobs
 from rl_align.policy.model import build_policy, next_token_loss
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.schedule import epoch_events, warmup_cosine

@@ -278,6 +278,11 @@ class PolicyConfig:
     hidden_dropout: float = doc(0.0, "dropout on each attention and MLP output before its residual add, during "
                                 "training (SASRec's; a hook, not saved in the model)", ge=0, lt=1)
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
+    item_head: Literal["none", "free"] = doc("none", "an item-level head beside the SID tokens (the generative + "
+                                                     "dense hybrid, rl_align/policy/item_head.py): 'free' = a free "
+                                                     "vector per item scored from the state that predicts the next "
+                                                     "item's first code, trained by SFT (sft.item_head_weight) and "
+                                                     "fused with log π at evaluation (eval.item_head_*); 'none' = off")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups."""
@@ -333,6 +338,8 @@ class SftConfig:
               "(trained by the baselines stage) or a saved baseline directory (model.safetensors); its next-item "
               "distribution at every training event becomes soft targets for each SID token along the true code "
               "path (rl_align/sft/distill.py); null = off")
+    item_head_weight: float = doc(0.5, "with policy.item_head: loss = NLL + this × the item head's full-softmax "
+                                       "cross-entropy over the catalog", gt=0)
     distill_weight: float = doc(0.0, "λ: loss = NLL + λ · soft cross-entropy to the teacher's targets (0 = off)", ge=0)
     distill_temperature: float = doc(1.0, "softmax temperature of the teacher's logits (> 1 = softer targets)", gt=0)
     distill_topk: int = doc(100, "teacher items kept per training event (the rest of its mass is dropped)", ge=1)
@@ -385,12 +392,21 @@ class EvalConfig:
                                            "instead of their never-trained code's; needs cold_expansion")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
+    item_head_union: int = doc(50, "policy with an item head: its best unseen items that join the beam's as "
+                                   "candidates of the fused ranking (0 = re-score the beam's items only)", ge=0)
+    item_head_betas: list = doc([0.25, 0.5, 1.0, 2.0], "policy with an item head: the fusion weights β of "
+                                "log π(SID) + β · log softmax_head tried; the one with the best valid NDCG@10 is "
+                                "used (by SFT to keep its best checkpoint, by evaluation to rank test)")
 
     def value_errors(self) -> list[tuple[str, str]]:
-        """Cross-field rules: cut-offs are positive integers."""
+        """Cross-field rules: cut-offs are positive integers; fusion weights are non-negative numbers."""
+        errs = []
         if not self.ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.ks):
-            return [("ks", f"expected a non-empty list of integers ≥ 1, got {self.ks!r}")]
-        return []
+            errs.append(("ks", f"expected a non-empty list of integers ≥ 1, got {self.ks!r}"))
+        if not self.item_head_betas or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0
+                                               for b in self.item_head_betas):
+            errs.append(("item_head_betas", f"expected a non-empty list of numbers ≥ 0, got {self.item_head_betas!r}"))
+        return errs
 
 
 @dataclass
@@ -769,6 +785,7 @@ class RunConfig:
         if self.sft.window_stride is not None and self.sft.window_stride > window:
             errs.append(("sft.window_stride", f"expected ≤ the training window ({window} items; null = that), got "
                                               f"{self.sft.window_stride}"))
+        errs += self._item_head_errors()
         b_window = (self.baseline.max_len or self.data.max_history) + 1
         if self.baseline.window_stride is not None and self.baseline.window_stride > b_window:
             errs.append(("baseline.window_stride", f"expected ≤ baseline.max_len + 1 = {b_window} (null = that), "
@@ -776,6 +793,18 @@ class RunConfig:
         return errs
 
 
+    def _item_head_errors(self) -> list[tuple[str, str]]:
+        """policy.item_head scores single items from the state before a plain SID: refuse what it cannot serve."""
+        if self.policy.item_head == "none":
+            return []
+        clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
+                 (self.sid.history == "items", "sid.history: items (the packed item-token batch)"),
+                 (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),
+                 (self.sft.backend == "deepspeed" and self.sft.zero_stage == 3, "sft.zero_stage: 3"),
+                 ("rl" in self.stages, "the rl stage (alignment updates the policy, not the head: align a policy "
+                                       "without it)")]
+        return [("policy.item_head", f"{self.policy.item_head!r} cannot be used with {what}")
+                for bad, what in clash if bad]
 
 # --------------------------------------------------------------------------- loading
 

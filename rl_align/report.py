@@ -94,13 +94,18 @@ def _eval_part_lines(run: Path, cfg: dict, e: dict, part: str) -> list[str]:
     who = "cases" if part == "cold" else "users"
     ce = e.get("cold_expansion")
     how = (f", cold expansion α = {ce['prior']:.4f} over {ce['cold_items']} untrained items" if ce else "")
+    ih = e.get("item_head")
+    policy = (f"SID policy + item head ({e['stage']}, beam {e['beams']} ∪ head top {ih['union']}, "
+              f"β = {ih['beta']:g} on valid)" if ih else f"SID policy ({e['stage']}, beam {e['beams']}, constrained)")
     lines = [f"## {title} ({m['n_users']} {who}, full ranking, history "
              f"{'excluded' if e.get('exclude_history') else 'kept'}{how})", "",
              "| model | " + " | ".join(k.upper() for k in ks) + " |",
              "|---|" + "---|" * len(ks),
-             f"| SID policy ({e['stage']}, beam {e['beams']}, constrained) | "
-             + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |",
-             "| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
+             f"| {policy} | " + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |"]
+    for key, label in (("policy_beam", "its constrained beam alone"), ("item_head_only", "its item head alone")):
+        if key in m:
+            lines.append(f"| … {label} | " + " | ".join(f"{m[key][k]:.4f}" for k in ks) + " |")
+    lines += ["| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
     lines += _baseline_rows(run, part, ks) + [""]
     b, pb, ecfg = m["policy_buckets"], m["popularity_buckets"], cfg.get("eval", {})
     lines += [f"Head/tail (head = most popular {100 * ecfg.get('head_share', 0.2):.0f}% of "

@@ -15,7 +15,7 @@ from rl_align.algos.preference import (
     tlgd_scores,
 )
 from rl_align.config import RlConfig
-from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
+from rl_align.policy.logprobs import continuation_logprobs, grouped_continuation_logprobs
 from rl_align.preferences.pairs import PreferenceTable, choose_negatives, read_table, write_table
 from rl_align.sid.catalog import BOS, EOS, PAD
 

@@ -28,8 +28,8 @@ from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
 from rl_align.driver.controller import prompt_order, run_fresh
-from rl_align.learner.logprobs import continuation_logprobs
 from rl_align.policy.data import build_prompts
+from rl_align.policy.logprobs import continuation_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.rewards.actor import RewardScorer
 from rl_align.rewards.scorers import scorer_path

@@ -35,6 +35,7 @@ from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
 from rl_align.learner.group import LearnerGroup
 from rl_align.policy.data import build_prompts
+from rl_align.policy.item_head import FILE as ITEM_HEAD_FILE
 from rl_align.policy.model import load_policy
 from rl_align.preferences import load_or_build
 from rl_align.ray_utils import init_ray
@@ -77,6 +78,9 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
     load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
+    if (policy / ITEM_HEAD_FILE).exists():
+        raise RlConfigError(f"{policy}: this policy has an item head (policy.item_head); alignment updates the SID "
+                            "policy, not the head, so its fused ranking would be stale: align a policy without one")
     if (OBJECTIVES.get(r.algo).uses_preferences and r.preference.exposure_share > 0
             and not (run_path / "exposure" / "log.npz").exists()):
         raise RlConfigError(f"{run_path / 'exposure'}: rl.preference.exposure_share > 0 takes negatives from the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,8 @@ from rl_align.eval.evaluate import (
     sampled_hallucination_rate,
     target_ranks,
 )
+from rl_align.eval.hybrid import choose_beta, hybrid_rankings
+from rl_align.policy.item_head import ItemHead, load_item_head
 from rl_align.policy.model import load_policy
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid.buckets import BucketScorer
@@ -71,6 +74,7 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         catalog.buckets.attach(bucket_scorer)
 
     model = load_policy(policy_dir(run_path, stage), catalog)
+    head = load_item_head(policy_dir(run_path, stage), catalog, model.get_input_embeddings().weight.shape[1])
     engine = TorchEngine(model, catalog)
     pop = train_popularity(split, catalog.n_items)
     beams = max(cfg.beams, max(cfg.ks))
@@ -83,9 +87,16 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     cold = None
     if cfg.cold_expansion:
         cold, out["cold_expansion"] = _cold_setup(run_path, cfg, catalog, split, pop)
+    hybrid = None
+    if head is not None:
+        if cold is not None:
+            raise ValueError(f"{policy_dir(run_path, stage)}: a policy with an item head cannot be evaluated with "
+                             "eval.cold_expansion (new items have untrained head vectors)")
+        hybrid = _hybrid_setup(engine, head, catalog, split, cfg, beams)
+        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid}
     for part in parts:
         es = eval_set(split, part)
-        out[part], ranked = _part_metrics(engine, catalog, es, cfg, beams, pop, cold)
+        out[part], ranked = _part_metrics(engine, catalog, es, cfg, beams, pop, cold, hybrid)
         if part == "test" and export is not None:
             export_predictions(export, ranked, es.users, users, catalog.item_ids, k=max(cfg.ks))
             out[part]["export"] = str(export)
@@ -112,18 +123,48 @@ def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dic
     return (cold, prior, vecs), info
 
 
+@dataclass
+class _Hybrid:
+    """The item head and the β chosen on valid (:mod:`rl_align.eval.hybrid`)."""
+
+    head: ItemHead
+    beta: float
+    valid: dict
+
+
+def _hybrid_setup(engine: TorchEngine, head: ItemHead, catalog: SidCatalog, split: dict, cfg: EvalConfig,
+                  beams: int) -> _Hybrid:
+    """Choose β on valid: the beam, then the fused ranking of every β in ``eval.item_head_betas``."""
+    es = eval_set(split, "valid")
+    ranked, _ = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
+    fused, _ = hybrid_rankings(engine.model, head, catalog, es, ranked, cfg.item_head_union, cfg.item_head_betas,
+                               cfg.exclude_history, cfg.batch_size)
+    pick = choose_beta(fused, es.targets)
+    log.info("eval: item head, β = %g chosen on valid (NDCG@10 by β: %s)", pick.beta,
+             ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
+    return _Hybrid(head, pick.beta, pick.valid)
+
+
 def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig, beams: int, pop: np.ndarray,
-                  cold: Optional[tuple]) -> tuple[dict, np.ndarray]:
-    """Metrics of one split (the constrained ranking, with the cold expansion when ``cold`` is set; validity under
-    free decoding; popularity; per-user target ranks; list statistics) and the ranked lists (E, beams)."""
+                  cold: Optional[tuple], hybrid: Optional[_Hybrid] = None) -> tuple[dict, np.ndarray]:
+    """Metrics of one split (the constrained ranking, with the cold expansion when ``cold`` is set, fused with the
+    item head when ``hybrid`` is set; validity under free decoding; popularity; per-user target ranks; list
+    statistics) and the ranked lists (E, beams)."""
     t = time.perf_counter()
     if cold is not None:
         ranked, scores = rank_with_cold_expansion(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size,
                                                   *cold)
     else:
         ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
-    dec_s = time.perf_counter() - t
     invalid = float((ranked[np.isfinite(scores)] < 0).mean())
+    parts = {}
+    if hybrid is not None:
+        fused, dense = hybrid_rankings(engine.model, hybrid.head, catalog, es, ranked, cfg.item_head_union,
+                                       [hybrid.beta], cfg.exclude_history, cfg.batch_size)
+        parts = {"policy_beam": metrics(ranked, es.targets, cfg.ks), "item_head_only": metrics(dense, es.targets,
+                                                                                              cfg.ks)}
+        ranked = fused[hybrid.beta]
+    dec_s = time.perf_counter() - t
     t = time.perf_counter()
     halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
     sampled = (sampled_hallucination_rate(engine, catalog, es, cfg.free_samples, cfg.free_temperature,
@@ -133,6 +174,7 @@ def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig,
     return {
         "n_users": int(es.targets.size),
         "policy": metrics(ranked, es.targets, cfg.ks),
+        **parts,  # with an item head: "policy" is the fused ranking, these are the beam's and the head's own
         "policy_buckets": bucketed(ranked, es.targets, pop, cfg.ks, cfg.head_share),
         "popularity": metrics(pop_ranked, es.targets, cfg.ks),
         "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),

@@ -25,7 +25,7 @@ from rl_align.config import (
     from_dict,
     merge_ds_config,
 )
-from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
+from rl_align.policy.logprobs import continuation_logprobs, grouped_continuation_logprobs
 from rl_align.policy.model import disable_dropout, load_policy, save_policy
 from rl_align.sid.catalog import PAD, SidCatalog
 from rl_align.utils.plugins import load_plugins

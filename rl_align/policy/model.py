@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
 
 from rl_align.config import PolicyConfig
+from rl_align.policy.item_head import FILE, item_head_of, save_item_head, without_item_head
 from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
 from rl_align.utils.io import atomic_dir, read_json, write_json
 
@@ -146,13 +147,19 @@ def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
 
 
 def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None) -> None:
-    """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap)."""
+    """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap);
+    an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain."""
     model = getattr(model, "module", model)
     with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if item_head_of(model) is None:
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:  # the HF checkpoint stays plain (vLLM loads it); the head goes to its own file
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=without_item_head(model.state_dict()))
+        head = save_item_head(model, tmp)
         save_tokenizer(catalog, tmp)
         write_json(tmp / "rl_align_policy.json", {"catalog_fingerprint": catalog.fingerprint(),
-                                                  "vocab_size": catalog.vocab_size, **(extra or {})})
+                                                  "vocab_size": catalog.vocab_size,
+                                                  **({"item_head": FILE} if head else {}), **(extra or {})})
 
 
 def load_policy(directory: str | Path, catalog: SidCatalog, device: str | torch.device = "cpu",

@@ -29,7 +29,9 @@ from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
+from rl_align.eval.hybrid import hybrid_rankings
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
+from rl_align.policy.item_head import attach_item_head, item_head_loss, item_head_of, target_items
 from rl_align.policy.model import (
     add_embedding_dropout,
     add_hidden_dropout,
@@ -53,20 +55,34 @@ EMA_FILE = "ema.safetensors"
 
 
 def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world: int, device) -> dict:
-    """Sharded constrained-beam validation; returns all-reduced HR@10 / NDCG@10 over the valid users."""
+    """Sharded constrained-beam validation; returns all-reduced HR@10 / NDCG@10 over the valid users.
+
+    With an item head the figures are the hybrid ranking's at the β with the best valid NDCG@10 (``item_head_beta``;
+    what the eval stage will choose), and the beam's own are ``valid_beam_hr@10`` / ``valid_beam_ndcg@10``."""
     es = eval_set(split, "valid", limit)
     sel = np.arange(rank, es.targets.size, world)
     sub = type(es)(es.users[sel], es.targets[sel], es.history[sel], es.seen[sel])
     was_training = module.training
     engine = TorchEngine(module, catalog, device)
     ranked, _ = rank_with_engine(engine, catalog, sub, max(10, ecfg.beams), ecfg.exclude_history, ecfg.batch_size)
+    rows = {"beam": ranked}
+    head = item_head_of(module)
+    if head is not None:
+        fused, _ = hybrid_rankings(module, head, catalog, sub, ranked, ecfg.item_head_union, ecfg.item_head_betas,
+                                   ecfg.exclude_history, ecfg.batch_size)
+        rows.update(fused)
     module.train(was_training)
-    m = metrics(ranked, sub.targets, [10])
-    sums = torch.tensor([m["hr@10"] * sel.size, m["ndcg@10"] * sel.size, float(sel.size)], dtype=torch.float64)
+    sums = torch.tensor([[m["hr@10"] * sel.size, m["ndcg@10"] * sel.size, float(sel.size)]
+                         for m in (metrics(r, sub.targets, [10]) for r in rows.values())], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(sums)
-    n = max(sums[2].item(), 1.0)
-    return {"valid_hr@10": sums[0].item() / n, "valid_ndcg@10": sums[1].item() / n}
+    mean = {k: (row[0].item() / max(row[2].item(), 1.0), row[1].item() / max(row[2].item(), 1.0))
+            for k, row in zip(rows, sums)}
+    if head is None:
+        return {"valid_hr@10": mean["beam"][0], "valid_ndcg@10": mean["beam"][1]}
+    beta = max(sorted(ecfg.item_head_betas), key=lambda b: (mean[b][1], -b))
+    return {"valid_hr@10": mean[beta][0], "valid_ndcg@10": mean[beta][1], "item_head_beta": float(beta),
+            "valid_beam_hr@10": mean["beam"][0], "valid_beam_ndcg@10": mean["beam"][1]}
 
 
 class SftWorker:
@@ -108,6 +124,7 @@ class SftWorker:
             info = init_item_token_embeddings(model, self.catalog, vec, seed=sft.seed)
             if self.rank == 0:
                 print(f"[sft] item-token embeddings from {self.config['item_token_init']}: {info}", flush=True)
+        attach_item_head(model, self.catalog, self.pcfg.item_head)  # after the policy's seeded init
         opt = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay, betas=(0.9, 0.98))
         n_windows = epoch_events(self.split, self.window, sft.seed, 0, sft.window_stride)[0].shape[0]
         sched = warmup_cosine(opt, sft.warmup_steps, sft.epochs * max(1, n_windows // sft.batch_size))
@@ -200,7 +217,8 @@ class SftWorker:
 
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
         """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
-        teacher's targets when ``sft.distill_from`` is on. events: (b, W) event indices; n_target: (b,)."""
+        teacher's targets when ``sft.distill_from`` is on, plus ``item_head_weight`` × the item head's cross-entropy
+        when ``policy.item_head`` is on. events: (b, W) event indices; n_target: (b,)."""
         batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target,
                                  events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -209,11 +227,16 @@ class SftWorker:
             batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
             return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
         labels = batch.pop("labels")
-        logits = self.engine(**batch).logits
-        loss = next_token_loss(logits, labels, self.sft.label_smoothing)
+        head = item_head_of(self.module)
+        out = self.engine(**batch, output_hidden_states=head is not None)
+        loss = next_token_loss(out.logits, labels, self.sft.label_smoothing)
         if self.teacher is not None:
             rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
-            loss = loss + self.sft.distill_weight * distill_loss(logits, rows, cols, q)
+            loss = loss + self.sft.distill_weight * distill_loss(out.logits, rows, cols, q)
+        if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
+            targets = target_items(events_to_items(events, self.split["seq_items"]), n_target)
+            loss = loss + self.sft.item_head_weight * item_head_loss(head, out.hidden_states[-1], labels, targets,
+                                                                     self.catalog)
         return loss
 
     def _evaluate(self, epoch: int, record: dict) -> None:
@@ -231,7 +254,8 @@ class SftWorker:
                 if self.rank == 0:
                     save_policy(self.module, self.out_dir / "best_policy", self.catalog,
                                 {"epoch": epoch + 1, "valid_ndcg@10": record["valid_ndcg@10"],
-                                 "ema_decay": sft.ema_decay})
+                                 "ema_decay": sft.ema_decay,
+                                 **{k: record[k] for k in ("item_head_beta",) if k in record}})
             else:
                 state["bad_evals"] += 1
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rl_align.learner.logprobs import continuation_logprobs, grouped_continuation_logprobs
+from rl_align.policy.logprobs import continuation_logprobs, grouped_continuation_logprobs
 from rl_align.sid.catalog import BOS, EOS, PAD
 
 

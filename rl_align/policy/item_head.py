@@ -1,0 +1,122 @@
+"""An item-level head beside the SID policy (``policy.item_head``): the hybrid of generative and dense retrieval.
+
+The SID policy scores an item only through its code tokens, which many items share. The item head gives every
+catalog item a free vector (SASRec's output layer) and scores all of them from the policy state at the position
+that predicts the next item's first code: ``logits = (P h) · V_i`` with ``P`` an H × H projection (identity at
+start) and ``V`` an (n_items, H) table. SFT trains it beside the NLL (``sft.item_head_weight`` × its full-softmax
+cross-entropy); evaluation ranks the union of the beam's items and the head's top items by
+``log π(SID) + β · log softmax_head`` (:mod:`rl_align.eval.hybrid`), as LIGER-style retrievers do.
+
+The head lives on the HF model as the submodule :data:`ATTR`, so DeepSpeed, checkpoints and the weight EMA carry it
+with the policy; :func:`rl_align.policy.model.save_policy` writes it to :data:`FILE` beside a plain HF checkpoint
+(vLLM and ``from_pretrained`` never see it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rl_align.policy.data import left_aligned
+from rl_align.sid.catalog import SidCatalog
+
+ATTR = "rl_align_item_head"
+FILE = "item_head.safetensors"
+KINDS = ("none", "free")
+
+
+class ItemHead(torch.nn.Module):
+    """Free item vectors scored from a policy state. h: (N, H) → (N, n_items) logits."""
+
+    def __init__(self, n_items: int, hidden: int) -> None:
+        super().__init__()
+        self.items = torch.nn.Embedding(n_items, hidden)
+        torch.nn.init.normal_(self.items.weight, std=0.02)
+        self.proj = torch.nn.Linear(hidden, hidden, bias=False)
+        torch.nn.init.eye_(self.proj.weight)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(h) @ self.items.weight.T
+
+
+def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> Optional[ItemHead]:
+    """Give the HF policy ``model`` an item head of ``kind`` (``policy.item_head``); None for ``none``.
+
+    Call after the model's own seeded initialisation, so the policy's weights do not change with the head."""
+    if kind not in KINDS:
+        raise ValueError(f"policy.item_head: expected one of {list(KINDS)}, got {kind!r}")
+    if kind == "none":
+        return None
+    head = ItemHead(catalog.n_items, model.get_input_embeddings().weight.shape[1])
+    setattr(model, ATTR, head.to(model.get_input_embeddings().weight.device))
+    return head
+
+
+def item_head_of(model: torch.nn.Module) -> Optional[ItemHead]:
+    """The item head attached to ``model`` (or to a DeepSpeed / DDP wrapper's ``module``), else None."""
+    return getattr(getattr(model, "module", model), ATTR, None)
+
+
+def target_items(windows: np.ndarray, n_target: Optional[np.ndarray]) -> torch.Tensor:
+    """The target items of a batch's windows, row by row in order (the order of their first-code positions in the
+    batch :func:`rl_align.policy.data.windows_to_batch` builds). windows: (M, W) items, -1 = none; n_target: (M,)
+    targets per window (None = every item). Returns (sum n_target,) int64."""
+    w = left_aligned(windows)
+    n = (w >= 0).sum(1)
+    k = n if n_target is None else n_target
+    return torch.as_tensor(np.concatenate([r[c - t:c] for r, c, t in zip(w, n, k)]).astype(np.int64))
+
+
+def first_code_positions(labels: torch.Tensor, catalog: SidCatalog) -> torch.Tensor:
+    """(M, P) bool: the positions whose next label is a target item's first SID token (the state the head reads).
+    labels: (M, P) token ids, -100 = ignored, as HF causal-LM labels (position t predicts labels[:, t + 1])."""
+    nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    lo = catalog.layout.offsets[0]
+    return (nxt >= lo) & (nxt < lo + catalog.layout.codebook_sizes[0])
+
+
+def item_head_loss(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+                   catalog: SidCatalog) -> torch.Tensor:
+    """Full-softmax cross-entropy of the head at every target's first-code position.
+
+    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P); targets: (T,) the target items in
+    row order (:func:`target_items`). ValueError when the counts differ. Returns a scalar."""
+    at = first_code_positions(labels, catalog)
+    if int(at.sum()) != targets.numel():
+        raise ValueError(f"item head: {int(at.sum())} first-code positions but {targets.numel()} target items")
+    return torch.nn.functional.cross_entropy(head(hidden[at]).float(), targets.to(hidden.device))
+
+
+def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
+    """Write the model's item head (if any) to ``directory/FILE``; True when one was written."""
+    head = item_head_of(model)
+    if head is None:
+        return False
+    save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()},
+              str(Path(directory) / FILE))
+    return True
+
+
+def without_item_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model state dict with the item head's entries dropped (what the HF checkpoint holds)."""
+    return {k: v for k, v in state.items() if not k.startswith(ATTR + ".")}
+
+
+def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
+                   device: str | torch.device = "cpu") -> Optional[ItemHead]:
+    """The item head saved in a policy directory, or None when it has none. Safetensors only (no pickle)."""
+    path = Path(directory) / FILE
+    if not path.exists():
+        return None
+    state = load_file(str(path))
+    shape = tuple(state["items.weight"].shape) if "items.weight" in state else None
+    if shape != (catalog.n_items, hidden):
+        raise ValueError(f"{path}: expected an item table of shape {(catalog.n_items, hidden)} (catalog items × "
+                         f"policy width), got {shape}")
+    head = ItemHead(catalog.n_items, hidden)
+    head.load_state_dict(state)
+    return head.to(device).eval()

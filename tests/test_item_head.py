@@ -1,0 +1,191 @@
+"""The item head beside the SID policy (``policy.item_head``): its training targets, its checkpoint file, the fused
+ranking, the config rules, and a real Ray SFT + evaluation run with it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rl_align.config import ConfigError, PolicyConfig, RunConfig, from_dict
+from rl_align.eval.evaluate import EvalSet, metrics
+from rl_align.eval.hybrid import choose_beta, head_logprobs, hybrid_rankings
+from rl_align.policy.data import windows_to_batch
+from rl_align.policy.item_head import (
+    ATTR,
+    FILE,
+    attach_item_head,
+    first_code_positions,
+    item_head_loss,
+    item_head_of,
+    load_item_head,
+    target_items,
+)
+from rl_align.policy.logprobs import item_logprobs
+from rl_align.policy.model import build_policy, load_policy, save_policy
+from rl_align.sid import SidCatalog, SidCodes
+
+
+@pytest.fixture(scope="module")
+def small():
+    """24 items with unique 2-level codes, a tiny Llama with a free item head."""
+    codes = np.array([[i // 6, i % 6] for i in range(24)])
+    cat = SidCatalog([f"i{k}" for k in range(24)], SidCodes(codes, np.full(24, 2), [4, 6]))
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 6)
+    head = attach_item_head(model, cat, "free")
+    with torch.no_grad():  # a head that is not near-uniform, so the fused orders differ from the beam's
+        head.items.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    return cat, model.eval(), head
+
+
+def test_targets_line_up_with_first_code_positions(small):
+    cat, _, _ = small
+    windows = np.array([[3, 5, 7, 9], [-1, 2, -1, 11], [20, 21, 22, -1]])
+    n_target = np.array([2, 1, 3])
+    b = windows_to_batch(windows, cat, n_target)
+    at = first_code_positions(b["labels"], cat)
+    assert target_items(windows, n_target).tolist() == [7, 9, 11, 20, 21, 22]
+    # the token after each marked position is the first code of the matching target, in the same order
+    nxt = b["labels"][:, 1:][at[:, :-1]]
+    assert nxt.tolist() == [cat.item_tokens(i)[0] for i in (7, 9, 11, 20, 21, 22)]
+    assert target_items(windows, None).tolist() == [3, 5, 7, 9, 2, 11, 20, 21, 22]
+
+
+def test_head_loss_trains_head_and_trunk(small):
+    cat, model, head = small
+    windows = np.array([[3, 5, 7, 9], [1, 2, 10, 11]])
+    b = windows_to_batch(windows, cat, np.array([2, 2]))
+    labels = b.pop("labels")
+    model.zero_grad()
+    out = model(**b, output_hidden_states=True)
+    loss = item_head_loss(head, out.hidden_states[-1], labels, target_items(windows, np.array([2, 2])), cat)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert head.items.weight.grad.abs().sum() > 0 and head.proj.weight.grad.abs().sum() > 0
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="first-code positions but 3 target items"):
+        item_head_loss(head, out.hidden_states[-1], labels, torch.tensor([7, 9, 10]), cat)
+    model.zero_grad()
+
+
+def test_checkpoint_keeps_the_head_out_of_the_hf_weights(small, tmp_path):
+    cat, model, head = small
+    save_policy(model, tmp_path / "p", cat)
+    hf = load_file(str(tmp_path / "p" / "model.safetensors"))
+    assert not any(k.startswith(ATTR) for k in hf)
+    assert json.loads((tmp_path / "p" / "rl_align_policy.json").read_text())["item_head"] == FILE
+    back = load_policy(tmp_path / "p", cat)
+    assert item_head_of(back) is None
+    loaded = load_item_head(tmp_path / "p", cat, 64)
+    for k, v in head.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    with pytest.raises(ValueError, match=r"expected an item table of shape \(24, 32\)"):
+        load_item_head(tmp_path / "p", cat, 32)
+    # a policy without a head writes neither the file nor the key
+    plain = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 6)
+    save_policy(plain, tmp_path / "q", cat)
+    assert not (tmp_path / "q" / FILE).exists() and load_item_head(tmp_path / "q", cat, 64) is None
+    assert "item_head" not in json.loads((tmp_path / "q" / "rl_align_policy.json").read_text())
+
+
+def _evalset():
+    hist = np.array([[0, 1, 2, 3], [-1, 5, 6, 7], [8, 9, 10, 11], [-1, -1, 12, 13]])
+    seen = hist.copy()
+    return EvalSet(users=np.arange(4), targets=np.array([4, 15, 20, 2]), history=hist, seen=seen)
+
+
+def test_fused_ranking_is_log_pi_plus_beta_head(small):
+    cat, model, head = small
+    es = _evalset()
+    beam = np.array([[4, 14, 15, -1, -1], [15, 16, 1, -1, -1], [20, 21, -1, -1, -1], [2, 3, -1, -1, -1]])
+    fused, dense = hybrid_rankings(model, head, cat, es, beam, union=3, betas=[0.0, 1.0, 1000.0], batch_size=3)
+    d = head_logprobs(model, head, cat, es.history, es.users)
+    for r in range(4):
+        seen = set(es.seen[r][es.seen[r] >= 0].tolist())
+        unseen = [i for i in np.argsort(-d[r], kind="stable") if i not in seen]
+        assert dense[r].tolist() == unseen[:5]                                # the head's own top, seen excluded
+        cand = list(dict.fromkeys([i for i in beam[r] if i >= 0] + unseen[:3]))  # beam ∪ head top 3, no repeats
+        lp = item_logprobs(model, cat, es.history[r:r + 1], es.users[r:r + 1], np.array([cand]))[0]
+        for beta in (0.0, 1.0):
+            score = lp + beta * d[r, cand]
+            want = [cand[j] for j in np.argsort(-score, kind="stable")][:5]
+            assert fused[beta][r, :len(want)].tolist() == want
+            assert not seen & set(fused[beta][r].tolist())
+        assert fused[1000.0][r, :len(cand)].tolist()[:3] == [i for i in unseen if i in cand][:3]
+    only_beam, _ = hybrid_rankings(model, head, cat, es, beam, union=0, betas=[1.0])
+    for r in range(4):  # union 0: the beam's own items, re-ordered
+        assert sorted(i for i in only_beam[1.0][r] if i >= 0) == sorted(i for i in beam[r] if i >= 0)
+
+
+def test_choose_beta_takes_the_best_valid_ndcg():
+    targets = np.array([1, 2, 3])
+    pad = np.full((3, 8), -1)
+    good = np.hstack([np.array([[1, 0], [2, 0], [0, 3]]), pad])
+    bad = np.hstack([np.array([[0, 1], [0, 2], [0, 5]]), pad])
+    pick = choose_beta({0.5: bad, 2.0: good, 1.0: good}, targets)
+    assert pick.beta == 1.0  # ties go to the smaller β
+    assert pick.valid["2"] == metrics(good, targets, [10])
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"sid": {"collision": "bucket"}}, "sid.collision: bucket"),
+    ({"sid": {"history": "items"}}, "sid.history: items"),
+    ({"eval": {"cold_expansion": True}}, "eval.cold_expansion"),
+    ({"stages": ["data", "embed", "sids", "sft", "rl"]}, "the rl stage"),
+])
+def test_config_refuses_what_the_head_cannot_serve(change, match):
+    with pytest.raises(ConfigError, match=rf"policy\.item_head: 'free' cannot be used with {match}"):
+        from_dict(RunConfig, {"policy": {"item_head": "free"}, **change}, source="c.yaml")
+
+
+def test_config_checks_the_head_fields():
+    with pytest.raises(ConfigError, match=r"c.yaml: policy.item_head: 'dense' is not one of \['none', 'free'\]"):
+        from_dict(RunConfig, {"policy": {"item_head": "dense"}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_betas: expected a non-empty list of numbers ≥ 0"):
+        from_dict(RunConfig, {"eval": {"item_head_betas": [1, -1]}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_weight: expected a value > 0"):
+        from_dict(RunConfig, {"sft": {"item_head_weight": 0}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_union: expected a value ≥ 0"):
+        from_dict(RunConfig, {"eval": {"item_head_union": -1}}, source="c.yaml")
+
+
+@pytest.mark.ray
+def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
+    """A real Ray SFT run (DeepSpeed) with the head: SFT validates the fused ranking and keeps β; the eval stage
+    chooses β on valid, reports the beam's and the head's own figures beside the fused one, and exports it; the
+    RL controller refuses the policy."""
+    import yaml
+    from test_sft_ray import TINY, independent_rescore
+
+    from rl_align.config import load_config
+    from rl_align.data.fetch import fetch_ml100k
+    from rl_align.driver.controller import RlConfigError, validate
+    from rl_align.pipeline import run_pipeline
+
+    data = json.loads(json.dumps(TINY))
+    data["policy"]["item_head"] = "free"
+    data["sft"].update(epochs=2, eval_users=60)
+    data["eval"].update(item_head_union=20, item_head_betas=[0.5, 2.0])
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    cfg = load_config(p, RunConfig)
+    cfg.stages = ["data", "embed", "sids", "sft", "eval"]
+    run = tmp_path / "run"
+    run_pipeline(cfg, run)
+    recs = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in recs if "train_loss" in r]
+    assert len(epochs) == 2 and all(r["item_head_beta"] in (0.5, 2.0) for r in epochs)
+    assert all("valid_beam_ndcg@10" in r for r in epochs)
+    assert (run / "sft" / "best_policy" / FILE).exists() and (run / "sft" / "final_policy" / FILE).exists()
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert m["item_head"]["beta"] in (0.5, 2.0) and set(m["item_head"]["valid_by_beta"]) == {"0.5", "2"}
+    best = m["item_head"]["valid_by_beta"][f"{m['item_head']['beta']:g}"]
+    assert m["valid"]["policy"]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-12)
+    test = m["test"]
+    assert {"policy", "policy_beam", "item_head_only"} <= set(test)
+    assert test["list_lengths"][-1] == 943  # full lists for every user
+    hr, ndcg, n = independent_rescore(run / "eval" / "predictions_test.jsonl", fetch_ml100k() / "ml-100k.inter")
+    assert n == 943 and hr == pytest.approx(test["policy"]["hr@10"], abs=1e-9)
+    with pytest.raises(RlConfigError, match="has an item head"):
+        validate(cfg, run)

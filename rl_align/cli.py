@@ -89,6 +89,12 @@ def _add_eval_command(sub) -> None:
                          "(din, sasrec, gru4rec, ensemble) instead of the saved scorer")
     ev.add_argument("--bucket-temperature", type=float, default=1.0,
                     help="with --bucket-scorer: P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) (default 1)")
+    ev.add_argument("--item-head-betas", type=float, nargs="+", metavar="BETA",
+                    help="a policy with an item head: the fusion weights tried on valid (default: "
+                         "eval.item_head_betas)")
+    ev.add_argument("--item-head-union", type=int, metavar="N",
+                    help="a policy with an item head: the head's best items added to the beam's (default: "
+                         "eval.item_head_union)")
 
 
 def _add_alignment_commands(sub) -> None:

@@ -14,7 +14,7 @@ from rl_align.algos import OBJECTIVES
 from rl_align.analysis.frontier import analyze_frontier
 from rl_align.analysis.strata import analyze_strata
 from rl_align.checks import check_config, load_checked
-from rl_align.config import RunConfig, describe, dump_yaml, load_config
+from rl_align.config import EvalConfig, RunConfig, describe, dump_yaml, load_config, value_errors
 from rl_align.data import leave_one_out, load_dataset
 from rl_align.data.fetch import fetch_ml100k
 from rl_align.data.stats import dataset_stats
@@ -96,9 +96,8 @@ def _run_dir(path: str | Path) -> Path:
     return run
 
 
-def _eval(args: argparse.Namespace) -> int:
-    run = _run_dir(args.run_dir)
-    setup_logging()
+def _eval_config(args: argparse.Namespace, run: Path) -> EvalConfig:
+    """The run's eval section with the command line's overrides applied and checked."""
     cfg = load_config(run / "config.yaml", RunConfig).eval
     if args.beams:
         cfg.beams = args.beams
@@ -114,6 +113,19 @@ def _eval(args: argparse.Namespace) -> int:
         if not cfg.cold_expansion:
             raise ValueError("--bucket-cold-parents needs --cold-expansion (or eval.cold_expansion: true)")
         cfg.bucket_cold_parents = True
+    if args.item_head_betas:
+        cfg.item_head_betas = list(args.item_head_betas)
+    if args.item_head_union is not None:
+        cfg.item_head_union = args.item_head_union
+    for key, expected in value_errors(cfg):
+        raise ValueError(f"--{key.replace('_', '-')}: {expected}")
+    return cfg
+
+
+def _eval(args: argparse.Namespace) -> int:
+    run = _run_dir(args.run_dir)
+    setup_logging()
+    cfg = _eval_config(args, run)
     parts = {"both": ("valid", "test"), "all": ("valid", "test", "cold")}.get(args.split, (args.split,))
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
@@ -135,6 +147,8 @@ def _eval(args: argparse.Namespace) -> int:
         name += f"_prior{args.cold_prior:g}"
     if args.bucket_cold_parents:
         name += "_bucket-parents"
+    if args.item_head_betas or args.item_head_union is not None:
+        name += f"_item-head-u{cfg.item_head_union}-b" + ",".join(f"{b:g}" for b in cfg.item_head_betas)
     write_json(run / "eval" / f"{name}.json", res)
     for part in parts:
         m = res[part]

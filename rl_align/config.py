@@ -394,7 +394,7 @@ class EvalConfig:
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
     item_head_union: int = doc(50, "policy with an item head: its best unseen items that join the beam's as "
                                    "candidates of the fused ranking (0 = re-score the beam's items only)", ge=0)
-    item_head_betas: list = doc([0.25, 0.5, 1.0, 2.0], "policy with an item head: the fusion weights β of "
+    item_head_betas: list = doc([0.5, 1.0, 2.0, 4.0, 8.0], "policy with an item head: the fusion weights β of "
                                 "log π(SID) + β · log softmax_head tried; the one with the best valid NDCG@10 is "
                                 "used (by SFT to keep its best checkpoint, by evaluation to rank test)")
 

@@ -189,3 +189,11 @@ def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     assert n == 943 and hr == pytest.approx(test["policy"]["hr@10"], abs=1e-9)
     with pytest.raises(RlConfigError, match="has an item head"):
         validate(cfg, run)
+    # the eval CLI re-ranks the saved policy with other fusion settings, checked like the config
+    from rl_align.cli import main
+
+    assert main(["eval", str(run), "--split", "both", "--item-head-betas", "0.5", "--item-head-union", "5"]) == 0
+    again = json.loads((run / "eval" / "metrics_sft_item-head-u5-b0.5.json").read_text())
+    assert again["item_head"]["union"] == 5 and again["item_head"]["beta"] == 0.5
+    assert again["test"]["policy_beam"] == test["policy_beam"]  # the same beam, only the fusion differs
+    assert main(["eval", str(run), "--item-head-union", "-1"]) == 2

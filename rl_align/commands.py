@@ -117,7 +117,9 @@ def _eval_config(args: argparse.Namespace, run: Path) -> EvalConfig:
         cfg.item_head_betas = list(args.item_head_betas)
     if args.item_head_union is not None:
         cfg.item_head_union = args.item_head_union
-    for key, expected in value_errors(cfg):
+    errs = value_errors(cfg)
+    if errs:
+        key, expected = errs[0]
         raise ValueError(f"--{key.replace('_', '-')}: {expected}")
     return cfg
 

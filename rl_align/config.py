@@ -792,7 +792,6 @@ class RunConfig:
                                                     f"got {self.baseline.window_stride}"))
         return errs
 
-
     def _item_head_errors(self) -> list[tuple[str, str]]:
         """policy.item_head scores single items from the state before a plain SID: refuse what it cannot serve."""
         if self.policy.item_head == "none":
@@ -805,6 +804,7 @@ class RunConfig:
                                        "without it)")]
         return [("policy.item_head", f"{self.policy.item_head!r} cannot be used with {what}")
                 for bad, what in clash if bad]
+
 
 # --------------------------------------------------------------------------- loading
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from rl_align.config import ConfigError, PolicyConfig, RunConfig, from_dict
-from rl_align.eval.evaluate import EvalSet, metrics
+from rl_align.eval.evaluate import EvalSet, metrics, rank_with_engine
 from rl_align.eval.hybrid import choose_beta, head_logprobs, hybrid_rankings
 from rl_align.policy.data import windows_to_batch
 from rl_align.policy.item_head import (
@@ -24,6 +24,7 @@ from rl_align.policy.item_head import (
 )
 from rl_align.policy.logprobs import item_logprobs
 from rl_align.policy.model import build_policy, load_policy, save_policy
+from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid import SidCatalog, SidCodes
 
 
@@ -99,8 +100,10 @@ def test_fused_ranking_is_log_pi_plus_beta_head(small):
     cat, model, head = small
     es = _evalset()
     beam = np.array([[4, 14, 15, -1, -1], [15, 16, 1, -1, -1], [20, 21, -1, -1, -1], [2, 3, -1, -1, -1]])
-    fused, dense = hybrid_rankings(model, head, cat, es, beam, union=3, betas=[0.0, 1.0, 1000.0], batch_size=3)
-    d = head_logprobs(model, head, cat, es.history, es.users)
+    beam_lp = item_logprobs(model, cat, es.history, es.users, beam)
+    fused, dense = hybrid_rankings(model, head, cat, es, beam, beam_lp, union=3, betas=[0.0, 1.0, 1000.0],
+                                   batch_size=3)
+    d = head_logprobs(model, head, cat, es.history, es.users).numpy()
     for r in range(4):
         seen = set(es.seen[r][es.seen[r] >= 0].tolist())
         unseen = [i for i in np.argsort(-d[r], kind="stable") if i not in seen]
@@ -113,9 +116,20 @@ def test_fused_ranking_is_log_pi_plus_beta_head(small):
             assert fused[beta][r, :len(want)].tolist() == want
             assert not seen & set(fused[beta][r].tolist())
         assert fused[1000.0][r, :len(cand)].tolist()[:3] == [i for i in unseen if i in cand][:3]
-    only_beam, _ = hybrid_rankings(model, head, cat, es, beam, union=0, betas=[1.0])
+    only_beam, _ = hybrid_rankings(model, head, cat, es, beam, beam_lp, union=0, betas=[1.0])
     for r in range(4):  # union 0: the beam's own items, re-ordered
         assert sorted(i for i in only_beam[1.0][r] if i >= 0) == sorted(i for i in beam[r] if i >= 0)
+
+
+def test_beam_scores_are_the_teacher_forced_log_pi(small):
+    """The fusion keeps the beam's own scores for its items: they must be the raw log π teacher forcing gives."""
+    cat, model, _ = small
+    es = _evalset()
+    ranked, scores = rank_with_engine(TorchEngine(model, cat), cat, es, 10, True)
+    forced = item_logprobs(model, cat, es.history, es.users, ranked)
+    live = ranked >= 0
+    assert live.sum() == 40
+    np.testing.assert_allclose(scores[live], forced[live], atol=1e-4)
 
 
 def test_choose_beta_takes_the_best_valid_ndcg():

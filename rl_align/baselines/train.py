@@ -24,7 +24,15 @@ from safetensors.torch import load_file, save_file
 from rl_align.baselines.base import BASELINES, SequenceRecommender
 from rl_align.config import BaselineConfig, EvalConfig
 from rl_align.data.split import training_pairs
-from rl_align.eval.evaluate import EvalSet, bucketed, eval_set, export_predictions, metrics, target_ranks
+from rl_align.eval.evaluate import (
+    EvalSet,
+    bucketed,
+    eval_set,
+    export_predictions,
+    metrics,
+    target_ranks,
+    top_unseen,
+)
 from rl_align.policy.data import item_window_batches, last_items
 from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
 
@@ -40,13 +48,7 @@ def rank_baseline(model: SequenceRecommender, es: EvalSet, k: int, exclude_histo
     items, scores = [], []
     for s in range(0, es.targets.size, batch_size):
         seen = es.seen[s: s + batch_size]
-        logits = model.score_last(last_items(seen, L))
-        if exclude_history:
-            r, c = np.nonzero(seen >= 0)
-            logits[torch.from_numpy(r), torch.from_numpy(seen[r, c])] = float("-inf")
-        kk = min(k, logits.shape[1])
-        sc, it = logits.topk(kk, dim=1)
-        it = torch.where(torch.isfinite(sc), it, torch.full_like(it, -1))  # fewer unseen items than k
+        it, sc = top_unseen(model.score_last(last_items(seen, L)), seen if exclude_history else None, k)
         items.append(it.numpy())
         scores.append(sc.numpy())
     return np.concatenate(items), np.concatenate(scores)

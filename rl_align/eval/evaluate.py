@@ -81,6 +81,22 @@ def rank_with_engine(engine: RolloutEngine, catalog: SidCatalog, es: EvalSet, be
     return np.concatenate(out_items), np.concatenate(out_scores)
 
 
+def top_unseen(scores: torch.Tensor, seen: Optional[np.ndarray], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-catalog top-``k`` of each row with the row's seen items masked (RecBole's full ranking).
+
+    Args:
+        scores: (N, n_items) float, masked in place. seen: (N, S) item indices, -1 padded; None = mask nothing.
+    Returns:
+        items (N, k') best first, -1 where a row has fewer than k' unseen items, and their scores (N, k'),
+        k' = min(k, n_items).
+    """
+    if seen is not None:
+        r, c = np.nonzero(seen >= 0)
+        scores[torch.from_numpy(r), torch.from_numpy(seen[r, c])] = float("-inf")
+    sc, it = scores.topk(min(k, scores.shape[1]), dim=1)
+    return torch.where(torch.isfinite(sc), it, torch.full_like(it, -1)), sc
+
+
 def rank_popularity(popularity: np.ndarray, es: EvalSet, k: int, exclude_history: bool) -> np.ndarray:
     """Most popular items first (ties by item index), the user's seen items excluded. Returns (N, k)."""
     order = np.argsort(-popularity, kind="stable")

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rl_align.eval.evaluate import EvalSet, metrics
+from rl_align.eval.evaluate import EvalSet, metrics, top_unseen
 from rl_align.policy.data import build_prompts
 from rl_align.policy.item_head import ItemHead
 from rl_align.policy.logprobs import item_logprobs
@@ -22,45 +22,29 @@ from rl_align.sid.catalog import SidCatalog
 
 
 @torch.no_grad()
-def head_logprobs(model, head: ItemHead, catalog: SidCatalog, history: np.ndarray, users: np.ndarray) -> np.ndarray:
-    """(N, n_items) float32 log softmax of the item head at each prompt's last position. history: (N, H) -1 padded;
-    users: (N,)."""
+def head_logprobs(model, head: ItemHead, catalog: SidCatalog, history: np.ndarray, users: np.ndarray
+                  ) -> torch.Tensor:
+    """(N, n_items) float32 log softmax of the item head at each prompt's last position, on the CPU. history: (N, H)
+    -1 padded; users: (N,)."""
     ids, mask = build_prompts(history, catalog, users)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     device = next(model.parameters()).device
     h = model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                     position_ids=pos.to(device)).last_hidden_state[:, -1]
-    return torch.log_softmax(head(h).float(), -1).cpu().numpy()
+    return torch.log_softmax(head(h).float(), -1).cpu()
 
 
-def _unique_rows(cand: np.ndarray) -> np.ndarray:
-    """``cand`` (N, C) with every repeat of an item in its row (and -1 entries) set to -1."""
-    keep = cand >= 0
-    for j in range(1, cand.shape[1]):
-        keep[:, j] &= ~(cand[:, :j] == cand[:, j:j + 1]).any(1)
-    return np.where(keep, cand, -1)
-
-
-def _top_unseen(logp: np.ndarray, seen: np.ndarray | None, k: int) -> np.ndarray:
-    """(N, k) the items of highest ``logp`` (N, n_items) per row, ``seen`` (N, S; -1 padded) excluded."""
-    if seen is not None:
-        logp = logp.copy()
-        rows = np.repeat(np.arange(seen.shape[0]), seen.shape[1])
-        flat = seen.reshape(-1)
-        logp[rows[flat >= 0], flat[flat >= 0]] = -np.inf
-    top = np.argpartition(-logp, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(logp, top, 1), 1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    return np.where(np.isfinite(np.take_along_axis(logp, top, 1)), top, -1)
-
-
-def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, beam_ranked: np.ndarray, union: int,
-                    betas: Sequence[float], exclude_history: bool = True, batch_size: int = 128
-                    ) -> tuple[dict[float, np.ndarray], np.ndarray]:
+def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, beam_ranked: np.ndarray,
+                    beam_scores: np.ndarray, union: int, betas: Sequence[float], exclude_history: bool = True,
+                    batch_size: int = 128) -> tuple[dict[float, np.ndarray], np.ndarray]:
     """Fused rankings for every β, and the item head's own ranking.
 
+    The beam's items keep the log π the beam computed; only the head's items the beam did not reach are
+    teacher-forced (:func:`rl_align.policy.logprobs.item_logprobs`, the same raw definition).
+
     Args:
-        beam_ranked: (N, B) the constrained beam's items (-1 = empty), best first.
+        beam_ranked: (N, B) the constrained beam's distinct items (-1 = empty), best first; beam_scores: (N, B) their
+            raw sequence log-probs.
         union: how many of the head's best unseen items join the beam's as candidates (0 = re-score the beam only).
     Returns:
         ({β: (N, B) items best first, -1 = empty}, (N, B) the head's own top items).
@@ -71,13 +55,17 @@ def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, bea
     was_training = model.training
     model.eval()
     for s in range(0, n, batch_size):
-        sl = slice(s, s + batch_size)
-        d = head_logprobs(model, head, catalog, es.history[sl], es.users[sl])         # (b, n_items)
-        top = _top_unseen(d, es.seen[sl] if exclude_history else None, min(max(union, B), d.shape[1]))
+        sl, beam = slice(s, s + batch_size), beam_ranked[s:s + batch_size]
+        d = head_logprobs(model, head, catalog, es.history[sl], es.users[sl])        # (b, n_items)
+        top = top_unseen(d.clone(), es.seen[sl] if exclude_history else None, max(union, B))[0].numpy()
         dense[sl, :min(B, top.shape[1])] = top[:, :B]
-        cand = _unique_rows(np.concatenate([beam_ranked[sl], top[:, :union]], 1))  # (b, B + union)
-        lp = item_logprobs(model, catalog, es.history[sl], es.users[sl], cand, batch_size)
-        dc = np.where(cand >= 0, np.take_along_axis(d, np.maximum(cand, 0), 1), 0.0)  # masked below
+        extra = top[:, :union]
+        extra = np.where((extra[:, :, None] == beam[:, None, :]).any(-1), -1, extra)  # not reached by the beam
+        cand = np.concatenate([beam, extra], 1)                                        # (b, B + union)
+        forced = (item_logprobs(model, catalog, es.history[sl], es.users[sl], extra, batch_size) if union
+                  else np.empty(extra.shape))
+        lp = np.concatenate([np.where(beam >= 0, beam_scores[sl], -np.inf), forced], 1)
+        dc = np.where(cand >= 0, np.take_along_axis(d.numpy(), np.maximum(cand, 0), 1), 0.0)  # masked below
         for b in betas:
             score = np.where(cand >= 0, lp + b * dc, -np.inf)
             order = np.argsort(-score, 1, kind="stable")[:, :B]
@@ -85,6 +73,11 @@ def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, bea
                                                      np.take_along_axis(cand, order, 1), -1)
     model.train(was_training)
     return fused, dense
+
+
+def best_beta(ndcg: dict[float, float]) -> float:
+    """The β of the best valid NDCG@10 (ties: the smaller β), from ``{β: NDCG@10}``."""
+    return max(sorted(ndcg), key=lambda b: (ndcg[b], -b))
 
 
 @dataclass
@@ -97,6 +90,6 @@ class BetaChoice:
 
 def choose_beta(rankings: dict[float, np.ndarray], targets: np.ndarray) -> BetaChoice:
     """Pick β by valid NDCG@10 from :func:`hybrid_rankings`' fused lists of the valid set (targets: (N,))."""
-    table = {f"{b:g}": metrics(r, targets, [10]) for b, r in sorted(rankings.items())}
-    best = max(sorted(rankings), key=lambda b: (table[f"{b:g}"]["ndcg@10"], -b))
-    return BetaChoice(beta=best, valid=table)
+    table = {b: metrics(r, targets, [10]) for b, r in sorted(rankings.items())}
+    best = best_beta({b: m["ndcg@10"] for b, m in table.items()})
+    return BetaChoice(beta=best, valid={f"{b:g}": m for b, m in table.items()})

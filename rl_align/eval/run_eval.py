@@ -92,8 +92,12 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         if cold is not None:
             raise ValueError(f"{policy_dir(run_path, stage)}: a policy with an item head cannot be evaluated with "
                              "eval.cold_expansion (new items have untrained head vectors)")
-        hybrid = _hybrid_setup(engine, head, catalog, split, cfg, beams)
-        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid}
+        hybrid = _Hybrid(head, cfg)
+        if "valid" not in parts:  # β is chosen on valid: rank it once for that
+            es = eval_set(split, "valid")
+            hybrid.rank(engine, catalog, es, *rank_with_engine(engine, catalog, es, beams, cfg.exclude_history,
+                                                               cfg.batch_size))
+        parts = tuple(sorted(parts, key=lambda p: p != "valid"))  # valid first: it chooses β
     for part in parts:
         es = eval_set(split, part)
         out[part], ranked = _part_metrics(engine, catalog, es, cfg, beams, pop, cold, hybrid)
@@ -103,6 +107,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         log.info("eval %s (%s): HR@10 %.4f NDCG@10 %.4f | popularity HR@10 %.4f | free-decoding hallucination %.2f%%",
                  part, stage, out[part]["policy"]["hr@10"], out[part]["policy"]["ndcg@10"],
                  out[part]["popularity"]["hr@10"], 100 * out[part]["free_hallucination_rate"])
+    if hybrid is not None:
+        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid}
     return out
 
 
@@ -125,24 +131,27 @@ def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dic
 
 @dataclass
 class _Hybrid:
-    """The item head and the β chosen on valid (:mod:`rl_align.eval.hybrid`)."""
+    """The item head of the policy under evaluation and the β chosen on valid (:mod:`rl_align.eval.hybrid`)."""
 
     head: ItemHead
-    beta: float
-    valid: dict
+    cfg: EvalConfig
+    beta: Optional[float] = None
+    valid: Optional[dict] = None
 
-
-def _hybrid_setup(engine: TorchEngine, head: ItemHead, catalog: SidCatalog, split: dict, cfg: EvalConfig,
-                  beams: int) -> _Hybrid:
-    """Choose β on valid: the beam, then the fused ranking of every β in ``eval.item_head_betas``."""
-    es = eval_set(split, "valid")
-    ranked, _ = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
-    fused, _ = hybrid_rankings(engine.model, head, catalog, es, ranked, cfg.item_head_union, cfg.item_head_betas,
-                               cfg.exclude_history, cfg.batch_size)
-    pick = choose_beta(fused, es.targets)
-    log.info("eval: item head, β = %g chosen on valid (NDCG@10 by β: %s)", pick.beta,
-             ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
-    return _Hybrid(head, pick.beta, pick.valid)
+    def rank(self, engine: TorchEngine, catalog: SidCatalog, es, ranked: np.ndarray, scores: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The fused ranking (N, B) and the head's own (N, B) of one split from its beam (ranked, scores: (N, B)).
+        The first split ranked (valid) tries every β of ``eval.item_head_betas`` and keeps the best."""
+        c = self.cfg
+        fused, dense = hybrid_rankings(engine.model, self.head, catalog, es, ranked, scores, c.item_head_union,
+                                       c.item_head_betas if self.beta is None else [self.beta], c.exclude_history,
+                                       c.batch_size)
+        if self.beta is None:
+            pick = choose_beta(fused, es.targets)
+            self.beta, self.valid = pick.beta, pick.valid
+            log.info("eval: item head, β = %g chosen on valid (NDCG@10 by β: %s)", pick.beta,
+                     ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
+        return fused[self.beta], dense
 
 
 def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig, beams: int, pop: np.ndarray,
@@ -157,13 +166,12 @@ def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig,
     else:
         ranked, scores = rank_with_engine(engine, catalog, es, beams, cfg.exclude_history, cfg.batch_size)
     invalid = float((ranked[np.isfinite(scores)] < 0).mean())
-    parts = {}
+    extra = {}
     if hybrid is not None:
-        fused, dense = hybrid_rankings(engine.model, hybrid.head, catalog, es, ranked, cfg.item_head_union,
-                                       [hybrid.beta], cfg.exclude_history, cfg.batch_size)
-        parts = {"policy_beam": metrics(ranked, es.targets, cfg.ks), "item_head_only": metrics(dense, es.targets,
-                                                                                              cfg.ks)}
-        ranked = fused[hybrid.beta]
+        beam = ranked
+        ranked, dense = hybrid.rank(engine, catalog, es, beam, scores)
+        extra = {"policy_beam": metrics(beam, es.targets, cfg.ks), "item_head_only": metrics(dense, es.targets,
+                                                                                            cfg.ks)}
     dec_s = time.perf_counter() - t
     t = time.perf_counter()
     halluc = hallucination_rate(engine, catalog, es, cfg.free_beams, cfg.batch_size)
@@ -174,7 +182,7 @@ def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig,
     return {
         "n_users": int(es.targets.size),
         "policy": metrics(ranked, es.targets, cfg.ks),
-        **parts,  # with an item head: "policy" is the fused ranking, these are the beam's and the head's own
+        **extra,  # with an item head: "policy" is the fused ranking, these are the beam's and the head's own
         "policy_buckets": bucketed(ranked, es.targets, pop, cfg.ks, cfg.head_share),
         "popularity": metrics(pop_ranked, es.targets, cfg.ks),
         "popularity_buckets": bucketed(pop_ranked, es.targets, pop, cfg.ks, cfg.head_share),

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from rl_align.config import RetrievalConfig, RunConfig, from_dict
 from rl_align.data.split import training_pairs
-from rl_align.eval.evaluate import EvalSet, eval_set, metrics
+from rl_align.eval.evaluate import EvalSet, eval_set, metrics, top_unseen
 from rl_align.policy.data import item_window_batches, last_items
 from rl_align.ray_utils import RAY_RUN_NAME, STATE, init_ray, resume_checkpoint
 from rl_align.retrieval.losses import symmetric_loss
@@ -49,10 +49,7 @@ def search_exact(model: DualTower, es: EvalSet, k: int, batch: int = 1024) -> np
     out = []
     for s in range(0, es.targets.size, batch):
         seen = es.seen[s: s + batch]
-        sc = model.query(last_items(seen, L)) @ iv.T
-        r, c = np.nonzero(seen >= 0)
-        sc[torch.from_numpy(r), torch.from_numpy(seen[r, c])] = float("-inf")
-        out.append(sc.topk(min(k, sc.shape[1]), dim=1).indices.numpy())
+        out.append(top_unseen(model.query(last_items(seen, L)) @ iv.T, seen, k)[0].numpy())
     return np.concatenate(out)
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
-from rl_align.eval.hybrid import hybrid_rankings
+from rl_align.eval.hybrid import best_beta, hybrid_rankings
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
 from rl_align.policy.item_head import attach_item_head, item_head_loss, item_head_of, target_items
 from rl_align.policy.model import (
@@ -64,12 +64,13 @@ def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world:
     sub = type(es)(es.users[sel], es.targets[sel], es.history[sel], es.seen[sel])
     was_training = module.training
     engine = TorchEngine(module, catalog, device)
-    ranked, _ = rank_with_engine(engine, catalog, sub, max(10, ecfg.beams), ecfg.exclude_history, ecfg.batch_size)
+    ranked, scores = rank_with_engine(engine, catalog, sub, max(10, ecfg.beams), ecfg.exclude_history,
+                                      ecfg.batch_size)
     rows = {"beam": ranked}
     head = item_head_of(module)
     if head is not None:
-        fused, _ = hybrid_rankings(module, head, catalog, sub, ranked, ecfg.item_head_union, ecfg.item_head_betas,
-                                   ecfg.exclude_history, ecfg.batch_size)
+        fused, _ = hybrid_rankings(module, head, catalog, sub, ranked, scores, ecfg.item_head_union,
+                                   ecfg.item_head_betas, ecfg.exclude_history, ecfg.batch_size)
         rows.update(fused)
     module.train(was_training)
     sums = torch.tensor([[m["hr@10"] * sel.size, m["ndcg@10"] * sel.size, float(sel.size)]
@@ -80,7 +81,7 @@ def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world:
             for k, row in zip(rows, sums)}
     if head is None:
         return {"valid_hr@10": mean["beam"][0], "valid_ndcg@10": mean["beam"][1]}
-    beta = max(sorted(ecfg.item_head_betas), key=lambda b: (mean[b][1], -b))
+    beta = best_beta({b: mean[b][1] for b in ecfg.item_head_betas})
     return {"valid_hr@10": mean[beta][0], "valid_ndcg@10": mean[beta][1], "item_head_beta": float(beta),
             "valid_beam_hr@10": mean["beam"][0], "valid_beam_ndcg@10": mean["beam"][1]}
 
@@ -219,8 +220,8 @@ class SftWorker:
         """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
         teacher's targets when ``sft.distill_from`` is on, plus ``item_head_weight`` × the item head's cross-entropy
         when ``policy.item_head`` is on. events: (b, W) event indices; n_target: (b,)."""
-        batch = windows_to_batch(events_to_items(events, self.split["seq_items"]), self.catalog, n_target,
-                                 events_to_users(events, self.split["seq_offsets"]))
+        items = events_to_items(events, self.split["seq_items"])
+        batch = windows_to_batch(items, self.catalog, n_target, events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if "targets" in batch:  # sid.history: items, packed targets with a custom mask (policy/data.py)
             targets = batch.pop("targets")
@@ -234,9 +235,8 @@ class SftWorker:
             rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
             loss = loss + self.sft.distill_weight * distill_loss(out.logits, rows, cols, q)
         if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
-            targets = target_items(events_to_items(events, self.split["seq_items"]), n_target)
-            loss = loss + self.sft.item_head_weight * item_head_loss(head, out.hidden_states[-1], labels, targets,
-                                                                     self.catalog)
+            loss = loss + self.sft.item_head_weight * item_head_loss(
+                head, out.hidden_states[-1], labels, target_items(items, n_target), self.catalog)
         return loss
 
     def _evaluate(self, epoch: int, record: dict) -> None:

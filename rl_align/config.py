@@ -799,9 +799,7 @@ class RunConfig:
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
                  (self.sid.history == "items", "sid.history: items (the packed item-token batch)"),
                  (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),
-                 (self.sft.backend == "deepspeed" and self.sft.zero_stage == 3, "sft.zero_stage: 3"),
-                 ("rl" in self.stages, "the rl stage (alignment updates the policy, not the head: align a policy "
-                                       "without it)")]
+                 (self.sft.backend == "deepspeed" and self.sft.zero_stage == 3, "sft.zero_stage: 3")]
         return [("policy.item_head", f"{self.policy.item_head!r} cannot be used with {what}")
                 for bad, what in clash if bad]
 

@@ -88,6 +88,12 @@ def test_checkpoint_keeps_the_head_out_of_the_hf_weights(small, tmp_path):
     save_policy(plain, tmp_path / "q", cat)
     assert not (tmp_path / "q" / FILE).exists() and load_item_head(tmp_path / "q", cat, 64) is None
     assert "item_head" not in json.loads((tmp_path / "q" / "rl_align_policy.json").read_text())
+    # an aligned policy (no head of its own) saved with its starting policy's head: copied unchanged
+    save_policy(plain, tmp_path / "r", cat, frozen_item_head=tmp_path / "p")
+    assert (tmp_path / "r" / FILE).read_bytes() == (tmp_path / "p" / FILE).read_bytes()
+    assert json.loads((tmp_path / "r" / "rl_align_policy.json").read_text())["item_head"] == FILE
+    save_policy(plain, tmp_path / "s", cat, frozen_item_head=tmp_path / "q")  # a start without a head: none
+    assert not (tmp_path / "s" / FILE).exists()
 
 
 def _evalset():
@@ -146,7 +152,6 @@ def test_choose_beta_takes_the_best_valid_ndcg():
     ({"sid": {"collision": "bucket"}}, "sid.collision: bucket"),
     ({"sid": {"history": "items"}}, "sid.history: items"),
     ({"eval": {"cold_expansion": True}}, "eval.cold_expansion"),
-    ({"stages": ["data", "embed", "sids", "sft", "rl"]}, "the rl stage"),
 ])
 def test_config_refuses_what_the_head_cannot_serve(change, match):
     with pytest.raises(ConfigError, match=rf"policy\.item_head: 'free' cannot be used with {match}"):
@@ -167,14 +172,14 @@ def test_config_checks_the_head_fields():
 @pytest.mark.ray
 def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     """A real Ray SFT run (DeepSpeed) with the head: SFT validates the fused ranking and keeps β; the eval stage
-    chooses β on valid, reports the beam's and the head's own figures beside the fused one, and exports it; the
-    RL controller refuses the policy."""
+    chooses β on valid, reports the beam's and the head's own figures beside the fused one, and exports it; an
+    NLL + GRPO mixture aligns the SID policy with the head frozen beside it."""
     import yaml
     from test_sft_ray import TINY, independent_rescore
 
+    from rl_align.cli import main
     from rl_align.config import load_config
     from rl_align.data.fetch import fetch_ml100k
-    from rl_align.driver.controller import RlConfigError, validate
     from rl_align.pipeline import run_pipeline
 
     data = json.loads(json.dumps(TINY))
@@ -201,11 +206,31 @@ def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     assert test["list_lengths"][-1] == 943  # full lists for every user
     hr, ndcg, n = independent_rescore(run / "eval" / "predictions_test.jsonl", fetch_ml100k() / "ml-100k.inter")
     assert n == 943 and hr == pytest.approx(test["policy"]["hr@10"], abs=1e-9)
-    with pytest.raises(RlConfigError, match="has an item head"):
-        validate(cfg, run)
+    # alignment moves the SID policy and carries the SFT head unchanged; validation and test use the fused list
+    data["rl"] = {"algo": "mixture", "tag": "aligned", "group_size": 4, "prompts_per_step": 8,
+                  "micro_batch_prompts": 4, "steps": 2, "lr": 0.001, "cpus_per_learner": 1,
+                  "cpus_per_rollout_worker": 0.5, "eval_every": 1, "eval_users": 40, "checkpoint_every": 2}
+    data["reward"] = {"functions": {"exact_match": 1.0}, "cpus_per_replica": 0.5}  # NLL + GRPO, no ranker needed
+    p.write_text(yaml.safe_dump(data))
+    cfg = load_config(p, RunConfig)
+    cfg.stages = ["rl"]
+    run_pipeline(cfg, run)
+    summary = json.loads((run / "rl" / "aligned" / "summary.json").read_text())
+    assert all(e["item_head_beta"] in (0.5, 2.0) and "valid_beam_hr@10" in e for e in summary["evals"])
+    sft_head = (run / "sft" / "best_policy" / FILE).read_bytes()
+    for kind in ("best_policy", "final_policy"):
+        d = run / "rl" / "aligned" / kind
+        assert (d / FILE).read_bytes() == sft_head  # frozen: the SFT head, byte for byte
+        assert json.loads((d / "rl_align_policy.json").read_text())["item_head"] == FILE
+    final = load_file(str(run / "rl" / "aligned" / "final_policy" / "model.safetensors"))
+    start = load_file(str(run / "sft" / "best_policy" / "model.safetensors"))
+    assert not any(k.startswith(ATTR) for k in final)
+    assert any(not torch.equal(final[k], start[k]) for k in start)  # the SID policy did move
+    rl_test = json.loads((run / "rl" / "aligned" / "test_metrics.json").read_text())
+    for kind in ("rl", "rl-final"):
+        assert {"policy", "policy_beam", "item_head_only"} <= set(rl_test[kind]["test"])
+        assert rl_test[kind]["item_head"]["beta"] in (0.5, 2.0)
     # the eval CLI re-ranks the saved policy with other fusion settings, checked like the config
-    from rl_align.cli import main
-
     assert main(["eval", str(run), "--split", "both", "--item-head-betas", "0.5", "--item-head-union", "5"]) == 0
     again = json.loads((run / "eval" / "metrics_sft_item-head-u5-b0.5.json").read_text())
     assert again["item_head"]["union"] == 5 and again["item_head"]["beta"] == 0.5

@@ -33,9 +33,10 @@ from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
 from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
+from rl_align.eval.hybrid import choose_beta, hybrid_rankings
 from rl_align.learner.group import LearnerGroup
 from rl_align.policy.data import build_prompts
-from rl_align.policy.item_head import FILE as ITEM_HEAD_FILE
+from rl_align.policy.item_head import load_item_head
 from rl_align.policy.model import load_policy
 from rl_align.preferences import load_or_build
 from rl_align.ray_utils import init_ray
@@ -78,9 +79,6 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
     load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
-    if (policy / ITEM_HEAD_FILE).exists():
-        raise RlConfigError(f"{policy}: this policy has an item head (policy.item_head); alignment updates the SID "
-                            "policy, not the head, so its fused ranking would be stale: align a policy without one")
     if (OBJECTIVES.get(r.algo).uses_preferences and r.preference.exposure_share > 0
             and not (run_path / "exposure" / "log.npz").exists()):
         raise RlConfigError(f"{run_path / 'exposure'}: rl.preference.exposure_share > 0 takes negatives from the "
@@ -194,6 +192,9 @@ class Controller:
         # the driver's own engine for periodic validation (weights pulled from the learner)
         self.eval_model = load_policy(self.policy_dir, self.catalog)
         self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
+        # a starting policy's item head stays frozen: validation fuses it with the aligned policy's beam
+        self.item_head = load_item_head(self.policy_dir, self.catalog,
+                                        self.eval_model.get_input_embeddings().weight.shape[1])
         self.rollouts = self.rewards = None
         if not OBJECTIVES.get(r.algo).uses_rollouts:  # no rollout workers or reward replicas to start
             return
@@ -334,13 +335,20 @@ class Controller:
         self.eval_engine.load_weights(ray.get(weights_ref), version)
         es = eval_set(self.split, "valid", r.eval_users)
         t = time.perf_counter()
-        ranked, _ = rank_with_engine(self.eval_engine, self.catalog, es, max(10, e.beams), e.exclude_history,
-                                     e.batch_size)
+        ranked, scores = rank_with_engine(self.eval_engine, self.catalog, es, max(10, e.beams), e.exclude_history,
+                                          e.batch_size)
         m = metrics(ranked, es.targets, [10])
+        out = {"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"]}
+        if self.item_head is not None:  # the figures the eval stage will report: the fused list at its best β
+            fused, _ = hybrid_rankings(self.eval_model, self.item_head, self.catalog, es, ranked, scores,
+                                       e.item_head_union, e.item_head_betas, e.exclude_history, e.batch_size)
+            pick = choose_beta(fused, es.targets)
+            out = {"valid_hr@10": pick.valid[f"{pick.beta:g}"]["hr@10"],
+                   "valid_ndcg@10": pick.valid[f"{pick.beta:g}"]["ndcg@10"], "item_head_beta": pick.beta,
+                   "valid_beam_hr@10": m["hr@10"], "valid_beam_ndcg@10": m["ndcg@10"]}
         sub = eval_set(self.split, "valid", min(256, es.targets.size))
         hall = hallucination_rate(self.eval_engine, self.catalog, sub, e.free_beams, e.batch_size)
-        return {"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"], "valid_free_hallucination": hall,
-                "eval_seconds": time.perf_counter() - t}
+        return {**out, "valid_free_hallucination": hall, "eval_seconds": time.perf_counter() - t}
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_dir(self, step: int) -> Path:

@@ -266,9 +266,9 @@ class LearnerRank:
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 if self.rank == 0:
-                    save_policy(module, Path(directory), self.catalog, extra)
-        elif self.rank == 0:
-            save_policy(module, Path(directory), self.catalog, extra)
+                    save_policy(module, Path(directory), self.catalog, extra, frozen_item_head=self.policy_dir)
+        elif self.rank == 0:  # a starting policy's item head is saved unchanged beside the aligned SID policy
+            save_policy(module, Path(directory), self.catalog, extra, frozen_item_head=self.policy_dir)
         return True
 
     def config(self) -> dict:

@@ -8,6 +8,7 @@ load the same directory and a checkpoint from another catalog is refused.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,12 @@ def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
     fast.save_pretrained(str(directory))
 
 
-def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None) -> None:
+def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None,
+                frozen_item_head: str | Path | None = None) -> None:
     """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap);
-    an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain."""
+    an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain.
+    ``frozen_item_head``: a policy directory whose item head file (if any) is saved unchanged with a model that
+    carries none (alignment moves the SID policy and keeps the SFT head frozen)."""
     model = getattr(model, "module", model)
     with atomic_dir(directory) as tmp:
         if item_head_of(model) is None:
@@ -156,6 +160,9 @@ def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatal
         else:  # the HF checkpoint stays plain (vLLM loads it); the head goes to its own file
             model.save_pretrained(tmp, safe_serialization=True, state_dict=without_item_head(model.state_dict()))
         head = save_item_head(model, tmp)
+        if not head and frozen_item_head is not None and (Path(frozen_item_head) / FILE).exists():
+            shutil.copyfile(Path(frozen_item_head) / FILE, tmp / FILE)
+            head = True
         save_tokenizer(catalog, tmp)
         write_json(tmp / "rl_align_policy.json", {"catalog_fingerprint": catalog.fingerprint(),
                                                   "vocab_size": catalog.vocab_size,

@@ -12,6 +12,7 @@ vllm = pytest.importorskip("vllm")
 
 from rl_align.config import PolicyConfig  # noqa: E402
 from rl_align.policy.data import build_prompts  # noqa: E402
+from rl_align.policy.item_head import FILE, attach_item_head  # noqa: E402
 from rl_align.policy.model import build_policy, load_policy, save_policy  # noqa: E402
 from rl_align.rollouts import GenerationRequest, build_engine  # noqa: E402
 from rl_align.sid import SidCatalog, SidCodes  # noqa: E402
@@ -24,11 +25,20 @@ def setup(tmp_path_factory):
     cat = SidCatalog([f"i{k}" for k in range(48)], SidCodes(codes, np.full(48, 3), [4, 4, 4]))
     torch.manual_seed(0)
     model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 5)
+    attach_item_head(model, cat, "free")  # its file must not reach vLLM's weight loader
     save_policy(model, d / "policy", cat)
     engine = build_engine("vllm", policy_dir=d / "policy", catalog=cat, kv_cache_gib=1)
     ids, mask = build_prompts(np.array([[-1, 1, 2], [3, 4, 5], [6, 7, 8]]), cat)
     yield cat, engine, ids, mask, d
     engine.close()
+
+
+def test_a_policy_with_an_item_head_loads(setup):
+    """policy.item_head saves its file beside the HF checkpoint; vLLM loads every top-level *.safetensors as model
+    weights, so the head file lives in a sub-directory and the engine above started from this directory."""
+    cat, engine, ids, mask, d = setup
+    assert (d / "policy" / FILE).exists() and not list((d / "policy").glob("item_head*.safetensors"))
+    assert engine.generate(GenerationRequest(ids, mask, n=4, mode="beam")).valid.all()
 
 
 def test_constrained_sampling_always_valid(setup):

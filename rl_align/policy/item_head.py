@@ -8,8 +8,9 @@ cross-entropy); evaluation ranks the union of the beam's items and the head's to
 ``log π(SID) + β · log softmax_head`` (:mod:`rl_align.eval.hybrid`), as LIGER-style retrievers do.
 
 The head lives on the HF model as the submodule :data:`ATTR`, so DeepSpeed, checkpoints and the weight EMA carry it
-with the policy; :func:`rl_align.policy.model.save_policy` writes it to :data:`FILE` beside a plain HF checkpoint
-(vLLM and ``from_pretrained`` never see it).
+with the policy; :func:`rl_align.policy.model.save_policy` writes it to :data:`FILE` beside a plain HF checkpoint.
+The file sits in a sub-directory because vLLM loads every ``*.safetensors`` file at the top of a model directory as
+model weights; ``from_pretrained`` and vLLM never see it there.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rl_align.policy.data import left_aligned
 from rl_align.sid.catalog import SidCatalog
 
 ATTR = "rl_align_item_head"
-FILE = "item_head.safetensors"
+FILE = "item_head/item_head.safetensors"  # not at the top: vLLM would load it as model weights
 KINDS = ("none", "free")
 
 
@@ -96,8 +97,9 @@ def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
     head = item_head_of(model)
     if head is None:
         return False
-    save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()},
-              str(Path(directory) / FILE))
+    path = Path(directory) / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}, str(path))
     return True
 
 

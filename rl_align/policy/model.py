@@ -161,6 +161,7 @@ def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatal
             model.save_pretrained(tmp, safe_serialization=True, state_dict=without_item_head(model.state_dict()))
         head = save_item_head(model, tmp)
         if not head and frozen_item_head is not None and (Path(frozen_item_head) / FILE).exists():
+            (tmp / FILE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(frozen_item_head) / FILE, tmp / FILE)
             head = True
         save_tokenizer(catalog, tmp)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from rl_align.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from rl_align.eval.evaluate import EvalSet, metrics, rank_with_engine
-from rl_align.eval.hybrid import choose_beta, head_logprobs, hybrid_rankings
+from rl_align.eval.hybrid import choose_beta, head_logprobs, hybrid_rankings, valid_record
 from rl_align.policy.data import windows_to_batch
 from rl_align.policy.item_head import (
     ATTR,
@@ -146,6 +146,10 @@ def test_choose_beta_takes_the_best_valid_ndcg():
     pick = choose_beta({0.5: bad, 2.0: good, 1.0: good}, targets)
     assert pick.beta == 1.0  # ties go to the smaller β
     assert pick.valid["2"] == metrics(good, targets, [10])
+    # the validation record SFT and alignment both log: the fused figures at that rule's β, the beam's beside
+    rec = valid_record((0.1, 0.05), {0.5: (0.3, 0.10), 1.0: (0.2, 0.12), 2.0: (0.4, 0.12)})
+    assert rec == {"valid_hr@10": 0.2, "valid_ndcg@10": 0.12, "item_head_beta": 1.0, "valid_beam_hr@10": 0.1,
+                   "valid_beam_ndcg@10": 0.05}
 
 
 @pytest.mark.parametrize("change,match", [

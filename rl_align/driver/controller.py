@@ -33,7 +33,7 @@ from rl_align.algos.injection import inject_targets
 from rl_align.config import RunConfig, to_dict
 from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
-from rl_align.eval.hybrid import choose_beta, hybrid_rankings
+from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.learner.group import LearnerGroup
 from rl_align.policy.data import build_prompts
 from rl_align.policy.item_head import load_item_head
@@ -342,10 +342,8 @@ class Controller:
         if self.item_head is not None:  # the figures the eval stage will report: the fused list at its best β
             fused, _ = hybrid_rankings(self.eval_model, self.item_head, self.catalog, es, ranked, scores,
                                        e.item_head_union, e.item_head_betas, e.exclude_history, e.batch_size)
-            pick = choose_beta(fused, es.targets)
-            out = {"valid_hr@10": pick.valid[f"{pick.beta:g}"]["hr@10"],
-                   "valid_ndcg@10": pick.valid[f"{pick.beta:g}"]["ndcg@10"], "item_head_beta": pick.beta,
-                   "valid_beam_hr@10": m["hr@10"], "valid_beam_ndcg@10": m["ndcg@10"]}
+            by_beta = {b: metrics(r, es.targets, [10]) for b, r in fused.items()}
+            out = valid_record((m["hr@10"], m["ndcg@10"]), {b: (v["hr@10"], v["ndcg@10"]) for b, v in by_beta.items()})
         sub = eval_set(self.split, "valid", min(256, es.targets.size))
         hall = hallucination_rate(self.eval_engine, self.catalog, sub, e.free_beams, e.batch_size)
         return {**out, "valid_free_hallucination": hall, "eval_seconds": time.perf_counter() - t}

@@ -80,6 +80,14 @@ def best_beta(ndcg: dict[float, float]) -> float:
     return max(sorted(ndcg), key=lambda b: (ndcg[b], -b))
 
 
+def valid_record(beam: tuple[float, float], fused: dict[float, tuple[float, float]]) -> dict:
+    """A validation record of a policy with an item head (SFT and alignment): the fused list's HR@10 / NDCG@10 at
+    the β of :func:`best_beta`, that β, and the beam's own figures. beam, fused[β]: (HR@10, NDCG@10)."""
+    beta = best_beta({b: v[1] for b, v in fused.items()})
+    return {"valid_hr@10": fused[beta][0], "valid_ndcg@10": fused[beta][1], "item_head_beta": float(beta),
+            "valid_beam_hr@10": beam[0], "valid_beam_ndcg@10": beam[1]}
+
+
 @dataclass
 class BetaChoice:
     """β chosen on valid: the fused ranking with the best valid NDCG@10 (ties: the smaller β)."""

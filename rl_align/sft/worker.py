@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
-from rl_align.eval.hybrid import best_beta, hybrid_rankings
+from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
 from rl_align.policy.item_head import attach_item_head, item_head_loss, item_head_of, target_items
 from rl_align.policy.model import (
@@ -81,9 +81,7 @@ def _validate(module, catalog, split, ecfg: EvalConfig, limit, rank: int, world:
             for k, row in zip(rows, sums)}
     if head is None:
         return {"valid_hr@10": mean["beam"][0], "valid_ndcg@10": mean["beam"][1]}
-    beta = best_beta({b: mean[b][1] for b in ecfg.item_head_betas})
-    return {"valid_hr@10": mean[beta][0], "valid_ndcg@10": mean[beta][1], "item_head_beta": float(beta),
-            "valid_beam_hr@10": mean["beam"][0], "valid_beam_ndcg@10": mean["beam"][1]}
+    return valid_record(mean["beam"], {b: mean[b] for b in ecfg.item_head_betas})
 
 
 class SftWorker:

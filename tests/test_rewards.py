@@ -132,6 +132,20 @@ def test_semantic_reward_is_cosine():
     assert out.rewards[0].tolist() == pytest.approx([1.0, 0.0, math.sqrt(0.5)])
 
 
+def test_a_scorer_whose_terms_read_item_vectors_refuses_to_start_without_them(tmp_path):
+    """semantic needs the item vectors: the scorer says so when it starts, not at its first request; given
+    them it serves the cosine (rows normalised on load)."""
+    from rl_align.rewards.actor import RewardScorer
+
+    cfg = RewardConfig(functions={"semantic": 1.0, "exact_match": 0.5})
+    with pytest.raises(ValueError, match="read item embeddings but no item_embeddings_path"):
+        RewardScorer(None, cfg, n_items=3)
+    np.save(tmp_path / "e.npy", np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]], dtype=np.float32))
+    sc = RewardScorer(None, cfg, tmp_path / "e.npy", n_items=3)
+    out = sc.composite(_inp([[0, 1, 2]], [0]))
+    assert out.rewards[0].tolist() == pytest.approx([1.5, 0.0, math.sqrt(0.5)])
+
+
 def test_bad_reward_requests_fail_clearly():
     with pytest.raises(RewardInputError, match="unknown item index 50"):
         _inp([[1, 50]], [1]).validate(n_items=10)

@@ -331,6 +331,35 @@ def test_target_injection_runs_in_the_loop(prepared, tmp_path):
         assert r["rollout_seen"] == 0
 
 
+def test_the_semantic_reward_reads_the_runs_item_vectors(prepared, tmp_path):
+    """reward.functions semantic: the controller hands every reward replica the run's embed/item_emb.npy, and the
+    loop trains on cosine rewards (every group holds y*, whose cosine with itself is 1, so a group's best reward is
+    at least 1). Without the file, or with one row per another catalog, the run is refused before any actor."""
+    import math
+
+    import numpy as np
+
+    from rl_align.cli import main
+    from rl_align.driver.controller import RlConfigError, validate
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg = _cfg(tmp_path, steps=2, rollout_mode="beam", inject_target=True, eval_every=2, checkpoint_every=2,
+               tag="semantic", reward={"functions": {"semantic": 1.0}})
+    assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
+    recs = _records(run, "semantic")
+    assert len(recs) == 2
+    for r in recs:
+        assert math.isfinite(r["loss"]) and r["rollout_valid"] == 1.0
+        assert -1.0 <= r["reward_mean"] <= 1.0 and r["reward_mean"] != 0.0
+    emb = run / "embed" / "item_emb.npy"
+    np.save(emb, np.load(emb)[:-1])
+    with pytest.raises(RlConfigError, match="rows, but the run's catalog has"):
+        validate(load_config(cfg, RunConfig), run)
+    emb.unlink()
+    with pytest.raises(RlConfigError, match=r"\['semantic'\] read the run's item vectors"):
+        validate(load_config(cfg, RunConfig), run)
+
+
 def test_serving_prompts_join_the_step_without_their_targets(prepared, tmp_path):
     """rl.serving_prompts 0.5: half of each step's prompts are users' serving prompts (the valid ranking's own
     prompt) with no y*: their rows carry targets -1 and empty target tokens, their histories are the valid

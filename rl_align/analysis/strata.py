@@ -27,7 +27,7 @@ from rl_align.algos.gates import adagrpo_gate
 from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
-from rl_align.driver.controller import prompt_order, run_fresh
+from rl_align.driver.controller import prompt_order, reward_embeddings, run_fresh
 from rl_align.policy.data import build_prompts
 from rl_align.policy.logprobs import continuation_logprobs
 from rl_align.policy.model import load_policy
@@ -177,7 +177,8 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
     ps = prompt_set(cfg, split, catalog, steps)
     sft = load_policy(run / "sft" / "best_policy", catalog)
     ranker = scorer_path(run, cfg.reward.scorer)
-    scorer = RewardScorer(ranker if ranker.exists() else None, cfg.reward, n_items=catalog.n_items)
+    scorer = RewardScorer(ranker if ranker.exists() else None, cfg.reward, reward_embeddings(cfg, run),
+                          n_items=catalog.n_items)
     log.info("strata: %d prompts from %d steps of %d; diagnosing the SFT policy", len(ps.rows), steps,
              cfg.rl.prompts_per_step)
     diag = diagnose(sft, catalog, ps, cfg, scorer)

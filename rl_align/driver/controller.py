@@ -41,6 +41,7 @@ from rl_align.policy.model import load_policy
 from rl_align.preferences import load_or_build
 from rl_align.ray_utils import init_ray
 from rl_align.rewards.actor import RewardPool
+from rl_align.rewards.functions import REWARDS
 from rl_align.rewards.scorers import scorer_path
 from rl_align.rollouts import build_engine
 from rl_align.rollouts.worker import RolloutPool
@@ -78,7 +79,8 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
     policy = run_path / ("sft/best_policy" if r.init == "sft" else "sft/final_policy")
     if not policy.exists():
         raise RlConfigError(f"{policy}: no starting policy (run the sft stage first)")
-    load_policy(policy, SidCatalog.load(catalog_dir))  # VocabMismatchError (a ValueError) on another catalog
+    catalog = SidCatalog.load(catalog_dir)
+    load_policy(policy, catalog)  # VocabMismatchError (a ValueError) on another catalog
     if (OBJECTIVES.get(r.algo).uses_preferences and r.preference.exposure_share > 0
             and not (run_path / "exposure" / "log.npz").exists()):
         raise RlConfigError(f"{run_path / 'exposure'}: rl.preference.exposure_share > 0 takes negatives from the "
@@ -88,7 +90,31 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
         how = ("run the exposure and ranker stages first" if cfg.reward.scorer == "din" else
                f"train it: rl-align ranker scorers {run_path} {cfg.reward.scorer}")
         raise RlConfigError(f"{scorer}: {r.algo} needs the reward model {cfg.reward.scorer!r} ({how})")
+    _check_reward_embeddings(cfg, run_path, catalog.n_items)
     return policy
+
+
+def reward_embeddings(cfg: RunConfig, run_path: Path) -> Optional[Path]:
+    """The run's item vectors (``embed/item_emb.npy``, (n_items, d)) when a reward term reads them
+    (``semantic``), else None: replicas then load nothing they do not use."""
+    objective = OBJECTIVES.get(cfg.rl.algo)
+    needed = objective.uses_rollouts and any(REWARDS.get(n).needs_item_embeddings for n in cfg.reward.functions)
+    return run_path / "embed" / "item_emb.npy" if needed else None
+
+
+def _check_reward_embeddings(cfg: RunConfig, run_path: Path, n_items: int) -> None:
+    """A reward term that reads item vectors needs the embed stage's file, one row per catalog item."""
+    path = reward_embeddings(cfg, run_path)
+    if path is None:
+        return
+    terms = [n for n in cfg.reward.functions if REWARDS.get(n).needs_item_embeddings]
+    if not path.is_file():
+        raise RlConfigError(f"{path}: reward.functions {terms} read the run's item vectors (run the embed stage "
+                            "first)")
+    rows = np.load(path, mmap_mode="r", allow_pickle=False).shape[0]
+    if rows != n_items:
+        raise RlConfigError(f"{path}: {rows} rows, but the run's catalog has {n_items} items (re-run the embed "
+                            "stage)")
 
 
 def rl_bundles(cfg: RunConfig) -> list[dict]:
@@ -204,7 +230,7 @@ class Controller:
                                     name_prefix=self._actor_prefix(), plugins=self.cfg.plugins)
         ranker = scorer_path(self.run, self.cfg.reward.scorer)
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
-                                  n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
+                                  reward_embeddings(self.cfg, self.run), n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
                                   plugins=self.cfg.plugins,
                                   bundles=at(r.learners + r.rollout_workers, self.cfg.reward.replicas))
 

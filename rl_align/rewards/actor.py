@@ -76,6 +76,9 @@ class RewardScorer:
             self.load(ranker_dir)
         elif self.composite.needs_ranker:
             raise ValueError("reward.functions uses 'ranker' but no ranker checkpoint was given")
+        if self.composite.needs_item_embeddings and emb is None:
+            raise ValueError(f"reward.functions {sorted(cfg.functions)} read item embeddings but no "
+                             "item_embeddings_path was given")
         self.n_items = self.model.n_items if self.model is not None else n_items
         if self.n_items is None:
             raise ValueError("RewardScorer needs n_items when no ranker is loaded")

@@ -110,10 +110,12 @@ class RewardContext:
 
 class RewardFunction(ABC):
     """One reward term. ``needs_ranker`` tells the actor to run the ranker first; ``needs_target`` that it reads
-    the ground truth (a term that does not can reward prompts without one: ``rl.serving_prompts``)."""
+    the ground truth (a term that does not can reward prompts without one: ``rl.serving_prompts``);
+    ``needs_item_embeddings`` that it reads :attr:`RewardContext.item_embeddings` (the run's ``embed`` vectors)."""
 
     needs_ranker: bool = False
     needs_target: bool = True
+    needs_item_embeddings: bool = False
 
     @abstractmethod
     def __call__(self, inp: RewardInputs, valid: torch.Tensor, ctx: RewardContext) -> torch.Tensor:
@@ -167,6 +169,8 @@ class RankingReward(RewardFunction):
 
 @REWARDS.register("semantic")
 class SemanticReward(RewardFunction):
+    needs_item_embeddings = True
+
     def __call__(self, inp, valid, ctx):
         if ctx.item_embeddings is None:
             raise RewardInputError("semantic reward needs item embeddings (RewardActor item_embeddings_path)")
@@ -225,6 +229,10 @@ class CompositeReward:
     @property
     def needs_ranker(self) -> bool:
         return any(f.needs_ranker for f in self.fns.values())
+
+    @property
+    def needs_item_embeddings(self) -> bool:
+        return any(f.needs_item_embeddings for f in self.fns.values())
 
     def __call__(self, inp: RewardInputs) -> RewardOutput:
         valid = inp.items >= 0

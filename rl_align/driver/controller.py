@@ -96,21 +96,24 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
 
 def reward_embeddings(cfg: RunConfig, run_path: Path) -> Optional[Path]:
     """The run's item vectors (``embed/item_emb.npy``, (n_items, d)) when a reward term reads them
-    (``semantic``), else None: replicas then load nothing they do not use."""
-    objective = OBJECTIVES.get(cfg.rl.algo)
-    needed = objective.uses_rollouts and any(REWARDS.get(n).needs_item_embeddings for n in cfg.reward.functions)
-    return run_path / "embed" / "item_emb.npy" if needed else None
+    (``semantic``), else None: reward replicas then load nothing they do not use."""
+    return run_path / "embed" / "item_emb.npy" if _embedding_terms(cfg) else None
+
+
+def _embedding_terms(cfg: RunConfig) -> list[str]:
+    """The reward terms of ``cfg`` that read item vectors."""
+    return [n for n in cfg.reward.functions if REWARDS.get(n).needs_item_embeddings]
 
 
 def _check_reward_embeddings(cfg: RunConfig, run_path: Path, n_items: int) -> None:
-    """A reward term that reads item vectors needs the embed stage's file, one row per catalog item."""
+    """A reward term that reads item vectors needs the embed stage's file, one row per catalog item (objectives
+    without rollouts call no reward)."""
     path = reward_embeddings(cfg, run_path)
-    if path is None:
+    if path is None or not OBJECTIVES.get(cfg.rl.algo).uses_rollouts:
         return
-    terms = [n for n in cfg.reward.functions if REWARDS.get(n).needs_item_embeddings]
     if not path.is_file():
-        raise RlConfigError(f"{path}: reward.functions {terms} read the run's item vectors (run the embed stage "
-                            "first)")
+        raise RlConfigError(f"{path}: reward.functions {_embedding_terms(cfg)} read the run's item vectors (run "
+                            "the embed stage first)")
     rows = np.load(path, mmap_mode="r", allow_pickle=False).shape[0]
     if rows != n_items:
         raise RlConfigError(f"{path}: {rows} rows, but the run's catalog has {n_items} items (re-run the embed "
@@ -230,8 +233,8 @@ class Controller:
                                     name_prefix=self._actor_prefix(), plugins=self.cfg.plugins)
         ranker = scorer_path(self.run, self.cfg.reward.scorer)
         self.rewards = RewardPool(self.cfg.reward, ranker if ranker.exists() else None,
-                                  reward_embeddings(self.cfg, self.run), n_items=self.catalog.n_items, name_prefix=self._actor_prefix(),
-                                  plugins=self.cfg.plugins,
+                                  reward_embeddings(self.cfg, self.run), n_items=self.catalog.n_items,
+                                  name_prefix=self._actor_prefix(), plugins=self.cfg.plugins,
                                   bundles=at(r.learners + r.rollout_workers, self.cfg.reward.replicas))
 
     def _actor_prefix(self) -> str:
@@ -369,7 +372,8 @@ class Controller:
             fused, _ = hybrid_rankings(self.eval_model, self.item_head, self.catalog, es, ranked, scores,
                                        e.item_head_union, e.item_head_betas, e.exclude_history, e.batch_size)
             by_beta = {b: metrics(r, es.targets, [10]) for b, r in fused.items()}
-            out = valid_record((m["hr@10"], m["ndcg@10"]), {b: (v["hr@10"], v["ndcg@10"]) for b, v in by_beta.items()})
+            out = valid_record((m["hr@10"], m["ndcg@10"]),
+                               {b: (v["hr@10"], v["ndcg@10"]) for b, v in by_beta.items()})
         sub = eval_set(self.split, "valid", min(256, es.targets.size))
         hall = hallucination_rate(self.eval_engine, self.catalog, sub, e.free_beams, e.batch_size)
         return {**out, "valid_free_hallucination": hall, "eval_seconds": time.perf_counter() - t}

@@ -278,11 +278,12 @@ class PolicyConfig:
     hidden_dropout: float = doc(0.0, "dropout on each attention and MLP output before its residual add, during "
                                 "training (SASRec's; a hook, not saved in the model)", ge=0, lt=1)
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
-    item_head: Literal["none", "free"] = doc("none", "an item-level head beside the SID tokens (the generative + "
-                                                     "dense hybrid, rl_align/policy/item_head.py): 'free' = a free "
-                                                     "vector per item scored from the state that predicts the next "
-                                                     "item's first code, trained by SFT (sft.item_head_weight) and "
-                                                     "fused with log π at evaluation (eval.item_head_*); 'none' = off")
+    item_head: Literal["none", "free", "free_sid"] = doc(
+        "none", "an item-level head beside the SID tokens (the generative + dense hybrid, "
+                "rl_align/policy/item_head.py): 'free' = a free vector per item scored from the state that predicts "
+                "the next item's first code, trained by SFT (sft.item_head_weight) and fused with log π at evaluation "
+                "(eval.item_head_*); 'free_sid' = the same vector plus the sum of the head's own embeddings of the "
+                "item's SID codes (items sharing a prefix share part of their vector); 'none' = off")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups."""

@@ -96,6 +96,28 @@ def test_checkpoint_keeps_the_head_out_of_the_hf_weights(small, tmp_path):
     assert not (tmp_path / "s" / FILE).exists()
 
 
+def test_free_sid_vectors_share_their_codes_and_round_trip(small, tmp_path):
+    cat, _, _ = small
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 6)
+    head = attach_item_head(model, cat, "free_sid")
+    assert head.codes.tolist()[7] == [1, 4 + 1, -1]  # item 7 = (1, 1): level 0 code 1, level 1 code 4 + 1, <eos>
+    with torch.no_grad():
+        head.items.weight.zero_()
+        head.code_emb.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
+    v = head.item_vectors()  # with free vectors at zero, items of one level-0 code differ by their level-1 code only
+    assert torch.allclose(v[7] - v[8], head.code_emb.weight[5] - head.code_emb.weight[6])
+    assert torch.allclose(v[7] - v[13], head.code_emb.weight[1] - head.code_emb.weight[2])
+    h = torch.randn(3, 64)
+    assert torch.allclose(head(h), h @ v.T)  # the projection starts as the identity
+    save_policy(model, tmp_path / "p", cat)
+    loaded = load_item_head(tmp_path / "p", cat, 64)
+    assert loaded.code_emb is not None and torch.equal(loaded(h), head.eval()(h))
+    other = SidCatalog([f"i{k}" for k in range(24)], SidCodes(np.array([[i % 4, i // 4] for i in range(24)]),
+                                                              np.full(24, 2), [4, 6]))
+    with pytest.raises(ValueError, match="trained on other SID codes than this catalog's"):
+        load_item_head(tmp_path / "p", other, 64)
+
+
 def _evalset():
     hist = np.array([[0, 1, 2, 3], [-1, 5, 6, 7], [8, 9, 10, 11], [-1, -1, 12, 13]])
     seen = hist.copy()
@@ -163,7 +185,8 @@ def test_config_refuses_what_the_head_cannot_serve(change, match):
 
 
 def test_config_checks_the_head_fields():
-    with pytest.raises(ConfigError, match=r"c.yaml: policy.item_head: 'dense' is not one of \['none', 'free'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"c.yaml: policy.item_head: 'dense' is not one of \['none', 'free', 'free_sid'\]"):
         from_dict(RunConfig, {"policy": {"item_head": "dense"}}, source="c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_betas: expected a non-empty list of numbers ≥ 0"):
         from_dict(RunConfig, {"eval": {"item_head_betas": [1, -1]}}, source="c.yaml")

@@ -23,25 +23,52 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rl_align.policy.data import left_aligned
-from rl_align.sid.catalog import SidCatalog
+from rl_align.sid.catalog import SPECIALS, SidCatalog
 
 ATTR = "rl_align_item_head"
 FILE = "item_head/item_head.safetensors"  # not at the top: vLLM would load it as model weights
-KINDS = ("none", "free")
+KINDS = ("none", "free", "free_sid")
 
 
 class ItemHead(torch.nn.Module):
-    """Free item vectors scored from a policy state. h: (N, H) → (N, n_items) logits."""
+    """Free item vectors (plus, with ``codes``, embeddings of the items' SID codes) scored from a policy state.
+    h: (N, H) → (N, n_items) logits. codes: (n_items, T) int64 code indices in [0, n_codes), -1 = none."""
 
-    def __init__(self, n_items: int, hidden: int) -> None:
+    def __init__(self, n_items: int, hidden: int, codes: Optional[torch.Tensor] = None, n_codes: int = 0) -> None:
         super().__init__()
         self.items = torch.nn.Embedding(n_items, hidden)
         torch.nn.init.normal_(self.items.weight, std=0.02)
         self.proj = torch.nn.Linear(hidden, hidden, bias=False)
         torch.nn.init.eye_(self.proj.weight)
+        self.code_emb = None
+        if codes is not None:
+            self.register_buffer("codes", codes.long())
+            self.code_emb = torch.nn.Embedding(n_codes, hidden)
+            torch.nn.init.normal_(self.code_emb.weight, std=0.02)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, H): the free vectors, plus the sums of their SID codes' embeddings with ``free_sid``."""
+        if self.code_emb is None:
+            return self.items.weight
+        sid = (self.code_emb(self.codes.clamp(min=0)) * (self.codes >= 0).unsqueeze(-1)).sum(1)
+        return self.items.weight + sid
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.proj(h) @ self.items.weight.T
+        return self.proj(h) @ self.item_vectors().T
+
+
+def sid_code_indices(catalog: SidCatalog) -> tuple[torch.Tensor, int]:
+    """Every item's SID codes as indices into one code table: ((n_items, T) int64, -1 past the codes; n_codes)."""
+    tok = torch.as_tensor(catalog.tokens).long()
+    code = catalog.layout.is_code(tok)
+    return torch.where(code, tok - len(SPECIALS), torch.full_like(tok, -1)), catalog.layout.user_offset - len(SPECIALS)
+
+
+def _new_head(catalog: SidCatalog, hidden: int, kind: str) -> ItemHead:
+    if kind == "free_sid":
+        codes, n_codes = sid_code_indices(catalog)
+        return ItemHead(catalog.n_items, hidden, codes, n_codes)
+    return ItemHead(catalog.n_items, hidden)
 
 
 def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> Optional[ItemHead]:
@@ -52,7 +79,7 @@ def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> 
         raise ValueError(f"policy.item_head: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "none":
         return None
-    head = ItemHead(catalog.n_items, model.get_input_embeddings().weight.shape[1])
+    head = _new_head(catalog, model.get_input_embeddings().weight.shape[1], kind)
     setattr(model, ATTR, head.to(model.get_input_embeddings().weight.device))
     return head
 
@@ -99,7 +126,8 @@ def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
         return False
     path = Path(directory) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}, str(path))
+    save_file({k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in head.state_dict().items()}, str(path))
     return True
 
 
@@ -119,6 +147,9 @@ def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
     if shape != (catalog.n_items, hidden):
         raise ValueError(f"{path}: expected an item table of shape {(catalog.n_items, hidden)} (catalog items × "
                          f"policy width), got {shape}")
-    head = ItemHead(catalog.n_items, hidden)
+    kind = "free_sid" if "code_emb.weight" in state else "free"
+    head = _new_head(catalog, hidden, kind)
+    if kind == "free_sid" and not torch.equal(state["codes"], head.codes):
+        raise ValueError(f"{path}: the item head was trained on other SID codes than this catalog's")
     head.load_state_dict(state)
     return head.to(device).eval()

@@ -65,6 +65,7 @@ def sid_code_indices(catalog: SidCatalog) -> tuple[torch.Tensor, int]:
 
 
 def _new_head(catalog: SidCatalog, hidden: int, kind: str) -> ItemHead:
+    """A freshly initialised head of ``kind`` (``free`` or ``free_sid``) for ``catalog``'s items, width ``hidden``."""
     if kind == "free_sid":
         codes, n_codes = sid_code_indices(catalog)
         return ItemHead(catalog.n_items, hidden, codes, n_codes)
@@ -149,7 +150,7 @@ def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
                          f"policy width), got {shape}")
     kind = "free_sid" if "code_emb.weight" in state else "free"
     head = _new_head(catalog, hidden, kind)
-    if kind == "free_sid" and not torch.equal(state["codes"], head.codes):
+    if kind == "free_sid" and not torch.equal(state.get("codes", torch.empty(0)), head.codes):
         raise ValueError(f"{path}: the item head was trained on other SID codes than this catalog's")
     head.load_state_dict(state)
     return head.to(device).eval()

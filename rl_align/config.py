@@ -530,6 +530,14 @@ class RankerConfig:
                                  "ensemble_members, listed after them)", registry="reward_scorers", schedule=True)
     ensemble_members: list = doc(["din", "sasrec"], "members of the ensemble reward model (each also in scorers)",
                                  registry="reward_scorers", schedule=True)
+    sequence_events: Literal["cut", "all"] = doc(
+        "cut", "training events the sasrec / gru4rec reward models learn from: cut = each user's training events "
+               "without the last exposure.holdout_events (the calibration impressions stay unseen); all = every "
+               "training event, as the policy sees them: the cut model is trained first and gives the epoch count "
+               "(its best, early-stopped on its own last events) and the calibration, then the same settings are "
+               "refitted on all training events for that many epochs", schedule=True)
+    sequence_max_len: Optional[int] = doc(None, "history length of the sasrec / gru4rec reward models; None = "
+                                                "data.max_history", ge=1, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
 
     def value_errors(self) -> list[tuple[str, str]]:
@@ -545,6 +553,10 @@ class RankerConfig:
             if missing or "ensemble" in self.ensemble_members or not self.ensemble_members:
                 errs.append(("ensemble_members", f"must be non-empty and listed in scorers before ensemble "
                                                  f"({self.scorers}), got {self.ensemble_members}"))
+            seq = [m for m in self.ensemble_members if m in ("sasrec", "gru4rec")]
+            if self.sequence_events == "all" and seq:
+                errs.append(("sequence_events", f"expected cut when the ensemble stacks {seq}: its weights are fit "
+                                                f"on held-out clicks that models refitted on all events trained on"))
         return errs
 
 

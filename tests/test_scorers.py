@@ -59,12 +59,15 @@ def test_truncated_split_cuts_the_last_events_and_rebuilds_leave_one_out():
     assert t["test_history"].tolist() == [[1, 2, 3]] and t["valid_history"].tolist() == [[0, 1, 2]]
 
 
-def test_no_valid_or_test_event_reaches_the_reward_models(tmp_path):
+@pytest.mark.parametrize("events", ["cut", "all"])
+def test_no_valid_or_test_event_reaches_the_reward_models(tmp_path, events):
     """Replace every user's valid and test items: the exposure logs (the DIN ranker's data) and the trained
-    sequence reward model, its calibration included, come out identical; a change to a training event does not."""
+    sequence reward model, its calibration included, come out identical; a change to a training event does not.
+    Also when the model is refitted on every training event (``ranker.sequence_events: all``)."""
     torch.set_num_threads(1)
     seq, offs = _sequences()
     run_a, cfg, log_a = _run(tmp_path, seq, offs, "a")
+    cfg.ranker = dataclasses.replace(cfg.ranker, sequence_events=events)
     swapped = seq.copy()
     for u in range(N_USERS):
         swapped[offs[u + 1] - 2: offs[u + 1]] = (seq[offs[u + 1] - 2: offs[u + 1]] + 40) % N_ITEMS
@@ -83,6 +86,35 @@ def test_no_valid_or_test_event_reaches_the_reward_models(tmp_path):
     train_scorers(run_c, cfg, skip=("din",))
     sc = load_scorer(scorer_path(run_c, "sasrec")).state_dict()
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_the_refit_on_all_training_events_learns_the_cut_events_and_keeps_the_cut_calibration(tmp_path):
+    """``sequence_events: all``: the cut model fixes the epoch count and the calibration; the refit then learns
+    from the events the cut model never saw (moving one changes it, while the cut model does not change)."""
+    torch.set_num_threads(1)
+    seq, offs = _sequences(2)
+    run, cfg, _ = _run(tmp_path, seq, offs, "a")
+    cfg.ranker = dataclasses.replace(cfg.ranker, sequence_max_len=12)
+    cut = train_scorers(run, cfg, skip=("din",))["sasrec"]
+    cut_state = load_scorer(scorer_path(run, "sasrec")).state_dict()
+    cfg.ranker = dataclasses.replace(cfg.ranker, sequence_events="all")
+    full = train_scorers(run, cfg, skip=("din",))["sasrec"]
+    assert full["cut_model"] == {k: cut[k] for k in ("trained_on", "epochs")}
+    assert "every training event" in full["trained_on"] and full["seq"]["max_len"] == cut["seq"]["max_len"] == 12
+    assert 1 <= full["epochs"] <= cut["epochs"]
+    assert {k: full["calibration"][k] for k in ("a", "b")} == {k: cut["calibration"][k] for k in ("a", "b")}
+    m = load_scorer(scorer_path(run, "sasrec"))
+    assert m.calib.tolist() == pytest.approx([full["calibration"]["a"], full["calibration"]["b"]])
+    weights = [k for k in cut_state if k.startswith("seq.")]
+    assert any(not torch.equal(m.state_dict()[k], cut_state[k]) for k in weights)
+    # an event the cut model never sees (user 0's third-to-last: a calibration impression's click)
+    moved = seq.copy()
+    moved[offs[1] - 3] = (moved[offs[1] - 3] + 1) % N_ITEMS
+    run_m, _, _ = _run(tmp_path, moved, offs, "m")
+    full_m = train_scorers(run_m, cfg, skip=("din",))["sasrec"]
+    assert full_m["epochs"] == full["epochs"]
+    sm, sf = load_scorer(scorer_path(run_m, "sasrec")).state_dict(), m.state_dict()
+    assert any(not torch.equal(sm[k], sf[k]) for k in weights)
 
 
 def test_sequence_reward_model_serves_the_ranker_call_and_round_trips(tmp_path):
@@ -155,3 +187,19 @@ def test_registry_names_and_bad_configs():
     assert ("ranker.ensemble_members" in [k for k, _ in config_errors(cfg)])
     cfg.ranker = dataclasses.replace(cfg.ranker, scorers=["sasrec"])
     assert "ranker.scorers" in [k for k, _ in config_errors(cfg)]
+    cfg.ranker = dataclasses.replace(cfg.ranker, scorers=["din", "sasrec", "ensemble"], sequence_events="all",
+                                     ensemble_members=["din", "sasrec"])
+    assert [k for k, _ in config_errors(cfg)] == ["ranker.sequence_events"]
+    cfg.ranker = dataclasses.replace(cfg.ranker, ensemble_members=["din"])
+    assert config_errors(cfg) == []
+    cfg.ranker = dataclasses.replace(cfg.ranker, sequence_max_len=0)
+    assert "ranker.sequence_max_len" in {k for k, _ in config_errors(cfg)}
+
+
+def test_an_unknown_sequence_events_value_is_refused_at_load(tmp_path):
+    from rl_align.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*ranker\.sequence_events.*cut"):
+        load_config(path, overrides=["ranker.sequence_events=every"])

@@ -69,20 +69,23 @@ def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, 
     return total / max(n, 1)
 
 
-def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig,
-        max_len: int) -> tuple[SequenceRecommender, list[dict]]:
-    """Train ``name`` with early stopping on valid NDCG@10; returns the best model and the validation curve."""
+def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int,
+        validate: bool = True) -> tuple[SequenceRecommender, list[dict]]:
+    """Train ``name`` with early stopping on valid NDCG@10; returns the best model and the validation curve.
+
+    ``validate=False``: train exactly ``cfg.epochs`` epochs and keep the last weights; the split's valid and test
+    events are never read (a refit on every training event, with an epoch count chosen elsewhere)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = BASELINES.get(name)(n_items, max_len, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    valid = eval_set(split, "valid")
+    valid = eval_set(split, "valid") if validate else None
     best, best_state, curve, waited = -1.0, None, [], 0
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
         loss = _epoch(model, opt, split, cfg, max_len, rng)
         rec = {"epoch": epoch, "train_loss": loss, "train_seconds": time.perf_counter() - t}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             ranked, _ = rank_baseline(model, valid, 10)
             m = metrics(ranked, valid.targets, [10])
             rec.update({"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"]})

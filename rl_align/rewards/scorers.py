@@ -21,6 +21,7 @@ Adding one = a :class:`ScorerKind` subclass with ``@SCORERS.register("name")``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -208,6 +209,12 @@ class DinKind(ScorerKind):
         raise RankerLoadError("a din reward model is a ranker checkpoint (ranker.json), not a scorer.json")
 
 
+def best_epoch(curve: list[dict]) -> int:
+    """The epoch of a :func:`rl_align.baselines.train.fit` curve with the best valid NDCG@10 (the last if none)."""
+    scored = [r for r in curve if "valid_ndcg@10" in r]
+    return max(scored, key=lambda r: r["valid_ndcg@10"])["epoch"] if scored else len(curve)
+
+
 class SequenceKind(ScorerKind):
     """An item-ID model of ``rl_align.baselines`` (settings: the ``baseline`` section) as a reward model."""
 
@@ -217,22 +224,40 @@ class SequenceKind(ScorerKind):
         run_path = Path(run_path)
         split = load_npz(run_path / "data" / "split.npz")
         n_users = split["seq_offsets"].size - 1
-        drop = 2 + cfg.exposure.holdout_events  # valid, test, and the ranker's held-out events
-        trunc = truncated_split(split["seq_items"], split["seq_offsets"], drop, cfg.data.max_history)
         n_items = int(split["item_popularity"].size)
-        seq, curve = fit(self.model_name, trunc, n_items, cfg.baseline, cfg.data.max_history)
+        L = cfg.ranker.sequence_max_len or cfg.data.max_history
+        drop = 2 + cfg.exposure.holdout_events  # valid, test, and the ranker's held-out events
+        trunc = truncated_split(split["seq_items"], split["seq_offsets"], drop, L)
+        seq, curve = fit(self.model_name, trunc, n_items, cfg.baseline, L)
         model = SequenceScorer(seq, n_users).eval()
         rows = heldout_impressions(run_path, cfg.seed)
         x, y = slot_features(lambda u, h, c: model.log_probs(h, c), rows["fit"], cfg.ranker.max_history)
         w, b = fit_logistic(x, y)
         model.calib.copy_(torch.tensor([float(w[0]), b]))
         xc, yc = slot_features(model, rows["check"], cfg.ranker.max_history)
-        meta = self.meta(model, {"calibration": {"a": float(w[0]), "b": b, "fit_on": "held-out impressions, "
-                                                 "half of the users", "check": _check(xc[:, 0], yc)},
-                                 "trained_on": f"training events without each user's last {drop}",
-                                 "epochs": len(curve)})
+        calibration = {"a": float(w[0]), "b": b, "fit_on": "held-out impressions, half of the users",
+                       "check": _check(xc[:, 0], yc)}
+        extra = {"trained_on": f"training events without each user's last {drop}", "epochs": len(curve)}
+        if cfg.ranker.sequence_events == "all":
+            extra = {"trained_on": "every training event (each user's sequence without its valid and test events)",
+                     "cut_model": extra, "epochs": best_epoch(curve)}
+            model = self.refit_on_all(split, n_items, n_users, cfg, L, curve, model.calib)
+            calibration["fit_on"] += " (by the cut model, which never saw them; carried over)"
+            calibration["check_of"] = "the cut model"
+        meta = self.meta(model, {"calibration": calibration, **extra})
         save_scorer(model, scorer_path(run_path, self.registry_name), meta)
         return meta
+
+    def refit_on_all(self, split: dict, n_items: int, n_users: int, cfg: RunConfig, L: int, curve: list[dict],
+                     calib: torch.Tensor) -> SequenceScorer:
+        """The same settings trained on every training event for the cut model's best epoch count (no early
+        stopping: valid and test are not even handed over), with the cut model's calibration."""
+        events = {"seq_items": split["seq_items"], "seq_offsets": split["seq_offsets"]}
+        bcfg = dataclasses.replace(cfg.baseline, epochs=best_epoch(curve))
+        seq, _ = fit(self.model_name, events, n_items, bcfg, L, validate=False)
+        model = SequenceScorer(seq, n_users).eval()
+        model.calib.copy_(calib)
+        return model
 
     def meta(self, model: SequenceScorer, extra: dict | None = None) -> dict:
         return {"kind": self.registry_name, "n_users": model.n_users, "seq": {"model": self.model_name,

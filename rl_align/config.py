@@ -538,6 +538,9 @@ class RankerConfig:
                "refitted on all training events for that many epochs", schedule=True)
     sequence_max_len: Optional[int] = doc(None, "history length of the sasrec / gru4rec reward models; None = "
                                                 "data.max_history", ge=1, schedule=True)
+    sequence_seeds: int = doc(1, "sasrec / gru4rec reward models: train this many with seeds baseline.seed + k "
+                                 "and score with the mean of their next-item log-probabilities (seed bagging)",
+                              ge=1, schedule=True)
     seed: int = doc(0, "training seed (default: the run's seed)")
 
     def value_errors(self) -> list[tuple[str, str]]:

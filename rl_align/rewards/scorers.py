@@ -361,11 +361,19 @@ def evaluate_scorers(run_path: str | Path, cfg: RunConfig, names: list[str], spl
         model = None if name == "din" else load_scorer(scorer_path(run_path, name), expect_items=items)
         res = evaluate_ranker(run_path, cfg.ranker, cfg.eval, split, with_policy=beam is not None, model=model,
                               beam=beam)
+        res["heldout"]["in_sample"] = name != "din" and trained_on_heldout(scorer_path(run_path, name))
         write_ranker_eval(run_path, res, name)
         out[name] = res
     with atomic_path(run_path / "ranker" / f"ceilings_{split}.md") as tmp:
         Path(tmp).write_text(ceiling_table(out, split), encoding="utf-8")
     return out
+
+
+def trained_on_heldout(directory: Path) -> bool:
+    """Whether a saved reward model (or an ensemble member) learned from the held-out impressions' events (a
+    refit on every training event): its held-out AUC is then an in-sample figure."""
+    meta = read_json(directory / SCORER_FILE) if (directory / SCORER_FILE).exists() else {}
+    return "cut_model" in meta or any("cut_model" in m for m in meta.get("members", {}).values())
 
 
 def ceiling_table(results: dict[str, dict], split: str) -> str:
@@ -376,11 +384,14 @@ def ceiling_table(results: dict[str, dict], split: str) -> str:
              "| reward model | held-out AUC | policy HR@10 | ranker-alone HR@10 | best α | best HR@10 | gain |",
              "|---|---|---|---|---|---|---|"]
     for name, res in results.items():
-        auc_ = res["heldout"]["heldout_auc"]
+        auc_ = f"{res['heldout']['heldout_auc']:.4f}" + (" (in-sample)" if res["heldout"].get("in_sample") else "")
         rr = res.get("rerank")
         if not rr:
-            lines.append(f"| {name} | {auc_:.4f} | – | – | – | – | – |")
+            lines.append(f"| {name} | {auc_} | – | – | – | – | – |")
             continue
-        lines.append(f"| {name} | {auc_:.4f} | {rr['policy']['hr@10']:.4f} | {rr['ranker_only']['hr@10']:.4f} | "
+        lines.append(f"| {name} | {auc_} | {rr['policy']['hr@10']:.4f} | {rr['ranker_only']['hr@10']:.4f} | "
                      f"{rr['best_alpha']:g} | {rr['best']:.4f} | {rr['gain']:.3f}× |")
+    if any(r["heldout"].get("in_sample") for r in results.values()):
+        lines += ["", "(in-sample): a model refitted on every training event (`ranker.sequence_events: all`) learned "
+                      "the held-out impressions' events, so its held-out AUC is not a held-out figure."]
     return "\n".join(lines) + "\n"

@@ -28,15 +28,17 @@ def _ms(vals: list[float], fmt: str = ".4f") -> str:
 
 
 def ceilings(runs: list[Path]) -> list[str]:
-    names = list(json.loads((runs[0] / "ranker" / "scorers" / "ensemble" / "scorer.json").read_text())["members"])
-    names = ["din"] + [n for n in names if n != "din"] + ["ensemble"]
+    have = {d.name for d in (runs[0] / "ranker" / "scorers").iterdir()} if (runs[0] / "ranker" / "scorers").is_dir() \
+        else set()
+    names = ["din"] + [n for n in ("sasrec", "gru4rec", "ensemble") if n in have]
     out = ["| reward model | held-out AUC | valid: ranker alone | valid: best HR@10 / policy (gain) | test: ranker "
            "alone | test: best HR@10 / policy (gain) |", "|---|---|---|---|---|---|"]
     for n in names:
         cells = {split: [json.loads((r / "ranker" / ("eval" + ("" if n == "din" else f"_{n}")
                                                     + ("" if split == "test" else f"_{split}") + ".json")).read_text())
                          for r in runs] for split in ("valid", "test")}
-        row = [n, _ms([e["heldout"]["heldout_auc"] for e in cells["test"]])]
+        row = [n, _ms([e["heldout"]["heldout_auc"] for e in cells["test"]])
+               + (" (in-sample)" if any(e["heldout"].get("in_sample") for e in cells["test"]) else "")]
         for split in ("valid", "test"):
             evs = cells[split]
             pol = [e["rerank"]["policy"]["hr@10"] for e in evs]

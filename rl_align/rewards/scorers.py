@@ -35,7 +35,7 @@ from torch import nn
 
 from rl_align.baselines import BASELINES
 from rl_align.baselines.train import fit
-from rl_align.config import RunConfig
+from rl_align.config import BaselineConfig, RunConfig
 from rl_align.data.split import truncated_split
 from rl_align.eval.evaluate import eval_set
 from rl_align.ranker.evaluate import evaluate_ranker, policy_beam, write_ranker_eval
@@ -80,7 +80,8 @@ class SequenceScorer(nn.Module):
         return torch.where(idx >= 0, tok, torch.zeros_like(tok))
 
     def log_probs(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, H) histories, (B, C) candidates → (B, C) log p_seq(candidate | history) over the whole catalog."""
+        """(B, H) histories, (B, C) candidates → (B, C) log p_seq(candidate | history) over the whole catalog (the
+        mean over ``seq`` and the bag)."""
         tok, c = self.tokens(history), candidates.clamp(min=0)
         lps = [torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c) for m in (self.seq, *self.bag)]
         return lps[0] if len(lps) == 1 else torch.stack(lps).mean(0)
@@ -250,7 +251,7 @@ class SequenceKind(ScorerKind):
         return meta
 
     @staticmethod
-    def member_cfg(cfg: RunConfig, k: int):
+    def member_cfg(cfg: RunConfig, k: int) -> BaselineConfig:
         """The ``baseline`` settings of bag member ``k``: seed ``baseline.seed + k``."""
         return dataclasses.replace(cfg.baseline, seed=cfg.baseline.seed + k)
 

@@ -175,8 +175,10 @@ def _add_ranker_commands(sub) -> None:
                             "one policy beam search and a reward-ceiling table ranker/ceilings_<split>.md")
     rsc = rsub.add_parser("scorers", help="train more reward models (sasrec, gru4rec, ensemble) on a run",
                           description="Train item-ID sequence reward models on the run's training events only "
-                                      "(valid, test and the ranker's held-out events cut off), Platt-calibrated on "
-                                      "held-out impressions, and/or the ensemble of ranker.ensemble_members. Needs "
+                                      "(valid, test and the ranker's held-out events cut off; --set "
+                                      "ranker.sequence_events=all then refits them on every training event), "
+                                      "Platt-calibrated on held-out impressions, and/or the ensemble of "
+                                      "ranker.ensemble_members. Needs "
                                       "the run's exposure logs and DIN ranker. Evaluate them with `ranker eval "
                                       "--scorer`.")
     rsc.add_argument("run_dir", help="a run directory with exposure/ and ranker/model")

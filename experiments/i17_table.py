@@ -28,9 +28,7 @@ def _ms(vals: list[float], fmt: str = ".4f") -> str:
 
 
 def ceilings(runs: list[Path]) -> list[str]:
-    have = {d.name for d in (runs[0] / "ranker" / "scorers").iterdir()} if (runs[0] / "ranker" / "scorers").is_dir() \
-        else set()
-    names = ["din"] + [n for n in ("sasrec", "gru4rec", "ensemble") if n in have]
+    names = ["din"] + [n for n in ("sasrec", "gru4rec", "ensemble") if (runs[0] / "ranker" / "scorers" / n).is_dir()]
     out = ["| reward model | held-out AUC | valid: ranker alone | valid: best HR@10 / policy (gain) | test: ranker "
            "alone | test: best HR@10 / policy (gain) |", "|---|---|---|---|---|---|"]
     for n in names:

@@ -72,7 +72,20 @@ def config_errors(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.rl.algo in OBJECTIVES:
         errs += [(f"rl.{k}", v) for k, v in OBJECTIVES.get(cfg.rl.algo).config_errors(cfg.rl)]
     errs += _serving_prompt_errors(cfg)
+    errs += _refit_ensemble_errors(cfg)
     return errs
+
+
+def _refit_ensemble_errors(cfg: RunConfig) -> list[tuple[str, str]]:
+    """An ensemble's stacking weights are fit on the held-out impressions' clicks, which sequence members refitted
+    on every training event (``ranker.sequence_events: all``) trained on."""
+    if cfg.ranker.sequence_events != "all" or "ensemble" not in cfg.ranker.scorers:
+        return []
+    seq = [m for m in cfg.ranker.ensemble_members if m in SCORERS and SCORERS.get(m).sequence]
+    if seq:
+        return [("ranker.sequence_events", f"expected cut when the ensemble stacks {seq}: its weights are fit on "
+                                           "held-out clicks that models refitted on all events trained on")]
+    return []
 
 
 def _serving_prompt_errors(cfg: RunConfig) -> list[tuple[str, str]]:

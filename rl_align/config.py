@@ -556,10 +556,6 @@ class RankerConfig:
             if missing or "ensemble" in self.ensemble_members or not self.ensemble_members:
                 errs.append(("ensemble_members", f"must be non-empty and listed in scorers before ensemble "
                                                  f"({self.scorers}), got {self.ensemble_members}"))
-            seq = [m for m in self.ensemble_members if m in ("sasrec", "gru4rec")]
-            if self.sequence_events == "all" and seq:
-                errs.append(("sequence_events", f"expected cut when the ensemble stacks {seq}: its weights are fit "
-                                                f"on held-out clicks that models refitted on all events trained on"))
         return errs
 
 

@@ -168,6 +168,9 @@ def _check(logit: torch.Tensor, y: torch.Tensor) -> dict:
 class ScorerKind(ABC):
     """How one kind of reward model is trained from a run's training data and rebuilt from its directory."""
 
+    #: an item-ID sequence model that the ``ranker.sequence_*`` settings shape (refit, bagging, history length)
+    sequence: bool = False
+
     @abstractmethod
     def train(self, run_path: Path, cfg: RunConfig) -> dict:
         """Train on ``run_path``'s training events, save to :func:`scorer_path`; returns a summary."""
@@ -225,6 +228,7 @@ class SequenceKind(ScorerKind):
     """An item-ID model of ``rl_align.baselines`` (settings: the ``baseline`` section) as a reward model."""
 
     model_name = ""
+    sequence = True
 
     def train(self, run_path, cfg):
         run_path = Path(run_path)

@@ -7,6 +7,9 @@
 #                                                             # refitted SASRec reward, its ceilings on valid and test
 #   SEEDS="0 1 2" experiments/i17_full_reward_runs.sh rl [--set …]  # AdaGRPO with it (issue 17's best setting)
 #   SEEDS="0 1 2" experiments/i17_full_reward_runs.sh rl --set rl.algo=mixture --set rl.tag=…   # controls
+#   SEEDS="0 1 2" experiments/i17_full_reward_runs.sh rl --set rl.serving_split=test \
+#     --set rl.steps_from=paper-sasrecall-adagrpo-ihead --set rl.tag=paper-sasrecall-adagrpo-ihead-refit
+#       # the refit: the test ranking's own prompts, for the step count valid chose in the run above (report final)
 # Env: SEQ_LEN (the reward model's history length, default 20: on seed 0, 50 had the lower valid and test ceilings),
 # BAG (ranker.sequence_seeds, default 1), TAG (run dirs runs/<TAG>-sN, default i17-all).
 # Table: python experiments/i17_table.py runs/i17-all-s{0,1,2} --tags paper-sasrecall-adagrpo-ihead …

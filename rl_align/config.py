@@ -691,6 +691,12 @@ class RlConfig:
                                                            "the refit that reports test with settings chosen on "
                                                            "valid; its valid figures are not a clean choice, report "
                                                            "its final checkpoint)")
+    steps_from: Optional[str] = doc(None, "the rl.tag of an earlier alignment in this run directory whose "
+                                          "best-on-valid step becomes rl.steps: the refit protocol (train "
+                                          "with rl.serving_split: test for the step count valid chose, report "
+                                          "the final checkpoint). Its other rl and reward settings must be "
+                                          "these (checked before any actor starts); None = rl.steps",
+                                    schedule=True)
     rollout_mode: Literal["sample", "beam"] = doc("sample", "how rollouts are generated")
     temperature: float = doc(1.0, "sampling temperature", gt=0)
     constrained: bool = doc(True, "trie-constrained rollouts (False lets the policy hallucinate; floored reward)")
@@ -721,6 +727,12 @@ class RlConfig:
     preference: PreferenceConfig = doc(PreferenceConfig(), "preference objectives: pairs and losses (dpo, sdpo, "
                                                            "simpo, rad_dpo)")
 
+    def out_tag(self) -> str:
+        """Sub-directory of ``<run>/rl`` for this setting: ``tag``, else the algo (``mixture-lam<λ>``)."""
+        if self.tag:
+            return self.tag
+        return f"{self.algo}-lam{self.lam:g}" if self.algo == "mixture" else self.algo
+
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules of the step's shapes and the rollout settings (objective-specific rules, e.g.
         group-normalised advantages need group_size ≥ 2: the objective's ``config_errors``)."""
@@ -737,6 +749,9 @@ class RlConfig:
             errs.append(("temperature", "only applies to rollout_mode: sample"))
         if self.serving_prompts > 0 and self.inject_target:
             errs.append(("inject_target", "needs y* in every prompt; rl.serving_prompts > 0 adds prompts without it"))
+        if self.steps_from is not None and self.steps_from == self.out_tag():
+            errs.append(("steps_from", f"names this alignment's own tag {self.out_tag()!r}; expected the tag of "
+                                       "the earlier alignment whose best-on-valid step to take"))
         if self.exclude_seen and not self.constrained:
             errs.append(("exclude_seen", "needs constrained: true (the trie is what excludes seen items)"))
         if self.adagrpo.k_d > self.group_size:

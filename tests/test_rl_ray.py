@@ -143,6 +143,24 @@ def test_adagrpo_runs_and_a_resumed_run_repeats_an_uninterrupted_one(prepared, u
     _same_metrics(a, _records(part))
 
 
+def test_a_refit_takes_its_step_count_from_a_real_runs_summary(uninterrupted, tmp_path):
+    """rl.steps_from reads the best-on-valid step an alignment wrote (validate sets rl.steps before any actor);
+    a refit with another learning rate is refused."""
+    from rl_align.driver.controller import RlConfigError, validate
+
+    best = json.loads((uninterrupted / "rl" / "adagrpo" / "summary.json").read_text())["best_step"]
+    cfg = load_config(_cfg(tmp_path, steps=99, tag="refit", serving_split="test", steps_from="adagrpo"), RunConfig)
+    if best >= 1:
+        validate(cfg, uninterrupted)
+        assert cfg.rl.steps == best
+    else:
+        with pytest.raises(RlConfigError, match="chose step 0"):
+            validate(cfg, uninterrupted)
+    cfg = load_config(_cfg(tmp_path, steps=99, tag="refit", lr=0.002, steps_from="adagrpo"), RunConfig)
+    with pytest.raises(RlConfigError, match=r"other settings \(rl\.lr\)"):
+        validate(cfg, uninterrupted)
+
+
 def test_killed_driver_resumes_without_losing_or_repeating_a_step(prepared, uninterrupted, tmp_path):
     """SIGKILL the `python -m rl_align rl` driver right after its step-2 checkpoint, then resume."""
     import os

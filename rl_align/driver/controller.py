@@ -15,6 +15,8 @@ to ``rl/metrics.jsonl`` and wandb.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -91,7 +93,52 @@ def validate(cfg: RunConfig, run_path: Path) -> Path:
                f"train it: rl-align ranker scorers {run_path} {cfg.reward.scorer}")
         raise RlConfigError(f"{scorer}: {r.algo} needs the reward model {cfg.reward.scorer!r} ({how})")
     _check_reward_embeddings(cfg, run_path, catalog.n_items)
+    if r.steps_from is not None:
+        r.steps = steps_from(cfg, run_path)
     return policy
+
+
+# what a refit may change against the run it takes its step count from
+_REFIT_FREE = {"serving_split", "steps_from"}
+
+
+def steps_from(cfg: RunConfig, run_path: Path) -> int:
+    """The best-on-valid step of the alignment ``rl.steps_from`` names in ``run_path`` (its ``summary.json``),
+    after checking that it ran with these rl and reward settings (schedule fields, ``serving_split`` and
+    ``steps_from`` apart). Raises RlConfigError naming the file and what differs."""
+    src = run_path / "rl" / cfg.rl.steps_from / "summary.json"
+    if not src.exists():
+        raise RlConfigError(f"rl.steps_from: {src} does not exist (run the alignment tagged "
+                            f"{cfg.rl.steps_from!r} in this run first)")
+    summary = read_json(src)
+    diff = [f"rl.{k}" for k in _differing(cfg.rl, summary["rl"], _REFIT_FREE)]
+    diff += [f"reward.{k}" for k in _differing(cfg.reward, summary["reward"], set())]
+    if diff:
+        raise RlConfigError(f"rl.steps_from: {src} ran with other settings ({', '.join(diff)}); a refit "
+                            "takes the step count valid chose for the same setting")
+    best = int(summary["best_step"])
+    if best < 1:
+        raise RlConfigError(f"rl.steps_from: {src} chose step {best} on valid (the starting policy); a refit of "
+                            "0 steps is the SFT policy itself")
+    log.info("rl: %d steps, the best-on-valid step of %s", best, src.parent.name)
+    return best
+
+
+def _differing(section, saved: dict, free: set) -> list[str]:
+    """Names of the non-schedule fields of a config ``section`` whose value differs from ``saved`` (its
+    ``to_dict``), nested sections field by field; fields ``saved`` lacks (added by a later rl-align) are not
+    compared."""
+    now = json.loads(json.dumps(to_dict(section), default=str))     # as the summary file holds it
+    out = []
+    for f in dataclasses.fields(section):
+        if f.metadata.get("schedule") or f.name in free or f.name not in saved:
+            continue
+        v = getattr(section, f.name)
+        if dataclasses.is_dataclass(v):
+            out += [f"{f.name}.{k}" for k in _differing(v, saved[f.name], set())]
+        elif now[f.name] != saved[f.name]:
+            out.append(f.name)
+    return out
 
 
 def reward_embeddings(cfg: RunConfig, run_path: Path) -> Optional[Path]:
@@ -154,9 +201,7 @@ def needs_ranker(cfg: RunConfig) -> bool:
 
 def rl_tag(r) -> str:
     """Sub-directory of ``<run>/rl`` for one alignment setting (several can live in one run)."""
-    if r.tag:
-        return r.tag
-    return f"{r.algo}-lam{r.lam:g}" if r.algo == "mixture" else r.algo
+    return r.out_tag()
 
 
 def prompt_order(n: int, seed: int, step: int, B: int) -> np.ndarray:
@@ -391,7 +436,6 @@ class Controller:
         """What a checkpoint must share with the current config to be resumed (everything but the schedule and
         placement; fields at their defaults do not count, so a newer rl-align that adds fields still resumes)."""
         import hashlib
-        import json
 
         keep = resume_view(self.cfg.rl)
         keep["reward"] = resume_view(self.cfg.reward)

@@ -47,7 +47,8 @@ def test_another_setting_is_refused_naming_what_differs(tmp_path):
         steps_from(cfg, tmp_path)
 
 
-def test_fields_an_older_summary_lacks_are_not_compared(tmp_path):
+def test_fields_an_older_summary_lacks_count_as_their_defaults(tmp_path):
+    """As for resuming a checkpoint: a field a later rl-align added reads as its default in an older summary."""
     base = RunConfig()
     _source(tmp_path, base, best_step=10)
     path = tmp_path / "rl" / "chosen" / "summary.json"

@@ -15,12 +15,12 @@ to ``rl/metrics.jsonl`` and wandb.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from rl_align.algos import OBJECTIVES
 from rl_align.algos.batch import StepBatch
 from rl_align.algos.injection import inject_targets
-from rl_align.config import RunConfig, to_dict
+from rl_align.config import ConfigError, RunConfig, from_dict, to_dict
 from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
@@ -111,8 +111,13 @@ def steps_from(cfg: RunConfig, run_path: Path) -> int:
         raise RlConfigError(f"rl.steps_from: {src} does not exist (run the alignment tagged "
                             f"{cfg.rl.steps_from!r} in this run first)")
     summary = read_json(src)
-    diff = [f"rl.{k}" for k in _differing(cfg.rl, summary["rl"], _REFIT_FREE)]
-    diff += [f"reward.{k}" for k in _differing(cfg.reward, summary["reward"], set())]
+    try:
+        saved = [from_dict(type(sec), summary[name], source=str(src), prefix=f"{name}.")
+                 for name, sec in (("rl", cfg.rl), ("reward", cfg.reward))]
+    except ConfigError as e:
+        raise RlConfigError(f"rl.steps_from: {e}") from e
+    diff = _differing("rl", _refit_view(cfg.rl), _refit_view(saved[0]), cfg.rl)
+    diff += _differing("reward", resume_view(cfg.reward), resume_view(saved[1]), cfg.reward)
     if diff:
         raise RlConfigError(f"rl.steps_from: {src} ran with other settings ({', '.join(diff)}); a refit "
                             "takes the step count valid chose for the same setting")
@@ -124,20 +129,22 @@ def steps_from(cfg: RunConfig, run_path: Path) -> int:
     return best
 
 
-def _differing(section, saved: dict, free: set) -> list[str]:
-    """Names of the non-schedule fields of a config ``section`` whose value differs from ``saved`` (its
-    ``to_dict``), nested sections field by field; fields ``saved`` lacks (added by a later rl-align) are not
-    compared."""
-    now = json.loads(json.dumps(to_dict(section), default=str))     # as the summary file holds it
+def _refit_view(r) -> dict:
+    """What a refit must share with the alignment it takes its step count from: what a checkpoint must share to
+    be resumed (non-default, non-schedule fields), but the serving split and ``steps_from`` itself."""
+    return {k: v for k, v in resume_view(r).items() if k not in _REFIT_FREE}
+
+
+def _differing(prefix: str, now: dict, saved: dict, section) -> list[str]:
+    """Dotted names of the keys whose values differ between two resume views of config ``section``'s type,
+    nested sections key by key (a view leaves out a section at its defaults)."""
     out = []
-    for f in dataclasses.fields(section):
-        if f.metadata.get("schedule") or f.name in free or f.name not in saved:
-            continue
-        v = getattr(section, f.name)
-        if dataclasses.is_dataclass(v):
-            out += [f"{f.name}.{k}" for k in _differing(v, saved[f.name], set())]
-        elif now[f.name] != saved[f.name]:
-            out.append(f.name)
+    for k in sorted(set(now) | set(saved)):
+        a, b, sub = now.get(k), saved.get(k), getattr(section, k)
+        if is_dataclass(sub):
+            out += _differing(f"{prefix}.{k}", a or {}, b or {}, sub)
+        elif a != b:
+            out.append(f"{prefix}.{k}")
     return out
 
 

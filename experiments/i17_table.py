@@ -65,6 +65,24 @@ def _valid(run: Path, tag: str | None, kind: str) -> float:
     return s["best_valid_hr@10"] if kind == "rl" else s["evals"][-1]["valid_hr@10"]
 
 
+def _checkpoints(run: Path, tag: str) -> list[tuple[str, str, str]]:
+    """(checkpoint, label, the reference's checkpoint to pair it with) for each row of ``tag``: best on valid and
+    final; a refit (``rl.steps_from``) only its last step, the one valid chose, paired with the reference's
+    best-on-valid checkpoint (its own valid figures saw the valid event in its prompts: not shown)."""
+    src = json.loads((run / "rl" / tag / "summary.json").read_text())["rl"].get("steps_from")
+    if src:
+        return [("rl-final", f"the step valid chose in {src}", "rl")]
+    return [("rl", "best on valid", "rl"), ("rl-final", "final", "rl-final")]
+
+
+def _paired(got: list, base: list) -> str:
+    """+won / −lost and the exact McNemar p of ``got`` against ``base``, pooled over the seeds' test users."""
+    hit = lambda r: (r >= 0) & (r < 10)  # noqa: E731  (0-based rank of y*, -1 = not in the list)
+    w = sum(int((hit(g[0]) & ~hit(b[0])).sum()) for g, b in zip(got, base))
+    lo = sum(int((~hit(g[0]) & hit(b[0])).sum()) for g, b in zip(got, base))
+    return f"+{w} / −{lo}, p {mcnemar_exact(w, lo):.3g}"
+
+
 def alignment(runs: list[Path], tags: list[str]) -> list[str]:
     out = ["| policy | checkpoint | valid HR@10 | test HR@10 (3 seeds) | × SFT | test NDCG@10 | sampled "
            "hallucination | vs SFT: +won / −lost, pooled p | vs " + (tags[-1] if len(tags) > 1 else "–")
@@ -73,22 +91,14 @@ def alignment(runs: list[Path], tags: list[str]) -> list[str]:
     out.append(f"| SFT | best on valid | {_ms([_valid(r, None, '') for r in runs])} | {_ms([s[1] for s in sft])} | 1 "
                f"| {_ms([s[3] for s in sft])} | {_ms([100 * s[2] for s in sft], '.2f')}% | | |")
     for tag in tags:
-        for kind, label in (("rl", "best on valid"), ("rl-final", "final")):
+        for kind, label, ref_kind in _checkpoints(runs[0], tag):
             got = [_ranks(r, tag, kind) for r in runs]
-            ref = [_ranks(r, tags[-1], kind) for r in runs] if len(tags) > 1 and tag != tags[-1] else None
-            cells = []
-            for base in (sft, ref):
-                if base is None:
-                    cells.append("")
-                    continue
-                hit = lambda r: (r >= 0) & (r < 10)  # noqa: E731  (0-based rank of y*, -1 = not in the list)
-                w = sum(int((hit(g[0]) & ~hit(b[0])).sum()) for g, b in zip(got, base))
-                lo = sum(int((~hit(g[0]) & hit(b[0])).sum()) for g, b in zip(got, base))
-                cells.append(f"+{w} / −{lo}, p {mcnemar_exact(w, lo):.3g}")
+            ref = _paired(got, [_ranks(r, tags[-1], ref_kind) for r in runs]) if tag != tags[-1] else ""
+            valid = "–" if ref_kind != kind else _ms([_valid(r, tag, kind) for r in runs])
             ratio = np.mean([g[1] for g in got]) / np.mean([s[1] for s in sft])
-            out.append(f"| {tag} | {label} | {_ms([_valid(r, tag, kind) for r in runs])} | "
-                       f"{_ms([g[1] for g in got])} | {ratio:.3f}× | {_ms([g[3] for g in got])} | "
-                       f"{_ms([100 * g[2] for g in got], '.2f')}% | {cells[0]} | {cells[1]} |")
+            out.append(f"| {tag} | {label} | {valid} | {_ms([g[1] for g in got])} | {ratio:.3f}× | "
+                       f"{_ms([g[3] for g in got])} | {_ms([100 * g[2] for g in got], '.2f')}% | {_paired(got, sft)} "
+                       f"| {ref} |")
     return out
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set
 from rl_align.eval.significance import mcnemar_exact
-from rl_align.ranker.evaluate import _ranker_logit, policy_beam
+from rl_align.ranker.evaluate import policy_beam, ranker_logit
 from rl_align.ranker.train import recent_history, score_slates
 from rl_align.rewards.scorers import load_scorer, scorer_path
 from rl_align.utils.io import load_npz, read_json
@@ -52,7 +52,7 @@ def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float):
     p = score_slates(model, es.users, recent_history(es.history, cfg.ranker.max_history), np.maximum(items, 0))
     valid = items >= 0
     pol = hits_at10(items, np.where(valid, logp, -np.inf), es.targets)
-    rer = hits_at10(items, np.where(valid, logp + alpha * _ranker_logit(p), -np.inf), es.targets)
+    rer = hits_at10(items, np.where(valid, logp + alpha * ranker_logit(p), -np.inf), es.targets)
     return group_logp_entropy(logp, valid), pol, rer
 
 

@@ -93,7 +93,7 @@ def policy_negatives(ranked: np.ndarray, targets: np.ndarray, n: int) -> np.ndar
 RERANK_ALPHAS = (0.1, 0.3, 1.0, 3.0)
 
 
-def _ranker_logit(ranker_p: np.ndarray) -> np.ndarray:
+def ranker_logit(ranker_p: np.ndarray) -> np.ndarray:
     """logit of click probabilities (any shape), clipped to [1e-7, 1 − 1e-7] first, in float64."""
     p = np.clip(ranker_p.astype(np.float64), 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)
@@ -128,7 +128,7 @@ def rerank_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarray, ta
         (0 when none beats the policy), "best": that HR@K_0, "gain": best HR@K_0 / policy HR@K_0}.
     """
 
-    logit = _ranker_logit(ranker_p)
+    logit = ranker_logit(ranker_p)
     empty = items < 0
 
     def ordered(score: np.ndarray) -> dict:
@@ -158,7 +158,7 @@ def group_update_ceiling(items: np.ndarray, logp: np.ndarray, ranker_p: np.ndarr
         {"policy": HR@k of the policy's order, "alpha": {α: HR@k}, "best_alpha", "best", "gain"} as
         :func:`rerank_ceiling`.
     """
-    logit = _ranker_logit(ranker_p)
+    logit = ranker_logit(ranker_p)
     group = group & (items >= 0)
     base = np.where(group, logp, -np.inf)
 

@@ -23,7 +23,7 @@ from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate
 from rl_align.data.fetch import cache_root
 from rl_align.data.split import train_popularity, training_pairs
 from rl_align.data.stats import dataset_stats
-from rl_align.driver.controller import rl_tag, run_rl
+from rl_align.driver.controller import run_rl
 from rl_align.embed import embed_items
 from rl_align.embed.collaborative import blend, cf_vectors, fill_from_neighbours
 from rl_align.eval.run_eval import evaluate_run
@@ -256,7 +256,7 @@ def stage_rl(run: RunDir) -> dict:
     best-on-valid and final policies on test → ``rl/<tag>/{summary,test_metrics}.json``."""
 
     summary = run_rl(run.cfg, run.path)
-    tag = rl_tag(run.cfg.rl)
+    tag = run.cfg.rl.out_tag()
     res = {}
     for kind in ("rl", "rl-final"):
         res[kind] = evaluate_run(run.path, run.cfg.eval, ("test",), f"{kind}:{tag}")
@@ -353,7 +353,7 @@ def _upstream(c: RunConfig, stages: tuple[str, ...]) -> dict:
 
 
 def _rl_dir(c: RunConfig) -> str:
-    return f"rl/{rl_tag(c.rl)}"
+    return f"rl/{c.rl.out_tag()}"
 
 
 # Stages that resume from their own checkpoints: (directory under the run, checkpoint paths in it, resume

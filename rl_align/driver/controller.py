@@ -206,11 +206,6 @@ def needs_ranker(cfg: RunConfig) -> bool:
                                         or cfg.rl.reward_tilt > 0)
 
 
-def rl_tag(r) -> str:
-    """Sub-directory of ``<run>/rl`` for one alignment setting (several can live in one run)."""
-    return r.out_tag()
-
-
 def prompt_order(n: int, seed: int, step: int, B: int) -> np.ndarray:
     """Rows of the training examples used at ``step``: epochs of seeded permutations, B rows per step."""
     start = step * B
@@ -232,7 +227,7 @@ class Controller:
         trial's); None = reserve a placement group of our own."""
         self.cfg, self.run = cfg, Path(run_path).resolve()
         self.policy_dir = validate(cfg, self.run)
-        self.out = self.run / "rl" / rl_tag(cfg.rl)
+        self.out = self.run / "rl" / cfg.rl.out_tag()
         self.out.mkdir(parents=True, exist_ok=True)
         self.resume, self.reporter, self.placement = resume, reporter, placement
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from rl_align.config import load_config
-from rl_align.eval.evaluate import eval_set
-from rl_align.eval.significance import mcnemar_exact
+from rl_align.eval.evaluate import eval_set, target_ranks
+from rl_align.eval.significance import paired_hr
 from rl_align.ranker.evaluate import policy_beam, ranker_logit
 from rl_align.ranker.train import recent_history, score_slates
 from rl_align.rewards.scorers import load_scorer, scorer_path
@@ -30,30 +30,26 @@ from rl_align.utils.io import load_npz, read_json
 def group_logp_entropy(logp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(E,) entropy of softmax(log π) over each row's valid beams, divided by log(number of valid beams)."""
     lp = np.where(valid, logp, -np.inf)
-    lp = lp - lp.max(1, keepdims=True)
-    p = np.where(valid, np.exp(lp), 0.0)
+    p = np.exp(lp - lp.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    h = -(p * np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)).sum(1)
+    h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
     return h / np.log(np.maximum(valid.sum(1), 2))
 
 
-def hits_at10(items: np.ndarray, score: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(E,) bool: y* among the 10 best of each row by ``score`` (-inf on empty slots)."""
-    top = np.take_along_axis(items, np.argsort(-score, axis=1, kind="stable")[:, :10], 1)
-    return (top == targets[:, None]).any(1)
-
-
-def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float):
-    """Per user of one run: the entropy, the policy's hit and the re-ranked hit."""
+def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float, bins: int):
+    """Per user of one run: the entropy, its bin (quantiles within the run), and the 0-based rank of y* in the
+    policy's beam order and in the re-ranked order (-1 = absent)."""
     cfg = load_config(rp / "config.yaml")
     es = eval_set(load_npz(rp / "data" / "split.npz"), split)
     items, logp = policy_beam(rp, es, beams, cfg.eval)
     model = load_scorer(scorer_path(rp, scorer), expect_items=read_json(rp / "data" / "items.json")["item_ids"])
     p = score_slates(model, es.users, recent_history(es.history, cfg.ranker.max_history), np.maximum(items, 0))
     valid = items >= 0
-    pol = hits_at10(items, np.where(valid, logp, -np.inf), es.targets)
-    rer = hits_at10(items, np.where(valid, logp + alpha * ranker_logit(p), -np.inf), es.targets)
-    return group_logp_entropy(logp, valid), pol, rer
+    score = np.where(valid, logp + alpha * ranker_logit(p), -np.inf)
+    reranked = np.take_along_axis(items, np.argsort(-score, axis=1, kind="stable"), 1)
+    h = group_logp_entropy(logp, valid)
+    b = np.searchsorted(np.quantile(h, np.linspace(0, 1, bins + 1)[1:-1]), h, side="right")
+    return h, b, target_ranks(items, es.targets), target_ranks(reranked, es.targets)
 
 
 def main() -> int:
@@ -65,28 +61,17 @@ def main() -> int:
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--bins", type=int, default=3)
     a = ap.parse_args()
-    rows = {b: [0, 0, 0, 0, 0, []] for b in range(a.bins)}   # users, policy hits, re-ranked hits, won, lost, H
-    for rp in a.runs:
-        h, pol, rer = run_arrays(rp, a.split, a.scorer, a.beams, a.alpha)
-        edges = np.quantile(h, np.linspace(0, 1, a.bins + 1)[1:-1])      # terciles within each run
-        b = np.searchsorted(edges, h, side="right")
-        for k in range(a.bins):
-            m = b == k
-            r = rows[k]
-            r[0] += int(m.sum())
-            r[1] += int(pol[m].sum())
-            r[2] += int(rer[m].sum())
-            r[3] += int((rer & ~pol)[m].sum())
-            r[4] += int((pol & ~rer)[m].sum())
-            r[5].append(h[m])
+    h, b, pol, rer = (np.concatenate(x) for x in zip(*(run_arrays(rp, a.split, a.scorer, a.beams, a.alpha, a.bins)
+                                                        for rp in a.runs)))
     print(f"{a.split}, {len(a.runs)} run(s), {a.beams} beams, reward {a.scorer}, α = {a.alpha:g}\n")
     print("| entropy bin (normalised H of softmax log π over the beams) | users | H range | policy HR@10 | re-ranked "
           "HR@10 | gain | re-ranked vs policy: +won / −lost, p |")
     print("|---|---|---|---|---|---|---|")
-    for k, (n, hp, hr, w, lo, hs) in rows.items():
-        hh = np.concatenate(hs)
-        print(f"| {k + 1} of {a.bins} | {n} | {hh.min():.2f}–{hh.max():.2f} | {hp / n:.4f} | {hr / n:.4f} | "
-              f"{hr / max(hp, 1):.3f}× | +{w} / −{lo}, p {mcnemar_exact(w, lo):.3g} |")
+    for k in range(a.bins):
+        m = b == k
+        r = paired_hr(pol[m], rer[m], n_boot=1)
+        print(f"| {k + 1} of {a.bins} | {m.sum()} | {h[m].min():.2f}–{h[m].max():.2f} | {r['hr_a']:.4f} | "
+              f"{r['hr_b']:.4f} | {r['ratio']:.3f}× | +{r['wins']} / −{r['losses']}, p {r['p']:.3g} |")
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rl_align.eval.significance import mcnemar_exact  # noqa: E402
+from rl_align.eval.significance import paired_hr  # noqa: E402
 
 
 def _ms(vals: list[float], fmt: str = ".4f") -> str:
@@ -77,10 +77,8 @@ def _checkpoints(run: Path, tag: str) -> list[tuple[str, str, str]]:
 
 def _paired(got: list, base: list) -> str:
     """+won / −lost and the exact McNemar p of ``got`` against ``base``, pooled over the seeds' test users."""
-    hit = lambda r: (r >= 0) & (r < 10)  # noqa: E731  (0-based rank of y*, -1 = not in the list)
-    w = sum(int((hit(g[0]) & ~hit(b[0])).sum()) for g, b in zip(got, base))
-    lo = sum(int((~hit(g[0]) & hit(b[0])).sum()) for g, b in zip(got, base))
-    return f"+{w} / −{lo}, p {mcnemar_exact(w, lo):.3g}"
+    r = paired_hr(np.concatenate([b[0] for b in base]), np.concatenate([g[0] for g in got]), n_boot=1)
+    return f"+{r['wins']} / −{r['losses']}, p {r['p']:.3g}"
 
 
 def alignment(runs: list[Path], tags: list[str]) -> list[str]:

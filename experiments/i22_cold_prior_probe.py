@@ -49,9 +49,8 @@ def main() -> int:
             table[p] = hr
             print(f"| {name} | {p:g} | {np.mean([h['valid'] for h in hs]):.4f} | {np.mean([h['test'] for h in hs]):.4f}"
                   f" | {hr[0]:.4f} | {hr[1]:.4f} |")
-        # α chosen on one half, reported on the other
-        chosen[name] = [(max(table, key=lambda p: table[p][k]), table[max(table, key=lambda p: table[p][k])][1 - k])
-                        for k in (0, 1)]
+        best = [max(table, key=lambda p: table[p][k]) for k in (0, 1)]      # α chosen on each half
+        chosen[name] = [(best[k], table[best[k]][1 - k]) for k in (0, 1)]  # … reported on the other
     print("\n| tokenizer | α chosen on A → HR@10 on B | α chosen on B → HR@10 on A | mean |")
     print("|---|---|---|---|")
     for name, ((pa, hb), (pb, ha)) in chosen.items():

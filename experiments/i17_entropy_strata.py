@@ -9,6 +9,10 @@ those where it hurts: per tercile of that entropy, HR@10 of the policy's beam or
 ``log π + α · logit r`` (the KL-regularised optimum, α = 1 as the ceiling chose), with the paired wins / losses.
 
     python experiments/i17_entropy_strata.py runs/i17-bag3-s{0,1,2} --scorer sasrec --split valid --beams 32
+
+``--by bag`` bins by the reward's own doubt instead, a test that needs no y* either: over the group's beams, the
+mean standard deviation of the bag members' log p(item | history) (a bagged sequence reward, ``bag`` ≥ 2) after
+each member's group mean is removed, i.e. how much the members disagree on the group's *order*.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set, target_ranks
@@ -36,18 +41,34 @@ def group_logp_entropy(logp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return h / np.log(np.maximum(valid.sum(1), 2))
 
 
-def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float, bins: int):
-    """Per user of one run: the entropy, its bin (quantiles within the run), and the 0-based rank of y* in the
-    policy's beam order and in the re-ranked order (-1 = absent)."""
+def bag_disagreement(model, history: np.ndarray, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(E,) mean over each row's valid beams of the std across the bag's members of log p(item | history), each
+    member's row mean over the valid beams removed first (disagreement on the order, not the level)."""
+    if not hasattr(model, "bag") or len(model.bag) == 0:
+        raise SystemExit("--by bag needs a bagged sequence reward (ranker.sequence_seeds ≥ 2)")
+    with torch.no_grad():
+        tok, c = model.tokens(torch.from_numpy(history)), torch.from_numpy(np.maximum(items, 0))
+        lp = torch.stack([torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c)
+                          for m in (model.seq, *model.bag)]).numpy()                    # (K, E, G)
+    w = valid[None].astype(np.float64)
+    centred = lp - (lp * w).sum(2, keepdims=True) / np.maximum(w.sum(2, keepdims=True), 1)
+    return (centred.std(0) * valid).sum(1) / np.maximum(valid.sum(1), 1)
+
+
+def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float, bins: int, by: str = "entropy"):
+    """Per user of one run: the stratifying statistic (``entropy`` of the policy over its group, or ``bag``
+    disagreement), its bin (quantiles within the run), and the 0-based rank of y* in the policy's beam order and
+    in the re-ranked order (-1 = absent)."""
     cfg = load_config(rp / "config.yaml")
     es = eval_set(load_npz(rp / "data" / "split.npz"), split)
     items, logp = policy_beam(rp, es, beams, cfg.eval)
     model = load_scorer(scorer_path(rp, scorer), expect_items=read_json(rp / "data" / "items.json")["item_ids"])
-    p = score_slates(model, es.users, recent_history(es.history, cfg.ranker.max_history), np.maximum(items, 0))
+    hist = recent_history(es.history, cfg.ranker.max_history)
+    p = score_slates(model, es.users, hist, np.maximum(items, 0))
     valid = items >= 0
     score = np.where(valid, logp + alpha * ranker_logit(p), -np.inf)
     reranked = np.take_along_axis(items, np.argsort(-score, axis=1, kind="stable"), 1)
-    h = group_logp_entropy(logp, valid)
+    h = group_logp_entropy(logp, valid) if by == "entropy" else bag_disagreement(model, hist, items, valid)
     b = np.searchsorted(np.quantile(h, np.linspace(0, 1, bins + 1)[1:-1]), h, side="right")
     return h, b, target_ranks(items, es.targets), target_ranks(reranked, es.targets)
 
@@ -60,11 +81,15 @@ def main() -> int:
     ap.add_argument("--beams", type=int, default=32)
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--bins", type=int, default=3)
+    ap.add_argument("--by", default="entropy", choices=["entropy", "bag"],
+                    help="entropy: the policy's over its group; bag: the bagged reward's members' disagreement")
     a = ap.parse_args()
-    h, b, pol, rer = (np.concatenate(x) for x in zip(*(run_arrays(rp, a.split, a.scorer, a.beams, a.alpha, a.bins)
-                                                        for rp in a.runs)))
-    print(f"{a.split}, {len(a.runs)} run(s), {a.beams} beams, reward {a.scorer}, α = {a.alpha:g}\n")
-    print("| entropy bin (normalised H of softmax log π over the beams) | users | H range | policy HR@10 | re-ranked "
+    h, b, pol, rer = (np.concatenate(x) for x in zip(*(run_arrays(rp, a.split, a.scorer, a.beams, a.alpha, a.bins,
+                                                                  a.by) for rp in a.runs)))
+    print(f"{a.split}, {len(a.runs)} run(s), {a.beams} beams, reward {a.scorer}, α = {a.alpha:g}, by {a.by}\n")
+    what = ("entropy bin (normalised H of softmax log π over the beams)" if a.by == "entropy"
+            else "bag disagreement bin (mean std of the members' centred log p over the beams)")
+    print(f"| {what} | users | range | policy HR@10 | re-ranked "
           "HR@10 | gain | re-ranked vs policy: +won / −lost, p |")
     print("|---|---|---|---|---|---|---|")
     for k in range(a.bins):

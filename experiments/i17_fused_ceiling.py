@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from rl_align.config import load_config
-from rl_align.eval.evaluate import eval_set, rank_with_engine, target_ranks, top_unseen
-from rl_align.eval.hybrid import head_logprobs
+from rl_align.eval.evaluate import eval_set, rank_with_engine, target_ranks
+from rl_align.eval.hybrid import fused_candidates
 from rl_align.eval.run_eval import policy_dir
 from rl_align.eval.significance import paired_hr
 from rl_align.policy.item_head import load_item_head
-from rl_align.policy.logprobs import item_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.ranker.evaluate import ranker_logit
 from rl_align.ranker.train import recent_history, score_slates
@@ -35,7 +34,7 @@ from rl_align.utils.io import load_npz, read_json
 ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 1e6)  # 1e6: the reward alone (ties by the fused order)
 
 
-def fused_candidates(rp: Path, split: str, stage: str = "sft"):
+def fused_scores(rp: Path, split: str, stage: str = "sft"):
     """The fused list's candidates of one run and split: items (E, B + union) (-1 = none), their fused scores
     (E, B + union) at the run's β, targets (E,), users and recent histories for the reward."""
     cfg = load_config(rp / "config.yaml")
@@ -48,13 +47,11 @@ def fused_candidates(rp: Path, split: str, stage: str = "sft"):
     beams = max(e.beams, max(e.ks))
     beam, beam_lp = rank_with_engine(TorchEngine(model, catalog), catalog, es, beams, e.exclude_history,
                                      e.batch_size)
-    d = head_logprobs(model, head, catalog, es.history, es.users)                       # (E, n_items)
-    top = top_unseen(d.clone(), es.seen if e.exclude_history else None, e.item_head_union)[0].numpy()
-    extra = np.where((top[:, :, None] == beam[:, None, :]).any(-1), -1, top)
-    cand = np.concatenate([beam, extra], 1)
-    forced = item_logprobs(model, catalog, es.history, es.users, extra, e.batch_size)
-    lp = np.concatenate([np.where(beam >= 0, beam_lp, -np.inf), forced], 1)
-    dc = np.take_along_axis(d.numpy(), np.maximum(cand, 0), 1)
+    parts = [fused_candidates(model, head, catalog, es.history[sl], es.users[sl],
+                              es.seen[sl] if e.exclude_history else None, beam[sl], beam_lp[sl], e.item_head_union,
+                              beams, e.batch_size)
+             for sl in (slice(s, s + e.batch_size) for s in range(0, es.targets.size, e.batch_size))]
+    cand, lp, dc = (np.concatenate([p[k] for p in parts]) for k in range(3))
     score = np.where(cand >= 0, lp + beta * dc, -np.inf)
     return cand, score, es, cfg
 
@@ -67,7 +64,7 @@ def main() -> int:
     a = ap.parse_args()
     base, by_alpha = [], {al: [] for al in ALPHAS}
     for rp in a.runs:
-        cand, score, es, cfg = fused_candidates(rp, a.split)
+        cand, score, es, cfg = fused_scores(rp, a.split)
         model = load_scorer(scorer_path(rp, a.scorer), expect_items=read_json(rp / "data" / "items.json")["item_ids"])
         p = score_slates(model, es.users, recent_history(es.history, cfg.ranker.max_history), np.maximum(cand, 0))
         logit = ranker_logit(p)

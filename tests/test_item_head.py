@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from rl_align.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from rl_align.eval.evaluate import EvalSet, metrics, rank_with_engine
-from rl_align.eval.hybrid import choose_beta, head_logprobs, hybrid_rankings, valid_record
+from rl_align.eval.hybrid import choose_beta, fused_candidates, head_logprobs, hybrid_rankings, valid_record
 from rl_align.policy.data import windows_to_batch
 from rl_align.policy.item_head import (
     ATTR,
@@ -263,3 +263,22 @@ def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     assert again["item_head"]["union"] == 5 and again["item_head"]["beta"] == 0.5
     assert again["test"]["policy_beam"] == test["policy_beam"]  # the same beam, only the fusion differs
     assert main(["eval", str(run), "--item-head-union", "-1"]) == 2
+
+
+def test_fused_candidates_are_the_beam_then_the_heads_new_items(small):
+    """The candidates every fused score is built from: the beam's items with their own log π, then the head's best
+    unseen items the beam did not reach (teacher-forced), each with the head's log-softmax."""
+    cat, model, head = small
+    es = _evalset()
+    beam = np.array([[4, 14, 15, -1, -1], [15, 16, 1, -1, -1], [20, 21, -1, -1, -1], [2, 3, -1, -1, -1]])
+    beam_lp = item_logprobs(model, cat, es.history, es.users, beam)
+    cand, lp, dc, top = fused_candidates(model, head, cat, es.history, es.users, es.seen, beam, beam_lp, 3, 5)
+    d = head_logprobs(model, head, cat, es.history, es.users).numpy()
+    assert cand.shape == lp.shape == dc.shape == (4, 8) and top.shape == (4, 5)
+    assert np.array_equal(cand[:, :5], beam) and np.array_equal(lp[:, :5][beam >= 0], beam_lp[beam >= 0])
+    for r in range(4):
+        new = [i for i in top[r, :3] if i not in set(beam[r].tolist())]
+        assert [i for i in cand[r, 5:] if i >= 0] == new
+        ok = cand[r] >= 0
+        assert np.allclose(dc[r][ok], d[r, cand[r][ok]]) and np.all(dc[r][~ok] == 0)
+        assert np.isneginf(lp[r][~ok]).all() and np.isfinite(lp[r][ok]).all()

@@ -34,13 +34,41 @@ def head_logprobs(model, head: ItemHead, catalog: SidCatalog, history: np.ndarra
     return torch.log_softmax(head(h).float(), -1).cpu()
 
 
+@torch.no_grad()
+def fused_candidates(model, head: ItemHead, catalog: SidCatalog, history: np.ndarray, users: np.ndarray,
+                     seen: np.ndarray | None, beam: np.ndarray, beam_scores: np.ndarray, union: int, top_k: int,
+                     batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates of one batch of prompts and their two scores, before any β.
+
+    Args:
+        history: (b, H) -1 padded; users: (b,); seen: (b, S) items to mask in the head's ranking (None = none).
+        beam: (b, B) the constrained beam's distinct items (-1 = empty); beam_scores: (b, B) their raw log π.
+        union: the head's best unseen items that join the beam's (only those the beam did not reach).
+        top_k: how many of the head's own best unseen items to return.
+    Returns:
+        cand (b, B + union) items (-1 = none), log π (b, B + union) (-inf = none; the head's items teacher-forced, the
+        beam's own definition), log softmax_head (b, B + union) at each candidate (0 where none), and the head's top
+        (b, top_k).
+    """
+    d = head_logprobs(model, head, catalog, history, users)                             # (b, n_items)
+    top = top_unseen(d.clone(), seen, max(union, top_k))[0].numpy()
+    extra = top[:, :union]
+    extra = np.where((extra[:, :, None] == beam[:, None, :]).any(-1), -1, extra)       # not reached by the beam
+    cand = np.concatenate([beam, extra], 1)
+    forced = (item_logprobs(model, catalog, history, users, extra, batch_size) if union
+              else np.empty(extra.shape))
+    lp = np.concatenate([np.where(beam >= 0, beam_scores, -np.inf), forced], 1)
+    dc = np.where(cand >= 0, np.take_along_axis(d.numpy(), np.maximum(cand, 0), 1), 0.0)
+    return cand, lp, dc, top[:, :top_k]
+
+
 def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, beam_ranked: np.ndarray,
                     beam_scores: np.ndarray, union: int, betas: Sequence[float], exclude_history: bool = True,
                     batch_size: int = 128) -> tuple[dict[float, np.ndarray], np.ndarray]:
     """Fused rankings for every β, and the item head's own ranking.
 
     The beam's items keep the log π the beam computed; only the head's items the beam did not reach are
-    teacher-forced (:func:`rl_align.policy.logprobs.item_logprobs`, the same raw definition).
+    teacher-forced (:func:`fused_candidates`).
 
     Args:
         beam_ranked: (N, B) the constrained beam's distinct items (-1 = empty), best first; beam_scores: (N, B) their
@@ -55,17 +83,11 @@ def hybrid_rankings(model, head: ItemHead, catalog: SidCatalog, es: EvalSet, bea
     was_training = model.training
     model.eval()
     for s in range(0, n, batch_size):
-        sl, beam = slice(s, s + batch_size), beam_ranked[s:s + batch_size]
-        d = head_logprobs(model, head, catalog, es.history[sl], es.users[sl])        # (b, n_items)
-        top = top_unseen(d.clone(), es.seen[sl] if exclude_history else None, max(union, B))[0].numpy()
-        dense[sl, :min(B, top.shape[1])] = top[:, :B]
-        extra = top[:, :union]
-        extra = np.where((extra[:, :, None] == beam[:, None, :]).any(-1), -1, extra)  # not reached by the beam
-        cand = np.concatenate([beam, extra], 1)                                        # (b, B + union)
-        forced = (item_logprobs(model, catalog, es.history[sl], es.users[sl], extra, batch_size) if union
-                  else np.empty(extra.shape))
-        lp = np.concatenate([np.where(beam >= 0, beam_scores[sl], -np.inf), forced], 1)
-        dc = np.where(cand >= 0, np.take_along_axis(d.numpy(), np.maximum(cand, 0), 1), 0.0)  # masked below
+        sl = slice(s, s + batch_size)
+        cand, lp, dc, top = fused_candidates(model, head, catalog, es.history[sl], es.users[sl],
+                                             es.seen[sl] if exclude_history else None, beam_ranked[sl],
+                                             beam_scores[sl], union, B, batch_size)
+        dense[sl, :top.shape[1]] = top
         for b in betas:
             score = np.where(cand >= 0, lp + b * dc, -np.inf)
             order = np.argsort(-score, 1, kind="stable")[:, :B]

@@ -47,9 +47,7 @@ def bag_disagreement(model, history: np.ndarray, items: np.ndarray, valid: np.nd
     if not hasattr(model, "bag") or len(model.bag) == 0:
         raise SystemExit("--by bag needs a bagged sequence reward (ranker.sequence_seeds ≥ 2)")
     with torch.no_grad():
-        tok, c = model.tokens(torch.from_numpy(history)), torch.from_numpy(np.maximum(items, 0))
-        lp = torch.stack([torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c)
-                          for m in (model.seq, *model.bag)]).numpy()                    # (K, E, G)
+        lp = model.member_log_probs(torch.from_numpy(history), torch.from_numpy(items)).numpy()  # (K, E, G)
     w = valid[None].astype(np.float64)
     centred = lp - (lp * w).sum(2, keepdims=True) / np.maximum(w.sum(2, keepdims=True), 1)
     return (centred.std(0) * valid).sum(1) / np.maximum(valid.sum(1), 1)

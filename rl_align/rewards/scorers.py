@@ -79,12 +79,17 @@ class SequenceScorer(nn.Module):
         tok = history.gather(1, idx.clamp(0, history.shape[1] - 1)) + 1
         return torch.where(idx >= 0, tok, torch.zeros_like(tok))
 
-    def log_probs(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, H) histories, (B, C) candidates → (B, C) log p_seq(candidate | history) over the whole catalog (the
-        mean over ``seq`` and the bag)."""
+    def member_log_probs(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories, (B, C) candidates → (K, B, C) each member's log p(candidate | history) over the whole
+        catalog, K = 1 + len(bag) (``seq`` first)."""
         tok, c = self.tokens(history), candidates.clamp(min=0)
-        lps = [torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c) for m in (self.seq, *self.bag)]
-        return lps[0] if len(lps) == 1 else torch.stack(lps).mean(0)
+        return torch.stack([torch.log_softmax(m.score_last(tok).float(), -1).gather(1, c)
+                            for m in (self.seq, *self.bag)])
+
+    def log_probs(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories, (B, C) candidates → (B, C) log p_seq(candidate | history), the mean over ``seq`` and the
+        bag."""
+        return self.member_log_probs(history, candidates).mean(0)
 
     def forward(self, users: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.calib[0] * self.log_probs(history, candidates) + self.calib[1]

@@ -25,8 +25,9 @@ set -euo pipefail
 what=$1; shift
 tag=${TAG:-i17-all}
 policy=${POLICY:-ihead}
-reward=(--set 'ranker.scorers=[din,sasrec]' --set ranker.sequence_events=all
-        --set ranker.sequence_max_len=${SEQ_LEN:-20} --set ranker.sequence_seeds=${BAG:-1})
+seq=(--set ranker.sequence_events=all --set ranker.sequence_max_len=${SEQ_LEN:-20}
+     --set ranker.sequence_seeds=${BAG:-1})          # the refitted, bagged SASRec reward
+reward=(--set 'ranker.scorers=[din,sasrec]' "${seq[@]}")
 for s in ${SEEDS:-0 1 2}; do
   run=runs/$tag-s$s
   case "$policy" in
@@ -57,7 +58,7 @@ for s in ${SEEDS:-0 1 2}; do
     else
       [ -d "$run/exposure" ] || rl-align run experiments/configs/paper.yaml --set 'stages=[exposure,ranker]' \
         --set seed=$s --run-dir "$run" "${args[@]}" --set 'ranker.scorers=[din]'
-      rl-align ranker scorers "$run" sasrec "${reward[@]:2}"
+      rl-align ranker scorers "$run" sasrec "${seq[@]}"
     fi
     for split in valid test; do rl-align ranker eval "$run" --split $split --scorer din sasrec > /dev/null; done
   else

@@ -35,8 +35,9 @@ ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 1e6)  # 1e6: the reward alone (ties by the f
 
 
 def fused_scores(rp: Path, split: str, stage: str = "sft"):
-    """The fused list's candidates of one run and split: items (E, B + union) (-1 = none), their fused scores
-    (E, B + union) at the run's β, targets (E,), users and recent histories for the reward."""
+    """The fused list's candidates of one run and split, as the evaluator builds them (:func:`fused_candidates`):
+    items (E, B + union) (-1 = none), their fused scores (E, B + union) at the run's β (-inf = none), the split's
+    EvalSet and the run's config."""
     cfg = load_config(rp / "config.yaml")
     e = cfg.eval
     es = eval_set(load_npz(rp / "data" / "split.npz"), split)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -573,6 +574,10 @@ class RewardConfig:
     )
     ranker_topk: int = doc(10, "ranker_normalize: topk — how many of each group's members get reward 1", ge=1)
     floor: float = doc(-1.0, "reward of an invalid (hallucinated) SID or a non-finite score")
+    seen_reward: Optional[float] = doc(None, "reward of a rollout item the prompt's user has already seen (serving "
+                                             "bans it); such items are left out of the group's ranker rank. None = "
+                                             "score seen items like any other (rl.exclude_seen keeps them out of "
+                                             "the rollouts instead)")
     future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)", ge=1)
     future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)", gt=0, le=1)
     replicas: int = doc(1, "RewardActor replicas behind the pool", ge=1, schedule=True)
@@ -589,6 +594,8 @@ class RewardConfig:
         for name, w in self.functions.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or abs(w) == float("inf"):
                 return [(f"functions.{name}", f"expected a finite number (the weight), got {w!r}")]
+        if self.seen_reward is not None and not math.isfinite(self.seen_reward):
+            return [("seen_reward", f"expected a finite number or null, got {self.seen_reward!r}")]
         return []
 
 

@@ -30,6 +30,12 @@ def test_wrong_type_and_literal(tmp_path):
         load_config(_write(tmp_path, "data: 3\n"))
 
 
+def test_seen_reward_must_be_finite(tmp_path):
+    assert load_config(_write(tmp_path, "reward:\n  seen_reward: 0.0\n")).reward.seen_reward == 0.0
+    with pytest.raises(ConfigError, match=r"reward\.seen_reward: expected a finite number"):
+        load_config(_write(tmp_path, "reward:\n  seen_reward: .nan\n"))
+
+
 def test_invalid_yaml_names_line(tmp_path):
     with pytest.raises(ConfigError, match=r"line 2"):
         load_config(_write(tmp_path, "a: 1\nb: c: d\n"))

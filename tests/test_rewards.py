@@ -126,6 +126,19 @@ def test_ranker_reward_topk_gives_hr_cut_and_floors_invalid():
     assert out.rewards[0].tolist() == [0.0, 1.0, -1.0, 1.0, 0.0] and out.n_invalid == 1
 
 
+def test_seen_items_get_seen_reward_and_no_rank_among_the_servable():
+    inp = _inp([[1, 2, 3, 4, -1]], [9], [[0.9, 0.1, 0.5, 0.3, float("nan")]])
+    inp.seen = torch.tensor([[1, 7, -1]])                      # item 1 was seen; -1 padding matches nothing
+    out = CompositeReward({"ranker": 1.0}, floor=-1.0, seen_reward=0.25)(inp)
+    # item 1 takes the seen reward, items 2–4 are ranked among themselves, the invalid SID keeps the floor
+    assert out.rewards[0].tolist() == [0.25, 0.0, 1.0, 0.5, -1.0]
+    assert out.n_seen == 1 and out.n_invalid == 1
+    plain = CompositeReward({"ranker": 1.0}, floor=-1.0)(inp)   # seen_reward None: seen items are scored as usual
+    assert plain.rewards[0].tolist() == pytest.approx([1.0, 0.0, 2 / 3, 1 / 3, -1.0]) and plain.n_seen == 0
+    with pytest.raises(ValueError, match="seen_reward must be finite"):
+        CompositeReward({"ranker": 1.0}, seen_reward=float("inf"))
+
+
 def test_semantic_reward_is_cosine():
     emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
     out = CompositeReward({"semantic": 1.0}, ctx=RewardContext(item_embeddings=emb))(_inp([[0, 1, 2]], [0]))
@@ -242,6 +255,22 @@ def test_reward_scorer_in_process(tmp_path):
     assert 1.0 <= r[0, 1] <= 2.0 and np.isnan(out["ranker_scores"][0, 2]) and out["target_scores"].shape == (2,)
     with pytest.raises(RewardInputError, match="users: unknown user index 99"):
         sc.score(np.array([99]), np.array([[1]]), np.array([[2]]), np.array([1]))
+
+
+def test_reward_scorer_reads_the_batchs_seen_items(tmp_path):
+    from rl_align.algos.batch import StepBatch
+    from rl_align.rewards.actor import RewardScorer
+
+    save_ranker(_tiny_ranker(), tmp_path / "rk")
+    sc = RewardScorer(tmp_path / "rk", RewardConfig(functions={"ranker": 1.0}, seen_reward=-0.5))
+    b = StepBatch(users=np.array([0, 1]), history=np.array([[1, 2, -1], [3, -1, -1]]), targets=np.array([5, -1]),
+                  rollout_items=np.array([[4, 5, 1], [6, 7, 8]]), seen=np.array([[1, 2, -1], [3, 8, -1]]))
+    out = sc.score_batch(b)
+    assert out.rewards[0, 2] == -0.5 and out.rewards[1, 2] == -0.5
+    assert sorted(out.rewards[0, :2].tolist()) == sorted(out.rewards[1, :2].tolist()) == [0.0, 1.0]  # ranked apart
+    assert out.info["n_seen"] == 2 and np.isfinite(out.rollout_scores).all()   # the gate still sees their scores
+    with pytest.raises(RewardInputError, match="seen: unknown item index 99"):
+        sc.score_batch(b.update(seen=np.array([[99], [1]])))
 
 
 # --------------------------------------------------------------------------- exposure logs

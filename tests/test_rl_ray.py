@@ -416,6 +416,37 @@ def test_serving_prompts_join_the_step_without_their_targets(prepared, tmp_path)
     assert all(r["rollout_seen"] == 0 for r in recs)
 
 
+def test_seen_reward_carries_each_prompts_seen_items_to_the_reward_replicas(prepared, tmp_path):
+    """reward.seen_reward without rl.exclude_seen: rollouts may hold seen items (nothing banned), the batch carries
+    every prompt's seen items (training and serving prompts), and the reward replicas give those rollouts the
+    seen reward: the loop logs their share."""
+    import numpy as np
+
+    from rl_align.cli import main
+    from rl_align.data.prompts import seen_before, serving_prompts
+    from rl_align.driver.controller import Controller
+    from rl_align.sid.catalog import SidCatalog
+    from rl_align.utils.io import load_npz
+
+    run = shutil.copytree(prepared, tmp_path / "run")
+    cfg_path = _cfg(tmp_path, steps=2, serving_prompts=0.5, eval_every=2, checkpoint_every=2, tag="seen",
+                    reward={"functions": {"ranker": 1.0}, "seen_reward": 0.0})
+    c = Controller.__new__(Controller)
+    c.cfg, c.split, c.pairs = load_config(cfg_path, RunConfig), load_npz(run / "data" / "split.npz"), None
+    c.catalog = SidCatalog.load(run / "sids" / "catalog")
+    c.prompt_pool = np.arange(c.split["train_users"].size)
+    c.serving = serving_prompts(c.split)
+    b = c._prompts(0)
+    assert b.banned is None and b.seen.shape[0] == 8
+    want = [*seen_before(c.split, b.rows[:4])] + [c.serving["seen"][np.flatnonzero(c.serving["users"] == u)[0]]
+                                                  for u in b.users[4:]]
+    for got, exp in zip(b.seen, want, strict=True):
+        assert set(got[got >= 0].tolist()) == set(exp[exp >= 0].tolist())
+    assert main(["rl", str(cfg_path), "--run-dir", str(run)]) == 0
+    recs = _records(run, "seen")
+    assert len(recs) == 2 and all(0 < r["reward_seen"] < 1 for r in recs)
+
+
 def test_tilted_objective_runs_in_the_loop_against_the_frozen_start(prepared, tmp_path):
     """rl.algo tilted on beams: the learner holds the frozen starting policy, so at the first step (policy = start)
     an almost untilted target (α → 0) is the policy's own group distribution (KL ≈ 0); a real tilt is not."""

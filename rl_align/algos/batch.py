@@ -32,6 +32,7 @@ class StepBatch:
         prompt_ids: (B, P) int64 left-padded prompt tokens. prompt_mask: (B, P) int64.
         future: (B, F) int64 the user's next training events, y* first, -1 padded (``future_match`` reward).
         banned: (B, S) int64 items the rollouts may not contain, -1 padded (``rl.exclude_seen``).
+        seen: (B, S) int64 items the user interacted with before the prompt, -1 padded (``reward.seen_reward``).
     Rollout fields (rollout pool):
         rollout_tokens: (B, G, T) int64 generated tokens, <pad> after <eos>.
         rollout_logp: (B, G, T) float32 behaviour log-prob of each token (0 at padding).
@@ -57,6 +58,7 @@ class StepBatch:
     prompt_mask: Optional[np.ndarray] = None
     future: Optional[np.ndarray] = None
     banned: Optional[np.ndarray] = None
+    seen: Optional[np.ndarray] = None
     rollout_tokens: Optional[np.ndarray] = None
     rollout_logp: Optional[np.ndarray] = None
     rollout_seq_logp: Optional[np.ndarray] = None

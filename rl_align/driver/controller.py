@@ -300,14 +300,15 @@ class Controller:
         sp = self.split
         users, history = sp["train_users"][rows], sp["train_history"][rows]
         targets = sp["train_targets"][rows].astype(np.int64)
-        banned = seen_before(sp, rows) if r.exclude_seen else None
+        need_seen = r.exclude_seen or self.cfg.reward.seen_reward is not None
+        seen = seen_before(sp, rows) if need_seen else None
         if n_serving:
             sv = prompt_order(self.serving["users"].size, r.seed + 1_000_003, step, n_serving)
             rows = np.r_[rows, np.full(n_serving, -1, np.int64)]
             users = np.r_[users, self.serving["users"][sv]]
             history = pad_cat(history, self.serving["history"][sv])
             targets = np.r_[targets, np.full(n_serving, -1, np.int64)]
-            banned = pad_cat(banned, self.serving["seen"][sv]) if banned is not None else None
+            seen = pad_cat(seen, self.serving["seen"][sv]) if seen is not None else None
         ids, mask = build_prompts(history, self.catalog, users)
         target_tokens = self.catalog.tokens[np.maximum(targets, 0)].astype(np.int64)
         target_tokens[targets < 0] = PAD   # no y*: an empty continuation (NLL and the gate skip the row)
@@ -319,7 +320,8 @@ class Controller:
                          target_tokens=target_tokens, prompt_ids=ids.numpy(), prompt_mask=mask.numpy(),
                          future=(future_events(sp, rows, self.cfg.reward.future_window)
                                  if "future_match" in self.cfg.reward.functions else None),
-                         banned=banned)
+                         banned=seen if r.exclude_seen else None,
+                         seen=seen if self.cfg.reward.seen_reward is not None else None)
 
     def _rollouts(self, b: StepBatch, step: int, rec: dict) -> StepBatch:
         """``b`` with G rollouts per prompt (and y* injected when ``rl.inject_target``); rollout stats → ``rec``."""
@@ -351,6 +353,8 @@ class Controller:
         rec.update(rollout_valid=float((b.rollout_items >= 0).mean()),
                    rollout_unique=float(np.mean([len(set(x.tolist())) for x in b.rollout_items])) / self.cfg.rl.group_size,
                    reward_floored=int(b.info["n_invalid"] + b.info["n_nonfinite"]))
+        if b.seen is not None:   # reward.seen_reward: the share of rollouts the user had already seen
+            rec["reward_seen"] = float(b.info["n_seen"] / b.rollout_items.size)
         return b
 
     def _learn(self, b: StepBatch, step: int, rec: dict) -> dict:

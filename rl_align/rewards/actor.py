@@ -68,7 +68,7 @@ class RewardScorer:
             emb = torch.from_numpy(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).to(self.device)
         ctx = RewardContext(ranker_normalize=cfg.ranker_normalize, item_embeddings=emb,
                             future_discount=cfg.future_discount, ranker_topk=cfg.ranker_topk)
-        self.composite = CompositeReward(cfg.functions, cfg.floor, ctx)
+        self.composite = CompositeReward(cfg.functions, cfg.floor, ctx, cfg.seen_reward)
         self.model = None
         self.n_users = None
         self.version = "no-ranker"
@@ -95,7 +95,8 @@ class RewardScorer:
 
     @torch.no_grad()
     def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
-              with_target_scores: bool = False, future: Optional[np.ndarray] = None) -> dict:
+              with_target_scores: bool = False, future: Optional[np.ndarray] = None,
+              seen: Optional[np.ndarray] = None) -> dict:
         """Rewards of B groups of G items.
 
         Args:
@@ -104,6 +105,7 @@ class RewardScorer:
             with_target_scores: also return the ranker's probability of each ground truth (for AdaGRPO).
             future: (B, F) int64 the user's next events after each prompt, ground truth first, -1 padded
                 (for ``future_match``; None = the ground truth only).
+            seen: (B, S) int64 the items each user saw before the prompt, -1 padded (``reward.seen_reward``).
         Returns:
             dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
             ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
@@ -114,6 +116,8 @@ class RewardScorer:
                              for a in (users, history, items, targets)))
         if future is not None:
             inp.future = torch.as_tensor(np.array(future), dtype=torch.long, device=self.device)
+        if seen is not None:
+            inp.seen = torch.as_tensor(np.array(seen), dtype=torch.long, device=self.device)
         inp.validate(self.n_items, self.n_users)
         scores = tgt = None
         ranker_nf = 0
@@ -134,6 +138,7 @@ class RewardScorer:
                "ranker_scores": (scores.cpu().numpy() if scores is not None
                                  else np.full(inp.items.shape, np.nan, np.float32)),
                "n_invalid": out.n_invalid, "n_nonfinite": out.n_nonfinite, "ranker_nonfinite": ranker_nf,
+               "n_seen": out.n_seen,
                "version": self.version, "compute_s": time.perf_counter() - t0}
         if with_target_scores:
             res["target_scores"] = (tgt.cpu().numpy() if tgt is not None
@@ -144,8 +149,8 @@ class RewardScorer:
         """``batch`` (users, history, targets, rollout_items, optional future) with its reward fields set; the
         counters and the ranker version go to ``info``."""
         res = self.score(batch.users, batch.history, batch.rollout_items, batch.targets, with_target_scores,
-                         batch.future)
-        info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "compute_s")}
+                         batch.future, batch.seen)
+        info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "n_seen", "compute_s")}
         return batch.update(rewards=res["rewards"], rollout_scores=res["ranker_scores"],
                             target_scores=res.get("target_scores"),
                             info={**batch.info, **info, "ranker_version": res["version"]})
@@ -257,7 +262,7 @@ class RewardPool:
         rows = max(1, self.cfg.chunk_size // G)
         # only what a reward reads goes to the replicas (not the prompts' or rollouts' tokens)
         request = StepBatch(users=batch.users, history=batch.history, targets=batch.targets, rollout_items=items,
-                            future=batch.future)
+                            future=batch.future, seen=batch.seen)
         chunks = [(request.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
         before = self.group.retries
         parts = self.group.map("score", chunks, with_target_scores, pin=False, max_inflight=self.cfg.max_inflight,
@@ -268,7 +273,7 @@ class RewardPool:
         if len(versions) != 1:
             raise RuntimeError(f"reward request scored by different ranker versions: {sorted(versions)}")
         info = {k: sum(p.info[k] for p in parts) for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite",
-                                                            "compute_s")}
+                                                            "n_seen", "compute_s")}
         for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite"):
             setattr(self.stats, k, getattr(self.stats, k) + info[k])
         self.stats.requests += 1

@@ -55,6 +55,8 @@ class RewardInputs:
         ranker_scores: (B, G) float click probabilities, filled by the RewardActor when a ``ranker`` term is used.
         future: (B, F) int64 the user's next F events after the prompt, the ground truth first, -1 padded
             (None: only the ground truth is known; ``future_match`` then equals ``exact_match``).
+        seen: (B, S) int64 items the user interacted with before the prompt, -1 padded (``reward.seen_reward``;
+            None: not known, every valid item is scored).
     """
 
     users: torch.Tensor
@@ -63,6 +65,7 @@ class RewardInputs:
     targets: torch.Tensor
     ranker_scores: Optional[torch.Tensor] = None
     future: Optional[torch.Tensor] = None
+    seen: Optional[torch.Tensor] = None
 
     def validate(self, n_items: int, n_users: Optional[int] = None) -> None:
         """Raise :class:`RewardInputError` on bad shapes or out-of-range ids."""
@@ -80,7 +83,9 @@ class RewardInputs:
             known = self.targets >= 0
             if (self.future[known, 0] != self.targets[known]).any():
                 raise RewardInputError("future: the first column must be the ground truth (targets)")
-        extra = (("future", self.future),) if self.future is not None else ()
+        if self.seen is not None and (self.seen.dim() != 2 or self.seen.shape[0] != B):
+            raise RewardInputError(f"seen: expected a (B={B}, S) tensor, got shape {tuple(self.seen.shape)}")
+        extra = tuple((n, t) for n, t in (("future", self.future), ("seen", self.seen)) if t is not None)
         for name, t in (("items", self.items), ("history", self.history), ("targets", self.targets)) + extra:
             bad = (t < -1) | (t >= n_items)
             if bad.any():
@@ -199,6 +204,7 @@ class RewardOutput:
         ranker_scores: (B, G) float ranker probabilities (NaN where invalid / not computed).
         terms: name → (B, G) unweighted term values (for logging).
         n_invalid: invalid SIDs floored. n_nonfinite: non-finite values floored.
+        n_seen: valid items the user had already seen, given ``seen_reward``.
     """
 
     rewards: torch.Tensor
@@ -206,12 +212,21 @@ class RewardOutput:
     terms: dict = field(default_factory=dict)
     n_invalid: int = 0
     n_nonfinite: int = 0
+    n_seen: int = 0
+
+
+def seen_mask(items: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """(B, G) bool: ``items`` (B, G) that appear in their row of ``seen`` (B, S), -1 padding never matching."""
+    return ((items[:, :, None] == seen[:, None, :]) & (seen[:, None, :] >= 0)).any(-1)
 
 
 class CompositeReward:
-    """Σ_k w_k · f_k over the registered functions named in ``weights``; invalid / non-finite → ``floor``."""
+    """Σ_k w_k · f_k over the registered functions named in ``weights``; invalid / non-finite → ``floor``; with
+    ``seen_reward``, an item the user has already seen gets that reward and stays out of every term (serving bans
+    it, so it must not take a rank among the items serving can show)."""
 
-    def __init__(self, weights: dict[str, float], floor: float = -1.0, ctx: Optional[RewardContext] = None) -> None:
+    def __init__(self, weights: dict[str, float], floor: float = -1.0, ctx: Optional[RewardContext] = None,
+                 seen_reward: Optional[float] = None) -> None:
         if not weights:
             raise ValueError("reward.functions: at least one reward function is needed")
         for name, w in weights.items():
@@ -221,6 +236,9 @@ class CompositeReward:
                 raise ValueError(f"reward.functions.{name}: weight must be a finite number, got {w!r}")
         if not math.isfinite(floor):
             raise ValueError(f"reward.floor must be finite, got {floor}")
+        if seen_reward is not None and not math.isfinite(seen_reward):
+            raise ValueError(f"reward.seen_reward must be finite or None, got {seen_reward}")
+        self.seen_reward = seen_reward
         self.weights = dict(weights)
         self.fns = {n: REWARDS.get(n)() for n in weights}
         self.floor = float(floor)
@@ -236,6 +254,9 @@ class CompositeReward:
 
     def __call__(self, inp: RewardInputs) -> RewardOutput:
         valid = inp.items >= 0
+        seen = (valid & seen_mask(inp.items, inp.seen) if self.seen_reward is not None and inp.seen is not None
+                else torch.zeros_like(valid))
+        valid = valid & ~seen
         total = torch.zeros(inp.items.shape, dtype=torch.float32, device=inp.items.device)
         terms = {}
         for name, fn in self.fns.items():
@@ -247,4 +268,6 @@ class CompositeReward:
         if n_nf:
             log.warning("reward: %d non-finite reward(s) replaced by the floor %.3g", n_nf, self.floor)
         rewards = torch.where(valid & torch.isfinite(total), total, torch.full_like(total, self.floor))
-        return RewardOutput(rewards, inp.ranker_scores, terms, int((~valid).sum()), n_nf)
+        if seen.any():
+            rewards = torch.where(seen, torch.full_like(rewards, self.seen_reward), rewards)
+        return RewardOutput(rewards, inp.ranker_scores, terms, int((~valid & ~seen).sum()), n_nf, int(seen.sum()))

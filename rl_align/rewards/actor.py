@@ -109,7 +109,7 @@ class RewardScorer:
         Returns:
             dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
             ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
-            and ``version``.
+            ``n_seen`` (items scored with ``reward.seen_reward``), and ``version``.
         """
         t0 = time.perf_counter()
         inp = RewardInputs(*(torch.as_tensor(np.array(a), dtype=torch.long, device=self.device)
@@ -146,8 +146,8 @@ class RewardScorer:
         return res
 
     def score_batch(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
-        """``batch`` (users, history, targets, rollout_items, optional future) with its reward fields set; the
-        counters and the ranker version go to ``info``."""
+        """``batch`` (users, history, targets, rollout_items, optional future and seen) with its reward fields set;
+        the counters and the ranker version go to ``info``."""
         res = self.score(batch.users, batch.history, batch.rollout_items, batch.targets, with_target_scores,
                          batch.future, batch.seen)
         info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "n_seen", "compute_s")}

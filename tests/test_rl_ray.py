@@ -378,29 +378,36 @@ def test_the_semantic_reward_reads_the_runs_item_vectors(prepared, tmp_path):
         validate(load_config(cfg, RunConfig), run)
 
 
+def _first_prompts(run, cfg_path):
+    """A controller with only what ``_prompts`` reads (no actors), and its step-0 prompt batch."""
+    import numpy as np
+
+    from rl_align.data.prompts import serving_prompts
+    from rl_align.driver.controller import Controller
+    from rl_align.sid.catalog import SidCatalog
+    from rl_align.utils.io import load_npz
+
+    c = Controller.__new__(Controller)
+    c.cfg, c.split, c.pairs = load_config(cfg_path, RunConfig), load_npz(run / "data" / "split.npz"), None
+    c.catalog = SidCatalog.load(run / "sids" / "catalog")
+    c.prompt_pool = np.arange(c.split["train_users"].size)
+    c.serving = serving_prompts(c.split)
+    return c, c._prompts(0)
+
+
 def test_serving_prompts_join_the_step_without_their_targets(prepared, tmp_path):
     """rl.serving_prompts 0.5: half of each step's prompts are users' serving prompts (the valid ranking's own
     prompt) with no y*: their rows carry targets -1 and empty target tokens, their histories are the valid
     histories; the loop trains on them (AdaGRPO with the ranker-only reward) and the run finishes."""
     import math
 
-    import numpy as np
-
     from rl_align.cli import main
-    from rl_align.data.prompts import serving_prompts
-    from rl_align.driver.controller import Controller
-    from rl_align.sid.catalog import PAD, SidCatalog
-    from rl_align.utils.io import load_npz
+    from rl_align.sid.catalog import PAD
 
     run = shutil.copytree(prepared, tmp_path / "run")
     cfg_path = _cfg(tmp_path, steps=2, serving_prompts=0.5, exclude_seen=True, eval_every=2, checkpoint_every=2,
                     tag="serving", reward={"functions": {"ranker": 1.0}})
-    c = Controller.__new__(Controller)
-    c.cfg, c.split, c.pairs = load_config(cfg_path, RunConfig), load_npz(run / "data" / "split.npz"), None
-    c.catalog = SidCatalog.load(run / "sids" / "catalog")
-    c.prompt_pool = np.arange(c.split["train_users"].size)
-    c.serving = serving_prompts(c.split)
-    b = c._prompts(0)
+    c, b = _first_prompts(run, cfg_path)
     assert len(b) == 8 and (b.targets[:4] >= 0).all() and (b.targets[4:] == -1).all() and (b.rows[4:] == -1).all()
     assert (b.target_tokens[4:] == PAD).all() and (b.target_tokens[:4] != PAD).any()
     at = {int(u): i for i, u in enumerate(c.split["valid_users"])}
@@ -423,20 +430,12 @@ def test_seen_reward_carries_each_prompts_seen_items_to_the_reward_replicas(prep
     import numpy as np
 
     from rl_align.cli import main
-    from rl_align.data.prompts import seen_before, serving_prompts
-    from rl_align.driver.controller import Controller
-    from rl_align.sid.catalog import SidCatalog
-    from rl_align.utils.io import load_npz
+    from rl_align.data.prompts import seen_before
 
     run = shutil.copytree(prepared, tmp_path / "run")
     cfg_path = _cfg(tmp_path, steps=2, serving_prompts=0.5, eval_every=2, checkpoint_every=2, tag="seen",
                     reward={"functions": {"ranker": 1.0}, "seen_reward": 0.0})
-    c = Controller.__new__(Controller)
-    c.cfg, c.split, c.pairs = load_config(cfg_path, RunConfig), load_npz(run / "data" / "split.npz"), None
-    c.catalog = SidCatalog.load(run / "sids" / "catalog")
-    c.prompt_pool = np.arange(c.split["train_users"].size)
-    c.serving = serving_prompts(c.split)
-    b = c._prompts(0)
+    c, b = _first_prompts(run, cfg_path)
     assert b.banned is None and b.seen.shape[0] == 8
     want = [*seen_before(c.split, b.rows[:4])] + [c.serving["seen"][np.flatnonzero(c.serving["users"] == u)[0]]
                                                   for u in b.users[4:]]

@@ -1,0 +1,151 @@
+"""Issue 22: in a bucket catalog, rank *every* new item through its parent prefix, as the RQ cold expansion does.
+
+The bucket cold mixture (``Buckets.expand``) gives a new item a share of its own bucket's code mass, so a new item is
+reached only when a beam ends in its bucket's exact code. RQ-KMeans's expansion reaches a new item through any beam
+that passes through its parent prefix, and 20 beams pass through many more prefixes than they end in. The eleventh
+session routed only the items of all-new buckets that way (and added the parents' mass to the buckets' Z(x)). This
+probe asks the clean question on the same checkpoints and the same beams: with the RQ rule for every new item,
+
+    P(i | x) = (1 - α) · P(code(i) | x) · P_warm(i | code, x)                    (items with training interactions)
+             + α · P(parent(i) | x) / (n_new(parent(i)) · Z_parents(x))          (items without)
+
+(content tie-break inside a parent, as RQ-KMeans has), how do cold, valid and test HR@10 compare with the saved rule?
+Rows: ``bucket`` (the saved rule; reproduces ``rl-align eval RUN --split all --cold-expansion``), ``parents`` (the
+RQ rule above for every new item). Run on an RQ-KMeans run, ``bucket`` is its own rule (no buckets) and ``parents``
+is the same.
+
+    python experiments/i22_parent_route_probe.py runs/i22f-bucket-s0 runs/i22f-rqk-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rl_align.data.split import train_popularity
+from rl_align.eval.cold_expand import (
+    ColdIndex,
+    cold_route_items,
+    expand_with_cold,
+    measured_cold_prior,
+    parent_shares,
+    parents_log_mass,
+    reached_parents,
+    user_queries,
+)
+from rl_align.eval.evaluate import eval_set, metrics, target_ranks
+from rl_align.eval.run_eval import policy_dir
+from rl_align.policy.data import build_prompts
+from rl_align.policy.model import load_policy
+from rl_align.rollouts.base import GenerationRequest
+from rl_align.rollouts.torch_engine import TorchEngine
+from rl_align.sid.catalog import SidCatalog
+from rl_align.utils.io import load_npz
+from rl_align.utils.ranking import merge_and_rank
+
+
+def parent_rule(res, catalog: SidCatalog, hist: np.ndarray, seen: np.ndarray, index: ColdIndex, prior: float,
+                k: int, vecs: np.ndarray, temp: float = 0.0) -> np.ndarray:
+    """(N, k) ranked items: warm items by their bucket's mass (new items given no bucket share), new items only
+    through their parent prefix (``index`` holds every new item)."""
+    B = catalog.buckets
+    reps, slp = res.items.numpy(), res.seq_logprob.numpy()
+    items, valid, logp = B._ordered(reps, hist, 0.0, None)
+    new = B._new(items, valid)
+    warm = valid & ~new
+    # the warm items' softmax renormalised without the new ones: logp - log Σ_warm p
+    lw = np.where(warm, logp, -np.inf)
+    norm = np.logaddexp.reduce(lw, axis=2, keepdims=True)
+    joint = np.where(warm & np.isfinite(slp)[..., None], slp[..., None] + lw - np.where(np.isfinite(norm), norm, 0)
+                     + math.log1p(-prior), -np.inf)
+    seqs, cum = res.sequences.numpy(), np.cumsum(res.token_logprobs.numpy(), axis=2)
+    q = user_queries(hist, vecs)
+    out = np.full((reps.shape[0], k), -1, np.int64)
+    for r in range(reps.shape[0]):
+        score: dict[int, float] = {}
+        ok = np.isfinite(joint[r])
+        for it, v in zip(items[r][ok].tolist(), joint[r][ok].tolist()):
+            score[it] = max(score.get(it, -np.inf), v)
+        parents = reached_parents(seqs[r], cum[r], slp[r], reps[r], index)
+        cold = parent_shares(parents, index, parents_log_mass(parents), math.log(prior)) if parents else {}
+        if temp and cold:   # within a parent: softmax of content similarity at T instead of uniform
+            for key in parents:
+                kids = index.children[key]
+                lg = (vecs[kids] @ q[r]) / temp
+                ls = lg - np.logaddexp.reduce(lg)
+                for c, v in zip(kids.tolist(), ls.tolist()):
+                    cold[c] += v + math.log(kids.size)
+        cand, _ = merge_and_rank(score, cold, seen[r], k, lambda c, qq=q[r]: vecs[c] @ qq)
+        out[r, : cand.size] = cand
+    return out
+
+
+def probe(run: Path, beams: int, batch: int, temps: list[float]) -> dict:
+    """HR@10 on valid, test and cold of the saved rule and of the parent rule, and per-case cold hits."""
+    catalog = SidCatalog.load(run / "sids" / "catalog")
+    split = load_npz(run / "data" / "split.npz")
+    pop = train_popularity(split, catalog.n_items)
+    engine = TorchEngine(load_policy(policy_dir(run, "sft"), catalog), catalog)
+    prior = measured_cold_prior(split)
+    vecs = np.load(run / "embed" / "item_emb.npy").astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    all_new = ColdIndex.build(catalog, np.flatnonzero(pop <= 0))
+    saved = ColdIndex.build(catalog, cold_route_items(catalog, pop))
+    out: dict = {"prior": prior}
+    for part in ("valid", "test", "cold"):
+        es = eval_set(split, part)
+        rows = {"bucket": [], "parents": [], **{f"parents-T{t:g}": [] for t in temps}}
+        for s in range(0, es.targets.size, batch):
+            hist, seen = es.history[s: s + batch], es.seen[s: s + batch]
+            ids, mask = build_prompts(hist, catalog, es.users[s: s + batch])
+            res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=True,
+                                                    banned_items=torch.from_numpy(seen)))
+            if catalog.has_buckets:
+                r0, _ = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams, seen,
+                                               cold_prior=prior)
+                r1 = parent_rule(res, catalog, hist, seen, all_new, prior, beams, vecs)
+            else:
+                r0, _ = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(), res.seq_logprob.numpy(),
+                                         res.items.numpy(), saved, prior, beams, seen, user_queries(hist, vecs), vecs)
+                r1 = r0
+            rows["bucket"].append(r0)
+            rows["parents"].append(r1)
+            for t in temps:
+                rows[f"parents-T{t:g}"].append(parent_rule(res, catalog, hist, seen, all_new, prior, beams, vecs, t)
+                                                if catalog.has_buckets else r0)
+        for name, parts in rows.items():
+            ranked = np.concatenate(parts)
+            out.setdefault(name, {})[part] = {"hr@10": metrics(ranked, es.targets, [10])["hr@10"],
+                                              "target_rank": target_ranks(ranked, es.targets).tolist()}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--beams", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--temps", nargs="*", type=float, default=[], help="content softmax temperatures inside a parent")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    print("| run | rule | valid HR@10 | test HR@10 | cold HR@10 |")
+    print("|---|---|---|---|---|")
+    for run in a.runs:
+        res = probe(run, a.beams, a.batch, a.temps)
+        (run / "eval" / "parent_route_probe.json").write_text(json.dumps(res))
+        for name in res:
+            if name == "prior":
+                continue
+            m = res[name]
+            print(f"| {run.name} | {name} | {m['valid']['hr@10']:.4f} | {m['test']['hr@10']:.4f} | "
+                  f"{m['cold']['hr@10']:.4f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

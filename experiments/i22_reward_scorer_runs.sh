@@ -12,6 +12,9 @@
 #   runs/i22f-bucket-s{0,1,2} --group "SA²CRQ bucket, SASRec scorer"
 #   runs/i22f-bucket-s{0,1,2}/eval/metrics_sft_cold-expansion_bucket-reward-sasrec-T$T.json
 set -euo pipefail
+# the figures this script recorded were made with 8 tail codewords per level, the preset then (now 24): TAIL_CODES
+# overrides
+TAIL=(--set sid.sa2crq.tail_codebook_size=${TAIL_CODES:-8})
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)
 P=${PREFIX:-i22f}
@@ -20,7 +23,7 @@ for s in ${SEEDS:-0 1 2}; do
   case "$what" in
     train)
       rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/$P-rqk-s$s
-      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s \
+      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" \
         --set 'stages=[data,embed,sids,sft,eval,exposure,ranker]' --set 'ranker.scorers=[din,sasrec]' \
         --run-dir runs/$P-bucket-s$s "$@" ;;
     choose)

@@ -8,6 +8,9 @@
 #   python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22f-rqk-s{0,1,2} \
 #          --group "SA²CRQ bucket" runs/i22f-bucket-s{0,1,2}
 set -euo pipefail
+# the figures this script recorded were made with 8 tail codewords per level, the preset then (now 24): TAIL_CODES
+# overrides
+TAIL=(--set sid.sa2crq.tail_codebook_size=${TAIL_CODES:-8})
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)
 # PREFIX names the run dirs (i22f: after held-out items got collaborative vectors from their text neighbours);
@@ -15,9 +18,9 @@ COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --se
 P=${PREFIX:-i22}
 for s in ${SEEDS:-0 1 2}; do
   rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/$P-rqk-s$s
-  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --run-dir runs/$P-bucket-s$s "$@"
+  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" --run-dir runs/$P-bucket-s$s "$@"
   if [ "${CAP:-1}" = 1 ]; then
-    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.bucket_cap=10 \
+    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" --set sid.bucket_cap=10 \
       --run-dir runs/$P-bucket-cap10-s$s "$@"
   fi
 done

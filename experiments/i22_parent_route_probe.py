@@ -11,10 +11,11 @@ probe asks the clean question on the same checkpoints and the same beams: with t
 
 (content tie-break inside a parent, as RQ-KMeans has), how do cold, valid and test HR@10 compare with the saved rule?
 Rows: ``bucket`` (the saved rule; reproduces ``rl-align eval RUN --split all --cold-expansion``), ``parents`` (the
-RQ rule above for every new item). Run on an RQ-KMeans run, ``bucket`` is its own rule (no buckets) and ``parents``
-is the same.
+RQ rule above for every new item) and ``parents-T<T>`` (with ``--temps``: a parent's share split by a softmax of
+content similarity at T instead of evenly). Run on an RQ-KMeans run, ``bucket`` is its own rule (no buckets) and the
+others are the same.
 
-    python experiments/i22_parent_route_probe.py runs/i22f-bucket-s0 runs/i22f-rqk-s0
+    python experiments/i22_parent_route_probe.py runs/i22f-bucket-s0 runs/i22f-rqk-s0 --temps 0.03 0.1 0.3
 """
 
 from __future__ import annotations
@@ -49,20 +50,36 @@ from rl_align.utils.io import load_npz
 from rl_align.utils.ranking import merge_and_rank
 
 
-def parent_rule(res, catalog: SidCatalog, hist: np.ndarray, seen: np.ndarray, index: ColdIndex, prior: float,
-                k: int, vecs: np.ndarray, temp: float = 0.0) -> np.ndarray:
-    """(N, k) ranked items: warm items by their bucket's mass (new items given no bucket share), new items only
-    through their parent prefix (``index`` holds every new item)."""
+def warm_joint(catalog: SidCatalog, reps: np.ndarray, slp: np.ndarray, hist: np.ndarray, prior: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Items (N, B, S) of each beam's bucket and their joint log-score (N, B, S): log(1 - α) + log P(code | x) +
+    the scorer's log-share among the bucket's *trained* items (new items get -inf: they come only by parent)."""
     B = catalog.buckets
-    reps, slp = res.items.numpy(), res.seq_logprob.numpy()
     items, valid, logp = B._ordered(reps, hist, 0.0, None)
-    new = B._new(items, valid)
-    warm = valid & ~new
-    # the warm items' softmax renormalised without the new ones: logp - log Σ_warm p
+    warm = valid & ~B._new(items, valid)
     lw = np.where(warm, logp, -np.inf)
-    norm = np.logaddexp.reduce(lw, axis=2, keepdims=True)
+    norm = np.logaddexp.reduce(lw, axis=2, keepdims=True)       # renormalise without the new items
     joint = np.where(warm & np.isfinite(slp)[..., None], slp[..., None] + lw - np.where(np.isfinite(norm), norm, 0)
                      + math.log1p(-prior), -np.inf)
+    return items, joint
+
+
+def content_split(cold: dict[int, float], parents: dict, index: ColdIndex, vecs: np.ndarray, q: np.ndarray,
+                  temp: float) -> None:
+    """In place: each parent's cold share split by softmax(cosine(item, q) / T) over its new items, not evenly."""
+    for key in parents:
+        kids = index.children[key]
+        lg = (vecs[kids] @ q) / temp
+        for c, v in zip(kids.tolist(), (lg - np.logaddexp.reduce(lg)).tolist()):
+            cold[c] += v + math.log(kids.size)
+
+
+def parent_rule(res, catalog: SidCatalog, hist: np.ndarray, seen: np.ndarray, index: ColdIndex, prior: float,
+                k: int, vecs: np.ndarray, temp: float = 0.0) -> np.ndarray:
+    """(N, k) ranked items: trained items by their bucket's mass (:func:`warm_joint`), new items only through their
+    parent prefix (``index`` holds every new item), evenly or, with ``temp``, by content (:func:`content_split`)."""
+    reps, slp = res.items.numpy(), res.seq_logprob.numpy()
+    items, joint = warm_joint(catalog, reps, slp, hist, prior)
     seqs, cum = res.sequences.numpy(), np.cumsum(res.token_logprobs.numpy(), axis=2)
     q = user_queries(hist, vecs)
     out = np.full((reps.shape[0], k), -1, np.int64)
@@ -73,13 +90,8 @@ def parent_rule(res, catalog: SidCatalog, hist: np.ndarray, seen: np.ndarray, in
             score[it] = max(score.get(it, -np.inf), v)
         parents = reached_parents(seqs[r], cum[r], slp[r], reps[r], index)
         cold = parent_shares(parents, index, parents_log_mass(parents), math.log(prior)) if parents else {}
-        if temp and cold:   # within a parent: softmax of content similarity at T instead of uniform
-            for key in parents:
-                kids = index.children[key]
-                lg = (vecs[kids] @ q[r]) / temp
-                ls = lg - np.logaddexp.reduce(lg)
-                for c, v in zip(kids.tolist(), ls.tolist()):
-                    cold[c] += v + math.log(kids.size)
+        if temp and cold:
+            content_split(cold, parents, index, vecs, q[r], temp)
         cand, _ = merge_and_rank(score, cold, seen[r], k, lambda c, qq=q[r]: vecs[c] @ qq)
         out[r, : cand.size] = cand
     return out

@@ -26,3 +26,16 @@ def test_paired_hr_mcnemar_and_bootstrap():
     assert same["ratio"] == 1.0 and same["p"] == 1.0 and same["ci_low"] == same["ci_high"] == 1.0
     with pytest.raises(ValueError, match="same users"):
         paired_hr(a, b[:10])
+
+
+def test_mcnemar_exact_with_more_than_1023_discordant_pairs():
+    """2 ** n overflows a float past n = 1023: pooled cold cases over five seeds reach that."""
+    import math
+
+    from rl_align.eval.significance import mcnemar_exact
+
+    assert mcnemar_exact(600, 600) == 1.0
+    even = mcnemar_exact(560, 540)                                  # n = 1100, a small imbalance
+    assert 0.5 < even < 0.6                                         # normal approx.: 2·(1 − Φ(19.5 / √275)) ≈ 0.56
+    assert mcnemar_exact(400, 700) < 1e-15                          # far from even: tiny, not an error
+    assert mcnemar_exact(51, 49) == pytest.approx(2 * sum(math.comb(100, i) for i in range(50)) / 2 ** 100)

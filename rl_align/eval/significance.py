@@ -19,7 +19,8 @@ def mcnemar_exact(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    # exact integer sum; its log, so that 2 ** n (n > 1023 discordant pairs) does not overflow a float
+    tail = math.exp(math.log(sum(math.comb(n, i) for i in range(k + 1))) - n * math.log(2.0))
     return min(1.0, 2.0 * tail)
 
 

@@ -75,25 +75,28 @@ def content_split(cold: dict[int, float], parents: dict, index: ColdIndex, vecs:
 
 
 def parent_rule(res, catalog: SidCatalog, hist: np.ndarray, seen: np.ndarray, index: ColdIndex, prior: float,
-                k: int, vecs: np.ndarray, temp: float = 0.0) -> np.ndarray:
-    """(N, k) ranked items: trained items by their bucket's mass (:func:`warm_joint`), new items only through their
-    parent prefix (``index`` holds every new item), evenly or, with ``temp``, by content (:func:`content_split`)."""
+                k: int, vecs: np.ndarray, temps: list[float]) -> dict[float, np.ndarray]:
+    """T → (N, k) ranked items, for T = 0 (new items' parent share split evenly) and each of ``temps`` (split by
+    content, :func:`content_split`): trained items by their bucket's mass (:func:`warm_joint`), new items only
+    through their parent prefix (``index`` holds every new item). Beams, warm scores and parents are computed once."""
     reps, slp = res.items.numpy(), res.seq_logprob.numpy()
     items, joint = warm_joint(catalog, reps, slp, hist, prior)
     seqs, cum = res.sequences.numpy(), np.cumsum(res.token_logprobs.numpy(), axis=2)
     q = user_queries(hist, vecs)
-    out = np.full((reps.shape[0], k), -1, np.int64)
+    out = {t: np.full((reps.shape[0], k), -1, np.int64) for t in [0.0, *temps]}
     for r in range(reps.shape[0]):
-        score: dict[int, float] = {}
+        warm: dict[int, float] = {}
         ok = np.isfinite(joint[r])
         for it, v in zip(items[r][ok].tolist(), joint[r][ok].tolist()):
-            score[it] = max(score.get(it, -np.inf), v)
+            warm[it] = max(warm.get(it, -np.inf), v)
         parents = reached_parents(seqs[r], cum[r], slp[r], reps[r], index)
-        cold = parent_shares(parents, index, parents_log_mass(parents), math.log(prior)) if parents else {}
-        if temp and cold:
-            content_split(cold, parents, index, vecs, q[r], temp)
-        cand, _ = merge_and_rank(score, cold, seen[r], k, lambda c, qq=q[r]: vecs[c] @ qq)
-        out[r, : cand.size] = cand
+        even = parent_shares(parents, index, parents_log_mass(parents), math.log(prior)) if parents else {}
+        for t, ranked in out.items():
+            cold = dict(even)
+            if t and cold:
+                content_split(cold, parents, index, vecs, q[r], t)
+            cand, _ = merge_and_rank(dict(warm), cold, seen[r], k, lambda c, qq=q[r]: vecs[c] @ qq)
+            ranked[r, : cand.size] = cand
     return out
 
 
@@ -120,16 +123,14 @@ def probe(run: Path, beams: int, batch: int, temps: list[float]) -> dict:
             if catalog.has_buckets:
                 r0, _ = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams, seen,
                                                cold_prior=prior)
-                r1 = parent_rule(res, catalog, hist, seen, all_new, prior, beams, vecs)
+                by_t = parent_rule(res, catalog, hist, seen, all_new, prior, beams, vecs, temps)
             else:
                 r0, _ = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(), res.seq_logprob.numpy(),
                                          res.items.numpy(), saved, prior, beams, seen, user_queries(hist, vecs), vecs)
-                r1 = r0
+                by_t = {t: r0 for t in [0.0, *temps]}
             rows["bucket"].append(r0)
-            rows["parents"].append(r1)
-            for t in temps:
-                rows[f"parents-T{t:g}"].append(parent_rule(res, catalog, hist, seen, all_new, prior, beams, vecs, t)
-                                                if catalog.has_buckets else r0)
+            for t, ranked in by_t.items():
+                rows["parents" if t == 0 else f"parents-T{t:g}"].append(ranked)
         for name, parts in rows.items():
             ranked = np.concatenate(parts)
             out.setdefault(name, {})[part] = {"hr@10": metrics(ranked, es.targets, [10])["hr@10"],

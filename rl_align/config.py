@@ -342,6 +342,10 @@ class SftConfig:
               "path (rl_align/sft/distill.py); null = off")
     item_head_weight: float = doc(0.5, "with policy.item_head: loss = NLL + this × the item head's full-softmax "
                                        "cross-entropy over the catalog", gt=0)
+    item_head_future: int = doc(1, "with policy.item_head: how many of the user's items the head learns to predict "
+                                   "from each target's state: 1 = the next item only; k > 1 = the mean cross-entropy "
+                                   "over the next k training items (a dense all-action loss, as PinnerFormer's), never "
+                                   "past the user's last training event", ge=1)
     distill_weight: float = doc(0.0, "λ: loss = NLL + λ · soft cross-entropy to the teacher's targets (0 = off)", ge=0)
     distill_temperature: float = doc(1.0, "softmax temperature of the teacher's logits (> 1 = softer targets)", gt=0)
     distill_topk: int = doc(100, "teacher items kept per training event (the rest of its mass is dropped)", ge=1)
@@ -829,7 +833,8 @@ class RunConfig:
     def _item_head_errors(self) -> list[tuple[str, str]]:
         """policy.item_head scores single items from the state before a plain SID: refuse what it cannot serve."""
         if self.policy.item_head == "none":
-            return []
+            return [("sft.item_head_future", f"expected 1 without policy.item_head, got {self.sft.item_head_future}")
+                    ] if self.sft.item_head_future != 1 else []
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
                  (self.sid.history == "items", "sid.history: items (the packed item-token batch)"),
                  (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),

@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 from rl_align.config import ConfigError, PolicyConfig, RunConfig, from_dict
 from rl_align.eval.evaluate import EvalSet, metrics, rank_with_engine
 from rl_align.eval.hybrid import choose_beta, fused_candidates, head_logprobs, hybrid_rankings, valid_record
-from rl_align.policy.data import windows_to_batch
+from rl_align.policy.data import events_to_items, windows_to_batch
 from rl_align.policy.item_head import (
     ATTR,
     FILE,
     attach_item_head,
     first_code_positions,
+    future_targets,
     item_head_loss,
     item_head_of,
     load_item_head,
@@ -51,6 +52,34 @@ def test_targets_line_up_with_first_code_positions(small):
     nxt = b["labels"][:, 1:][at[:, :-1]]
     assert nxt.tolist() == [cat.item_tokens(i)[0] for i in (7, 9, 11, 20, 21, 22)]
     assert target_items(windows, None).tolist() == [3, 5, 7, 9, 2, 11, 20, 21, 22]
+
+
+def test_future_targets_read_the_users_later_training_items_only():
+    # two users: events 0-5 (items 10..15; events 4 and 5 are valid / test) and 6-10 (items 20..24; 9, 10 held out)
+    seq_items = np.array([10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24])
+    offsets = np.array([0, 6, 11])
+    events = np.array([[0, 1, 2, 3], [-1, 6, 7, 8]])
+    n_target = np.array([2, 3])
+    fut = future_targets(events, n_target, seq_items, offsets, 3)
+    assert fut[:, 0].tolist() == target_items(events_to_items(events, seq_items), n_target).tolist()
+    assert fut.tolist() == [[12, 13, -1], [13, -1, -1], [20, 21, 22], [21, 22, -1], [22, -1, -1]]
+    assert future_targets(events, n_target, seq_items, offsets, 1).tolist() == [[12], [13], [20], [21], [22]]
+
+
+def test_future_loss_is_the_mean_over_each_positions_items(small):
+    cat, model, head = small
+    windows = np.array([[3, 5, 7, 9], [1, 2, 10, 11]])
+    b = windows_to_batch(windows, cat, np.array([2, 2]))
+    labels = b.pop("labels")
+    with torch.no_grad():
+        h = model(**b, output_hidden_states=True).hidden_states[-1]
+        first = target_items(windows, np.array([2, 2]))  # [7, 9, 10, 11]
+        plain = item_head_loss(head, h, labels, first, cat)
+        assert torch.allclose(item_head_loss(head, h, labels, first[:, None], cat), plain)
+        fut = torch.tensor([[7, 9], [9, -1], [10, 11], [11, -1]])
+        logp = torch.log_softmax(head(h[first_code_positions(labels, cat)]).float(), -1)
+        want = -(logp[0, 7] + logp[0, 9]) / 2 - logp[1, 9] - (logp[2, 10] + logp[2, 11]) / 2 - logp[3, 11]
+        assert torch.allclose(item_head_loss(head, h, labels, fut, cat), want / 4)
 
 
 def test_head_loss_trains_head_and_trunk(small):
@@ -192,6 +221,10 @@ def test_config_checks_the_head_fields():
         from_dict(RunConfig, {"eval": {"item_head_betas": [1, -1]}}, source="c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_weight: expected a value > 0"):
         from_dict(RunConfig, {"sft": {"item_head_weight": 0}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_future: expected a value ≥ 1"):
+        from_dict(RunConfig, {"policy": {"item_head": "free"}, "sft": {"item_head_future": 0}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_future: expected 1 without policy.item_head, got 3"):
+        from_dict(RunConfig, {"sft": {"item_head_future": 3}}, source="c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_union: expected a value ≥ 0"):
         from_dict(RunConfig, {"eval": {"item_head_union": -1}}, source="c.yaml")
 

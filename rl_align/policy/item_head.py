@@ -100,6 +100,22 @@ def target_items(windows: np.ndarray, n_target: Optional[np.ndarray]) -> torch.T
     return torch.as_tensor(np.concatenate([r[c - t:c] for r, c, t in zip(w, n, k)]).astype(np.int64))
 
 
+def future_targets(events: np.ndarray, n_target: Optional[np.ndarray], seq_items: np.ndarray,
+                   seq_offsets: np.ndarray, k: int) -> torch.Tensor:
+    """Each target of a batch's windows and the user's next ``k - 1`` training items (``sft.item_head_future``).
+
+    Rows follow :func:`target_items`; column 0 is the target item itself, column j the item j events later in the
+    user's log, -1 past the user's last training event (the last two events, valid and test, are never read).
+    events: (M, W) event indices into ``seq_items`` (-1 = none); n_target: (M,) (None = every entry); seq_offsets:
+    (n_users + 1,). Returns (sum n_target, k) int64."""
+    first = target_items(events, n_target).numpy()
+    offsets = np.asarray(seq_offsets, np.int64)
+    end = offsets[np.searchsorted(offsets, first, side="right")] - 2  # the user's first non-training event
+    ahead = first[:, None] + np.arange(k, dtype=np.int64)[None, :]
+    items = np.asarray(seq_items, np.int64)[np.minimum(ahead, len(seq_items) - 1)]
+    return torch.as_tensor(np.where(ahead < end[:, None], items, -1))
+
+
 def first_code_positions(labels: torch.Tensor, catalog: SidCatalog) -> torch.Tensor:
     """(M, P) bool: the positions whose next label is a target item's first SID token (the state the head reads).
     labels: (M, P) token ids, -100 = ignored, as HF causal-LM labels (position t predicts labels[:, t + 1])."""
@@ -113,11 +129,19 @@ def item_head_loss(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, t
     """Full-softmax cross-entropy of the head at every target's first-code position.
 
     hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P); targets: (T,) the target items in
-    row order (:func:`target_items`). ValueError when the counts differ. Returns a scalar."""
+    row order (:func:`target_items`), or (T, k) with later items beside each (:func:`future_targets`, -1 = none;
+    column 0 must be set): then each position's loss is the mean cross-entropy over its row's items, and the batch's
+    the mean over positions (k = 1 is the plain loss). ValueError when the counts differ. Returns a scalar."""
     at = first_code_positions(labels, catalog)
-    if int(at.sum()) != targets.numel():
-        raise ValueError(f"item head: {int(at.sum())} first-code positions but {targets.numel()} target items")
-    return torch.nn.functional.cross_entropy(head(hidden[at]).float(), targets.to(hidden.device))
+    if int(at.sum()) != targets.shape[0]:
+        raise ValueError(f"item head: {int(at.sum())} first-code positions but {targets.shape[0]} target items")
+    targets = targets.to(hidden.device)
+    logp = torch.log_softmax(head(hidden[at]).float(), dim=-1)
+    if targets.dim() == 1:
+        return torch.nn.functional.nll_loss(logp, targets)
+    valid = targets >= 0
+    nll = -logp.gather(1, targets.clamp(min=0)) * valid
+    return (nll.sum(1) / valid.sum(1).clamp(min=1)).mean()
 
 
 def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:

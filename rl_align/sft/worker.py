@@ -31,7 +31,13 @@ from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
-from rl_align.policy.item_head import attach_item_head, item_head_loss, item_head_of, target_items
+from rl_align.policy.item_head import (
+    attach_item_head,
+    future_targets,
+    item_head_loss,
+    item_head_of,
+    target_items,
+)
 from rl_align.policy.model import (
     add_embedding_dropout,
     add_hidden_dropout,
@@ -233,8 +239,10 @@ class SftWorker:
             rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
             loss = loss + self.sft.distill_weight * distill_loss(out.logits, rows, cols, q)
         if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
+            targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(
+                events, n_target, self.split["seq_items"], self.split["seq_offsets"], self.sft.item_head_future)
             loss = loss + self.sft.item_head_weight * item_head_loss(
-                head, out.hidden_states[-1], labels, target_items(items, n_target), self.catalog)
+                head, out.hidden_states[-1], labels, targets, self.catalog)
         return loss
 
     def _evaluate(self, epoch: int, record: dict) -> None:

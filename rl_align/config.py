@@ -833,8 +833,10 @@ class RunConfig:
     def _item_head_errors(self) -> list[tuple[str, str]]:
         """policy.item_head scores single items from the state before a plain SID: refuse what it cannot serve."""
         if self.policy.item_head == "none":
-            return [("sft.item_head_future", f"expected 1 without policy.item_head, got {self.sft.item_head_future}")
-                    ] if self.sft.item_head_future != 1 else []
+            if self.sft.item_head_future != 1:
+                got = self.sft.item_head_future
+                return [("sft.item_head_future", f"expected 1 without policy.item_head, got {got}")]
+            return []
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
                  (self.sid.history == "items", "sid.history: items (the packed item-token batch)"),
                  (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),

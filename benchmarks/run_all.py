@@ -5,8 +5,9 @@ Each benchmark runs as its own process, one after another (they time things: nev
 ``benchmarks/results/<name>.{json,md}``. Then the table between ``<!-- bench-table:start -->`` and
 ``<!-- bench-table:end -->`` in README.md is rewritten from those JSON files — every row with its peer setting,
 median and range, ratio and command — and ``benchmarks/results/summary.md`` gets the same table plus when each
-row was measured. With a GPU present (``torch.cuda.is_available()``) the decoder benchmark also runs on it and
-its absolute figures are recorded beside the CPU ratios (``decoder_gpu.json``).
+row was measured. With a GPU present (``torch.cuda.is_available()``) the decoder benchmark also runs on it
+(``decoder_gpu.json``, ``decoder_30m_gpu.json``), and so does ``bench_device.py``: CPU ↔ GPU parity of the torch core
+and the GPU's speed over the CPU's (``device.json``).
 
     .venv/bin/python benchmarks/run_all.py [--run-dir RUN] [--only decoder rl_trl ...] [--skip tune ...]
                                           [--table-only] [--list]
@@ -164,6 +165,25 @@ def vllm_rows(d: dict) -> list[list[str]]:
              f"vLLM {d['sample_ratio_vllm_over_torch']:.2f}× / {d['beam_ratio_vllm_over_torch']:.2f}× on CPU"]]
 
 
+def device_rows(d: dict) -> list[list[str]]:
+    """bench_device.py: CPU ↔ GPU parity of the torch core, then the GPU's speed over the CPU's."""
+    sp = d["speed"]
+    beam = sp[max((k for k in sp if k.startswith("beam_")), key=lambda k: int(k.rsplit("n", 1)[1]))]
+    sft = sp["sft_windows_per_s_bs1024"]
+    cpu = f"cpu ({d['cpu_threads']} threads)"
+    ok = "all pass" if all(d["passed"].values()) else "FAILED: " + ", ".join(k for k, v in d["passed"].items() if not v)
+    return [[f"CPU ↔ {d['gpu']} parity of the torch core (beam search, seeded sampling, teacher-forced log π, item-head "
+             f"fusion, SFT loss and one AdamW step), {d['users']} ML-100K valid users, 64-wide item-head policy",
+             f"{ok}: top-10 lists identical {d['beam_top10_identical']:.1%}, largest log π difference "
+             f"{d['beam_max_abs_dlogp']:.1e} (beams) / {d['teacher_forced_vs_engine_max_abs_dlogp']:.1e} (learner's "
+             f"recompute), samples identical {d['sample_items_identical']:.1%}, SFT loss Δ "
+             f"{d['sft_loss_abs_diff']:.1e}; beam search (B = {d['beams']}, one batch of all users) "
+             f"{beam[d['device']]:,.0f} vs {cpu} {beam['cpu']:,.0f} prompts/s; SFT step, batch 1024: "
+             f"{sft[d['device']]:,.0f} (bf16 autocast {sft[d['device'] + '_bf16']:,.0f}) vs {sft['cpu']:,.0f} "
+             f"windows/s (medians of 5)",
+             f"beam **{beam[d['device']] / beam['cpu']:.1f}×**, SFT **{sft[d['device']] / sft['cpu']:.1f}×** the CPU"]]
+
+
 BENCHES = [
     Bench("decoder", "bench_decoder.py",
           lambda run: [str(run), "--prompts", "128", "--beams", "10", "20", "50", "--sizes", "preset", "--repeats", "3",
@@ -189,8 +209,16 @@ BENCHES = [
     Bench("vllm", "bench_vllm_engine.py", lambda run: [str(run)], "vllm_engine.json", vllm_rows,
           python=".venv-vllm/bin/python"),
     Bench("decoder_gpu", "bench_decoder.py",
-          lambda run: [str(run), "--device", "cuda", "--sizes", "preset", "30m", "--out", str(RES / "decoder_gpu.json")],
+          lambda run: [str(run), "--device", "cuda", "--threads", "16", "--sizes", "preset", "--beams", "10", "20", "50",
+                       "--prompts", "128", "--repeats", "3", "--out", str(RES / "decoder_gpu.json")],
           "decoder_gpu.json", decoder_rows, gpu=True),
+    Bench("decoder_30m_gpu", "bench_decoder.py",
+          lambda run: [str(run), "--device", "cuda", "--threads", "16", "--sizes", "30m", "--beams", "10", "20",
+                       "--prompts", "64", "--repeats", "3", "--out", str(RES / "decoder_30m_gpu.json")],
+          "decoder_30m_gpu.json", decoder_rows, gpu=True),
+    Bench("device", "bench_device.py",
+          lambda run: [str(run), "--device", "cuda", "--users", "1024", "--repeats", "5", "--out", str(RES / "device")],
+          "device.json", device_rows, gpu=True),
 ]
 COMMANDS = {
     "decoder": "python benchmarks/bench_decoder.py RUN --sizes preset",
@@ -203,7 +231,9 @@ COMMANDS = {
     "sci_index": "python benchmarks/bench_sci_index.py --queries 1000",
     "tune": "python benchmarks/bench_tune.py benchmarks/results/tune_overhead_spec.yaml --prepared-run RUN",
     "vllm": ".venv-vllm/bin/python benchmarks/bench_vllm_engine.py RUN",
-    "decoder_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes preset 30m",
+    "decoder_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes preset --threads 16",
+    "decoder_30m_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes 30m --prompts 64 --beams 10 20",
+    "device": "python benchmarks/bench_device.py RUN --device cuda",
 }
 
 

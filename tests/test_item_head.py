@@ -1,6 +1,7 @@
 """The item head beside the SID policy (``policy.item_head``): its training targets, its checkpoint file, the fused
 ranking, the config rules, and a real Ray SFT + evaluation run with it."""
 
+import copy
 import json
 
 import numpy as np
@@ -187,6 +188,23 @@ def test_beam_scores_are_the_teacher_forced_log_pi(small):
     live = ranked >= 0
     assert live.sum() == 40
     np.testing.assert_allclose(scores[live], forced[live], atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the full parity check: "
+                    "benchmarks/bench_device.py)")
+def test_beam_and_fused_ranking_on_cuda_are_the_cpu_ones(small):
+    """A policy with an item head evaluated on a GPU: the beams, their scores and the fused lists (whose head items
+    are teacher-forced through ``item_logprobs``) equal the CPU's. Prompts are built on the CPU either way."""
+    cat, model, head = small
+    es = _evalset()
+    ranked, scores = rank_with_engine(TorchEngine(model, cat), cat, es, 5, True)
+    fused, dense = hybrid_rankings(model, head, cat, es, ranked, scores, union=3, betas=[1.0])
+    gpu = copy.deepcopy(model).cuda()
+    g_ranked, g_scores = rank_with_engine(TorchEngine(gpu, cat, "cuda"), cat, es, 5, True)
+    g_fused, g_dense = hybrid_rankings(gpu, item_head_of(gpu), cat, es, g_ranked, g_scores, union=3, betas=[1.0])
+    assert np.array_equal(g_ranked, ranked) and np.array_equal(g_dense, dense)
+    np.testing.assert_allclose(g_scores[ranked >= 0], scores[ranked >= 0], atol=1e-4)
+    assert np.array_equal(g_fused[1.0], fused[1.0])
 
 
 def test_choose_beta_takes_the_best_valid_ndcg():

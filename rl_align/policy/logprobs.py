@@ -124,8 +124,10 @@ def item_logprobs(model, catalog: SidCatalog, history: np.ndarray, users: np.nda
     ok = items >= 0
     conts[ok] = catalog.tokens[items[ok]]
     out = np.empty(items.shape)
+    device = next(model.parameters()).device  # prompts are built on the CPU; the model may sit on a GPU
     for s in range(0, items.shape[0], batch):
         ids, mask = build_prompts(history[s:s + batch], catalog, users[s:s + batch])
-        lp, m = grouped_continuation_logprobs(model, ids, mask, torch.from_numpy(conts[s:s + batch]))
-        out[s:s + batch] = (lp * m).sum(-1).double().numpy()
+        lp, m = grouped_continuation_logprobs(model, ids.to(device), mask.to(device),
+                                              torch.from_numpy(conts[s:s + batch]).to(device))
+        out[s:s + batch] = (lp * m).sum(-1).double().cpu().numpy()
     return np.where(ok, out, -np.inf)

@@ -13,7 +13,7 @@ the same weights and inputs, and checks that they agree, then times both:
    beams, on the device, against the CPU engine's stored per-token log-probs: max |Δ| (so the learner's first
    importance ratio is 1 across devices);
 4. the item head's fused ranking (:func:`hybrid_rankings`) when the policy has a head: identical lists;
-5. the SFT loss (next-token NLL + the item head's cross-entropy, the worker's ``_loss`` terms) on one batch:
+5. the SFT loss (:func:`rl_align.sft.loss.sft_loss`, the worker's objective: NLL + the item head's term) on a batch:
    |Δ| before and after one AdamW step on each device.
 
 Speed: beam-search prompts/s and SFT windows/s (fp32 and bf16 autocast on the device) at a small and a large
@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from rl_align.eval.evaluate import eval_set, rank_with_engine  # noqa: E402
 from rl_align.eval.hybrid import hybrid_rankings  # noqa: E402
 from rl_align.policy.data import build_prompts, events_to_items, windows_to_batch  # noqa: E402
-from rl_align.policy.item_head import item_head_loss, load_item_head, target_items  # noqa: E402
+from rl_align.policy.item_head import load_item_head, target_items  # noqa: E402
 from rl_align.policy.logprobs import continuation_logprobs  # noqa: E402
-from rl_align.policy.model import disable_dropout, load_policy, next_token_loss  # noqa: E402
+from rl_align.policy.model import disable_dropout, load_policy  # noqa: E402
 from rl_align.rollouts.base import GenerationRequest  # noqa: E402
 from rl_align.rollouts.torch_engine import TorchEngine  # noqa: E402
+from rl_align.sft.loss import sft_loss  # noqa: E402
 from rl_align.sft.schedule import epoch_events  # noqa: E402
 from rl_align.sid.catalog import SidCatalog  # noqa: E402
 from rl_align.utils.io import load_npz  # noqa: E402
@@ -128,15 +129,9 @@ def _sft_batch(catalog, split, window: int, bs: int, seed: int = 0):
 
 
 def _sft_loss(side: Side, catalog, batch: dict, targets, bf16: bool = False) -> torch.Tensor:
-    """The SFT worker's loss terms: next-token NLL + the item head's cross-entropy (weight 1) when it has one."""
-    b = {k: v.to(side.dev) for k, v in batch.items()}
-    labels = b.pop("labels")
+    """The SFT worker's objective (:func:`sft_loss`, item-head weight 1) on ``side``'s device."""
     with torch.autocast(side.dev.type, dtype=torch.bfloat16, enabled=bf16):
-        out = side.model(**b, output_hidden_states=side.head is not None)
-        loss = next_token_loss(out.logits.float(), labels)
-        if side.head is not None:
-            loss = loss + item_head_loss(side.head, out.hidden_states[-1].float(), labels, targets, catalog)
-    return loss
+        return sft_loss(side.model, {k: v.to(side.dev) for k, v in batch.items()}, catalog, side.head, targets)
 
 
 def _params(side: Side) -> list:

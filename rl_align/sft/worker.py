@@ -34,7 +34,6 @@ from rl_align.policy.data import events_to_items, events_to_users, windows_to_ba
 from rl_align.policy.item_head import (
     attach_item_head,
     future_targets,
-    item_head_loss,
     item_head_of,
     target_items,
 )
@@ -44,7 +43,6 @@ from rl_align.policy.model import (
     attention_mask_for,
     build_policy,
     init_item_token_embeddings,
-    next_token_loss,
     save_policy,
     token_loss,
 )
@@ -52,6 +50,7 @@ from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sft.distill import distill_loss, soft_token_targets
 from rl_align.sft.ema import WeightEma
+from rl_align.sft.loss import sft_loss
 from rl_align.sft.schedule import epoch_events, shard_rows, warmup_cosine
 from rl_align.sid.catalog import SidCatalog
 from rl_align.tracking import Tracker
@@ -231,19 +230,15 @@ class SftWorker:
             targets = batch.pop("targets")
             batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
             return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
-        labels = batch.pop("labels")
-        head = item_head_of(self.module)
-        out = self.engine(**batch, output_hidden_states=head is not None)
-        loss = next_token_loss(out.logits, labels, self.sft.label_smoothing)
+        head, extra, targets = item_head_of(self.module), None, None
         if self.teacher is not None:
             rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
-            loss = loss + self.sft.distill_weight * distill_loss(out.logits, rows, cols, q)
-        if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
+            extra = lambda logits: self.sft.distill_weight * distill_loss(logits, rows, cols, q)  # noqa: E731
+        if head is not None:
             targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(
                 events, n_target, self.split["seq_items"], self.split["seq_offsets"], self.sft.item_head_future)
-            loss = loss + self.sft.item_head_weight * item_head_loss(
-                head, out.hidden_states[-1], labels, targets, self.catalog)
-        return loss
+        return sft_loss(self.engine, batch, self.catalog, head, targets, self.sft.item_head_weight,
+                        self.sft.label_smoothing, extra)
 
     def _evaluate(self, epoch: int, record: dict) -> None:
         """Validate (every ``eval_every`` epochs and at the end); save the best policy; count bad evaluations."""

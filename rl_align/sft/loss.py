@@ -1,0 +1,38 @@
+"""The SFT objective of one batch, pure torch: what the Ray Train worker optimises and what
+``benchmarks/bench_device.py`` compares across devices.
+
+``sft_loss`` = NLL of the batch's target tokens (label-smoothed if asked) [+ ``extra(logits)``, e.g. distillation]
+[+ ``head_weight`` × the item head's cross-entropy at each target's first-code position].
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from rl_align.policy.item_head import ItemHead, item_head_loss
+from rl_align.policy.model import next_token_loss
+from rl_align.sid.catalog import SidCatalog
+
+
+def sft_loss(model, batch: dict[str, torch.Tensor], catalog: SidCatalog, head: Optional[ItemHead] = None,
+             head_targets: Optional[torch.Tensor] = None, head_weight: float = 1.0, label_smoothing: float = 0.0,
+             extra: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """One batch's SFT loss (a scalar).
+
+    Args:
+        model: the causal LM (or its DeepSpeed / DDP engine). batch: ``input_ids`` and ``attention_mask`` (M, P) and
+            ``labels`` (M, P) (-100 = ignored), on the model's device.
+        head: the item head, or None. head_targets: (T,) or (T, k) its targets (:func:`item_head_loss`).
+        extra: a further term of the (M, P, V) logits, added after the NLL (distillation).
+    """
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**inputs, output_hidden_states=head is not None)
+    loss = next_token_loss(out.logits, labels, label_smoothing)
+    if extra is not None:
+        loss = loss + extra(out.logits)
+    if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
+        loss = loss + head_weight * item_head_loss(head, out.hidden_states[-1], labels, head_targets, catalog)
+    return loss

@@ -140,14 +140,21 @@ def _item_token_init_errors(cfg: RunConfig) -> list[tuple[str, str]]:
 
 
 def _distill_errors(cfg: RunConfig) -> list[tuple[str, str]]:
-    """``sft.distill_from`` must name a baseline trained before sft, or a saved baseline directory."""
-    src = cfg.sft.distill_from
-    if src is None:
+    """Every teacher of ``sft.distill_from`` / ``sft.distill_bag`` must name a baseline trained before sft, or a saved
+    baseline directory; ``sft.distill_into`` other than tokens needs an item head."""
+    s = cfg.sft
+    if s.distill_from is None:
         return []
     if cfg.sid.history == "items":
         return [("sft.distill_from", "needs sid.history: codes (its soft targets follow the SID-token windows; "
                                      f"sid.history: items packs them differently), got {cfg.sid.history!r}")]
-    return _baseline_source_errors(cfg, "sft.distill_from", src, cfg.sft.distill_baseline, npy=False)
+    if s.distill_into != "tokens" and cfg.policy.item_head == "none":
+        return [("sft.distill_into", f"{s.distill_into!r} needs policy.item_head (free or free_sid), got 'none'")]
+    errs = _baseline_source_errors(cfg, "sft.distill_from", s.distill_from, s.distill_baseline, npy=False)
+    for src in s.distill_bag:
+        own = src.split(":", 1)[1] if src.startswith("baseline:") else None
+        errs += _baseline_source_errors(cfg, "sft.distill_bag", src, own, npy=False)
+    return errs
 
 
 def check_config(cfg: RunConfig, source: str = "<config>") -> RunConfig:

@@ -347,6 +347,12 @@ class SftConfig:
                                    "over the next k training items (a dense all-action loss, as PinnerFormer's), never "
                                    "past the user's last training event", ge=1)
     distill_weight: float = doc(0.0, "λ: loss = NLL + λ · soft cross-entropy to the teacher's targets (0 = off)", ge=0)
+    distill_into: Literal["tokens", "item_head", "both"] = doc(
+        "tokens", "where the teacher's targets go: 'tokens' = each SID token along the true code path; 'item_head' = "
+                  "the item head's full softmax over the catalog (needs policy.item_head); 'both' = λ × each")
+    distill_bag: list = doc([], "further teachers beside distill_from, each 'baseline:<model>' or a saved baseline "
+                                "directory (e.g. other seeds of the same model): the targets come from the softmax "
+                                "of all teachers' mean next-item log-probabilities (a bag); [] = distill_from alone")
     distill_temperature: float = doc(1.0, "softmax temperature of the teacher's logits (> 1 = softer targets)", gt=0)
     distill_topk: int = doc(100, "teacher items kept per training event (the rest of its mass is dropped)", ge=1)
 
@@ -355,6 +361,11 @@ class SftConfig:
         """The baseline model named by ``item_token_init: baseline:<model>`` (this run's own), else None."""
         src = self.item_token_init or ""
         return src.split(":", 1)[1] if src.startswith("baseline:") else None
+
+    @property
+    def distill_sources(self) -> list[str]:
+        """Every teacher: ``distill_from`` then ``distill_bag`` ([] when distillation is off)."""
+        return [] if self.distill_from is None else [self.distill_from, *self.distill_bag]
 
     @property
     def distill_baseline(self) -> Optional[str]:
@@ -372,6 +383,10 @@ class SftConfig:
         if self.distill_weight > 0 and self.distill_from is None:
             errs.append(("distill_weight", f"needs sft.distill_from (the teacher), got weight {self.distill_weight} "
                                            "and no teacher"))
+        if self.distill_bag and self.distill_from is None:
+            errs.append(("distill_bag", f"needs sft.distill_from (the first teacher), got {self.distill_bag}"))
+        if any(not isinstance(t, str) or not t for t in self.distill_bag):
+            errs.append(("distill_bag", f"expected a list of teacher sources (strings), got {self.distill_bag}"))
         if self.distill_from is not None and self.distill_weight == 0:
             errs.append(("distill_from", f"{self.distill_from!r} is set but sft.distill_weight is 0: set a weight "
                                          "> 0 or drop the teacher"))

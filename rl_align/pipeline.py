@@ -184,15 +184,17 @@ def _item_token_vectors(run: RunDir) -> np.ndarray | None:
 
 
 def _distill_teacher(run: RunDir) -> dict | None:
-    """``sft.distill_from``'s top-K next items for every training event (:func:`teacher_targets`), or None."""
+    """The top-K next items of ``sft.distill_from`` (with ``sft.distill_bag``, of the bag) for every training event
+    (:func:`teacher_targets`), or None."""
     s = run.cfg.sft
-    src = _baseline_source(run, s.distill_from, s.distill_baseline)
-    if src is None:
+    srcs = [_baseline_source(run, src, src.split(":", 1)[1] if src.startswith("baseline:") else None)
+            for src in s.distill_sources]
+    if not srcs:
         return None
     t0 = time.perf_counter()
-    out = teacher_targets(load_baseline(src), load_npz(run.path / "data" / "split.npz"), s.distill_topk,
-                          s.distill_temperature)
-    log.info("sft: teacher targets from %s for %d training events in %.1fs", src,
+    out = teacher_targets([load_baseline(src) for src in srcs], load_npz(run.path / "data" / "split.npz"),
+                          s.distill_topk, s.distill_temperature)
+    log.info("sft: teacher targets from %s for %d training events in %.1fs", " + ".join(srcs),
              int((out["prob"].sum(1) > 0).sum()), time.perf_counter() - t0)
     return out
 

@@ -124,24 +124,32 @@ def first_code_positions(labels: torch.Tensor, catalog: SidCatalog) -> torch.Ten
     return (nxt >= lo) & (nxt < lo + catalog.layout.codebook_sizes[0])
 
 
-def item_head_loss(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
-                   catalog: SidCatalog) -> torch.Tensor:
-    """Full-softmax cross-entropy of the head at every target's first-code position.
+def item_head_logp(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, catalog: SidCatalog) -> torch.Tensor:
+    """(T, n_items) float32 log-softmax of the head at every target's first-code position, in row order.
+    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P)."""
+    return torch.log_softmax(head(hidden[first_code_positions(labels, catalog)]).float(), dim=-1)
 
-    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P); targets: (T,) the target items in
+
+def item_head_nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of :func:`item_head_logp`'s (T, n_items) rows against ``targets``: (T,) the target items in
     row order (:func:`target_items`), or (T, k) with later items beside each (:func:`future_targets`, -1 = none;
     column 0 must be set): then each position's loss is the mean cross-entropy over its row's items, and the batch's
     the mean over positions (k = 1 is the plain loss). ValueError when the counts differ. Returns a scalar."""
-    at = first_code_positions(labels, catalog)
-    if int(at.sum()) != targets.shape[0]:
-        raise ValueError(f"item head: {int(at.sum())} first-code positions but {targets.shape[0]} target items")
-    targets = targets.to(hidden.device)
-    logp = torch.log_softmax(head(hidden[at]).float(), dim=-1)
+    if logp.shape[0] != targets.shape[0]:
+        raise ValueError(f"item head: {logp.shape[0]} first-code positions but {targets.shape[0]} target items")
+    targets = targets.to(logp.device)
     if targets.dim() == 1:
         return torch.nn.functional.nll_loss(logp, targets)
     valid = targets >= 0
     nll = -logp.gather(1, targets.clamp(min=0)) * valid
     return (nll.sum(1) / valid.sum(1).clamp(min=1)).mean()
+
+
+def item_head_loss(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+                   catalog: SidCatalog) -> torch.Tensor:
+    """Full-softmax cross-entropy of the head at every target's first-code position (:func:`item_head_logp`, then
+    :func:`item_head_nll`). hidden: (M, P, H); labels: (M, P); targets: (T,) or (T, k). Returns a scalar."""
+    return item_head_nll(item_head_logp(head, hidden, labels, catalog), targets)
 
 
 def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:

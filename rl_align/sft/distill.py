@@ -6,7 +6,10 @@ stored once per run (:func:`teacher_targets`). During SFT, each target SID token
 teacher's mass on the items whose code agrees with the true item's code up to that level, spread over their
 next token (:func:`soft_token_targets`), i.e. the teacher's item distribution factorised along the true code
 path — the per-level conditional the policy's next-token softmax models. The SFT loss is
-``NLL + distill_weight · CE(q, softmax(logits))`` (:func:`distill_loss`).
+``NLL + distill_weight · CE(q, softmax(logits))`` (:func:`distill_loss`). With ``sft.distill_into: item_head``
+the teacher's item distribution is the soft target of the item head's full softmax instead
+(:func:`head_soft_targets`, :func:`head_distill_loss`); ``both`` adds both terms. A teacher may be a bag of
+models (``sft.distill_bag``): its distribution is the softmax of their mean next-item log-probabilities.
 
 Only training events get a target (a user's first event has no history and gets none); valid and test events
 are neither targets nor teacher inputs, and the teacher itself is trained on the training split only.
@@ -22,14 +25,15 @@ from rl_align.sid.catalog import SidCatalog
 
 
 @torch.no_grad()
-def teacher_targets(model: torch.nn.Module, split: dict, k: int, temperature: float = 1.0,
+def teacher_targets(model: torch.nn.Module | list[torch.nn.Module], split: dict, k: int, temperature: float = 1.0,
                     max_rows: int = 4096) -> dict[str, np.ndarray]:
     """The teacher's top-``k`` next items for every training event of the split.
 
     ``model``: an item-ID recommender with ``score_last`` and ``hparams`` (:class:`rl_align.baselines.base.
-    SequenceRecommender`; duck-typed so this layer does not import the baselines package).
+    SequenceRecommender`; duck-typed so this layer does not import the baselines package), or a list of them (a
+    bag, e.g. seeds of one model): the bag's logits are the mean of its members' next-item log-probabilities.
 
-    Event e = position t ≥ 1 of user u's training part (all but the last two events): the teacher reads the
+    Event e = position t ≥ 1 of user u's training part (all but the last two events): each teacher reads the
     ``max_len`` items before it; every item of the user's history before e is masked; probabilities are the
     softmax of logits / ``temperature`` over the unmasked catalog.
 
@@ -37,23 +41,35 @@ def teacher_targets(model: torch.nn.Module, split: dict, k: int, temperature: fl
         ``items`` (E, k) int32 and ``prob`` (E, k) float32, E = len(split["seq_items"]); rows of events without a
         target (first events, valid/test events) have prob 0.
     """
+    models = model if isinstance(model, list) else [model]
     seq, off = np.asarray(split["seq_items"], np.int64), np.asarray(split["seq_offsets"], np.int64)
-    E, n_items, L = seq.size, model.hparams["n_items"], model.hparams["max_len"]
+    E, n_items = seq.size, models[0].hparams["n_items"]
     k = min(k, n_items)
     items, prob = np.zeros((E, k), np.int32), np.zeros((E, k), np.float32)
-    model.eval()
+    for m in models:
+        m.eval()
     for u in range(off.size - 1):
         s, n = int(off[u]), int(off[u + 1] - off[u]) - 2  # training part of user u
         for a in range(1, n, max_rows):
             ev = np.arange(a, min(n, a + max_rows))  # positions within the user, each ≥ 1
-            pos = ev[:, None] - L + np.arange(L)[None, :]  # (R, L) the L positions before each event
-            inp = np.where(pos >= 0, seq[s + np.maximum(pos, 0)] + 1, 0)
-            logits = model.score_last(torch.from_numpy(inp)) / temperature  # (R, n_items)
+            logits = _bag_logits(models, seq[s: s + n], ev) / temperature  # (R, n_items)
             r, c = np.nonzero(np.arange(int(ev[-1]))[None, :] < ev[:, None])  # every earlier item of the user
             logits[torch.from_numpy(r), torch.from_numpy(seq[s + c])] = float("-inf")
             p, i = torch.softmax(logits, -1).topk(k, dim=1)
             items[s + ev], prob[s + ev] = i.numpy().astype(np.int32), p.numpy()
     return {"items": items, "prob": prob}
+
+
+def _bag_logits(models: list[torch.nn.Module], user_items: np.ndarray, ev: np.ndarray) -> torch.Tensor:
+    """(R, n_items) next-item logits at positions ``ev`` (R,) of one user's items (n,): one model's own logits, or
+    a bag's mean log-probabilities. Each model reads its own ``max_len`` items before each position."""
+    out = []
+    for m in models:
+        L = m.hparams["max_len"]
+        pos = ev[:, None] - L + np.arange(L)[None, :]  # (R, L) the L positions before each event
+        logits = m.score_last(torch.from_numpy(np.where(pos >= 0, user_items[np.maximum(pos, 0)] + 1, 0)))
+        out.append(logits if len(models) == 1 else torch.log_softmax(logits.float(), -1))
+    return out[0] if len(out) == 1 else torch.stack(out).mean(0)
 
 
 def soft_token_targets(events: np.ndarray, n_target: np.ndarray, seq_items: np.ndarray, catalog: SidCatalog,
@@ -108,3 +124,31 @@ def distill_loss(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, q
         return logits.sum() * 0.0
     lp = torch.log_softmax(logits[rows.to(logits.device), cols.to(logits.device) - 1].float(), -1)
     return -(q.to(lp.device) * lp).sum(-1).mean()
+
+
+def head_soft_targets(events: np.ndarray, n_target: np.ndarray, teacher: dict[str, np.ndarray]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's top items and mass for each target of a batch's windows, in the item head's row order
+    (:func:`rl_align.policy.item_head.target_items`), for ``sft.distill_into: item_head``.
+
+    events: (M, W) event indices (-1 = none); n_target: (M,). Returns items (T, K) int64 and prob (T, K) float32,
+    each row summing to 1, or to 0 for a target the teacher has no distribution for (a user's first event)."""
+    w = left_aligned(events)
+    n = (w >= 0).sum(1)
+    ev = np.concatenate([r[c - t:c] for r, c, t in zip(w, n, n_target)]).astype(np.int64)
+    p = teacher["prob"][ev].astype(np.float32)
+    mass = p.sum(1, keepdims=True)
+    return torch.from_numpy(teacher["items"][ev].astype(np.int64)), torch.from_numpy(p / np.maximum(mass, 1e-12))
+
+
+def head_distill_loss(logp: torch.Tensor, items: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """Mean soft cross-entropy −Σ_k prob_k · logp[items_k] of the item head over the targets the teacher covers.
+
+    logp: (T, n_items) the head's log-softmax at the targets' first-code positions; items (T, K) int64, prob (T, K)
+    (:func:`head_soft_targets`). Returns a scalar (0 when no row has mass)."""
+    prob = prob.to(logp.device)
+    covered = prob.sum(1) > 0
+    if not bool(covered.any()):
+        return logp.sum() * 0.0
+    ce = -(prob * logp.gather(1, items.to(logp.device))).sum(1)
+    return ce[covered].mean()

@@ -48,7 +48,7 @@ from rl_align.policy.model import (
 )
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
-from rl_align.sft.distill import distill_loss, soft_token_targets
+from rl_align.sft.distill import distill_loss, head_distill_loss, head_soft_targets, soft_token_targets
 from rl_align.sft.ema import WeightEma
 from rl_align.sft.loss import sft_loss
 from rl_align.sft.schedule import epoch_events, shard_rows, warmup_cosine
@@ -221,7 +221,8 @@ class SftWorker:
 
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
         """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
-        teacher's targets when ``sft.distill_from`` is on, plus ``item_head_weight`` × the item head's cross-entropy
+        teacher's targets (on the SID tokens and/or the item head, ``sft.distill_into``) when ``sft.distill_from`` is
+        on, plus ``item_head_weight`` × the item head's cross-entropy
         when ``policy.item_head`` is on. events: (b, W) event indices; n_target: (b,)."""
         items = events_to_items(events, self.split["seq_items"])
         batch = windows_to_batch(items, self.catalog, n_target, events_to_users(events, self.split["seq_offsets"]))
@@ -230,15 +231,19 @@ class SftWorker:
             targets = batch.pop("targets")
             batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
             return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
-        head, extra, targets = item_head_of(self.module), None, None
-        if self.teacher is not None:
+        head, extra, head_extra, targets = item_head_of(self.module), None, None, None
+        lam, into = self.sft.distill_weight, self.sft.distill_into
+        if self.teacher is not None and into in ("tokens", "both"):
             rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
-            extra = lambda logits: self.sft.distill_weight * distill_loss(logits, rows, cols, q)  # noqa: E731
+            extra = lambda logits: lam * distill_loss(logits, rows, cols, q)  # noqa: E731
+        if self.teacher is not None and into in ("item_head", "both"):
+            t_items, t_prob = head_soft_targets(events, n_target, self.teacher)
+            head_extra = lambda logp: lam * head_distill_loss(logp, t_items, t_prob)  # noqa: E731
         if head is not None:
             targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(
                 events, n_target, self.split["seq_items"], self.split["seq_offsets"], self.sft.item_head_future)
         return sft_loss(self.engine, batch, self.catalog, head, targets, self.sft.item_head_weight,
-                        self.sft.label_smoothing, extra)
+                        self.sft.label_smoothing, extra, head_extra)
 
     def _evaluate(self, epoch: int, record: dict) -> None:
         """Validate (every ``eval_every`` epochs and at the end); save the best policy; count bad evaluations."""

@@ -16,8 +16,9 @@ what=${1:?screen | seeds}; shift
 W64=(--set policy.hidden_size=64 --set policy.num_heads=1 --set policy.intermediate_size=256)
 ref() { echo "runs/i24-w64-ihead-s$1/baselines/sasrec"; }
 for s in 0 1 2; do test -f "$(ref $s)/model.safetensors" || { echo "missing $(ref $s): run the reference row" >&2; exit 1; }; done
-one() {  # teacher seed
+one() {  # teacher seed [extra rl-align args]
   local t=$1 s=$2 teach=()
+  shift 2
   case "$t" in
     own) teach=(--set "sft.distill_from=$(ref $s)") ;;
     bag3) teach=(--set "sft.distill_from=$(ref 0)" --set "sft.distill_bag=[$(ref 1),$(ref 2)]") ;;

@@ -8,7 +8,9 @@
 # Needs the reference row: experiments/i24_item_head_future_runs.sh reference (runs/i24-w64-ihead-s{0,1,2}).
 #   experiments/i24_head_distill_runs.sh screen               # seed 0 of own and bag3 (choose on valid HR@10)
 #   TEACHER=bag3 experiments/i24_head_distill_runs.sh seeds   # SEEDS (default 1 2) of the pick
-# Extra arguments go to rl-align run (e.g. --set sft.distill_weight=2). Runs: runs/i24-w64-ihead-kd$TEACHER-sN.
+# Extra arguments go to rl-align run; SUFFIX names such a variant's runs, e.g.
+#   SUFFIX=-w0.25 TEACHER=bag3 SEEDS="0 1 2" experiments/i24_head_distill_runs.sh seeds --set sft.distill_weight=0.25
+# Runs: runs/i24-w64-ihead-kd$TEACHER$SUFFIX-sN.
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-ihead-kdbag3-s{0,1,2} --baselines-from
 #   runs/i24-w64-ihead-s{0,1,2} --other-policy "item head" runs/i24-w64-ihead-s{0,1,2} --label "item head + KD"
 set -euo pipefail
@@ -27,7 +29,7 @@ one() {  # teacher seed [extra rl-align args]
   rl-align run experiments/configs/full.yaml --set 'stages=[data,embed,sids,sft,eval]' \
     --set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy --set embed.cf_dim=0 \
     "${W64[@]}" --set policy.item_head=free --set sft.distill_into=item_head --set sft.distill_weight=1 \
-    "${teach[@]}" --set seed=$s --run-dir runs/i24-w64-ihead-kd$t-s$s "$@"
+    "${teach[@]}" --set seed=$s --run-dir runs/i24-w64-ihead-kd$t${SUFFIX:-}-s$s "$@"
 }
 case "$what" in
   screen) for t in ${TEACHERS:-own bag3}; do one "$t" 0 "$@"; done ;;

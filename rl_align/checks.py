@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from rl_align.algos import OBJECTIVES
 from rl_align.baselines import BASELINES
-from rl_align.config import ConfigError, RunConfig, load_config, value_errors
+from rl_align.config import ConfigError, RunConfig, load_config, own_baseline, value_errors
 from rl_align.data import user_feature_names
 from rl_align.retrieval.losses import RETRIEVAL_LOSSES
 from rl_align.rewards.functions import REWARDS
@@ -152,8 +152,7 @@ def _distill_errors(cfg: RunConfig) -> list[tuple[str, str]]:
         return [("sft.distill_into", f"{s.distill_into!r} needs policy.item_head (free or free_sid), got 'none'")]
     errs = _baseline_source_errors(cfg, "sft.distill_from", s.distill_from, s.distill_baseline, npy=False)
     for src in s.distill_bag:
-        own = src.split(":", 1)[1] if src.startswith("baseline:") else None
-        errs += _baseline_source_errors(cfg, "sft.distill_bag", src, own, npy=False)
+        errs += _baseline_source_errors(cfg, "sft.distill_bag", src, own_baseline(src), npy=False)
     return errs
 
 

@@ -296,6 +296,11 @@ class PolicyConfig:
         return errs
 
 
+def own_baseline(src: Optional[str]) -> Optional[str]:
+    """The model of an item-ID source ``baseline:<model>`` (this run's baselines stage), else None (a path or None)."""
+    return src.split(":", 1)[1] if src and src.startswith("baseline:") else None
+
+
 @dataclass
 class SftConfig:
     """Supervised next-item training (NLL on SID tokens) on Ray Train workers."""
@@ -359,8 +364,7 @@ class SftConfig:
     @property
     def item_token_baseline(self) -> Optional[str]:
         """The baseline model named by ``item_token_init: baseline:<model>`` (this run's own), else None."""
-        src = self.item_token_init or ""
-        return src.split(":", 1)[1] if src.startswith("baseline:") else None
+        return own_baseline(self.item_token_init)
 
     @property
     def distill_sources(self) -> list[str]:
@@ -370,8 +374,7 @@ class SftConfig:
     @property
     def distill_baseline(self) -> Optional[str]:
         """The baseline model named by ``distill_from: baseline:<model>`` (this run's own), else None."""
-        src = self.distill_from or ""
-        return src.split(":", 1)[1] if src.startswith("baseline:") else None
+        return own_baseline(self.distill_from)
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole per-worker batches; EMA needs the full weights on every worker."""

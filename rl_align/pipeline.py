@@ -16,7 +16,7 @@ import numpy as np
 
 from rl_align.baselines.train import load_baseline, train_and_evaluate
 from rl_align.checks import check_config
-from rl_align.config import STAGE_NAMES, RunConfig
+from rl_align.config import STAGE_NAMES, RunConfig, own_baseline
 from rl_align.data import leave_one_out, load_dataset
 from rl_align.data.cold import choose_cold_items, cold_start_split
 from rl_align.data.exposure import exposure_stats, load_exposure_jsonl, simulate_exposure
@@ -187,8 +187,7 @@ def _distill_teacher(run: RunDir) -> dict | None:
     """The top-K next items of ``sft.distill_from`` (with ``sft.distill_bag``, of the bag) for every training event
     (:func:`teacher_targets`), or None."""
     s = run.cfg.sft
-    srcs = [_baseline_source(run, src, src.split(":", 1)[1] if src.startswith("baseline:") else None)
-            for src in s.distill_sources]
+    srcs = [_baseline_source(run, src, own_baseline(src)) for src in s.distill_sources]
     if not srcs:
         return None
     t0 = time.perf_counter()

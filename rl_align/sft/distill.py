@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rl_align.policy.data import events_to_items, left_aligned
+from rl_align.policy.item_head import target_items
 from rl_align.sid.catalog import SidCatalog
 
 
@@ -133,9 +134,7 @@ def head_soft_targets(events: np.ndarray, n_target: np.ndarray, teacher: dict[st
 
     events: (M, W) event indices (-1 = none); n_target: (M,). Returns items (T, K) int64 and prob (T, K) float32,
     each row summing to 1, or to 0 for a target the teacher has no distribution for (a user's first event)."""
-    w = left_aligned(events)
-    n = (w >= 0).sum(1)
-    ev = np.concatenate([r[c - t:c] for r, c, t in zip(w, n, n_target)]).astype(np.int64)
+    ev = target_items(events, n_target).numpy()  # the targets' event indices, in the head's row order
     p = teacher["prob"][ev].astype(np.float32)
     mass = p.sum(1, keepdims=True)
     return torch.from_numpy(teacher["items"][ev].astype(np.int64)), torch.from_numpy(p / np.maximum(mass, 1e-12))

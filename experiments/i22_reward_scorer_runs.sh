@@ -14,7 +14,9 @@
 set -euo pipefail
 # the figures this script recorded were made with 8 tail codewords per level, the preset then (now 24): TAIL_CODES
 # overrides
-TAIL=(--set sid.sa2crq.tail_codebook_size=${TAIL_CODES:-8})
+# and with head items on their stage-1 codes (the preset until the thirty-fifth session; now hybrid): HEAD_CODES
+# overrides
+TAIL=(--set sid.sa2crq.tail_codebook_size=${TAIL_CODES:-8} --set sid.sa2crq.head_codes=${HEAD_CODES:-head})
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)
 P=${PREFIX:-i22f}

@@ -8,6 +8,8 @@
 #   rl-align sweep experiments/configs/sa2crq_bucket.yaml --grid sid.sa2crq.tail_codebook_size=8,16,24,32 --grid seed=0,1,2
 # Table: python experiments/sa2crq_table.py --group "RQ-KMeans 3×32" runs/i22t-rqk-s{0,1,2} \
 #          --group "32 + 8" runs/i22t-tcb8-s{0,1,2} --group "32 + 16" runs/i22t-tcb16-s{0,1,2} …
+# Head items stay on their stage-1 codes (sid.sa2crq.head_codes: head, the preset when these figures were made; the
+# preset is hybrid since the thirty-fifth session): HEAD_CODES overrides.
 set -euo pipefail
 COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --set embed.cf_fill_neighbours=10
         --set eval.cold_expansion=true)
@@ -16,6 +18,7 @@ for s in ${SEEDS:-0 1 2}; do
     --run-dir runs/i22t-rqk-s$s
   for n in ${SIZES:-8 16 24 32}; do
     rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.sa2crq.tail_codebook_size=$n \
+      --set sid.sa2crq.head_codes=${HEAD_CODES:-head} \
       --run-dir runs/i22t-tcb$n-s$s
   done
 done

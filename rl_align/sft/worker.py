@@ -17,6 +17,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import ray.train
@@ -220,10 +221,9 @@ class SftWorker:
                 "windows_per_s": len(batches) * sft.batch_size / max(secs, 1e-9)}
 
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
-        """The batch's loss: NLL of its target tokens, plus ``distill_weight`` × the soft cross-entropy to the
-        teacher's targets (on the SID tokens and/or the item head, ``sft.distill_into``) when ``sft.distill_from`` is
-        on, plus ``item_head_weight`` × the item head's cross-entropy
-        when ``policy.item_head`` is on. events: (b, W) event indices; n_target: (b,)."""
+        """The batch's loss: NLL of its target tokens, plus ``item_head_weight`` × the item head's cross-entropy when
+        ``policy.item_head`` is on, plus the distillation terms (:meth:`_distill_terms`). events: (b, W) event
+        indices; n_target: (b,)."""
         items = events_to_items(events, self.split["seq_items"])
         batch = windows_to_batch(items, self.catalog, n_target, events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -231,19 +231,29 @@ class SftWorker:
             targets = batch.pop("targets")
             batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
             return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
-        head, extra, head_extra, targets = item_head_of(self.module), None, None, None
-        lam, into = self.sft.distill_weight, self.sft.distill_into
-        if self.teacher is not None and into in ("tokens", "both"):
-            rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
-            extra = lambda logits: lam * distill_loss(logits, rows, cols, q)  # noqa: E731
-        if self.teacher is not None and into in ("item_head", "both"):
-            t_items, t_prob = head_soft_targets(events, n_target, self.teacher)
-            head_extra = lambda logp: lam * head_distill_loss(logp, t_items, t_prob)  # noqa: E731
+        head, targets = item_head_of(self.module), None
         if head is not None:
             targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(
                 events, n_target, self.split["seq_items"], self.split["seq_offsets"], self.sft.item_head_future)
+        extra, head_extra = self._distill_terms(events, n_target)
         return sft_loss(self.engine, batch, self.catalog, head, targets, self.sft.item_head_weight,
                         self.sft.label_smoothing, extra, head_extra)
+
+    def _distill_terms(self, events: np.ndarray, n_target: np.ndarray) -> tuple[Optional[Callable], Optional[Callable]]:
+        """``distill_weight`` × the soft cross-entropy to the teacher's targets, as :func:`sft_loss`'s ``extra`` (on
+        the SID tokens' logits) and ``head_extra`` (on the item head's log-probs), as ``sft.distill_into`` asks;
+        (None, None) without a teacher."""
+        extra = head_extra = None
+        if self.teacher is None:
+            return extra, head_extra
+        lam, into = self.sft.distill_weight, self.sft.distill_into
+        if into in ("tokens", "both"):
+            rows, cols, q = soft_token_targets(events, n_target, self.split["seq_items"], self.catalog, self.teacher)
+            extra = lambda logits: lam * distill_loss(logits, rows, cols, q)  # noqa: E731
+        if into in ("item_head", "both"):
+            t_items, t_prob = head_soft_targets(events, n_target, self.teacher)
+            head_extra = lambda logp: lam * head_distill_loss(logp, t_items, t_prob)  # noqa: E731
+        return extra, head_extra
 
     def _evaluate(self, epoch: int, record: dict) -> None:
         """Validate (every ``eval_every`` epochs and at the end); save the best policy; count bad evaluations."""

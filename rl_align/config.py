@@ -203,12 +203,23 @@ class Sa2crqConfig:
         "hybrid", "codes of head items: hybrid (nearest in the hybrid head + tail codebooks, like every item) or head "
                   "(the head codewords only: the codes stage 1 learned for them, so their prefixes carry head mass "
                   "and the stop rule keeps them long)")
+    priors: Literal["stage1", "hybrid"] = doc(
+        "stage1", "prefix masses of the stop rule: stage1 (the head items' stage-1 codes on the head codebooks) or "
+                  "hybrid (recounted after stage 2 on the head items' full codes in the hybrid codebooks, where "
+                  "head_codes: hybrid puts them, so a head item on a tail codeword keeps its mass and stays long)")
     tail_encoder_epochs: int = doc(0, "VAE flavour: epochs of a tail encoder (a copy of the head encoder) trained on "
                                       "tail items against the frozen head decoder and the hybrid codebooks; tail items "
                                       "are then encoded by it (0 = off: one frozen encoder for every item)", ge=0)
     anchor_weight: float = doc(0.0, "ACRQ anchoring: tail codewords start at the head codewords their residuals "
                                     "use most and each k-means update is pulled toward that anchor with this weight "
                                     "(in units of the mean cluster size; 0 = plain k-means on tail residuals)", ge=0)
+
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rule: hybrid priors count the head where hybrid head codes put it."""
+        if self.priors == "hybrid" and self.head_codes != "hybrid":
+            return [("priors", f"hybrid counts head items on the hybrid codebooks; needs head_codes: hybrid, got "
+                               f"{self.head_codes!r}")]
+        return []
 
 
 @dataclass

@@ -65,6 +65,28 @@ def test_head_codes_use_the_head_codewords_only(zipf_items):
     assert codes.lengths[head].mean() > hybrid.lengths[head].mean()        # their prefixes carry head mass
 
 
+@pytest.mark.parametrize("flavour", ["kmeans", "vae"])
+def test_hybrid_priors_keep_head_items_on_tail_codewords_long(zipf_items, flavour):
+    """priors: hybrid recounts the stop rule's masses where hybrid head codes put the head: the codebooks and the
+    tail's codes are unchanged, and head items pulled onto a tail codeword no longer stop for lack of head mass."""
+    emb, pop = zipf_items
+    make = _tok if flavour == "kmeans" else _vae
+    kw = dict(tau=0.002, tail_codebook_size=8, tail_stop="start_level")
+    old_tok, new_tok = make(**kw), make(priors="hybrid", **kw)
+    old, new = old_tok.fit_encode(emb, pop), new_tok.fit_encode(emb, pop)
+    books = (lambda t: t.codebooks if flavour == "kmeans" else t.books)
+    np.testing.assert_array_equal(books(old_tok), books(new_tok))
+    head, K = head_mask(pop, 0.2), 16
+    np.testing.assert_array_equal(old.codes[~head], new.codes[~head])
+    np.testing.assert_array_equal(new.codes[head][:, :2], old.codes[head][:, :2])   # same greedy path, cut later
+    pulled = head & (old.codes[:, :2] >= K).any(axis=1)
+    assert pulled.any() and (old.lengths[pulled] == 2).all()   # stage-1 priors: no head mass there, so they stop
+    assert new.lengths[pulled].mean() > 2 and new.lengths[head].mean() > old.lengths[head].mean()
+    # every depth's masses sum to 1 over the head, and each head item's own prefix carries some of it
+    for depth, (keys, mass) in enumerate(new_tok.tables, start=1):
+        assert mass.sum() == pytest.approx(1.0) and (mass > 0).all() and len(keys) <= head.sum()
+
+
 def test_cap_splits_large_buckets(zipf_items):
     emb, pop = zipf_items
     tok = _tok(tau=0.01, tail_stop="start_level")

@@ -36,6 +36,13 @@ def test_seen_reward_must_be_finite(tmp_path):
         load_config(_write(tmp_path, "reward:\n  seen_reward: .nan\n"))
 
 
+def test_hybrid_priors_need_hybrid_head_codes(tmp_path):
+    ok = load_config(_write(tmp_path, "sid:\n  sa2crq:\n    priors: hybrid\n"))
+    assert ok.sid.sa2crq.priors == "hybrid" and ok.sid.sa2crq.head_codes == "hybrid"
+    with pytest.raises(ConfigError, match=r"sid\.sa2crq\.priors: hybrid counts head items .* got 'head'"):
+        load_config(_write(tmp_path, "sid:\n  sa2crq:\n    priors: hybrid\n    head_codes: head\n"))
+
+
 def test_invalid_yaml_names_line(tmp_path):
     with pytest.raises(ConfigError, match=r"line 2"):
         load_config(_write(tmp_path, "a: 1\nb: c: d\n"))

@@ -12,7 +12,9 @@ catalog's end token, so lengths may differ.
 interacted items). Stage 2 freezes them and, level by level, learns ``tail_codebook_size`` (default K/4) *new* codewords on
 the tail items' residuals; each level's codebook is then hybrid (frozen head codes first, new codes after).
 Stop decisions for every item — tail and cold-start included — use the head priors: a prefix the head never
-used has mass 0 and stops at N.
+used has mass 0 and stops at N. With ``priors: hybrid`` the priors are recounted after stage 2 on the head items'
+codes in the hybrid codebooks (where ``head_codes: hybrid`` puts them), so a head item pulled onto a tail codeword
+keeps its mass there.
 
 Shapes: ``codebooks`` (L, K_total, d) float32 with K_total = K (+ K_tail with the curriculum); prefix tables per
 level l: ``keys`` (m_l,) int64 mixed-radix prefix ids (sorted) and ``mass`` (m_l,) float64.
@@ -287,6 +289,14 @@ class Sa2crqSettings:
             _, idx = assign(r, books[lvl])
             r -= books[lvl][idx[:, 0]]
 
+    def _hybrid_priors(self, head_rows: np.ndarray, weights: np.ndarray, books: np.ndarray) -> None:
+        """``sa2crq.priors: hybrid``: recount ``self.tables`` on the head items' full greedy codes under the hybrid
+        ``books`` (L, K_total, d), where ``head_codes: hybrid`` encodes them. ``head_rows`` (m, d): their prepared
+        rows (consumed); ``weights`` (m,): their popularity (or ones with ``mass: items``)."""
+        L = books.shape[0]
+        codes, _ = stopping_codes(head_rows, books, self.tables, -1.0, L)   # τ < 0: nothing stops, full codes
+        self.tables = prefix_mass_tables(codes, weights, books.shape[1])
+
     def _encode_rows(self, rows: Callable[[int, int], np.ndarray], n: int, books: np.ndarray,
                      chunk: int) -> SidCodes:
         """Codes of ``n`` items whose prepared rows ``rows(a, b)`` (b - a, d) come in chunks, under ``books``
@@ -351,6 +361,8 @@ class Sa2crq(Sa2crqSettings, RQKMeans):
         t_idx = np.where(~head)[0]
         if s.curriculum and t_idx.size:
             self._fit_tail_codewords(self._prep(emb[sample(t_idx, self._k_tail)]), books)
+            if s.priors == "hybrid":
+                self._hybrid_priors(self._prep(emb[hs]), w, books)
         self.codebooks = books
         return self
 

@@ -85,6 +85,8 @@ class Sa2crqVae(Sa2crqSettings, RQVAE):
             if s.tail_encoder_epochs:
                 self.tail_encoder = self._train_tail_encoder(emb[t_idx], books)
                 self._fit_tail_codewords(self._latent(emb[pick], self.tail_encoder), books)
+            if s.priors == "hybrid":   # head items keep the head encoder
+                self._hybrid_priors(self._latent(emb[h_idx]), w, books)
         self.books = books
         return self
 

@@ -5,6 +5,7 @@
 # (head 2.32 / tail 2.00). Cold-start protocol and cold expansion on, as for every tokenizer compared.
 #   experiments/i22_hybrid_priors_runs.sh ml100k      # seeds 0-2, ~5 min a run -> runs/i22hp-sN
 #   experiments/i22_hybrid_priors_runs.sh synthetic   # SEEDS (default 0), ~15 min a run -> runs/i22-syn-hp-sN
+#   SUFFIX=-tau0.0002 experiments/i22_hybrid_priors_runs.sh synthetic --set sid.sa2crq.tau=0.0002   # -> runs/i22-syn-hp-tau0.0002-sN
 # References on the same machine: ML-100K runs/i22t-rqk-sN (RQ-KMeans 3x32) and runs/i22h-hybrid-sN (the preset,
 # experiments/i22_hybrid_ml100k_runs.sh); synthetic runs/i22-syn-rqk-sN and runs/i22-syn-bucket-hybrid-sN
 # (HEAD_CODES=hybrid experiments/i22_synthetic_hr.sh).
@@ -19,7 +20,7 @@ case "${1:-}" in
     shift
     for s in ${SEEDS:-0 1 2}; do
       rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.sa2crq.head_codes=hybrid \
-        --set sid.sa2crq.priors=hybrid --run-dir runs/i22hp-s$s "$@"
+        --set sid.sa2crq.priors=hybrid --run-dir runs/i22hp${SUFFIX:-}-s$s "$@"
     done ;;
   synthetic)
     shift
@@ -27,7 +28,7 @@ case "${1:-}" in
       rl-align run experiments/configs/synthetic_100k_sids.yaml --set eval.cold_expansion=true \
         --set sid.tokenizer=sa2crq --set sid.collision=bucket --set sid.bucket_scorer=content \
         --set sid.sa2crq.tail_stop=start_level --set sid.sa2crq.head_codes=hybrid --set sid.sa2crq.priors=hybrid \
-        --set seed=$s --run-dir runs/i22-syn-hp-s$s "$@"
+        --set seed=$s --run-dir runs/i22-syn-hp${SUFFIX:-}-s$s "$@"
     done ;;
   *) echo "usage: $0 ml100k|synthetic [--set key=value ...]" >&2; exit 2 ;;
 esac

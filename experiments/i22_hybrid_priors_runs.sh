@@ -4,7 +4,7 @@
 # mass 0 and stops at N = 2, which is why hybrid head codes broke the length goal on the synthetic catalog
 # (head 2.32 / tail 2.00). Cold-start protocol and cold expansion on, as for every tokenizer compared.
 #   experiments/i22_hybrid_priors_runs.sh ml100k      # seeds 0-2, ~5 min a run -> runs/i22hp-sN
-#   experiments/i22_hybrid_priors_runs.sh synthetic   # SEEDS (default 0), ~15 min a run -> runs/i22-syn-hp-sN
+#   experiments/i22_hybrid_priors_runs.sh synthetic   # SEEDS (default 0), 10-12 min a run -> runs/i22-syn-hp-sN
 #   SUFFIX=-tau0.0002 experiments/i22_hybrid_priors_runs.sh synthetic --set sid.sa2crq.tau=0.0002   # -> runs/i22-syn-hp-tau0.0002-sN
 # References on the same machine: ML-100K runs/i22t-rqk-sN (RQ-KMeans 3x32) and runs/i22h-hybrid-sN (the preset,
 # experiments/i22_hybrid_ml100k_runs.sh); synthetic runs/i22-syn-rqk-sN and runs/i22-syn-bucket-hybrid-sN

@@ -14,6 +14,7 @@ from rl_align.policy.model import build_policy
 from rl_align.rollouts import GenerationRequest, build_engine
 from rl_align.sid import SidCatalog, SidCodes, resolve_collisions
 from rl_align.sid.buckets import build_scorer
+from rl_align.sid.sa2crq import lookup_mass, prefix_keys
 from rl_align.sid.stats import sid_stats
 from rl_align.utils.popularity import head_mask
 
@@ -82,9 +83,11 @@ def test_hybrid_priors_keep_head_items_on_tail_codewords_long(zipf_items, flavou
     pulled = head & (old.codes[:, :2] >= K).any(axis=1)
     assert pulled.any() and (old.lengths[pulled] == 2).all()   # stage-1 priors: no head mass there, so they stop
     assert new.lengths[pulled].mean() > 2 and new.lengths[head].mean() > old.lengths[head].mean()
-    # every depth's masses sum to 1 over the head, and each head item's own prefix carries some of it
-    for depth, (keys, mass) in enumerate(new_tok.tables, start=1):
-        assert mass.sum() == pytest.approx(1.0) and (mass > 0).all() and len(keys) <= head.sum()
+    # every depth's masses sum to 1 over the head; the pulled items' 2-token prefixes had none and now carry some
+    for keys, mass in new_tok.tables:
+        assert mass.sum() == pytest.approx(1.0) and len(keys) <= head.sum()
+    prefix = prefix_keys(old.codes[pulled], 2, K + 8)
+    assert (lookup_mass(old_tok.tables[1], prefix) == 0).all() and (lookup_mass(new_tok.tables[1], prefix) > 0).all()
 
 
 def test_cap_splits_large_buckets(zipf_items):

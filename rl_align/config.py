@@ -263,7 +263,8 @@ class SidConfig:
     history: Literal["codes", "items"] = doc(
         "codes", "how prompts write history items: codes (each item as its SID tokens and <eos>) or items (one "
                  "token per item, SASRec's one position per item; the next item is still generated as SID tokens "
-                 "under the trie, and SFT packs every target of a window after the shared history)")
+                 "under the trie, and SFT packs every target of a window after the shared history; an item head, "
+                 "policy.item_head, reads the history-token states, as SASRec's output layer does)")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """User-token names: strings, each once."""
@@ -867,7 +868,6 @@ class RunConfig:
                 return [("sft.item_head_future", f"expected 1 without policy.item_head, got {got}")]
             return []
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
-                 (self.sid.history == "items", "sid.history: items (the packed item-token batch)"),
                  (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),
                  (self.sft.backend == "deepspeed" and self.sft.zero_stage == 3, "sft.zero_stage: 3")]
         return [("policy.item_head", f"{self.policy.item_head!r} cannot be used with {what}")

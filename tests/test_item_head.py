@@ -221,9 +221,50 @@ def test_choose_beta_takes_the_best_valid_ndcg():
                    "valid_beam_ndcg@10": 0.05}
 
 
+def test_with_item_history_the_head_reads_each_targets_serving_state_in_the_packed_batch():
+    """sid.history: items: the head's log-probs at the packed batch's shared columns are those it gives each
+    target's own serving prompt (what evaluation reads), its targets line up, and sft_loss trains head and trunk."""
+    from test_history_items import _catalog
+
+    from rl_align.policy.data import item_history_batch
+    from rl_align.policy.item_head import item_head_logp, item_head_nll
+    from rl_align.policy.model import attention_mask_for, token_loss
+    from rl_align.sft.loss import sft_loss
+
+    cat = _catalog(True)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128), cat, 8,
+                         seed=3).eval()
+    head = attach_item_head(model, cat, "free")
+    with torch.no_grad():
+        head.items.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    windows, n_target = np.array([[5, 2, 11, 7, 0], [-1, -1, 3, 8, 1], [6, -1, -1, -1, -1]]), np.array([4, 2, 1])
+    b = item_history_batch(windows, cat, n_target)
+    b["attention_mask"] = attention_mask_for(model, b["attention_mask"])
+    targets = target_items(windows, n_target)
+    assert targets.tolist() == [2, 11, 7, 0, 8, 1, 6]
+    with torch.no_grad():
+        h = model(**{k: v for k, v in b.items() if k != "targets"}, output_hidden_states=True).hidden_states[-1]
+        got = item_head_logp(head, h, b["targets"], cat, shifted=False)
+        prompts = []
+        for w, k in zip(windows, n_target):
+            items = [int(i) for i in w if i >= 0]
+            prompts += [items[:j] + [-1] * (5 - j) for j in range(len(items) - k, len(items))]
+        want = head_logprobs(model, head, cat, np.array(prompts), np.zeros(len(prompts), np.int64))
+    assert got.shape == (7, cat.n_items)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    model.zero_grad()  # eval mode: no dropout, so the loss can be recomputed from its parts
+    loss = sft_loss(model, b, cat, head, targets, head_weight=0.5)
+    loss.backward()
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in b.items() if k != "targets"}).logits
+        parts = token_loss(logits, b["targets"]) + 0.5 * item_head_nll(got, targets)
+    assert torch.isclose(loss, parts, atol=1e-5)
+    assert head.items.weight.grad[targets].abs().sum() > 0
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("change,match", [
     ({"sid": {"collision": "bucket"}}, "sid.collision: bucket"),
-    ({"sid": {"history": "items"}}, "sid.history: items"),
     ({"eval": {"cold_expansion": True}}, "eval.cold_expansion"),
 ])
 def test_config_refuses_what_the_head_cannot_serve(change, match):

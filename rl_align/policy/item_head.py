@@ -116,18 +116,21 @@ def future_targets(events: np.ndarray, n_target: Optional[np.ndarray], seq_items
     return torch.as_tensor(np.where(ahead < end[:, None], items, -1))
 
 
-def first_code_positions(labels: torch.Tensor, catalog: SidCatalog) -> torch.Tensor:
-    """(M, P) bool: the positions whose next label is a target item's first SID token (the state the head reads).
-    labels: (M, P) token ids, -100 = ignored, as HF causal-LM labels (position t predicts labels[:, t + 1])."""
-    nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+def first_code_positions(labels: torch.Tensor, catalog: SidCatalog, shifted: bool = True) -> torch.Tensor:
+    """(M, P) bool: the positions that predict a target item's first SID token (the state the head reads).
+    labels: (M, P) token ids, -100 = ignored: HF causal-LM labels (``shifted``: position t predicts
+    labels[:, t + 1]), or the packed ``sid.history: items`` batch's ``targets`` (not shifted: position t predicts
+    targets[:, t]; :func:`rl_align.policy.data.item_history_batch`, where they are the shared history columns)."""
+    nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:] if shifted else labels
     lo = catalog.layout.offsets[0]
     return (nxt >= lo) & (nxt < lo + catalog.layout.codebook_sizes[0])
 
 
-def item_head_logp(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, catalog: SidCatalog) -> torch.Tensor:
+def item_head_logp(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, catalog: SidCatalog,
+                   shifted: bool = True) -> torch.Tensor:
     """(T, n_items) float32 log-softmax of the head at every target's first-code position, in row order.
-    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P)."""
-    return torch.log_softmax(head(hidden[first_code_positions(labels, catalog)]).float(), dim=-1)
+    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P), see :func:`first_code_positions`."""
+    return torch.log_softmax(head(hidden[first_code_positions(labels, catalog, shifted)]).float(), dim=-1)
 
 
 def item_head_nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,6 @@ from rl_align.policy.model import (
     build_policy,
     init_item_token_embeddings,
     save_policy,
-    token_loss,
 )
 from rl_align.ray_utils import STATE, resume_checkpoint
 from rl_align.rollouts.torch_engine import TorchEngine
@@ -228,9 +227,7 @@ class SftWorker:
         batch = windows_to_batch(items, self.catalog, n_target, events_to_users(events, self.split["seq_offsets"]))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if "targets" in batch:  # sid.history: items, packed targets with a custom mask (policy/data.py)
-            targets = batch.pop("targets")
             batch["attention_mask"] = attention_mask_for(self.module, batch["attention_mask"])
-            return token_loss(self.engine(**batch).logits, targets, self.sft.label_smoothing)
         head, targets = item_head_of(self.module), None
         if head is not None:
             targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(

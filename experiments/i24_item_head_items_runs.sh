@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 24: the item head on SASRec's input (policy.item_head: free with sid.history: items). With history items the
+# packed batch's shared columns are a causal transformer over one token per item, SASRec's own layout, and the head
+# reads them as SASRec's output layer does; the SID tokens are still generated under the trie beside it.
+#   experiments/i24_item_head_items_runs.sh screen           # seed 0: items; items + SASRec's dropout set (0.2)
+#   SETTING=items experiments/i24_item_head_items_runs.sh seeds   # seeds 1 2 of the valid pick
+# Reference: runs/i24-w64-ihead-sN (the item-head row on code prompts, with its own SASRec-50; about 7 min a run).
+# Table: python experiments/compare_with_baselines.py runs/i24-w64-ihead-$SETTING-s{0,1,2} --baselines-from
+#   runs/i24-w64-ihead-s{0,1,2} --other-policy "item head" runs/i24-w64-ihead-s{0,1,2}
+set -euo pipefail
+DROP="--set policy.embedding_dropout=0.2 --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2"
+args_for() {  # setting name -> its --set flags
+  case "$1" in
+    items) echo "--set sid.history=items" ;;
+    items-drop) echo "--set sid.history=items $DROP" ;;
+    *) echo "unknown setting $1" >&2; return 1 ;;
+  esac
+}
+what=${1:?screen | seeds}; shift
+case "$what" in
+  screen)
+    for s in ${SCREEN:-items items-drop}; do
+      # shellcheck disable=SC2046
+      TAG=w64-ihead-$s SEEDS=0 experiments/i24_item_head_runs.sh $(args_for "$s") "$@"
+    done ;;
+  seeds)
+    : "${SETTING:?}"
+    # shellcheck disable=SC2046
+    TAG=w64-ihead-$SETTING SEEDS=${SEEDS:-1 2} experiments/i24_item_head_runs.sh $(args_for "$SETTING") "$@" ;;
+esac

@@ -3,6 +3,8 @@
 # packed batch's shared columns are a causal transformer over one token per item, SASRec's own layout, and the head
 # reads them as SASRec's output layer does; the SID tokens are still generated under the trie beside it.
 #   experiments/i24_item_head_items_runs.sh screen           # seed 0: items; items + SASRec's dropout set (0.2)
+#   SCREEN="items-drop-untied items-drop-hist" experiments/i24_item_head_items_runs.sh screen
+#                                         # + the output head untied; + the head tied to the history tokens
 #   SETTING=items experiments/i24_item_head_items_runs.sh seeds   # seeds 1 2 of the valid pick
 # Reference: runs/i24-w64-ihead-sN (the item-head row on code prompts, with its own SASRec-50; about 7 min a run).
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-ihead-$SETTING-s{0,1,2} --baselines-from
@@ -13,6 +15,12 @@ args_for() {  # setting name -> its --set flags
   case "$1" in
     items) echo "--set sid.history=items" ;;
     items-drop) echo "--set sid.history=items $DROP" ;;
+    # the output head untied from the input embeddings: a tied head's softmax pushes every history token's row (its
+    # input embedding too) away from the states, since history tokens are in the vocabulary but never a target
+    items-drop-untied) echo "--set sid.history=items $DROP --set policy.tie_embeddings=false" ;;
+    # SASRec's one item table: the head's item vectors are the history tokens' input embeddings (untied output head,
+    # else its softmax pushes those rows away from the states the head pulls them toward)
+    items-drop-hist) echo "--set sid.history=items $DROP --set policy.tie_embeddings=false --set policy.item_head=history" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -291,12 +291,14 @@ class PolicyConfig:
     hidden_dropout: float = doc(0.0, "dropout on each attention and MLP output before its residual add, during "
                                 "training (SASRec's; a hook, not saved in the model)", ge=0, lt=1)
     tie_embeddings: bool = doc(True, "tie input embeddings and the output head")
-    item_head: Literal["none", "free", "free_sid"] = doc(
+    item_head: Literal["none", "free", "free_sid", "history"] = doc(
         "none", "an item-level head beside the SID tokens (the generative + dense hybrid, "
                 "rl_align/policy/item_head.py): 'free' = a free vector per item scored from the state that predicts "
                 "the next item's first code, trained by SFT (sft.item_head_weight) and fused with log π at evaluation "
                 "(eval.item_head_*); 'free_sid' = the same vector plus the sum of the head's own embeddings of the "
-                "item's SID codes (items sharing a prefix share part of their vector); 'none' = off")
+                "item's SID codes (items sharing a prefix share part of their vector); 'history' = the history "
+                "tokens' input embeddings as the item vectors (SASRec's one item table; needs sid.history: items); "
+                "'none' = off")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups."""
@@ -868,6 +870,8 @@ class RunConfig:
                 return [("sft.item_head_future", f"expected 1 without policy.item_head, got {got}")]
             return []
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
+                 (self.policy.item_head == "history" and self.sid.history != "items",
+                  "sid.history: codes (its item vectors are the history tokens' embeddings: set sid.history: items)"),
                  (self.eval.cold_expansion, "eval.cold_expansion (new items have untrained head vectors)"),
                  (self.sft.backend == "deepspeed" and self.sft.zero_stage == 3, "sft.zero_stage: 3")]
         return [("policy.item_head", f"{self.policy.item_head!r} cannot be used with {what}")

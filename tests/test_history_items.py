@@ -195,3 +195,38 @@ def test_a_run_with_item_history_trains_and_evaluates(ml100k_emb, ray_session, t
     # 3 epochs of a 1-layer policy: far from converged (0.04 here), but 3× a random ranking's 10 / 1682
     assert m["test"]["policy"]["hr@10"] > 3 * 10 / cat.n_items
     assert len((run / "eval" / "predictions_test.jsonl").read_text().splitlines()) == 943
+
+
+@pytest.mark.ray
+def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path):
+    """The same pipeline with ``policy.item_head: history`` (the head's item vectors are the history tokens' input
+    embeddings): SFT trains the packed batch with the head, the saved head is the best policy's embedding rows, and
+    evaluation fuses it with the beam and reports the head's own ranking beside."""
+    from safetensors.torch import load_file
+
+    from rl_align.config import RunConfig, load_config
+    from rl_align.pipeline import run_pipeline
+    from rl_align.policy.item_head import FILE
+    from rl_align.utils.io import read_json
+
+    cfg_d = {"name": "hist-head", "wandb": False, "stages": ["data", "embed", "sids", "sft", "eval"],
+             "sid": {"codebook_size": 32, "collision": "reassign", "history": "items"},
+             "policy": {"hidden_size": 64, "num_layers": 1, "num_heads": 1, "intermediate_size": 128,
+                        "item_head": "history", "tie_embeddings": False},
+             "sft": {"epochs": 2, "batch_size": 64, "eval_users": 200, "cpus_per_worker": 2, "lr": 0.003,
+                     "eval_every": 1},
+             "eval": {"beams": 10, "batch_size": 256, "item_head_union": 10, "item_head_betas": [1.0]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg_d))
+    run = tmp_path / "run"
+    run_pipeline(load_config(tmp_path / "c.yaml", RunConfig), run)
+    cat = SidCatalog.load(run / "sids" / "catalog")
+    best = run / "sft" / "best_policy"
+    emb = load_file(str(best / "model.safetensors"))["model.embed_tokens.weight"]
+    head = load_file(str(best / FILE))
+    assert "code_emb.weight" not in head and set(head) == {"items.weight", "proj.weight"}
+    off = cat.layout.history_offset
+    assert torch.equal(head["items.weight"], emb[off: off + cat.n_items].float())
+    m = read_json(run / "eval" / "metrics.json")
+    assert {"policy", "policy_beam", "item_head_only"} <= set(m["test"])
+    assert m["test"]["item_head_only"]["hr@10"] > 3 * 10 / cat.n_items
+    assert len((run / "eval" / "predictions_test.jsonl").read_text().splitlines()) == 943

@@ -221,9 +221,11 @@ def test_choose_beta_takes_the_best_valid_ndcg():
                    "valid_beam_ndcg@10": 0.05}
 
 
-def test_with_item_history_the_head_reads_each_targets_serving_state_in_the_packed_batch():
+@pytest.mark.parametrize("kind", ["free", "history"])
+def test_with_item_history_the_head_reads_each_targets_serving_state_in_the_packed_batch(kind):
     """sid.history: items: the head's log-probs at the packed batch's shared columns are those it gives each
-    target's own serving prompt (what evaluation reads), its targets line up, and sft_loss trains head and trunk."""
+    target's own serving prompt (what evaluation reads), its targets line up, and sft_loss trains head and trunk
+    (with ``history``, the tied history-token embeddings are the head's item vectors)."""
     from test_history_items import _catalog
 
     from rl_align.policy.data import item_history_batch
@@ -234,9 +236,9 @@ def test_with_item_history_the_head_reads_each_targets_serving_state_in_the_pack
     cat = _catalog(True)
     model = build_policy(PolicyConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128), cat, 8,
                          seed=3).eval()
-    head = attach_item_head(model, cat, "free")
+    head = attach_item_head(model, cat, kind)
     with torch.no_grad():
-        head.items.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+        head.item_vectors().normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
     windows, n_target = np.array([[5, 2, 11, 7, 0], [-1, -1, 3, 8, 1], [6, -1, -1, -1, -1]]), np.array([4, 2, 1])
     b = item_history_batch(windows, cat, n_target)
     b["attention_mask"] = attention_mask_for(model, b["attention_mask"])
@@ -259,22 +261,55 @@ def test_with_item_history_the_head_reads_each_targets_serving_state_in_the_pack
         logits = model(**{k: v for k, v in b.items() if k != "targets"}).logits
         parts = token_loss(logits, b["targets"]) + 0.5 * item_head_nll(got, targets)
     assert torch.isclose(loss, parts, atol=1e-5)
-    assert head.items.weight.grad[targets].abs().sum() > 0
+    vec_grad = head.items.weight.grad if kind == "free" else model.get_input_embeddings().weight.grad[
+        cat.layout.history_offset: cat.layout.history_offset + cat.n_items]
+    assert vec_grad[targets].abs().sum() > 0
     assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def test_the_history_tied_head_is_the_embedding_rows_and_saves_as_their_snapshot(tmp_path):
+    """policy.item_head: history: no table of its own (the policy's parameters are not doubled), a move of the
+    embedding moves the head, and the saved head loads as a free head that scores exactly like the tied one."""
+    from test_history_items import _catalog
+
+    cat = _catalog(True)
+    model = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), cat, 8)
+    n_params = sum(p.numel() for p in model.parameters())
+    head = attach_item_head(model, cat, "history")
+    assert sum(p.numel() for p in model.parameters()) == n_params + 64 * 64  # only the projection is new
+    emb = model.get_input_embeddings().weight
+    off = cat.layout.history_offset
+    with torch.no_grad():
+        emb[off + 3] += 1.0
+    assert torch.equal(head.item_vectors()[3], emb[off + 3])
+    save_policy(model, tmp_path / "p", cat)
+    back = load_item_head(tmp_path / "p", cat, 64)
+    h = torch.randn(5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(h), head(h))
+    with pytest.raises(ValueError, match="needs sid.history: items"):
+        attach_item_head(build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1,
+                                                   intermediate_size=128), _catalog(False), 8), _catalog(False),
+                         "history")
 
 
 @pytest.mark.parametrize("change,match", [
     ({"sid": {"collision": "bucket"}}, "sid.collision: bucket"),
     ({"eval": {"cold_expansion": True}}, "eval.cold_expansion"),
+    ({"policy": {"item_head": "history"}}, "sid.history: codes"),
 ])
 def test_config_refuses_what_the_head_cannot_serve(change, match):
-    with pytest.raises(ConfigError, match=rf"policy\.item_head: 'free' cannot be used with {match}"):
+    kind = change.get("policy", {}).get("item_head", "free")
+    with pytest.raises(ConfigError, match=rf"policy\.item_head: '{kind}' cannot be used with {match}"):
         from_dict(RunConfig, {"policy": {"item_head": "free"}, **change}, source="c.yaml")
+    assert from_dict(RunConfig, {"policy": {"item_head": "history"}, "sid": {"history": "items"}}).policy.item_head \
+        == "history"
 
 
 def test_config_checks_the_head_fields():
     with pytest.raises(ConfigError,
-                       match=r"c.yaml: policy.item_head: 'dense' is not one of \['none', 'free', 'free_sid'\]"):
+                       match=r"c.yaml: policy.item_head: 'dense' is not one of "
+                             r"\['none', 'free', 'free_sid', 'history'\]"):
         from_dict(RunConfig, {"policy": {"item_head": "dense"}}, source="c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_betas: expected a non-empty list of numbers ≥ 0"):
         from_dict(RunConfig, {"eval": {"item_head_betas": [1, -1]}}, source="c.yaml")

@@ -27,17 +27,26 @@ from rl_align.sid.catalog import SPECIALS, SidCatalog
 
 ATTR = "rl_align_item_head"
 FILE = "item_head/item_head.safetensors"  # not at the top: vLLM would load it as model weights
-KINDS = ("none", "free", "free_sid")
+KINDS = ("none", "free", "free_sid", "history")
 
 
 class ItemHead(torch.nn.Module):
     """Free item vectors (plus, with ``codes``, embeddings of the items' SID codes) scored from a policy state.
-    h: (N, H) → (N, n_items) logits. codes: (n_items, T) int64 code indices in [0, n_codes), -1 = none."""
+    h: (N, H) → (N, n_items) logits. codes: (n_items, T) int64 code indices in [0, n_codes), -1 = none.
 
-    def __init__(self, n_items: int, hidden: int, codes: Optional[torch.Tensor] = None, n_codes: int = 0) -> None:
+    ``tied`` = (the policy's input embedding, the first history token id): the item vectors are the history tokens'
+    input embeddings (``sid.history: items``), SASRec's one item table for input and output. The embedding stays
+    the policy's parameter (held outside this module's parameters, so nothing is registered twice); the saved head
+    holds a snapshot of those rows as a free table (:func:`save_item_head`), which is what evaluation loads."""
+
+    def __init__(self, n_items: int, hidden: int, codes: Optional[torch.Tensor] = None, n_codes: int = 0,
+                 tied: Optional[tuple[torch.nn.Embedding, int]] = None) -> None:
         super().__init__()
-        self.items = torch.nn.Embedding(n_items, hidden)
-        torch.nn.init.normal_(self.items.weight, std=0.02)
+        self._tied = tied
+        if tied is None:
+            self.items = torch.nn.Embedding(n_items, hidden)
+            torch.nn.init.normal_(self.items.weight, std=0.02)
+        self.n_items = n_items
         self.proj = torch.nn.Linear(hidden, hidden, bias=False)
         torch.nn.init.eye_(self.proj.weight)
         self.code_emb = None
@@ -47,7 +56,11 @@ class ItemHead(torch.nn.Module):
             torch.nn.init.normal_(self.code_emb.weight, std=0.02)
 
     def item_vectors(self) -> torch.Tensor:
-        """(n_items, H): the free vectors, plus the sums of their SID codes' embeddings with ``free_sid``."""
+        """(n_items, H): the free vectors (or the tied history-token embeddings), plus the sums of their SID codes'
+        embeddings with ``free_sid``."""
+        if self._tied is not None:
+            emb, first = self._tied
+            return emb.weight[first: first + self.n_items]
         if self.code_emb is None:
             return self.items.weight
         sid = (self.code_emb(self.codes.clamp(min=0)) * (self.codes >= 0).unsqueeze(-1)).sum(1)
@@ -80,6 +93,14 @@ def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> 
         raise ValueError(f"policy.item_head: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "none":
         return None
+    if kind == "history":
+        if not catalog.history_items:
+            raise ValueError("policy.item_head: 'history' ties the head to the history tokens: needs "
+                             "sid.history: items")
+        emb = model.get_input_embeddings()
+        head = ItemHead(catalog.n_items, emb.weight.shape[1], tied=(emb, catalog.layout.history_offset))
+        setattr(model, ATTR, head.to(emb.weight.device))
+        return head
     head = _new_head(catalog, model.get_input_embeddings().weight.shape[1], kind)
     setattr(model, ATTR, head.to(model.get_input_embeddings().weight.device))
     return head
@@ -162,8 +183,11 @@ def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
         return False
     path = Path(directory) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = dict(head.state_dict())
+    if head._tied is not None:  # a snapshot of the tied rows: loaded as a free head, equal while the policy is
+        state["items.weight"] = head.item_vectors()
     save_file({k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in head.state_dict().items()}, str(path))
+               for k, v in state.items()}, str(path))
     return True
 
 

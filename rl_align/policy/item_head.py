@@ -55,6 +55,11 @@ class ItemHead(torch.nn.Module):
             self.code_emb = torch.nn.Embedding(n_codes, hidden)
             torch.nn.init.normal_(self.code_emb.weight, std=0.02)
 
+    @property
+    def tied(self) -> bool:
+        """True when the item vectors are the policy's history-token embeddings (``policy.item_head: history``)."""
+        return self._tied is not None
+
     def item_vectors(self) -> torch.Tensor:
         """(n_items, H): the free vectors (or the tied history-token embeddings), plus the sums of their SID codes'
         embeddings with ``free_sid``."""
@@ -184,7 +189,7 @@ def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
     path = Path(directory) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(head.state_dict())
-    if head._tied is not None:  # a snapshot of the tied rows: loaded as a free head, equal while the policy is
+    if head.tied:  # a snapshot of the tied rows: loaded as a free head, equal while the policy is
         state["items.weight"] = head.item_vectors()
     save_file({k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state.items()}, str(path))

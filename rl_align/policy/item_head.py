@@ -189,7 +189,7 @@ def save_item_head(model: torch.nn.Module, directory: str | Path) -> bool:
     path = Path(directory) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(head.state_dict())
-    if head.tied:  # a snapshot of the tied rows: loaded as a free head, equal while the policy is
+    if head.tied:  # a snapshot of the tied rows, loaded as a free head that scores as the tied one did here
         state["items.weight"] = head.item_vectors()
     save_file({k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state.items()}, str(path))

@@ -23,6 +23,9 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist) echo "--set sid.history=items $DROP --set policy.tie_embeddings=false --set policy.item_head=history" ;;
     # the same trained twice as long (its valid HR@10 was still rising at epoch 20; SASRec's best epochs are 64-84)
     items-drop-hist-e40) echo "$(args_for items-drop-hist) --set sft.epochs=40 --set sft.patience=20" ;;
+    # the 50-item history SASRec does best with; the tied head with a tied output head (the control of the untie)
+    items-drop-hist-h50) echo "$(args_for items-drop-hist) --set data.max_history=50" ;;
+    items-drop-hist-tiedlm) echo "--set sid.history=items $DROP --set policy.item_head=history" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -98,16 +98,14 @@ def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> 
         raise ValueError(f"policy.item_head: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "none":
         return None
-    if kind == "history":
-        if not catalog.history_items:
-            raise ValueError("policy.item_head: 'history' ties the head to the history tokens: needs "
-                             "sid.history: items")
-        emb = model.get_input_embeddings()
+    emb = model.get_input_embeddings()
+    if kind != "history":
+        head = _new_head(catalog, emb.weight.shape[1], kind)
+    elif catalog.history_items:
         head = ItemHead(catalog.n_items, emb.weight.shape[1], tied=(emb, catalog.layout.history_offset))
-        setattr(model, ATTR, head.to(emb.weight.device))
-        return head
-    head = _new_head(catalog, model.get_input_embeddings().weight.shape[1], kind)
-    setattr(model, ATTR, head.to(model.get_input_embeddings().weight.device))
+    else:
+        raise ValueError("policy.item_head: 'history' ties the head to the history tokens: needs sid.history: items")
+    setattr(model, ATTR, head.to(emb.weight.device))
     return head
 
 

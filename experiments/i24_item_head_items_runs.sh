@@ -5,6 +5,8 @@
 #   experiments/i24_item_head_items_runs.sh screen           # seed 0: items; items + SASRec's dropout set (0.2)
 #   SCREEN="items-drop-untied items-drop-hist" experiments/i24_item_head_items_runs.sh screen
 #                                         # + the output head untied; + the head tied to the history tokens
+#   SCREEN="items-drop-hist-init items-drop-hist-w1 items-drop-hist-w128" experiments/i24_item_head_items_runs.sh screen
+#                                         # the tied head started from SASRec's table; its loss weight 1; 128 wide
 #   SETTING=items experiments/i24_item_head_items_runs.sh seeds   # seeds 1 2 of the valid pick
 # Reference: runs/i24-w64-ihead-sN (the item-head row on code prompts, with its own SASRec-50; about 7 min a run).
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-ihead-$SETTING-s{0,1,2} --baselines-from
@@ -26,18 +28,28 @@ args_for() {  # setting name -> its --set flags
     # the 50-item history SASRec does best with; the tied head with a tied output head (the control of the untie)
     items-drop-hist-h50) echo "$(args_for items-drop-hist) --set data.max_history=50" ;;
     items-drop-hist-tiedlm) echo "--set sid.history=items $DROP --set policy.item_head=history" ;;
+    # the tied head's item table started from the reference run's converged SASRec-50 (training split only): the
+    # head then starts where SASRec ends, and SFT adds the SID tokens' signal
+    items-drop-hist-init) echo "$(args_for items-drop-hist) --set sft.item_token_init=runs/i24-w64-ihead-s$S/baselines/sasrec" ;;
+    # the head's loss weighted as much as the SID tokens' (0.5 before): the head is what ranks
+    items-drop-hist-w1) echo "$(args_for items-drop-hist) --set sft.item_head_weight=1.0" ;;
+    # the 128-wide policy of the full preset (2 heads of 64) with the tied head
+    items-drop-hist-w128) echo "$(args_for items-drop-hist) --set policy.hidden_size=128 --set policy.num_heads=2 --set policy.intermediate_size=512" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }
 what=${1:?screen | seeds}; shift
 case "$what" in
   screen)
+    S=0
     for s in ${SCREEN:-items items-drop}; do
       # shellcheck disable=SC2046
       TAG=w64-ihead-$s SEEDS=0 experiments/i24_item_head_runs.sh $(args_for "$s") "$@"
     done ;;
   seeds)
     : "${SETTING:?}"
-    # shellcheck disable=SC2046
-    TAG=w64-ihead-$SETTING SEEDS=${SEEDS:-1 2} experiments/i24_item_head_runs.sh $(args_for "$SETTING") "$@" ;;
+    for S in ${SEEDS:-1 2}; do  # one seed at a time: a setting's flags may name its seed's reference run
+      # shellcheck disable=SC2046
+      TAG=w64-ihead-$SETTING SEEDS=$S experiments/i24_item_head_runs.sh $(args_for "$SETTING") "$@"
+    done ;;
 esac

@@ -28,8 +28,9 @@ args_for() {  # setting name -> its --set flags
     # the 50-item history SASRec does best with; the tied head with a tied output head (the control of the untie)
     items-drop-hist-h50) echo "$(args_for items-drop-hist) --set data.max_history=50" ;;
     items-drop-hist-tiedlm) echo "--set sid.history=items $DROP --set policy.item_head=history" ;;
-    # the tied head's item table started from the reference run's converged SASRec-50 (training split only): the
-    # head then starts where SASRec ends, and SFT adds the SID tokens' signal
+    # the tied head's item table started from the reference run's converged SASRec-50 (training split only; mapped
+    # by an isometry to the policy width and rescaled, so items' dot products keep SASRec's geometry; the projection
+    # and the transformer still start at random)
     items-drop-hist-init) echo "$(args_for items-drop-hist) --set sft.item_token_init=runs/i24-w64-ihead-s$S/baselines/sasrec" ;;
     # the head's loss weighted as much as the SID tokens' (0.5 before): the head is what ranks
     items-drop-hist-w1) echo "$(args_for items-drop-hist) --set sft.item_head_weight=1.0" ;;

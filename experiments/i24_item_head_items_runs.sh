@@ -38,6 +38,8 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist-w128) echo "$(args_for items-drop-hist) --set policy.hidden_size=128 --set policy.num_heads=2 --set policy.intermediate_size=512" ;;
     # more dropout (0.3 everywhere): the joint model has two losses and a wider vocabulary than SASRec to overfit
     items-drop3-hist) echo "--set sid.history=items ${DROP//0.2/0.3} --set policy.tie_embeddings=false --set policy.item_head=history" ;;
+    # a third layer (SASRec-50 has two; the joint model carries the SID tokens' task as well)
+    items-drop-hist-l3) echo "$(args_for items-drop-hist) --set policy.num_layers=3" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

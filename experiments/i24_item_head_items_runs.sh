@@ -5,8 +5,13 @@
 #   experiments/i24_item_head_items_runs.sh screen           # seed 0: items; items + SASRec's dropout set (0.2)
 #   SCREEN="items-drop-untied items-drop-hist" experiments/i24_item_head_items_runs.sh screen
 #                                         # + the output head untied; + the head tied to the history tokens
-#   SCREEN="items-drop-hist-init items-drop-hist-w1 items-drop-hist-w128" experiments/i24_item_head_items_runs.sh screen
-#                                         # the tied head started from SASRec's table; its loss weight 1; 128 wide
+#   SCREEN="items-drop-hist-init items-drop-hist-w1 items-drop-hist-w128 items-drop3-hist items-drop-hist-l3
+#     items-drop-hist-ema" experiments/i24_item_head_items_runs.sh screen
+#                                         # the tied head started from SASRec's table; its loss weight 1; 128 wide;
+#                                         # dropout 0.3; three layers; a weight EMA
+#   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
+#     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
+#     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
 #   SETTING=items experiments/i24_item_head_items_runs.sh seeds   # seeds 1 2 of the valid pick
 # Reference: runs/i24-w64-ihead-sN (the item-head row on code prompts, with its own SASRec-50; about 7 min a run).
 # Table: python experiments/compare_with_baselines.py runs/i24-w64-ihead-$SETTING-s{0,1,2} --baselines-from
@@ -45,7 +50,7 @@ args_for() {  # setting name -> its --set flags
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }
-what=${1:?screen | seeds}; shift
+what=${1:?screen | seeds | extra}; shift
 case "$what" in
   screen)
     S=0
@@ -58,5 +63,13 @@ case "$what" in
     for S in ${SEEDS:-1 2}; do  # one seed at a time: a setting's flags may name its seed's reference run
       # shellcheck disable=SC2046
       TAG=w64-ihead-$SETTING SEEDS=$S experiments/i24_item_head_runs.sh $(args_for "$SETTING") "$@"
+    done ;;
+  extra)
+    : "${SETTING:?}"
+    for S in ${SEEDS:-3 4}; do  # seeds beyond the reference's three: each run trains its own SASRec-50 beside it
+      # shellcheck disable=SC2046
+      TAG=w64-ihead-$SETTING SEEDS=$S experiments/i24_item_head_runs.sh $(args_for "$SETTING") \
+        --set 'stages=[data,embed,sids,baselines,sft,eval]' --set 'baseline.models=[sasrec]' \
+        --set baseline.max_len=50 "$@"
     done ;;
 esac

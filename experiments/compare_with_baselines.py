@@ -31,6 +31,22 @@ def _stats(vals: list[float]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.4f}"
 
 
+def _run_baselines(run: Path, more: list[Path]) -> dict[str, dict]:
+    """The baselines one policy run is compared with: ``baselines/*/metrics.json`` of the run dir and of its
+    ``--baselines-from`` dirs (a dir named twice counts once), by "model (history L)". Exits with one line when two
+    dirs hold the same model, since the table would then not know which of them this seed's run is."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for d in dict.fromkeys(p.resolve() for p in [run, *more]):
+        for f in sorted(d.glob("baselines/*/metrics.json")):
+            b = json.loads(f.read_text())
+            name = f"{b['model']} (history {b['max_len']})"
+            if name in found:
+                sys.exit(f"compare_with_baselines: {run}: {name} is in both {found[name][0]} and {d}; "
+                         "expected one run of each model per policy run")
+            found[name] = (d, b)
+    return {name: b for name, (_, b) in found.items()}
+
+
 def main() -> None:
     from rl_align.eval.significance import mcnemar_exact, paired_hr
 
@@ -60,17 +76,18 @@ def main() -> None:
         r["ndcg"].append(pol["test"]["policy"]["ndcg@10"])
         r["valid"].append(pol["valid"]["policy"]["hr@10"])
         r["ranks"].append(np.array(pol["test"]["target_rank"]))
-        for d in [run] + [Path(x) for x in more]:
-            for f in sorted(d.glob("baselines/*/metrics.json")):
-                b = json.loads(f.read_text())
-                name = f"{b['model']} (history {b['max_len']})"
-                e = rows.setdefault(name, {"test": [], "valid": [], "ndcg": [], "ranks": [], "epochs": []})
-                e["test"].append(b["test"]["policy"]["hr@10"])
-                e["ndcg"].append(b["test"]["policy"]["ndcg@10"])
-                e["valid"].append(b["valid"]["policy"]["hr@10"])
-                e["ranks"].append(np.array(b["test"]["target_rank"]))
-                e["epochs"].append(b["best_epoch"])
+        for name, b in _run_baselines(run, [Path(x) for x in more]).items():
+            e = rows.setdefault(name, {"test": [], "valid": [], "ndcg": [], "ranks": [], "epochs": []})
+            e["test"].append(b["test"]["policy"]["hr@10"])
+            e["ndcg"].append(b["test"]["policy"]["ndcg@10"])
+            e["valid"].append(b["valid"]["policy"]["hr@10"])
+            e["ranks"].append(np.array(b["test"]["target_rank"]))
+            e["epochs"].append(b["best_epoch"])
     pol = rows[args.label]
+    uneven = [f"{name}: {len(e['test'])}" for name, e in rows.items() if len(e["test"]) != len(pol["test"])]
+    if uneven:  # a mean over another set of seeds than the policy's would not be a paired comparison
+        sys.exit(f"compare_with_baselines: expected {len(pol['test'])} runs of each model (one per policy run), "
+                 f"got {'; '.join(uneven)}")
     print(f"| model ({len(args.runs)} seeds) | valid HR@10 | test HR@10 | test NDCG@10 | {args.label} ÷ model, HR@10 "
           "/ NDCG@10 | paired per seed (HR@10): users won/lost, McNemar p | pooled p |")
     print("|---|---|---|---|---|---|---|")
@@ -78,7 +95,7 @@ def main() -> None:
         if name == args.label:
             print(f"| **{name}** | {_stats(e['valid'])} | **{_stats(e['test'])}** | {_stats(e['ndcg'])} | | | |")
             continue
-        per = [paired_hr(b, a) for a, b in zip(pol["ranks"], e["ranks"])] if len(e["ranks"]) == len(pol["ranks"]) else []
+        per = [paired_hr(b, a) for a, b in zip(pol["ranks"], e["ranks"])]
         # paired_hr(A = the baseline, B = the policy): wins are users only the policy hits
         cells = "; ".join(f"+{p['wins']}/−{p['losses']}, p {p['p']:.3f}" for p in per)
         pooled = mcnemar_exact(sum(p["wins"] for p in per), sum(p["losses"] for p in per)) if per else float("nan")

@@ -1,0 +1,81 @@
+"""experiments/compare_with_baselines.py: the paired table of the SID policy against the item-ID baselines.
+
+Fake run dirs hold the metrics files the pipeline writes; the script's table is read back and checked against
+figures computed by hand from the per-user ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "compare_with_baselines.py"
+
+
+def _metrics(ranks: list[int]) -> dict:
+    r = np.asarray(ranks)
+    hit = (r >= 0) & (r < 10)
+    ndcg = np.where(hit, 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
+    return {"policy": {"hr@10": float(hit.mean()), "ndcg@10": float(ndcg.mean())}, "target_rank": ranks}
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _policy_run(d: Path, ranks: list[int]) -> Path:
+    m = _metrics(ranks)
+    _write(d / "eval" / "metrics.json", {"valid": {"policy": m["policy"]}, "test": m})
+    return d
+
+
+def _baseline(d: Path, ranks: list[int], epoch: int) -> None:
+    m = _metrics(ranks)
+    _write(d / "baselines" / "sasrec" / "metrics.json",
+           {"model": "sasrec", "max_len": 50, "best_epoch": epoch, "valid": {"policy": m["policy"]}, "test": m})
+
+
+def _table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_run_that_holds_its_own_baseline_and_is_also_named_as_the_baseline_dir_counts_once(tmp_path):
+    # seed 0: the policy hits users 0-2, SASRec users 0 and 3; seed 1 (its own SASRec, named twice): 0-1 vs 0
+    s0 = _policy_run(tmp_path / "pol-s0", [0, 3, 9, -1, 20])
+    ref0 = tmp_path / "ref-s0"
+    _baseline(ref0, [1, -1, 15, 2, -1], epoch=40)
+    s1 = _policy_run(tmp_path / "pol-s1", [5, 1, -1, -1, 11])
+    _baseline(s1, [2, -1, -1, 30, -1], epoch=60)
+    out = _table(str(s0), str(s1), "--baselines-from", str(ref0), str(s1), "--label", "pol")
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| sasrec"))
+    assert "best epochs [40, 60]" in row                    # one entry per seed, not three
+    assert "+2/−1, p 1.000; +1/−0, p 1.000" in row          # per-seed users won / lost, by hand
+    assert f"{(3 / 5 + 2 / 5) / (2 / 5 + 1 / 5):.3f}×" in row  # mean policy HR@10 ÷ mean SASRec HR@10
+
+
+def test_two_dirs_with_the_same_baseline_for_one_seed_are_refused_with_one_line(tmp_path):
+    s0 = _policy_run(tmp_path / "pol-s0", [0, -1])
+    _baseline(s0, [0, 0], epoch=10)
+    ref = tmp_path / "ref-s0"
+    _baseline(ref, [0, -1], epoch=12)   # seed 0 has two SASRec-50 runs: which one is its pair is unknown
+    out = _table(str(s0), "--baselines-from", str(ref))
+    assert out.returncode != 0 and "| sasrec" not in out.stdout
+    assert out.stderr.strip() == (f"compare_with_baselines: {s0}: sasrec (history 50) is in both {s0.resolve()} and "
+                                  f"{ref.resolve()}; expected one run of each model per policy run")
+
+
+def test_a_baseline_missing_for_some_seeds_is_refused_with_one_line(tmp_path):
+    s0 = _policy_run(tmp_path / "pol-s0", [0, -1])
+    s1 = _policy_run(tmp_path / "pol-s1", [0, -1])
+    _baseline(s0, [0, 0], epoch=10)     # seed 1 has no SASRec-50: a mean over seed 0 alone is not paired
+    out = _table(str(s0), str(s1))
+    assert out.returncode != 0 and "| sasrec" not in out.stdout
+    assert out.stderr.strip() == ("compare_with_baselines: expected 2 runs of each model (one per policy run), "
+                                  "got sasrec (history 50): 1")

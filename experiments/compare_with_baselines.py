@@ -31,6 +31,17 @@ def _stats(vals: list[float]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.4f}"
 
 
+def _add(rows: dict[str, dict], name: str, m: dict) -> None:
+    """Append one run's figures (a ``metrics.json`` of the policy or of a baseline) to row ``name``."""
+    e = rows.setdefault(name, {"test": [], "valid": [], "ndcg": [], "ranks": [], "epochs": []})
+    e["test"].append(m["test"]["policy"]["hr@10"])
+    e["ndcg"].append(m["test"]["policy"]["ndcg@10"])
+    e["valid"].append(m["valid"]["policy"]["hr@10"])
+    e["ranks"].append(np.array(m["test"]["target_rank"]))
+    if "best_epoch" in m:
+        e["epochs"].append(m["best_epoch"])
+
+
 def _run_baselines(run: Path, more: list[Path]) -> dict[str, dict]:
     """The baselines one policy run is compared with: ``baselines/*/metrics.json`` of the run dir and of its
     ``--baselines-from`` dirs (a dir named twice counts once), by "model (history L)". Exits with one line when two
@@ -61,28 +72,12 @@ def main() -> None:
     extra = list(zip(*args.baselines_from)) if args.baselines_from else [()] * len(args.runs)
     rows: dict[str, dict] = {}
     for other in args.other_policy:
-        e = rows.setdefault(other[0], {"test": [], "valid": [], "ndcg": [], "ranks": []})
         for d in map(Path, other[1:]):
-            m = json.loads((d / "eval" / "metrics.json").read_text())
-            e["test"].append(m["test"]["policy"]["hr@10"])
-            e["ndcg"].append(m["test"]["policy"]["ndcg@10"])
-            e["valid"].append(m["valid"]["policy"]["hr@10"])
-            e["ranks"].append(np.array(m["test"]["target_rank"]))
+            _add(rows, other[0], json.loads((d / "eval" / "metrics.json").read_text()))
     for run, more in zip(map(Path, args.runs), extra):
-        pol = json.loads((run / "eval" / "metrics.json").read_text())
-        rows.setdefault(args.label, {"test": [], "valid": [], "ndcg": [], "ranks": []})
-        r = rows[args.label]
-        r["test"].append(pol["test"]["policy"]["hr@10"])
-        r["ndcg"].append(pol["test"]["policy"]["ndcg@10"])
-        r["valid"].append(pol["valid"]["policy"]["hr@10"])
-        r["ranks"].append(np.array(pol["test"]["target_rank"]))
+        _add(rows, args.label, json.loads((run / "eval" / "metrics.json").read_text()))
         for name, b in _run_baselines(run, [Path(x) for x in more]).items():
-            e = rows.setdefault(name, {"test": [], "valid": [], "ndcg": [], "ranks": [], "epochs": []})
-            e["test"].append(b["test"]["policy"]["hr@10"])
-            e["ndcg"].append(b["test"]["policy"]["ndcg@10"])
-            e["valid"].append(b["valid"]["policy"]["hr@10"])
-            e["ranks"].append(np.array(b["test"]["target_rank"]))
-            e["epochs"].append(b["best_epoch"])
+            _add(rows, name, b)
     pol = rows[args.label]
     uneven = [f"{name}: {len(e['test'])}" for name, e in rows.items() if len(e["test"]) != len(pol["test"])]
     if uneven:  # a mean over another set of seeds than the policy's would not be a paired comparison
@@ -98,7 +93,7 @@ def main() -> None:
         per = [paired_hr(b, a) for a, b in zip(pol["ranks"], e["ranks"])]
         # paired_hr(A = the baseline, B = the policy): wins are users only the policy hits
         cells = "; ".join(f"+{p['wins']}/−{p['losses']}, p {p['p']:.3f}" for p in per)
-        pooled = mcnemar_exact(sum(p["wins"] for p in per), sum(p["losses"] for p in per)) if per else float("nan")
+        pooled = mcnemar_exact(sum(p["wins"] for p in per), sum(p["losses"] for p in per))
         ratio = np.mean(pol["test"]) / np.mean(e["test"])
         nratio = np.mean(pol["ndcg"]) / np.mean(e["ndcg"])
         ep = f", best epochs {e['epochs']}" if e.get("epochs") else ""

@@ -9,6 +9,8 @@
 #     items-drop-hist-ema" experiments/i24_item_head_items_runs.sh screen
 #                                         # the tied head started from SASRec's table; its loss weight 1; 128 wide;
 #                                         # dropout 0.3; three layers; a weight EMA
+#   SETTING=items-drop-hist-codes SEEDS="0 1 2" experiments/i24_item_head_items_runs.sh extra
+#                                         # + each history token reads its item's SID codes (policy.history_input)
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -47,6 +49,9 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist-l3) echo "$(args_for items-drop-hist) --set policy.num_layers=3" ;;
     # validate and keep a weight average (about the last 200 steps): the tied head's valid moves ±0.01 between epochs
     items-drop-hist-ema) echo "$(args_for items-drop-hist) --set sft.ema_decay=0.995" ;;
+    # each history token reads its item's SID code rows beside its ID row (content shared by items with common
+    # codes: the rarely seen items' rows are no longer only their own), and the tied head scores those composed rows
+    items-drop-hist-codes) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -198,10 +198,12 @@ def test_a_run_with_item_history_trains_and_evaluates(ml100k_emb, ray_session, t
 
 
 @pytest.mark.ray
-def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path):
+@pytest.mark.parametrize("history_input", ["id", "id_codes"])
+def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path, history_input):
     """The same pipeline with ``policy.item_head: history`` (the head's item vectors are the history tokens' input
     embeddings): SFT trains the packed batch with the head, the saved head is the best policy's embedding rows, and
-    evaluation fuses it with the beam and reports the head's own ranking beside."""
+    evaluation fuses it with the beam and reports the head's own ranking beside. With ``history_input: id_codes``
+    the saved rows are the composed ones (each item's row plus its codes' rows), folded into a plain checkpoint."""
     from safetensors.torch import load_file
 
     from rl_align.config import RunConfig, load_config
@@ -212,7 +214,7 @@ def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path
     cfg_d = {"name": "hist-head", "wandb": False, "stages": ["data", "embed", "sids", "sft", "eval"],
              "sid": {"codebook_size": 32, "collision": "reassign", "history": "items"},
              "policy": {"hidden_size": 64, "num_layers": 1, "num_heads": 1, "intermediate_size": 128,
-                        "item_head": "history", "tie_embeddings": False},
+                        "item_head": "history", "tie_embeddings": False, "history_input": history_input},
              "sft": {"epochs": 2, "batch_size": 64, "eval_users": 200, "cpus_per_worker": 2, "lr": 0.003,
                      "eval_every": 1},
              "eval": {"beams": 10, "batch_size": 256, "item_head_union": 10, "item_head_betas": [1.0]}}

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rl_align.policy.data import left_aligned
+from rl_align.policy.history_input import HistoryCodes, history_codes_of
 from rl_align.sid.catalog import SPECIALS, SidCatalog
 
 ATTR = "rl_align_item_head"
@@ -37,12 +38,17 @@ class ItemHead(torch.nn.Module):
     ``tied`` = (the policy's input embedding, the first history token id): the item vectors are the history tokens'
     input embeddings (``sid.history: items``), SASRec's one item table for input and output. The embedding stays
     the policy's parameter (held outside this module's parameters, so nothing is registered twice); the saved head
-    holds a snapshot of those rows as a free table (:func:`save_item_head`), which is what evaluation loads."""
+    holds a snapshot of those rows as a free table (:func:`save_item_head`), which is what evaluation loads.
+    ``composed``: with ``policy.history_input: id_codes``, the tied vectors are the composed history rows (ID row +
+    the item's code rows, :mod:`rl_align.policy.history_input`), as the trunk reads them."""
 
     def __init__(self, n_items: int, hidden: int, codes: Optional[torch.Tensor] = None, n_codes: int = 0,
-                 tied: Optional[tuple[torch.nn.Embedding, int]] = None) -> None:
+                 tied: Optional[tuple[torch.nn.Embedding, int]] = None,
+                 composed: Optional[HistoryCodes] = None) -> None:
         super().__init__()
         self._tied = tied
+        # policy.history_input: id_codes; in a tuple so it is not registered as this module's child (the policy owns it)
+        self._composed = () if composed is None else (composed,)
         if tied is None:
             self.items = torch.nn.Embedding(n_items, hidden)
             torch.nn.init.normal_(self.items.weight, std=0.02)
@@ -65,6 +71,8 @@ class ItemHead(torch.nn.Module):
         embeddings with ``free_sid``."""
         if self._tied is not None:
             emb, first = self._tied
+            if self._composed:
+                return self._composed[0].rows(emb.weight)
             return emb.weight[first: first + self.n_items]
         if self.code_emb is None:
             return self.items.weight
@@ -93,7 +101,8 @@ def _new_head(catalog: SidCatalog, hidden: int, kind: str) -> ItemHead:
 def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> Optional[ItemHead]:
     """Give the HF policy ``model`` an item head of ``kind`` (``policy.item_head``); None for ``none``.
 
-    Call after the model's own seeded initialisation, so the policy's weights do not change with the head."""
+    Call after the model's own seeded initialisation, so the policy's weights do not change with the head, and
+    after :func:`rl_align.policy.history_input.attach_history_codes` (a tied head reads the composed rows)."""
     if kind not in KINDS:
         raise ValueError(f"policy.item_head: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "none":
@@ -102,7 +111,8 @@ def attach_item_head(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> 
     if kind != "history":
         head = _new_head(catalog, emb.weight.shape[1], kind)
     elif catalog.history_items:
-        head = ItemHead(catalog.n_items, emb.weight.shape[1], tied=(emb, catalog.layout.history_offset))
+        head = ItemHead(catalog.n_items, emb.weight.shape[1], tied=(emb, catalog.layout.history_offset),
+                        composed=history_codes_of(model))
     else:
         raise ValueError("policy.item_head: 'history' ties the head to the history tokens: needs sid.history: items")
     setattr(model, ATTR, head.to(emb.weight.device))

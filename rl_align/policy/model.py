@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwen2Config
 
 from rl_align.config import PolicyConfig
+from rl_align.policy.history_input import fold_history_rows, history_codes_of
 from rl_align.policy.item_head import FILE, item_head_of, save_item_head, without_item_head
 from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
 from rl_align.utils.io import atomic_dir, read_json, write_json
@@ -150,15 +151,17 @@ def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
 def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None,
                 frozen_item_head: str | Path | None = None) -> None:
     """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap);
-    an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain.
+    an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain; composed
+    history rows (``policy.history_input: id_codes``) are folded into the history tokens' embedding rows.
     ``frozen_item_head``: a policy directory whose item head file (if any) is saved unchanged with a model that
     carries none (alignment moves the SID policy and keeps the SFT head frozen)."""
     model = getattr(model, "module", model)
     with atomic_dir(directory) as tmp:
-        if item_head_of(model) is None:
+        if item_head_of(model) is None and history_codes_of(model) is None:
             model.save_pretrained(tmp, safe_serialization=True)
-        else:  # the HF checkpoint stays plain (vLLM loads it); the head goes to its own file
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=without_item_head(model.state_dict()))
+        else:  # the HF checkpoint stays plain (vLLM loads it): the head goes to its own file, composed rows folded
+            state = fold_history_rows(model, without_item_head(model.state_dict()))
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
         head = save_item_head(model, tmp)
         if not head and frozen_item_head is not None and (Path(frozen_item_head) / FILE).exists():
             (tmp / FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
+from rl_align.policy.history_input import attach_history_codes
 from rl_align.policy.item_head import (
     attach_item_head,
     future_targets,
@@ -121,6 +122,7 @@ class SftWorker:
         """Policy (seeded), AdamW, warm-up + cosine schedule, and the DeepSpeed (or DDP) engine around them."""
         sft = self.sft
         model = build_policy(self.pcfg, self.catalog, self.config["max_history"], seed=sft.seed).to(self.device)
+        attach_history_codes(model, self.catalog, self.pcfg.history_input)  # before dropout: it covers the sum
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
         add_hidden_dropout(model, self.pcfg.hidden_dropout)
         if self.config.get("item_token_init"):

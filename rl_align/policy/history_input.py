@@ -1,0 +1,111 @@
+"""Content-aware history tokens (``policy.history_input: id_codes``): an item's ID row plus its SID codes' rows.
+
+With ``sid.history: items`` a history item is one token whose input embedding is a free row, SASRec's item table:
+an item seen in few training windows keeps a nearly random row. ``id_codes`` adds, to that row, the sum of the
+input embeddings of the item's own SID code tokens (the tokens the policy reads while it generates a SID), so items
+that share a code prefix share part of their input vector, as in ID + content hybrids (LIGER, MBGen). With the
+history-tied item head (``policy.item_head: history``) the head's item vectors are these composed rows too.
+
+The composition is a function of the token id alone, so :func:`fold_history_rows` writes the composed rows into the
+history tokens' embedding rows when the policy is saved: the checkpoint stays a plain HF model (our torch engine
+and vLLM load it unchanged) and scores exactly as the composed model did. Training checkpoints keep the raw rows
+and the hook is attached again when SFT resumes. The output head must be untied (a tied head would score the
+history tokens with the raw rows, which the saved model no longer holds); the config refuses the pair.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rl_align.sid.catalog import SidCatalog
+
+ATTR = "rl_align_history_codes"
+KINDS = ("id", "id_codes")
+
+
+class HistoryCodes(torch.nn.Module):
+    """The SID code tokens of every catalog item, and the composed history rows they give.
+
+    code_tokens: (n_items, T) int64 token ids of each item's code tokens, ``mask`` (n_items, T) bool marks the
+    real ones (items may have fewer codes than T). ``first``: the first history token id (item i is ``first + i``).
+    Both tables are non-persistent buffers: nothing enters the model's state dict."""
+
+    def __init__(self, code_tokens: torch.Tensor, mask: torch.Tensor, first: int) -> None:
+        super().__init__()
+        self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
+        self.register_buffer("mask", mask.bool(), persistent=False)
+        self.first = int(first)
+
+    @property
+    def n_items(self) -> int:
+        return self.code_tokens.shape[0]
+
+    def content(self, weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Sum of the items' code-token rows of ``weight`` (V, H). items: (...,) item indices → (..., H)."""
+        rows = weight[self.code_tokens[items]]  # (..., T, H)
+        return (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2)
+
+    def rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """(n_items, H): every history token's composed input row (ID row + its codes' rows)."""
+        items = torch.arange(self.n_items, device=weight.device)
+        return weight[self.first: self.first + self.n_items] + self.content(weight, items)
+
+    def compose(self, ids: torch.Tensor, out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The embedding's output with content added at history tokens. ids: (M, P); out: (M, P, H)."""
+        item = ids - self.first
+        hist = (item >= 0) & (item < self.n_items)
+        if not bool(hist.any()):
+            return out
+        add = self.content(weight, item.clamp(0, self.n_items - 1))
+        return out + add * hist.unsqueeze(-1).to(add.dtype)
+
+
+def item_code_tokens(catalog: SidCatalog) -> tuple[torch.Tensor, torch.Tensor]:
+    """((n_items, T) int64 code token ids, (n_items, T) bool mask): each item's SID code tokens (no <eos>)."""
+    tok = torch.as_tensor(np.asarray(catalog.tokens)).long()
+    mask = catalog.layout.is_code(tok)
+    return torch.where(mask, tok, torch.zeros_like(tok)), mask
+
+
+def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> Optional[HistoryCodes]:
+    """Compose history tokens' input embeddings with their items' code rows (``kind == 'id_codes'``); None for
+    ``'id'``. A forward hook on the input embedding; call it before the embedding-dropout hook so dropout covers
+    the composed vector. ValueError when the catalog has no history tokens or the output head is tied."""
+    if kind not in KINDS:
+        raise ValueError(f"policy.history_input: expected one of {list(KINDS)}, got {kind!r}")
+    if kind == "id":
+        return None
+    if not catalog.history_items:
+        raise ValueError("policy.history_input: 'id_codes' composes history tokens: needs sid.history: items")
+    if getattr(model.config, "tie_word_embeddings", False):
+        raise ValueError("policy.history_input: 'id_codes' needs policy.tie_embeddings: false")
+    emb = model.get_input_embeddings()
+    codes, mask = item_code_tokens(catalog)
+    hc = HistoryCodes(codes, mask, catalog.layout.history_offset).to(emb.weight.device)
+    setattr(model, ATTR, hc)
+    emb.register_forward_hook(lambda mod, args, out: hc.compose(args[0], out, mod.weight))
+    return hc
+
+
+def history_codes_of(model: torch.nn.Module) -> Optional[HistoryCodes]:
+    """The composition attached to ``model`` (or to a DeepSpeed / DDP wrapper's ``module``), else None."""
+    return getattr(getattr(model, "module", model), ATTR, None)
+
+
+def fold_history_rows(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (the model's state dict) with the history rows of the input embedding replaced by the composed
+    rows, so a plain HF model loaded from it embeds as the composed one does; ``state`` itself when nothing is
+    attached."""
+    hc = history_codes_of(model)
+    if hc is None:
+        return state
+    model = getattr(model, "module", model)
+    weight = model.get_input_embeddings().weight
+    key = next(k for k, p in model.named_parameters() if p is weight)
+    folded = state[key].detach().clone()
+    with torch.no_grad():
+        folded[hc.first: hc.first + hc.n_items] = hc.rows(weight).to(folded.dtype)
+    return {**state, key: folded}

@@ -1,0 +1,96 @@
+"""policy.history_input: id_codes — a history token embeds as its ID row plus its item's SID code rows, and the
+saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_history_items import _catalog
+
+from rl_align.config import ConfigError, PolicyConfig
+from rl_align.policy.data import build_prompts
+from rl_align.policy.history_input import attach_history_codes, history_codes_of, item_code_tokens
+from rl_align.policy.item_head import attach_item_head, load_item_head
+from rl_align.policy.model import build_policy, load_policy, save_policy
+
+PCFG = PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128, tie_embeddings=False)
+
+
+def _model(cat, seed=0):
+    model = build_policy(PCFG, cat, 8, seed=seed)
+    with torch.no_grad():  # rows of unit scale, so a missing or doubled code row shows
+        model.get_input_embeddings().weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(seed + 1))
+    return model
+
+
+def test_a_history_token_embeds_as_its_row_plus_its_codes_rows_and_other_tokens_do_not_change():
+    cat = _catalog(True)
+    model = _model(cat)
+    emb = model.get_input_embeddings()
+    raw = emb.weight.detach().clone()
+    hc = attach_history_codes(model, cat, "id_codes")
+    assert history_codes_of(model) is hc and attach_history_codes(_model(cat), cat, "id") is None
+    codes, mask = item_code_tokens(cat)
+    assert mask.sum(1).tolist() == [3] * cat.n_items  # three levels each, <eos> is no code
+    off = cat.layout.history_offset
+    ids = torch.tensor([[0, 1, off + 5, int(cat.tokens[5, 0]), off + 11]])
+    out = emb(ids)
+    for p, item in ((2, 5), (4, 11)):  # item 5's codes are (0, 1, 1): tokens at the three level offsets
+        want = raw[off + item] + sum(raw[int(t)] for t in cat.tokens[item][:3])
+        torch.testing.assert_close(out[0, p], want)
+    for p in (0, 1, 3):
+        torch.testing.assert_close(out[0, p], raw[int(ids[0, p])])
+    out[0, 2].sum().backward()  # the content's gradient reaches the code rows shared with other items
+    g = emb.weight.grad
+    assert all(g[int(t)].abs().sum() > 0 for t in cat.tokens[5][:3]) and g[off + 5].abs().sum() > 0
+    assert g[off + 4].abs().sum() == 0
+
+
+def test_the_saved_policy_is_plain_and_scores_as_the_composed_one_with_its_tied_head(tmp_path):
+    cat = _catalog(True)
+    model = _model(cat, seed=2)
+    attach_history_codes(model, cat, "id_codes")
+    head = attach_item_head(model, cat, "history")
+    hc = history_codes_of(model)
+    torch.testing.assert_close(head.item_vectors(), hc.rows(model.get_input_embeddings().weight))
+    raw = model.get_input_embeddings().weight.detach().clone()
+    save_policy(model, tmp_path / "p", cat)
+    torch.testing.assert_close(model.get_input_embeddings().weight, raw)  # saving leaves the live model raw
+    back = load_policy(tmp_path / "p", cat)
+    assert history_codes_of(back) is None
+    ids, mask = build_prompts(np.array([[-1, 3, 9, 0], [5, 2, 11, 7]]), cat, None)
+    seq = torch.cat([ids, torch.from_numpy(cat.tokens[[4, 6], :2])], 1)
+    model.eval()
+    with torch.no_grad():
+        want = model(input_ids=seq, attention_mask=torch.cat([mask, torch.ones(2, 2, dtype=mask.dtype)], 1))
+        got = back(input_ids=seq, attention_mask=torch.cat([mask, torch.ones(2, 2, dtype=mask.dtype)], 1))
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(back.get_input_embeddings().weight, raw)  # the history rows were folded
+    h = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(load_item_head(tmp_path / "p", cat, 64)(h), head(h))
+
+
+def test_the_composition_is_refused_where_it_cannot_hold():
+    with pytest.raises(ValueError, match="needs sid.history: items"):
+        attach_history_codes(_model(_catalog(False)), _catalog(False), "id_codes")
+    tied = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128),
+                        _catalog(True), 8)
+    with pytest.raises(ValueError, match="tie_embeddings: false"):
+        attach_history_codes(tied, _catalog(True), "id_codes")
+    with pytest.raises(ValueError, match="expected one of"):
+        attach_history_codes(_model(_catalog(True)), _catalog(True), "codes")
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    ({"sid": {"history": "items"}, "policy": {"history_input": "id_codes"}}, "policy.history_input"),
+    ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes", "tie_embeddings": False}},
+     "policy.history_input: 'id_codes' composes history tokens: needs sid.history: items"),
+    ({"policy": {"history_input": "sum"}}, "policy.history_input"),
+])
+def test_bad_history_input_settings_fail_at_load(tmp_path, cfg, msg):
+    from rl_align.checks import load_checked
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=rf"c.yaml: {msg}"):
+        load_checked(tmp_path / "c.yaml")

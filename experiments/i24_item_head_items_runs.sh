@@ -49,8 +49,9 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist-l3) echo "$(args_for items-drop-hist) --set policy.num_layers=3" ;;
     # validate and keep a weight average (about the last 200 steps): the tied head's valid moves ±0.01 between epochs
     items-drop-hist-ema) echo "$(args_for items-drop-hist) --set sft.ema_decay=0.995" ;;
-    # each history token reads its item's SID code rows beside its ID row (content shared by items with common
-    # codes: the rarely seen items' rows are no longer only their own), and the tied head scores those composed rows
+    # each history token reads its item's SID code rows (through a learned gate from 0) beside its ID row (content
+    # shared by items with common codes: the rarely seen items' rows are no longer only their own), and the tied head
+    # scores those composed rows. Seed 0 of the ungated sum (commit 4c221a8) is runs/i24-…-codes-ungated-s0
     items-drop-hist-codes) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac

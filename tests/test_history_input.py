@@ -34,9 +34,16 @@ def test_a_history_token_embeds_as_its_row_plus_its_codes_rows_and_other_tokens_
     assert mask.sum(1).tolist() == [3] * cat.n_items  # three levels each, <eos> is no code
     off = cat.layout.history_offset
     ids = torch.tensor([[0, 1, off + 5, int(cat.tokens[5, 0]), off + 11]])
+    torch.testing.assert_close(emb(ids)[0], raw[ids[0]])  # the gate starts at 0: the ID-only model
+    emb(ids)[0, 2].sum().backward()
+    assert hc.gate.grad.abs().sum() > 0 and emb.weight.grad[int(cat.tokens[5, 0])].abs().sum() == 0
+    emb.weight.grad = None
+    gate = torch.rand(64, generator=torch.Generator().manual_seed(5)) + 0.5
+    with torch.no_grad():
+        hc.gate.copy_(gate)
     out = emb(ids)
     for p, item in ((2, 5), (4, 11)):  # item 5's codes are (0, 1, 1): tokens at the three level offsets
-        want = raw[off + item] + sum(raw[int(t)] for t in cat.tokens[item][:3])
+        want = raw[off + item] + gate * sum(raw[int(t)] for t in cat.tokens[item][:3])
         torch.testing.assert_close(out[0, p], want)
     for p in (0, 1, 3):
         torch.testing.assert_close(out[0, p], raw[int(ids[0, p])])
@@ -52,12 +59,17 @@ def test_the_saved_policy_is_plain_and_scores_as_the_composed_one_with_its_tied_
     attach_history_codes(model, cat, "id_codes")
     head = attach_item_head(model, cat, "history")
     hc = history_codes_of(model)
+    with torch.no_grad():
+        hc.gate.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(3))
+    assert "rl_align_history_codes.gate" in model.state_dict()  # in training checkpoints, not in the saved policy
     torch.testing.assert_close(head.item_vectors(), hc.rows(model.get_input_embeddings().weight))
     raw = model.get_input_embeddings().weight.detach().clone()
     save_policy(model, tmp_path / "p", cat)
     torch.testing.assert_close(model.get_input_embeddings().weight, raw)  # saving leaves the live model raw
     back = load_policy(tmp_path / "p", cat)
     assert history_codes_of(back) is None
+    from safetensors.torch import load_file
+    assert not any(k.startswith("rl_align_") for k in load_file(str(tmp_path / "p" / "model.safetensors")))
     ids, mask = build_prompts(np.array([[-1, 3, 9, 0], [5, 2, 11, 7]]), cat, None)
     seq = torch.cat([ids, torch.from_numpy(cat.tokens[[4, 6], :2])], 1)
     model.eval()

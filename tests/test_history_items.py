@@ -228,6 +228,9 @@ def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path
     assert "code_emb.weight" not in head and set(head) == {"items.weight", "proj.weight"}
     off = cat.layout.history_offset
     assert torch.equal(head["items.weight"], emb[off: off + cat.n_items].float())
+    log = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    gates = [r["history_gate_abs"] for r in log if "train_loss" in r and "history_gate_abs" in r]
+    assert len(gates) == (2 if history_input == "id_codes" else 0) and all(g > 0 for g in gates)  # content taken
     m = read_json(run / "eval" / "metrics.json")
     assert {"policy", "policy_beam", "item_head_only"} <= set(m["test"])
     assert m["test"]["item_head_only"]["hr@10"] > 3 * 10 / cat.n_items

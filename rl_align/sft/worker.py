@@ -32,7 +32,7 @@ from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
-from rl_align.policy.history_input import attach_history_codes
+from rl_align.policy.history_input import attach_history_codes, history_codes_of
 from rl_align.policy.item_head import (
     attach_item_head,
     future_targets,
@@ -217,9 +217,13 @@ class SftWorker:
         if self.world > 1:
             dist.all_reduce(tot)
         secs = time.perf_counter() - t0
-        return {"epoch": epoch + 1, "step": self.state["step"], "train_loss": (tot[0] / max(tot[1], 1)).item(),
-                "lr": self.sched.get_last_lr()[0], "train_seconds": secs,
-                "windows_per_s": len(batches) * sft.batch_size / max(secs, 1e-9)}
+        record = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": (tot[0] / max(tot[1], 1)).item(),
+                  "lr": self.sched.get_last_lr()[0], "train_seconds": secs,
+                  "windows_per_s": len(batches) * sft.batch_size / max(secs, 1e-9)}
+        hc = history_codes_of(self.module)
+        if hc is not None:  # how much item content the history tokens have taken (policy.history_input: id_codes)
+            record["history_gate_abs"] = float(hc.gate.detach().abs().mean())
+        return record
 
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:
         """The batch's loss: NLL of its target tokens, plus ``item_head_weight`` × the item head's cross-entropy when

@@ -302,9 +302,9 @@ class PolicyConfig:
     history_input: Literal["id", "id_codes"] = doc(
         "id", "with sid.history: items, what a history token's input embedding is: 'id' = its own row (SASRec's "
               "item table); 'id_codes' = its row plus a learned gate (H,; starts at 0) times the sum of the rows of "
-              "the item's SID code tokens, so items sharing codes share part of their vector (with item_head: history, the head's item vectors too; "
-              "rl_align/policy/history_input.py). Folded into the saved policy's rows (a plain HF model vLLM "
-              "loads); needs tie_embeddings: false")
+              "the item's SID code tokens, so items sharing codes share part of their vector (with item_head: "
+              "history, the head's item vectors too; rl_align/policy/history_input.py). Folded into the saved "
+              "policy's rows (a plain HF model vLLM loads); needs tie_embeddings: false")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups; a composed history needs an untied head."""

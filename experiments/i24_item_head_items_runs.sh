@@ -9,7 +9,7 @@
 #     items-drop-hist-ema" experiments/i24_item_head_items_runs.sh screen
 #                                         # the tied head started from SASRec's table; its loss weight 1; 128 wide;
 #                                         # dropout 0.3; three layers; a weight EMA
-#   SETTING=items-drop-hist-codes SEEDS="0 1 2" experiments/i24_item_head_items_runs.sh extra
+#   SETTING=items-drop-hist-codes SEEDS="0 1 2 3 4" experiments/i24_item_head_items_runs.sh extra
 #                                         # + each history token reads its item's SID codes (policy.history_input)
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from

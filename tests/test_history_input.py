@@ -1,13 +1,13 @@
 """policy.history_input: id_codes — a history token embeds as its ID row plus its item's SID code rows, and the
-saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one."""
+saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one. The config
+refusals sit with the other history settings' in tests/test_history_items.py."""
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from test_history_items import _catalog
 
-from rl_align.config import ConfigError, PolicyConfig
+from rl_align.config import PolicyConfig
 from rl_align.policy.data import build_prompts
 from rl_align.policy.history_input import attach_history_codes, history_codes_of, item_code_tokens
 from rl_align.policy.item_head import attach_item_head, load_item_head
@@ -92,17 +92,3 @@ def test_the_composition_is_refused_where_it_cannot_hold():
         attach_history_codes(tied, _catalog(True), "id_codes")
     with pytest.raises(ValueError, match="expected one of"):
         attach_history_codes(_model(_catalog(True)), _catalog(True), "codes")
-
-
-@pytest.mark.parametrize("cfg,msg", [
-    ({"sid": {"history": "items"}, "policy": {"history_input": "id_codes"}}, "policy.history_input"),
-    ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes", "tie_embeddings": False}},
-     "policy.history_input: 'id_codes' composes history tokens: needs sid.history: items"),
-    ({"policy": {"history_input": "sum"}}, "policy.history_input"),
-])
-def test_bad_history_input_settings_fail_at_load(tmp_path, cfg, msg):
-    from rl_align.checks import load_checked
-
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    with pytest.raises(ConfigError, match=rf"c.yaml: {msg}"):
-        load_checked(tmp_path / "c.yaml")

@@ -141,6 +141,10 @@ def test_training_through_the_packed_batch_moves_decoding_toward_the_targets():
       "stages": ["data", "embed", "sids", "baselines", "sft"], "baseline": {"models": ["sasrec"]}},
      "sft.distill_from: needs sid.history: codes"),
     ({"sid": {"history": "ids"}}, "sid.history"),
+    ({"policy": {"history_input": "id_codes"}}, "policy.history_input: 'id_codes' needs tie_embeddings: false"),
+    ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes", "tie_embeddings": False}},
+     "policy.history_input: 'id_codes' composes history tokens: needs sid.history: items"),
+    ({"policy": {"history_input": "sum"}}, "policy.history_input"),
 ])
 def test_bad_history_settings_fail_at_load(tmp_path, extra, msg):
     from rl_align.checks import load_checked

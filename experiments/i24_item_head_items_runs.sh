@@ -11,6 +11,9 @@
 #                                         # dropout 0.3; three layers; a weight EMA
 #   SETTING=items-drop-hist-codes SEEDS="0 1 2 3 4" experiments/i24_item_head_items_runs.sh extra
 #                                         # + each history token reads its item's SID codes (policy.history_input)
+#   SCREEN="items-drop-hist-codes-vec items-drop-hist-vec" experiments/i24_item_head_items_runs.sh screen
+#   SETTING=items-drop-hist-codes-vec experiments/i24_item_head_items_runs.sh seeds
+#                                         # + (or instead of the codes) a projection of the item's own vector
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -53,6 +56,10 @@ args_for() {  # setting name -> its --set flags
     # shared by items with common codes: the rarely seen items' rows are no longer only their own), and the tied head
     # scores those composed rows. Seed 0 of the ungated sum (commit 4c221a8) is runs/i24-…-codes-ungated-s0
     items-drop-hist-codes) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes" ;;
+    # the row reads its item's own vector (the SCI item view its SIDs quantise) through a projection from 0, instead
+    # of (vec) or beside (codes-vec) its code rows: content at full resolution rather than through three codes
+    items-drop-hist-vec) echo "$(args_for items-drop-hist) --set policy.history_input=id_vec" ;;
+    items-drop-hist-codes-vec) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes_vec" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -299,12 +299,14 @@ class PolicyConfig:
                 "item's SID codes (items sharing a prefix share part of their vector); 'history' = the history "
                 "tokens' input embeddings as the item vectors (SASRec's one item table; needs sid.history: items); "
                 "'none' = off")
-    history_input: Literal["id", "id_codes"] = doc(
+    history_input: Literal["id", "id_codes", "id_vec", "id_codes_vec"] = doc(
         "id", "with sid.history: items, what a history token's input embedding is: 'id' = its own row (SASRec's "
               "item table); 'id_codes' = its row plus a learned gate (H,; starts at 0) times the sum of the rows of "
-              "the item's SID code tokens, so items sharing codes share part of their vector (with item_head: "
-              "history, the head's item vectors too; rl_align/policy/history_input.py). Folded into the saved "
-              "policy's rows (a plain HF model vLLM loads); needs tie_embeddings: false")
+              "the item's SID code tokens, so items sharing codes share part of their vector; 'id_vec' = its row "
+              "plus a learned projection (zero at the start) of the item's vector (embed/item_emb.npy, what the "
+              "SIDs quantise); 'id_codes_vec' = both (with item_head: history, the head's item vectors too; "
+              "rl_align/policy/history_input.py). Folded into the saved policy's rows (a plain HF model vLLM "
+              "loads); needs tie_embeddings: false")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups; a composed history needs an untied head."""
@@ -313,9 +315,9 @@ class PolicyConfig:
             errs.append(("num_heads", f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}"))
         if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
             errs.append(("num_kv_heads", f"must divide num_heads ({self.num_heads}), got {self.num_kv_heads}"))
-        if self.history_input == "id_codes" and self.tie_embeddings:
-            errs.append(("history_input", "'id_codes' needs tie_embeddings: false (a tied output head would score "
-                                          "history tokens with rows the saved policy no longer holds)"))
+        if self.history_input != "id" and self.tie_embeddings:
+            errs.append(("history_input", f"{self.history_input!r} needs tie_embeddings: false (a tied output head "
+                                          "would score history tokens with rows the saved policy no longer holds)"))
         return errs
 
 
@@ -865,8 +867,9 @@ class RunConfig:
             errs.append(("sft.window_stride", f"expected ≤ the training window ({window} items; null = that), got "
                                               f"{self.sft.window_stride}"))
         errs += self._item_head_errors()
-        if self.policy.history_input == "id_codes" and self.sid.history != "items":
-            errs.append(("policy.history_input", "'id_codes' composes history tokens: needs sid.history: items, "
+        if self.policy.history_input != "id" and self.sid.history != "items":
+            errs.append(("policy.history_input", f"{self.policy.history_input!r} composes history tokens: needs "
+                                                 "sid.history: items, "
                                                  f"got {self.sid.history!r}"))
         b_window = (self.baseline.max_len or self.data.max_history) + 1
         if self.baseline.window_stride is not None and self.baseline.window_stride > b_window:

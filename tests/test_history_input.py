@@ -1,5 +1,5 @@
-"""policy.history_input: id_codes — a history token embeds as its ID row plus its item's SID code rows, and the
-saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one. The config
+"""policy.history_input: id_codes / id_vec / id_codes_vec — a history token embeds as its ID row plus its item's SID
+code rows and/or a projection of its item's vector, and the saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one. The config
 refusals sit with the other history settings' in tests/test_history_items.py."""
 
 import numpy as np
@@ -92,3 +92,59 @@ def test_the_composition_is_refused_where_it_cannot_hold():
         attach_history_codes(tied, _catalog(True), "id_codes")
     with pytest.raises(ValueError, match="expected one of"):
         attach_history_codes(_model(_catalog(True)), _catalog(True), "codes")
+    for vectors in (None, np.zeros((3, 4), np.float32)):  # the vector kinds need one vector per catalog item
+        with pytest.raises(ValueError, match=r"needs \(\d+, d\) item vectors"):
+            attach_history_codes(_model(_catalog(True)), _catalog(True), "id_vec", vectors)
+
+
+def _vectors(cat, d=16, seed=7):
+    return np.random.default_rng(seed).standard_normal((cat.n_items, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["id_vec", "id_codes_vec"])
+def test_a_history_token_adds_a_projection_of_its_items_vector(kind):
+    cat = _catalog(True)
+    model = _model(cat)
+    emb = model.get_input_embeddings()
+    raw = emb.weight.detach().clone()
+    vec = _vectors(cat)
+    hc = attach_history_codes(model, cat, kind, vec)
+    assert hc.reads_codes == (kind == "id_codes_vec") and hc.proj.weight.shape == (64, 16)
+    off = cat.layout.history_offset
+    ids = torch.tensor([[0, off + 5, int(cat.tokens[5, 0]), off + 11]])
+    torch.testing.assert_close(emb(ids)[0], raw[ids[0]])  # the projection (and the gate) start at 0
+    emb(ids)[0, 1].sum().backward()
+    assert hc.proj.weight.grad.abs().sum() > 0  # …and learn from the first step
+    w = torch.randn(64, 16, generator=torch.Generator().manual_seed(4))
+    gate = torch.full((64,), 0.5)
+    with torch.no_grad():
+        hc.proj.weight.copy_(w)
+        if hc.reads_codes:
+            hc.gate.copy_(gate)
+    out = emb(ids)[0]
+    for p, item in ((1, 5), (3, 11)):
+        want = raw[off + item] + w @ torch.from_numpy(vec[item])
+        if hc.reads_codes:
+            want = want + gate * sum(raw[int(t)] for t in cat.tokens[item][:3])
+        torch.testing.assert_close(out[p], want)
+    torch.testing.assert_close(out[[0, 2]], raw[ids[0, [0, 2]]])  # other tokens keep their rows
+    assert set(hc.gate_abs()) == ({"history_gate_abs", "history_proj_rms"} if hc.reads_codes
+                                  else {"history_proj_rms"})
+
+
+def test_the_saved_policy_with_item_vectors_folds_them_in(tmp_path):
+    cat = _catalog(True)
+    model = _model(cat, seed=3)
+    hc = attach_history_codes(model, cat, "id_codes_vec", _vectors(cat))
+    head = attach_item_head(model, cat, "history")
+    with torch.no_grad():
+        hc.proj.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(9))
+        hc.gate.fill_(0.7)
+    save_policy(model, tmp_path / "p", cat)
+    back = load_policy(tmp_path / "p", cat)
+    off = cat.layout.history_offset
+    torch.testing.assert_close(back.get_input_embeddings().weight[off: off + cat.n_items],
+                               hc.rows(model.get_input_embeddings().weight).detach())
+    h = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(load_item_head(tmp_path / "p", cat, 64)(h), head(h))

@@ -144,6 +144,9 @@ def test_training_through_the_packed_batch_moves_decoding_toward_the_targets():
     ({"policy": {"history_input": "id_codes"}}, "policy.history_input: 'id_codes' needs tie_embeddings: false"),
     ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes", "tie_embeddings": False}},
      "policy.history_input: 'id_codes' composes history tokens: needs sid.history: items"),
+    ({"policy": {"history_input": "id_vec"}}, "policy.history_input: 'id_vec' needs tie_embeddings: false"),
+    ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes_vec", "tie_embeddings": False}},
+     "policy.history_input: 'id_codes_vec' composes history tokens: needs sid.history: items"),
     ({"policy": {"history_input": "sum"}}, "policy.history_input"),
 ])
 def test_bad_history_settings_fail_at_load(tmp_path, extra, msg):
@@ -202,12 +205,13 @@ def test_a_run_with_item_history_trains_and_evaluates(ml100k_emb, ray_session, t
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("history_input", ["id", "id_codes"])
+@pytest.mark.parametrize("history_input", ["id", "id_codes", "id_codes_vec"])
 def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path, history_input):
     """The same pipeline with ``policy.item_head: history`` (the head's item vectors are the history tokens' input
     embeddings): SFT trains the packed batch with the head, the saved head is the best policy's embedding rows, and
     evaluation fuses it with the beam and reports the head's own ranking beside. With ``history_input: id_codes``
-    the saved rows are the composed ones (each item's row plus its codes' rows), folded into a plain checkpoint."""
+    (``id_codes_vec``) the saved rows are the composed ones (each item's row plus its codes' rows, plus a projection
+    of its vector), folded into a plain checkpoint."""
     from safetensors.torch import load_file
 
     from rl_align.config import RunConfig, load_config
@@ -234,7 +238,9 @@ def test_a_run_with_the_history_tied_item_head(ml100k_emb, ray_session, tmp_path
     assert torch.equal(head["items.weight"], emb[off: off + cat.n_items].float())
     log = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
     gates = [r["history_gate_abs"] for r in log if "train_loss" in r and "history_gate_abs" in r]
-    assert len(gates) == (2 if history_input == "id_codes" else 0) and all(g > 0 for g in gates)  # content taken
+    assert len(gates) == (0 if history_input == "id" else 2) and all(g > 0 for g in gates)  # content taken
+    projs = [r["history_proj_rms"] for r in log if "train_loss" in r and "history_proj_rms" in r]
+    assert len(projs) == (2 if history_input.endswith("_vec") else 0) and all(p > 0 for p in projs)
     m = read_json(run / "eval" / "metrics.json")
     assert {"policy", "policy_beam", "item_head_only"} <= set(m["test"])
     assert m["test"]["item_head_only"]["hr@10"] > 3 * 10 / cat.n_items

@@ -13,6 +13,11 @@ history tokens' embedding rows when the policy is saved: the checkpoint stays a 
 and vLLM load it unchanged) and scores exactly as the composed model did. Training checkpoints keep the raw rows
 and the hook is attached again when SFT resumes. The output head must be untied (a tied head would score the
 history tokens with the raw rows, which the saved model no longer holds); the config refuses the pair.
+
+``id_vec`` adds instead ``W v_k``: a learned projection W (H, d), zero at the start, of the item's own vector
+``v_k`` (the run's ``embed/item_emb.npy``, the vectors its SIDs quantise), so the row reads the item's content at
+full resolution rather than through its codes; ``id_codes_vec`` adds both. The vectors are a frozen, non-persistent
+buffer and fold into the saved rows the same way.
 """
 
 from __future__ import annotations
@@ -25,33 +30,59 @@ import torch
 from rl_align.sid.catalog import SidCatalog
 
 ATTR = "rl_align_history_codes"
-KINDS = ("id", "id_codes")
+KINDS = ("id", "id_codes", "id_vec", "id_codes_vec")
+NEEDS_VECTORS = ("id_vec", "id_codes_vec")
 
 
 class HistoryCodes(torch.nn.Module):
-    """The SID code tokens of every catalog item, and the composed history rows they give.
+    """The content of every catalog item, and the composed history rows it gives.
 
     code_tokens: (n_items, T) int64 token ids of each item's code tokens, ``mask`` (n_items, T) bool marks the
-    real ones (items may have fewer codes than T). ``first``: the first history token id (item i is ``first + i``).
-    Both tables are non-persistent buffers; ``gate`` (H,) is a parameter (in training checkpoints and the weight
-    EMA, dropped from the saved HF checkpoint by :func:`fold_history_rows`)."""
+    real ones (items may have fewer codes than T); both None when the codes are not read (``id_vec``).
+    ``vectors``: (n_items, d) the items' own vectors, or None (``id_codes``). ``first``: the first history token
+    id (item i is ``first + i``). The tables are non-persistent buffers; ``gate`` (H,) and ``proj`` (H, d, zero at
+    the start) are parameters (in training checkpoints and the weight EMA, dropped from the saved HF checkpoint by
+    :func:`fold_history_rows`)."""
 
-    def __init__(self, code_tokens: torch.Tensor, mask: torch.Tensor, first: int, hidden: int) -> None:
+    def __init__(self, code_tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], first: int, hidden: int,
+                 vectors: Optional[torch.Tensor] = None) -> None:
         super().__init__()
-        self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
-        self.register_buffer("mask", mask.bool(), persistent=False)
+        if code_tokens is None and vectors is None:
+            raise ValueError("HistoryCodes: needs the items' code tokens, their vectors, or both")
+        self.reads_codes = code_tokens is not None
+        if self.reads_codes:
+            self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
+            self.register_buffer("mask", mask.bool(), persistent=False)
+            self.gate = torch.nn.Parameter(torch.zeros(hidden))
+        self.proj = None
+        if vectors is not None:
+            self.register_buffer("vectors", vectors.float(), persistent=False)
+            self.proj = torch.nn.Linear(vectors.shape[1], hidden, bias=False)
+            torch.nn.init.zeros_(self.proj.weight)
         self.first = int(first)
-        self.gate = torch.nn.Parameter(torch.zeros(hidden))
+        self._n = int((code_tokens if self.reads_codes else vectors).shape[0])
 
     @property
     def n_items(self) -> int:
-        return self.code_tokens.shape[0]
+        return self._n
+
+    def gate_abs(self) -> dict[str, float]:
+        """How much content the rows have taken: mean |gate| (codes) and the projection's RMS entry (vectors)."""
+        out = {"history_gate_abs": float(self.gate.detach().abs().mean())} if self.reads_codes else {}
+        if self.proj is not None:
+            out["history_proj_rms"] = float(self.proj.weight.detach().pow(2).mean().sqrt())
+        return out
 
     def content(self, weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``gate ⊙`` the sum of the items' code-token rows of ``weight`` (V, H). items: (...,) item indices →
-        (..., H)."""
-        rows = weight[self.code_tokens[items]]  # (..., T, H)
-        return (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2) * self.gate.to(rows.dtype)
+        """What the items' rows gain: ``gate ⊙`` the sum of their code-token rows of ``weight`` (V, H) and/or
+        ``proj(v_item)``. items: (...,) item indices → (..., H)."""
+        add = 0
+        if self.reads_codes:
+            rows = weight[self.code_tokens[items]]  # (..., T, H)
+            add = (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2) * self.gate.to(rows.dtype)
+        if self.proj is not None:
+            add = add + self.proj(self.vectors[items]).to(weight.dtype)
+        return add
 
     def rows(self, weight: torch.Tensor) -> torch.Tensor:
         """(n_items, H): every history token's composed input row (ID row + its codes' rows)."""
@@ -75,21 +106,30 @@ def item_code_tokens(catalog: SidCatalog) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(mask, tok, torch.zeros_like(tok)), mask
 
 
-def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str) -> Optional[HistoryCodes]:
-    """Compose history tokens' input embeddings with their items' code rows (``kind == 'id_codes'``); None for
-    ``'id'``. A forward hook on the input embedding; call it before the embedding-dropout hook so dropout covers
-    the composed vector. ValueError when the catalog has no history tokens or the output head is tied."""
+def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
+                         vectors: Optional[np.ndarray] = None) -> Optional[HistoryCodes]:
+    """Compose history tokens' input embeddings with their items' content (``kind`` in :data:`KINDS` other than
+    ``'id'``: code rows, the items' ``vectors`` (n_items, d), or both); None for ``'id'``. A forward hook on the
+    input embedding; call it before the embedding-dropout hook so dropout covers the composed vector. ValueError
+    when the catalog has no history tokens, the output head is tied, or the kind needs vectors that are missing or
+    of the wrong item count."""
     if kind not in KINDS:
         raise ValueError(f"policy.history_input: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "id":
         return None
     if not catalog.history_items:
-        raise ValueError("policy.history_input: 'id_codes' composes history tokens: needs sid.history: items")
+        raise ValueError(f"policy.history_input: {kind!r} composes history tokens: needs sid.history: items")
     if getattr(model.config, "tie_word_embeddings", False):
-        raise ValueError("policy.history_input: 'id_codes' needs policy.tie_embeddings: false")
+        raise ValueError(f"policy.history_input: {kind!r} needs policy.tie_embeddings: false")
+    vec = None
+    if kind in NEEDS_VECTORS:
+        if vectors is None or np.asarray(vectors).shape[0] != catalog.n_items:
+            got = None if vectors is None else np.asarray(vectors).shape
+            raise ValueError(f"policy.history_input: {kind!r} needs ({catalog.n_items}, d) item vectors, got {got}")
+        vec = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+    codes, mask = item_code_tokens(catalog) if kind != "id_vec" else (None, None)
     emb = model.get_input_embeddings()
-    codes, mask = item_code_tokens(catalog)
-    hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1]).to(emb.weight.device)
+    hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec).to(emb.weight.device)
     setattr(model, ATTR, hc)
     emb.register_forward_hook(lambda mod, args, out: hc.compose(args[0], out, mod.weight))
     return hc
@@ -102,8 +142,8 @@ def history_codes_of(model: torch.nn.Module) -> Optional[HistoryCodes]:
 
 def fold_history_rows(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` (the model's state dict) with the history rows of the input embedding replaced by the composed
-    rows and the gate dropped, so a plain HF model loaded from it embeds as the composed one does; ``state`` itself
-    when nothing is attached."""
+    rows and the composition's parameters dropped, so a plain HF model loaded from it embeds as the composed one
+    does; ``state`` itself when nothing is attached."""
     hc = history_codes_of(model)
     if hc is None:
         return state

@@ -32,7 +32,7 @@ from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
-from rl_align.policy.history_input import attach_history_codes, history_codes_of
+from rl_align.policy.history_input import NEEDS_VECTORS, attach_history_codes, history_codes_of
 from rl_align.policy.item_head import (
     attach_item_head,
     future_targets,
@@ -122,7 +122,9 @@ class SftWorker:
         """Policy (seeded), AdamW, warm-up + cosine schedule, and the DeepSpeed (or DDP) engine around them."""
         sft = self.sft
         model = build_policy(self.pcfg, self.catalog, self.config["max_history"], seed=sft.seed).to(self.device)
-        attach_history_codes(model, self.catalog, self.pcfg.history_input)  # before dropout: it covers the sum
+        vectors = (np.load(self.run_dir / "embed" / "item_emb.npy", allow_pickle=False)
+                   if self.pcfg.history_input in NEEDS_VECTORS else None)  # the vectors the run's SIDs quantise
+        attach_history_codes(model, self.catalog, self.pcfg.history_input, vectors)  # before dropout: it covers it
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
         add_hidden_dropout(model, self.pcfg.hidden_dropout)
         if self.config.get("item_token_init"):
@@ -221,8 +223,8 @@ class SftWorker:
                   "lr": self.sched.get_last_lr()[0], "train_seconds": secs,
                   "windows_per_s": len(batches) * sft.batch_size / max(secs, 1e-9)}
         hc = history_codes_of(self.module)
-        if hc is not None:  # how much item content the history tokens have taken (policy.history_input: id_codes)
-            record["history_gate_abs"] = float(hc.gate.detach().abs().mean())
+        if hc is not None:  # how much item content the history tokens have taken (policy.history_input)
+            record.update(hc.gate_abs())
         return record
 
     def _loss(self, events: np.ndarray, n_target: np.ndarray) -> torch.Tensor:

@@ -14,6 +14,7 @@
 #   SCREEN="items-drop-hist-codes-vec items-drop-hist-vec" experiments/i24_item_head_items_runs.sh screen
 #   SETTING=items-drop-hist-codes-vec experiments/i24_item_head_items_runs.sh seeds
 #                                         # + (or instead of the codes) a projection of the item's own vector
+#   SCREEN=items-drop-hist-codes-own experiments/i24_item_head_items_runs.sh screen   # the codes through an own table
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -60,6 +61,8 @@ args_for() {  # setting name -> its --set flags
     # of (vec) or beside (codes-vec) its code rows: content at full resolution rather than through three codes
     items-drop-hist-vec) echo "$(args_for items-drop-hist) --set policy.history_input=id_vec" ;;
     items-drop-hist-codes-vec) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes_vec" ;;
+    # the codes read through a table of their own (zero at the start, no gate), not the rows the SID tokens use
+    items-drop-hist-codes-own) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes_own" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

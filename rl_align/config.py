@@ -299,14 +299,15 @@ class PolicyConfig:
                 "item's SID codes (items sharing a prefix share part of their vector); 'history' = the history "
                 "tokens' input embeddings as the item vectors (SASRec's one item table; needs sid.history: items); "
                 "'none' = off")
-    history_input: Literal["id", "id_codes", "id_vec", "id_codes_vec"] = doc(
+    history_input: Literal["id", "id_codes", "id_codes_own", "id_vec", "id_codes_vec"] = doc(
         "id", "with sid.history: items, what a history token's input embedding is: 'id' = its own row (SASRec's "
               "item table); 'id_codes' = its row plus a learned gate (H,; starts at 0) times the sum of the rows of "
-              "the item's SID code tokens, so items sharing codes share part of their vector; 'id_vec' = its row "
-              "plus a learned projection (zero at the start) of the item's vector (embed/item_emb.npy, what the "
-              "SIDs quantise); 'id_codes_vec' = both (with item_head: history, the head's item vectors too; "
-              "rl_align/policy/history_input.py). Folded into the saved policy's rows (a plain HF model vLLM "
-              "loads); needs tie_embeddings: false")
+              "the item's SID code tokens, so items sharing codes share part of their vector; 'id_codes_own' = the "
+              "same through a table of its own (one row per code token, zero at the start, no gate) instead of "
+              "the SID tokens' rows; 'id_vec' = its row plus a learned projection (zero at the start) of the "
+              "item's vector (embed/item_emb.npy, what the SIDs quantise); 'id_codes_vec' = both (with item_head: "
+              "history, the head's item vectors too; rl_align/policy/history_input.py). Folded into the saved "
+              "policy's rows (a plain HF model vLLM loads); needs tie_embeddings: false")
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups; a composed history needs an untied head."""

@@ -1,5 +1,6 @@
-"""policy.history_input: id_codes / id_vec / id_codes_vec — a history token embeds as its ID row plus its item's SID
-code rows and/or a projection of its item's vector, and the saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one. The config
+"""policy.history_input: id_codes / id_codes_own / id_vec / id_codes_vec — a history token embeds as its ID row plus
+its item's SID code rows (the policy's own, or a table of their own) and/or a projection of its item's vector, and
+the saved policy (composed rows folded in) is a plain HF model that scores exactly as the composed one. The config
 refusals sit with the other history settings' in tests/test_history_items.py."""
 
 import numpy as np
@@ -145,6 +146,31 @@ def test_the_saved_policy_with_item_vectors_folds_them_in(tmp_path):
     off = cat.layout.history_offset
     torch.testing.assert_close(back.get_input_embeddings().weight[off: off + cat.n_items],
                                hc.rows(model.get_input_embeddings().weight).detach())
+    h = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(load_item_head(tmp_path / "p", cat, 64)(h), head(h))
+
+
+def test_an_own_code_table_starts_at_zero_and_leaves_the_sid_tokens_rows_alone(tmp_path):
+    cat = _catalog(True)
+    model = _model(cat, seed=4)
+    emb = model.get_input_embeddings()
+    raw = emb.weight.detach().clone()
+    hc = attach_history_codes(model, cat, "id_codes_own")
+    off = cat.layout.history_offset
+    ids = torch.tensor([[off + 5, int(cat.tokens[5, 0]), off + 11]])
+    torch.testing.assert_close(emb(ids)[0], raw[ids[0]])  # zero at the start: the ID-only model
+    emb(ids)[0, 0].sum().backward()
+    assert all(hc.table.grad[int(t)].abs().sum() > 0 for t in cat.tokens[5][:3])
+    assert all(emb.weight.grad[int(t)].abs().sum() == 0 for t in cat.tokens[5][:3])  # SID rows untouched
+    with torch.no_grad():
+        hc.table.normal_(0, 1.0, generator=torch.Generator().manual_seed(6))
+    out = emb(ids)[0]
+    torch.testing.assert_close(out[2], raw[off + 11] + sum(hc.table[int(t)] for t in cat.tokens[11][:3]))
+    torch.testing.assert_close(out[1], raw[int(cat.tokens[5, 0])])
+    assert set(hc.gate_abs()) == {"history_table_rms"}
+    head = attach_item_head(model, cat, "history")
+    save_policy(model, tmp_path / "p", cat)
     h = torch.randn(3, 64)
     with torch.no_grad():
         torch.testing.assert_close(load_item_head(tmp_path / "p", cat, 64)(h), head(h))

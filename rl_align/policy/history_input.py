@@ -17,7 +17,9 @@ history tokens with the raw rows, which the saved model no longer holds); the co
 ``id_vec`` adds instead ``W v_k``: a learned projection W (H, d), zero at the start, of the item's own vector
 ``v_k`` (the run's ``embed/item_emb.npy``, the vectors its SIDs quantise), so the row reads the item's content at
 full resolution rather than through its codes; ``id_codes_vec`` adds both. The vectors are a frozen, non-persistent
-buffer and fold into the saved rows the same way.
+buffer and fold into the saved rows the same way. ``id_codes_own`` reads the codes through a table of its own
+(one row per code token, zero at the start, no gate) instead of the rows the policy generates SIDs with, so the
+content the history rows take is not shaped by the SID task.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from rl_align.sid.catalog import SidCatalog
 
 ATTR = "rl_align_history_codes"
-KINDS = ("id", "id_codes", "id_vec", "id_codes_vec")
+KINDS = ("id", "id_codes", "id_codes_own", "id_vec", "id_codes_vec")
 NEEDS_VECTORS = ("id_vec", "id_codes_vec")
 
 
@@ -45,7 +47,7 @@ class HistoryCodes(torch.nn.Module):
     :func:`fold_history_rows`)."""
 
     def __init__(self, code_tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], first: int, hidden: int,
-                 vectors: Optional[torch.Tensor] = None) -> None:
+                 vectors: Optional[torch.Tensor] = None, own_table: bool = False) -> None:
         super().__init__()
         if code_tokens is None and vectors is None:
             raise ValueError("HistoryCodes: needs the items' code tokens, their vectors, or both")
@@ -54,6 +56,9 @@ class HistoryCodes(torch.nn.Module):
             self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
             self.register_buffer("mask", mask.bool(), persistent=False)
             self.gate = torch.nn.Parameter(torch.zeros(hidden))
+        # own_table: (max code token + 1, H) rows indexed by code token id, zero at the start; no gate
+        self.table = (torch.nn.Parameter(torch.zeros(int(code_tokens.max()) + 1, hidden))
+                      if own_table and self.reads_codes else None)
         self.proj = None
         if vectors is not None:
             self.register_buffer("vectors", vectors.float(), persistent=False)
@@ -69,17 +74,22 @@ class HistoryCodes(torch.nn.Module):
     def gate_abs(self) -> dict[str, float]:
         """How much content the rows have taken: mean |gate| (codes) and the projection's RMS entry (vectors)."""
         out = {"history_gate_abs": float(self.gate.detach().abs().mean())} if self.reads_codes else {}
+        if self.table is not None:
+            out = {"history_table_rms": float(self.table.detach().pow(2).mean().sqrt())}
         if self.proj is not None:
             out["history_proj_rms"] = float(self.proj.weight.detach().pow(2).mean().sqrt())
         return out
 
     def content(self, weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """What the items' rows gain: ``gate ⊙`` the sum of their code-token rows of ``weight`` (V, H) and/or
-        ``proj(v_item)``. items: (...,) item indices → (..., H)."""
+        ``proj(v_item)``; with an own table, the sum of its rows (no gate). items: (...,) item indices →
+        (..., H)."""
         add = 0
         if self.reads_codes:
-            rows = weight[self.code_tokens[items]]  # (..., T, H)
-            add = (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2) * self.gate.to(rows.dtype)
+            own = self.table is not None
+            rows = (self.table if own else weight)[self.code_tokens[items]].to(weight.dtype)  # (..., T, H)
+            add = (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2)
+            add = add if own else add * self.gate.to(rows.dtype)
         if self.proj is not None:
             add = add + self.proj(self.vectors[items]).to(weight.dtype)
         return add
@@ -129,7 +139,8 @@ def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
         vec = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
     codes, mask = item_code_tokens(catalog) if kind != "id_vec" else (None, None)
     emb = model.get_input_embeddings()
-    hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec).to(emb.weight.device)
+    hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec,
+                      own_table=kind == "id_codes_own").to(emb.weight.device)
     setattr(model, ATTR, hc)
     emb.register_forward_hook(lambda mod, args, out: hc.compose(args[0], out, mod.weight))
     return hc

@@ -15,6 +15,8 @@
 #   SETTING=items-drop-hist-codes-vec experiments/i24_item_head_items_runs.sh seeds
 #                                         # + (or instead of the codes) a projection of the item's own vector
 #   SCREEN=items-drop-hist-codes-own experiments/i24_item_head_items_runs.sh screen   # the codes through an own table
+#   SCREEN="items-drop-hist-codes-glevel items-drop-hist-codes-gpop" experiments/i24_item_head_items_runs.sh screen
+#                                         # the code gate per level, or per popularity quintile
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -63,6 +65,10 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist-codes-vec) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes_vec" ;;
     # the codes read through a table of their own (zero at the start, no gate), not the rows the SID tokens use
     items-drop-hist-codes-own) echo "$(args_for items-drop-hist) --set policy.history_input=id_codes_own" ;;
+    # the code gate per code level (coarse and fine codes weighted apart), or per popularity quintile of the item
+    # (rare items, whose ID rows are nearly random, may take more content than frequent ones)
+    items-drop-hist-codes-glevel) echo "$(args_for items-drop-hist-codes) --set policy.history_gate=level" ;;
+    items-drop-hist-codes-gpop) echo "$(args_for items-drop-hist-codes) --set policy.history_gate=popularity" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

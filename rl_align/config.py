@@ -309,6 +309,11 @@ class PolicyConfig:
               "history, the head's item vectors too; rl_align/policy/history_input.py). Folded into the saved "
               "policy's rows (a plain HF model vLLM loads); needs tie_embeddings: false")
 
+    history_gate: Literal["shared", "level", "popularity"] = doc(
+        "shared", "with history_input id_codes / id_codes_vec, the gate on the code rows: 'shared' = one (H,) for "
+                  "every code; 'level' = one per code level; 'popularity' = one per popularity quintile of the "
+                  "item (training interactions), so rare and frequent items may take different amounts of content")
+
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups; a composed history needs an untied head."""
         errs = []
@@ -316,6 +321,9 @@ class PolicyConfig:
             errs.append(("num_heads", f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}"))
         if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
             errs.append(("num_kv_heads", f"must divide num_heads ({self.num_heads}), got {self.num_kv_heads}"))
+        if self.history_gate != "shared" and self.history_input not in ("id_codes", "id_codes_vec"):
+            errs.append(("history_gate", f"{self.history_gate!r} gates code rows: needs history_input id_codes or "
+                                         f"id_codes_vec, got {self.history_input!r}"))
         if self.history_input != "id" and self.tie_embeddings:
             errs.append(("history_input", f"{self.history_input!r} needs tie_embeddings: false (a tied output head "
                                           "would score history tokens with rows the saved policy no longer holds)"))

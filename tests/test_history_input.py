@@ -10,7 +10,7 @@ from test_history_items import _catalog
 
 from rl_align.config import PolicyConfig
 from rl_align.policy.data import build_prompts
-from rl_align.policy.history_input import attach_history_codes, history_codes_of, item_code_tokens
+from rl_align.policy.history_input import attach_history_codes, gate_index_for, history_codes_of, item_code_tokens
 from rl_align.policy.item_head import attach_item_head, load_item_head
 from rl_align.policy.model import build_policy, load_policy, save_policy
 
@@ -174,3 +174,39 @@ def test_an_own_code_table_starts_at_zero_and_leaves_the_sid_tokens_rows_alone(t
     h = torch.randn(3, 64)
     with torch.no_grad():
         torch.testing.assert_close(load_item_head(tmp_path / "p", cat, 64)(h), head(h))
+
+
+@pytest.mark.parametrize("gate", ["level", "popularity"])
+def test_a_gate_per_code_level_or_popularity_bucket_scales_each_code_row_by_its_own_row(gate):
+    cat = _catalog(True)
+    counts = np.arange(cat.n_items)[::-1].copy()  # item 0 most frequent
+    model = _model(cat, seed=5)
+    emb = model.get_input_embeddings()
+    raw = emb.weight.detach().clone()
+    hc = attach_history_codes(model, cat, "id_codes", gate=gate, counts=counts)
+    assert hc.gate.shape == ((cat.tokens.shape[1] if gate == "level" else 5), 64)  # a row per token column
+    off = cat.layout.history_offset
+    ids = torch.tensor([[off, off + 11, int(cat.tokens[5, 0])]])
+    torch.testing.assert_close(emb(ids)[0], raw[ids[0]])  # zero at the start
+    with torch.no_grad():
+        hc.gate.copy_(torch.rand(hc.gate.shape, generator=torch.Generator().manual_seed(2)) + 0.5)
+    out = emb(ids)[0]
+    for p, item in ((0, 0), (1, 11)):
+        rows = [raw[int(t)] for t in cat.tokens[item][:3]]
+        if gate == "level":
+            want = raw[off + item] + sum(hc.gate[lv] * r for lv, r in enumerate(rows))
+        else:  # the most frequent fifth of the items is the last bucket
+            b = (cat.n_items - 1 - item) * 5 // cat.n_items
+            want = raw[off + item] + hc.gate[b] * sum(rows)
+        torch.testing.assert_close(out[p], want.detach())
+    torch.testing.assert_close(out[2], raw[ids[0, 2]])
+
+
+def test_gate_rows_are_checked():
+    mask = torch.ones(10, 3, dtype=torch.bool)
+    assert gate_index_for("shared", mask) is None
+    assert gate_index_for("popularity", mask, np.arange(10)).tolist()[9] == [4, 4, 4]
+    with pytest.raises(ValueError, match="'popularity' needs"):
+        gate_index_for("popularity", mask)
+    with pytest.raises(ValueError, match="expected one of"):
+        gate_index_for("per_item", mask)

@@ -147,6 +147,8 @@ def test_training_through_the_packed_batch_moves_decoding_toward_the_targets():
     ({"policy": {"history_input": "id_vec"}}, "policy.history_input: 'id_vec' needs tie_embeddings: false"),
     ({"sid": {"history": "codes"}, "policy": {"history_input": "id_codes_vec", "tie_embeddings": False}},
      "policy.history_input: 'id_codes_vec' composes history tokens: needs sid.history: items"),
+    ({"policy": {"history_input": "id_vec", "tie_embeddings": False, "history_gate": "level"}},
+     "policy.history_gate: 'level' gates code rows: needs history_input id_codes or id_codes_vec"),
     ({"policy": {"history_input": "sum"}}, "policy.history_input"),
 ])
 def test_bad_history_settings_fail_at_load(tmp_path, extra, msg):

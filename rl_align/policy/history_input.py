@@ -34,6 +34,8 @@ from rl_align.sid.catalog import SidCatalog
 ATTR = "rl_align_history_codes"
 KINDS = ("id", "id_codes", "id_codes_own", "id_vec", "id_codes_vec")
 NEEDS_VECTORS = ("id_vec", "id_codes_vec")
+GATES = ("shared", "level", "popularity")
+POP_BUCKETS = 5
 
 
 class HistoryCodes(torch.nn.Module):
@@ -44,10 +46,12 @@ class HistoryCodes(torch.nn.Module):
     ``vectors``: (n_items, d) the items' own vectors, or None (``id_codes``). ``first``: the first history token
     id (item i is ``first + i``). The tables are non-persistent buffers; ``gate`` (H,) and ``proj`` (H, d, zero at
     the start) are parameters (in training checkpoints and the weight EMA, dropped from the saved HF checkpoint by
-    :func:`fold_history_rows`)."""
+    :func:`fold_history_rows`). ``gate_index``: (n_items, T) int64, which of G gate rows scales each code's row
+    (the gate is then (G, H): one per code level, or per popularity bucket of the item); None = one gate (H,)."""
 
     def __init__(self, code_tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], first: int, hidden: int,
-                 vectors: Optional[torch.Tensor] = None, own_table: bool = False) -> None:
+                 vectors: Optional[torch.Tensor] = None, own_table: bool = False,
+                 gate_index: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         if code_tokens is None and vectors is None:
             raise ValueError("HistoryCodes: needs the items' code tokens, their vectors, or both")
@@ -55,7 +59,9 @@ class HistoryCodes(torch.nn.Module):
         if self.reads_codes:
             self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
             self.register_buffer("mask", mask.bool(), persistent=False)
-            self.gate = torch.nn.Parameter(torch.zeros(hidden))
+            self.register_buffer("gate_index", None if gate_index is None else gate_index.long(), persistent=False)
+            shape = (hidden,) if gate_index is None else (int(gate_index.max()) + 1, hidden)
+            self.gate = torch.nn.Parameter(torch.zeros(shape))
         # own_table: (max code token + 1, H) rows indexed by code token id, zero at the start; no gate
         self.table = (torch.nn.Parameter(torch.zeros(int(code_tokens.max()) + 1, hidden))
                       if own_table and self.reads_codes else None)
@@ -88,8 +94,13 @@ class HistoryCodes(torch.nn.Module):
         if self.reads_codes:
             own = self.table is not None
             rows = (self.table if own else weight)[self.code_tokens[items]].to(weight.dtype)  # (..., T, H)
-            add = (rows * self.mask[items].unsqueeze(-1).to(rows.dtype)).sum(-2)
-            add = add if own else add * self.gate.to(rows.dtype)
+            rows = rows * self.mask[items].unsqueeze(-1).to(rows.dtype)
+            if own:
+                add = rows.sum(-2)
+            elif self.gate_index is None:
+                add = rows.sum(-2) * self.gate.to(rows.dtype)
+            else:  # a gate row per code level or per popularity bucket: (..., T, H) weights
+                add = (rows * self.gate[self.gate_index[items]].to(rows.dtype)).sum(-2)
         if self.proj is not None:
             add = add + self.proj(self.vectors[items]).to(weight.dtype)
         return add
@@ -116,13 +127,32 @@ def item_code_tokens(catalog: SidCatalog) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(mask, tok, torch.zeros_like(tok)), mask
 
 
+def gate_index_for(gate: str, mask: torch.Tensor, counts: Optional[np.ndarray] = None) -> Optional[torch.Tensor]:
+    """(n_items, T) gate row of each item's codes: None for ``'shared'``; the code level for ``'level'``; the
+    item's popularity bucket for ``'popularity'`` (``counts`` (n_items,) training interactions, cut into
+    :data:`POP_BUCKETS` equal-count groups of items by rank; ties broken by item index)."""
+    if gate not in GATES:
+        raise ValueError(f"policy.history_gate: expected one of {list(GATES)}, got {gate!r}")
+    if gate == "shared":
+        return None
+    if gate == "level":
+        return torch.arange(mask.shape[1]).expand(mask.shape).clone()
+    if counts is None or len(counts) != mask.shape[0]:
+        raise ValueError(f"policy.history_gate: 'popularity' needs ({mask.shape[0]},) training counts")
+    rank = np.empty(len(counts), np.int64)
+    rank[np.argsort(np.asarray(counts), kind="stable")] = np.arange(len(counts))
+    bucket = torch.from_numpy(rank * POP_BUCKETS // len(counts))
+    return bucket.unsqueeze(1).expand(mask.shape).clone()
+
+
 def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
-                         vectors: Optional[np.ndarray] = None) -> Optional[HistoryCodes]:
+                         vectors: Optional[np.ndarray] = None, gate: str = "shared",
+                         counts: Optional[np.ndarray] = None) -> Optional[HistoryCodes]:
     """Compose history tokens' input embeddings with their items' content (``kind`` in :data:`KINDS` other than
     ``'id'``: code rows, the items' ``vectors`` (n_items, d), or both); None for ``'id'``. A forward hook on the
     input embedding; call it before the embedding-dropout hook so dropout covers the composed vector. ValueError
     when the catalog has no history tokens, the output head is tied, or the kind needs vectors that are missing or
-    of the wrong item count."""
+    of the wrong item count. ``gate``/``counts``: the code gate's rows (:func:`gate_index_for`)."""
     if kind not in KINDS:
         raise ValueError(f"policy.history_input: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "id":
@@ -139,8 +169,9 @@ def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
         vec = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
     codes, mask = item_code_tokens(catalog) if kind != "id_vec" else (None, None)
     emb = model.get_input_embeddings()
+    index = gate_index_for(gate, mask, counts) if codes is not None and kind != "id_codes_own" else None
     hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec,
-                      own_table=kind == "id_codes_own").to(emb.weight.device)
+                      own_table=kind == "id_codes_own", gate_index=index).to(emb.weight.device)
     setattr(model, ATTR, hc)
     emb.register_forward_hook(lambda mod, args, out: hc.compose(args[0], out, mod.weight))
     return hc

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from rl_align.config import EvalConfig, PolicyConfig, SftConfig, from_dict
+from rl_align.data.split import train_popularity
 from rl_align.eval.evaluate import eval_set, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.policy.data import events_to_items, events_to_users, windows_to_batch
@@ -124,7 +125,9 @@ class SftWorker:
         model = build_policy(self.pcfg, self.catalog, self.config["max_history"], seed=sft.seed).to(self.device)
         vectors = (np.load(self.run_dir / "embed" / "item_emb.npy", allow_pickle=False)
                    if self.pcfg.history_input in NEEDS_VECTORS else None)  # the vectors the run's SIDs quantise
-        attach_history_codes(model, self.catalog, self.pcfg.history_input, vectors)  # before dropout: it covers it
+        counts = train_popularity(self.split, self.catalog.n_items) if self.pcfg.history_gate == "popularity" else None
+        attach_history_codes(model, self.catalog, self.pcfg.history_input, vectors,  # before dropout: it covers it
+                             self.pcfg.history_gate, counts)
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
         add_hidden_dropout(model, self.pcfg.hidden_dropout)
         if self.config.get("item_token_init"):

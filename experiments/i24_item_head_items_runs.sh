@@ -17,6 +17,8 @@
 #   SCREEN=items-drop-hist-codes-own experiments/i24_item_head_items_runs.sh screen   # the codes through an own table
 #   SCREEN="items-drop-hist-codes-glevel items-drop-hist-codes-gpop" experiments/i24_item_head_items_runs.sh screen
 #                                         # the code gate per level, or per popularity quintile
+#   SCREEN="items-drop-hist-codes-b32 items-drop-hist-codes-ema items-drop-hist-codes-idrop" … screen
+#                                         # id_codes with half the batch; a weight EMA; item deletion
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -69,6 +71,11 @@ args_for() {  # setting name -> its --set flags
     # (rare items, whose ID rows are nearly random, may take more content than frequent ones)
     items-drop-hist-codes-glevel) echo "$(args_for items-drop-hist-codes) --set policy.history_gate=level" ;;
     items-drop-hist-codes-gpop) echo "$(args_for items-drop-hist-codes) --set policy.history_gate=popularity" ;;
+    # knobs already in the framework, on the id_codes row: a weight EMA (the closest miss on the tied head), item
+    # deletion in the training windows, and half the batch (a batch of 128 had lowered test on the code-prompt row)
+    items-drop-hist-codes-ema) echo "$(args_for items-drop-hist-codes) --set sft.ema_decay=0.995" ;;
+    items-drop-hist-codes-idrop) echo "$(args_for items-drop-hist-codes) --set sft.item_drop=0.1" ;;
+    items-drop-hist-codes-b32) echo "$(args_for items-drop-hist-codes) --set sft.batch_size=32" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -157,6 +157,7 @@ def test_an_own_code_table_starts_at_zero_and_leaves_the_sid_tokens_rows_alone(t
     emb = model.get_input_embeddings()
     raw = emb.weight.detach().clone()
     hc = attach_history_codes(model, cat, "id_codes_own")
+    assert hc.gate is None and not any(k.endswith(".gate") for k in model.state_dict())  # the table replaces it
     off = cat.layout.history_offset
     ids = torch.tensor([[off + 5, int(cat.tokens[5, 0]), off + 11]])
     torch.testing.assert_close(emb(ids)[0], raw[ids[0]])  # zero at the start: the ID-only model

@@ -44,10 +44,11 @@ class HistoryCodes(torch.nn.Module):
     code_tokens: (n_items, T) int64 token ids of each item's code tokens, ``mask`` (n_items, T) bool marks the
     real ones (items may have fewer codes than T); both None when the codes are not read (``id_vec``).
     ``vectors``: (n_items, d) the items' own vectors, or None (``id_codes``). ``first``: the first history token
-    id (item i is ``first + i``). The tables are non-persistent buffers; ``gate`` (H,) and ``proj`` (H, d, zero at
-    the start) are parameters (in training checkpoints and the weight EMA, dropped from the saved HF checkpoint by
-    :func:`fold_history_rows`). ``gate_index``: (n_items, T) int64, which of G gate rows scales each code's row
-    (the gate is then (G, H): one per code level, or per popularity bucket of the item); None = one gate (H,)."""
+    id (item i is ``first + i``). The tables are non-persistent buffers; ``gate`` (H,), ``table`` (``own_table``:
+    (max code token + 1, H), in place of the gate) and ``proj`` (H, d) start at zero and are parameters (in
+    training checkpoints and the weight EMA, dropped from the saved HF checkpoint by :func:`fold_history_rows`).
+    ``gate_index``: (n_items, T) int64, which of G gate rows scales each code's row (the gate is then (G, H): one
+    per code level, or per popularity bucket of the item); None = one gate (H,)."""
 
     def __init__(self, code_tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], first: int, hidden: int,
                  vectors: Optional[torch.Tensor] = None, own_table: bool = False,
@@ -56,16 +57,16 @@ class HistoryCodes(torch.nn.Module):
         if code_tokens is None and vectors is None:
             raise ValueError("HistoryCodes: needs the items' code tokens, their vectors, or both")
         self.reads_codes = code_tokens is not None
+        self.gate = self.table = self.proj = None
         if self.reads_codes:
             self.register_buffer("code_tokens", code_tokens.long(), persistent=False)
             self.register_buffer("mask", mask.bool(), persistent=False)
             self.register_buffer("gate_index", None if gate_index is None else gate_index.long(), persistent=False)
-            shape = (hidden,) if gate_index is None else (int(gate_index.max()) + 1, hidden)
-            self.gate = torch.nn.Parameter(torch.zeros(shape))
-        # own_table: (max code token + 1, H) rows indexed by code token id, zero at the start; no gate
-        self.table = (torch.nn.Parameter(torch.zeros(int(code_tokens.max()) + 1, hidden))
-                      if own_table and self.reads_codes else None)
-        self.proj = None
+            if own_table:  # rows indexed by code token id; no gate
+                self.table = torch.nn.Parameter(torch.zeros(int(code_tokens.max()) + 1, hidden))
+            else:
+                shape = (hidden,) if gate_index is None else (int(gate_index.max()) + 1, hidden)
+                self.gate = torch.nn.Parameter(torch.zeros(shape))
         if vectors is not None:
             self.register_buffer("vectors", vectors.float(), persistent=False)
             self.proj = torch.nn.Linear(vectors.shape[1], hidden, bias=False)
@@ -78,10 +79,13 @@ class HistoryCodes(torch.nn.Module):
         return self._n
 
     def gate_abs(self) -> dict[str, float]:
-        """How much content the rows have taken: mean |gate| (codes) and the projection's RMS entry (vectors)."""
-        out = {"history_gate_abs": float(self.gate.detach().abs().mean())} if self.reads_codes else {}
+        """How much content the rows have taken: mean |gate| (codes), the own table's and the projection's RMS
+        entry."""
+        out = {}
+        if self.gate is not None:
+            out["history_gate_abs"] = float(self.gate.detach().abs().mean())
         if self.table is not None:
-            out = {"history_table_rms": float(self.table.detach().pow(2).mean().sqrt())}
+            out["history_table_rms"] = float(self.table.detach().pow(2).mean().sqrt())
         if self.proj is not None:
             out["history_proj_rms"] = float(self.proj.weight.detach().pow(2).mean().sqrt())
         return out
@@ -106,7 +110,7 @@ class HistoryCodes(torch.nn.Module):
         return add
 
     def rows(self, weight: torch.Tensor) -> torch.Tensor:
-        """(n_items, H): every history token's composed input row (ID row + its codes' rows)."""
+        """(n_items, H): every history token's composed input row (ID row + its item's content)."""
         items = torch.arange(self.n_items, device=weight.device)
         return weight[self.first: self.first + self.n_items] + self.content(weight, items)
 

@@ -211,3 +211,6 @@ def test_gate_rows_are_checked():
         gate_index_for("popularity", mask)
     with pytest.raises(ValueError, match="expected one of"):
         gate_index_for("per_item", mask)
+    cat = _catalog(True)
+    with pytest.raises(ValueError, match="'level' gates code rows"):  # not silently ignored by ungated kinds
+        attach_history_codes(_model(cat), cat, "id_codes_own", gate="level")

@@ -173,7 +173,11 @@ def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
         vec = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
     codes, mask = item_code_tokens(catalog) if kind != "id_vec" else (None, None)
     emb = model.get_input_embeddings()
-    index = gate_index_for(gate, mask, counts) if codes is not None and kind != "id_codes_own" else None
+    gated = kind in ("id_codes", "id_codes_vec")  # the kinds whose code rows pass through a gate
+    if gate != "shared" and not gated:
+        raise ValueError(f"policy.history_gate: {gate!r} gates code rows: needs history_input id_codes or "
+                         f"id_codes_vec, got {kind!r}")
+    index = gate_index_for(gate, mask, counts) if gated else None
     hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec,
                       own_table=kind == "id_codes_own", gate_index=index).to(emb.weight.device)
     setattr(model, ATTR, hc)

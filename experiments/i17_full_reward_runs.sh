@@ -13,6 +13,10 @@
 #   POLICY  the SFT policy aligned (default ihead):
 #           ihead  the 64-wide SCI row with an item head (issue 24): a copy of runs/i24-w64-ihead-sN;
 #           plain  the same row without the head: a copy of runs/i24-w64base-sN (its SASRec-50 comes along);
+#           codes  issue 24's best row: the 64-wide SCI row with history items, the item head tied to them and
+#                  history tokens that read their items' SID codes (policy.history_input: id_codes): a copy of
+#                  runs/i24-w64-ihead-items-drop-hist-codes-sN (experiments/i24_item_head_items_runs.sh); the head
+#                  file stays the SFT one (alignment moves the SID policy only);
 #           full   the full preset's own policy (128 wide, text + collaborative SIDs): SFT of
 #                  experiments/configs/paper.yaml in the run (about 9 min a seed).
 #   REWARD_FROM  (train, optional) a run prefix (e.g. runs/i17-bag3) whose exposure log and trained ranker stage are
@@ -36,8 +40,14 @@ for s in ${SEEDS:-0 1 2}; do
                        --set policy.intermediate_size=256)
                  if [ "$policy" = ihead ]; then args+=(--set policy.item_head=free); src=runs/i24-w64-ihead-s$s
                  else args+=(--set policy.item_head=none); src=runs/i24-w64base-s$s; fi ;;
+    codes) args=(--set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy
+                 --set embed.cf_dim=0 --set policy.hidden_size=64 --set policy.num_heads=1
+                 --set policy.intermediate_size=256 --set sid.history=items --set policy.embedding_dropout=0.2
+                 --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
+                 --set policy.item_head=history --set policy.history_input=id_codes)
+           src=runs/i24-w64-ihead-items-drop-hist-codes-s$s ;;
     full) args=() ;;
-    *) echo "POLICY: expected ihead, plain or full, got '$policy'" >&2; exit 2 ;;
+    *) echo "POLICY: expected ihead, plain, codes or full, got '$policy'" >&2; exit 2 ;;
   esac
   if [ "$what" = train ]; then
     if [ ! -d "$run" ]; then

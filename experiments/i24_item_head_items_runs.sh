@@ -19,6 +19,7 @@
 #                                         # the code gate per level, or per popularity quintile
 #   SCREEN="items-drop-hist-codes-b32 items-drop-hist-codes-ema items-drop-hist-codes-idrop" … screen
 #                                         # id_codes with half the batch; a weight EMA; item deletion
+#   SCREEN="items-drop-hist-codes-ut items-drop-hist-codes-wd" … screen   # + user tokens; weight decay 0.1
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -76,6 +77,11 @@ args_for() {  # setting name -> its --set flags
     items-drop-hist-codes-ema) echo "$(args_for items-drop-hist-codes) --set sft.ema_decay=0.995" ;;
     items-drop-hist-codes-idrop) echo "$(args_for items-drop-hist-codes) --set sft.item_drop=0.1" ;;
     items-drop-hist-codes-b32) echo "$(args_for items-drop-hist-codes) --set sft.batch_size=32" ;;
+    # the user's side features as prompt tokens before the history (a signal SASRec does not have; on the code-prompt
+    # row they raised test but not valid), and a weight decay ten times the preset's (the joint model overfits from
+    # epoch 16 where SASRec trains for 60+)
+    items-drop-hist-codes-ut) echo "$(args_for items-drop-hist-codes) --set sid.user_tokens=[gender,age,occupation]" ;;
+    items-drop-hist-codes-wd) echo "$(args_for items-drop-hist-codes) --set sft.weight_decay=0.1" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

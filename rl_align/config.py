@@ -708,6 +708,11 @@ class RlConfig:
                                  "(see rl_align/algos)", registry="objectives")
     tag: Optional[str] = doc(None, "output sub-directory <run>/rl/<tag> (default: the algo, mixture-lam<λ>)", schedule=True)
     init: Literal["sft", "sft-final"] = doc("sft", "starting policy: the run's best or final SFT policy")
+    item_head_trunk: Literal["aligned", "sft"] = doc(
+        "aligned", "a starting policy with an item head (policy.item_head): the head's table stays frozen; which trunk "
+                   "it reads its state from at validation and evaluation: 'aligned' = the policy being aligned (the "
+                   "head's input moves with alignment), 'sft' = the starting policy's own, saved beside the aligned "
+                   "policy (item_head/trunk), so the head ranks exactly as at the start and only the beam moves")
     lam: float = doc(1.0, "λ: weight of the GRPO term in mixture/adagrpo (of the tilted term in tilted)", ge=0)
     tilt_alpha: float = doc(1.0, "tilted: α of the target π_ref·exp(α·logit r) over each rollout group (α = 1/β of the "
                                  "KL-regularised optimum; the reward ceiling's best α is a good start)", gt=0)

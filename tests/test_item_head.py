@@ -16,6 +16,7 @@ from rl_align.policy.data import events_to_items, windows_to_batch
 from rl_align.policy.item_head import (
     ATTR,
     FILE,
+    TRUNK,
     attach_item_head,
     first_code_positions,
     future_targets,
@@ -124,6 +125,35 @@ def test_checkpoint_keeps_the_head_out_of_the_hf_weights(small, tmp_path):
     assert json.loads((tmp_path / "r" / "rl_align_policy.json").read_text())["item_head"] == FILE
     save_policy(plain, tmp_path / "s", cat, frozen_item_head=tmp_path / "q")  # a start without a head: none
     assert not (tmp_path / "s" / FILE).exists()
+
+
+def test_a_frozen_head_keeps_its_trunk(small, tmp_path):
+    """``rl.item_head_trunk: sft``: an aligned policy saved with its starting policy's head keeps that policy's trunk
+    (item_head/trunk). The loaded head scores from it, so moving the aligned policy leaves the head's log-probs as
+    they were; a later save from the aligned directory carries that trunk, not the newer policy's."""
+    cat, model, head = small
+    save_policy(model, tmp_path / "p", cat)  # the starting policy and its head
+    aligned = load_policy(tmp_path / "p", cat)
+    with torch.no_grad():  # alignment moved every weight
+        g = torch.Generator().manual_seed(3)
+        for w in aligned.parameters():
+            w.add_(0.05 * torch.randn(w.shape, generator=g))
+    save_policy(aligned, tmp_path / "a", cat, frozen_item_head=tmp_path / "p", freeze_trunk=True)
+    start = (tmp_path / "p" / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / TRUNK / "model.safetensors").read_bytes() == start
+    assert (tmp_path / "a" / FILE).read_bytes() == (tmp_path / "p" / FILE).read_bytes()
+    hist, users = np.array([[0, 3, 7], [5, -1, -1], [11, 12, -1]]), np.array([0, 1, 2])
+    want = head_logprobs(model, head, cat, hist, users)  # the head on the policy it was trained with
+    frozen = load_item_head(tmp_path / "a", cat, 64)
+    assert frozen.trunk is not None
+    assert torch.allclose(head_logprobs(aligned, frozen, cat, hist, users), want, atol=1e-5)
+    moved = load_item_head(tmp_path / "p", cat, 64)  # no trunk of its own: it reads the aligned policy's state
+    assert moved.trunk is None
+    assert not torch.allclose(head_logprobs(aligned, moved, cat, hist, users), want, atol=1e-3)
+    save_policy(aligned, tmp_path / "b", cat, frozen_item_head=tmp_path / "a")  # the head's trunk goes with it
+    assert (tmp_path / "b" / TRUNK / "model.safetensors").read_bytes() == start
+    save_policy(aligned, tmp_path / "c", cat, frozen_item_head=tmp_path / "p")  # the default keeps no trunk
+    assert not (tmp_path / "c" / TRUNK).exists()
 
 
 def test_free_sid_vectors_share_their_codes_and_round_trip(small, tmp_path):
@@ -384,6 +414,18 @@ def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     for kind in ("rl", "rl-final"):
         assert {"policy", "policy_beam", "item_head_only"} <= set(rl_test[kind]["test"])
         assert rl_test[kind]["item_head"]["beta"] in (0.5, 2.0)
+    # rl.item_head_trunk: sft keeps the head's SFT trunk beside the aligned policy: the head ranks test as at SFT
+    data["rl"].update(tag="aligned-sft-trunk", item_head_trunk="sft")
+    p.write_text(yaml.safe_dump(data))
+    cfg = load_config(p, RunConfig)
+    cfg.stages = ["rl"]
+    run_pipeline(cfg, run)
+    out = run / "rl" / "aligned-sft-trunk"
+    assert ((out / "final_policy" / TRUNK / "model.safetensors").read_bytes()
+            == (run / "sft" / "best_policy" / "model.safetensors").read_bytes())
+    kept = json.loads((out / "test_metrics.json").read_text())
+    for kind in ("rl", "rl-final"):
+        assert kept[kind]["test"]["item_head_only"] == test["item_head_only"]
     # the eval CLI re-ranks the saved policy with other fusion settings, checked like the config
     assert main(["eval", str(run), "--split", "both", "--item-head-betas", "0.5", "--item-head-union", "5"]) == 0
     again = json.loads((run / "eval" / "metrics_sft_item-head-u5-b0.5.json").read_text())

@@ -25,11 +25,12 @@ from rl_align.sid.catalog import SidCatalog
 def head_logprobs(model, head: ItemHead, catalog: SidCatalog, history: np.ndarray, users: np.ndarray
                   ) -> torch.Tensor:
     """(N, n_items) float32 log softmax of the item head at each prompt's last position, on the CPU. history: (N, H)
-    -1 padded; users: (N,)."""
+    -1 padded; users: (N,). The state is ``model``'s, or the head's own trunk's when it carries one."""
     ids, mask = build_prompts(history, catalog, users)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
-    device = next(model.parameters()).device
-    h = model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+    trunk = head.trunk if head.trunk is not None else model
+    device = next(trunk.parameters()).device
+    h = trunk.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                     position_ids=pos.to(device)).last_hidden_state[:, -1]
     return torch.log_softmax(head(h).float(), -1).cpu()
 

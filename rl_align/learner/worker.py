@@ -261,14 +261,15 @@ class LearnerRank:
 
     def save_policy(self, directory: str, extra: dict | None = None) -> bool:
         module = self.engine.module
+        keep = {"frozen_item_head": self.policy_dir, "freeze_trunk": self.cfg.item_head_trunk == "sft"}
         if self.cfg.zero_stage == 3:  # every rank joins the gather; rank 0 writes
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 if self.rank == 0:
-                    save_policy(module, Path(directory), self.catalog, extra, frozen_item_head=self.policy_dir)
+                    save_policy(module, Path(directory), self.catalog, extra, **keep)
         elif self.rank == 0:  # a starting policy's item head is saved unchanged beside the aligned SID policy
-            save_policy(module, Path(directory), self.catalog, extra, frozen_item_head=self.policy_dir)
+            save_policy(module, Path(directory), self.catalog, extra, **keep)
         return True
 
     def config(self) -> dict:

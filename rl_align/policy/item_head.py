@@ -11,10 +11,15 @@ The head lives on the HF model as the submodule :data:`ATTR`, so DeepSpeed, chec
 with the policy; :func:`rl_align.policy.model.save_policy` writes it to :data:`FILE` beside a plain HF checkpoint.
 The file sits in a sub-directory because vLLM loads every ``*.safetensors`` file at the top of a model directory as
 model weights; ``from_pretrained`` and vLLM never see it there.
+
+Alignment moves the SID policy and keeps the head's file frozen. With ``rl.item_head_trunk: sft`` the head also keeps
+the trunk it was trained on: a copy of the starting policy's HF weights in :data:`TRUNK`, which
+:func:`load_item_head` attaches (:attr:`ItemHead.trunk`), so the head's state is not moved by alignment either.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +33,8 @@ from rl_align.sid.catalog import SPECIALS, SidCatalog
 
 ATTR = "rl_align_item_head"
 FILE = "item_head/item_head.safetensors"  # not at the top: vLLM would load it as model weights
+TRUNK = "item_head/trunk"  # a frozen head's own trunk (rl.item_head_trunk: sft): a plain HF checkpoint
+_TRUNK_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
 KINDS = ("none", "free", "free_sid", "history")
 
 
@@ -49,6 +56,7 @@ class ItemHead(torch.nn.Module):
         self._tied = tied
         # policy.history_input: id_codes; in a tuple so it is not registered as this module's child (the policy owns it)
         self._composed = () if composed is None else (composed,)
+        self._trunk: tuple = ()  # a policy whose states the head reads instead of the evaluated one (not a child)
         if tied is None:
             self.items = torch.nn.Embedding(n_items, hidden)
             torch.nn.init.normal_(self.items.weight, std=0.02)
@@ -65,6 +73,17 @@ class ItemHead(torch.nn.Module):
     def tied(self) -> bool:
         """True when the item vectors are the policy's history-token embeddings (``policy.item_head: history``)."""
         return self._tied is not None
+
+    @property
+    def trunk(self) -> Optional[torch.nn.Module]:
+        """The policy whose last-position state this head scores when it is not the policy being evaluated (an
+        aligned policy's frozen head with its SFT trunk, ``rl.item_head_trunk: sft``); None = that policy."""
+        return self._trunk[0] if self._trunk else None
+
+    def attach_trunk(self, model: torch.nn.Module) -> "ItemHead":
+        """Read states from ``model`` (in eval mode) from now on; returns self."""
+        self._trunk = (model.eval(),)
+        return self
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items, H): the free vectors (or the tied history-token embeddings), plus the sums of their SID codes'
@@ -209,9 +228,35 @@ def without_item_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v for k, v in state.items() if not k.startswith(ATTR + ".")}
 
 
+def save_trunk(policy_dir: str | Path, directory: str | Path) -> None:
+    """Copy a frozen head's trunk to ``directory/TRUNK``: the trunk ``policy_dir`` already carries (its head's own),
+    else ``policy_dir``'s HF weights and config."""
+    src = Path(policy_dir)
+    src = src / TRUNK if (src / TRUNK).is_dir() else src
+    dst = Path(directory) / TRUNK
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (f.suffix == ".safetensors" or f.name in _TRUNK_FILES):
+            shutil.copyfile(f, dst / f.name)
+
+
+def _load_trunk(path: Path, catalog: SidCatalog, hidden: int, device: str | torch.device) -> torch.nn.Module:
+    """A head's saved trunk (safetensors only), checked against the catalog's vocabulary and the policy width."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
+                                                 use_safetensors=True)
+    rows, width = model.get_input_embeddings().weight.shape
+    if rows != catalog.vocab_size or width != hidden:
+        raise ValueError(f"{path}: expected a trunk with {catalog.vocab_size} token rows of width {hidden} (the "
+                         f"catalog's vocabulary × policy width), got {rows} × {width}")
+    return model.to(device).eval()
+
+
 def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
                    device: str | torch.device = "cpu") -> Optional[ItemHead]:
-    """The item head saved in a policy directory, or None when it has none. Safetensors only (no pickle)."""
+    """The item head saved in a policy directory, or None when it has none; with its own trunk attached when the
+    directory carries one (:data:`TRUNK`). Safetensors only (no pickle)."""
     path = Path(directory) / FILE
     if not path.exists():
         return None
@@ -225,4 +270,7 @@ def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
     if kind == "free_sid" and not torch.equal(state.get("codes", torch.empty(0)), head.codes):
         raise ValueError(f"{path}: the item head was trained on other SID codes than this catalog's")
     head.load_state_dict(state)
-    return head.to(device).eval()
+    head = head.to(device).eval()
+    if (Path(directory) / TRUNK / "config.json").exists():
+        head.attach_trunk(_load_trunk(Path(directory) / TRUNK, catalog, hidden, device))
+    return head

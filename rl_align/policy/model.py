@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwe
 
 from rl_align.config import PolicyConfig
 from rl_align.policy.history_input import fold_history_rows, history_codes_of
-from rl_align.policy.item_head import FILE, item_head_of, save_item_head, without_item_head
+from rl_align.policy.item_head import FILE, TRUNK, item_head_of, save_item_head, save_trunk, without_item_head
 from rl_align.sid.catalog import BOS, EOS, PAD, SidCatalog
 from rl_align.utils.io import atomic_dir, read_json, write_json
 
@@ -149,12 +149,14 @@ def save_tokenizer(catalog: SidCatalog, directory: str | Path) -> None:
 
 
 def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatalog, extra: dict | None = None,
-                frozen_item_head: str | Path | None = None) -> None:
+                frozen_item_head: str | Path | None = None, freeze_trunk: bool = False) -> None:
     """``save_pretrained`` (safetensors) + SID tokenizer + catalog fingerprint, atomically (whole directory swap);
     an attached item head (``policy.item_head``) goes to its own file, the HF checkpoint stays plain; composed
     history rows (``policy.history_input: id_codes``) are folded into the history tokens' embedding rows.
     ``frozen_item_head``: a policy directory whose item head file (if any) is saved unchanged with a model that
-    carries none (alignment moves the SID policy and keeps the SFT head frozen)."""
+    carries none (alignment moves the SID policy and keeps the SFT head frozen). ``freeze_trunk``: the head keeps
+    that directory's trunk too (``rl.item_head_trunk: sft``, :func:`rl_align.policy.item_head.save_trunk`); a trunk
+    the directory's head already carries is always kept with it."""
     model = getattr(model, "module", model)
     with atomic_dir(directory) as tmp:
         if item_head_of(model) is None and history_codes_of(model) is None:
@@ -167,6 +169,8 @@ def save_policy(model: PreTrainedModel, directory: str | Path, catalog: SidCatal
             (tmp / FILE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(frozen_item_head) / FILE, tmp / FILE)
             head = True
+            if freeze_trunk or (Path(frozen_item_head) / TRUNK).is_dir():
+                save_trunk(frozen_item_head, tmp)
         save_tokenizer(catalog, tmp)
         write_json(tmp / "rl_align_policy.json", {"catalog_fingerprint": catalog.fingerprint(),
                                                   "vocab_size": catalog.vocab_size,

@@ -147,6 +147,8 @@ def test_a_frozen_head_keeps_its_trunk(small, tmp_path):
     frozen = load_item_head(tmp_path / "a", cat, 64)
     assert frozen.trunk is not None
     assert torch.allclose(head_logprobs(aligned, frozen, cat, hist, users), want, atol=1e-5)
+    start_trunk = load_item_head(tmp_path / "p", cat, 64, own_trunk=True)  # what the controller validates with
+    assert torch.allclose(head_logprobs(aligned, start_trunk, cat, hist, users), want, atol=1e-5)
     moved = load_item_head(tmp_path / "p", cat, 64)  # no trunk of its own: it reads the aligned policy's state
     assert moved.trunk is None
     assert not torch.allclose(head_logprobs(aligned, moved, cat, hist, users), want, atol=1e-3)

@@ -268,11 +268,11 @@ class Controller:
         # the driver's own engine for periodic validation (weights pulled from the learner)
         self.eval_model = load_policy(self.policy_dir, self.catalog)
         self.eval_engine = build_engine("torch", model=self.eval_model, catalog=self.catalog)
-        # a starting policy's item head stays frozen: validation fuses it with the aligned policy's beam
+        # a starting policy's item head stays frozen (with rl.item_head_trunk: sft, on a frozen copy of its trunk):
+        # validation fuses it with the aligned policy's beam
         self.item_head = load_item_head(self.policy_dir, self.catalog,
-                                        self.eval_model.get_input_embeddings().weight.shape[1])
-        if self.item_head is not None and self.item_head.trunk is None and r.item_head_trunk == "sft":
-            self.item_head.attach_trunk(load_policy(self.policy_dir, self.catalog))  # the head's own, frozen
+                                        self.eval_model.get_input_embeddings().weight.shape[1],
+                                        own_trunk=r.item_head_trunk == "sft")
         self.rollouts = self.rewards = None
         if not OBJECTIVES.get(r.algo).uses_rollouts:  # no rollout workers or reward replicas to start
             return

@@ -253,10 +253,11 @@ def _load_trunk(path: Path, catalog: SidCatalog, hidden: int, device: str | torc
     return model.to(device).eval()
 
 
-def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
-                   device: str | torch.device = "cpu") -> Optional[ItemHead]:
+def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int, device: str | torch.device = "cpu",
+                   own_trunk: bool = False) -> Optional[ItemHead]:
     """The item head saved in a policy directory, or None when it has none; with its own trunk attached when the
-    directory carries one (:data:`TRUNK`). Safetensors only (no pickle)."""
+    directory carries one (:data:`TRUNK`), else, with ``own_trunk``, a frozen copy of the directory's policy (the
+    trunk :func:`save_trunk` would save: ``rl.item_head_trunk: sft``). Safetensors only (no pickle)."""
     path = Path(directory) / FILE
     if not path.exists():
         return None
@@ -271,6 +272,8 @@ def load_item_head(directory: str | Path, catalog: SidCatalog, hidden: int,
         raise ValueError(f"{path}: the item head was trained on other SID codes than this catalog's")
     head.load_state_dict(state)
     head = head.to(device).eval()
-    if (Path(directory) / TRUNK / "config.json").exists():
-        head.attach_trunk(_load_trunk(Path(directory) / TRUNK, catalog, hidden, device))
+    saved = Path(directory) / TRUNK
+    trunk = saved if (saved / "config.json").exists() else (Path(directory) if own_trunk else None)
+    if trunk is not None:
+        head.attach_trunk(_load_trunk(trunk, catalog, hidden, device))
     return head

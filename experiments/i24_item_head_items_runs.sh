@@ -20,6 +20,8 @@
 #   SCREEN="items-drop-hist-codes-b32 items-drop-hist-codes-ema items-drop-hist-codes-idrop" … screen
 #                                         # id_codes with half the batch; a weight EMA; item deletion
 #   SCREEN="items-drop-hist-codes-ut items-drop-hist-codes-wd" … screen   # + user tokens; weight decay 0.1
+#   SCREEN="items-drop-hist-codes-lr1e3-e40 items-drop-hist-codes-st10" … screen   # SASRec's lr for 40 epochs; stride
+#   SCREEN="items-drop-hist-codes-k16 items-drop-hist-codes-l4k16" … screen   # 3 × 16 or 4 × 16 codebooks
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -82,6 +84,16 @@ args_for() {  # setting name -> its --set flags
     # epoch 16 where SASRec trains for 60+)
     items-drop-hist-codes-ut) echo "$(args_for items-drop-hist-codes) --set sid.user_tokens=[gender,age,occupation]" ;;
     items-drop-hist-codes-wd) echo "$(args_for items-drop-hist-codes) --set sft.weight_decay=0.1" ;;
+    # SASRec's schedule on id_codes: its learning rate (1e-3, not 3e-3) for twice the epochs (SASRec-50's best epochs
+    # are 44-84; at 3e-3 the joint model peaks by epoch 12-20 and 40 epochs overfit), and overlapping windows (each
+    # target sees at least 10 items of history, as the 20-item serving prompt does; the old code-prompt row's stride 5
+    # raised valid but not test)
+    items-drop-hist-codes-lr1e3-e40) echo "$(args_for items-drop-hist-codes) --set sft.lr=0.001 --set sft.epochs=40 --set sft.patience=20" ;;
+    items-drop-hist-codes-st10) echo "$(args_for items-drop-hist-codes) --set sft.window_stride=10" ;;
+    # the SID design under id_codes: coarser codebooks (3 × 16, the old SCI row's best valid codebook), or four levels
+    # of 16: a history row then shares a code row with about 100 / 7 / 1.6 items (3 × 32: 50 / 2 / 1)
+    items-drop-hist-codes-k16) echo "$(args_for items-drop-hist-codes) --set sid.codebook_size=16" ;;
+    items-drop-hist-codes-l4k16) echo "$(args_for items-drop-hist-codes) --set sid.codebook_size=16 --set sid.levels=4" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -247,6 +247,9 @@ def test_choose_beta_takes_the_best_valid_ndcg():
     pick = choose_beta({0.5: bad, 2.0: good, 1.0: good}, targets)
     assert pick.beta == 1.0  # ties go to the smaller β
     assert pick.valid["2"] == metrics(good, targets, [10])
+    assert not pick.at_edge
+    assert choose_beta({0.5: bad, 1.0: bad, 2.0: good}, targets).at_edge  # the grid's largest won: widen it
+    assert not choose_beta({2.0: good}, targets).at_edge  # one β (alignment re-uses the chosen one): no grid
     # the validation record SFT and alignment both log: the fused figures at that rule's β, the beam's beside
     rec = valid_record((0.1, 0.05), {0.5: (0.3, 0.10), 1.0: (0.2, 0.12), 2.0: (0.4, 0.12)})
     assert rec == {"valid_hr@10": 0.2, "valid_ndcg@10": 0.12, "item_head_beta": 1.0, "valid_beam_hr@10": 0.1,
@@ -386,6 +389,7 @@ def test_sft_and_eval_with_the_head(ray_session, tmp_path, ml100k_emb):
     m = json.loads((run / "eval" / "metrics.json").read_text())
     assert m["item_head"]["beta"] in (0.5, 2.0) and set(m["item_head"]["valid_by_beta"]) == {"0.5", "2"}
     best = m["item_head"]["valid_by_beta"][f"{m['item_head']['beta']:g}"]
+    assert m["item_head"]["beta_at_edge"] == (m["item_head"]["beta"] == 2.0)  # the grid's largest β is flagged
     assert m["valid"]["policy"]["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-12)
     test = m["test"]
     assert {"policy", "policy_beam", "item_head_only"} <= set(test)

@@ -117,10 +117,12 @@ class BetaChoice:
 
     beta: float
     valid: dict[str, dict[str, float]]  # "β" -> valid HR@10 / NDCG@10 of that β
+    at_edge: bool = False  # the largest β of a grid of several won: a larger one may do better (widen the grid)
 
 
 def choose_beta(rankings: dict[float, np.ndarray], targets: np.ndarray) -> BetaChoice:
     """Pick β by valid NDCG@10 from :func:`hybrid_rankings`' fused lists of the valid set (targets: (N,))."""
     table = {b: metrics(r, targets, [10]) for b, r in sorted(rankings.items())}
     best = best_beta({b: m["ndcg@10"] for b, m in table.items()})
-    return BetaChoice(beta=best, valid={f"{b:g}": m for b, m in table.items()})
+    return BetaChoice(beta=best, valid={f"{b:g}": m for b, m in table.items()},
+                      at_edge=len(table) > 1 and best == max(table))

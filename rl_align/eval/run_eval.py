@@ -108,7 +108,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  part, stage, out[part]["policy"]["hr@10"], out[part]["policy"]["ndcg@10"],
                  out[part]["popularity"]["hr@10"], 100 * out[part]["free_hallucination_rate"])
     if hybrid is not None:
-        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid}
+        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid,
+                            "beta_at_edge": hybrid.at_edge}
     return out
 
 
@@ -137,6 +138,7 @@ class _Hybrid:
     cfg: EvalConfig
     beta: Optional[float] = None
     valid: Optional[dict] = None
+    at_edge: bool = False
 
     def rank(self, engine: TorchEngine, catalog: SidCatalog, es, ranked: np.ndarray, scores: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,9 +150,12 @@ class _Hybrid:
                                        c.batch_size)
         if self.beta is None:
             pick = choose_beta(fused, es.targets)
-            self.beta, self.valid = pick.beta, pick.valid
+            self.beta, self.valid, self.at_edge = pick.beta, pick.valid, pick.at_edge
             log.info("eval: item head, β = %g chosen on valid (NDCG@10 by β: %s)", pick.beta,
                      ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
+            if pick.at_edge:
+                log.warning("eval: item head, β = %g is the largest of eval.item_head_betas: a larger β may rank "
+                            "better on valid; widen the grid (e.g. --item-head-betas ... %g)", pick.beta, 2 * pick.beta)
         return fused[self.beta], dense
 
 

@@ -249,7 +249,7 @@ def test_choose_beta_takes_the_best_valid_ndcg():
     assert pick.valid["2"] == metrics(good, targets, [10])
     assert not pick.at_edge
     assert choose_beta({0.5: bad, 1.0: bad, 2.0: good}, targets).at_edge  # the grid's largest won: widen it
-    assert not choose_beta({2.0: good}, targets).at_edge  # one β (alignment re-uses the chosen one): no grid
+    assert not choose_beta({2.0: good}, targets).at_edge  # a grid of one β: nothing to widen
     # the validation record SFT and alignment both log: the fused figures at that rule's β, the beam's beside
     rec = valid_record((0.1, 0.05), {0.5: (0.3, 0.10), 1.0: (0.2, 0.12), 2.0: (0.4, 0.12)})
     assert rec == {"valid_hr@10": 0.2, "valid_ndcg@10": 0.12, "item_head_beta": 1.0, "valid_beam_hr@10": 0.1,

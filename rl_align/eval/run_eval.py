@@ -155,7 +155,8 @@ class _Hybrid:
                      ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
             if pick.at_edge:
                 log.warning("eval: item head, β = %g is the largest of eval.item_head_betas: a larger β may rank "
-                            "better on valid; widen the grid (e.g. --item-head-betas ... %g)", pick.beta, 2 * pick.beta)
+                            "better on valid; widen the grid (the config key, or rl-align eval --item-head-betas "
+                            "… %g)", pick.beta, 2 * pick.beta)
         return fused[self.beta], dense
 
 

@@ -25,7 +25,7 @@ from rl_align.eval.evaluate import (
     sampled_hallucination_rate,
     target_ranks,
 )
-from rl_align.eval.hybrid import choose_beta, hybrid_rankings
+from rl_align.eval.hybrid import BetaChoice, choose_beta, hybrid_rankings
 from rl_align.policy.item_head import ItemHead, load_item_head
 from rl_align.policy.model import load_policy
 from rl_align.rollouts.torch_engine import TorchEngine
@@ -108,8 +108,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  part, stage, out[part]["policy"]["hr@10"], out[part]["policy"]["ndcg@10"],
                  out[part]["popularity"]["hr@10"], 100 * out[part]["free_hallucination_rate"])
     if hybrid is not None:
-        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.beta, "valid_by_beta": hybrid.valid,
-                            "beta_at_edge": hybrid.at_edge}
+        out["item_head"] = {"union": cfg.item_head_union, "beta": hybrid.pick.beta, "valid_by_beta": hybrid.pick.valid,
+                            "beta_at_edge": hybrid.pick.at_edge}
     return out
 
 
@@ -136,9 +136,7 @@ class _Hybrid:
 
     head: ItemHead
     cfg: EvalConfig
-    beta: Optional[float] = None
-    valid: Optional[dict] = None
-    at_edge: bool = False
+    pick: Optional[BetaChoice] = None  # set by the first split ranked (valid)
 
     def rank(self, engine: TorchEngine, catalog: SidCatalog, es, ranked: np.ndarray, scores: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -146,18 +144,17 @@ class _Hybrid:
         The first split ranked (valid) tries every β of ``eval.item_head_betas`` and keeps the best."""
         c = self.cfg
         fused, dense = hybrid_rankings(engine.model, self.head, catalog, es, ranked, scores, c.item_head_union,
-                                       c.item_head_betas if self.beta is None else [self.beta], c.exclude_history,
-                                       c.batch_size)
-        if self.beta is None:
-            pick = choose_beta(fused, es.targets)
-            self.beta, self.valid, self.at_edge = pick.beta, pick.valid, pick.at_edge
+                                       c.item_head_betas if self.pick is None else [self.pick.beta],
+                                       c.exclude_history, c.batch_size)
+        if self.pick is None:
+            self.pick = pick = choose_beta(fused, es.targets)
             log.info("eval: item head, β = %g chosen on valid (NDCG@10 by β: %s)", pick.beta,
                      ", ".join(f"{b}: {m['ndcg@10']:.4f}" for b, m in pick.valid.items()))
             if pick.at_edge:
                 log.warning("eval: item head, β = %g is the largest of eval.item_head_betas: a larger β may rank "
                             "better on valid; widen the grid (the config key, or rl-align eval --item-head-betas "
                             "… %g)", pick.beta, 2 * pick.beta)
-        return fused[self.beta], dense
+        return fused[self.pick.beta], dense
 
 
 def _part_metrics(engine: TorchEngine, catalog: SidCatalog, es, cfg: EvalConfig, beams: int, pop: np.ndarray,

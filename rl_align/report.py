@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from rl_align.config import STAGE_NAMES
+from rl_align.eval.significance import paired_hr
 from rl_align.rl_report import section
 from rl_align.utils.io import read_json, write_text
 
@@ -30,14 +31,25 @@ def _stage_seconds(run: Path) -> dict[str, float]:
     return out
 
 
-def _baseline_rows(run: Path, part: str, ks: list[str]) -> list[str]:
-    """Table rows of the item-ID baselines (``baselines/<model>/metrics.json``) on ``part``."""
+def _paired_cell(policy_ranks, baseline_ranks) -> str:
+    """The SID policy against one baseline on the same users: HR@10 ratio, users only the policy hits / only the
+    baseline hits, exact McNemar p; "—" when either side has no per-user ranks or they cover other users."""
+    if policy_ranks is None or baseline_ranks is None or len(policy_ranks) != len(baseline_ranks):
+        return "—"
+    c = paired_hr(baseline_ranks, policy_ranks, 10, n_boot=0)
+    return f"{c['ratio']:.3f}× (+{c['wins']} / −{c['losses']}, p {c['p']:.2g})"
+
+
+def _baseline_rows(run: Path, part: str, ks: list[str], policy_ranks=None) -> list[str]:
+    """Table rows of the item-ID baselines (``baselines/<model>/metrics.json``) on ``part``, each ending with the
+    paired comparison of the SID policy (``policy_ranks``: its per-user 0-based ranks of y*) against it."""
     rows = []
     for f in sorted(run.glob("baselines/*/metrics.json")):
         b = read_json(f)
         if part in b:
             rows.append(f"| {b['model']} (item IDs, history {b['max_len']}, best epoch {b['best_epoch']}) | "
-                        + " | ".join(f"{b[part]['policy'].get(k, float('nan')):.4f}" for k in ks) + " |")
+                        + " | ".join(f"{b[part]['policy'].get(k, float('nan')):.4f}" for k in ks)
+                        + f" | {_paired_cell(policy_ranks, b[part].get('target_rank'))} |")
     return rows
 
 
@@ -97,16 +109,19 @@ def _eval_part_lines(run: Path, cfg: dict, e: dict, part: str) -> list[str]:
     ih = e.get("item_head")
     policy = (f"SID policy + item head ({e['stage']}, beam {e['beams']} ∪ head top {ih['union']}, "
               f"β = {ih['beta']:g} on valid)" if ih else f"SID policy ({e['stage']}, beam {e['beams']}, constrained)")
+    base = _baseline_rows(run, part, ks, m.get("target_rank"))
+    end = " | |" if base else " |"  # the baselines' rows carry one more column: the policy against each of them
     lines = [f"## {title} ({m['n_users']} {who}, full ranking, history "
              f"{'excluded' if e.get('exclude_history') else 'kept'}{how})", "",
-             "| model | " + " | ".join(k.upper() for k in ks) + " |",
-             "|---|" + "---|" * len(ks),
-             f"| {policy} | " + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + " |"]
+             "| model | " + " | ".join(k.upper() for k in ks)
+             + (" | SID policy ÷ it, HR@10 (+ users only the policy hits / − only it hits, McNemar p) |" if base else " |"),
+             "|---|" + "---|" * (len(ks) + bool(base)),
+             f"| {policy} | " + " | ".join(f"{m['policy'][k]:.4f}" for k in ks) + end]
     for key, label in (("policy_beam", "its constrained beam alone"), ("item_head_only", "its item head alone")):
         if key in m:
-            lines.append(f"| … {label} | " + " | ".join(f"{m[key][k]:.4f}" for k in ks) + " |")
-    lines += ["| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + " |"]
-    lines += _baseline_rows(run, part, ks) + [""]
+            lines.append(f"| … {label} | " + " | ".join(f"{m[key][k]:.4f}" for k in ks) + end)
+    lines += ["| popularity | " + " | ".join(f"{m['popularity'][k]:.4f}" for k in ks) + end]
+    lines += base + [""]
     b, pb, ecfg = m["policy_buckets"], m["popularity_buckets"], cfg.get("eval", {})
     lines += [f"Head/tail (head = most popular {100 * ecfg.get('head_share', 0.2):.0f}% of "
               f"items): policy HR@10 head {b['head'].get('hr@10', 0):.4f} (n={b['head']['n']}), tail "

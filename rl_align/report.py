@@ -33,11 +33,14 @@ def _stage_seconds(run: Path) -> dict[str, float]:
 
 def _paired_cell(policy_ranks, baseline_ranks) -> str:
     """The SID policy against one baseline on the same users: HR@10 ratio, users only the policy hits / only the
-    baseline hits, exact McNemar p; "—" when either side has no per-user ranks or they cover other users."""
+    baseline hits, exact McNemar p; "—" when either side has no per-user ranks or they cover other users. Both rank
+    every user of the run's split in split order (:func:`rl_align.eval.evaluate.eval_set`), so equal lengths are the
+    same users. The ratio is "—" when the baseline hits nobody."""
     if policy_ranks is None or baseline_ranks is None or len(policy_ranks) != len(baseline_ranks):
         return "—"
     c = paired_hr(baseline_ranks, policy_ranks, 10, n_boot=0)
-    return f"{c['ratio']:.3f}× (+{c['wins']} / −{c['losses']}, p {c['p']:.2g})"
+    ratio = "—" if c["ratio"] != c["ratio"] else f"{c['ratio']:.3f}×"  # NaN: the baseline hits nobody
+    return f"{ratio} (+{c['wins']} / −{c['losses']}, p {c['p']:.2g})"
 
 
 def _baseline_rows(run: Path, part: str, ks: list[str], policy_ranks=None) -> list[str]:

@@ -30,3 +30,9 @@ def test_baseline_row_without_comparable_ranks_says_so(tmp_path):
     assert _baseline_rows(tmp_path, "test", ["hr@10"], None)[0].endswith("| — |")
     assert _baseline_rows(tmp_path, "test", ["hr@10"], [0, 1])[0].endswith("| — |")  # other users
     assert _baseline_rows(tmp_path, "valid", ["hr@10"], [0, 1, 2]) == []  # no valid figures: no row
+
+
+def test_baseline_that_hits_nobody_has_no_ratio(tmp_path):
+    _baseline(tmp_path, [-1, 20, 11])
+    assert _baseline_rows(tmp_path, "test", ["hr@10"], [0, -1, 3])[0].endswith(
+        f"| — (+2 / −0, p {mcnemar_exact(2, 0):.2g}) |")

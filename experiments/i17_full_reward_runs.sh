@@ -17,6 +17,9 @@
 #                  history tokens that read their items' SID codes (policy.history_input: id_codes): a copy of
 #                  runs/i24-w64-ihead-items-drop-hist-codes-sN (experiments/i24_item_head_items_runs.sh); the head
 #                  file stays the SFT one (alignment moves the SID policy only);
+#           codesbeam  the same row without the item head (it serves its SID beam, and SFT kept the checkpoint of
+#                  the best valid beam): a copy of runs/i24-w64-ihead-items-drop-hist-codes-nohead-sN
+#                  (SETTING=items-drop-hist-codes-nohead experiments/i24_item_head_items_runs.sh seeds);
 #           full   the full preset's own policy (128 wide, text + collaborative SIDs): SFT of
 #                  experiments/configs/paper.yaml in the run (about 9 min a seed).
 #   REWARD_FROM  (train, optional) a run prefix (e.g. runs/i17-bag3) whose exposure log and trained ranker stage are
@@ -46,8 +49,14 @@ for s in ${SEEDS:-0 1 2}; do
                  --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
                  --set policy.item_head=history --set policy.history_input=id_codes)
            src=runs/i24-w64-ihead-items-drop-hist-codes-s$s ;;
+    codesbeam) args=(--set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy
+                 --set embed.cf_dim=0 --set policy.hidden_size=64 --set policy.num_heads=1
+                 --set policy.intermediate_size=256 --set sid.history=items --set policy.embedding_dropout=0.2
+                 --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
+                 --set policy.history_input=id_codes)
+               src=runs/i24-w64-ihead-items-drop-hist-codes-nohead-s$s ;;
     full) args=() ;;
-    *) echo "POLICY: expected ihead, plain, codes or full, got '$policy'" >&2; exit 2 ;;
+    *) echo "POLICY: expected ihead, plain, codes, codesbeam or full, got '$policy'" >&2; exit 2 ;;
   esac
   if [ "$what" = train ]; then
     if [ ! -d "$run" ]; then

@@ -5,6 +5,9 @@ users).
 
 Usage: python experiments/i17_table.py runs/i17-rw-s0 runs/i17-rw-s1 runs/i17-rw-s2 \
            --tags paper-ensemble-adagrpo-lr0.00003 paper-ensemble-nll-lr0.00003  → Markdown on stdout
+       --sft-eval metrics_sft_item-head-u0-b0.json: SFT's figures from that file of <run>/eval instead of
+           metrics.json (e.g. the beam alone of a policy with an item head, when the runs served the beam:
+           `rl-align eval RUN --split both --item-head-betas 0 --item-head-union 0`)
 """
 
 from __future__ import annotations
@@ -48,9 +51,13 @@ def ceilings(runs: list[Path]) -> list[str]:
     return out
 
 
-def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, float]:
+SFT_EVAL = "metrics.json"  # the file of <run>/eval that holds SFT's figures (--sft-eval)
+
+
+def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, float, float]:
+    """(test target ranks, HR@10, sampled hallucination, NDCG@10) of SFT (tag None) or an alignment checkpoint."""
     if tag is None:
-        t = json.loads((run / "eval" / "metrics.json").read_text())["test"]
+        t = json.loads((run / "eval" / SFT_EVAL).read_text())["test"]
     else:
         t = json.loads((run / "rl" / tag / "test_metrics.json").read_text())[kind]["test"]
     return (np.array(t["target_rank"]), t["policy"]["hr@10"], t["free_sample_hallucination_rate"],
@@ -60,7 +67,7 @@ def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, fl
 def _valid(run: Path, tag: str | None, kind: str) -> float:
     """Valid HR@10 of the checkpoint: SFT's own, the best step's (``rl``) or the last step's (``rl-final``)."""
     if tag is None:
-        return json.loads((run / "eval" / "metrics.json").read_text())["valid"]["policy"]["hr@10"]
+        return json.loads((run / "eval" / SFT_EVAL).read_text())["valid"]["policy"]["hr@10"]
     s = json.loads((run / "rl" / tag / "summary.json").read_text())
     return s["best_valid_hr@10"] if kind == "rl" else s["evals"][-1]["valid_hr@10"]
 
@@ -104,7 +111,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--tags", nargs="*", default=[])
+    ap.add_argument("--sft-eval", default="metrics.json", help="the file of <run>/eval with SFT's figures")
     a = ap.parse_args()
+    global SFT_EVAL
+    SFT_EVAL = a.sft_eval
     print("\n".join(ceilings(a.runs)))
     if a.tags:
         print()

@@ -22,6 +22,7 @@
 #   SCREEN="items-drop-hist-codes-ut items-drop-hist-codes-wd" … screen   # + user tokens; weight decay 0.1
 #   SCREEN="items-drop-hist-codes-lr1e3-e40 items-drop-hist-codes-st10" … screen   # SASRec's lr for 40 epochs; stride
 #   SCREEN="items-drop-hist-codes-k16 items-drop-hist-codes-l4k16" … screen   # 3 × 16 or 4 × 16 codebooks
+#   SETTING=items-drop-hist-codes-nohead SEEDS="0 1 2" … seeds   # no item head: the beam is served (issue 17)
 #   SETTING=items-drop-hist experiments/i24_item_head_items_runs.sh extra   # seeds 3 4, each with its own SASRec-50
 #     table: … compare_with_baselines.py runs/i24-w64-ihead-items-drop-hist-s{0,1,2,3,4} --baselines-from
 #     runs/i24-w64-ihead-s{0,1,2} runs/i24-w64-ihead-items-drop-hist-s{3,4}
@@ -94,6 +95,9 @@ args_for() {  # setting name -> its --set flags
     # of 16: a history row then shares a code row with about 100 / 7 / 1.6 items (3 × 32: 50 / 2 / 1)
     items-drop-hist-codes-k16) echo "$(args_for items-drop-hist-codes) --set sid.codebook_size=16" ;;
     items-drop-hist-codes-l4k16) echo "$(args_for items-drop-hist-codes) --set sid.codebook_size=16 --set sid.levels=4" ;;
+    # issue 17: the id_codes row without its item head, so the list it serves is the SID beam and SFT keeps the
+    # checkpoint of the best valid beam (the row with the head keeps the best fused list's, not the beam's)
+    items-drop-hist-codes-nohead) echo "$(args_for items-drop-hist-codes) --set policy.item_head=none" ;;
     *) echo "unknown setting $1" >&2; return 1 ;;
   esac
 }

@@ -51,23 +51,22 @@ def ceilings(runs: list[Path]) -> list[str]:
     return out
 
 
-SFT_EVAL = "metrics.json"  # the file of <run>/eval that holds SFT's figures (--sft-eval)
-
-
-def _ranks(run: Path, tag: str | None, kind: str) -> tuple[np.ndarray, float, float, float]:
-    """(test target ranks, HR@10, sampled hallucination, NDCG@10) of SFT (tag None) or an alignment checkpoint."""
+def _ranks(run: Path, tag: str | None, kind: str, sft_eval: str = "metrics.json"
+           ) -> tuple[np.ndarray, float, float, float]:
+    """(test target ranks, HR@10, sampled hallucination, NDCG@10) of SFT (tag None: from <run>/eval/<sft_eval>) or
+    an alignment checkpoint."""
     if tag is None:
-        t = json.loads((run / "eval" / SFT_EVAL).read_text())["test"]
+        t = json.loads((run / "eval" / sft_eval).read_text())["test"]
     else:
         t = json.loads((run / "rl" / tag / "test_metrics.json").read_text())[kind]["test"]
     return (np.array(t["target_rank"]), t["policy"]["hr@10"], t["free_sample_hallucination_rate"],
             t["policy"]["ndcg@10"])
 
 
-def _valid(run: Path, tag: str | None, kind: str) -> float:
+def _valid(run: Path, tag: str | None, kind: str, sft_eval: str = "metrics.json") -> float:
     """Valid HR@10 of the checkpoint: SFT's own, the best step's (``rl``) or the last step's (``rl-final``)."""
     if tag is None:
-        return json.loads((run / "eval" / SFT_EVAL).read_text())["valid"]["policy"]["hr@10"]
+        return json.loads((run / "eval" / sft_eval).read_text())["valid"]["policy"]["hr@10"]
     s = json.loads((run / "rl" / tag / "summary.json").read_text())
     return s["best_valid_hr@10"] if kind == "rl" else s["evals"][-1]["valid_hr@10"]
 
@@ -88,12 +87,12 @@ def _paired(got: list, base: list) -> str:
     return f"+{r['wins']} / −{r['losses']}, p {r['p']:.3g}"
 
 
-def alignment(runs: list[Path], tags: list[str]) -> list[str]:
+def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json") -> list[str]:
     out = ["| policy | checkpoint | valid HR@10 | test HR@10 (3 seeds) | × SFT | test NDCG@10 | sampled "
            "hallucination | vs SFT: +won / −lost, pooled p | vs " + (tags[-1] if len(tags) > 1 else "–")
            + ": +won / −lost, pooled p |", "|---|---|---|---|---|---|---|---|---|"]
-    sft = [_ranks(r, None, "") for r in runs]
-    out.append(f"| SFT | best on valid | {_ms([_valid(r, None, '') for r in runs])} | {_ms([s[1] for s in sft])} | 1 "
+    sft = [_ranks(r, None, "", sft_eval) for r in runs]
+    out.append(f"| SFT | best on valid | {_ms([_valid(r, None, '', sft_eval) for r in runs])} | {_ms([s[1] for s in sft])} | 1 "
                f"| {_ms([s[3] for s in sft])} | {_ms([100 * s[2] for s in sft], '.2f')}% | | |")
     for tag in tags:
         for kind, label, ref_kind in _checkpoints(runs[0], tag):
@@ -113,12 +112,10 @@ def main() -> int:
     ap.add_argument("--tags", nargs="*", default=[])
     ap.add_argument("--sft-eval", default="metrics.json", help="the file of <run>/eval with SFT's figures")
     a = ap.parse_args()
-    global SFT_EVAL
-    SFT_EVAL = a.sft_eval
     print("\n".join(ceilings(a.runs)))
     if a.tags:
         print()
-        print("\n".join(alignment(a.runs, a.tags)))
+        print("\n".join(alignment(a.runs, a.tags, a.sft_eval)))
     return 0
 
 

@@ -43,18 +43,14 @@ for s in ${SEEDS:-0 1 2}; do
                        --set policy.intermediate_size=256)
                  if [ "$policy" = ihead ]; then args+=(--set policy.item_head=free); src=runs/i24-w64-ihead-s$s
                  else args+=(--set policy.item_head=none); src=runs/i24-w64base-s$s; fi ;;
-    codes) args=(--set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy
-                 --set embed.cf_dim=0 --set policy.hidden_size=64 --set policy.num_heads=1
-                 --set policy.intermediate_size=256 --set sid.history=items --set policy.embedding_dropout=0.2
-                 --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
-                 --set policy.item_head=history --set policy.history_input=id_codes)
-           src=runs/i24-w64-ihead-items-drop-hist-codes-s$s ;;
-    codesbeam) args=(--set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy
-                 --set embed.cf_dim=0 --set policy.hidden_size=64 --set policy.num_heads=1
-                 --set policy.intermediate_size=256 --set sid.history=items --set policy.embedding_dropout=0.2
-                 --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
-                 --set policy.history_input=id_codes)
-               src=runs/i24-w64-ihead-items-drop-hist-codes-nohead-s$s ;;
+    codes|codesbeam)
+      args=(--set embed.source=npy --set embed.npy_path=runs/sci-l1-s$s/retrieval/item_view.npy
+            --set embed.cf_dim=0 --set policy.hidden_size=64 --set policy.num_heads=1
+            --set policy.intermediate_size=256 --set sid.history=items --set policy.embedding_dropout=0.2
+            --set policy.attention_dropout=0.2 --set policy.hidden_dropout=0.2 --set policy.tie_embeddings=false
+            --set policy.history_input=id_codes)
+      if [ "$policy" = codes ]; then args+=(--set policy.item_head=history); src=runs/i24-w64-ihead-items-drop-hist-codes-s$s
+      else src=runs/i24-w64-ihead-items-drop-hist-codes-nohead-s$s; fi ;;
     full) args=() ;;
     *) echo "POLICY: expected ihead, plain, codes, codesbeam or full, got '$policy'" >&2; exit 2 ;;
   esac

@@ -659,11 +659,14 @@ class RewardConfig:
 class AdaGrpoConfig:
     """AdaGRPO's gate c(x) = difficulty ∧ discriminability (see rl_align/algos/gates.py)."""
 
-    difficulty: Literal["gt_rank", "entropy", "none"] = doc(
-        "gt_rank", "difficulty test: rank of y* among rollouts by policy log-prob, or rollout-group entropy"
+    difficulty: Literal["gt_rank", "entropy", "policy_entropy", "none"] = doc(
+        "gt_rank", "difficulty test: rank of y* among rollouts by policy log-prob, rollout-group item entropy, or "
+                   "policy_entropy (entropy of the policy's log-probs over the group's items: no y* needed, and it "
+                   "works on beams, whose items are all distinct)"
     )
     k_d: int = doc(1, "gt_rank: difficult when at least k_d rollouts (≠ y*) beat y* in log-prob (1 ≤ k_d ≤ G)", ge=1)
-    h_d: float = doc(0.5, "entropy: difficult when the normalised rollout-item entropy exceeds h_d (0..1)", ge=0, le=1)
+    h_d: float = doc(0.5, "entropy, policy_entropy: difficult when the normalised entropy exceeds h_d (0..1)",
+                     ge=0, le=1)
     discriminability: Literal["frac_below", "margin", "none"] = doc(
         "frac_below", "discriminability test: share of negatives the ranker puts below y*, or the margin"
     )

@@ -270,3 +270,21 @@ def test_reward_tilt_replaces_the_grpo_rewards_and_asks_for_a_reference():
                                                                                               reward_tilt=1.0)))
     for algo in ("grpo", "mixture", "adagrpo"):
         assert OBJECTIVES.get(algo).config_errors(RlConfig(algo=algo, reward_tilt=1.0)) == []
+
+
+def test_policy_entropy_reads_log_probs_of_distinct_valid_items_and_needs_no_y_star():
+    from rl_align.algos.gates import policy_entropy
+
+    items = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4], [5, 5, -1, -1], [-1, -1, -1, -1], [7, 7, 8, 8]])
+    lp = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -30.0, -30.0, -30.0], [-1.0, -1.0, -2.0, -2.0],
+                       [-1.0] * 4, [-1.0, -1.0, -1.0, -1.0]])
+    h = policy_entropy(lp, items)
+    assert h[0].item() == pytest.approx(1.0)              # four distinct beams of equal mass: uniform over G
+    assert h[1].item() < 1e-9                              # one beam holds the mass, although all four are distinct
+    assert h[2].item() == 0.0 and h[3].item() == 0.0       # one valid item; no valid item
+    assert h[4].item() == pytest.approx(0.5)               # duplicates count once: two items of equal mass, log 2/log 4
+    targets = torch.tensor([1, -1, 5, 9, -1])              # rows 1 and 4 are serving prompts
+    cfg = AdaGrpoConfig(difficulty="policy_entropy", h_d=0.4, discriminability="none")
+    g = adagrpo_gate(cfg, torch.zeros(5), lp, items, targets, torch.zeros(5), torch.zeros(5, 4))
+    assert g.gate.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]   # the test applies to serving prompts too
+    assert g.difficulty_value.isnan().sum() == 0

@@ -5,13 +5,17 @@
   to every rollout); difficult when rank > ``k_d``. y* outranked by at least k_d rollouts means the policy's
   mass is elsewhere.
   ``entropy``: normalised entropy of the rollout group's item distribution (0 = all G rollouts the same item,
-  1 = all distinct); difficult when > ``h_d``.
+  1 = all distinct); difficult when > ``h_d``. With beam rollouts every item is distinct and this is always 1.
+  ``policy_entropy``: normalised entropy of the policy's own distribution over the group's distinct valid items,
+  ``softmax`` of their sequence log-probs, divided by log G (0 = one item holds all the mass, 1 = uniform over G);
+  difficult when > ``h_d``. It needs no y* and reads the log-probs, so it also separates confident from uncertain
+  beam groups and gates serving prompts.
 *Discriminability* — the ranker separates y* from the rollouts that are not y*:
   ``frac_below``: share of those negatives scored below y* ≥ ``a``;
   ``margin``: score(y*) − max negative score ≥ ``m``.
 A sample with no valid negative (every rollout is y* or invalid) is not discriminable: GRPO has nothing to learn.
 A prompt without y* (``targets == -1``, a serving prompt) passes every test that needs y* (gt_rank, frac_below,
-margin): the reward is the only signal it has; the entropy test needs no y* and still applies.
+margin): the reward is the only signal it has; the entropy tests need no y* and still apply.
 """
 
 from __future__ import annotations
@@ -60,6 +64,25 @@ def group_entropy(rollout_items: torch.Tensor) -> torch.Tensor:
     return (h / torch.log(torch.tensor(float(G)))).float()
 
 
+def policy_entropy(rollout_logp: torch.Tensor, rollout_items: torch.Tensor) -> torch.Tensor:
+    """(B,) entropy of ``softmax`` over each group's distinct valid items' log-probs, divided by log G.
+
+    Args:
+        rollout_logp: (B, G) policy sequence log-prob of each rollout. rollout_items: (B, G), -1 invalid.
+    Returns 0 for a group with at most one distinct valid item.
+    """
+    B, G = rollout_items.shape
+    srt, order = rollout_items.sort(1)
+    first = torch.ones_like(srt, dtype=torch.bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    keep = first & (srt >= 0)                                     # one copy of each valid item
+    lp = rollout_logp.gather(1, order).double().masked_fill(~keep, -float("inf"))
+    has = keep.any(1)
+    p = torch.softmax(lp.masked_fill(~has[:, None], 0.0), 1) * keep
+    h = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
+    return (h / torch.log(torch.tensor(float(G), dtype=torch.float64))).float()
+
+
 @dataclass
 class GateResult:
     """Per-sample gate and its two diagnostics, each (B,).
@@ -93,11 +116,14 @@ def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout
     elif cfg.difficulty == "entropy":
         dv = group_entropy(rollout_items)
         difficult = dv > cfg.h_d
+    elif cfg.difficulty == "policy_entropy":
+        dv = policy_entropy(rollout_logp, rollout_items)
+        difficult = dv > cfg.h_d
     elif cfg.difficulty == "none":
         dv = torch.zeros_like(gt_logp)
         difficult = torch.ones_like(gt_logp, dtype=torch.bool)
     else:
-        raise ValueError(f"adagrpo.difficulty: {cfg.difficulty!r} is not gt_rank, entropy or none")
+        raise ValueError(f"adagrpo.difficulty: {cfg.difficulty!r} is not gt_rank, entropy, policy_entropy or none")
     neg = (rollout_items >= 0) & (rollout_items != targets[:, None])
     scores = torch.where(neg, rollout_scores, torch.zeros_like(rollout_scores))
     d = discriminability(gt_score.double(), scores.double(), neg)

@@ -3,9 +3,10 @@
 AdaGRPO's difficulty tests either need y* (``gt_rank``) or read the spread of the group's *items* (``entropy``),
 which is 1 for every beam group (G distinct items). On a serving prompt (no y*) the gate therefore always passes,
 and AdaGRPO is the fixed mixture there. A test that needs no y* and works for beams is the entropy of the
-policy's own distribution over its group, softmax(log π) over the G beams, normalised by log G. Before building it
-(the reward-ceiling habit), this measures whether it separates the prompts where the reward's order helps from
-those where it hurts: per tercile of that entropy, HR@10 of the policy's beam order against the order
+policy's own distribution over its group, softmax(log π) over the G beams, normalised by log G: the gate's
+``policy_entropy`` test (rl_align/algos/gates.py), whose statistic this computes. It measures whether that statistic
+separates the prompts where the reward's order helps from those where it hurts (the reward-ceiling habit, and the
+place to read h_d from): per tercile of that entropy, HR@10 of the policy's beam order against the order
 ``log π + α · logit r`` (the KL-regularised optimum, α = 1 as the ceiling chose), with the paired wins / losses.
 
     python experiments/i17_entropy_strata.py runs/i17-bag3-s{0,1,2} --scorer sasrec --split valid --beams 32
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rl_align.algos.gates import policy_entropy
 from rl_align.config import load_config
 from rl_align.eval.evaluate import eval_set, target_ranks
 from rl_align.eval.significance import paired_hr
@@ -30,15 +32,6 @@ from rl_align.ranker.evaluate import policy_beam, ranker_logit
 from rl_align.ranker.train import recent_history, score_slates
 from rl_align.rewards.scorers import load_scorer, scorer_path
 from rl_align.utils.io import load_npz, read_json
-
-
-def group_logp_entropy(logp: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(E,) entropy of softmax(log π) over each row's valid beams, divided by log(number of valid beams)."""
-    lp = np.where(valid, logp, -np.inf)
-    p = np.exp(lp - lp.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
-    return h / np.log(np.maximum(valid.sum(1), 2))
 
 
 def bag_disagreement(model, history: np.ndarray, items: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -66,7 +59,10 @@ def run_arrays(rp: Path, split: str, scorer: str, beams: int, alpha: float, bins
     valid = items >= 0
     score = np.where(valid, logp + alpha * ranker_logit(p), -np.inf)
     reranked = np.take_along_axis(items, np.argsort(-score, axis=1, kind="stable"), 1)
-    h = group_logp_entropy(logp, valid) if by == "entropy" else bag_disagreement(model, hist, items, valid)
+    if by == "entropy":   # the gate's own statistic (invalid beams carry item -1 and are left out)
+        h = policy_entropy(torch.from_numpy(logp), torch.from_numpy(np.where(valid, items, -1))).numpy()
+    else:
+        h = bag_disagreement(model, hist, items, valid)
     b = np.searchsorted(np.quantile(h, np.linspace(0, 1, bins + 1)[1:-1]), h, side="right")
     return h, b, target_ranks(items, es.targets), target_ranks(reranked, es.targets)
 

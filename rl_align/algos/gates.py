@@ -50,18 +50,28 @@ def gt_rank(gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout_items: to
     return 1 + ((rollout_logp > gt_logp[:, None]) & other).sum(1)
 
 
+def _sorted_runs(rollout_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each group's items sorted (B, G), the sort order (B, G), and (B, G) bool: the first copy of each item."""
+    srt, order = rollout_items.sort(1)
+    first = torch.ones_like(srt, dtype=torch.bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    return srt, order, first
+
+
+def _normalised_entropy(p: torch.Tensor, G: int) -> torch.Tensor:
+    """(B,) entropy of each row of the (B, G) distributions ``p`` (float64, zeros allowed), divided by log G."""
+    h = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
+    return (h / torch.log(torch.tensor(float(G), dtype=torch.float64))).float()
+
+
 def group_entropy(rollout_items: torch.Tensor) -> torch.Tensor:
     """(B,) entropy of each group's empirical item distribution, divided by log G (invalid SIDs count as one item)."""
     B, G = rollout_items.shape
-    srt = rollout_items.sort(1).values
-    new = torch.ones_like(srt, dtype=torch.bool)
-    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    run_id = new.cumsum(1) - 1                                    # (B, G) index of each distinct item
+    _, _, first = _sorted_runs(rollout_items)
+    run_id = first.cumsum(1) - 1                                  # (B, G) index of each distinct item
     counts = torch.zeros(B, G, dtype=torch.float64, device=rollout_items.device)
     counts.scatter_add_(1, run_id, torch.ones_like(counts))
-    p = counts / G
-    h = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
-    return (h / torch.log(torch.tensor(float(G)))).float()
+    return _normalised_entropy(counts / G, G)
 
 
 def policy_entropy(rollout_logp: torch.Tensor, rollout_items: torch.Tensor) -> torch.Tensor:
@@ -71,16 +81,11 @@ def policy_entropy(rollout_logp: torch.Tensor, rollout_items: torch.Tensor) -> t
         rollout_logp: (B, G) policy sequence log-prob of each rollout. rollout_items: (B, G), -1 invalid.
     Returns 0 for a group with at most one distinct valid item.
     """
-    B, G = rollout_items.shape
-    srt, order = rollout_items.sort(1)
-    first = torch.ones_like(srt, dtype=torch.bool)
-    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    srt, order, first = _sorted_runs(rollout_items)
     keep = first & (srt >= 0)                                     # one copy of each valid item
     lp = rollout_logp.gather(1, order).double().masked_fill(~keep, -float("inf"))
-    has = keep.any(1)
-    p = torch.softmax(lp.masked_fill(~has[:, None], 0.0), 1) * keep
-    h = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
-    return (h / torch.log(torch.tensor(float(G), dtype=torch.float64))).float()
+    p = torch.softmax(lp.masked_fill(~keep.any(1, keepdim=True), 0.0), 1) * keep
+    return _normalised_entropy(p, rollout_items.shape[1])
 
 
 @dataclass

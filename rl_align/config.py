@@ -385,6 +385,10 @@ class SftConfig:
                                    "from each target's state: 1 = the next item only; k > 1 = the mean cross-entropy "
                                    "over the next k training items (a dense all-action loss, as PinnerFormer's), never "
                                    "past the user's last training event", ge=1)
+    item_head_seen_mask: bool = doc(False, "with policy.item_head: leave the items of the user's log before each "
+                                           "target out of the head's training softmax, as evaluation leaves seen "
+                                           "items out of every list (the row's own targets stay in); false = the "
+                                           "full catalog, as SASRec trains")
     distill_weight: float = doc(0.0, "λ: loss = NLL + λ · soft cross-entropy to the teacher's targets (0 = off)", ge=0)
     distill_into: Literal["tokens", "item_head", "both"] = doc(
         "tokens", "where the teacher's targets go: 'tokens' = each SID token along the true code path; 'item_head' = "
@@ -900,7 +904,12 @@ class RunConfig:
             if self.sft.item_head_future != 1:
                 got = self.sft.item_head_future
                 return [("sft.item_head_future", f"expected 1 without policy.item_head, got {got}")]
+            if self.sft.item_head_seen_mask:
+                return [("sft.item_head_seen_mask", "expected false without policy.item_head, got true")]
             return []
+        if self.sft.item_head_seen_mask and self.sft.distill_weight > 0 and self.sft.distill_into != "tokens":
+            return [("sft.item_head_seen_mask", f"cannot be used with sft.distill_into: {self.sft.distill_into!r} "
+                                                "(the teacher may put mass on the items it leaves out)")]
         clash = [(self.sid.collision == "bucket", "sid.collision: bucket (a code stands for several items)"),
                  (self.policy.item_head == "history" and self.sid.history != "items",
                   "sid.history: codes (its item vectors are the history tokens' embeddings: set sid.history: items)"),

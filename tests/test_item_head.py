@@ -20,9 +20,12 @@ from rl_align.policy.item_head import (
     attach_item_head,
     first_code_positions,
     future_targets,
+    item_head_logp,
     item_head_loss,
+    item_head_nll,
     item_head_of,
     load_item_head,
+    seen_before,
     target_items,
 )
 from rl_align.policy.logprobs import item_logprobs
@@ -82,6 +85,51 @@ def test_future_loss_is_the_mean_over_each_positions_items(small):
         logp = torch.log_softmax(head(h[first_code_positions(labels, cat)]).float(), -1)
         want = -(logp[0, 7] + logp[0, 9]) / 2 - logp[1, 9] - (logp[2, 10] + logp[2, 11]) / 2 - logp[3, 11]
         assert torch.allclose(item_head_loss(head, h, labels, fut, cat), want / 4)
+
+
+def test_seen_mask_leaves_the_users_earlier_items_out_of_the_softmax(small):
+    cat, model, head = small
+    # user 0: events 0-5 (items 3, 5, 7, 9, 4, 6); user 1: events 6-11 (items 1, 2, 10, 11, 2, 8): item 2 repeats
+    seq_items = np.array([3, 5, 7, 9, 4, 6, 1, 2, 10, 11, 2, 8])
+    offsets = np.array([0, 6, 12])
+    events = np.array([[0, 1, 2, 3], [6, 7, 8, 9]])
+    n_target = np.array([2, 3])
+    items = events_to_items(events, seq_items)
+    targets = target_items(items, n_target)  # [7, 9, 2, 10, 11]
+    rows, cols = seen_before(events, n_target, seq_items, offsets, targets)
+    got = {r: sorted(cols[rows == r].tolist()) for r in range(5)}
+    assert got == {0: [3, 5], 1: [3, 5, 7], 2: [1], 3: [1, 2], 4: [1, 2, 10]}
+    # a repeated item stays in the row that must predict it: user 1's event 10 (item 2) after event 7 (item 2)
+    ev = np.array([[7, 8, 9, 10]])
+    r2, c2 = seen_before(ev, np.array([1]), seq_items, offsets, torch.tensor([2]))
+    assert sorted(c2.tolist()) == [1, 10, 11] and r2.tolist() == [0, 0, 0]
+    # future targets (T, k) with -1 padding: the row's own items stay in, -1 leaves nothing out
+    r3, c3 = seen_before(events, n_target, seq_items, offsets, torch.tensor([[7, 3], [9, -1], [2, 10], [10, 11],
+                                                                             [11, -1]]))
+    assert {r: sorted(c3[r3 == r].tolist()) for r in range(5)}[0] == [5]
+    b = windows_to_batch(items, cat, n_target)
+    labels = b.pop("labels")
+    with torch.no_grad():
+        h = model(**b, output_hidden_states=True).hidden_states[-1]
+        full = item_head_logp(head, h, labels, cat)
+        masked = item_head_logp(head, h, labels, cat, seen=(rows, cols))
+        assert torch.isinf(masked[rows, cols]).all() and torch.isfinite(masked[0, 7])
+        keep = torch.ones_like(full, dtype=torch.bool)
+        keep[rows, cols] = False
+        # the masked row is the softmax over the items left in: log p_full - log of their full-softmax mass
+        want = full - torch.logsumexp(full.masked_fill(~keep, float("-inf")), 1, keepdim=True)
+        assert torch.allclose(masked[keep], want[keep], atol=1e-5)
+        assert item_head_nll(masked, targets) < item_head_nll(full, targets)
+        # -1 padding of future targets clamps to item 0; a left-out item 0 must not turn the loss to nan
+        r0 = torch.cat([rows, torch.arange(5)])
+        c0 = torch.cat([cols, torch.zeros(5, dtype=torch.long)])
+        fut = torch.tensor([[7, -1], [9, -1], [2, -1], [10, -1], [11, -1]])
+        assert torch.isfinite(item_head_nll(item_head_logp(head, h, labels, cat, seen=(r0, c0)), fut))
+    out = model(**b, output_hidden_states=True)
+    item_head_nll(item_head_logp(head, out.hidden_states[-1], labels, cat, seen=(rows, cols)), targets).backward()
+    grad = head.items.weight.grad
+    assert torch.isfinite(grad).all() and grad[5].abs().sum() > 0  # 5 is left out of rows 0-1 only
+    model.zero_grad()
 
 
 def test_head_loss_trains_head_and_trunk(small):
@@ -354,6 +402,15 @@ def test_config_checks_the_head_fields():
         from_dict(RunConfig, {"policy": {"item_head": "free"}, "sft": {"item_head_future": 0}}, source="c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_future: expected 1 without policy.item_head, got 3"):
         from_dict(RunConfig, {"sft": {"item_head_future": 3}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_seen_mask: expected false without policy.item_head"):
+        from_dict(RunConfig, {"sft": {"item_head_seen_mask": True}}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: sft.item_head_seen_mask: cannot be used with sft.distill_into: "
+                                          r"'item_head'"):
+        from_dict(RunConfig, {"policy": {"item_head": "free"}, "sft": {
+            "item_head_seen_mask": True, "distill_from": "baseline:sasrec", "distill_weight": 1,
+            "distill_into": "item_head"}, "stages": ["data", "embed", "sids", "baselines", "sft"]}, source="c.yaml")
+    assert from_dict(RunConfig, {"policy": {"item_head": "free"}, "sft": {"item_head_seen_mask": True}}).sft \
+        .item_head_seen_mask
     with pytest.raises(ConfigError, match=r"c.yaml: eval.item_head_union: expected a value ≥ 0"):
         from_dict(RunConfig, {"eval": {"item_head_union": -1}}, source="c.yaml")
 

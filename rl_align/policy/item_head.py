@@ -169,6 +169,25 @@ def future_targets(events: np.ndarray, n_target: Optional[np.ndarray], seq_items
     return torch.as_tensor(np.where(ahead < end[:, None], items, -1))
 
 
+def seen_before(events: np.ndarray, n_target: Optional[np.ndarray], seq_items: np.ndarray, seq_offsets: np.ndarray,
+                targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) int64 index pairs: for each target of a batch's windows (rows in :func:`target_items` order), the
+    items of the user's log before that event (``sft.item_head_seen_mask``), which evaluation never ranks; a row's own
+    ``targets`` ((T,) or (T, k), -1 = none) are left out of its pairs, so a repeated item is still predicted.
+    events: (M, W) event indices into ``seq_items`` (-1 = none); n_target: (M,) (None = every entry);
+    seq_offsets: (n_users + 1,)."""
+    first = target_items(events, n_target).numpy()
+    offsets = np.asarray(seq_offsets, np.int64)
+    start = offsets[np.searchsorted(offsets, first, side="right") - 1]
+    n = first - start  # events of the user before each target
+    rows = np.repeat(np.arange(len(first), dtype=np.int64), n)
+    pos = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(start, n)
+    cols = np.asarray(seq_items, np.int64)[pos]
+    tgt = targets.numpy().reshape(len(first), -1)
+    keep = ~(cols[:, None] == tgt[rows]).any(1)
+    return torch.as_tensor(rows[keep]), torch.as_tensor(cols[keep])
+
+
 def first_code_positions(labels: torch.Tensor, catalog: SidCatalog, shifted: bool = True) -> torch.Tensor:
     """(M, P) bool: the positions that predict a target item's first SID token (the state the head reads).
     labels: (M, P) token ids, -100 = ignored: HF causal-LM labels (``shifted``: position t predicts
@@ -180,10 +199,15 @@ def first_code_positions(labels: torch.Tensor, catalog: SidCatalog, shifted: boo
 
 
 def item_head_logp(head: ItemHead, hidden: torch.Tensor, labels: torch.Tensor, catalog: SidCatalog,
-                   shifted: bool = True) -> torch.Tensor:
+                   shifted: bool = True, seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """(T, n_items) float32 log-softmax of the head at every target's first-code position, in row order.
-    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P), see :func:`first_code_positions`."""
-    return torch.log_softmax(head(hidden[first_code_positions(labels, catalog, shifted)]).float(), dim=-1)
+    hidden: (M, P, H) last-layer states (after the final norm); labels: (M, P), see :func:`first_code_positions`.
+    seen: (rows, cols) logits left out of the softmax (log-prob -inf; :func:`seen_before`), None = none."""
+    logits = head(hidden[first_code_positions(labels, catalog, shifted)]).float()
+    if seen is not None:
+        rows, cols = (t.to(logits.device) for t in seen)
+        logits = logits.index_put((rows, cols), torch.tensor(float("-inf"), device=logits.device))
+    return torch.log_softmax(logits, dim=-1)
 
 
 def item_head_nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -197,7 +221,7 @@ def item_head_nll(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.dim() == 1:
         return torch.nn.functional.nll_loss(logp, targets)
     valid = targets >= 0
-    nll = -logp.gather(1, targets.clamp(min=0)) * valid
+    nll = torch.where(valid, -logp.gather(1, targets.clamp(min=0)), 0.0)  # not × valid: a left-out row is -inf
     return (nll.sum(1) / valid.sum(1).clamp(min=1)).mean()
 
 

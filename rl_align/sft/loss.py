@@ -20,7 +20,8 @@ from rl_align.sid.catalog import SidCatalog
 def sft_loss(model, batch: dict[str, torch.Tensor], catalog: SidCatalog, head: Optional[ItemHead] = None,
              head_targets: Optional[torch.Tensor] = None, head_weight: float = 1.0, label_smoothing: float = 0.0,
              extra: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-             head_extra: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+             head_extra: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+             head_seen: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One batch's SFT loss (a scalar).
 
     Args:
@@ -33,6 +34,8 @@ def sft_loss(model, batch: dict[str, torch.Tensor], catalog: SidCatalog, head: O
         extra: a further term of the (M, P, V) logits, added after the NLL (distillation).
         head_extra: a further term of the head's (T, n_items) log-softmax at the targets' first-code positions
             (:func:`item_head_logp`), added last (distillation into the item head); needs ``head``.
+        head_seen: (rows, cols) of the head's rows left out of its softmax (``sft.item_head_seen_mask``,
+            :func:`rl_align.policy.item_head.seen_before`); None = the full catalog.
     """
     shifted = "targets" not in batch
     labels = batch["labels" if shifted else "targets"]
@@ -42,7 +45,7 @@ def sft_loss(model, batch: dict[str, torch.Tensor], catalog: SidCatalog, head: O
     if extra is not None:
         loss = loss + extra(out.logits)
     if head is not None:  # hidden_states[-1]: the last layer after the final norm (what lm_head reads)
-        logp = item_head_logp(head, out.hidden_states[-1], labels, catalog, shifted)
+        logp = item_head_logp(head, out.hidden_states[-1], labels, catalog, shifted, head_seen)
         loss = loss + head_weight * item_head_nll(logp, head_targets)
         if head_extra is not None:
             loss = loss + head_extra(logp)

@@ -38,6 +38,7 @@ from rl_align.policy.item_head import (
     attach_item_head,
     future_targets,
     item_head_of,
+    seen_before,
     target_items,
 )
 from rl_align.policy.model import (
@@ -243,9 +244,12 @@ class SftWorker:
         if head is not None:
             targets = target_items(items, n_target) if self.sft.item_head_future == 1 else future_targets(
                 events, n_target, self.split["seq_items"], self.split["seq_offsets"], self.sft.item_head_future)
+        seen = None
+        if head is not None and self.sft.item_head_seen_mask:
+            seen = seen_before(events, n_target, self.split["seq_items"], self.split["seq_offsets"], targets)
         extra, head_extra = self._distill_terms(events, n_target)
         return sft_loss(self.engine, batch, self.catalog, head, targets, self.sft.item_head_weight,
-                        self.sft.label_smoothing, extra, head_extra)
+                        self.sft.label_smoothing, extra, head_extra, seen)
 
     def _distill_terms(self, events: np.ndarray, n_target: np.ndarray) -> tuple[Optional[Callable], Optional[Callable]]:
         """``distill_weight`` × the soft cross-entropy to the teacher's targets, as :func:`sft_loss`'s ``extra`` (on

@@ -482,6 +482,9 @@ class BaselineConfig:
                                              "(non-overlapping)", ge=1)
     item_drop: float = doc(0.0, "item-deletion augmentation, as sft.item_drop: each item of a training window but "
                                 "its last is deleted with this probability each epoch; 0 = off", ge=0, lt=1)
+    seen_mask: bool = doc(False, "as sft.item_head_seen_mask: leave the items of the user's log before each target "
+                                 "out of the training softmax (evaluation never ranks them); false = the full "
+                                 "catalog, the standard SASRec/GRU4Rec cross-entropy")
     hidden: int = doc(64, "embedding and hidden width", ge=1)
     layers: int = doc(2, "transformer blocks (SASRec) or GRU layers (GRU4Rec)", ge=1)
     heads: int = doc(1, "attention heads (SASRec)", ge=1)

@@ -37,10 +37,11 @@ def _cyclic_split(n_users: int = 120, n_items: int = 50, length: int = 30, seed:
     return out
 
 
-@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
-def test_baseline_learns_and_ranks_unseen_items(name, tmp_path):
+@pytest.mark.parametrize("name,seen_mask", [("sasrec", False), ("gru4rec", False), ("sasrec", True)])
+def test_baseline_learns_and_ranks_unseen_items(name, seen_mask, tmp_path):
     split = _cyclic_split()
-    cfg = BaselineConfig(epochs=30, eval_every=5, patience=10, lr=3e-3, hidden=32, layers=1, seed=0)
+    cfg = BaselineConfig(epochs=30, eval_every=5, patience=10, lr=3e-3, hidden=32, layers=1, seed=0,
+                         seen_mask=seen_mask)
     model, curve = fit(name, split, 50, cfg, max_len=10)
     es = eval_set(split, "test")
     ranked, scores = rank_baseline(model, es, 20)

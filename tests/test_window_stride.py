@@ -122,3 +122,21 @@ def test_item_id_batches_target_each_training_item_once_after_context():
             assert sorted(got) == expect  # every training item but a user's first, once
         else:  # non-overlapping: a window's first item has nothing before it, so it is lost as a target
             assert len(set(got)) == len(got) and set(got) < set(expect)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.3])
+def test_item_id_batches_with_seen_pairs_name_each_targets_earlier_items(drop):
+    seq, offs, _ = _toy()
+    split = {"seq_items": seq, "seq_offsets": offs}
+    user_of = np.repeat(np.arange(len(offs) - 1), np.diff(offs))
+    L = 6
+    plain = list(item_window_batches(split, L, 4, np.random.default_rng(3), None, drop))
+    marked = list(item_window_batches(split, L, 4, np.random.default_rng(3), None, drop, seen=True))
+    assert len(plain) == len(marked) and sum(int((t >= 0).sum()) for _, t in plain) > 0
+    for (inp, tgt), (inp2, tgt2, (rows, cols)) in zip(plain, marked):
+        assert torch.equal(inp, inp2) and torch.equal(tgt, tgt2)  # the same draws: seen=True only adds the pairs
+        flat = tgt.reshape(-1).numpy()
+        for r in range(flat.size):
+            got = sorted(cols[rows == r].tolist())
+            t = int(flat[r])  # items are event ids here: the earlier items are the user's events before t
+            assert got == ([] if t < 0 else list(range(offs[user_of[t]], t)))

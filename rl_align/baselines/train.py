@@ -56,12 +56,17 @@ def rank_baseline(model: SequenceRecommender, es: EvalSet, k: int, exclude_histo
 
 def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, cfg: BaselineConfig, L: int,
            rng: np.random.Generator) -> float:
-    """One training epoch: full softmax cross-entropy over the catalog at every position. Returns mean loss."""
+    """One training epoch: full softmax cross-entropy over the catalog at every position (less each target's earlier
+    items with ``cfg.seen_mask``). Returns mean loss."""
     model.train()
     total, n = 0.0, 0
-    for inp, tgt in item_window_batches(split, L, cfg.batch_size, rng, cfg.window_stride, cfg.item_drop):
+    for inp, tgt, *seen in item_window_batches(split, L, cfg.batch_size, rng, cfg.window_stride, cfg.item_drop,
+                                               cfg.seen_mask):
         logits = model.logits(model.encode(inp))
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1)
+        logits = logits.view(-1, logits.shape[-1])  # (b · L, n_items)
+        if seen:
+            logits = logits.index_put(seen[0], torch.tensor(float("-inf")))
+        loss = F.cross_entropy(logits, tgt.reshape(-1), ignore_index=-1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

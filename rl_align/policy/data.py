@@ -323,18 +323,45 @@ def last_items(seen: np.ndarray, max_len: int) -> torch.Tensor:
 
 
 def item_window_batches(split: dict, L: int, batch_size: int, rng: np.random.Generator, stride: int | None = None,
-                        item_drop: float = 0.0):
+                        item_drop: float = 0.0, seen: bool = False):
     """One epoch of item-ID (inputs (b, L) tokens, targets (b, L) next item index, -1 = none) from training windows
     of L + 1 items, freshly cut (:func:`strided_windows`; ``stride`` target items per window, None = L + 1, i.e.
     non-overlapping) and shuffled; valid/test events never enter. ``item_drop`` > 0 deletes items as
-    :func:`drop_events` does (the survivors are right-aligned again); 0 draws nothing more from ``rng``."""
-    w, n_target = shuffled_training_windows(split, L + 1, stride, rng)
+    :func:`drop_events` does (the survivors are right-aligned again); 0 draws nothing more from ``rng``.
+    ``seen``: also yield, third, the (rows, cols) pairs of :func:`earlier_items` for the flattened (b · L) targets,
+    the items each target's user had before it (``baseline.seen_mask``)."""
+    events, n_target = shuffled_training_events(split, L + 1, stride, rng)
     if item_drop > 0:
-        w, n_target = drop_events(w, n_target, item_drop, rng)
-        w = right_aligned(w)
+        events, n_target = drop_events(events, n_target, item_drop, rng)
+        events = right_aligned(events)
+    w = events_to_items(events, split["seq_items"])
     is_target = torch.from_numpy(np.arange(1, L + 1)[None, :] >= (L + 1 - n_target)[:, None])  # (M, L)
     for s in range(0, w.shape[0], batch_size):
         b = torch.from_numpy(w[s: s + batch_size])
         inp, tgt = b[:, :-1] + 1, b[:, 1:]
         keep = (inp > 0) & is_target[s: s + batch_size]  # a target needs an item before it; context is not a target
-        yield inp, torch.where(keep, tgt, torch.full_like(tgt, -1))
+        tgt = torch.where(keep, tgt, torch.full_like(tgt, -1))
+        if not seen:
+            yield inp, tgt
+            continue
+        ev = np.where(keep.numpy(), events[s: s + batch_size, 1:], -1).reshape(-1)
+        rows, cols = earlier_items(ev, split["seq_items"], split["seq_offsets"], tgt.reshape(-1).numpy())
+        yield inp, tgt, (torch.from_numpy(rows), torch.from_numpy(cols))
+
+
+def earlier_items(first: np.ndarray, seq_items: np.ndarray, seq_offsets: np.ndarray,
+                  targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) int64 index pairs: for each event ``first[r]`` (an index into ``seq_items``; -1 = none, no
+    pairs), the items of its user's log before it, less row r's own ``targets`` ((N,) or (N, k) items, -1 = none),
+    so a repeated item is still a target. These are the items evaluation never ranks for that prompt.
+    seq_offsets: (n_users + 1,) the users' sequences (CSR)."""
+    first = np.asarray(first, np.int64)
+    offsets = np.asarray(seq_offsets, np.int64)
+    start = offsets[np.clip(np.searchsorted(offsets, first, side="right") - 1, 0, len(offsets) - 1)]
+    n = np.where(first >= 0, first - start, 0)  # events of the user before each target
+    rows = np.repeat(np.arange(len(first), dtype=np.int64), n)
+    pos = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(start, n)
+    cols = np.asarray(seq_items, np.int64)[pos]
+    tgt = np.asarray(targets, np.int64).reshape(len(first), -1)
+    keep = ~(cols[:, None] == tgt[rows]).any(1)
+    return rows[keep], cols[keep]

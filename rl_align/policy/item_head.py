@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rl_align.policy.data import left_aligned
+from rl_align.policy.data import earlier_items, left_aligned
 from rl_align.policy.history_input import HistoryCodes, history_codes_of
 from rl_align.sid.catalog import SPECIALS, SidCatalog
 
@@ -172,20 +172,11 @@ def future_targets(events: np.ndarray, n_target: Optional[np.ndarray], seq_items
 def seen_before(events: np.ndarray, n_target: Optional[np.ndarray], seq_items: np.ndarray, seq_offsets: np.ndarray,
                 targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) int64 index pairs: for each target of a batch's windows (rows in :func:`target_items` order), the
-    items of the user's log before that event (``sft.item_head_seen_mask``), which evaluation never ranks; a row's own
-    ``targets`` ((T,) or (T, k), -1 = none) are left out of its pairs, so a repeated item is still predicted.
-    events: (M, W) event indices into ``seq_items`` (-1 = none); n_target: (M,) (None = every entry);
-    seq_offsets: (n_users + 1,)."""
-    first = target_items(events, n_target).numpy()
-    offsets = np.asarray(seq_offsets, np.int64)
-    start = offsets[np.searchsorted(offsets, first, side="right") - 1]
-    n = first - start  # events of the user before each target
-    rows = np.repeat(np.arange(len(first), dtype=np.int64), n)
-    pos = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n) + np.repeat(start, n)
-    cols = np.asarray(seq_items, np.int64)[pos]
-    tgt = targets.numpy().reshape(len(first), -1)
-    keep = ~(cols[:, None] == tgt[rows]).any(1)
-    return torch.as_tensor(rows[keep]), torch.as_tensor(cols[keep])
+    items of the user's log before that event (``sft.item_head_seen_mask``; :func:`rl_align.policy.data.earlier_items`),
+    less the row's own ``targets`` ((T,) or (T, k), -1 = none). events: (M, W) event indices into ``seq_items``
+    (-1 = none); n_target: (M,) (None = every entry); seq_offsets: (n_users + 1,)."""
+    rows, cols = earlier_items(target_items(events, n_target).numpy(), seq_items, seq_offsets, targets.numpy())
+    return torch.from_numpy(rows), torch.from_numpy(cols)
 
 
 def first_code_positions(labels: torch.Tensor, catalog: SidCatalog, shifted: bool = True) -> torch.Tensor:

@@ -50,7 +50,8 @@ def _run_baselines(run: Path, more: list[Path]) -> dict[str, dict]:
     for d in dict.fromkeys(p.resolve() for p in [run, *more]):
         for f in sorted(d.glob("baselines/*/metrics.json")):
             b = json.loads(f.read_text())
-            name = f"{b['model']} (history {b['max_len']})"
+            mask = ", seen mask" if b.get("config", {}).get("seen_mask") else ""  # baseline.seen_mask
+            name = f"{b['model']} (history {b['max_len']}{mask})"
             if name in found:
                 sys.exit(f"compare_with_baselines: {run}: {name} is in both {found[name][0]} and {d}; "
                          "expected one run of each model per policy run")

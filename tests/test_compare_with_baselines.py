@@ -35,10 +35,11 @@ def _policy_run(d: Path, ranks: list[int]) -> Path:
     return d
 
 
-def _baseline(d: Path, ranks: list[int], epoch: int) -> None:
+def _baseline(d: Path, ranks: list[int], epoch: int, seen_mask: bool = False) -> None:
     m = _metrics(ranks)
     _write(d / "baselines" / "sasrec" / "metrics.json",
-           {"model": "sasrec", "max_len": 50, "best_epoch": epoch, "valid": {"policy": m["policy"]}, "test": m})
+           {"model": "sasrec", "max_len": 50, "best_epoch": epoch, "config": {"seen_mask": seen_mask},
+            "valid": {"policy": m["policy"]}, "test": m})
 
 
 def _table(*args: str) -> subprocess.CompletedProcess:
@@ -79,3 +80,15 @@ def test_a_baseline_missing_for_some_seeds_is_refused_with_one_line(tmp_path):
     assert out.returncode != 0 and "| sasrec" not in out.stdout
     assert out.stderr.strip() == ("compare_with_baselines: expected 2 runs of each model (one per policy run), "
                                   "got sasrec (history 50): 1")
+
+
+def test_a_baseline_trained_with_the_seen_mask_is_its_own_row(tmp_path):
+    s0 = _policy_run(tmp_path / "pol-s0", [0, 3, -1])
+    _baseline(s0, [1, -1, -1], epoch=40)
+    masked = tmp_path / "masked-s0"
+    _baseline(masked, [1, 2, -1], epoch=30, seen_mask=True)  # baseline.seen_mask: the same model, another row
+    out = _table(str(s0), "--baselines-from", str(masked))
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| sasrec")]
+    assert [r.split(",")[0] for r in rows] == ["| sasrec (history 50)", "| sasrec (history 50"]
+    assert "seen mask), best epochs [30]" in rows[1] and "best epochs [40]" in rows[0]

@@ -203,17 +203,6 @@ def events_to_users(events: np.ndarray, seq_offsets: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(seq_offsets, np.int64), first, side="right") - 1
 
 
-def shuffled_training_windows(split: dict, window: int, stride: int | None,
-                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch's training windows of a run's split (:func:`shuffled_training_events`) as item indices.
-
-    Returns:
-        windows (M, window) item indices and n_target (M,): how many trailing items of each window are targets.
-    """
-    events, n_target = shuffled_training_events(split, window, stride, rng)
-    return events_to_items(events, split["seq_items"]), n_target
-
-
 def left_aligned(windows: np.ndarray) -> np.ndarray:
     """(M, W) windows (items or events, -1 = padding anywhere) with their entries moved to the front, in order:
     slot j of the result is the j-th item of the packed sequence :func:`windows_to_batch` builds."""

@@ -313,6 +313,10 @@ class PolicyConfig:
         "shared", "with history_input id_codes / id_codes_vec, the gate on the code rows: 'shared' = one (H,) for "
                   "every code; 'level' = one per code level; 'popularity' = one per popularity quintile of the "
                   "item (training interactions), so rare and frequent items may take different amounts of content")
+    history_id_dropout: float = doc(0.0, "with history_input other than 'id': the probability, in training, that a "
+                                    "history token's own ID row is zeroed and only its content (codes / vector) "
+                                    "kept, so the trunk also learns to read items from their content (the item "
+                                    "head's vectors are never dropped; rl_align/policy/history_input.py)", ge=0, lt=1)
 
     def value_errors(self) -> list[tuple[str, str]]:
         """Cross-field rules: whole attention heads, whole GQA groups; a composed history needs an untied head."""
@@ -324,6 +328,9 @@ class PolicyConfig:
         if self.history_gate != "shared" and self.history_input not in ("id_codes", "id_codes_vec"):
             errs.append(("history_gate", f"{self.history_gate!r} gates code rows: needs history_input id_codes or "
                                          f"id_codes_vec, got {self.history_input!r}"))
+        if self.history_id_dropout > 0 and self.history_input == "id":
+            errs.append(("history_id_dropout", f"drops ID rows and keeps content: needs history_input other than "
+                                               f"'id', got {self.history_id_dropout}"))
         if self.history_input != "id" and self.tie_embeddings:
             errs.append(("history_input", f"{self.history_input!r} needs tie_embeddings: false (a tied output head "
                                           "would score history tokens with rows the saved policy no longer holds)"))

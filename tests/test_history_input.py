@@ -214,3 +214,32 @@ def test_gate_rows_are_checked():
     cat = _catalog(True)
     with pytest.raises(ValueError, match="'level' gates code rows"):  # not silently ignored by ungated kinds
         attach_history_codes(_model(cat), cat, "id_codes_own", gate="level")
+
+
+def test_id_dropout_zeroes_only_history_id_rows_in_training_and_never_the_heads_vectors():
+    cat = _catalog(True)
+    model = _model(cat, seed=4)
+    hc = attach_history_codes(model, cat, "id_codes", id_dropout=0.5)
+    head = attach_item_head(model, cat, "history")
+    emb = model.get_input_embeddings()
+    raw = emb.weight.detach().clone()
+    with torch.no_grad():
+        hc.gate.fill_(1.0)
+    off = cat.layout.history_offset
+    items = torch.arange(cat.n_items).repeat(40)
+    ids = torch.cat([items + off, torch.tensor([0, 1, int(cat.tokens[5, 0])])]).unsqueeze(0)
+    content = hc.content(raw, items)
+    model.train()
+    torch.manual_seed(0)
+    out = emb(ids)[0]
+    hist = out[: len(items)]
+    kept = torch.isclose(hist, raw[items + off] + content, atol=1e-5).all(1)
+    dropped = torch.isclose(hist, content, atol=1e-5).all(1)
+    assert bool((kept ^ dropped).all())  # each history token is whole or content alone
+    assert 0.35 < float(dropped.float().mean()) < 0.65
+    torch.testing.assert_close(out[len(items):], raw[ids[0, len(items):]])  # other tokens untouched
+    torch.testing.assert_close(head.item_vectors(), hc.rows(emb.weight))  # the head's table is never dropped
+    model.eval()
+    torch.testing.assert_close(emb(ids)[0, : len(items)], raw[items + off] + content)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        attach_history_codes(_model(cat), cat, "id_codes", id_dropout=1.0)

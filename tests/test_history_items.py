@@ -150,6 +150,10 @@ def test_training_through_the_packed_batch_moves_decoding_toward_the_targets():
     ({"policy": {"history_input": "id_vec", "tie_embeddings": False, "history_gate": "level"}},
      "policy.history_gate: 'level' gates code rows: needs history_input id_codes or id_codes_vec"),
     ({"policy": {"history_input": "sum"}}, "policy.history_input"),
+    ({"policy": {"history_id_dropout": 0.2}},
+     "policy.history_id_dropout: drops ID rows and keeps content: needs history_input other than 'id'"),
+    ({"policy": {"history_input": "id_codes", "tie_embeddings": False, "history_id_dropout": 1.0}},
+     "policy.history_id_dropout"),
 ])
 def test_bad_history_settings_fail_at_load(tmp_path, extra, msg):
     from rl_align.checks import load_checked

@@ -20,6 +20,10 @@ full resolution rather than through its codes; ``id_codes_vec`` adds both. The v
 buffer and fold into the saved rows the same way. ``id_codes_own`` reads the codes through a table of its own
 (one row per code token, zero at the start, no gate) instead of the rows the policy generates SIDs with, so the
 content the history rows take is not shaped by the SID task.
+
+``id_dropout`` (``policy.history_id_dropout``) zeroes a history token's own ID row with that probability in training
+mode, keeping its content: the trunk must then read an item from its codes alone now and then, as it must for an
+item whose row saw few training windows. The item head's vectors (:meth:`HistoryCodes.rows`) are never dropped.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class HistoryCodes(torch.nn.Module):
     code_tokens: (n_items, T) int64 token ids of each item's code tokens, ``mask`` (n_items, T) bool marks the
     real ones (items may have fewer codes than T); both None when the codes are not read (``id_vec``).
     ``vectors``: (n_items, d) the items' own vectors, or None (``id_codes``). ``first``: the first history token
-    id (item i is ``first + i``). The tables are non-persistent buffers; ``gate`` (H,), ``table`` (``own_table``:
+    id (item i is ``first + i``). ``id_dropout``: the probability, in training mode, that a history token's ID
+    row is zeroed and only its content kept. The tables are non-persistent buffers; ``gate`` (H,), ``table`` (``own_table``:
     (max code token + 1, H), in place of the gate) and ``proj`` (H, d) start at zero and are parameters (in
     training checkpoints and the weight EMA, dropped from the saved HF checkpoint by :func:`fold_history_rows`).
     ``gate_index``: (n_items, T) int64, which of G gate rows scales each code's row (the gate is then (G, H): one
@@ -52,8 +57,11 @@ class HistoryCodes(torch.nn.Module):
 
     def __init__(self, code_tokens: Optional[torch.Tensor], mask: Optional[torch.Tensor], first: int, hidden: int,
                  vectors: Optional[torch.Tensor] = None, own_table: bool = False,
-                 gate_index: Optional[torch.Tensor] = None) -> None:
+                 gate_index: Optional[torch.Tensor] = None, id_dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"policy.history_id_dropout must be in [0, 1), got {id_dropout}")
+        self.id_dropout = float(id_dropout)
         if code_tokens is None and vectors is None:
             raise ValueError("HistoryCodes: needs the items' code tokens, their vectors, or both")
         self.reads_codes = code_tokens is not None
@@ -115,12 +123,16 @@ class HistoryCodes(torch.nn.Module):
         return weight[self.first: self.first + self.n_items] + self.content(weight, items)
 
     def compose(self, ids: torch.Tensor, out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """The embedding's output with content added at history tokens. ids: (M, P); out: (M, P, H)."""
+        """The embedding's output with content added at history tokens (their ID rows dropped with probability
+        ``id_dropout`` in training mode). ids: (M, P); out: (M, P, H)."""
         item = ids - self.first
         hist = (item >= 0) & (item < self.n_items)
         if not bool(hist.any()):
             return out
         add = self.content(weight, item.clamp(0, self.n_items - 1))
+        if self.training and self.id_dropout > 0:
+            drop = hist & (torch.rand(hist.shape, device=hist.device) < self.id_dropout)
+            out = out.masked_fill(drop.unsqueeze(-1), 0.0)
         return out + add * hist.unsqueeze(-1).to(add.dtype)
 
 
@@ -151,12 +163,13 @@ def gate_index_for(gate: str, mask: torch.Tensor, counts: Optional[np.ndarray] =
 
 def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
                          vectors: Optional[np.ndarray] = None, gate: str = "shared",
-                         counts: Optional[np.ndarray] = None) -> Optional[HistoryCodes]:
+                         counts: Optional[np.ndarray] = None, id_dropout: float = 0.0) -> Optional[HistoryCodes]:
     """Compose history tokens' input embeddings with their items' content (``kind`` in :data:`KINDS` other than
     ``'id'``: code rows, the items' ``vectors`` (n_items, d), or both); None for ``'id'``. A forward hook on the
     input embedding; call it before the embedding-dropout hook so dropout covers the composed vector. ValueError
     when the catalog has no history tokens, the output head is tied, or the kind needs vectors that are missing or
-    of the wrong item count. ``gate``/``counts``: the code gate's rows (:func:`gate_index_for`)."""
+    of the wrong item count. ``gate``/``counts``: the code gate's rows (:func:`gate_index_for`). ``id_dropout``: see
+    :class:`HistoryCodes`."""
     if kind not in KINDS:
         raise ValueError(f"policy.history_input: expected one of {list(KINDS)}, got {kind!r}")
     if kind == "id":
@@ -179,7 +192,8 @@ def attach_history_codes(model: torch.nn.Module, catalog: SidCatalog, kind: str,
                          f"id_codes_vec, got {kind!r}")
     index = gate_index_for(gate, mask, counts) if gated else None
     hc = HistoryCodes(codes, mask, catalog.layout.history_offset, emb.weight.shape[1], vec,
-                      own_table=kind == "id_codes_own", gate_index=index).to(emb.weight.device)
+                      own_table=kind == "id_codes_own", gate_index=index,
+                      id_dropout=id_dropout).to(emb.weight.device)
     setattr(model, ATTR, hc)
     emb.register_forward_hook(lambda mod, args, out: hc.compose(args[0], out, mod.weight))
     return hc

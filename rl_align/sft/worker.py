@@ -128,7 +128,7 @@ class SftWorker:
                    if self.pcfg.history_input in NEEDS_VECTORS else None)  # the vectors the run's SIDs quantise
         counts = train_popularity(self.split, self.catalog.n_items) if self.pcfg.history_gate == "popularity" else None
         attach_history_codes(model, self.catalog, self.pcfg.history_input, vectors,  # before dropout: it covers it
-                             self.pcfg.history_gate, counts)
+                             self.pcfg.history_gate, counts, self.pcfg.history_id_dropout)
         add_embedding_dropout(model, self.pcfg.embedding_dropout)
         add_hidden_dropout(model, self.pcfg.hidden_dropout)
         if self.config.get("item_token_init"):

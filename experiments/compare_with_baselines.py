@@ -11,6 +11,9 @@ Usage: python experiments/compare_with_baselines.py RUN_DIR [RUN_DIR ...] [--bas
 
 ``--baselines-from`` may repeat (e.g. SASRec with a 50-item history in one set of run dirs, with 20 in another);
 ``--other-policy`` adds another SID policy's runs (e.g. before a change) as a row compared the same way.
+``--strata`` adds, for each other row, HR@10 of both by quintile of the test target's training popularity (its count
+among the training targets) and of the user's log length, read from each policy run's `data/split.npz`: where the
+SID policy wins and loses, pooled over seeds, with the users won / lost and the exact McNemar p of each bin.
 """
 
 from __future__ import annotations
@@ -59,6 +62,49 @@ def _run_baselines(run: Path, more: list[Path]) -> dict[str, dict]:
     return {name: b for name, (_, b) in found.items()}
 
 
+def _strata_of(run: Path) -> dict[str, np.ndarray]:
+    """(n_test,) values the test users are binned by: their target's count among the training targets and their
+    log's length, in the evaluator's user order (``test_users``)."""
+    z = np.load(run / "data" / "split.npz", allow_pickle=False)
+    pop = np.bincount(z["train_targets"], minlength=int(z["item_popularity"].shape[0]))
+    return {"target popularity (training targets)": pop[z["test_targets"]],
+            "user log length (events)": np.diff(z["seq_offsets"])[z["test_users"]]}
+
+
+def _bins(values: np.ndarray, n: int = 5) -> list[tuple[str, np.ndarray]]:
+    """Up to ``n`` quantile bins of ``values`` (N,), empty ones left out, each as (label, (N,) bool): the label
+    "lo–hi" names the smallest and largest value in the bin. Equal values always share a bin."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, n + 1)))
+    idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(len(edges) - 2, 0))
+    out = []
+    for i in np.unique(idx):
+        m = idx == i
+        out.append((f"{values[m].min():.0f}–{values[m].max():.0f}", m))
+    return out
+
+
+def _print_strata(rows: dict[str, dict], label: str, runs: list[Path]) -> None:
+    """Per other row: HR@10 of the policy and of the row by bin, ratio, users won / lost, pooled McNemar p."""
+    from rl_align.eval.significance import mcnemar_exact
+
+    strata = [_strata_of(r) for r in runs]
+    hit = [(np.asarray(r) >= 0) & (np.asarray(r) < 10) for r in rows[label]["ranks"]]
+    for name, e in rows.items():
+        if name == label:
+            continue
+        other = [(np.asarray(r) >= 0) & (np.asarray(r) < 10) for r in e["ranks"]]
+        for what in strata[0]:
+            print(f"\n| {label} vs {name}: {what} | users × seeds | {label} HR@10 | {name} HR@10 | ratio "
+                  "| won / lost | pooled p |\n|---|---|---|---|---|---|---|")
+            vals = np.concatenate([s[what] for s in strata])
+            a, b = np.concatenate(hit), np.concatenate(other)
+            for lab, m in _bins(vals):
+                w, lo = int((a[m] & ~b[m]).sum()), int((b[m] & ~a[m]).sum())
+                ratio = f"{a[m].mean() / b[m].mean():.3f}×" if b[m].any() else "—"  # no hit of the row's: no ratio
+                print(f"| {lab} | {int(m.sum())} | {a[m].mean():.4f} | {b[m].mean():.4f} | {ratio} "
+                      f"| +{w} / −{lo} | {mcnemar_exact(w, lo):.3g} |")
+
+
 def main() -> None:
     from rl_align.eval.significance import mcnemar_exact, paired_hr
 
@@ -69,6 +115,8 @@ def main() -> None:
     ap.add_argument("--other-policy", nargs="+", action="append", default=[], metavar="NAME DIR",
                     help="another SID policy: a row name then its run dirs, one per run; repeatable")
     ap.add_argument("--label", default="SID policy")
+    ap.add_argument("--strata", action="store_true",
+                    help="also HR@10 by quintile of target popularity and of user log length (data/split.npz)")
     args = ap.parse_args()
     extra = list(zip(*args.baselines_from)) if args.baselines_from else [()] * len(args.runs)
     rows: dict[str, dict] = {}
@@ -100,6 +148,8 @@ def main() -> None:
         ep = f", best epochs {e['epochs']}" if e.get("epochs") else ""
         print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | {ratio:.3f}× / {nratio:.3f}× "
               f"| {cells} | {pooled:.3g} |")
+    if args.strata:
+        _print_strata(rows, args.label, [Path(r) for r in args.runs])
 
 
 if __name__ == "__main__":

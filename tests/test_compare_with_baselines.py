@@ -92,3 +92,24 @@ def test_a_baseline_trained_with_the_seen_mask_is_its_own_row(tmp_path):
     rows = [line for line in out.stdout.splitlines() if line.startswith("| sasrec")]
     assert [r.split(",")[0] for r in rows] == ["| sasrec (history 50)", "| sasrec (history 50"]
     assert "seen mask), best epochs [30]" in rows[1] and "best epochs [40]" in rows[0]
+
+
+def test_strata_bin_users_by_target_popularity_and_log_length_and_count_wins_by_hand(tmp_path):
+    # 4 test users; item 0 is a training target 3 times, item 1 once, item 2 never; log lengths 2, 3, 5, 6
+    s0 = _policy_run(tmp_path / "pol-s0", [0, -1, 4, 12])
+    _baseline(s0, [-1, 3, 4, -1], epoch=5)
+    (s0 / "data").mkdir()
+    np.savez(s0 / "data" / "split.npz", train_targets=np.array([0, 0, 0, 1]), item_popularity=np.zeros(3, np.int64),
+             test_targets=np.array([0, 0, 2, 1]), test_users=np.array([0, 1, 2, 3]),
+             seq_offsets=np.array([0, 2, 5, 10, 16]))
+    out = _table(str(s0), "--strata", "--label", "pol")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    pop = lines[lines.index(next(x for x in lines if "target popularity" in x)) + 2:][:3]
+    # quantile edges of (3, 3, 0, 1): 0, 0.6, 1.4, 2.6, 3 → bins of users {2}, {3}, {0, 1} (the empty one left out)
+    assert pop[0].startswith("| 0–0 | 1 | 1.0000 | 1.0000 | 1.000× | +0 / −0 | 1 |")
+    assert pop[1].startswith("| 1–1 | 1 | 0.0000 | 0.0000 | — | +0 / −0 | 1 |")
+    assert pop[2] == "| 3–3 | 2 | 0.5000 | 0.5000 | 1.000× | +1 / −1 | 1 |"
+    length = lines[lines.index(next(x for x in lines if "user log length" in x)) + 2:]
+    assert [x.split(" | ")[0] for x in length] == ["| 2–2", "| 3–3", "| 5–5", "| 6–6"]
+    assert length[0] == "| 2–2 | 1 | 1.0000 | 0.0000 | — | +1 / −0 | 1 |"

@@ -50,8 +50,9 @@ class HistoryCodes(torch.nn.Module):
     ``vectors``: (n_items, d) the items' own vectors, or None (``id_codes``). ``first``: the first history token
     id (item i is ``first + i``). ``id_dropout``: the probability, in training mode, that a history token's ID
     row is zeroed and only its content kept. The tables are non-persistent buffers; ``gate`` (H,), ``table``
-    (``own_table``: (max code token + 1, H), in place of the gate) and ``proj`` (H, d) start at zero and are parameters (in
-    training checkpoints and the weight EMA, dropped from the saved HF checkpoint by :func:`fold_history_rows`).
+    (``own_table``: (max code token + 1, H), in place of the gate) and ``proj`` (H, d) start at zero and are
+    parameters (in training checkpoints and the weight EMA, dropped from the saved HF checkpoint by
+    :func:`fold_history_rows`).
     ``gate_index``: (n_items, T) int64, which of G gate rows scales each code's row (the gate is then (G, H): one
     per code level, or per popularity bucket of the item); None = one gate (H,)."""
 

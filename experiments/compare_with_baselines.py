@@ -83,21 +83,25 @@ def _bins(values: np.ndarray, n: int = 5) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _hits(ranks: list) -> np.ndarray:
+    """(seeds × N,) bool: y* in the top 10, the seeds' per-user ranks concatenated."""
+    return np.concatenate([(np.asarray(r) >= 0) & (np.asarray(r) < 10) for r in ranks])
+
+
 def _print_strata(rows: dict[str, dict], label: str, runs: list[Path]) -> None:
     """Per other row: HR@10 of the policy and of the row by bin, ratio, users won / lost, pooled McNemar p."""
     from rl_align.eval.significance import mcnemar_exact
 
     strata = [_strata_of(r) for r in runs]
-    hit = [(np.asarray(r) >= 0) & (np.asarray(r) < 10) for r in rows[label]["ranks"]]
+    values = {what: np.concatenate([s[what] for s in strata]) for what in strata[0]}
+    a = _hits(rows[label]["ranks"])
     for name, e in rows.items():
         if name == label:
             continue
-        other = [(np.asarray(r) >= 0) & (np.asarray(r) < 10) for r in e["ranks"]]
-        for what in strata[0]:
+        b = _hits(e["ranks"])
+        for what, vals in values.items():
             print(f"\n| {label} vs {name}: {what} | users × seeds | {label} HR@10 | {name} HR@10 | ratio "
                   "| won / lost | pooled p |\n|---|---|---|---|---|---|---|")
-            vals = np.concatenate([s[what] for s in strata])
-            a, b = np.concatenate(hit), np.concatenate(other)
             for lab, m in _bins(vals):
                 w, lo = int((a[m] & ~b[m]).sum()), int((b[m] & ~a[m]).sum())
                 ratio = f"{a[m].mean() / b[m].mean():.3f}×" if b[m].any() else "—"  # no hit of the row's: no ratio

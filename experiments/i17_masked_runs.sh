@@ -10,7 +10,9 @@
 #   … rl --set rl.algo=mixture --set rl.lam=1.0 --set rl.tag=masked-mixture-lam1    # the controls
 #   … rl --set rl.algo=nll --set rl.serving_prompts=0 --set rl.tag=masked-nll
 # Env: SEQ_LEN (the reward's history, default 20), BAG (ranker.sequence_seeds, default 1), TAG (runs/<TAG>-sN,
-# default i17m), FROM (the SFT runs copied, default runs/i24-seenmask).
+# default i17m), FROM (the runs copied, default runs/i24-seenmask; a run with exposure/ and the DIN ranker keeps them),
+# MASK (baseline.seen_mask of the SASRec reward, default true; false = the control: the same reward without the mask,
+#   e.g. TAG=i17u FROM=runs/i17m MASK=false … train, then … rl with MASK=false).
 # Table: python experiments/i17_table.py runs/i17m-s{0,1,2} --sft-eval metrics_sft_item-head-u0-b0.json \
 #          --tags masked-adagrpo masked-mixture-lam1 masked-nll
 set -euo pipefail
@@ -22,14 +24,15 @@ cfg=experiments/configs/full_head.yaml
 side=(--set exposure.policy=mix --set exposure.slate_size=20 --set exposure.epsilon=0.05
       --set ranker.head=mlp --set ranker.epochs=6 --set reward.cpus_per_replica=0.5)
 seq=(--set ranker.sequence_events=all --set ranker.sequence_max_len=${SEQ_LEN:-20}
-     --set ranker.sequence_seeds=${BAG:-1} --set baseline.seen_mask=true)
+     --set ranker.sequence_seeds=${BAG:-1} --set baseline.seen_mask=${MASK:-true})
 beam=(--set 'eval.item_head_betas=[0]' --set eval.item_head_union=0)
 for s in ${SEEDS:-0 1 2}; do
   run=runs/$tag-s$s
   if [ "$what" = train ]; then
     if [ ! -d "$run" ]; then
       cp -a "$from-s$s" "$run"
-      rm -rf "$run/rl" "$run/exposure" "$run/ranker"
+      rm -rf "$run/rl" "$run/ranker/scorers" "$run"/ranker/ceil* "$run"/ranker/eval_sasrec* \
+        "$run"/ranker/report_sasrec*
     fi
     [ -d "$run/ranker/model" ] || rl-align run $cfg --set 'stages=[exposure,ranker]' --set seed=$s --run-dir "$run" \
       "${side[@]}" --set 'ranker.scorers=[din]'

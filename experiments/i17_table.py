@@ -8,6 +8,9 @@ Usage: python experiments/i17_table.py runs/i17-rw-s0 runs/i17-rw-s1 runs/i17-rw
        --sft-eval metrics_sft_item-head-u0-b0.json: SFT's figures from that file of <run>/eval instead of
            metrics.json (e.g. the beam alone of a policy with an item head, when the runs served the beam:
            `rl-align eval RUN --split both --item-head-betas 0 --item-head-union 0`)
+       --tag-from TAG RUN RUN RUN: read TAG's alignment runs from these run dirs, one per run above and in the same
+           order (copies of the same SFT runs with another reward, say); refused unless each holds a byte-identical
+           data/split.npz and SFT checkpoint, so the users and the starting policy are the same
 """
 
 from __future__ import annotations
@@ -87,18 +90,34 @@ def _paired(got: list, base: list) -> str:
     return f"+{r['wins']} / −{r['losses']}, p {r['p']:.3g}"
 
 
-def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json") -> list[str]:
+def same_start(runs: list[Path], others: list[Path]) -> None:
+    """Refuse sibling runs that do not share each run's split and SFT checkpoint byte for byte (ValueError)."""
+    if len(others) != len(runs):
+        raise ValueError(f"--tag-from: expected {len(runs)} run dirs (one per run), got {len(others)}")
+    for r, o in zip(runs, others):
+        for rel in ["data/split.npz"] + sorted(str(f.relative_to(r)) for f in (r / "sft" / "best_policy").rglob("*")
+                                               if f.is_file()):
+            if not (o / rel).is_file() or (o / rel).read_bytes() != (r / rel).read_bytes():
+                raise ValueError(f"--tag-from: {o / rel} is missing or differs from {r / rel}")
+
+
+def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json",
+              where: dict[str, list[Path]] | None = None) -> list[str]:
+    """The alignment table; ``where[tag]`` = the run dirs holding ``tag`` (default: ``runs``)."""
+    where = where or {}
     out = ["| policy | checkpoint | valid HR@10 | test HR@10 (3 seeds) | × SFT | test NDCG@10 | sampled "
            "hallucination | vs SFT: +won / −lost, pooled p | vs " + (tags[-1] if len(tags) > 1 else "–")
            + ": +won / −lost, pooled p |", "|---|---|---|---|---|---|---|---|---|"]
     sft = [_ranks(r, None, "", sft_eval) for r in runs]
-    out.append(f"| SFT | best on valid | {_ms([_valid(r, None, '', sft_eval) for r in runs])} | {_ms([s[1] for s in sft])} | 1 "
+    sft_valid = _ms([_valid(r, None, '', sft_eval) for r in runs])
+    out.append(f"| SFT | best on valid | {sft_valid} | {_ms([s[1] for s in sft])} | 1 "
                f"| {_ms([s[3] for s in sft])} | {_ms([100 * s[2] for s in sft], '.2f')}% | | |")
     for tag in tags:
-        for kind, label, ref_kind in _checkpoints(runs[0], tag):
-            got = [_ranks(r, tag, kind) for r in runs]
-            ref = _paired(got, [_ranks(r, tags[-1], ref_kind) for r in runs]) if tag != tags[-1] else ""
-            valid = "–" if ref_kind != kind else _ms([_valid(r, tag, kind) for r in runs])
+        at, last = where.get(tag, runs), where.get(tags[-1], runs)
+        for kind, label, ref_kind in _checkpoints(at[0], tag):
+            got = [_ranks(r, tag, kind) for r in at]
+            ref = _paired(got, [_ranks(r, tags[-1], ref_kind) for r in last]) if tag != tags[-1] else ""
+            valid = "–" if ref_kind != kind else _ms([_valid(r, tag, kind) for r in at])
             ratio = np.mean([g[1] for g in got]) / np.mean([s[1] for s in sft])
             out.append(f"| {tag} | {label} | {valid} | {_ms([g[1] for g in got])} | {ratio:.3f}× | "
                        f"{_ms([g[3] for g in got])} | {_ms([100 * g[2] for g in got], '.2f')}% | {_paired(got, sft)} "
@@ -111,11 +130,17 @@ def main() -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--tags", nargs="*", default=[])
     ap.add_argument("--sft-eval", default="metrics.json", help="the file of <run>/eval with SFT's figures")
+    ap.add_argument("--tag-from", nargs="+", action="append", default=[], metavar="TAG RUN",
+                    help="read TAG from these run dirs (same split and SFT checkpoint), one per run")
     a = ap.parse_args()
-    print("\n".join(ceilings(a.runs)))
+    where = {}
+    for tag, *dirs in a.tag_from:
+        where[tag] = [Path(d) for d in dirs]
+        same_start(a.runs, where[tag])
+    if (a.runs[0] / "ranker" / "eval.json").is_file():  # runs without a reward model have no ceilings
+        print("\n".join(ceilings(a.runs)) + "\n")
     if a.tags:
-        print()
-        print("\n".join(alignment(a.runs, a.tags, a.sft_eval)))
+        print("\n".join(alignment(a.runs, a.tags, a.sft_eval, where)))
     return 0
 
 

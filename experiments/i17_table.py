@@ -136,7 +136,13 @@ def main() -> int:
     where = {}
     for tag, *dirs in a.tag_from:
         where[tag] = [Path(d) for d in dirs]
-        same_start(a.runs, where[tag])
+        try:
+            if tag not in a.tags:
+                raise ValueError(f"--tag-from: {tag!r} is not one of --tags {a.tags}")
+            same_start(a.runs, where[tag])
+        except ValueError as e:
+            print(f"i17_table: {e}", file=sys.stderr)
+            return 2
     if (a.runs[0] / "ranker" / "eval.json").is_file():  # runs without a reward model have no ceilings
         print("\n".join(ceilings(a.runs)) + "\n")
     if a.tags:

@@ -60,9 +60,12 @@ def test_tag_from_pairs_a_sibling_runs_tag_with_the_runs_own_and_refuses_another
 
     bad = _run(tmp_path, "c-s1", sft, {"theirs": [0] * 6}, weights=b"weightz")
     out = _table(*runs, "--tags", "theirs", "--tag-from", "theirs", others[0], bad)
-    assert out.returncode != 0 and "c-s1/sft/best_policy/model.safetensors" in out.stderr
+    assert out.returncode == 2 and "c-s1/sft/best_policy/model.safetensors" in out.stderr
     bad = _run(tmp_path, "d-s1", sft, {"theirs": [0] * 6}, split=b"other")
     out = _table(*runs, "--tags", "theirs", "--tag-from", "theirs", others[0], bad)
-    assert out.returncode != 0 and "d-s1/data/split.npz" in out.stderr
+    assert out.returncode == 2 and "d-s1/data/split.npz" in out.stderr
     out = _table(*runs, "--tags", "theirs", "--tag-from", "theirs", others[0])
-    assert out.returncode != 0 and "expected 2 run dirs" in out.stderr
+    assert out.returncode == 2 and "expected 2 run dirs" in out.stderr
+    out = _table(*runs, "--tags", "mine", "--tag-from", "theirs", *others)
+    assert out.returncode == 2 and "'theirs' is not one of --tags" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -211,6 +211,10 @@ def _add_analysis_commands(sub) -> None:
                                      "hallucination rate of free sampling at eval.free_temperature.")
     fr.add_argument("run_dirs", nargs="+", help="run directories (the output goes into the first)")
     fr.add_argument("--final", action="store_true", help="final checkpoints instead of the best-on-valid ones")
+    fr.add_argument("--mean", action="store_true", help="the runs are seeds of one setup: one point per rl/<tag> "
+                                                        "finished in every run, mean ± sd over the runs")
+    fr.add_argument("--sft-eval", default=None, metavar="FILE", help="the SFT point's file in each run's eval/ "
+                    "(e.g. metrics_sft_item-head-u0-b0.json, the beam of a preset served by its item head)")
 
 
 def _add_sweep_commands(sub) -> None:

@@ -266,8 +266,9 @@ def _frontier(args) -> int:
     for r in runs:
         _run_dir(r)
     which = "final" if args.final else "best"
-    analyze_frontier(runs, which)
-    print((runs[0] / "analysis" / "frontier" / f"frontier_{which}.md").read_text())
+    analyze_frontier(runs, which, mean=args.mean, sft_eval=args.sft_eval)
+    name = f"frontier_{'mean_' if args.mean else ''}{which}.md"
+    print((runs[0] / "analysis" / "frontier" / name).read_text())
     return 0
 
 

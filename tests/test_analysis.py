@@ -57,3 +57,55 @@ def test_a_mass_point_gets_its_own_bin():
     b, labels = quantile_bins(v, 3)
     assert labels == ["[1, 9)", "9"]
     assert (b[:70] == 1).all() and (b[70:] == 0).all()
+
+
+def _pt(run: str, tag: str, hr: float, halluc: float, label: str = "") -> dict:
+    return {"run": run, "tag": tag, "algo": tag.split("-")[0], "label": label or tag, "hr@10": hr,
+            "ndcg@10": hr / 2, "beam_halluc": 0.0, "sampled_halluc": halluc}
+
+
+def test_frontier_mean_pools_each_tag_over_every_run_and_drops_or_refuses_the_rest():
+    import pytest
+
+    from rl_align.analysis.frontier import mean_points
+
+    pts = [_pt("s0", "nll", 0.20, 0.06), _pt("s1", "nll", 0.22, 0.05), _pt("s2", "nll", 0.24, 0.07),
+           _pt("s0", "grpo", 0.30, 0.01), _pt("s1", "grpo", 0.10, 0.02)]          # grpo did not finish on s2
+    out = mean_points(pts, 3)
+    assert [p["tag"] for p in out] == ["nll"]
+    (m,) = out
+    assert m["run"] == "mean of 3" and m["n_runs"] == 3
+    assert np.isclose(m["hr@10"], 0.22) and np.isclose(m["hr@10_sd"], 0.02)        # sd with n − 1 by hand
+    assert np.isclose(m["ndcg@10"], 0.11) and np.isclose(m["sampled_halluc"], 0.06)
+    assert np.isclose(m["sampled_halluc_sd"], 0.01) and m["beam_halluc_sd"] == 0.0
+    pts[1]["label"] = "nll λ=2"                                                      # not seeds of one setting
+    with pytest.raises(ValueError, match="rl/nll: different settings across runs"):
+        mean_points(pts, 3)
+
+
+def test_frontier_reads_the_sft_point_from_the_named_eval_file(tmp_path):
+    import json
+
+    import pytest
+
+    from rl_align.analysis.frontier import analyze_frontier, points
+
+    def metrics(hr: float) -> dict:
+        return {"test": {"policy": {"hr@10": hr, "ndcg@10": hr / 2}, "free_hallucination_rate": 0.0,
+                         "free_sample_hallucination_rate": 0.05}}
+
+    runs = []
+    for i, (head, beam) in enumerate([(0.23, 0.19), (0.25, 0.21)]):
+        ev = tmp_path / f"s{i}" / "eval"
+        ev.mkdir(parents=True)
+        (ev / "metrics.json").write_text(json.dumps(metrics(head)))                  # the item head's list
+        (ev / "beam.json").write_text(json.dumps(metrics(beam)))                     # the beam alignment moves
+        runs.append(ev.parent)
+    assert [p["hr@10"] for p in points(runs)] == [0.23, 0.25]
+    assert [p["hr@10"] for p in points(runs, sft_eval="beam.json")] == [0.19, 0.21]
+    res = analyze_frontier(runs, mean=True, sft_eval="beam.json")
+    assert len(res["points"]) == 1 and np.isclose(res["points"][0]["hr@10"], 0.20)
+    assert (runs[0] / "analysis" / "frontier" / "frontier_mean_best.png").stat().st_size > 0
+    assert "0.2000 ± 0.0141" in (runs[0] / "analysis" / "frontier" / "frontier_mean_best.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no such SFT evaluation"):
+        points(runs, sft_eval="missing.json")

@@ -8,11 +8,18 @@ beam keeps the policy's likeliest sequences, which are valid — so the validity
 the probability mass the policy puts outside the catalog, which alignment moves. Points on the upper-left
 frontier (no other point has higher HR@10 and lower hallucination) are marked.
 
-Writes ``<first run>/analysis/frontier/frontier_{best,final}.{json,md,png}``.
+``mean=True`` pools runs that are seeds of one setup (e.g. 3 SFT seeds): one point per ``rl/<tag>`` finished in
+every run, and the SFT policy, each the mean over runs with the standard deviation drawn as error bars.
+``sft_eval`` names the ``eval/`` file that holds the SFT point when the run's own ``eval/metrics.json`` scores
+another list than alignment moves (a preset served by its item head, aligned on its beam: the file
+``rl-align eval RUN --item-head-betas 0 --item-head-union 0`` writes).
+
+Writes ``<first run>/analysis/frontier/frontier_{best,final}.{json,md,png}`` (``frontier_mean_…`` with ``mean``).
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -34,13 +41,18 @@ def label(row: dict) -> str:
     return row["algo"]
 
 
-def points(runs: list[Path], which: str = "best") -> list[dict]:
-    """One point per SFT policy and per finished ``rl/<tag>``; ``which``: the best-on-valid or final checkpoint."""
+def points(runs: list[Path], which: str = "best", sft_eval: Optional[str] = None) -> list[dict]:
+    """One point per SFT policy and per finished ``rl/<tag>``; ``which``: the best-on-valid or final checkpoint;
+    ``sft_eval``: the SFT point's file in ``eval/`` (must exist in every run)."""
     out = []
     for run in runs:
         # the SFT policy: the eval stage's metrics, or a later `rl-align eval RUN` (metrics_sft.json) that has the
         # sampled rate when the stage's predates it
         cands = [p for p in (run / "eval" / "metrics.json", run / "eval" / "metrics_sft.json") if p.exists()]
+        if sft_eval is not None:
+            if not (run / "eval" / sft_eval).is_file():
+                raise FileNotFoundError(f"{run / 'eval' / sft_eval}: no such SFT evaluation (--sft-eval)")
+            cands = [run / "eval" / sft_eval]
         tests = [read_json(p).get("test") for p in cands]
         tests = [t for t in tests if t]
         t = next((t for t in tests if t.get("free_sample_hallucination_rate") is not None), tests[0] if tests else None)
@@ -59,6 +71,28 @@ def points(runs: list[Path], which: str = "best") -> list[dict]:
     return out
 
 
+def mean_points(pts: list[dict], n_runs: int) -> list[dict]:
+    """One point per tag present in all ``n_runs`` runs: mean and sd over runs of each metric (``<metric>_sd``).
+
+    A tag whose setting (its label) differs between runs is refused: its runs are not seeds of one setting."""
+    by_tag: dict[str, list[dict]] = {}
+    for p in pts:
+        by_tag.setdefault(p["tag"], []).append(p)
+    out = []
+    for tag, ps in by_tag.items():
+        if len({p["run"] for p in ps}) < n_runs:
+            continue
+        if len({p["label"] for p in ps}) > 1:
+            raise ValueError(f"rl/{tag}: different settings across runs ({sorted({p['label'] for p in ps})})")
+        q = {"run": f"mean of {n_runs}", "tag": tag, "algo": ps[0]["algo"], "label": ps[0]["label"], "n_runs": n_runs}
+        for k in ("hr@10", "ndcg@10", "beam_halluc", "sampled_halluc"):
+            v = [p[k] for p in ps]
+            q[k] = None if None in v else statistics.fmean(v)
+            q[k + "_sd"] = None if None in v else statistics.stdev(v) if len(v) > 1 else 0.0
+        out.append(q)
+    return out
+
+
 def mark_frontier(pts: list[dict], x: str) -> None:
     """Set ``frontier`` on each point: no other point is at least as good on both axes and better on one."""
     for p in pts:
@@ -67,32 +101,46 @@ def mark_frontier(pts: list[dict], x: str) -> None:
             and (q["hr@10"] > p["hr@10"] or q[x] < p[x]) for q in pts)
 
 
-def analyze_frontier(runs: list[Path], which: str = "best", out: Optional[Path] = None) -> dict:
-    pts = points(runs, which)
+def analyze_frontier(runs: list[Path], which: str = "best", out: Optional[Path] = None, mean: bool = False,
+                     sft_eval: Optional[str] = None) -> dict:
+    """Points, the frontier among them, and the files; ``mean`` pools the runs (seeds) per tag. Returns the json."""
+    pts = points(runs, which, sft_eval)
+    if mean:
+        pts = mean_points(pts, len(runs))
     if not pts:
-        raise FileNotFoundError(f"{', '.join(map(str, runs))}: no evaluated SFT policy or finished rl/<tag>")
+        raise FileNotFoundError(f"{', '.join(map(str, runs))}: no evaluated SFT policy or finished rl/<tag>"
+                                + (" common to every run" if mean else ""))
     x = "sampled_halluc" if all(p["sampled_halluc"] is not None for p in pts) else "beam_halluc"
     mark_frontier(pts, x)
-    res = {"runs": [str(r) for r in runs], "checkpoint": which, "validity_axis": x, "points": pts}
+    res = {"runs": [str(r) for r in runs], "checkpoint": which, "validity_axis": x, "mean": mean, "points": pts}
     out = out or runs[0] / "analysis" / "frontier"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"frontier_{which}.json", res)
-    (out / f"frontier_{which}.md").write_text(markdown(res))
-    plot(res, out / f"frontier_{which}.png")
+    name = f"frontier_{'mean_' if mean else ''}{which}"
+    write_json(out / f"{name}.json", res)
+    (out / f"{name}.md").write_text(markdown(res))
+    plot(res, out / f"{name}.png")
     return res
 
 
 def markdown(res: dict) -> str:
     axis = ("free sampling hallucination" if res["validity_axis"] == "sampled_halluc"
             else "free beam hallucination (sampled rate not measured for every point)")
-    lines = [f"# Retrieval–validity frontier ({res['checkpoint']} checkpoints, test)", "",
+    pooled = " (mean ± sd over the runs)" if res.get("mean") else ""
+    lines = [f"# Retrieval–validity frontier ({res['checkpoint']} checkpoints, test{pooled})", "",
              f"Validity axis: {axis}. ★ = on the frontier.", "",
              "| run | setting | HR@10 | NDCG@10 | sampled halluc. | beam halluc. | frontier |",
              "|---|---|---:|---:|---:|---:|:-:|"]
+
+    def cell(p: dict, k: str, fmt: str) -> str:
+        if p[k] is None:
+            return "–"
+        sd = p.get(k + "_sd")
+        return format(p[k], fmt) + (f" ± {format(sd, fmt)}" if sd is not None else "")
+
     for p in sorted(res["points"], key=lambda p: (p["run"], -p["hr@10"])):
-        s = f"{p['sampled_halluc']:.2%}" if p["sampled_halluc"] is not None else "–"
-        lines.append(f"| {p['run']} | {p['label']} | {p['hr@10']:.4f} | {p['ndcg@10']:.4f} | {s} | "
-                     f"{p['beam_halluc']:.2%} | {'★' if p['frontier'] else ''} |")
+        lines.append(f"| {p['run']} | {p['label']} | {cell(p, 'hr@10', '.4f')} | {cell(p, 'ndcg@10', '.4f')} | "
+                     f"{cell(p, 'sampled_halluc', '.2%')} | {cell(p, 'beam_halluc', '.2%')} | "
+                     f"{'★' if p['frontier'] else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,8 +155,12 @@ def plot(res: dict, path: Path) -> None:
     algos = sorted({p["algo"] for p in res["points"]})
     for a in algos:
         ps = [p for p in res["points"] if p["algo"] == a]
-        ax.scatter([100 * p[x] for p in ps], [p["hr@10"] for p in ps], label=a, s=36,
-                   marker="*" if a == "sft" else "o")
+        sc = ax.scatter([100 * p[x] for p in ps], [p["hr@10"] for p in ps], label=a, s=36,
+                        marker="*" if a == "sft" else "o")
+        if res.get("mean"):   # error bars: the sd over runs on both axes
+            ax.errorbar([100 * p[x] for p in ps], [p["hr@10"] for p in ps], fmt="none", lw=0.7,
+                        xerr=[100 * p[x + "_sd"] for p in ps], yerr=[p["hr@10_sd"] for p in ps],
+                        ecolor=sc.get_facecolor()[0])
         for p in ps:
             ax.annotate(p["label"].replace(a, "").strip() or a, (100 * p[x], p["hr@10"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")

@@ -10,7 +10,10 @@ Usage: python experiments/compare_with_baselines.py RUN_DIR [RUN_DIR ...] [--bas
        [--other-policy NAME DIR ...]... [--label NAME]  → a Markdown table on stdout
 
 ``--baselines-from`` may repeat (e.g. SASRec with a 50-item history in one set of run dirs, with 20 in another);
-``--other-policy`` adds another SID policy's runs (e.g. before a change) as a row compared the same way.
+``--other-policy`` adds another SID policy's runs (e.g. before a change) as a row compared the same way; a DIR that
+is a file is read as that run's metrics (e.g. `RUN/eval/metrics_sft_item-head-u50-b0.5,1,2,4,8.json`).
+``--metrics FILE`` reads the policy from `RUN/eval/FILE` instead of `eval/metrics.json`: a later `rl-align eval RUN
+--stage rl:<tag>` of an aligned policy, for instance.
 ``--strata`` adds, for each other row, HR@10 of both by quintile of the test target's training popularity (its count
 among the training targets) and of the user's log length, read from each policy run's `data/split.npz`: where the
 SID policy wins and loses, pooled over seeds, with the users won / lost and the exact McNemar p of each bin.
@@ -43,6 +46,14 @@ def _add(rows: dict[str, dict], name: str, m: dict) -> None:
     e["ranks"].append(np.array(m["test"]["target_rank"]))
     if "best_epoch" in m:
         e["epochs"].append(m["best_epoch"])
+
+
+def _policy_metrics(path: Path, name: str = "metrics.json") -> dict:
+    """A policy run's metrics: ``path`` itself when it is a file, else ``path/eval/name``; one line if missing."""
+    f = path if path.is_file() else path / "eval" / name
+    if not f.is_file():
+        sys.exit(f"compare_with_baselines: {f}: no such metrics file")
+    return json.loads(f.read_text())
 
 
 def _run_baselines(run: Path, more: list[Path]) -> dict[str, dict]:
@@ -119,6 +130,8 @@ def main() -> None:
     ap.add_argument("--other-policy", nargs="+", action="append", default=[], metavar="NAME DIR",
                     help="another SID policy: a row name then its run dirs, one per run; repeatable")
     ap.add_argument("--label", default="SID policy")
+    ap.add_argument("--metrics", default="metrics.json", metavar="FILE",
+                    help="the policy's metrics file in each RUN/eval/ (default metrics.json)")
     ap.add_argument("--strata", action="store_true",
                     help="also HR@10 by quintile of target popularity and of user log length (data/split.npz)")
     args = ap.parse_args()
@@ -126,9 +139,9 @@ def main() -> None:
     rows: dict[str, dict] = {}
     for other in args.other_policy:
         for d in map(Path, other[1:]):
-            _add(rows, other[0], json.loads((d / "eval" / "metrics.json").read_text()))
+            _add(rows, other[0], _policy_metrics(d))
     for run, more in zip(map(Path, args.runs), extra):
-        _add(rows, args.label, json.loads((run / "eval" / "metrics.json").read_text()))
+        _add(rows, args.label, _policy_metrics(run, args.metrics))
         for name, b in _run_baselines(run, [Path(x) for x in more]).items():
             _add(rows, name, b)
     pol = rows[args.label]

@@ -113,3 +113,21 @@ def test_strata_bin_users_by_target_popularity_and_log_length_and_count_wins_by_
     length = lines[lines.index(next(x for x in lines if "user log length" in x)) + 2:]
     assert [x.split(" | ")[0] for x in length] == ["| 2–2", "| 3–3", "| 5–5", "| 6–6"]
     assert length[0] == "| 2–2 | 1 | 1.0000 | 0.0000 | — | +1 / −0 | 1 |"
+
+
+def test_metrics_names_the_policy_file_and_an_other_policy_may_be_given_as_files(tmp_path):
+    # eval/metrics.json is the SFT policy; eval/aligned.json a later `rl-align eval RUN --stage rl:<tag>`
+    s0 = _policy_run(tmp_path / "s0", [0, 3, -1, -1])
+    m = _metrics([0, 3, 2, -1])
+    _write(s0 / "eval" / "aligned.json", {"valid": {"policy": m["policy"]}, "test": m})
+    _baseline(s0, [0, -1, -1, -1], epoch=7)
+    out = _table(str(s0), "--metrics", "aligned.json", "--label", "aligned",
+                 "--other-policy", "SFT", str(s0 / "eval" / "metrics.json"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "**0.7500" in next(line for line in lines if line.startswith("| **aligned"))     # 3 of 4 users hit
+    sft = next(line for line in lines if line.startswith("| SFT"))
+    assert "| 0.5000 ± 0.0000 |" in sft and "1.500×" in sft and "+1/−0" in sft                      # user 2: aligned only
+    assert "+2/−0" in next(line for line in lines if line.startswith("| sasrec"))
+    bad = _table(str(s0), "--metrics", "nope.json")
+    assert bad.returncode != 0 and bad.stderr.strip().endswith("nope.json: no such metrics file")

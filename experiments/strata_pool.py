@@ -1,0 +1,99 @@
+"""Pool ``rl-align analyze strata`` over runs that are seeds of one setup (issue 17: 3 SFT seeds).
+
+Each run bins its own prompts by its own quantiles, so the bin *edges* differ between runs; the bin *index*
+(difficulty tercile i × discriminability tercile j) is what is pooled. Every per-prompt mean of a cell (Δ log π(y*),
+Δ hit@k under each update, the gate's admission …) is averaged over runs weighted by the cell's prompts, and so are
+the gate-on / gate-off summaries (weighted by each run's admitted / refused prompts). Runs whose strata used other
+settings (diagnostics, gate, steps, updates, reward, rollouts) or another number of bins are refused in one line.
+
+    python experiments/strata_pool.py runs/i17m-s{0,1,2}          # prints a markdown table; --out FILE.json too
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+#: strata.json fields that must agree for runs to be pooled
+SAME = ("difficulty", "discriminability", "gate_config", "steps", "k", "quantiles", "algos", "reward",
+        "rollout_mode", "lr", "prompts_per_step")
+
+
+def _wmean(pairs: list[tuple[float, float]]) -> float | None:
+    """Σ w·v / Σ w over (value, weight) pairs with w > 0 and a value; None when there is no weight."""
+    pairs = [(v, w) for v, w in pairs if w > 0 and v is not None]
+    tot = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / tot if tot else None
+
+
+def pool(results: list[dict]) -> dict:
+    """The runs' ``strata.json`` dicts → one dict of the same shape (cells by bin index; labels of every run)."""
+    first = results[0]
+    for r in results[1:]:
+        for k in SAME:
+            if r.get(k) != first.get(k):
+                raise ValueError(f"{r['run']}: strata {k} = {r.get(k)!r}, but {first['run']} has {first.get(k)!r}")
+    keys = [k for k in first["cells"][0] if k not in ("difficulty_bin", "disc_bin", "n")]
+    by_cell: dict[tuple[int, int], list[dict]] = {}
+    for r in results:
+        for c in r["cells"]:
+            by_cell.setdefault((c["difficulty_bin"], c["disc_bin"]), []).append(c)
+    cells = [{"difficulty_bin": i, "disc_bin": j, "n": sum(c["n"] for c in cs),
+              **{k: _wmean([(c[k], c["n"]) for c in cs]) for k in keys}} for (i, j), cs in sorted(by_cell.items())]
+    side = {}
+    for name, share in (("gate_on", lambda r: r["admitted"]), ("gate_off", lambda r: 1 - r["admitted"])):
+        side[name] = {k: _wmean([(r[name].get(k), share(r) * r["prompts"]) for r in results]) for k in first[name]}
+    n = sum(r["prompts"] for r in results)
+    return {**{k: first[k] for k in SAME}, "runs": [r["run"] for r in results], "prompts": n,
+            "admitted": sum(r["admitted"] * r["prompts"] for r in results) / n,
+            "difficulty_bins": [r["difficulty_bins"] for r in results], "disc_bins": [r["disc_bins"] for r in results],
+            "cells": cells, **side}
+
+
+def markdown(p: dict) -> str:
+    """The pooled table: one row per (difficulty, discriminability) bin index, then gate on / off."""
+    algos, k = p["algos"], p["k"]
+    lines = [f"Pooled over {len(p['runs'])} runs, {p['prompts']} prompts; the gate admits {p['admitted']:.1%}.", "",
+             "| difficulty bin | discriminability bin | n | gate admits | hit@" + str(k) + " before | "
+             + " | ".join(f"Δ log π(y*) {a} | Δ hit {a}" for a in algos) + " |",
+             "|---|---|---|---|---|" + "---|---|" * len(algos)]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for c in p["cells"]:
+        lines.append(f"| {c['difficulty_bin'] + 1} | {c['disc_bin'] + 1} | {c['n']} | {f(c['gate'], '.0%')} | "
+                     f"{f(c['hit_before'], '.3f')} | "
+                     + " | ".join(f"{f(c[f'dlogp_{a}'], '+.4f')} | {f(c[f'dhit_{a}'], '+.3f')}" for a in algos)
+                     + " |")
+    for name in ("gate_on", "gate_off"):
+        s = p[name]
+        lines.append(f"| {name.replace('_', ' ')} | | | | {f(s['hit_before'], '.3f')} | "
+                     + " | ".join(f"{f(s[f'dlogp_{a}'], '+.4f')} | {f(s[f'dhit_{a}'], '+.3f')}" for a in algos)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="runs with analysis/strata/strata.json")
+    ap.add_argument("--out", type=Path, help="also write the pooled dict here (json)")
+    a = ap.parse_args(argv)
+    try:
+        missing = [r for r in a.runs if not (r / "analysis" / "strata" / "strata.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}/analysis/strata/strata.json: missing (run rl-align analyze strata)")
+        p = pool([json.loads((r / "analysis" / "strata" / "strata.json").read_text()) for r in a.runs])
+    except (ValueError, FileNotFoundError) as e:
+        print(f"strata_pool: {e}", file=sys.stderr)
+        return 2
+    if a.out:
+        a.out.write_text(json.dumps(p, indent=1))
+    print(markdown(p), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -163,8 +163,8 @@ def main() -> None:
         ratio = np.mean(pol["test"]) / np.mean(e["test"])
         nratio = np.mean(pol["ndcg"]) / np.mean(e["ndcg"])
         ep = f", best epochs {e['epochs']}" if e.get("epochs") else ""
-        print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | {ratio:.3f}× / {nratio:.3f}× "
-              f"| {cells} | {pooled:.3g} |")
+        print(f"| {name}{ep} | {_stats(e['valid'])} | {_stats(e['test'])} | {_stats(e['ndcg'])} | "
+              f"{ratio:.3f}× / {nratio:.3f}× | {cells} | {pooled:.3g} |")
     if args.strata:
         _print_strata(rows, args.label, [Path(r) for r in args.runs])
 

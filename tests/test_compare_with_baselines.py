@@ -127,7 +127,7 @@ def test_metrics_names_the_policy_file_and_an_other_policy_may_be_given_as_files
     lines = out.stdout.splitlines()
     assert "**0.7500" in next(line for line in lines if line.startswith("| **aligned"))     # 3 of 4 users hit
     sft = next(line for line in lines if line.startswith("| SFT"))
-    assert "| 0.5000 ± 0.0000 |" in sft and "1.500×" in sft and "+1/−0" in sft                      # user 2: aligned only
+    assert "| 0.5000 ± 0.0000 |" in sft and "1.500×" in sft and "+1/−0" in sft       # user 2: aligned only
     assert "+2/−0" in next(line for line in lines if line.startswith("| sasrec"))
     bad = _table(str(s0), "--metrics", "nope.json")
     assert bad.returncode != 0 and bad.stderr.strip().endswith("nope.json: no such metrics file")

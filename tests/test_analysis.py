@@ -51,6 +51,13 @@ def test_frontier_labels_name_the_setting():
     assert label(row) == "adagrpo λ=1 k_d=2, m=0.1"
 
 
+def test_frontier_annotations_drop_only_the_leading_algo_name():
+    from rl_align.analysis.frontier import short_label
+
+    assert short_label("mixture λ=1 [masked-mixture-lam1]", "mixture") == "λ=1 [masked-mixture-lam1]"
+    assert short_label("nll [masked-nll]", "nll") == "[masked-nll]" and short_label("nll", "nll") == "nll"
+
+
 def test_a_mass_point_gets_its_own_bin():
     """gt_rank is G + 1 for most prompts (y* outside the beam): that value must not swallow the others."""
     v = np.array([9] * 70 + [1] * 10 + [2] * 10 + [5] * 10, float)

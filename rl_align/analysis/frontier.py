@@ -144,6 +144,11 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_label(label: str, algo: str) -> str:
+    """A point's annotation: its label without the leading algo name (the legend has it); the tag is kept whole."""
+    return label[len(algo):].strip() if label.startswith(algo) and label != algo else label
+
+
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -162,7 +167,7 @@ def plot(res: dict, path: Path) -> None:
                         xerr=[100 * p[x + "_sd"] for p in ps], yerr=[p["hr@10_sd"] for p in ps],
                         ecolor=sc.get_facecolor()[0])
         for p in ps:
-            ax.annotate(p["label"].replace(a, "").strip() or a, (100 * p[x], p["hr@10"]), fontsize=6,
+            ax.annotate(short_label(p["label"], a), (100 * p[x], p["hr@10"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     front = sorted((p for p in res["points"] if p["frontier"]), key=lambda p: p[x])
     ax.plot([100 * p[x] for p in front], [p["hr@10"] for p in front], "k--", lw=0.8, label="frontier")

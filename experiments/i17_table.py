@@ -101,6 +101,13 @@ def same_start(runs: list[Path], others: list[Path]) -> None:
                 raise ValueError(f"--tag-from: {o / rel} is missing or differs from {r / rel}")
 
 
+def missing(runs: list[Path], tags: list[str], sft_eval: str, where: dict[str, list[Path]]) -> Path | None:
+    """The first file the table needs that is not there (SFT's evaluation, a tag's summary or test metrics)."""
+    need = [r / "eval" / sft_eval for r in runs]
+    need += [r / "rl" / t / f for t in tags for r in where.get(t, runs) for f in ("summary.json", "test_metrics.json")]
+    return next((f for f in need if not f.is_file()), None)
+
+
 def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json",
               where: dict[str, list[Path]] | None = None) -> list[str]:
     """The alignment table; ``where[tag]`` = the run dirs holding ``tag`` (default: ``runs``)."""
@@ -143,6 +150,10 @@ def main() -> int:
         except ValueError as e:
             print(f"i17_table: {e}", file=sys.stderr)
             return 2
+    gone = missing(a.runs, a.tags, a.sft_eval, where)
+    if gone is not None:
+        print(f"i17_table: {gone}: missing (a run not finished, or another --sft-eval / tag)", file=sys.stderr)
+        return 2
     if (a.runs[0] / "ranker" / "eval.json").is_file():  # runs without a reward model have no ceilings
         print("\n".join(ceilings(a.runs)) + "\n")
     if a.tags:

@@ -69,3 +69,13 @@ def test_tag_from_pairs_a_sibling_runs_tag_with_the_runs_own_and_refuses_another
     out = _table(*runs, "--tags", "mine", "--tag-from", "theirs", *others)
     assert out.returncode == 2 and "'theirs' is not one of --tags" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_tag_or_sft_evaluation_that_is_not_there_is_refused_in_one_line(tmp_path):
+    runs = [_run(tmp_path, f"a-s{s}", [0, 20], {"done": [0, 1]}) for s in range(2)]
+    (runs[1] / "rl" / "done" / "test_metrics.json").unlink()          # seed 1 still running
+    out = _table(*runs, "--tags", "done")
+    assert out.returncode == 2 and "a-s1/rl/done/test_metrics.json: missing" in out.stderr
+    out = _table(*runs[:1], "--tags", "done", "--sft-eval", "beam.json")
+    assert out.returncode == 2 and "a-s0/eval/beam.json: missing" in out.stderr
+    assert "Traceback" not in out.stderr and _table(*runs[:1], "--tags", "done").returncode == 0

@@ -88,6 +88,10 @@ def test_frontier_mean_pools_each_tag_over_every_run_and_drops_or_refuses_the_re
     pts[1]["label"] = "nll λ=2"                                                      # not seeds of one setting
     with pytest.raises(ValueError, match="rl/nll: different settings across runs"):
         mean_points(pts, 3)
+    pts[1]["label"] = "nll"
+    pts[2]["reward"] = "{'ranker': 1.0} scorer=din"                                   # another reward, one tag
+    with pytest.raises(ValueError, match="scorer=din"):
+        mean_points(pts, 3)
 
 
 def test_frontier_reads_the_sft_point_from_the_named_eval_file(tmp_path):

@@ -65,7 +65,7 @@ def points(runs: list[Path], which: str = "best", sft_eval: Optional[str] = None
             t = row[which]
             name = label(row) + ("" if row["tag"] == row["algo"] else f" [{row['tag']}]")
             out.append({"run": run.name, "tag": row["tag"], "algo": row["algo"], "label": name,
-                        "hr@10": t["policy"]["hr@10"], "ndcg@10": t["policy"]["ndcg@10"],
+                        "reward": f"{row.get('reward')} scorer={row.get('scorer')}", "hr@10": t["policy"]["hr@10"], "ndcg@10": t["policy"]["ndcg@10"],
                         "beam_halluc": t["free_hallucination_rate"],
                         "sampled_halluc": t.get("free_sample_hallucination_rate")})
     return out
@@ -74,7 +74,8 @@ def points(runs: list[Path], which: str = "best", sft_eval: Optional[str] = None
 def mean_points(pts: list[dict], n_runs: int) -> list[dict]:
     """One point per tag present in all ``n_runs`` runs: mean and sd over runs of each metric (``<metric>_sd``).
 
-    A tag whose setting (its label) differs between runs is refused: its runs are not seeds of one setting."""
+    A tag whose setting (its label: algo, λ, gate thresholds; or its reward) differs between runs is refused: its
+    runs are not seeds of one setting."""
     by_tag: dict[str, list[dict]] = {}
     for p in pts:
         by_tag.setdefault(p["tag"], []).append(p)
@@ -82,8 +83,9 @@ def mean_points(pts: list[dict], n_runs: int) -> list[dict]:
     for tag, ps in by_tag.items():
         if len({p["run"] for p in ps}) < n_runs:
             continue
-        if len({p["label"] for p in ps}) > 1:
-            raise ValueError(f"rl/{tag}: different settings across runs ({sorted({p['label'] for p in ps})})")
+        kinds = sorted({f"{p['label']}, reward {p.get('reward')}" for p in ps})
+        if len(kinds) > 1:
+            raise ValueError(f"rl/{tag}: different settings across runs ({'; '.join(kinds)})")
         q = {"run": f"mean of {n_runs}", "tag": tag, "algo": ps[0]["algo"], "label": ps[0]["label"], "n_runs": n_runs}
         for k in ("hr@10", "ndcg@10", "beam_halluc", "sampled_halluc"):
             v = [p[k] for p in ps]

@@ -65,7 +65,8 @@ def points(runs: list[Path], which: str = "best", sft_eval: Optional[str] = None
             t = row[which]
             name = label(row) + ("" if row["tag"] == row["algo"] else f" [{row['tag']}]")
             out.append({"run": run.name, "tag": row["tag"], "algo": row["algo"], "label": name,
-                        "reward": f"{row.get('reward')} scorer={row.get('scorer')}", "hr@10": t["policy"]["hr@10"], "ndcg@10": t["policy"]["ndcg@10"],
+                        "reward": f"{row.get('reward')} scorer={row.get('scorer')}",
+                        "hr@10": t["policy"]["hr@10"], "ndcg@10": t["policy"]["ndcg@10"],
                         "beam_halluc": t["free_hallucination_rate"],
                         "sampled_halluc": t.get("free_sample_hallucination_rate")})
     return out

@@ -5,8 +5,9 @@ Each run bins its own prompts by its own quantiles, so the bin *edges* differ be
 Δ hit@k under each update, the gate's admission …) is averaged over runs weighted by the cell's prompts, and so are
 the gate-on / gate-off summaries (weighted by each run's admitted / refused prompts). Runs whose strata used other
 settings (diagnostics, gate, steps, updates, reward, rollouts) or another number of bins are refused in one line.
+The table and heatmaps are ``rl_align.analysis.strata``'s own, with bins named by their index (1 = lowest).
 
-    python experiments/strata_pool.py runs/i17m-s{0,1,2}          # prints a markdown table; --out FILE.json too
+    python experiments/strata_pool.py runs/i17m-s{0,1,2} [--out DIR]   # the table; DIR gets strata.{json,md,png}
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rl_align.analysis.strata import heatmaps, strata_markdown  # noqa: E402
 
 #: strata.json fields that must agree for runs to be pooled
 SAME = ("difficulty", "discriminability", "gate_config", "steps", "k", "quantiles", "algos", "reward",
@@ -46,40 +52,17 @@ def pool(results: list[dict]) -> dict:
     for name, share in (("gate_on", lambda r: r["admitted"]), ("gate_off", lambda r: 1 - r["admitted"])):
         side[name] = {k: _wmean([(r[name].get(k), share(r) * r["prompts"]) for r in results]) for k in first[name]}
     n = sum(r["prompts"] for r in results)
+    nd, nc = (max(c[k] for c in cells) + 1 for k in ("difficulty_bin", "disc_bin"))
     return {**{k: first[k] for k in SAME}, "runs": [r["run"] for r in results], "prompts": n,
             "admitted": sum(r["admitted"] * r["prompts"] for r in results) / n,
-            "difficulty_bins": [r["difficulty_bins"] for r in results], "disc_bins": [r["disc_bins"] for r in results],
-            "cells": cells, **side}
-
-
-def markdown(p: dict) -> str:
-    """The pooled table: one row per (difficulty, discriminability) bin index, then gate on / off."""
-    algos, k = p["algos"], p["k"]
-    lines = [f"Pooled over {len(p['runs'])} runs, {p['prompts']} prompts; the gate admits {p['admitted']:.1%}.", "",
-             "| difficulty bin | discriminability bin | n | gate admits | hit@" + str(k) + " before | "
-             + " | ".join(f"Δ log π(y*) {a} | Δ hit {a}" for a in algos) + " |",
-             "|---|---|---|---|---|" + "---|---|" * len(algos)]
-
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
-
-    for c in p["cells"]:
-        lines.append(f"| {c['difficulty_bin'] + 1} | {c['disc_bin'] + 1} | {c['n']} | {f(c['gate'], '.0%')} | "
-                     f"{f(c['hit_before'], '.3f')} | "
-                     + " | ".join(f"{f(c[f'dlogp_{a}'], '+.4f')} | {f(c[f'dhit_{a}'], '+.3f')}" for a in algos)
-                     + " |")
-    for name in ("gate_on", "gate_off"):
-        s = p[name]
-        lines.append(f"| {name.replace('_', ' ')} | | | | {f(s['hit_before'], '.3f')} | "
-                     + " | ".join(f"{f(s[f'dlogp_{a}'], '+.4f')} | {f(s[f'dhit_{a}'], '+.3f')}" for a in algos)
-                     + " |")
-    return "\n".join(lines) + "\n"
+            "difficulty_bins": [str(i + 1) for i in range(nd)], "disc_bins": [str(j + 1) for j in range(nc)],
+            "bins_by_run": {r["run"]: [r["difficulty_bins"], r["disc_bins"]] for r in results}, "cells": cells, **side}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="runs with analysis/strata/strata.json")
-    ap.add_argument("--out", type=Path, help="also write the pooled dict here (json)")
+    ap.add_argument("--out", type=Path, help="also write strata.json, strata.md and the heatmaps strata.png here")
     a = ap.parse_args(argv)
     try:
         missing = [r for r in a.runs if not (r / "analysis" / "strata" / "strata.json").is_file()]
@@ -89,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"strata_pool: {e}", file=sys.stderr)
         return 2
+    md = strata_markdown(p)
     if a.out:
-        a.out.write_text(json.dumps(p, indent=1))
-    print(markdown(p), end="")
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "strata.json").write_text(json.dumps(p, indent=1))
+        (a.out / "strata.md").write_text(md)
+        heatmaps(p, a.out / "strata.png")
+    print(md, end="")
     return 0
 
 

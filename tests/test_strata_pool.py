@@ -49,8 +49,11 @@ def test_the_script_prints_the_table_and_refuses_a_run_without_strata_in_one_lin
         d.mkdir(parents=True)
         (d / "strata.json").write_text(json.dumps(_strata(f"s{i}", [(0, 0, 10, v)], 0.5, 0.0, 0.0)))
     script = [sys.executable, str(ROOT / "experiments" / "strata_pool.py")]
-    out = subprocess.run([*script, str(tmp_path / "s0"), str(tmp_path / "s1")], capture_output=True, text=True)
+    out = subprocess.run([*script, str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "pooled")],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "| 1 | 1 | 20 | 0% | 0.000 | +2.0000 |" in out.stdout
+    assert "| 1 | 1 | 20 | 0% | 0.000 | 0.000 | +2.0000 | +0.000 |" in out.stdout     # strata's own table
+    assert (tmp_path / "pooled" / "strata.png").stat().st_size > 0
+    assert json.loads((tmp_path / "pooled" / "strata.json").read_text())["difficulty_bins"] == ["1"]
     bad = subprocess.run([*script, str(tmp_path / "s0"), str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "missing" in bad.stderr

@@ -8,6 +8,7 @@ settings (diagnostics, gate, steps, updates, reward, rollouts) or another number
 The table and heatmaps are ``rl_align.analysis.strata``'s own, with bins named by their index (1 = lowest).
 
     python experiments/strata_pool.py runs/i17m-s{0,1,2} [--out DIR]   # the table; DIR gets strata.{json,md,png}
+    … --name strata_faulty-negate    # strata of a faulty reward (reward.fault_*): the segments are pooled too
 """
 
 from __future__ import annotations
@@ -52,23 +53,49 @@ def pool(results: list[dict]) -> dict:
     for name, share in (("gate_on", lambda r: r["admitted"]), ("gate_off", lambda r: 1 - r["admitted"])):
         side[name] = {k: _wmean([(r[name].get(k), share(r) * r["prompts"]) for r in results]) for k in first[name]}
     n = sum(r["prompts"] for r in results)
+    fault = pool_fault(results) if "fault" in first else {}
     nd, nc = (max(c[k] for c in cells) + 1 for k in ("difficulty_bin", "disc_bin"))
     return {**{k: first[k] for k in SAME}, "runs": [r["run"] for r in results], "prompts": n,
             "admitted": sum(r["admitted"] * r["prompts"] for r in results) / n,
             "difficulty_bins": [str(i + 1) for i in range(nd)], "disc_bins": [str(j + 1) for j in range(nc)],
-            "bins_by_run": {r["run"]: [r["difficulty_bins"], r["disc_bins"]] for r in results}, "cells": cells, **side}
+            "bins_by_run": {r["run"]: [r["difficulty_bins"], r["disc_bins"]] for r in results}, "cells": cells, **side,
+            **fault}
+
+
+def pool_fault(results: list[dict]) -> dict:
+    """The faulty reward's segments pooled: admission weighted by the segment's prompts, the gate sides by its
+    admitted / refused prompts."""
+    first = results[0]["fault"]
+    for r in results[1:]:
+        f = r.get("fault") or {}
+        if (f.get("share"), f.get("kind")) != (first["share"], first["kind"]):
+            raise ValueError(f"{r['run']}: strata fault = {f.get('share')!r} {f.get('kind')!r}, but "
+                             f"{results[0]['run']} has {first['share']!r} {first['kind']!r}")
+    segs = {}
+    for name in first["segments"]:
+        rows = [r["fault"]["segments"][name] for r in results]
+        w = {"all": lambda s: s["prompts"], "gate_on": lambda s: s["prompts"] * (s["admitted"] or 0),
+             "gate_off": lambda s: s["prompts"] * (1 - (s["admitted"] or 0))}
+        segs[name] = {"prompts": sum(s["prompts"] for s in rows),
+                      "admitted": _wmean([(s["admitted"], s["prompts"]) for s in rows]),
+                      **{part: {k: _wmean([(s[part].get(k), w[part](s)) for s in rows]) for k in rows[0][part]}
+                         for part in w}}
+    return {"fault": {"share": first["share"], "kind": first["kind"], "segments": segs}}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="runs with analysis/strata/strata.json")
     ap.add_argument("--out", type=Path, help="also write strata.json, strata.md and the heatmaps strata.png here")
+    ap.add_argument("--name", default="strata", help="the folder under analysis/ (strata_faulty-<kind> for a faulty "
+                                                     "reward)")
     a = ap.parse_args(argv)
     try:
-        missing = [r for r in a.runs if not (r / "analysis" / "strata" / "strata.json").is_file()]
+        missing = [r for r in a.runs if not (r / "analysis" / a.name / "strata.json").is_file()]
         if missing:
-            raise FileNotFoundError(f"{missing[0]}/analysis/strata/strata.json: missing (run rl-align analyze strata)")
-        p = pool([json.loads((r / "analysis" / "strata" / "strata.json").read_text()) for r in a.runs])
+            raise FileNotFoundError(f"{missing[0]}/analysis/{a.name}/strata.json: missing (run rl-align analyze "
+                                    "strata)")
+        p = pool([json.loads((r / "analysis" / a.name / "strata.json").read_text()) for r in a.runs])
     except (ValueError, FileNotFoundError) as e:
         print(f"strata_pool: {e}", file=sys.stderr)
         return 2

@@ -173,6 +173,9 @@ def _add_ranker_commands(sub) -> None:
     reval.add_argument("--scorer", nargs="+", metavar="NAME",
                        help="reward models to evaluate (din, sasrec, gru4rec, ensemble; default din); with several, "
                             "one policy beam search and a reward-ceiling table ranker/ceilings_<split>.md")
+    reval.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set reward.fault_share=0.5 (the ceiling of a faulty "
+                            "reward, written to ranker/ceilings_faulty_<split>.md)")
     rsc = rsub.add_parser("scorers", help="train more reward models (sasrec, gru4rec, ensemble) on a run",
                           description="Train item-ID sequence reward models on the run's training events only "
                                       "(valid, test and the ranker's held-out events cut off; --set "

@@ -24,7 +24,7 @@ from rl_align.preferences import build_pairs
 from rl_align.ranker.evaluate import ranker_report
 from rl_align.retrieval.serve import build_index, search_users
 from rl_align.rewards.bucket_scorer import reward_bucket_scorer
-from rl_align.rewards.scorers import evaluate_scorers, train_scorers
+from rl_align.rewards.scorers import ceilings_path, evaluate_scorers, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
@@ -173,15 +173,14 @@ def _strata(args: argparse.Namespace) -> int:
 def _ranker_eval(args: argparse.Namespace) -> int:
     run = _run_dir(args.run_dir)
     setup_logging()
-    cfg = load_config(run / "config.yaml", RunConfig)
+    cfg = load_checked(run / "config.yaml", list(args.overrides))
     names = args.scorer or ["din"]
     split = args.split or cfg.ranker.eval_split
     out = evaluate_scorers(run, cfg, names, split, with_policy=not args.no_policy_negatives)
     if args.json:
         print(json.dumps(out if len(names) > 1 else out[names[0]], indent=2))
     else:
-        print(ranker_report(out[names[0]]) if len(names) == 1 else
-              (run / "ranker" / f"ceilings_{split}.md").read_text())
+        print(ranker_report(out[names[0]]) if len(names) == 1 else ceilings_path(run, cfg, split).read_text())
     return 0
 
 

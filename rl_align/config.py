@@ -650,6 +650,15 @@ class RewardConfig:
                                              "the rollouts instead)")
     future_window: int = doc(5, "future_match: how many of the user's next training events count (y* first)", ge=1)
     future_discount: float = doc(0.5, "future_match: reward γ^j of the j-th next event (0 < γ ≤ 1)", gt=0, le=1)
+    fault_share: float = doc(0.0, "fault injection, for robustness studies: the share of users (a fixed draw with "
+                                  "fault_seed) whose rewards the reward model gets wrong as fault_kind says; the "
+                                  "gate's diagnostics and `ranker eval`'s ceiling see the same scores. 0 = off",
+                             ge=0, le=1)
+    fault_kind: Literal["negate", "no_history"] = doc(
+        "negate", "how the faulty users' rewards are wrong: negate (the click logit's sign flipped, a label or sign "
+                  "bug: the model prefers what it thinks the user will not click) or no_history (scored as if the "
+                  "user had no history, a feature-join failure: the model falls back on its prior)")
+    fault_seed: int = doc(0, "the draw of the faulty users (reward.fault_share)")
     replicas: int = doc(1, "RewardActor replicas behind the pool", ge=1, schedule=True)
     cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this", gt=0, schedule=True)
     gpus_per_replica: float = doc(0.0, "GPUs per replica", ge=0, schedule=True)

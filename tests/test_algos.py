@@ -73,6 +73,23 @@ def test_gate_statistics_on_hand_made_groups():
     assert m.disc_value[0].item() == pytest.approx(0.9 - 0.95) and m.discriminable[0]
 
 
+def test_a_reward_that_ties_y_star_with_every_negative_is_not_discriminable():
+    """Ties count half in frac_below, so a constant reward would reach a = 0.5; the gate refuses it (and a margin
+    of 0) unless some negative is scored apart from y*."""
+    items = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]])
+    targets = torch.tensor([9, 9, 9])
+    gt_s = torch.tensor([0.5, 0.5, 0.5])
+    roll_s = torch.tensor([[0.5] * 4, [0.5, 0.5, 0.5, 0.1], [0.5, 0.5, 0.9, 0.9]])
+    lp = torch.zeros(3, 4)
+    for cfg in (AdaGrpoConfig(k_d=1, discriminability="frac_below", a=0.5),
+                AdaGrpoConfig(k_d=1, discriminability="margin", m=0.0)):
+        g = adagrpo_gate(cfg, torch.full((3,), -5.0), lp, items, targets, gt_s, roll_s)
+        assert g.difficult.all()
+        assert g.discriminable.tolist() == [False, True, False]   # all tied; one apart, above; y* below
+    frac = adagrpo_gate(AdaGrpoConfig(a=0.5), torch.full((3,), -5.0), lp, items, targets, gt_s, roll_s).disc_value
+    assert frac.tolist() == pytest.approx([0.5, 0.625, 0.25])   # the statistic is unchanged; only the verdict
+
+
 def _inputs(B=3, G=4, T=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     roll_lp = (-torch.rand(B * G, T, generator=g)).requires_grad_()

@@ -1,6 +1,7 @@
 """The stratified analysis' binning and per-stratum aggregation (pure numpy; the Ray run is in test_rl_ray)."""
 
 import numpy as np
+import pytest
 
 from rl_align.analysis.strata import cells, quantile_bins
 
@@ -120,3 +121,16 @@ def test_frontier_reads_the_sft_point_from_the_named_eval_file(tmp_path):
     assert "0.2000 ± 0.0141" in (runs[0] / "analysis" / "frontier" / "frontier_mean_best.md").read_text()
     with pytest.raises(FileNotFoundError, match="no such SFT evaluation"):
         points(runs, sft_eval="missing.json")
+
+
+def test_fault_segments_split_prompts_by_faulty_users_and_by_the_gate_by_hand():
+    from rl_align.analysis.strata import fault_segments
+
+    bad = np.array([True, True, True, False, False])
+    gate = np.array([True, False, False, True, True])
+    v = {"dlogp_grpo": np.array([1.0, 2.0, 4.0, -1.0, 3.0])}
+    s = fault_segments(bad, gate, v)
+    assert s["faulty"]["prompts"] == 3 and s["faulty"]["admitted"] == pytest.approx(1 / 3)
+    assert s["faulty"]["all"]["dlogp_grpo"] == pytest.approx(7 / 3)
+    assert s["faulty"]["gate_on"]["dlogp_grpo"] == 1.0 and s["faulty"]["gate_off"]["dlogp_grpo"] == 3.0
+    assert s["healthy"]["admitted"] == 1.0 and s["healthy"]["gate_off"]["dlogp_grpo"] is None   # nothing refused

@@ -391,3 +391,49 @@ def test_group_update_ceiling_moves_only_the_group():
     r = group_update_ceiling(it, lp, pr, grp, np.array([3]), alphas=(10.0,), k=3)
     assert r["policy"] == 0.0 and r["alpha"][10.0] == 1.0
     assert group_update_ceiling(it, lp, pr, grp, np.array([3]), alphas=(10.0,), k=2)["alpha"][10.0] == 0.0
+
+
+# --------------------------------------------------------------------------- fault injection (reward.fault_*)
+def test_a_faulty_reward_is_wrong_only_for_its_fixed_share_of_users(tmp_path):
+    from rl_align.rewards.actor import RewardScorer
+    from rl_align.rewards.scorers import FaultyScorer, faulty_users, with_fault
+
+    bad = faulty_users(1000, 0.3, seed=4)
+    assert abs(bad.mean() - 0.3) < 0.05 and np.array_equal(bad, faulty_users(1000, 0.3, seed=4))
+    assert not np.array_equal(bad, faulty_users(1000, 0.3, seed=5)) and not faulty_users(1000, 0.0, 4).any()
+    m = _tiny_ranker(n_users=10).eval()
+    assert with_fault(m, RewardConfig()) is m
+    users = torch.arange(10)
+    hist = torch.randint(0, 30, (10, 4), generator=torch.Generator().manual_seed(0))
+    cands = torch.randint(0, 30, (10, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        clean, empty = m(users, hist, cands), m(users, torch.full_like(hist, -1), cands)
+        neg = with_fault(m, RewardConfig(fault_share=0.5, fault_kind="negate", fault_seed=3))
+        noh = with_fault(m, RewardConfig(fault_share=0.5, fault_kind="no_history", fault_seed=3))
+        a, b = neg(users, hist, cands), noh(users, hist, cands)
+    f = torch.from_numpy(faulty_users(10, 0.5, 3))
+    assert isinstance(neg, FaultyScorer) and 0 < int(f.sum()) < 10 and torch.equal(neg.faulty, f)
+    assert torch.equal(a[~f], clean[~f]) and torch.equal(a[f], -clean[f])
+    assert torch.equal(b[~f], clean[~f]) and torch.allclose(b[f], empty[f]) and not torch.allclose(b[f], clean[f])
+    with pytest.raises(ValueError, match="fault_kind"):
+        FaultyScorer(m, 0.5, "shuffle", 0)
+    # the reward actors' scorer serves the faulty model: the faulty users' rank rewards are reversed
+    save_ranker(m, tmp_path / "rk")
+    cfg = {"functions": {"ranker": 1.0}, "ranker_normalize": "rank"}
+    u, h, it = users.numpy(), hist.numpy(), cands.numpy()
+    ok = RewardScorer(tmp_path / "rk", RewardConfig(**cfg)).score(u, h, it, np.full(10, -1))["rewards"]
+    out = RewardScorer(tmp_path / "rk", RewardConfig(**cfg, fault_share=0.5, fault_seed=3)).score(
+        u, h, it, np.full(10, -1))["rewards"]
+    f = f.numpy()
+    assert np.array_equal(out[~f], ok[~f]) and np.allclose(out[f], 1.0 - ok[f])
+
+
+def test_fault_settings_are_checked_at_load(tmp_path):
+    from rl_align.config import ConfigError, load_config
+
+    (tmp_path / "a.yaml").write_text("reward:\n  fault_share: 1.5\n")
+    with pytest.raises(ConfigError, match=r"reward\.fault_share"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("reward:\n  fault_share: 0.5\n  fault_kind: shuffle\n")
+    with pytest.raises(ConfigError, match=r"reward\.fault_kind"):
+        load_config(tmp_path / "b.yaml")

@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from strata_pool import pool  # noqa: E402
 
+from rl_align.analysis.strata import strata_markdown  # noqa: E402
+
 
 def _strata(run: str, cells: list[tuple[int, int, int, float]], admitted: float, on: float, off: float) -> dict:
     """cells: (difficulty bin, disc bin, n, Δ log π(y*) grpo); the other per-prompt means are 0."""
@@ -57,3 +59,29 @@ def test_the_script_prints_the_table_and_refuses_a_run_without_strata_in_one_lin
     assert json.loads((tmp_path / "pooled" / "strata.json").read_text())["difficulty_bins"] == ["1"]
     bad = subprocess.run([*script, str(tmp_path / "s0"), str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "missing" in bad.stderr
+
+
+def _segment(prompts: int, admitted: float, on: float, off: float) -> dict:
+    keys = ("gate", "logp_before", "hit_before", "dlogp_nll", "dhit_grpo", "dhit_nll")
+    part = lambda v: {"dlogp_grpo": v, **dict.fromkeys(keys, 0.0)}  # noqa: E731
+    return {"prompts": prompts, "admitted": admitted, "all": part(admitted * on + (1 - admitted) * off),
+            "gate_on": part(on), "gate_off": part(off)}
+
+
+def test_a_faulty_rewards_segments_pool_by_their_prompts_and_print_as_strata_rows():
+    a = _strata("s0", [(0, 0, 10, 1.0)], admitted=0.5, on=0.0, off=0.0)
+    b = _strata("s1", [(0, 0, 30, 1.0)], admitted=0.5, on=0.0, off=0.0)
+    a["fault"] = {"share": 0.5, "kind": "negate", "segments": {"faulty": _segment(4, 0.5, 1.0, -1.0),
+                                                               "healthy": _segment(6, 0.5, 2.0, 0.0)}}
+    b["fault"] = {"share": 0.5, "kind": "negate", "segments": {"faulty": _segment(12, 0.25, 3.0, 1.0),
+                                                               "healthy": _segment(18, 0.5, 2.0, 0.0)}}
+    p = pool([a, b])
+    f = p["fault"]["segments"]["faulty"]
+    assert f["prompts"] == 16 and f["admitted"] == pytest.approx((0.5 * 4 + 0.25 * 12) / 16)
+    assert f["gate_on"]["dlogp_grpo"] == pytest.approx((1.0 * 2 + 3.0 * 3) / 5)       # 2 and 3 admitted
+    assert f["gate_off"]["dlogp_grpo"] == pytest.approx((-1.0 * 2 + 1.0 * 9) / 11)    # 2 and 9 refused
+    md = strata_markdown(p)
+    assert "Reward faulty for 50% of the users (`negate`)" in md and "| faulty | 16 | 31% | +1.1250 |" in md
+    b["fault"]["kind"] = "no_history"
+    with pytest.raises(ValueError, match="s1: strata fault = 0.5 'no_history'"):
+        pool([a, b])

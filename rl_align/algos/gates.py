@@ -14,6 +14,8 @@
   ``frac_below``: share of those negatives scored below y* ≥ ``a``;
   ``margin``: score(y*) − max negative score ≥ ``m``.
 A sample with no valid negative (every rollout is y* or invalid) is not discriminable: GRPO has nothing to learn.
+Nor is one whose reward scores every negative exactly as it scores y* (a reward without signal there, e.g. a model
+that lost the user's features): ties count half in ``frac_below``, so without this rule ``a`` ≤ 0.5 would admit it.
 A prompt without y* (``targets == -1``, a serving prompt) passes every test that needs y* (gt_rank, frac_below,
 margin): the reward is the only signal it has; the entropy tests need no y* and still apply.
 """
@@ -132,7 +134,7 @@ def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout
     neg = (rollout_items >= 0) & (rollout_items != targets[:, None])
     scores = torch.where(neg, rollout_scores, torch.zeros_like(rollout_scores))
     d = discriminability(gt_score.double(), scores.double(), neg)
-    has = d.n_neg > 0
+    has = (d.n_neg > 0) & (neg & (scores != gt_score[:, None].to(scores.dtype))).any(1)   # a negative, not all tied
     if cfg.discriminability == "frac_below":
         vv = d.frac_below
         disc = has & (torch.nan_to_num(vv, nan=-1.0) >= cfg.a)

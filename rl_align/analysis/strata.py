@@ -10,7 +10,12 @@ in hit@k (y* in the top k of a constrained beam, seen items excluded) is measure
 under each update, the GRPO − NLL difference and the share the gate would admit. The paper's claim is that reward
 guidance helps only where both diagnostics pass; the table shows whether it holds on this run.
 
-Writes ``<run>/analysis/strata/{strata.json, strata.md, strata.png}``.
+With a faulty reward (``reward.fault_share`` > 0: the reward model wrong for a fixed share of users) the result
+also splits the prompts by segment, faulty or healthy users: what the gate admits of each and what each update
+does there.
+
+Writes ``<run>/analysis/strata/{strata.json, strata.md, strata.png}`` (``strata_faulty-<kind>/`` with a faulty
+reward).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from rl_align.policy.data import build_prompts
 from rl_align.policy.logprobs import continuation_logprobs
 from rl_align.policy.model import load_policy
 from rl_align.rewards.actor import RewardScorer
-from rl_align.rewards.scorers import scorer_path
+from rl_align.rewards.scorers import faulty_users, scorer_path
 from rl_align.rollouts.base import GenerationRequest
 from rl_align.rollouts.torch_engine import TorchEngine
 from rl_align.sid.catalog import SidCatalog
@@ -201,12 +206,48 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
            "gate_on": {kk: float(np.mean(v[g])) if g.any() else None for kk, v in values.items()},
            "gate_off": {kk: float(np.mean(v[~g])) if (~g).any() else None for kk, v in values.items()},
            "admitted": float(g.mean())}
-    out = out or run / "analysis" / "strata"
+    if cfg.reward.fault_share > 0:
+        bad = faulty_users(scorer.n_users, cfg.reward.fault_share, cfg.reward.fault_seed)[ps.users]
+        res["fault"] = {"share": cfg.reward.fault_share, "kind": cfg.reward.fault_kind,
+                        "segments": fault_segments(bad, g, values)}
+    out = out or run / "analysis" / ("strata" + (f"_faulty-{cfg.reward.fault_kind}" if "fault" in res else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "strata.json", res)
     (out / "strata.md").write_text(strata_markdown(res))
     heatmaps(res, out / "strata.png")
     return res
+
+
+def fault_segments(bad: np.ndarray, gate: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per segment of a faulty reward (``reward.fault_*``; ``bad`` (n,) the prompts of faulty users): prompts, the
+    gate's admission and each value's mean, overall and split by the gate."""
+    out = {}
+    for name, seg in (("faulty", bad), ("healthy", ~bad)):
+        row: dict = {"prompts": int(seg.sum()), "admitted": float(gate[seg].mean()) if seg.any() else None}
+        for part, m in (("all", seg), ("gate_on", seg & gate), ("gate_off", seg & ~gate)):
+            row[part] = {k: float(np.mean(v[m])) if m.any() else None for k, v in values.items()}
+        out[name] = row
+    return out
+
+
+def _fault_lines(res: dict) -> list[str]:
+    """The faulty reward's segments as a markdown table (nothing without ``res['fault']``)."""
+    f, algos = res.get("fault"), res["algos"]
+    if not f:
+        return []
+    lines = ["", f"Reward faulty for {f['share']:.0%} of the users (`{f['kind']}`): by segment.", "",
+             "| users | prompts | gate admits | " + " | ".join(f"Δ log π(y*) {a} | Δ hit {a}" for a in algos) + " |",
+             "|---|---|---|" + "---|" * (2 * len(algos))]
+    for name, seg in f["segments"].items():
+        for part in ("all", "gate_on", "gate_off"):
+            d = seg[part]
+            if d.get("gate") is None:
+                continue
+            cells = " | ".join(f"{d[f'dlogp_{a}']:+.4f} | {d[f'dhit_{a}']:+.3f}" for a in algos)
+            label = name if part == "all" else f"{name}, {part.replace('_', ' ')}"
+            admits = f"{seg['admitted']:.0%}" if part == "all" else ""
+            lines.append(f"| {label} | {seg['prompts'] if part == 'all' else ''} | {admits} | {cells} |")
+    return lines
 
 
 def strata_markdown(res: dict) -> str:
@@ -233,7 +274,7 @@ def strata_markdown(res: dict) -> str:
             continue
         lines.append(f"| {name} | " + " | ".join(f"{d[f'dlogp_{a}']:+.4f} | {d[f'dhit_{a}']:+.3f}" for a in algos)
                      + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _fault_lines(res)) + "\n"
 
 
 def heatmaps(res: dict, path: Path) -> None:

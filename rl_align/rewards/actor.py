@@ -29,7 +29,7 @@ from rl_align.algos.batch import StepBatch
 from rl_align.config import RewardConfig, from_dict
 from rl_align.ranker.model import MODEL_FILE
 from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
-from rl_align.rewards.scorers import load_scorer
+from rl_align.rewards.scorers import load_scorer, with_fault
 from rl_align.utils.plugins import load_plugins
 
 log = logging.getLogger("rl_align")
@@ -87,8 +87,9 @@ class RewardScorer:
         self.served = 0
 
     def load(self, ranker_dir: str | Path, version: Optional[str] = None) -> str:
-        """(Re)load the ranker; returns its version (content digest unless given)."""
-        self.model = load_scorer(ranker_dir).to(self.device)
+        """(Re)load the ranker (made faulty for ``reward.fault_share`` of the users if asked); returns its version
+        (content digest unless given)."""
+        self.model = with_fault(load_scorer(ranker_dir), self.cfg).to(self.device)
         self.n_users = self.model.n_users
         self.version = version or ranker_version(ranker_dir)
         return self.version

@@ -35,7 +35,7 @@ from torch import nn
 
 from rl_align.baselines import BASELINES
 from rl_align.baselines.train import fit
-from rl_align.config import BaselineConfig, RunConfig
+from rl_align.config import BaselineConfig, RewardConfig, RunConfig
 from rl_align.data.split import truncated_split
 from rl_align.eval.evaluate import eval_set
 from rl_align.ranker.evaluate import evaluate_ranker, policy_beam, write_ranker_eval
@@ -112,6 +112,45 @@ class EnsembleScorer(nn.Module):
 
     def forward(self, users: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.features(users, history, candidates) @ self.weights + self.bias
+
+
+class FaultyScorer(nn.Module):
+    """A reward model that is wrong on a fixed share of users (``reward.fault_*``): the setting a per-sample gate is
+    for, where a reward is trustworthy for some prompts and misleading for others, made on purpose.
+
+    Args:
+        model: any reward model with the ranker's call. share: the share of ``model.n_users`` users made faulty (a
+            fixed draw with ``seed``). kind: ``negate`` (their click logits' sign flipped) or ``no_history``
+            (scored with an empty history).
+    """
+
+    def __init__(self, model: nn.Module, share: float, kind: str, seed: int) -> None:
+        super().__init__()
+        if kind not in ("negate", "no_history"):
+            raise ValueError(f"reward.fault_kind: expected negate or no_history, got {kind!r}")
+        self.model, self.kind = model, kind
+        self.n_items, self.n_users = model.n_items, model.n_users
+        self.register_buffer("faulty", torch.from_numpy(faulty_users(model.n_users, share, seed)))
+
+    def forward(self, users: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """users (B,), history (B, H) -1 padded, candidates (B, C) → (B, C) click logits, wrong on faulty rows."""
+        bad = self.faulty[users][:, None]
+        if self.kind == "no_history":
+            return self.model(users, torch.where(bad, torch.full_like(history, -1), history), candidates)
+        logit = self.model(users, history, candidates)
+        return torch.where(bad, -logit, logit)
+
+
+def faulty_users(n_users: int, share: float, seed: int) -> np.ndarray:
+    """(n_users,) bool: the users ``reward.fault_share`` makes faulty, the same draw in every process."""
+    return np.random.default_rng(seed).random(n_users) < share
+
+
+def with_fault(model: nn.Module, cfg: RewardConfig) -> nn.Module:
+    """``model`` wrapped in :class:`FaultyScorer` when ``cfg.fault_share > 0``, else ``model`` itself."""
+    if cfg.fault_share <= 0:
+        return model
+    return FaultyScorer(model, cfg.fault_share, cfg.fault_kind, cfg.fault_seed).eval()
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-4, steps: int = 100) -> tuple[torch.Tensor, float]:
@@ -369,14 +408,23 @@ def evaluate_scorers(run_path: str | Path, cfg: RunConfig, names: list[str], spl
     out = {}
     for name in names:
         model = None if name == "din" else load_scorer(scorer_path(run_path, name), expect_items=items)
+        if cfg.reward.fault_share > 0:   # the ceiling of the reward alignment would be given
+            model = with_fault(model or load_scorer(scorer_path(run_path, name), expect_items=items), cfg.reward)
         res = evaluate_ranker(run_path, cfg.ranker, cfg.eval, split, with_policy=beam is not None, model=model,
                               beam=beam)
         res["heldout"]["in_sample"] = name != "din" and trained_on_heldout(scorer_path(run_path, name))
-        write_ranker_eval(run_path, res, name)
+        if cfg.reward.fault_share > 0:
+            res["fault"] = {k: getattr(cfg.reward, f"fault_{k}") for k in ("share", "kind", "seed")}
+        write_ranker_eval(run_path, res, name + ("-faulty" if "fault" in res else ""))
         out[name] = res
-    with atomic_path(run_path / "ranker" / f"ceilings_{split}.md") as tmp:
+    with atomic_path(ceilings_path(run_path, cfg, split)) as tmp:
         Path(tmp).write_text(ceiling_table(out, split), encoding="utf-8")
     return out
+
+
+def ceilings_path(run_path: str | Path, cfg: RunConfig, split: str) -> Path:
+    """``ranker/ceilings_<split>.md``; ``ceilings_faulty_<split>.md`` for a faulty reward (never the true one's)."""
+    return Path(run_path) / "ranker" / f"ceilings{'_faulty' if cfg.reward.fault_share > 0 else ''}_{split}.md"
 
 
 def trained_on_heldout(directory: Path) -> bool:
@@ -394,6 +442,8 @@ def ceiling_table(results: dict[str, dict], split: str) -> str:
              "| reward model | held-out AUC | policy HR@10 | ranker-alone HR@10 | best α | best HR@10 | gain |",
              "|---|---|---|---|---|---|---|"]
     for name, res in results.items():
+        if f := res.get("fault"):
+            name = f"{name}, faulty for {f['share']:.0%} of users ({f['kind']}, seed {f['seed']})"
         auc_ = f"{res['heldout']['heldout_auc']:.4f}" + (" (in-sample)" if res["heldout"].get("in_sample") else "")
         rr = res.get("rerank")
         if not rr:

@@ -206,6 +206,8 @@ def _add_analysis_commands(sub) -> None:
     st.add_argument("--k", type=int, default=10, help="hit@k (default 10)")
     st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the run's config (e.g. reward.functions, rl.rollout_mode)")
+    st.add_argument("--name", help="write to analysis/NAME/ instead of analysis/strata/ (strata_faulty-<kind>/ "
+                                   "with a faulty reward), to keep the strata of several settings side by side")
 
     fr = asub.add_parser("frontier", help="test HR@10 against hallucination for the SFT policy and every finished "
                                           "rl/<tag>; writes analysis/frontier/frontier_{best,final}.{json,md,png}",

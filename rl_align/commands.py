@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 from rl_align.algos import OBJECTIVES
 from rl_align.analysis.frontier import analyze_frontier
-from rl_align.analysis.strata import analyze_strata
+from rl_align.analysis.strata import analyze_strata, strata_markdown
 from rl_align.checks import check_config, load_checked
 from rl_align.config import EvalConfig, RunConfig, describe, dump_yaml, load_config, value_errors
 from rl_align.data import leave_one_out, load_dataset
@@ -164,9 +164,12 @@ def _strata(args: argparse.Namespace) -> int:
     run = _run_dir(args.run_dir)
     if args.steps < 1 or args.bins < 1 or args.k < 1:
         raise ValueError("--steps, --bins and --k must be ≥ 1")
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")):
+        raise ValueError(f"--name: expected a folder name under {run / 'analysis'}, got {args.name!r}")
     setup_logging()
-    analyze_strata(run, list(args.overrides), args.steps, args.bins, args.k)
-    print((run / "analysis" / "strata" / "strata.md").read_text())
+    res = analyze_strata(run, list(args.overrides), args.steps, args.bins, args.k,
+                         out=run / "analysis" / args.name if args.name else None)
+    print(strata_markdown(res), end="")
     return 0
 
 

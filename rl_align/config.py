@@ -695,6 +695,13 @@ class AdaGrpoConfig:
     )
     a: float = doc(0.5, "frac_below: discriminable when at least this share of negatives score below y* (0..1)", ge=0, le=1)
     m: float = doc(0.0, "margin: discriminable when score(y*) − max negative score ≥ m")
+    sanity_negatives: int = doc(0, "reward sanity test (0 = off): K catalog items drawn at random per prompt (never "
+                                   "y*); the sample is sane when the reward scores y* above a share ≥ sanity_a of "
+                                   "them. The rollout negatives are what the policy likes, so an inverted reward "
+                                   "passes frac_below about as often as a true one; against random items it fails",
+                                ge=0)
+    sanity_a: float = doc(0.5, "sanity_negatives: the share of the random items the reward must score below y*",
+                          ge=0, le=1)
 
 
 @dataclass

@@ -21,7 +21,7 @@ log = logging.getLogger("rl_align")
 
 _TIMING = ("samples_per_s", "tokens_per_s", "windows_per_s", "impressions_per_s", "train_seconds", "eval_seconds",
            "seconds")
-_GATE = ("admission_rate", "fail_difficulty", "fail_discriminability")
+_GATE = ("admission_rate", "fail_difficulty", "fail_discriminability", "fail_sanity")
 
 
 def namespaced(key: str) -> str:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,6 +89,36 @@ def test_a_reward_that_ties_y_star_with_every_negative_is_not_discriminable():
         assert g.discriminable.tolist() == [False, True, False]   # all tied; one apart, above; y* below
     frac = adagrpo_gate(AdaGrpoConfig(a=0.5), torch.full((3,), -5.0), lp, items, targets, gt_s, roll_s).disc_value
     assert frac.tolist() == pytest.approx([0.5, 0.625, 0.25])   # the statistic is unchanged; only the verdict
+
+
+def test_random_negatives_never_draw_y_star_and_repeat_per_seed():
+    from rl_align.algos.gates import random_negatives
+
+    t = np.array([0, 5, 9, -1])
+    a = random_negatives(t, 10, 500, seed=3)
+    assert a.shape == (4, 500) and a.dtype == np.int64 and ((a >= 0) & (a < 10)).all()
+    assert not (a[:3] == t[:3, None]).any() and (a[3] == 0).any()        # a serving prompt may draw any item
+    assert set(a[1].tolist()) == set(range(10)) - {5}                     # every other item, uniformly
+    assert np.array_equal(a, random_negatives(t, 10, 500, seed=3))
+    assert not np.array_equal(a, random_negatives(t, 10, 500, seed=4))
+
+
+def test_the_sanity_test_refuses_a_reward_that_puts_y_star_below_random_items():
+    """An inverted reward passes frac_below against the policy's rollouts (which it dislikes as much as y*) but not
+    against random items; serving prompts and the test switched off pass."""
+    items = torch.tensor([[1, 2, 3, 4]] * 3)
+    targets = torch.tensor([9, 9, -1])
+    gt_s = torch.tensor([0.9, 0.2, 0.0])
+    roll_s = torch.tensor([[0.5, 0.6, 0.95, 0.1], [0.1, 0.15, 0.3, 0.05], [0.1] * 4])   # y* above half: both
+    rand = torch.tensor([[0.1, 0.2, 0.3, 0.95], [0.5, 0.6, 0.7, 0.1], [0.9] * 4])
+    lp = torch.zeros(3, 4)
+    off = adagrpo_gate(AdaGrpoConfig(a=0.5), torch.full((3,), -5.0), lp, items, targets, gt_s, roll_s, rand)
+    assert off.gate.tolist() == [1.0, 1.0, 1.0] and off.sanity_value.isnan().all()
+    cfg = AdaGrpoConfig(a=0.5, sanity_negatives=4, sanity_a=0.5)
+    g = adagrpo_gate(cfg, torch.full((3,), -5.0), lp, items, targets, gt_s, roll_s, rand)
+    assert g.discriminable.tolist() == [True, True, True]
+    assert g.sanity_value[:2].tolist() == pytest.approx([0.75, 0.25]) and g.sanity_value[2].isnan()
+    assert g.sane.tolist() == [True, False, True] and g.gate.tolist() == [1.0, 0.0, 1.0]
 
 
 def _inputs(B=3, G=4, T=4, seed=0):

@@ -42,6 +42,7 @@ class StepBatch:
     Reward fields (reward pool):
         rewards: (B, G) float32. rollout_scores: (B, G) float32 ranker probability (NaN where not scored).
         target_scores: (B,) float32 ranker probability of y* (NaN where unknown).
+        sanity_scores: (B, K) float32 ranker probability of K random catalog items (``rl.adagrpo.sanity_negatives``).
     Preference fields (controller, from the run's preference pairs; preference objectives only):
         pref_items: (B, K) int64 candidates, positives first (y* in slot 0), -1 = empty slot.
         pref_tokens: (B, K, Tg) int64 their SID tokens (+ <eos>), <pad> for empty slots.
@@ -68,6 +69,7 @@ class StepBatch:
     rewards: Optional[np.ndarray] = None
     rollout_scores: Optional[np.ndarray] = None
     target_scores: Optional[np.ndarray] = None
+    sanity_scores: Optional[np.ndarray] = None
     pref_items: Optional[np.ndarray] = None
     pref_tokens: Optional[np.ndarray] = None
     pref_positive: Optional[np.ndarray] = None

@@ -16,14 +16,20 @@
 A sample with no valid negative (every rollout is y* or invalid) is not discriminable: GRPO has nothing to learn.
 Nor is one whose reward scores every negative exactly as it scores y* (a reward without signal there, e.g. a model
 that lost the user's features): ties count half in ``frac_below``, so without this rule ``a`` ≤ 0.5 would admit it.
+*Sanity* (``sanity_negatives`` K > 0; off by default) — the reward knows y* from K random catalog items: the share
+  of them scored below y* ≥ ``sanity_a``. The rollout negatives are items the policy likes, which a good reward
+  likes too, so y* sits near the middle of them under a true reward and under an inverted one alike; against random
+  items a true reward puts y* near the top and an inverted one near the bottom (a reward broken for some users).
 A prompt without y* (``targets == -1``, a serving prompt) passes every test that needs y* (gt_rank, frac_below,
-margin): the reward is the only signal it has; the entropy tests need no y* and still apply.
+margin, sanity): the reward is the only signal it has; the entropy tests need no y* and still apply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
+import numpy as np
 import torch
 
 from rl_align.algos.diagnostics import discriminability
@@ -39,6 +45,8 @@ class GateConfigLike:
     discriminability: str = "frac_below"
     a: float = 0.5
     m: float = 0.0
+    sanity_negatives: int = 0
+    sanity_a: float = 0.5
 
 
 def gt_rank(gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout_items: torch.Tensor,
@@ -95,8 +103,9 @@ class GateResult:
     """Per-sample gate and its two diagnostics, each (B,).
 
     Attributes:
-        gate: float 0/1, c(x). difficult / discriminable: bool. difficulty_value / disc_value: the statistic
-        each test thresholded (NaN for discriminability without negatives).
+        gate: float 0/1, c(x). difficult / discriminable / sane: bool. difficulty_value / disc_value /
+        sanity_value: the statistic each test thresholded (NaN for discriminability without negatives, for sanity
+        when it is off or the prompt has no y*).
     """
 
     gate: torch.Tensor
@@ -104,18 +113,47 @@ class GateResult:
     discriminable: torch.Tensor
     difficulty_value: torch.Tensor
     disc_value: torch.Tensor
+    sane: Optional[torch.Tensor] = None
+    sanity_value: Optional[torch.Tensor] = None
+
+
+def random_negatives(targets: np.ndarray, n_items: int, k: int, seed: int) -> np.ndarray:
+    """(B, k) int64 catalog items drawn uniformly per prompt, never the prompt's y* (``targets`` (B,), -1 = none)."""
+    rng = np.random.default_rng(seed)
+    y = np.where(targets >= 0, targets, 0)[:, None]
+    off = rng.integers(1, n_items, size=(len(targets), k)) if n_items > 1 else np.zeros((len(targets), k), int)
+    draw = np.where(targets[:, None] >= 0, (y + off) % n_items, rng.integers(0, n_items, size=(len(targets), k)))
+    return draw.astype(np.int64)
+
+
+def sanity_test(cfg, gt_score: torch.Tensor, sanity_scores: Optional[torch.Tensor],
+                known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) sane, (B,) share of the random items scored below y* (ties half): every prompt passes when the test is
+    off (``sanity_negatives`` 0 or no scores) and a prompt without y* passes (its value NaN).
+
+    Args:
+        gt_score: (B,) reward score of y*. sanity_scores: (B, K) scores of K random items. known: (B,) y* given.
+    """
+    nan = torch.full_like(gt_score, float("nan"), dtype=torch.float64)
+    if not getattr(cfg, "sanity_negatives", 0) or sanity_scores is None or sanity_scores.shape[1] == 0:
+        return torch.ones_like(known), nan
+    g, s = gt_score.double()[:, None], sanity_scores.double()
+    v = ((s < g).double() + 0.5 * (s == g).double()).mean(1)
+    return (v >= cfg.sanity_a) | ~known, torch.where(known, v, nan)
 
 
 @torch.no_grad()
 def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout_items: torch.Tensor,
-                 targets: torch.Tensor, gt_score: torch.Tensor, rollout_scores: torch.Tensor) -> GateResult:
+                 targets: torch.Tensor, gt_score: torch.Tensor, rollout_scores: torch.Tensor,
+                 sanity_scores: Optional[torch.Tensor] = None) -> GateResult:
     """c(x) for B samples.
 
     Args:
-        cfg: difficulty / k_d / h_d / discriminability / a / m (see the module doc).
+        cfg: difficulty / k_d / h_d / discriminability / a / m / sanity_* (see the module doc).
         gt_logp: (B,) policy log-prob of y*. rollout_logp: (B, G) policy log-prob of each rollout.
         rollout_items: (B, G) item of each rollout (-1 invalid). targets: (B,) y*.
         gt_score: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (ignored where invalid or = y*).
+        sanity_scores: (B, K) ranker scores of K random items (:func:`random_negatives`), for the sanity test.
     """
     if cfg.difficulty == "gt_rank":
         dv = gt_rank(gt_logp, rollout_logp, rollout_items, targets).float()
@@ -151,5 +189,6 @@ def adagrpo_gate(cfg, gt_logp: torch.Tensor, rollout_logp: torch.Tensor, rollout
         difficult, dv = difficult | ~known, torch.where(known, dv, torch.full_like(dv, float("nan")))
     if cfg.discriminability != "none":
         disc, vv = disc | ~known, torch.where(known, vv, torch.full_like(vv, float("nan")))
-    gate = (difficult & disc).float()
-    return GateResult(gate, difficult, disc, dv.float(), vv.float())
+    sane, sv = sanity_test(cfg, gt_score, sanity_scores, known)
+    gate = (difficult & disc & sane).float()
+    return GateResult(gate, difficult, disc, dv.float(), vv.float(), sane, sv.float())

@@ -41,6 +41,7 @@ class LossInputs:
         roll_ref_logp: (B*G, T) reference-policy log-probs, or None (β = 0).
         rewards: (B, G). rollout_items: (B, G) (-1 invalid). targets: (B,).
         target_scores: (B,) ranker score of y*. rollout_scores: (B, G) ranker scores (NaN where invalid).
+        sanity_scores: (B, K) ranker scores of K random catalog items (AdaGRPO's sanity test), or None.
         pref: the candidates of preference objectives (:class:`~rl_align.algos.preference.PreferenceInputs`).
     """
 
@@ -55,6 +56,7 @@ class LossInputs:
     targets: Optional[torch.Tensor] = None
     target_scores: Optional[torch.Tensor] = None
     rollout_scores: Optional[torch.Tensor] = None
+    sanity_scores: Optional[torch.Tensor] = None
     pref: Optional[PreferenceInputs] = None
 
 
@@ -194,11 +196,12 @@ class AdaGrpoObjective(Objective):
             gt_lp = (x.gt_logp * x.gt_mask).sum(1)
             roll_lp = group_sequence_logp(x.roll_old_logp, x.roll_mask, G)
             gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, roll_lp, x.rollout_items, x.targets, x.target_scores,
-                                x.rollout_scores)
+                                x.rollout_scores, x.sanity_scores)
         g, m = self.grpo(x, gate.gate)
         m.update({"nll": float(nll.detach()), "admission_rate": float(gate.gate.mean()),
                   "fail_difficulty": float((~gate.difficult).float().mean()),
                   "fail_discriminability": float((~gate.discriminable).float().mean()),
+                  "fail_sanity": float((~gate.sane).float().mean()),
                   "difficulty_values": gate.difficulty_value.tolist(),
                   "disc_values": gate.disc_value.tolist()})
         return nll + self.cfg.lam * g, m

@@ -81,7 +81,7 @@ class TiltedObjective(Objective):
                 gt_lp = (x.gt_logp * x.gt_mask).sum(1)
                 old_lp = group_sequence_logp(x.roll_old_logp, x.roll_mask, G)
                 gate = adagrpo_gate(self.cfg.adagrpo, gt_lp, old_lp, x.rollout_items, x.targets, x.target_scores,
-                                    x.rollout_scores)
+                                    x.rollout_scores, x.sanity_scores)
                 w = w * gate.gate.to(w.dtype)
                 m["admission_rate"] = float(gate.gate.mean())
         ce = group_cross_entropy(seq_lp, q, valid)

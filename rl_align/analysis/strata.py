@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rl_align.algos.gates import adagrpo_gate
+from rl_align.algos.gates import adagrpo_gate, random_negatives
 from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
@@ -119,7 +119,7 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
         g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, torch.from_numpy(items),
                          torch.from_numpy(ps.targets[sl]),
                          torch.from_numpy(np.nan_to_num(sc["target_scores"])),
-                         torch.from_numpy(np.nan_to_num(sc["ranker_scores"])))
+                         torch.from_numpy(np.nan_to_num(sc["ranker_scores"])), _sanity_scores(scorer, ps, sl, r, s))
         out["difficulty"].append(g.difficulty_value.numpy())
         out["discriminability"].append(g.disc_value.numpy())
         out["gate"].append(g.gate.numpy())
@@ -163,6 +163,16 @@ def cells(diff_bin: np.ndarray, disc_bin: np.ndarray, values: dict[str, np.ndarr
                 out.append({"difficulty_bin": int(i), "disc_bin": int(j), "n": int(sel.sum()),
                             **{k: float(np.mean(v[sel])) for k, v in values.items()}})
     return out
+
+
+def _sanity_scores(scorer: RewardScorer, ps: PromptSet, sl: slice, r, seed: int) -> Optional[torch.Tensor]:
+    """(b, K) the reward's scores of K random items per prompt (the gate's sanity test), None when it is off."""
+    k = r.adagrpo.sanity_negatives
+    if not k:
+        return None
+    negs = random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + seed)
+    sc = scorer.score(ps.users[sl], ps.history[sl], negs, ps.targets[sl])
+    return torch.from_numpy(np.nan_to_num(sc["ranker_scores"]))
 
 
 def update(run: Path, overrides: list[str], algo: str, steps: int) -> Path:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from rl_align.algos import OBJECTIVES
 from rl_align.algos.batch import StepBatch
+from rl_align.algos.gates import random_negatives
 from rl_align.algos.injection import inject_targets
 from rl_align.config import ConfigError, RunConfig, from_dict, to_dict
 from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
@@ -347,10 +348,18 @@ class Controller:
             rec["injected_share"] = float(injected.any(1).mean())
         return b
 
-    def _rewards(self, b: StepBatch, rec: dict) -> StepBatch:
-        """``b`` with rewards and ranker scores of the rollouts and of y*; reward stats → ``rec``."""
+    def _rewards(self, b: StepBatch, rec: dict, step: int) -> StepBatch:
+        """``b`` with rewards and ranker scores of the rollouts and of y* (and of random items for AdaGRPO's sanity
+        test); reward stats → ``rec``."""
         t = time.perf_counter()
         b = self.rewards.score(b, with_target_scores=True)
+        r = self.cfg.rl
+        gated = r.algo == "adagrpo" or (r.algo == "tilted" and r.tilt_gate)
+        k = r.adagrpo.sanity_negatives if gated else 0
+        if k:
+            negs = random_negatives(b.targets, self.catalog.n_items, k, r.seed * 100003 + step)
+            s = self.rewards.score(b.update(rollout_items=negs, future=None, seen=None), with_target_scores=False)
+            b = b.update(sanity_scores=s.rollout_scores)
         rec["reward_s"] = time.perf_counter() - t
         rec.update(rollout_valid=float((b.rollout_items >= 0).mean()),
                    rollout_unique=float(np.mean([len(set(x.tolist())) for x in b.rollout_items])) / self.cfg.rl.group_size,
@@ -525,7 +534,7 @@ class Controller:
             rec: dict = {"step": step + 1, "weight_version": state["version"]}
             b = self._prompts(step)
             if uses_rollouts:
-                b = self._rewards(self._rollouts(b, step, rec), rec)
+                b = self._rewards(self._rollouts(b, step, rec), rec, step)
             m = self._learn(b, step, rec)
             w = self._sync(state, rec)
             hists = self._record(rec, m, b)

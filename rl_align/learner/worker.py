@@ -127,6 +127,8 @@ class LearnerRank:
         x.rollout_items = t["rollout_items"][sl]
         x.target_scores = torch.nan_to_num(t["target_scores"][sl].float(), nan=0.0)
         x.rollout_scores = torch.nan_to_num(t["rollout_scores"][sl].float(), nan=0.0)
+        if "sanity_scores" in t:   # AdaGRPO's sanity test: the reward's scores of random catalog items
+            x.sanity_scores = torch.nan_to_num(t["sanity_scores"][sl].float(), nan=0.0)
         return x
 
     def _rollout_logprobs(self, pid, pm, gt, roll):

@@ -543,7 +543,7 @@ def test_a_faulty_reward_and_the_gates_sanity_test_through_the_actors_and_the_st
                  "--set", "rl.adagrpo.sanity_negatives=16"]) == 0
     res = json.loads((run / "analysis" / "faulty-half" / "strata.json").read_text())
     seg = res["fault"]["segments"]
-    assert res["fault"]["kind"] == "negate" and seg["faulty"]["prompts"] + seg["healthy"]["prompts"] == 16
+    assert res["fault"]["kind"] == "negate" and seg["faulty"]["prompts"] + seg["healthy"]["prompts"] == 8   # 1 step
     assert "by segment" in capsys.readouterr().out
     assert not (run / "analysis" / "strata").exists()           # the default folder is left alone
     assert main(["analyze", "strata", str(run), "--name", "../x"]) == 2

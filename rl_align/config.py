@@ -657,7 +657,8 @@ class RewardConfig:
     fault_kind: Literal["negate", "no_history"] = doc(
         "negate", "how the faulty users' rewards are wrong: negate (the click logit's sign flipped, a label or sign "
                   "bug: the model prefers what it thinks the user will not click) or no_history (scored as if the "
-                  "user had no history, a feature-join failure: the model falls back on its prior)")
+                  "user had no history, a feature-join failure: DIN keeps its user and item features, a sequence "
+                  "model scores every item alike)")
     fault_seed: int = doc(0, "the draw of the faulty users (reward.fault_share)")
     replicas: int = doc(1, "RewardActor replicas behind the pool", ge=1, schedule=True)
     cpus_per_replica: float = doc(1.0, "CPUs per replica; torch threads are set to this", gt=0, schedule=True)

@@ -9,6 +9,9 @@
 #   SEEDS="0 1 2" experiments/i17_masked_runs.sh rl [--set …]   # AdaGRPO (tag masked-adagrpo)
 #   … rl --set rl.algo=mixture --set rl.lam=1.0 --set rl.tag=masked-mixture-lam1    # the controls
 #   … rl --set rl.algo=nll --set rl.serving_prompts=0 --set rl.tag=masked-nll
+#   … rl --set rl.serving_prompts=0 --set reward.fault_share=0.5 --set reward.fault_kind=negate \
+#        --set rl.lam=3.0 --set rl.adagrpo.sanity_negatives=32 --set rl.tag=fault-negate-adagrpo-sanity-sp0-lam3
+#                                  # a reward inverted for half the users, and the gate's sanity test (fiftieth session)
 # Env: SEQ_LEN (the reward's history, default 20), BAG (ranker.sequence_seeds, default 1), TAG (runs/<TAG>-sN,
 # default i17m), FROM (the runs copied, default runs/i24-seenmask; a run with exposure/ and the DIN ranker keeps them),
 # MASK (baseline.seen_mask of the SASRec reward, default true; false = the control: the same reward without the mask,

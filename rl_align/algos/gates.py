@@ -137,8 +137,7 @@ def sanity_test(cfg, gt_score: torch.Tensor, sanity_scores: Optional[torch.Tenso
     nan = torch.full_like(gt_score, float("nan"), dtype=torch.float64)
     if not getattr(cfg, "sanity_negatives", 0) or sanity_scores is None or sanity_scores.shape[1] == 0:
         return torch.ones_like(known), nan
-    g, s = gt_score.double()[:, None], sanity_scores.double()
-    v = ((s < g).double() + 0.5 * (s == g).double()).mean(1)
+    v = discriminability(gt_score.double(), sanity_scores.double()).frac_below
     return (v >= cfg.sanity_a) | ~known, torch.where(known, v, nan)
 
 

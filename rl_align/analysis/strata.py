@@ -213,8 +213,7 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
            "gate_config": dict(vars(cfg.rl.adagrpo)), "lr": cfg.rl.lr, "prompts_per_step": cfg.rl.prompts_per_step,
            "reward": dict(cfg.reward.functions), "rollout_mode": cfg.rl.rollout_mode, "algos": list(algos),
            "difficulty_bins": dlab, "disc_bins": clab, "cells": cells(db, cb, values),
-           "gate_on": {kk: float(np.mean(v[g])) if g.any() else None for kk, v in values.items()},
-           "gate_off": {kk: float(np.mean(v[~g])) if (~g).any() else None for kk, v in values.items()},
+           "gate_on": masked_means(values, g), "gate_off": masked_means(values, ~g),
            "admitted": float(g.mean())}
     if cfg.reward.fault_share > 0:
         bad = faulty_users(scorer.n_users, cfg.reward.fault_share, cfg.reward.fault_seed)[ps.users]
@@ -228,6 +227,11 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
     return res
 
 
+def masked_means(values: dict[str, np.ndarray], m: np.ndarray) -> dict[str, Optional[float]]:
+    """Each (n,) value's mean over the prompts where ``m`` (n,) holds; None for every key when none does."""
+    return {k: float(np.mean(v[m])) if m.any() else None for k, v in values.items()}
+
+
 def fault_segments(bad: np.ndarray, gate: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per segment of a faulty reward (``reward.fault_*``; ``bad`` (n,) the prompts of faulty users): prompts, the
     gate's admission and each value's mean, overall and split by the gate."""
@@ -235,7 +239,7 @@ def fault_segments(bad: np.ndarray, gate: np.ndarray, values: dict[str, np.ndarr
     for name, seg in (("faulty", bad), ("healthy", ~bad)):
         row: dict = {"prompts": int(seg.sum()), "admitted": float(gate[seg].mean()) if seg.any() else None}
         for part, m in (("all", seg), ("gate_on", seg & gate), ("gate_off", seg & ~gate)):
-            row[part] = {k: float(np.mean(v[m])) if m.any() else None for k, v in values.items()}
+            row[part] = masked_means(values, m)
         out[name] = row
     return out
 

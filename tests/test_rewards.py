@@ -273,6 +273,31 @@ def test_reward_scorer_reads_the_batchs_seen_items(tmp_path):
         sc.score_batch(b.update(seen=np.array([[99], [1]])))
 
 
+def test_sanity_items_are_scored_in_the_rollouts_forward_pass_and_get_no_reward(tmp_path):
+    """AdaGRPO's sanity items ride in the rollouts' request: the same ranker scores as a request of their own, and
+    the rollouts' rewards and scores do not change."""
+    from rl_align.algos.batch import StepBatch
+    from rl_align.rewards.actor import RewardScorer
+
+    save_ranker(_tiny_ranker(), tmp_path / "rk")
+    sc = RewardScorer(tmp_path / "rk", RewardConfig(functions={"ranker": 1.0, "exact_match": 1.0}))
+    b = StepBatch(users=np.array([0, 1]), history=np.array([[1, 2, -1], [3, -1, -1]]), targets=np.array([5, -1]),
+                  rollout_items=np.array([[4, 5, -1], [6, 7, 8]]))
+    negs = np.array([[9, 10, 11, 12], [13, 14, 0, 29]])
+    alone = sc.score_batch(b)
+    both = sc.score_batch(b.update(sanity_items=negs))
+    own = sc.score(b.users, b.history, negs, b.targets)["ranker_scores"]
+    np.testing.assert_allclose(both.sanity_scores, own, rtol=1e-5, atol=1e-6)
+    assert both.sanity_scores.shape == (2, 4) and not np.allclose(own[0], own[0, 0])   # four different scores
+    np.testing.assert_array_equal(both.rewards, alone.rewards)
+    np.testing.assert_allclose(both.rollout_scores, alone.rollout_scores, rtol=1e-5, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(both.target_scores, alone.target_scores, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert alone.sanity_scores is None
+    for bad, msg in ((negs[:1], r"sanity_items: expected a \(B=2, K ≥ 1\)"), (negs + 30, r"ids in \[0, 30\)")):
+        with pytest.raises(RewardInputError, match=msg):
+            sc.score_batch(b.update(sanity_items=bad))
+
+
 # --------------------------------------------------------------------------- exposure logs
 def _toy_split(n_users=60, n_items=40, seed=0):
     rng = np.random.default_rng(seed)

@@ -33,6 +33,8 @@ class StepBatch:
         future: (B, F) int64 the user's next training events, y* first, -1 padded (``future_match`` reward).
         banned: (B, S) int64 items the rollouts may not contain, -1 padded (``rl.exclude_seen``).
         seen: (B, S) int64 items the user interacted with before the prompt, -1 padded (``reward.seen_reward``).
+        sanity_items: (B, K) int64 random catalog items, never y*, that the reward pool scores with the ranker
+            alone (``rl.adagrpo.sanity_negatives``).
     Rollout fields (rollout pool):
         rollout_tokens: (B, G, T) int64 generated tokens, <pad> after <eos>.
         rollout_logp: (B, G, T) float32 behaviour log-prob of each token (0 at padding).
@@ -60,6 +62,7 @@ class StepBatch:
     future: Optional[np.ndarray] = None
     banned: Optional[np.ndarray] = None
     seen: Optional[np.ndarray] = None
+    sanity_items: Optional[np.ndarray] = None
     rollout_tokens: Optional[np.ndarray] = None
     rollout_logp: Optional[np.ndarray] = None
     rollout_seq_logp: Optional[np.ndarray] = None

@@ -115,11 +115,15 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
         if catalog.has_buckets:   # the item each code stands for, as the controller resolves rollouts
             items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None,
                                             ps.users[sl])
-        sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True)
+        k = r.adagrpo.sanity_negatives   # the gate's sanity test: K random items per prompt, 0 = off
+        negs = random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + s) if k else None
+        sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True,
+                          sanity_items=negs)
         g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, torch.from_numpy(items),
                          torch.from_numpy(ps.targets[sl]),
                          torch.from_numpy(np.nan_to_num(sc["target_scores"])),
-                         torch.from_numpy(np.nan_to_num(sc["ranker_scores"])), _sanity_scores(scorer, ps, sl, r, s))
+                         torch.from_numpy(np.nan_to_num(sc["ranker_scores"])),
+                         torch.from_numpy(np.nan_to_num(sc["sanity_scores"])) if k else None)
         out["difficulty"].append(g.difficulty_value.numpy())
         out["discriminability"].append(g.disc_value.numpy())
         out["gate"].append(g.gate.numpy())
@@ -163,16 +167,6 @@ def cells(diff_bin: np.ndarray, disc_bin: np.ndarray, values: dict[str, np.ndarr
                 out.append({"difficulty_bin": int(i), "disc_bin": int(j), "n": int(sel.sum()),
                             **{k: float(np.mean(v[sel])) for k, v in values.items()}})
     return out
-
-
-def _sanity_scores(scorer: RewardScorer, ps: PromptSet, sl: slice, r, seed: int) -> Optional[torch.Tensor]:
-    """(b, K) the reward's scores of K random items per prompt (the gate's sanity test), None when it is off."""
-    k = r.adagrpo.sanity_negatives
-    if not k:
-        return None
-    negs = random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + seed)
-    sc = scorer.score(ps.users[sl], ps.history[sl], negs, ps.targets[sl])
-    return torch.from_numpy(np.nan_to_num(sc["ranker_scores"]))
 
 
 def update(run: Path, overrides: list[str], algo: str, steps: int) -> Path:

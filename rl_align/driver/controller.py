@@ -352,14 +352,12 @@ class Controller:
         """``b`` with rewards and ranker scores of the rollouts and of y* (and of random items for AdaGRPO's sanity
         test); reward stats → ``rec``."""
         t = time.perf_counter()
-        b = self.rewards.score(b, with_target_scores=True)
         r = self.cfg.rl
         gated = r.algo == "adagrpo" or (r.algo == "tilted" and r.tilt_gate)
         k = r.adagrpo.sanity_negatives if gated else 0
-        if k:
-            negs = random_negatives(b.targets, self.catalog.n_items, k, r.seed * 100003 + step)
-            s = self.rewards.score(b.update(rollout_items=negs, future=None, seen=None), with_target_scores=False)
-            b = b.update(sanity_scores=s.rollout_scores)
+        if k:   # scored in the same request as the rollouts, by the ranker alone
+            b = b.update(sanity_items=random_negatives(b.targets, self.catalog.n_items, k, r.seed * 100003 + step))
+        b = self.rewards.score(b, with_target_scores=True).update(sanity_items=None)
         rec["reward_s"] = time.perf_counter() - t
         rec.update(rollout_valid=float((b.rollout_items >= 0).mean()),
                    rollout_unique=float(np.mean([len(set(x.tolist())) for x in b.rollout_items])) / self.cfg.rl.group_size,

@@ -28,7 +28,7 @@ from rl_align.actors import ActorGroup, actor_pid
 from rl_align.algos.batch import StepBatch
 from rl_align.config import RewardConfig, from_dict
 from rl_align.ranker.model import MODEL_FILE
-from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
+from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputError, RewardInputs
 from rl_align.rewards.scorers import load_scorer, with_fault
 from rl_align.utils.plugins import load_plugins
 
@@ -97,7 +97,7 @@ class RewardScorer:
     @torch.no_grad()
     def score(self, users: np.ndarray, history: np.ndarray, items: np.ndarray, targets: np.ndarray,
               with_target_scores: bool = False, future: Optional[np.ndarray] = None,
-              seen: Optional[np.ndarray] = None) -> dict:
+              seen: Optional[np.ndarray] = None, sanity_items: Optional[np.ndarray] = None) -> dict:
         """Rewards of B groups of G items.
 
         Args:
@@ -107,9 +107,11 @@ class RewardScorer:
             future: (B, F) int64 the user's next events after each prompt, ground truth first, -1 padded
                 (for ``future_match``; None = the ground truth only).
             seen: (B, S) int64 the items each user saw before the prompt, -1 padded (``reward.seen_reward``).
+            sanity_items: (B, K) int64 catalog items scored by the ranker alone, in the same forward pass as the
+                rollouts (AdaGRPO's sanity test); they get no reward.
         Returns:
             dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
-            ``target_scores`` (B,) if asked, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
+            ``target_scores`` (B,) if asked, ``sanity_scores`` (B, K) float32 if sanity_items were given, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
             ``n_seen`` (items scored with ``reward.seen_reward``), and ``version``.
         """
         t0 = time.perf_counter()
@@ -120,15 +122,20 @@ class RewardScorer:
         if seen is not None:
             inp.seen = torch.as_tensor(np.array(seen), dtype=torch.long, device=self.device)
         inp.validate(self.n_items, self.n_users)
-        scores = tgt = None
+        extra = self._sanity_items(sanity_items, inp.items.shape[0])
+        scores = tgt = sanity = None
         ranker_nf = 0
-        if self.model is not None and (self.composite.needs_ranker or with_target_scores):
+        if self.model is not None and (self.composite.needs_ranker or with_target_scores or extra is not None):
             cands = torch.cat([inp.items, inp.targets[:, None]], 1) if with_target_scores else inp.items
+            if extra is not None:
+                cands = torch.cat([cands, extra], 1)
             p = torch.sigmoid(self.model(inp.users, inp.history, cands).float())
             bad = ~torch.isfinite(p)
             ranker_nf = int(bad.sum())
             if ranker_nf:
                 log.warning("ranker: %d non-finite score(s); their rewards get the floor", ranker_nf)
+            if extra is not None:
+                p, sanity = p[:, :-extra.shape[1]], p[:, -extra.shape[1]:]
             if with_target_scores:   # NaN for prompts without y* (serving prompts, targets == -1)
                 p, tgt = p[:, :-1], torch.where(inp.targets >= 0, p[:, -1], torch.full_like(p[:, -1], float("nan")))
             scores = torch.where(inp.items >= 0, p, torch.full_like(p, float("nan")))
@@ -144,16 +151,30 @@ class RewardScorer:
         if with_target_scores:
             res["target_scores"] = (tgt.cpu().numpy() if tgt is not None
                                     else np.full(inp.items.shape[0], np.nan, np.float32))
+        if extra is not None:
+            res["sanity_scores"] = (sanity.cpu().numpy() if sanity is not None
+                                    else np.full(tuple(extra.shape), np.nan, np.float32))
         return res
+
+    def _sanity_items(self, items: Optional[np.ndarray], B: int) -> Optional[torch.Tensor]:
+        """(B, K) long tensor of the sanity test's items on the scorer's device, checked; None when not asked."""
+        if items is None:
+            return None
+        t = torch.as_tensor(np.array(items), dtype=torch.long, device=self.device)
+        if t.dim() != 2 or t.shape[0] != B or t.shape[1] == 0:
+            raise RewardInputError(f"sanity_items: expected a (B={B}, K ≥ 1) tensor, got shape {tuple(t.shape)}")
+        if ((t < 0) | (t >= self.n_items)).any():
+            raise RewardInputError(f"sanity_items: expected item ids in [0, {self.n_items})")
+        return t
 
     def score_batch(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
         """``batch`` (users, history, targets, rollout_items, optional future and seen) with its reward fields set;
         the counters and the ranker version go to ``info``."""
         res = self.score(batch.users, batch.history, batch.rollout_items, batch.targets, with_target_scores,
-                         batch.future, batch.seen)
+                         batch.future, batch.seen, batch.sanity_items)
         info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "n_seen", "compute_s")}
         return batch.update(rewards=res["rewards"], rollout_scores=res["ranker_scores"],
-                            target_scores=res.get("target_scores"),
+                            target_scores=res.get("target_scores"), sanity_scores=res.get("sanity_scores"),
                             info={**batch.info, **info, "ranker_version": res["version"]})
 
     def health(self) -> dict:
@@ -174,7 +195,7 @@ class RewardReplica:
         """The reward fields of ``chunk`` (only those travel back)."""
         out = self.scorer.score_batch(chunk, with_target_scores)
         return StepBatch(rewards=out.rewards, rollout_scores=out.rollout_scores, target_scores=out.target_scores,
-                         info=out.info)
+                         sanity_scores=out.sanity_scores, info=out.info)
 
     def load(self, ranker_dir: str, version: Optional[str] = None) -> str:
         return self.scorer.load(ranker_dir, version)
@@ -260,10 +281,11 @@ class RewardPool:
             raise ValueError(f"rollout_items: expected a non-empty (B, G) array, got "
                              f"{None if items is None else items.shape}")
         B, G = items.shape
-        rows = max(1, self.cfg.chunk_size // G)
+        K = 0 if batch.sanity_items is None else batch.sanity_items.shape[1]
+        rows = max(1, self.cfg.chunk_size // (G + K))
         # only what a reward reads goes to the replicas (not the prompts' or rollouts' tokens)
         request = StepBatch(users=batch.users, history=batch.history, targets=batch.targets, rollout_items=items,
-                            future=batch.future, seen=batch.seen)
+                            future=batch.future, seen=batch.seen, sanity_items=batch.sanity_items)
         chunks = [(request.select(s, min(s + rows, B)),) for s in range(0, B, rows)]
         before = self.group.retries
         parts = self.group.map("score", chunks, with_target_scores, pin=False, max_inflight=self.cfg.max_inflight,
@@ -281,7 +303,7 @@ class RewardPool:
         self.stats.chunks += len(chunks)
         out = StepBatch.concat(parts)
         return batch.update(rewards=out.rewards, rollout_scores=out.rollout_scores, target_scores=out.target_scores,
-                            info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
+                            sanity_scores=out.sanity_scores, info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -88,6 +88,25 @@ def test_pool_passes_future_events_chunk_by_chunk(ray_session, ranker_dir):
         pool.shutdown()
 
 
+def test_pool_scores_sanity_items_in_the_rollouts_chunks(ray_session, ranker_dir):
+    """AdaGRPO's sanity items travel chunk by chunk with their groups; a chunk holds chunk_size pairs of both."""
+    from rl_align.rewards.actor import RewardPool, RewardScorer
+
+    cfg = RewardConfig(functions={"ranker": 1.0}, replicas=2, chunk_size=240)
+    pool = RewardPool(cfg, ranker_dir)
+    try:
+        users, hist, items, targets = _request(50)
+        negs = np.random.default_rng(1).integers(0, 500, (50, 16))
+        out = pool.score(_batch(users, hist, items, targets).update(sanity_items=negs))
+        ref = RewardScorer(ranker_dir, cfg).score(users, hist, items, targets, True, sanity_items=negs)
+        assert out.info["chunks"] == 5   # 240 pairs / (8 rollouts + 16 sanity items) = 10 groups per chunk
+        np.testing.assert_allclose(out.sanity_scores, ref["sanity_scores"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.rewards, ref["rewards"], rtol=1e-5, atol=1e-6)
+        assert out.sanity_scores.shape == (50, 16) and np.isfinite(out.sanity_scores).all()
+    finally:
+        pool.shutdown()
+
+
 def test_killed_replica_chunks_are_reissued_once(ray_session, ranker_dir):
     import ray
 

@@ -111,7 +111,8 @@ class RewardScorer:
                 rollouts (AdaGRPO's sanity test); they get no reward.
         Returns:
             dict with ``rewards`` (B, G) float32, ``ranker_scores`` (B, G) float32 (NaN where not scored),
-            ``target_scores`` (B,) if asked, ``sanity_scores`` (B, K) float32 if sanity_items were given, counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
+            ``target_scores`` (B,) if asked, ``sanity_scores`` (B, K) float32 if sanity_items were given,
+            counters ``n_invalid``, ``n_nonfinite``, ``ranker_nonfinite``,
             ``n_seen`` (items scored with ``reward.seen_reward``), and ``version``.
         """
         t0 = time.perf_counter()
@@ -303,7 +304,8 @@ class RewardPool:
         self.stats.chunks += len(chunks)
         out = StepBatch.concat(parts)
         return batch.update(rewards=out.rewards, rollout_scores=out.rollout_scores, target_scores=out.target_scores,
-                            sanity_scores=out.sanity_scores, info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
+                            sanity_scores=out.sanity_scores,
+                            info={**batch.info, **info, "ranker_version": versions.pop(), "chunks": len(chunks)})
 
     def shutdown(self) -> None:
         self.group.shutdown()

@@ -12,6 +12,10 @@
 #   … rl --set rl.serving_prompts=0 --set reward.fault_share=0.5 --set reward.fault_kind=negate \
 #        --set rl.lam=3.0 --set rl.adagrpo.sanity_negatives=32 --set rl.tag=fault-negate-adagrpo-sanity-sp0-lam3
 #                                  # a reward inverted for half the users, and the gate's sanity test (fiftieth session)
+#   … rl --set rl.serving_prompts=0 --set reward.fault_share=0.5 --set reward.fault_kind=negate --set rl.lam=2.0 \
+#        --set rl.adagrpo.difficulty=none --set rl.adagrpo.discriminability=none \
+#        --set rl.adagrpo.sanity_negatives=32 --set rl.tag=fault-negate-sanityonly-sp0-lam2
+#                                  # the sanity test as the whole gate (fifty-first session)
 # Env: SEQ_LEN (the reward's history, default 20), BAG (ranker.sequence_seeds, default 1), TAG (runs/<TAG>-sN,
 # default i17m), FROM (the runs copied, default runs/i24-seenmask; a run with exposure/ and the DIN ranker keeps them),
 # MASK (baseline.seen_mask of the SASRec reward, default true; false = the control: the same reward without the mask,

@@ -169,8 +169,9 @@ class RewardScorer:
         return t
 
     def score_batch(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
-        """``batch`` (users, history, targets, rollout_items, optional future and seen) with its reward fields set;
-        the counters and the ranker version go to ``info``."""
+        """``batch`` (users, history, targets, rollout_items, optional future, seen and sanity_items) with its reward
+        fields set (``sanity_scores`` too when it carries sanity_items); the counters and the ranker version go to
+        ``info``."""
         res = self.score(batch.users, batch.history, batch.rollout_items, batch.targets, with_target_scores,
                          batch.future, batch.seen, batch.sanity_items)
         info = {k: res[k] for k in ("n_invalid", "n_nonfinite", "ranker_nonfinite", "n_seen", "compute_s")}

@@ -102,6 +102,7 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
     engine = TorchEngine(model.eval(), catalog)
     gt = torch.from_numpy(catalog.tokens[ps.targets].astype(np.int64))
     out: dict[str, list] = {"difficulty": [], "discriminability": [], "gate": [], "difficult": [], "discriminable": []}
+    k = r.adagrpo.sanity_negatives   # the gate's sanity test: K random items per prompt, 0 = off
     for s in range(0, len(ps.rows), batch):
         sl = slice(s, s + batch)
         n = len(ps.rows[sl])
@@ -115,7 +116,6 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
         if catalog.has_buckets:   # the item each code stands for, as the controller resolves rollouts
             items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None,
                                             ps.users[sl])
-        k = r.adagrpo.sanity_negatives   # the gate's sanity test: K random items per prompt, 0 = off
         negs = random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + s) if k else None
         sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True,
                           sanity_items=negs)

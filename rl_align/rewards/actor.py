@@ -28,7 +28,7 @@ from rl_align.actors import ActorGroup, actor_pid
 from rl_align.algos.batch import StepBatch
 from rl_align.config import RewardConfig, from_dict
 from rl_align.ranker.model import MODEL_FILE
-from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputError, RewardInputs
+from rl_align.rewards.functions import CompositeReward, RewardContext, RewardInputs
 from rl_align.rewards.scorers import load_scorer, with_fault
 from rl_align.utils.plugins import load_plugins
 
@@ -122,8 +122,10 @@ class RewardScorer:
             inp.future = torch.as_tensor(np.array(future), dtype=torch.long, device=self.device)
         if seen is not None:
             inp.seen = torch.as_tensor(np.array(seen), dtype=torch.long, device=self.device)
+        if sanity_items is not None:
+            inp.sanity_items = torch.as_tensor(np.array(sanity_items), dtype=torch.long, device=self.device)
         inp.validate(self.n_items, self.n_users)
-        extra = self._sanity_items(sanity_items, inp.items.shape[0])
+        extra = inp.sanity_items
         scores = tgt = sanity = None
         ranker_nf = 0
         if self.model is not None and (self.composite.needs_ranker or with_target_scores or extra is not None):
@@ -156,17 +158,6 @@ class RewardScorer:
             res["sanity_scores"] = (sanity.cpu().numpy() if sanity is not None
                                     else np.full(tuple(extra.shape), np.nan, np.float32))
         return res
-
-    def _sanity_items(self, items: Optional[np.ndarray], B: int) -> Optional[torch.Tensor]:
-        """(B, K) long tensor of the sanity test's items on the scorer's device, checked; None when not asked."""
-        if items is None:
-            return None
-        t = torch.as_tensor(np.array(items), dtype=torch.long, device=self.device)
-        if t.dim() != 2 or t.shape[0] != B or t.shape[1] == 0:
-            raise RewardInputError(f"sanity_items: expected a (B={B}, K ≥ 1) tensor, got shape {tuple(t.shape)}")
-        if ((t < 0) | (t >= self.n_items)).any():
-            raise RewardInputError(f"sanity_items: expected item ids in [0, {self.n_items})")
-        return t
 
     def score_batch(self, batch: StepBatch, with_target_scores: bool = True) -> StepBatch:
         """``batch`` (users, history, targets, rollout_items, optional future, seen and sanity_items) with its reward

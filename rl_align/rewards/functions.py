@@ -57,6 +57,8 @@ class RewardInputs:
             (None: only the ground truth is known; ``future_match`` then equals ``exact_match``).
         seen: (B, S) int64 items the user interacted with before the prompt, -1 padded (``reward.seen_reward``;
             None: not known, every valid item is scored).
+        sanity_items: (B, K) int64 catalog items the ranker scores beside the rollouts and no reward function reads
+            (AdaGRPO's sanity test; None: none asked).
     """
 
     users: torch.Tensor
@@ -66,6 +68,7 @@ class RewardInputs:
     ranker_scores: Optional[torch.Tensor] = None
     future: Optional[torch.Tensor] = None
     seen: Optional[torch.Tensor] = None
+    sanity_items: Optional[torch.Tensor] = None
 
     def validate(self, n_items: int, n_users: Optional[int] = None) -> None:
         """Raise :class:`RewardInputError` on bad shapes or out-of-range ids."""
@@ -85,7 +88,12 @@ class RewardInputs:
                 raise RewardInputError("future: the first column must be the ground truth (targets)")
         if self.seen is not None and (self.seen.dim() != 2 or self.seen.shape[0] != B):
             raise RewardInputError(f"seen: expected a (B={B}, S) tensor, got shape {tuple(self.seen.shape)}")
-        extra = tuple((n, t) for n, t in (("future", self.future), ("seen", self.seen)) if t is not None)
+        if self.sanity_items is not None and (self.sanity_items.dim() != 2 or self.sanity_items.shape[0] != B
+                                              or self.sanity_items.shape[1] == 0 or (self.sanity_items < 0).any()):
+            raise RewardInputError(f"sanity_items: expected a (B={B}, K ≥ 1) tensor of catalog items (≥ 0), got "
+                                   f"shape {tuple(self.sanity_items.shape)}")
+        extra = tuple((n, t) for n, t in (("future", self.future), ("seen", self.seen),
+                                          ("sanity_items", self.sanity_items)) if t is not None)
         for name, t in (("items", self.items), ("history", self.history), ("targets", self.targets)) + extra:
             bad = (t < -1) | (t >= n_items)
             if bad.any():

@@ -293,8 +293,8 @@ def test_sanity_items_are_scored_in_the_rollouts_forward_pass_and_get_no_reward(
     np.testing.assert_allclose(both.rollout_scores, alone.rollout_scores, rtol=1e-5, atol=1e-6, equal_nan=True)
     np.testing.assert_allclose(both.target_scores, alone.target_scores, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert alone.sanity_scores is None
-    for bad, msg in ((negs[:1], r"sanity_items: expected a \(B=2, K ≥ 1\)"), (negs - 1, r"of catalog items \(≥ 0\)"),
-                     (negs + 30, "sanity_items: unknown item index 39")):
+    for bad, msg in ((negs[:1], r"sanity_items: expected a \(B=2, K ≥ 1\)"),
+                     (negs - 1, r"of catalog items \(≥ 0\)"), (negs + 30, "sanity_items: unknown item index 39")):
         with pytest.raises(RewardInputError, match=msg):
             sc.score_batch(b.update(sanity_items=bad))
 

@@ -701,6 +701,10 @@ class AdaGrpoConfig:
                                    "them. The rollout negatives are what the policy likes, so an inverted reward "
                                    "passes frac_below about as often as a true one; against random items it fails",
                                 ge=0)
+    sanity_draw: Literal["uniform", "popularity"] = doc(
+        "uniform", "how the sanity items are drawn: uniform over the catalog, or in proportion to the items' "
+                   "training-split interaction counts (harder: a reward that knows popularity and nothing of the "
+                   "user passes the uniform draw, since y* is usually popular, and fails this one about half the time)")
     sanity_a: float = doc(0.5, "sanity_negatives: the share of the random items the reward must score below y*",
                           ge=0, le=1)
 

@@ -103,6 +103,34 @@ def test_random_negatives_never_draw_y_star_and_repeat_per_seed():
     assert not np.array_equal(a, random_negatives(t, 10, 500, seed=4))
 
 
+def test_popularity_drawn_sanity_items_follow_the_weights_and_catch_a_reward_that_knows_only_popularity():
+    """``weights``: draws in proportion to them, never y* nor an item of weight 0, the same per seed; a reward that
+    scores items by popularity alone passes the uniform sanity test on popular targets and about half fail it
+    against popularity-matched items; bad weights are refused in one line."""
+    from rl_align.algos.gates import random_negatives
+
+    rng = np.random.default_rng(0)
+    pop = np.concatenate([rng.zipf(1.6, 1000).clip(max=5000), np.zeros(50)]).astype(float)   # 50 cold items
+    t = rng.choice(1000, 400, p=pop[:1000] / pop.sum())          # targets drawn as users click: popular ones
+    t[-1] = int(pop.argmax())
+    a = random_negatives(t, pop.size, 64, seed=1, weights=pop)
+    assert a.shape == (400, 64) and a.dtype == np.int64 and not (a == t[:, None]).any()
+    assert (a < 1000).all()                                       # weight 0: never drawn
+    share = np.bincount(a[:-1].ravel(), minlength=pop.size) / a[:-1].size
+    top = np.argsort(-pop)[:5]
+    np.testing.assert_allclose(share[top], pop[top] / pop.sum(), rtol=0.15)
+    assert np.array_equal(a, random_negatives(t, pop.size, 64, seed=1, weights=pop))
+    cfg = AdaGrpoConfig(discriminability="none", difficulty="none", sanity_negatives=64, sanity_a=0.5)
+    score = torch.from_numpy(np.log1p(pop))                        # the reward knows popularity, nothing else
+    items, lp = torch.zeros(400, 2, dtype=torch.long), torch.zeros(400, 2)
+    for w, lo, hi in ((None, 0.9, 1.0), (pop, 0.3, 0.7)):
+        neg = torch.from_numpy(random_negatives(t, pop.size, 64, seed=2, weights=w))
+        g = adagrpo_gate(cfg, torch.zeros(400), lp, items, torch.from_numpy(t), score[t], score[items], score[neg])
+        assert lo <= float(g.sane.double().mean()) <= hi
+    with pytest.raises(ValueError, match=r"sanity weights: expected \(3,\) finite, ≥ 0 and not all 0"):
+        random_negatives(t[:2], 3, 4, seed=0, weights=np.array([0.0, -1.0, 2.0]))
+
+
 def test_the_sanity_test_refuses_a_reward_that_puts_y_star_below_random_items():
     """An inverted reward passes frac_below against the policy's rollouts (which it dislikes as much as y*) but not
     against random items; serving prompts and the test switched off pass."""

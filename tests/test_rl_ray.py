@@ -524,23 +524,26 @@ def test_strata_analysis_end_to_end(prepared, tmp_path):
 
 def test_a_faulty_reward_and_the_gates_sanity_test_through_the_actors_and_the_strata(prepared, tmp_path, capsys):
     """``reward.fault_*`` reaches the reward actors (every user's reward inverted), the controller scores random
-    items for ``rl.adagrpo.sanity_negatives``, the learners' gate refuses more samples for sanity than with the true
-    reward, and `analyze strata --name` splits its prompts into faulty and healthy users."""
+    items for ``rl.adagrpo.sanity_negatives`` (uniform or popularity-drawn), the learners' gate refuses more samples
+    for sanity than with the true reward, and `analyze strata --name` splits its prompts into faulty and healthy
+    users."""
     from rl_align.cli import main
 
     run = shutil.copytree(prepared, tmp_path / "run")
     fail = {}
-    for share in (0.0, 1.0):
-        cfg = _cfg(tmp_path, steps=2, eval_every=2, checkpoint_every=2, tag=f"fault{share}",
-                   adagrpo={"sanity_negatives": 16}, reward={"functions": {"ranker": 1.0}, "fault_share": share})
+    for share, draw in ((0.0, "uniform"), (1.0, "uniform"), (1.0, "popularity")):
+        cfg = _cfg(tmp_path, steps=2, eval_every=2, checkpoint_every=2, tag=f"fault{share}-{draw}",
+                   adagrpo={"sanity_negatives": 16, "sanity_draw": draw},
+                   reward={"functions": {"ranker": 1.0}, "fault_share": share})
         assert main(["rl", str(cfg), "--run-dir", str(run)]) == 0
-        recs = _records(run, f"fault{share}")
+        recs = _records(run, f"fault{share}-{draw}")
         assert len(recs) == 2 and all(0.0 <= r["fail_sanity"] <= 1.0 for r in recs)
-        fail[share] = sum(r["fail_sanity"] for r in recs) / 2
-    assert fail[1.0] > fail[0.0], fail                         # the inverted reward fails it more often
+        fail[share, draw] = sum(r["fail_sanity"] for r in recs) / 2
+    assert fail[1.0, "uniform"] > fail[0.0, "uniform"], fail      # the inverted reward fails it more often
+    assert fail[1.0, "popularity"] > fail[0.0, "uniform"], fail   # popular items as the sanity items, too
     assert main(["analyze", "strata", str(run), "--steps", "1", "--bins", "2", "--name", "faulty-half",
                  "--set", "rl.eval_users=16", "--set", "reward.fault_share=0.5", "--set", "reward.fault_seed=1",
-                 "--set", "rl.adagrpo.sanity_negatives=16"]) == 0
+                 "--set", "rl.adagrpo.sanity_negatives=16", "--set", "rl.adagrpo.sanity_draw=popularity"]) == 0
     res = json.loads((run / "analysis" / "faulty-half" / "strata.json").read_text())
     seg = res["fault"]["segments"]
     assert res["fault"]["kind"] == "negate" and seg["faulty"]["prompts"] + seg["healthy"]["prompts"] == 8   # 1 step

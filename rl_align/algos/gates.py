@@ -117,12 +117,37 @@ class GateResult:
     sanity_value: Optional[torch.Tensor] = None
 
 
-def random_negatives(targets: np.ndarray, n_items: int, k: int, seed: int) -> np.ndarray:
-    """(B, k) int64 catalog items drawn uniformly per prompt, never the prompt's y* (``targets`` (B,), -1 = none)."""
+def random_negatives(targets: np.ndarray, n_items: int, k: int, seed: int,
+                     weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """(B, k) int64 catalog items drawn per prompt, never the prompt's y* (``targets`` (B,), -1 = none).
+
+    Uniform over the catalog, or with ``weights`` (n_items,) ≥ 0 (e.g. training popularity) in proportion to them:
+    an item of weight 0 is never drawn, and a draw that hit y* is drawn again (at most 64 rounds, then uniform)."""
     rng = np.random.default_rng(seed)
+    if weights is not None:
+        return _weighted_negatives(targets, np.asarray(weights, np.float64), k, rng)
     y = np.where(targets >= 0, targets, 0)[:, None]
     off = rng.integers(1, n_items, size=(len(targets), k)) if n_items > 1 else np.zeros((len(targets), k), int)
     draw = np.where(targets[:, None] >= 0, (y + off) % n_items, rng.integers(0, n_items, size=(len(targets), k)))
+    return draw.astype(np.int64)
+
+
+def _weighted_negatives(targets: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, k) draws in proportion to ``w`` (n_items,), resampled where they equal the row's y*."""
+    n = w.size
+    if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"sanity weights: expected ({n},) finite, ≥ 0 and not all 0")
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]   # exactly 1 at the last item of weight > 0, so trailing 0-weight items are never drawn
+    draw = np.minimum(np.searchsorted(cdf, rng.random((len(targets), k)), side="right"), n - 1)
+    for _ in range(64):
+        hit = draw == targets[:, None]
+        if not hit.any():
+            break
+        draw[hit] = np.minimum(np.searchsorted(cdf, rng.random(int(hit.sum())), side="right"), n - 1)
+    hit = draw == targets[:, None]   # y* holds (nearly) all the weight: fall back to uniform for those draws
+    if hit.any() and n > 1:
+        draw[hit] = (draw[hit] + rng.integers(1, n, size=int(hit.sum()))) % n
     return draw.astype(np.int64)
 
 

@@ -32,6 +32,7 @@ from rl_align.algos.gates import adagrpo_gate, random_negatives
 from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
+from rl_align.data.split import train_popularity
 from rl_align.driver.controller import prompt_order, reward_embeddings, run_fresh
 from rl_align.policy.data import build_prompts
 from rl_align.policy.logprobs import continuation_logprobs
@@ -96,8 +97,9 @@ def measure(model, catalog: SidCatalog, ps: PromptSet, k: int = 10, beams: int =
 
 @torch.no_grad()
 def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: RewardScorer,
-             batch: int = 64) -> dict:
-    """The gate's two statistics and verdict per prompt, from G rollouts of the run's rollout mode: (n,) each."""
+             batch: int = 64, sanity_weights: Optional[np.ndarray] = None) -> dict:
+    """The gate's two statistics and verdict per prompt, from G rollouts of the run's rollout mode: (n,) each.
+    ``sanity_weights`` (n_items,): the sanity items' draw weights (``rl.adagrpo.sanity_draw: popularity``)."""
     r = cfg.rl
     engine = TorchEngine(model.eval(), catalog)
     gt = torch.from_numpy(catalog.tokens[ps.targets].astype(np.int64))
@@ -116,7 +118,8 @@ def diagnose(model, catalog: SidCatalog, ps: PromptSet, cfg: RunConfig, scorer: 
         if catalog.has_buckets:   # the item each code stands for, as the controller resolves rollouts
             items = catalog.buckets.resolve(items, ps.history[sl], ps.banned[sl] if r.exclude_seen else None,
                                             ps.users[sl])
-        negs = random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + s) if k else None
+        negs = (random_negatives(ps.targets[sl], scorer.n_items, k, r.seed * 100003 + s, weights=sanity_weights)
+                if k else None)
         sc = scorer.score(ps.users[sl], ps.history[sl], items, ps.targets[sl], with_target_scores=True,
                           sanity_items=negs)
         g = adagrpo_gate(r.adagrpo, gt_lp.sum(1), res.seq_logprob, torch.from_numpy(items),
@@ -190,7 +193,8 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
                           n_items=catalog.n_items)
     log.info("strata: %d prompts from %d steps of %d; diagnosing the SFT policy", len(ps.rows), steps,
              cfg.rl.prompts_per_step)
-    diag = diagnose(sft, catalog, ps, cfg, scorer)
+    weights = train_popularity(split, catalog.n_items) if cfg.rl.adagrpo.sanity_draw == "popularity" else None
+    diag = diagnose(sft, catalog, ps, cfg, scorer, sanity_weights=weights)
     before = measure(sft, catalog, ps, k)
     values: dict[str, np.ndarray] = {"gate": diag["gate"], "logp_before": before["logp"],
                                      "hit_before": before["hit"].astype(float)}

@@ -35,6 +35,7 @@ from rl_align.algos.gates import random_negatives
 from rl_align.algos.injection import inject_targets
 from rl_align.config import ConfigError, RunConfig, from_dict, to_dict
 from rl_align.data.prompts import future_events, pad_cat, recent_examples, seen_before, serving_prompts
+from rl_align.data.split import train_popularity
 from rl_align.eval.evaluate import eval_set, hallucination_rate, metrics, rank_with_engine
 from rl_align.eval.hybrid import hybrid_rankings, valid_record
 from rl_align.learner.group import LearnerGroup
@@ -258,6 +259,9 @@ class Controller:
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
         self.serving = serving_prompts(self.split, r.serving_split) if r.serving_prompts > 0 else None
+        # AdaGRPO's sanity items in proportion to training popularity (rl.adagrpo.sanity_draw), else uniform
+        self.sanity_weights = (train_popularity(self.split, self.catalog.n_items)
+                               if r.adagrpo.sanity_draw == "popularity" else None)
         self.pairs = None
         if OBJECTIVES.get(r.algo).uses_preferences:  # prompts = the preference table's rows, in table order
             self.pairs = load_or_build(self.cfg, self.run)
@@ -356,7 +360,8 @@ class Controller:
         gated = r.algo == "adagrpo" or (r.algo == "tilted" and r.tilt_gate)
         k = r.adagrpo.sanity_negatives if gated else 0
         if k:   # scored in the same request as the rollouts, by the ranker alone
-            b = b.update(sanity_items=random_negatives(b.targets, self.catalog.n_items, k, r.seed * 100003 + step))
+            b = b.update(sanity_items=random_negatives(b.targets, self.catalog.n_items, k, r.seed * 100003 + step,
+                                                       weights=self.sanity_weights))
         b = self.rewards.score(b, with_target_scores=True).update(sanity_items=None)
         rec["reward_s"] = time.perf_counter() - t
         rec.update(rollout_valid=float((b.rollout_items >= 0).mean()),

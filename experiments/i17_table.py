@@ -11,6 +11,10 @@ Usage: python experiments/i17_table.py runs/i17-rw-s0 runs/i17-rw-s1 runs/i17-rw
        --tag-from TAG RUN RUN RUN: read TAG's alignment runs from these run dirs, one per run above and in the same
            order (copies of the same SFT runs with another reward, say); refused unless each holds a byte-identical
            data/split.npz and SFT checkpoint, so the users and the starting policy are the same
+       --rl-seeds=-rs101 (the = keeps a leading dash a value): pool each tag T with T-rs101 where that alignment
+           exists (the same SFT checkpoints, another rl.seed): figures are means over every run; a paired test with
+           more than one run on a side compares per-user mean hits, Wilcoxon signed-rank (p_W), and counts users
+           whose mean hit rose / fell
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scipy.stats import wilcoxon  # noqa: E402
 
 from rl_align.eval.significance import paired_hr  # noqa: E402
 
@@ -85,9 +91,26 @@ def _checkpoints(run: Path, tag: str) -> list[tuple[str, str, str]]:
 
 
 def _paired(got: list, base: list) -> str:
-    """+won / −lost and the exact McNemar p of ``got`` against ``base``, pooled over the seeds' test users."""
-    r = paired_hr(np.concatenate([b[0] for b in base]), np.concatenate([g[0] for g in got]), n_boot=1)
-    return f"+{r['wins']} / −{r['losses']}, p {r['p']:.3g}"
+    """+won / −lost and the exact McNemar p of ``got`` against ``base``, pooled over the seeds' test users.
+
+    ``got`` / ``base``: per SFT seed, a list of replicate runs' ``_ranks`` (one run each: McNemar); with more than
+    one run on a side, per-user mean hits over its runs, compared by a Wilcoxon signed-rank test (p_W)."""
+    if max(len(x) for x in got + base) == 1:
+        r = paired_hr(np.concatenate([b[0][0] for b in base]), np.concatenate([g[0][0] for g in got]), n_boot=1)
+        return f"+{r['wins']} / −{r['losses']}, p {r['p']:.3g}"
+    d = np.concatenate([_mean_hits(g) - _mean_hits(b) for g, b in zip(got, base)])
+    p = wilcoxon(d[d != 0]).pvalue if (d != 0).any() else 1.0
+    return f"+{int((d > 0).sum())} / −{int((d < 0).sum())}, p_W {p:.3g}"
+
+
+def _mean_hits(reps: list) -> np.ndarray:
+    """(N,) each test user's HR@10 averaged over replicate runs' ``_ranks``."""
+    return np.mean([(r[0] >= 0) & (r[0] < 10) for r in reps], axis=0)
+
+
+def replicates(runs: list[Path], tag: str, suffixes: list[str]) -> list[str]:
+    """``tag`` and each ``tag + suffix`` (``--rl-seeds``) whose alignment exists in any of ``runs``."""
+    return [tag] + [tag + s for s in suffixes if any((r / "rl" / (tag + s)).is_dir() for r in runs)]
 
 
 def same_start(runs: list[Path], others: list[Path]) -> None:
@@ -109,8 +132,10 @@ def missing(runs: list[Path], tags: list[str], sft_eval: str, where: dict[str, l
 
 
 def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json",
-              where: dict[str, list[Path]] | None = None) -> list[str]:
-    """The alignment table; ``where[tag]`` = the run dirs holding ``tag`` (default: ``runs``)."""
+              where: dict[str, list[Path]] | None = None, suffixes: list[str] | None = None) -> list[str]:
+    """The alignment table; ``where[tag]`` = the run dirs holding ``tag`` (default: ``runs``); ``suffixes``: the
+    ``--rl-seeds`` replicates pooled into each tag's row."""
+    suffixes = suffixes or []
     where = where or {}
     out = ["| policy | checkpoint | valid HR@10 | test HR@10 (3 seeds) | × SFT | test NDCG@10 | sampled "
            "hallucination | vs SFT: +won / −lost, pooled p | vs " + (tags[-1] if len(tags) > 1 else "–")
@@ -121,14 +146,18 @@ def alignment(runs: list[Path], tags: list[str], sft_eval: str = "metrics.json",
                f"| {_ms([s[3] for s in sft])} | {_ms([100 * s[2] for s in sft], '.2f')}% | | |")
     for tag in tags:
         at, last = where.get(tag, runs), where.get(tags[-1], runs)
+        reps, ref_reps = replicates(at, tag, suffixes), replicates(last, tags[-1], suffixes)
+        name = tag + "".join(f" + {t[len(tag):]}" for t in reps[1:])
         for kind, label, ref_kind in _checkpoints(at[0], tag):
-            got = [_ranks(r, tag, kind) for r in at]
-            ref = _paired(got, [_ranks(r, tags[-1], ref_kind) for r in last]) if tag != tags[-1] else ""
-            valid = "–" if ref_kind != kind else _ms([_valid(r, tag, kind) for r in at])
-            ratio = np.mean([g[1] for g in got]) / np.mean([s[1] for s in sft])
-            out.append(f"| {tag} | {label} | {valid} | {_ms([g[1] for g in got])} | {ratio:.3f}× | "
-                       f"{_ms([g[3] for g in got])} | {_ms([100 * g[2] for g in got], '.2f')}% | {_paired(got, sft)} "
-                       f"| {ref} |")
+            got = [[_ranks(r, t, kind) for t in reps] for r in at]
+            ref = (_paired(got, [[_ranks(r, t, ref_kind) for t in ref_reps] for r in last])
+                   if tag != tags[-1] else "")
+            flat = [g for per_seed in got for g in per_seed]
+            valid = "–" if ref_kind != kind else _ms([_valid(r, t, kind) for r in at for t in reps])
+            ratio = np.mean([g[1] for g in flat]) / np.mean([s[1] for s in sft])
+            out.append(f"| {name} | {label} | {valid} | {_ms([g[1] for g in flat])} | {ratio:.3f}× | "
+                       f"{_ms([g[3] for g in flat])} | {_ms([100 * g[2] for g in flat], '.2f')}% | "
+                       f"{_paired(got, [[s] for s in sft])} | {ref} |")
     return out
 
 
@@ -139,6 +168,8 @@ def main() -> int:
     ap.add_argument("--sft-eval", default="metrics.json", help="the file of <run>/eval with SFT's figures")
     ap.add_argument("--tag-from", nargs="+", action="append", default=[], metavar="TAG RUN",
                     help="read TAG from these run dirs (same split and SFT checkpoint), one per run")
+    ap.add_argument("--rl-seeds", nargs="+", default=[], metavar="SUFFIX",
+                    help="pool each tag T with T+SUFFIX where it exists (other rl.seed, same SFT checkpoints)")
     a = ap.parse_args()
     where = {}
     for tag, *dirs in a.tag_from:
@@ -150,14 +181,16 @@ def main() -> int:
         except ValueError as e:
             print(f"i17_table: {e}", file=sys.stderr)
             return 2
-    gone = missing(a.runs, a.tags, a.sft_eval, where)
+    tags = [t for tag in a.tags for t in replicates(where.get(tag, a.runs), tag, a.rl_seeds)]
+    gone = missing(a.runs, tags, a.sft_eval, {t: where[tag] for tag in where
+                                              for t in replicates(where[tag], tag, a.rl_seeds)})
     if gone is not None:
         print(f"i17_table: {gone}: missing (a run not finished, or another --sft-eval / tag)", file=sys.stderr)
         return 2
     if (a.runs[0] / "ranker" / "eval.json").is_file():  # runs without a reward model have no ceilings
         print("\n".join(ceilings(a.runs)) + "\n")
     if a.tags:
-        print("\n".join(alignment(a.runs, a.tags, a.sft_eval, where)))
+        print("\n".join(alignment(a.runs, a.tags, a.sft_eval, where, a.rl_seeds)))
     return 0
 
 

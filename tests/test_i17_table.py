@@ -79,3 +79,29 @@ def test_a_tag_or_sft_evaluation_that_is_not_there_is_refused_in_one_line(tmp_pa
     out = _table(*runs[:1], "--tags", "done", "--sft-eval", "beam.json")
     assert out.returncode == 2 and "a-s0/eval/beam.json: missing" in out.stderr
     assert "Traceback" not in out.stderr and _table(*runs[:1], "--tags", "done").returncode == 0
+
+
+def test_rl_seeds_pool_each_tags_replicates_and_compare_per_user_mean_hits(tmp_path):
+    """``--rl-seeds=-r1``: a tag's row averages it with its ``-r1`` replicate; with more than one run on a side the
+    paired test compares per-user mean hits (Wilcoxon signed-rank, p_W) and counts users whose mean rose / fell; a
+    tag without a replicate keeps its own figures, and without the option the table is the old one."""
+    from scipy.stats import wilcoxon
+
+    sft = [20, 20, 20, 20, 0, 20, 20, 20]
+    runs = [_run(tmp_path, f"a-s{s}", sft, {"g": [0, 0, 1, 20, 0, 20, 20, 20], "g-r1": [0, 20, 1, 2, 0, 3, 20, 20],
+                                            "m": [0, 20, 20, 20, 20, 20, 20, 20]}) for s in range(2)]
+    out = _table(*runs, "--tags", "m", "g", "--rl-seeds=-r1")
+    assert out.returncode == 0, out.stderr
+    rows = {(c[0], c[1]): c for c in (ln[2:-2].split(" | ") for ln in out.stdout.splitlines() if ln.startswith("| "))}
+    g = rows[("g + -r1", "best on valid")]
+    assert g[3] == "0.5625 ± 0.0722" and g[4] == "4.500×"     # 4 and 5 hits of 8 per run, SFT 1 of 8
+    # per user, g's mean hit minus SFT's: +1, +0.5, +1, +0.5, 0, +0.5, 0, 0 on each seed
+    assert g[-2] == f"+10 / −0, p_W {wilcoxon([1, .5, 1, .5, .5] * 2).pvalue:.3g}"
+    m = rows[("m", "best on valid")]
+    # m (one run: user 0) minus g's mean hit (1, .5, 1, .5, 1, .5, 0, 0): users 1–5 fell on each seed
+    assert m[-1] == f"+0 / −10, p_W {wilcoxon([-.5, -1, -.5, -1, -.5] * 2).pvalue:.3g}" and m[3] == "0.1250 ± 0.0000"
+    plain = _table(*runs, "--tags", "m", "g")
+    assert plain.returncode == 0 and "p_W" not in plain.stdout and "+ -r1" not in plain.stdout
+    (runs[1] / "rl" / "g-r1" / "test_metrics.json").unlink()   # a replicate still running at one seed
+    out = _table(*runs, "--tags", "g", "--rl-seeds=-r1")
+    assert out.returncode == 2 and "a-s1/rl/g-r1/test_metrics.json: missing" in out.stderr

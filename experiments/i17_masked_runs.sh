@@ -16,12 +16,18 @@
 #        --set rl.adagrpo.difficulty=none --set rl.adagrpo.discriminability=none \
 #        --set rl.adagrpo.sanity_negatives=32 --set rl.tag=fault-negate-sanityonly-sp0-lam2
 #                                  # the sanity test as the whole gate (fifty-first session)
+#   … rl --set rl.serving_prompts=0 --set rl.lam=3.5 --set rl.adagrpo.difficulty=none \
+#        --set rl.adagrpo.discriminability=none --set rl.adagrpo.sanity_negatives=32 \
+#        --set rl.adagrpo.sanity_draw=popularity --set rl.adagrpo.sanity_a=0.75 \
+#        --set rl.tag=masked-sanitypop0.75-sp0-lam3.5
+#   … rl <any of the above> --set rl.seed=101 --set rl.tag=<its tag>-rs101   # a second RL seed from the same SFT
+#                                  # checkpoints; the table pools them with --rl-seeds=-rs101 (fifty-second session)
 # Env: SEQ_LEN (the reward's history, default 20), BAG (ranker.sequence_seeds, default 1), TAG (runs/<TAG>-sN,
 # default i17m), FROM (the runs copied, default runs/i24-seenmask; a run with exposure/ and the DIN ranker keeps them),
 # MASK (baseline.seen_mask of the SASRec reward, default true; false = the control: the same reward without the mask,
 #   e.g. TAG=i17u FROM=runs/i17m MASK=false … train, then … rl with MASK=false).
 # Table: python experiments/i17_table.py runs/i17m-s{0,1,2} --sft-eval metrics_sft_item-head-u0-b0.json \
-#          --tags masked-adagrpo masked-mixture-lam1 masked-nll
+#          --tags masked-adagrpo masked-mixture-lam1 masked-nll [--rl-seeds=-rs101]
 set -euo pipefail
 what=$1; shift
 tag=${TAG:-i17m}

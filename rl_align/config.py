@@ -708,6 +708,13 @@ class AdaGrpoConfig:
     sanity_a: float = doc(0.5, "sanity_negatives: the share of the random items the reward must score below y*",
                           ge=0, le=1)
 
+    def value_errors(self) -> list[tuple[str, str]]:
+        """Cross-field rule: a non-uniform draw of the sanity items needs the sanity test on."""
+        if self.sanity_draw != "uniform" and self.sanity_negatives == 0:
+            return [("sanity_draw", f"{self.sanity_draw!r} draws the sanity test's items; needs sanity_negatives "
+                                    "> 0 (the test is off at 0)")]
+        return []
+
 
 @dataclass
 class PreferenceConfig:

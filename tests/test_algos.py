@@ -129,6 +129,8 @@ def test_popularity_drawn_sanity_items_follow_the_weights_and_catch_a_reward_tha
         assert lo <= float(g.sane.double().mean()) <= hi
     with pytest.raises(ValueError, match=r"sanity weights: expected \(3,\) finite, ≥ 0 and not all 0"):
         random_negatives(t[:2], 3, 4, seed=0, weights=np.array([0.0, -1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"expected \(4,\) .* got shape \(3,\)"):   # not the catalog's size
+        random_negatives(t[:2], 4, 4, seed=0, weights=np.array([1.0, 1.0, 2.0]))
 
 
 def test_the_sanity_test_refuses_a_reward_that_puts_y_star_below_random_items():

@@ -43,6 +43,15 @@ def test_hybrid_priors_need_hybrid_head_codes(tmp_path):
         load_config(_write(tmp_path, "sid:\n  sa2crq:\n    priors: hybrid\n    head_codes: head\n"))
 
 
+def test_a_popularity_sanity_draw_needs_the_sanity_test_on(tmp_path):
+    ok = load_config(_write(tmp_path, "rl:\n  adagrpo:\n    sanity_negatives: 8\n    sanity_draw: popularity\n"))
+    assert ok.rl.adagrpo.sanity_draw == "popularity"
+    with pytest.raises(ConfigError, match=r"rl\.adagrpo\.sanity_draw: 'popularity' draws .* sanity_negatives > 0"):
+        load_config(_write(tmp_path, "rl:\n  adagrpo:\n    sanity_draw: popularity\n"))
+    with pytest.raises(ConfigError, match=r"rl\.adagrpo\.sanity_draw: 'zipf' is not one of"):
+        load_config(_write(tmp_path, "rl:\n  adagrpo:\n    sanity_negatives: 8\n    sanity_draw: zipf\n"))
+
+
 def test_invalid_yaml_names_line(tmp_path):
     with pytest.raises(ConfigError, match=r"line 2"):
         load_config(_write(tmp_path, "a: 1\nb: c: d\n"))

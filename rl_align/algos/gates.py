@@ -125,18 +125,18 @@ def random_negatives(targets: np.ndarray, n_items: int, k: int, seed: int,
     an item of weight 0 is never drawn, and a draw that hit y* is drawn again (at most 64 rounds, then uniform)."""
     rng = np.random.default_rng(seed)
     if weights is not None:
-        return _weighted_negatives(targets, np.asarray(weights, np.float64), k, rng)
+        return _weighted_negatives(targets, np.asarray(weights, np.float64), n_items, k, rng)
     y = np.where(targets >= 0, targets, 0)[:, None]
     off = rng.integers(1, n_items, size=(len(targets), k)) if n_items > 1 else np.zeros((len(targets), k), int)
     draw = np.where(targets[:, None] >= 0, (y + off) % n_items, rng.integers(0, n_items, size=(len(targets), k)))
     return draw.astype(np.int64)
 
 
-def _weighted_negatives(targets: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, k) draws in proportion to ``w`` (n_items,), resampled where they equal the row's y*."""
-    n = w.size
-    if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"sanity weights: expected ({n},) finite, ≥ 0 and not all 0")
+def _weighted_negatives(targets: np.ndarray, w: np.ndarray, n: int, k: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """(B, k) draws in proportion to ``w`` (n,), resampled where they equal the row's y*."""
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"sanity weights: expected ({n},) finite, ≥ 0 and not all 0, got shape {w.shape}")
     cdf = np.cumsum(w)
     cdf /= cdf[-1]   # exactly 1 at the last item of weight > 0, so trailing 0-weight items are never drawn
     draw = np.minimum(np.searchsorted(cdf, rng.random((len(targets), k)), side="right"), n - 1)

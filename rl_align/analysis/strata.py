@@ -32,8 +32,7 @@ from rl_align.algos.gates import adagrpo_gate, random_negatives
 from rl_align.checks import load_checked
 from rl_align.config import RunConfig
 from rl_align.data.prompts import recent_examples, seen_before
-from rl_align.data.split import train_popularity
-from rl_align.driver.controller import prompt_order, reward_embeddings, run_fresh
+from rl_align.driver.controller import prompt_order, reward_embeddings, run_fresh, sanity_weights
 from rl_align.policy.data import build_prompts
 from rl_align.policy.logprobs import continuation_logprobs
 from rl_align.policy.model import load_policy
@@ -193,8 +192,7 @@ def analyze_strata(run: Path, overrides: list[str], steps: int = 10, q: int = 3,
                           n_items=catalog.n_items)
     log.info("strata: %d prompts from %d steps of %d; diagnosing the SFT policy", len(ps.rows), steps,
              cfg.rl.prompts_per_step)
-    weights = train_popularity(split, catalog.n_items) if cfg.rl.adagrpo.sanity_draw == "popularity" else None
-    diag = diagnose(sft, catalog, ps, cfg, scorer, sanity_weights=weights)
+    diag = diagnose(sft, catalog, ps, cfg, scorer, sanity_weights=sanity_weights(cfg, split, catalog.n_items))
     before = measure(sft, catalog, ps, k)
     values: dict[str, np.ndarray] = {"gate": diag["gate"], "logp_before": before["logp"],
                                      "hit_before": before["hit"].astype(float)}

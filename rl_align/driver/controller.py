@@ -150,6 +150,12 @@ def _differing(prefix: str, now: dict, saved: dict, section) -> list[str]:
     return out
 
 
+def sanity_weights(cfg: RunConfig, split: dict, n_items: int) -> Optional[np.ndarray]:
+    """(n_items,) draw weights of AdaGRPO's sanity items: training popularity with ``rl.adagrpo.sanity_draw:
+    popularity``, else None (uniform)."""
+    return train_popularity(split, n_items) if cfg.rl.adagrpo.sanity_draw == "popularity" else None
+
+
 def reward_embeddings(cfg: RunConfig, run_path: Path) -> Optional[Path]:
     """The run's item vectors (``embed/item_emb.npy``, (n_items, d)) when a reward term reads them
     (``semantic``), else None: reward replicas then load nothing they do not use."""
@@ -259,9 +265,7 @@ class Controller:
         # the prompt pool is fixed for the run: select it once, not every step
         self.prompt_pool = recent_examples(self.split["train_users"], self.split["train_positions"], r.recent_prompts)
         self.serving = serving_prompts(self.split, r.serving_split) if r.serving_prompts > 0 else None
-        # AdaGRPO's sanity items in proportion to training popularity (rl.adagrpo.sanity_draw), else uniform
-        self.sanity_weights = (train_popularity(self.split, self.catalog.n_items)
-                               if r.adagrpo.sanity_draw == "popularity" else None)
+        self.sanity_weights = sanity_weights(self.cfg, self.split, self.catalog.n_items)
         self.pairs = None
         if OBJECTIVES.get(r.algo).uses_preferences:  # prompts = the preference table's rows, in table order
             self.pairs = load_or_build(self.cfg, self.run)

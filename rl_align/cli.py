@@ -81,6 +81,9 @@ def _add_eval_command(sub) -> None:
                          "(writes eval/metrics_<stage>_cold-expansion.json)")
     ev.add_argument("--cold-prior", type=float, help="α of the cold expansion (default: eval.cold_prior, else the "
                                                      "run's measured share of cold interactions)")
+    ev.add_argument("--cold-routes", choices=["beams", "all"],
+                    help="with the cold expansion: score the routes to new items the beams reach, or all of them "
+                         "teacher-forced (eval.cold_routes)")
     ev.add_argument("--bucket-cold-parents", action="store_true",
                     help="with the cold expansion in a bucket catalog: items of buckets holding only new items take "
                          "their parent prefix's mass (eval.bucket_cold_parents)")

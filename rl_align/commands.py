@@ -109,6 +109,10 @@ def _eval_config(args: argparse.Namespace, run: Path) -> EvalConfig:
         if not cfg.cold_expansion:
             raise ValueError("--cold-prior needs --cold-expansion (or eval.cold_expansion: true)")
         cfg.cold_prior = args.cold_prior
+    if args.cold_routes:
+        if not cfg.cold_expansion:
+            raise ValueError("--cold-routes needs --cold-expansion (or eval.cold_expansion: true)")
+        cfg.cold_routes = args.cold_routes
     if args.bucket_cold_parents:
         if not cfg.cold_expansion:
             raise ValueError("--bucket-cold-parents needs --cold-expansion (or eval.cold_expansion: true)")
@@ -147,6 +151,8 @@ def _eval(args: argparse.Namespace) -> int:
         name += f"_beams{args.beams}"
     if args.cold_prior is not None:
         name += f"_prior{args.cold_prior:g}"
+    if args.cold_routes == "all":
+        name += "_all-routes"
     if args.bucket_cold_parents:
         name += "_bucket-parents"
     if args.item_head_betas or args.item_head_union is not None:

@@ -459,6 +459,11 @@ class EvalConfig:
     bucket_cold_parents: bool = doc(False, "cold expansion in a bucket catalog: items in buckets that hold only "
                                            "new items take their parent prefix's mass (as the RQ expansion does) "
                                            "instead of their never-trained code's; needs cold_expansion")
+    cold_routes: Literal["beams", "all"] = doc(
+        "beams", "cold expansion: which routes to new items (SID parents; in a bucket catalog, codes holding new "
+                 "items) get their policy mass: 'beams' = those the beam search reaches (no extra forward; Z(x) sums "
+                 "the reached ones), 'all' = every route, teacher-forced (one prompt forward and a few tokens per "
+                 "route), so Z(x) is exact and a new item whose route no beam reached is ranked too")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
     item_head_union: int = doc(50, "policy with an item head: its best unseen items that join the beam's as "
@@ -468,8 +473,14 @@ class EvalConfig:
                                 "used (by SFT to keep its best checkpoint, by evaluation to rank test)")
 
     def value_errors(self) -> list[tuple[str, str]]:
-        """Cross-field rules: cut-offs are positive integers; fusion weights are non-negative numbers."""
+        """Cross-field rules: cut-offs are positive integers; fusion weights are non-negative numbers; all cold
+        routes need the cold expansion and replace the beams' parent route of bucket_cold_parents."""
         errs = []
+        if self.cold_routes == "all" and not self.cold_expansion:
+            errs.append(("cold_routes", "'all' scores the cold expansion's routes; needs cold_expansion: true"))
+        if self.cold_routes == "all" and self.bucket_cold_parents:
+            errs.append(("cold_routes", "'all' already scores every bucket code holding new items; set "
+                                        "bucket_cold_parents: false (it routes through the beams' parents)"))
         if not self.ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.ks):
             errs.append(("ks", f"expected a non-empty list of integers ≥ 1, got {self.ks!r}"))
         if not self.item_head_betas or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0

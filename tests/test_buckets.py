@@ -7,7 +7,7 @@ import torch
 from test_sa2crq import _tok, _vae  # the SA²CRQ tests' tokenizer settings (catalog: conftest.zipf_items)
 
 from rl_align.config import PolicyConfig
-from rl_align.eval.cold_expand import ColdIndex, cold_route_items, rank_with_cold_expansion
+from rl_align.eval.cold_expand import ColdIndex, ColdRoutes, cold_route_items, rank_with_cold_expansion
 from rl_align.eval.evaluate import EvalSet, rank_with_engine
 from rl_align.policy.data import build_prompts
 from rl_align.policy.model import build_policy
@@ -202,6 +202,46 @@ def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():
     np.testing.assert_allclose(prob[0] + prob[3], 0.1, atol=1e-9)              # new with probability α
     np.testing.assert_allclose(prob[0], 0.1 * 0.5 / 0.8, atol=1e-9)            # where the code mass is
     np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm: (1 - α) · code · share
+
+
+def test_every_code_holding_new_items_enters_the_cold_mixture_with_all_routes():
+    """eval.cold_routes: all in a bucket catalog. The beams reach only code (0,); with every code holding new
+    items given (teacher-forced), item 3 in code (1,) is ranked too and Z(x) sums both codes. When the beams reach
+    both codes with those same log-probs, the result is the beams' own."""
+    codes = np.array([[0, -1], [0, -1], [0, -1], [1, -1], [1, -1], [2, 0], [2, 1], [2, 2]])
+    lens = np.array([1, 1, 1, 1, 1, 2, 2, 2])
+    pop = np.array([0, 50, 20, 0, 9, 3, 3, 3], np.float64)          # items 0 and 3 are new
+    cat = SidCatalog([f"i{k}" for k in range(8)], SidCodes(codes, lens, [3, 3]), buckets=True,
+                     bucket_scorer=build_scorer("popularity", pop))
+    reps_new = cat.buckets.new_item_codes()
+    np.testing.assert_array_equal(reps_new, [0, 3])                  # the lowest member of each such code
+    lp_new = np.log(np.array([[0.5, 0.3]]))
+    hist = np.array([[6, 7]])
+    items, scores = cat.buckets.expand(np.array([[1, 5]]), np.log([[0.5, 0.2]]), hist, k=8, cold_prior=0.1,
+                                       cold_codes=(reps_new, lp_new))
+    prob = {i: p for i, p in zip(items[0].tolist(), np.exp(scores[0]).tolist()) if i >= 0}
+    assert set(prob) == {0, 1, 2, 3, 5}
+    np.testing.assert_allclose(prob[3], 0.1 * 0.3 / 0.8, atol=1e-9)            # no beam reached code (1,)
+    np.testing.assert_allclose(prob[0] + prob[3], 0.1, atol=1e-9)
+    np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm items: the beams' own
+    beams = cat.buckets.expand(np.array([[1, 4, 5]]), np.log([[0.5, 0.3, 0.2]]), hist, k=8, cold_prior=0.1)
+    every = cat.buckets.expand(np.array([[1, 4, 5]]), np.log([[0.5, 0.3, 0.2]]), hist, k=8, cold_prior=0.1,
+                               cold_codes=(reps_new, lp_new))
+    np.testing.assert_array_equal(every[0], beams[0])
+    np.testing.assert_allclose(every[1], beams[1], atol=1e-12)
+    with pytest.raises(ValueError, match="parent_cold is for the beams"):
+        cat.buckets.expand(np.array([[1]]), np.log([[0.5]]), hist, k=8, cold_prior=0.1,
+                           cold_codes=(reps_new, lp_new), parent_cold=([{}], np.array([0.0])))
+    # the routes of a bucket catalog are the whole codes, <eos> included: a beam's own log-prob
+    routes = ColdRoutes.build(cat, ColdIndex.build(cat, cold_route_items(cat, pop)))
+    np.testing.assert_array_equal(routes.reps, [0, 3])
+    np.testing.assert_array_equal(routes.tokens, cat.tokens[[0, 3]])
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), cat, 4).eval()
+    from rl_align.policy.logprobs import item_logprobs
+    got = routes.logprobs(model, cat, np.array([[5, 6], [7, -1]]), np.arange(2))
+    want = item_logprobs(model, cat, np.array([[5, 6], [7, -1]]), np.arange(2), np.array([[0, 3], [0, 3]]))
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_an_attached_reward_model_leaves_new_items_to_the_saved_scorer():

@@ -5,8 +5,22 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from rl_align.eval.cold_expand import ColdIndex, expand_with_cold, measured_cold_prior, user_queries
+from rl_align.config import PolicyConfig
+from rl_align.eval.cold_expand import (
+    ColdIndex,
+    ColdRoutes,
+    expand_with_cold,
+    measured_cold_prior,
+    rank_with_cold_expansion,
+    user_queries,
+)
+from rl_align.eval.evaluate import EvalSet
+from rl_align.policy.data import build_prompts
+from rl_align.policy.logprobs import continuation_logprobs
+from rl_align.policy.model import build_policy
+from rl_align.rollouts import build_engine
 from rl_align.sid import SidCatalog
 from rl_align.sid.catalog import PAD
 from rl_align.sid.codes import NO_CODE, SidCodes
@@ -93,3 +107,54 @@ def test_measured_prior_is_the_share_of_cold_interactions():
     split = {"seq_items": np.arange(97), "cold_targets": np.arange(3)}
     assert measured_cold_prior(split) == pytest.approx(0.03)
     assert measured_cold_prior({"seq_items": np.arange(10)}) == 0.0
+
+
+def test_all_routes_rank_a_cold_item_no_beam_reached_with_the_exact_normaliser():
+    """eval.cold_routes: all. Only item 0's beam is returned, so the beams reach parents () and (0,); parent (1,)
+    (items 4, 5) is reached by no beam. With every parent's log-prob given, items 4 and 5 are ranked and Z(x)
+    sums all three parents."""
+    cat = _catalog()
+    idx = ColdIndex.build(cat, np.array([3, 4, 5, 6]))
+    seq, tlp, slp, items = _beams(cat, [0], [[-0.1, -0.2, -0.05]])
+    a = 0.1
+    beams_only = dict(zip(*[x[0].tolist() for x in expand_with_cold(seq, tlp, slp, items, idx, a, k=7)]))
+    assert not {4, 5} & set(beams_only)
+    lp = {(): 0.0, (cat.item_tokens(0)[0],): -0.1, (cat.item_tokens(2)[0],): -1.0}
+    keys = list(idx.children)
+    ranked, scores = expand_with_cold(seq, tlp, slp, items, idx, a, k=7,
+                                      route_logp=(keys, np.array([[lp[k] for k in keys]])))
+    got = dict(zip(ranked[0].tolist(), scores[0].tolist()))
+    log_z, la = math.log(1.0 + math.exp(-0.1) + math.exp(-1.0)), math.log(a)
+    assert got[4] == pytest.approx(-1.0 - log_z + la - math.log(2)) and got[5] == pytest.approx(got[4])
+    assert got[3] == pytest.approx(-0.1 - log_z + la) and got[6] == pytest.approx(-log_z + la)
+    assert sum(math.exp(got[c]) for c in (3, 4, 5, 6)) == pytest.approx(a)
+    assert got[0] == pytest.approx(beams_only[0])                # the warm part is the beams' own
+    assert beams_only[3] > got[3]                                # the beams' Z left out parent (1,)
+
+
+def test_all_routes_are_the_policys_own_log_probs_and_equal_the_beams_when_the_beams_reach_every_parent():
+    cat = _catalog()
+    idx = ColdIndex.build(cat, np.array([3, 4, 5, 6]))
+    routes = ColdRoutes.build(cat, idx)
+    assert routes.n == 3 and routes.reps is None
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), cat, 4).eval()
+    hist, users = np.array([[0, 1], [2, -1], [1, 2]]), np.arange(3)
+    lp = routes.logprobs(model, cat, hist, users, max_sequences=4)       # 1 prompt a forward: batching checked
+    ids, mask = build_prompts(hist, cat, users)
+    for j, parent in enumerate(routes.parents):
+        if not parent:
+            np.testing.assert_array_equal(lp[:, j], 0.0)                # the root has probability 1
+            continue
+        cont = torch.tensor([list(parent)] * 3)
+        with torch.no_grad():
+            want, m = continuation_logprobs(model, ids, mask, cont)
+        np.testing.assert_allclose(lp[:, j], (want * m).sum(1).numpy(), atol=1e-5)
+    # 7 beams return every code, so every parent is reached: both settings give the same lists and scores
+    engine = build_engine("torch", model=model, catalog=cat)
+    es = EvalSet(users=users, targets=np.array([3, 4, 5]), history=hist, seen=np.full((3, 1), -1))
+    vecs = np.eye(7, dtype=np.float32)
+    r_b, s_b = rank_with_cold_expansion(engine, cat, es, 7, False, 8, idx, 0.2, vecs)
+    r_a, s_a = rank_with_cold_expansion(engine, cat, es, 7, False, 8, idx, 0.2, vecs, routes)
+    np.testing.assert_array_equal(r_a, r_b)
+    np.testing.assert_allclose(s_a, s_b, atol=1e-4)

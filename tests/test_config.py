@@ -52,6 +52,18 @@ def test_a_popularity_sanity_draw_needs_the_sanity_test_on(tmp_path):
         load_config(_write(tmp_path, "rl:\n  adagrpo:\n    sanity_negatives: 8\n    sanity_draw: zipf\n"))
 
 
+def test_all_cold_routes_need_the_cold_expansion_and_not_the_beams_parent_route(tmp_path):
+    ok = load_config(_write(tmp_path, "eval:\n  cold_expansion: true\n  cold_routes: all\n"))
+    assert ok.eval.cold_routes == "all"
+    with pytest.raises(ConfigError, match=r"eval\.cold_routes: 'all' scores .* needs cold_expansion: true"):
+        load_config(_write(tmp_path, "eval:\n  cold_routes: all\n"))
+    with pytest.raises(ConfigError, match=r"eval\.cold_routes: 'all' already scores .* bucket_cold_parents: false"):
+        load_config(_write(tmp_path, "eval:\n  cold_expansion: true\n  cold_routes: all\n"
+                                     "  bucket_cold_parents: true\n"))
+    with pytest.raises(ConfigError, match=r"eval\.cold_routes: 'some' is not one of"):
+        load_config(_write(tmp_path, "eval:\n  cold_expansion: true\n  cold_routes: some\n"))
+
+
 def test_invalid_yaml_names_line(tmp_path):
     with pytest.raises(ConfigError, match=r"line 2"):
         load_config(_write(tmp_path, "a: 1\nb: c: d\n"))

@@ -15,9 +15,11 @@ children) and ``Z(x) = Σ_p P_policy(p | x)`` over the parents that hold cold it
 distribution over cold items: "the next item is new with probability α, and it sits where the policy's
 prefix mass is". Z is summed over the parents the beams reach (the others are not expanded), which
 slightly favours the reached ones. Ties among siblings are broken by the cosine similarity of the item's content vector
-to the mean vector of the user's history (content-based cold start). Prefix probabilities come from the
-constrained beam search's own per-token log-probs: every proper prefix of every returned beam is a candidate
-parent, so no extra forward pass is needed (parents outside the beams are not expanded).
+to the mean vector of the user's history (content-based cold start). With ``eval.cold_routes: beams`` (the
+default) prefix probabilities come from the constrained beam search's own per-token log-probs: every proper prefix
+of every returned beam is a candidate parent, so no extra forward pass is needed (parents outside the beams are not
+expanded). With ``all`` every route is teacher-forced (:class:`ColdRoutes`): Z(x) is then the sum over all parents
+that hold cold items, as the formula says, and a cold item whose parent no beam reached is ranked too.
 
 Shapes: beams per prompt ``n``; ``sequences`` (N, n, T) and ``token_logprobs`` (N, n, T) as in
 :class:`rl_align.rollouts.base.RolloutBatch`.
@@ -34,6 +36,7 @@ import torch
 
 from rl_align.eval.evaluate import EvalSet
 from rl_align.policy.data import build_prompts
+from rl_align.policy.logprobs import grouped_continuation_logprobs
 from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
 from rl_align.utils.ranking import merge_and_rank
@@ -66,6 +69,61 @@ class ColdIndex:
         return cls({k: np.array(v, np.int64) for k, v in groups.items()}, is_cold)
 
 
+@dataclass
+class ColdRoutes:
+    """Every route to a new item, teacher-forced for each prompt (``eval.cold_routes: all``).
+
+    A route is what the cold mixture weighs a new item by: its SID parent in a catalog of unique codes (a prefix,
+    no ``<eos>``), or its own code in a bucket catalog (with ``<eos>``: the log-prob a beam ending in it carries).
+    Scoring all of them costs one prompt forward and R short continuations per prompt, and replaces "the routes
+    some beam reached" by all of them, so Z(x) is exact and no new item is missed because no beam passed its way.
+
+    Attributes:
+        tokens: (R, T) int64 route tokens, ``<pad>``-padded.
+        parents: the R parent token tuples (unique codes: the keys of :class:`ColdIndex`), or None.
+        reps: (R,) int64 one member of each route's bucket (bucket catalog), or None.
+    """
+
+    tokens: np.ndarray
+    parents: Optional[list[tuple[int, ...]]] = None
+    reps: Optional[np.ndarray] = None
+
+    @classmethod
+    def build(cls, catalog: SidCatalog, index: ColdIndex) -> "ColdRoutes":
+        """The parents of ``index`` (unique codes), or every bucket code holding a new item (bucket catalog)."""
+        if catalog.has_buckets:   # without a scorer nothing knows the new items: no cold mixture, no routes
+            reps = (catalog.buckets.new_item_codes() if catalog.buckets.scorer is not None
+                    else np.zeros(0, np.int64))
+            return cls(catalog.tokens[reps].astype(np.int64), reps=reps)
+        parents = list(index.children)
+        tokens = np.full((len(parents), catalog.tokens.shape[1]), PAD, np.int64)
+        for j, p in enumerate(parents):
+            tokens[j, : len(p)] = p
+        return cls(tokens, parents=parents)
+
+    @property
+    def n(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @torch.no_grad()
+    def logprobs(self, model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray,
+                 max_sequences: int = 4096) -> np.ndarray:
+        """(N, R) float64 raw log π(route | prompt) for prompts (N, H) ``history`` of ``users`` (N,): the sum of the
+        route's token log-probs (0 for the empty root prefix), at most ``max_sequences`` continuations a forward."""
+        N, R = history.shape[0], self.n
+        out = np.zeros((N, R))
+        if R == 0:
+            return out
+        rows = max(1, max_sequences // R)
+        device = next(model.parameters()).device
+        for s in range(0, N, rows):
+            ids, mask = build_prompts(history[s: s + rows], catalog, users[s: s + rows])
+            conts = torch.from_numpy(np.broadcast_to(self.tokens, (ids.shape[0],) + self.tokens.shape).copy())
+            lp, m = grouped_continuation_logprobs(model, ids.to(device), mask.to(device), conts.to(device))
+            out[s: s + rows] = (lp * m).sum(-1).double().cpu().numpy()
+        return out
+
+
 def cold_route_items(catalog: SidCatalog, popularity: np.ndarray, bucket_parents: bool = False) -> np.ndarray:
     """Items the parent route scores: every item without training interactions in a catalog of unique codes; in
     a bucket catalog none (buckets hold their own cold mixture), or with ``bucket_parents`` the items of buckets
@@ -91,7 +149,8 @@ def measured_cold_prior(split: dict[str, np.ndarray]) -> float:
 def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logprob: np.ndarray,
                      items: np.ndarray, index: ColdIndex, prior: float, k: int,
                      banned: Optional[np.ndarray] = None, query: Optional[np.ndarray] = None,
-                     item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                     item_vecs: Optional[np.ndarray] = None,
+                     route_logp: Optional[tuple[list, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Merge beam-search results with cold items scored through their parents' prefix log-probs.
 
     Args:
@@ -100,6 +159,8 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
         k: ranking length. banned: optional (N, S) items excluded from the ranking (-1 padded).
         query: optional (N, d) user content vectors; item_vecs: (n_items, d) L2-normalised item vectors — the
             within-parent tie-break (None: by item index).
+        route_logp: optional (parents, (N, R) log P(parent | x)) of every parent (:class:`ColdRoutes`): used
+            instead of the parents the beams reach, so Z(x) sums all of them.
 
     Returns:
         ranked (N, k) int64 items best first (-1 = empty), scores (N, k) float64 mixture log-probabilities.
@@ -119,7 +180,8 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
                 score[it] = max(score.get(it, -math.inf), float(seq_logprob[r, b]) + log_w)
         cold_score: dict[int, float] = {}
         if prior > 0:
-            parents = reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index)
+            parents = (dict(zip(route_logp[0], route_logp[1][r].tolist())) if route_logp is not None
+                       else reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index))
             if parents:
                 log_z = parents_log_mass(parents)
                 cold_score = parent_shares(parents, index, log_z, log_a)
@@ -204,9 +266,11 @@ def _bucket_parent_route(res, index: ColdIndex) -> tuple[list[dict[int, float]],
 
 def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "EvalSet", beams: int,
                              exclude_history: bool, batch_size: int, index: ColdIndex, prior: float,
-                             item_vecs: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                             item_vecs: Optional[np.ndarray] = None, routes: Optional[ColdRoutes] = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
     """Constrained beam search, then :func:`expand_with_cold` (in a bucket catalog: the buckets' own cold-start
-    mixture, :meth:`rl_align.sid.buckets.Buckets.expand`). Returns items (N, beams) and scores (N, beams)."""
+    mixture, :meth:`rl_align.sid.buckets.Buckets.expand`); with ``routes`` every route to a new item is
+    teacher-forced instead of read off the beams. Returns items (N, beams) and scores (N, beams)."""
     out_items, out_scores = [], []
     for s in range(0, es.targets.size, batch_size):
         hist = es.history[s: s + batch_size]
@@ -215,17 +279,21 @@ def rank_with_cold_expansion(engine: RolloutEngine, catalog: SidCatalog, es: "Ev
         res = engine.generate(GenerationRequest(ids, mask, n=beams, mode="beam", constrained=True,
                                                 banned_items=torch.from_numpy(seen) if exclude_history else None))
         q = user_queries(hist, item_vecs) if item_vecs is not None else None
+        lp = (routes.logprobs(engine.model, catalog, hist, es.users[s: s + batch_size])
+              if routes is not None and prior > 0 else None)
         if catalog.has_buckets:
             # cold items sit inside buckets: the cold-start mixture is the bucket's own (Buckets.expand)
             ranked, scores = catalog.buckets.expand(res.items.numpy(), res.seq_logprob.numpy(), hist, beams,
                                                     seen if exclude_history else None, cold_prior=prior,
                                                     users=es.users[s: s + batch_size],
                                                     parent_cold=_bucket_parent_route(res, index) if index.children
-                                                    and prior > 0 else None)
+                                                    and prior > 0 and lp is None else None,
+                                                    cold_codes=None if lp is None else (routes.reps, lp))
         else:
             ranked, scores = expand_with_cold(res.sequences.numpy(), res.token_logprobs.numpy(),
                                               res.seq_logprob.numpy(), res.items.numpy(), index, prior, beams,
-                                              seen if exclude_history else None, q, item_vecs)
+                                              seen if exclude_history else None, q, item_vecs,
+                                              None if lp is None else (routes.parents, lp))
         out_items.append(ranked)
         out_scores.append(scores)
     return np.concatenate(out_items), np.concatenate(out_scores)

@@ -13,7 +13,13 @@ import torch
 
 from rl_align.config import EvalConfig
 from rl_align.data.split import train_popularity
-from rl_align.eval.cold_expand import ColdIndex, cold_route_items, measured_cold_prior, rank_with_cold_expansion
+from rl_align.eval.cold_expand import (
+    ColdIndex,
+    ColdRoutes,
+    cold_route_items,
+    measured_cold_prior,
+    rank_with_cold_expansion,
+)
 from rl_align.eval.evaluate import (
     bucketed,
     eval_set,
@@ -115,19 +121,22 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
 
 def _cold_setup(run_path: Path, cfg: EvalConfig, catalog: SidCatalog, split: dict,
                 pop: np.ndarray) -> tuple[tuple, dict]:
-    """(ColdIndex, α, (n_items, d) unit item vectors) of the cold-start expansion, and its summary for the
-    metrics."""
+    """(ColdIndex, α, (n_items, d) unit item vectors, ColdRoutes or None) of the cold-start expansion, and its
+    summary for the metrics."""
     prior = measured_cold_prior(split) if cfg.cold_prior is None else float(cfg.cold_prior)
     if not 0.0 <= prior < 1.0:
         raise ValueError(f"eval.cold_prior must be in [0, 1), got {prior}")
     cold = ColdIndex.build(catalog, cold_route_items(catalog, pop, cfg.bucket_cold_parents))
     vecs = np.load(run_path / "embed" / "item_emb.npy").astype(np.float32)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    routes = ColdRoutes.build(catalog, cold) if cfg.cold_routes == "all" else None
     info = {"prior": prior, "cold_items": int((pop == 0).sum()), "parent_route_items": int(cold.is_cold.sum()),
-            "parents": len(cold.children), "bucket_cold_parents": bool(cfg.bucket_cold_parents)}
-    log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent)",
-             info["cold_items"], prior, info["parent_route_items"])
-    return (cold, prior, vecs), info
+            "parents": len(cold.children), "bucket_cold_parents": bool(cfg.bucket_cold_parents),
+            "routes": cfg.cold_routes, "routes_scored": None if routes is None else routes.n}
+    log.info("eval: cold expansion over %d items without training interactions (α = %.4f; %d by parent; routes: "
+             "%s)", info["cold_items"], prior, info["parent_route_items"],
+             cfg.cold_routes if routes is None else f"all {routes.n}, teacher-forced")
+    return (cold, prior, vecs, routes), info
 
 
 @dataclass

@@ -149,6 +149,13 @@ class Buckets:
         """Mask of the valid entries of ``items`` (any shape) that have no training interaction (needs a scorer)."""
         return valid & (self.scorer.popularity[np.maximum(items, 0)] <= 0)
 
+    def new_item_codes(self) -> np.ndarray:
+        """(R,) int64 one member (the lowest index) of each bucket that holds an item without training interactions,
+        in bucket order: the codes the cold-start mixture routes new items through (needs a scorer)."""
+        new = self.scorer.popularity <= 0
+        buckets = np.unique(self.bucket_of[new])
+        return self.members[self.offsets[buckets]]
+
     def _ordered(self, reps: np.ndarray, history: np.ndarray, cold_prior: float = 0.0,
                  users: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Members of each rep's bucket in scorer order, for (N, B) reps (S = largest bucket among them).
@@ -190,8 +197,8 @@ class Buckets:
     def expand(self, reps: np.ndarray, scores: np.ndarray, history: np.ndarray, k: int,
                banned: Optional[np.ndarray] = None, cold_prior: float = 0.0,
                users: Optional[np.ndarray] = None,
-               parent_cold: Optional[tuple[list[dict[int, float]], np.ndarray]] = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               parent_cold: Optional[tuple[list[dict[int, float]], np.ndarray]] = None,
+               cold_codes: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
         """Ranked codes → ranked items by ``log P(code | x) + log P(item | code, x)``.
 
         Every item of every beam's bucket is a candidate, scored by its beam's log-prob plus its within-bucket
@@ -220,6 +227,9 @@ class Buckets:
             users: optional (N,) user indices (for a scorer that reads them).
             parent_cold: optional (per-row {item: log share}, (N,) log parent mass), see above; used only with the
                 cold mixture (α > 0 and a scorer, which knows the new items).
+            cold_codes: optional ((R,) a member of every code holding new items, :meth:`new_item_codes`; (N, R)
+                log P(code | x) of each, teacher-forced). With it the cold part covers every such code, reached by a
+                beam or not, and Z(x) is their whole mass (``eval.cold_routes: all``); not with ``parent_cold``.
 
         Returns:
             items (N, k) int64 best first (-1 = empty), scores (N, k) float64 joint log-probs.
@@ -227,6 +237,13 @@ class Buckets:
         items, valid, logp = self._ordered(reps, history, cold_prior, users)
         N = reps.shape[0]
         joint = np.where(valid & np.isfinite(scores)[..., None], scores[..., None] + logp, -np.inf)
+        if cold_prior > 0 and self.scorer is not None and cold_codes is not None:
+            if parent_cold is not None:
+                raise ValueError("Buckets.expand: cold_codes already score every code holding new items; "
+                                 "parent_cold is for the beams' routes only")
+            cold = self._new(items, valid)
+            return self._with_every_cold_code(items, np.where(cold, -np.inf, joint), cold_codes, history,
+                                              cold_prior, users, k, banned)
         if cold_prior > 0 and self.scorer is not None:
             cold = self._new(items, valid)                                             # (N, B, S)
             reached = np.where(cold.any(2) & np.isfinite(scores), scores, -np.inf)     # (N, B) codes holding new items
@@ -239,6 +256,22 @@ class Buckets:
         if parent_cold is not None and cold_prior > 0 and self.scorer is not None:
             return self._merged(flat, joint, parent_cold[0], np.log(cold_prior) - log_z, k, banned)
         return self._top_unique(flat, joint, k, banned)
+
+    def _with_every_cold_code(self, items: np.ndarray, warm: np.ndarray, cold_codes: tuple[np.ndarray, np.ndarray],
+                              history: np.ndarray, cold_prior: float, users: Optional[np.ndarray], k: int,
+                              banned: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The beams' items (N, B, S) scored ``warm`` (new items already -inf) ranked with the new items of every
+        code in ``cold_codes`` = ((R,) members, (N, R) log P(code | x)), each scored
+        log α + log P(code | x) + log P_cold(i | code, x) - log Z(x), Z(x) = Σ over the R codes."""
+        reps, lp = cold_codes
+        N, R = lp.shape
+        c_items, c_valid, c_logp = self._ordered(np.broadcast_to(np.asarray(reps, np.int64), (N, R)), history,
+                                                 cold_prior, users)               # c_logp holds log α for new items
+        log_z = np.logaddexp.reduce(lp, axis=1)                                    # (N,)
+        c_joint = np.where(self._new(c_items, c_valid) & np.isfinite(log_z)[:, None, None],
+                           lp[..., None] + c_logp - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], -np.inf)
+        flat = np.concatenate([items.reshape(N, -1), c_items.reshape(N, -1)], 1)
+        return self._top_unique(flat, np.concatenate([warm.reshape(N, -1), c_joint.reshape(N, -1)], 1), k, banned)
 
     @staticmethod
     def _top_unique(flat: np.ndarray, joint: np.ndarray, k: int,

@@ -10,6 +10,6 @@
 set -euo pipefail
 SIZES=24 experiments/i22_tail_codebook_runs.sh
 for s in ${SEEDS:-0 1 2}; do
-  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.sa2crq.head_codes=hybrid \
+  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams --set sid.sa2crq.head_codes=hybrid \
     --run-dir runs/i22h-hybrid-s$s "$@"
 done

@@ -19,7 +19,7 @@ case "${1:-}" in
   ml100k)
     shift
     for s in ${SEEDS:-0 1 2}; do
-      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.sa2crq.head_codes=hybrid \
+      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams --set sid.sa2crq.head_codes=hybrid \
         --set sid.sa2crq.priors=hybrid --run-dir runs/i22hp${SUFFIX:-}-s$s "$@"
     done ;;
   synthetic)

@@ -25,7 +25,7 @@ for s in ${SEEDS:-0 1 2}; do
   case "$what" in
     train)
       rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/$P-rqk-s$s
-      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" \
+      rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams "${TAIL[@]}" \
         --set 'stages=[data,embed,sids,sft,eval,exposure,ranker]' --set 'ranker.scorers=[din,sasrec]' \
         --run-dir runs/$P-bucket-s$s "$@" ;;
     choose)

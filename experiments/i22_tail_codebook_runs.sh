@@ -17,7 +17,7 @@ for s in ${SEEDS:-0 1 2}; do
   [ -d runs/i22t-rqk-s$s ] || rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s \
     --run-dir runs/i22t-rqk-s$s
   for n in ${SIZES:-8 16 24 32}; do
-    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set sid.sa2crq.tail_codebook_size=$n \
+    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams --set sid.sa2crq.tail_codebook_size=$n \
       --set sid.sa2crq.head_codes=${HEAD_CODES:-head} \
       --run-dir runs/i22t-tcb$n-s$s
   done

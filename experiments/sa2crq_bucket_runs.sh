@@ -20,9 +20,9 @@ COMMON=(--set 'stages=[data,embed,sids,sft,eval]' --set data.cold_share=0.1 --se
 P=${PREFIX:-i22}
 for s in ${SEEDS:-0 1 2}; do
   rl-align run experiments/configs/quick.yaml "${COMMON[@]}" --set seed=$s --run-dir runs/$P-rqk-s$s
-  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" --run-dir runs/$P-bucket-s$s "$@"
+  rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams "${TAIL[@]}" --run-dir runs/$P-bucket-s$s "$@"
   if [ "${CAP:-1}" = 1 ]; then
-    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s "${TAIL[@]}" --set sid.bucket_cap=10 \
+    rl-align run experiments/configs/sa2crq_bucket.yaml --set seed=$s --set eval.cold_routes=beams "${TAIL[@]}" --set sid.bucket_cap=10 \
       --run-dir runs/$P-bucket-cap10-s$s "$@"
   fi
 done

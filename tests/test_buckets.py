@@ -460,6 +460,15 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     assert mc["cold_expansion"]["bucket_cold_parents"] and set(mc) >= {"valid", "test"}
     assert mc["test"]["seen_in_lists"] == 0 and mc["test"]["list_lengths"][-1] == mc["test"]["n_users"]
     assert main(["eval", str(run), "--bucket-cold-parents"]) == 2                 # needs --cold-expansion
+    # every bucket code holding new items teacher-forced (eval.cold_routes: all), at a given α (no cold protocol here)
+    assert main(["eval", str(run), "--split", "both", "--cold-expansion", "--cold-prior", "0.05",
+                 "--cold-routes", "all"]) == 0
+    ma = json.loads((run / "eval" / "metrics_sft_cold-expansion_prior0.05_all-routes.json").read_text())
+    new = cat.buckets.scorer.popularity <= 0                                       # items without training events
+    assert ma["cold_expansion"]["routes"] == "all"
+    assert ma["cold_expansion"]["routes_scored"] == np.unique(cat.buckets.bucket_of[new]).size
+    assert ma["test"]["seen_in_lists"] == 0 and ma["test"]["list_lengths"][-1] == ma["test"]["n_users"]
+    assert main(["eval", str(run), "--cold-expansion", "--cold-routes", "all", "--bucket-cold-parents"]) == 2
     assert main(["eval", str(run), "--split", "all"]) == 2                        # no cold-start cases here
 
 

@@ -229,6 +229,12 @@ def test_every_code_holding_new_items_enters_the_cold_mixture_with_all_routes():
                                cold_codes=(reps_new, lp_new))
     np.testing.assert_array_equal(every[0], beams[0])
     np.testing.assert_allclose(every[1], beams[1], atol=1e-12)
+    # no code holds a new item (e.g. α given on a catalog without any): the warm part alone, new items left out
+    none = cat.buckets.expand(np.array([[1, 4, 5]]), np.log([[0.5, 0.3, 0.2]]), hist, k=8, cold_prior=0.1,
+                              cold_codes=(np.zeros(0, np.int64), np.zeros((1, 0))))
+    warm = {i: v for i, v in zip(beams[0][0].tolist(), beams[1][0].tolist()) if i not in (-1, 0, 3)}
+    assert dict(zip(none[0][0].tolist()[: len(warm)], none[1][0].tolist())) == pytest.approx(warm)
+    assert not {0, 3} & set(none[0][0].tolist())
     with pytest.raises(ValueError, match="parent_cold is for the beams"):
         cat.buckets.expand(np.array([[1]]), np.log([[0.5]]), hist, k=8, cold_prior=0.1,
                            cold_codes=(reps_new, lp_new), parent_cold=([{}], np.array([0.0])))

@@ -13,13 +13,14 @@ where α (``eval.cold_prior``) is the share of interactions that go to items uns
 ``n_cold(p)`` the number of cold items under parent ``p`` (a parent's mass is spread evenly over its cold
 children) and ``Z(x) = Σ_p P_policy(p | x)`` over the parents that hold cold items, so the cold component is a
 distribution over cold items: "the next item is new with probability α, and it sits where the policy's
-prefix mass is". Z is summed over the parents the beams reach (the others are not expanded), which
-slightly favours the reached ones. Ties among siblings are broken by the cosine similarity of the item's content vector
+prefix mass is". Ties among siblings are broken by the cosine similarity of the item's content vector
 to the mean vector of the user's history (content-based cold start). With ``eval.cold_routes: beams`` (the
 default) prefix probabilities come from the constrained beam search's own per-token log-probs: every proper prefix
-of every returned beam is a candidate parent, so no extra forward pass is needed (parents outside the beams are not
-expanded). With ``all`` every route is teacher-forced (:class:`ColdRoutes`): Z(x) is then the sum over all parents
-that hold cold items, as the formula says, and a cold item whose parent no beam reached is ranked too.
+of every returned beam is a candidate parent, so no extra forward pass is needed, but parents outside the beams are
+not expanded and Z is summed over the reached ones only, which concentrates α on them (on ML-100K cold HR@10 is
+about three times the exact mixture's, at a cost of about 6% to the warm lists). With ``all`` every route is
+teacher-forced (:class:`ColdRoutes`): Z(x) is then the sum over all parents that hold cold items, as the formula
+says, and a cold item whose parent no beam reached is ranked too.
 
 Shapes: beams per prompt ``n``; ``sequences`` (N, n, T) and ``token_logprobs`` (N, n, T) as in
 :class:`rl_align.rollouts.base.RolloutBatch`.

@@ -265,6 +265,8 @@ class Buckets:
         log α + log P(code | x) + log P_cold(i | code, x) - log Z(x), Z(x) = Σ over the R codes."""
         reps, lp = cold_codes
         N, R = lp.shape
+        if R == 0:                                                                 # no code holds a new item
+            return self._top_unique(items.reshape(N, -1), warm.reshape(N, -1), k, banned)
         c_items, c_valid, c_logp = self._ordered(np.broadcast_to(np.asarray(reps, np.int64), (N, R)), history,
                                                  cold_prior, users)               # c_logp holds log α for new items
         log_z = np.logaddexp.reduce(lp, axis=1)                                    # (N,)

@@ -37,7 +37,7 @@ import torch
 
 from rl_align.eval.evaluate import EvalSet
 from rl_align.policy.data import build_prompts
-from rl_align.policy.logprobs import grouped_continuation_logprobs
+from rl_align.policy.logprobs import sequence_logprobs
 from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
 from rl_align.utils.ranking import merge_and_rank
@@ -106,23 +106,15 @@ class ColdRoutes:
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
-    @torch.no_grad()
     def logprobs(self, model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray,
                  max_sequences: int = 4096) -> np.ndarray:
         """(N, R) float64 raw log π(route | prompt) for prompts (N, H) ``history`` of ``users`` (N,): the sum of the
         route's token log-probs (0 for the empty root prefix), at most ``max_sequences`` continuations a forward."""
         N, R = history.shape[0], self.n
-        out = np.zeros((N, R))
         if R == 0:
-            return out
-        rows = max(1, max_sequences // R)
-        device = next(model.parameters()).device
-        for s in range(0, N, rows):
-            ids, mask = build_prompts(history[s: s + rows], catalog, users[s: s + rows])
-            conts = torch.from_numpy(np.broadcast_to(self.tokens, (ids.shape[0],) + self.tokens.shape).copy())
-            lp, m = grouped_continuation_logprobs(model, ids.to(device), mask.to(device), conts.to(device))
-            out[s: s + rows] = (lp * m).sum(-1).double().cpu().numpy()
-        return out
+            return np.zeros((N, 0))
+        return sequence_logprobs(model, catalog, history, users, np.broadcast_to(self.tokens, (N,) + self.tokens.shape),
+                                 max(1, max_sequences // R))
 
 
 def cold_route_items(catalog: SidCatalog, popularity: np.ndarray, bucket_parents: bool = False) -> np.ndarray:

@@ -108,10 +108,32 @@ def grouped_continuation_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: 
 
 
 @torch.no_grad()
+def sequence_logprobs(model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray, conts: np.ndarray,
+                      batch: int = 128) -> np.ndarray:
+    """Raw log π(cont | prompt) of K token sequences per prompt, teacher-forced (one prompt forward per row,
+    :func:`grouped_continuation_logprobs`): the sum of each sequence's token log-probs through its first ``<eos>``.
+
+    Args:
+        history: (N, H) prompt histories (-1 padded). users: (N,) user indices. conts: (N, K, T) token sequences
+            (a whole SID with ``<eos>``, or a prefix without), ``<pad>``-padded; an all-pad row sums to 0.
+        batch: prompts per forward.
+    Returns:
+        (N, K) float64.
+    """
+    out = np.empty(conts.shape[:2])
+    device = next(model.parameters()).device  # prompts are built on the CPU; the model may sit on a GPU
+    for s in range(0, conts.shape[0], batch):
+        ids, mask = build_prompts(history[s:s + batch], catalog, users[s:s + batch])
+        lp, m = grouped_continuation_logprobs(model, ids.to(device), mask.to(device),
+                                              torch.from_numpy(np.ascontiguousarray(conts[s:s + batch])).to(device))
+        out[s:s + batch] = (lp * m).sum(-1).double().cpu().numpy()
+    return out
+
+
 def item_logprobs(model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray, items: np.ndarray,
                   batch: int = 128) -> np.ndarray:
     """Raw sequence log π(item | prompt) of given items: SID + ``<eos>`` teacher-forced, the definition the beams
-    and rollouts carry (one prompt forward per row, :func:`grouped_continuation_logprobs`).
+    and rollouts carry (:func:`sequence_logprobs`).
 
     Args:
         history: (N, H) prompt histories (-1 padded). users: (N,) user indices. items: (N, K) items per prompt, -1 =
@@ -123,11 +145,4 @@ def item_logprobs(model, catalog: SidCatalog, history: np.ndarray, users: np.nda
     conts = np.full(items.shape + (catalog.tokens.shape[1],), PAD, np.int64)
     ok = items >= 0
     conts[ok] = catalog.tokens[items[ok]]
-    out = np.empty(items.shape)
-    device = next(model.parameters()).device  # prompts are built on the CPU; the model may sit on a GPU
-    for s in range(0, items.shape[0], batch):
-        ids, mask = build_prompts(history[s:s + batch], catalog, users[s:s + batch])
-        lp, m = grouped_continuation_logprobs(model, ids.to(device), mask.to(device),
-                                              torch.from_numpy(conts[s:s + batch]).to(device))
-        out[s:s + batch] = (lp * m).sum(-1).double().cpu().numpy()
-    return np.where(ok, out, -np.inf)
+    return np.where(ok, sequence_logprobs(model, catalog, history, users, conts, batch), -np.inf)

@@ -140,7 +140,7 @@ def test_all_routes_are_the_policys_own_log_probs_and_equal_the_beams_when_the_b
     torch.manual_seed(0)
     model = build_policy(PolicyConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), cat, 4).eval()
     hist, users = np.array([[0, 1], [2, -1], [1, 2]]), np.arange(3)
-    lp = routes.logprobs(model, cat, hist, users, max_sequences=4)       # 1 prompt a forward: batching checked
+    lp = routes.logprobs(model, cat, hist, users, max_cells=1)           # 1 prompt a forward: batching checked
     ids, mask = build_prompts(hist, cat, users)
     for j, parent in enumerate(routes.parents):
         if not parent:

@@ -37,7 +37,7 @@ import torch
 
 from rl_align.eval.evaluate import EvalSet
 from rl_align.policy.data import build_prompts
-from rl_align.policy.logprobs import sequence_logprobs
+from rl_align.policy.tree_logprobs import PrefixTree, tree_logprobs
 from rl_align.rollouts.base import GenerationRequest, RolloutEngine
 from rl_align.sid.catalog import EOS, PAD, SidCatalog
 from rl_align.utils.ranking import merge_and_rank
@@ -76,13 +76,15 @@ class ColdRoutes:
 
     A route is what the cold mixture weighs a new item by: its SID parent in a catalog of unique codes (a prefix,
     no ``<eos>``), or its own code in a bucket catalog (with ``<eos>``: the log-prob a beam ending in it carries).
-    Scoring all of them costs one prompt forward and R short continuations per prompt, and replaces "the routes
-    some beam reached" by all of them, so Z(x) is exact and no new item is missed because no beam passed its way.
+    Scoring all of them costs one prompt forward and one forward of the routes' distinct prefixes (tree attention)
+    per prompt batch, and replaces "the routes some beam reached" by all of them, so Z(x) is exact and no new item
+    is missed because no beam passed its way.
 
     Attributes:
         tokens: (R, T) int64 route tokens, ``<pad>``-padded.
         parents: the R parent token tuples (unique codes: the keys of :class:`ColdIndex`), or None.
         reps: (R,) int64 one member of each route's bucket (bucket catalog), or None.
+        tree: the routes' :class:`~rl_align.policy.tree_logprobs.PrefixTree` (built from ``tokens``).
     """
 
     tokens: np.ndarray
@@ -106,15 +108,17 @@ class ColdRoutes:
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
+    def __post_init__(self) -> None:
+        self.tree = PrefixTree.build(self.tokens)   # the routes share their first tokens: one tree forward a prompt
+
     def logprobs(self, model, catalog: SidCatalog, history: np.ndarray, users: np.ndarray,
-                 max_sequences: int = 4096) -> np.ndarray:
+                 max_cells: int = 1 << 24) -> np.ndarray:
         """(N, R) float64 raw log π(route | prompt) for prompts (N, H) ``history`` of ``users`` (N,): the sum of the
-        route's token log-probs (0 for the empty root prefix), at most ``max_sequences`` continuations a forward."""
-        N, R = history.shape[0], self.n
-        if R == 0:
-            return np.zeros((N, 0))
-        return sequence_logprobs(model, catalog, history, users, np.broadcast_to(self.tokens, (N,) + self.tokens.shape),
-                                 max(1, max_sequences // R))
+        route's token log-probs (0 for the empty root prefix), by tree attention over the routes' shared prefixes
+        (:func:`rl_align.policy.tree_logprobs.tree_logprobs`; ``max_cells`` bounds a forward's mask)."""
+        if self.n == 0:
+            return np.zeros((history.shape[0], 0))
+        return tree_logprobs(model, catalog, history, users, self.tree, max_cells)
 
 
 def cold_route_items(catalog: SidCatalog, popularity: np.ndarray, bucket_parents: bool = False) -> np.ndarray:

@@ -12,7 +12,8 @@ hold new items) and each evaluation prompt. Three ways, same model, prompts, rou
 All three must agree (max |Δ| is reported); prompts/s is the median and range of ``--repeats`` alternating repeats.
 
 Usage: python benchmarks/bench_cold_routes.py RUN_DIR [RUN_DIR ...] [--prompts 64] [--threads 2] [--repeats 3]
-(RUN_DIR: a run trained with the cold-start protocol, with sids/catalog and sft/best_policy.)
+(RUN_DIR: a run with sids/catalog and sft/best_policy; trained with the cold-start protocol, its routes are the
+cold mixture's; without it (``make run``), every SID parent of the catalog, or every bucket code.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def hf_logprobs(model, catalog, history: np.ndarray, users: np.ndarray, routes: 
 def bench_run(run: Path, n_prompts: int, repeats: int) -> dict:
     from common import alternate, fmt_range, rate_summary
 
-    from rl_align.config import EvalConfig
+    from rl_align.config import EvalConfig, RunConfig, load_config
     from rl_align.data.split import train_popularity
     from rl_align.eval.cold_expand import ColdIndex, ColdRoutes, cold_route_items
     from rl_align.eval.evaluate import eval_set
@@ -68,6 +69,12 @@ def bench_run(run: Path, n_prompts: int, repeats: int) -> dict:
     pop = train_popularity(split, catalog.n_items)
     routes = ColdRoutes.build(catalog, ColdIndex.build(catalog, cold_route_items(catalog, pop,
                                                                                  EvalConfig().bucket_cold_parents)))
+    what = "routes to new items"
+    if routes.n == 0:      # a run without the cold-start protocol (``make run``): every SID parent, or every code
+        what = "every code (no new items)" if catalog.has_buckets else "every SID parent (no new items)"
+        routes = (ColdRoutes(catalog.tokens[catalog.buckets.members[catalog.buckets.offsets[:-1]]].astype(np.int64))
+                  if catalog.has_buckets else ColdRoutes.build(catalog, ColdIndex.build(catalog,
+                                                                                      np.arange(catalog.n_items))))
     model = load_policy(run / "sft" / "best_policy", catalog).eval()
     es = eval_set(split, "valid", limit=n_prompts)
     h, u = es.history, es.users
@@ -87,12 +94,13 @@ def bench_run(run: Path, n_prompts: int, repeats: int) -> dict:
     secs = alternate({k: timed(f) for k, f in sides.items()}, repeats)
     rates = {k: rate_summary(v, h.shape[0]) for k, v in secs.items()}
     res = {"run": str(run), "catalog": "buckets" if catalog.has_buckets else "unique codes", "routes": routes.n,
+           "routes_are": what, "dataset": load_config(run / "config.yaml", RunConfig).data.dataset,
            "route_tokens": int(routes.tokens.shape[1]), "tree_nodes": int(routes.tree.token.size),
            "tree_fed": int(routes.tree.feed.size), "prompts": int(h.shape[0]),
            "max_abs_diff": {k: float(np.abs(values[k] - values["tree"]).max()) for k in ("hf", "grouped")},
            "prompts_per_s": rates,
            "ratio": {k: rates["tree"]["median"] / rates[k]["median"] for k in ("hf", "grouped")}}
-    print(f"{run}: {routes.n} routes, tree {res['tree_nodes']} nodes ({res['tree_fed']} fed); prompts/s "
+    print(f"{run}: {routes.n} routes ({what}), tree {res['tree_nodes']} nodes ({res['tree_fed']} fed); prompts/s "
           + ", ".join(f"{k} {fmt_range(r)}" for k, r in rates.items())
           + f"; tree ×{res['ratio']['hf']:.1f} hf, ×{res['ratio']['grouped']:.1f} grouped; max |Δ| "
           + f"{max(res['max_abs_diff'].values()):.1e}")

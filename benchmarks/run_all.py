@@ -184,6 +184,20 @@ def device_rows(d: dict) -> list[list[str]]:
              f"beam **{beam[d['device']] / beam['cpu']:.1f}×**, SFT **{sft[d['device']] / sft['cpu']:.1f}×** the CPU"]]
 
 
+def cold_routes_rows(d: dict) -> list[list[str]]:
+    out = []
+    for r in d["runs"]:
+        p = r["prompts_per_s"]
+        out.append([f"log π of every cold-start route for each prompt (`eval.cold_routes: all`), {r['prompts']} "
+                    f"{r['dataset']} valid prompts, {r['routes']} routes ({r['routes_are']}; {r['catalog']}), "
+                    f"tree attention over their {r['tree_fed']} shared prefixes",
+                    f"{rng(p['tree'])} vs HF teacher forcing of each prompt + route {rng(p['hf'], '.1f')}; the "
+                    f"prompt's KV cache repeated per route {rng(p['grouped'], '.1f')} prompts/s; largest log π "
+                    f"difference {max(r['max_abs_diff'].values()):.1e}",
+                    f"**{r['ratio']['hf']:.1f}×** vs HF; {r['ratio']['grouped']:.1f}× vs repeated cache"])
+    return out
+
+
 BENCHES = [
     Bench("decoder", "bench_decoder.py",
           lambda run: [str(run), "--prompts", "128", "--beams", "10", "20", "50", "--sizes", "preset", "--repeats", "3",
@@ -208,6 +222,9 @@ BENCHES = [
           lambda run: [str(RES / "tune_overhead_spec.yaml"), "--prepared-run", str(run)], "tune.json", tune_rows),
     Bench("vllm", "bench_vllm_engine.py", lambda run: [str(run)], "vllm_engine.json", vllm_rows,
           python=".venv-vllm/bin/python"),
+    Bench("cold_routes", "bench_cold_routes.py",
+          lambda run: [str(run), "--prompts", "16", "--repeats", "3", "--out", str(RES / "cold_routes")],
+          "cold_routes.json", cold_routes_rows),
     Bench("decoder_gpu", "bench_decoder.py",
           lambda run: [str(run), "--device", "cuda", "--threads", "16", "--sizes", "preset", "--beams", "10", "20", "50",
                        "--prompts", "128", "--repeats", "3", "--out", str(RES / "decoder_gpu.json")],
@@ -231,6 +248,7 @@ COMMANDS = {
     "sci_index": "python benchmarks/bench_sci_index.py --queries 1000",
     "tune": "python benchmarks/bench_tune.py benchmarks/results/tune_overhead_spec.yaml --prepared-run RUN",
     "vllm": ".venv-vllm/bin/python benchmarks/bench_vllm_engine.py RUN",
+    "cold_routes": "python benchmarks/bench_cold_routes.py RUN --prompts 16",
     "decoder_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes preset --threads 16",
     "decoder_30m_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes 30m --prompts 64 --beams 10 20",
     "device": "python benchmarks/bench_device.py RUN --device cuda",

@@ -462,8 +462,9 @@ class EvalConfig:
     cold_routes: Literal["beams", "all"] = doc(
         "beams", "cold expansion: which routes to new items (SID parents; in a bucket catalog, codes holding new "
                  "items) get their policy mass: 'beams' = those the beam search reaches (no extra forward; Z(x) sums "
-                 "the reached ones), 'all' = every route, teacher-forced (one prompt forward and a few tokens per "
-                 "route), so Z(x) is exact and a new item whose route no beam reached is ranked too")
+                 "the reached ones), 'all' = every route, teacher-forced (the routes' shared prefixes in one tree-"
+                 "attention forward per prompt batch), so Z(x) is exact and a new item whose route no beam reached "
+                 "is ranked too")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
     item_head_union: int = doc(50, "policy with an item head: its best unseen items that join the beam's as "

@@ -19,8 +19,9 @@ default) prefix probabilities come from the constrained beam search's own per-to
 of every returned beam is a candidate parent, so no extra forward pass is needed, but parents outside the beams are
 not expanded and Z is summed over the reached ones only, which concentrates α on them (on ML-100K cold HR@10 is
 about three times the exact mixture's, at a cost of about 6% to the warm lists). With ``all`` every route is
-teacher-forced (:class:`ColdRoutes`): Z(x) is then the sum over all parents that hold cold items, as the formula
-says, and a cold item whose parent no beam reached is ranked too.
+teacher-forced (:class:`ColdRoutes`, one tree-attention forward over the routes' shared prefixes): Z(x) is then the
+sum over all parents that hold cold items, as the formula says, and a cold item whose parent no beam reached is
+ranked too.
 
 Shapes: beams per prompt ``n``; ``sequences`` (N, n, T) and ``token_logprobs`` (N, n, T) as in
 :class:`rl_align.rollouts.base.RolloutBatch`.

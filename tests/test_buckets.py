@@ -500,3 +500,37 @@ def test_vae_tail_encoder_learns_against_the_frozen_head_decoder(zipf_items, tmp
     back = SidTokenizer.load(tmp_path / "tok")
     for (k, a), b in zip(tok.tail_encoder.state_dict().items(), back.tail_encoder.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("k", [3, 40])
+def test_all_routes_dense_mixture_equals_the_per_code_mixture_on_a_large_catalog(k):
+    """The all-routes cold mixture is computed densely over every new item (one shared scoring call, a segment
+    log-softmax per code, a cut at each row's (k + banned)-th best). It must rank exactly as the per-code form:
+    every code's members ordered and scored by ``_ordered``, then the top k of everything."""
+    rng = np.random.default_rng(0)
+    n, n_codes = 600, 30
+    codes = np.stack([rng.integers(0, n_codes, n), np.full(n, -1)], 1)
+    cat = SidCatalog([f"i{j}" for j in range(n)], SidCodes(codes, np.ones(n, np.int64), [n_codes, 3]), buckets=True,
+                     bucket_scorer=build_scorer("content", np.where(rng.random(n) < 0.6, 0.0, rng.integers(1, 50, n)),
+                                                rng.normal(size=(n, 8)), temperature=0.2))
+    b = cat.buckets
+    reps_new = b.new_item_codes()
+    N = 6
+    hist = rng.integers(-1, n, (N, 5))
+    lp = np.log(rng.dirichlet(np.ones(reps_new.size), N))
+    lp[2, :4] = -np.inf                                           # codes the policy gives no mass
+    beams = np.stack([rng.choice(b.members[b.offsets[:-1]], 4, replace=False) for _ in range(N)])
+    bscores = np.sort(np.log(rng.random((N, 4))), 1)[:, ::-1] - 6.0      # low: new items compete for places
+    banned = np.where(rng.random((N, 20)) < 0.6, rng.integers(0, n, (N, 20)), -1)
+    got = b.expand(beams, bscores, hist, k, banned, cold_prior=0.3, cold_codes=(reps_new, lp))
+    # the per-code form
+    items, valid, logp = b._ordered(beams, hist, 0.3)
+    warm = np.where(valid & ~b._new(items, valid), bscores[..., None] + logp, -np.inf)
+    c_items, c_valid, c_logp = b._ordered(np.broadcast_to(reps_new, (N, reps_new.size)), hist, 0.3)
+    log_z = np.logaddexp.reduce(lp, axis=1)
+    c_joint = np.where(b._new(c_items, c_valid), lp[..., None] + c_logp - log_z[:, None, None], -np.inf)
+    want = b._top_unique(np.concatenate([items.reshape(N, -1), c_items.reshape(N, -1)], 1),
+                         np.concatenate([warm.reshape(N, -1), c_joint.reshape(N, -1)], 1), k, banned)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    assert (got[0] >= 0).all() and b._new(got[0], got[0] >= 0).any()    # full lists, new items among them

@@ -13,6 +13,8 @@ from rl_align.eval.cold_expand import (
     ColdRoutes,
     expand_with_cold,
     measured_cold_prior,
+    parent_shares,
+    parents_log_mass,
     rank_with_cold_expansion,
     user_queries,
 )
@@ -158,3 +160,40 @@ def test_all_routes_are_the_policys_own_log_probs_and_equal_the_beams_when_the_b
     r_a, s_a = rank_with_cold_expansion(engine, cat, es, 7, False, 8, idx, 0.2, vecs, routes)
     np.testing.assert_array_equal(r_a, r_b)
     np.testing.assert_allclose(s_a, s_b, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [5, 60])
+def test_all_routes_dense_shares_rank_as_the_per_item_mixture(k):
+    """With every route given, the cold shares are computed densely and cut at each row's (k + banned + warm)-th
+    best: the lists and scores must equal the per-item form (:func:`parent_shares` over every parent, merged by
+    ``merge_and_rank``), ties among siblings broken by content as before, warm beams on new items merged."""
+    from rl_align.utils.ranking import merge_and_rank
+
+    rng = np.random.default_rng(1)
+    n_items = 3000
+    cold = rng.choice(n_items, 2000, replace=False)
+    is_cold = np.zeros(n_items, bool)
+    is_cold[cold] = True
+    parents = [(a, b) for a in range(8) for b in range(8)]
+    idx = ColdIndex({p: np.sort(c) for p, c in zip(parents, np.array_split(cold, 64))}, is_cold)
+    N, nb = 12, 10
+    seq, tlp = rng.integers(0, 8, (N, nb, 4)), -rng.random((N, nb, 4))
+    slp = tlp.sum(2)
+    items = rng.integers(0, n_items, (N, nb))
+    items[2, :3] = cold[:3]                                      # beams that emit new items: the two parts merge
+    banned = np.where(rng.random((N, 30)) < 0.7, rng.integers(0, n_items, (N, 30)), -1)
+    lp = np.log(rng.dirichlet(np.ones(64) * 0.3, N))
+    lp[4, :10] = -np.inf
+    vecs = rng.normal(size=(n_items, 16))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    q = rng.normal(size=(N, 16))
+    got = expand_with_cold(seq, tlp, slp, items, idx, 0.05, k, banned, q, vecs, (parents, lp))
+    for r in range(N):
+        score = {}
+        for b in range(nb):
+            score[int(items[r, b])] = max(score.get(int(items[r, b]), -math.inf), float(slp[r, b]) + math.log1p(-0.05))
+        par = dict(zip(parents, lp[r].tolist()))
+        shares = parent_shares(par, idx, parents_log_mass(par), math.log(0.05))
+        cand, val = merge_and_rank(score, shares, banned[r], k, lambda c, qq=q[r]: vecs[c] @ qq)
+        np.testing.assert_array_equal(got[0][r, : cand.size], cand)
+        np.testing.assert_array_equal(got[1][r, : cand.size], val)

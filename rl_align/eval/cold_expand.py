@@ -170,6 +170,7 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
     out = np.full((N, k), -1, np.int64)
     out_s = np.full((N, k), -np.inf)
     cum = np.cumsum(token_logprobs, axis=2)
+    dense = _DenseShares(index, route_logp[0]) if route_logp is not None and prior > 0 else None
     for r in range(N):
         score: dict[int, float] = {}
         for b in range(n):
@@ -177,9 +178,11 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
             if it >= 0 and np.isfinite(seq_logprob[r, b]):
                 score[it] = max(score.get(it, -math.inf), float(seq_logprob[r, b]) + log_w)
         cold_score: dict[int, float] = {}
-        if prior > 0:
-            parents = (dict(zip(route_logp[0], route_logp[1][r].tolist())) if route_logp is not None
-                       else reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index))
+        if dense is not None:
+            n_banned = int((banned[r] >= 0).sum()) if banned is not None else 0
+            cold_score = dense.top(route_logp[1][r], log_a, k + n_banned + len(score), score)
+        elif prior > 0:
+            parents = reached_parents(sequences[r], cum[r], seq_logprob[r], items[r], index)
             if parents:
                 log_z = parents_log_mass(parents)
                 cold_score = parent_shares(parents, index, log_z, log_a)
@@ -188,6 +191,40 @@ def expand_with_cold(sequences: np.ndarray, token_logprobs: np.ndarray, seq_logp
         cand, val = merge_and_rank(score, cold_score, banned[r] if banned is not None else None, k, tie)
         out[r, : cand.size], out_s[r, : cand.size] = cand, val
     return out, out_s
+
+
+class _DenseShares:
+    """:func:`parent_shares` over every route at once, for ``eval.cold_routes: all``, where the cold items number
+    tens of thousands (77k on the synthetic catalog) and a per-item dict per prompt would dominate the evaluation.
+
+    Attributes: items (C,) the cold items in route order, then child order; route (C,) each one's route index;
+    log_n (R,) log of each route's number of children; at (n_items,) an item's position in ``items`` (-1: none).
+    """
+
+    def __init__(self, index: ColdIndex, parents: list[tuple[int, ...]]) -> None:
+        kids = [index.children[p] for p in parents]
+        self.items = np.concatenate(kids) if kids else np.zeros(0, np.int64)
+        self.route = np.repeat(np.arange(len(kids)), [k.size for k in kids])
+        self.log_n = np.array([math.log(k.size) for k in kids], np.float64)
+        self.at = np.full(index.is_cold.size, -1, np.int64)
+        self.at[self.items] = np.arange(self.items.size)
+
+    def top(self, lp: np.ndarray, log_a: float, m: int, warm: dict[int, float]) -> dict[int, float]:
+        """Cold item → log(α · P(parent | x) / (Z · n)) for (R,) route log-probs ``lp``, as :func:`parent_shares`
+        gives it, but only for the items that can reach a top-k list: every item scoring at least the m-th best
+        (m = k + the row's banned items + its warm items, so ties at the cut stay in), and the warm items' own
+        cold parts (they merge). Insertion order is :func:`parent_shares`' (the tie-break's stable order)."""
+        if not lp.size:
+            return {}
+        log_z = float(np.logaddexp.reduce(lp))
+        cs = ((lp[self.route] - log_z) + log_a) - self.log_n[self.route]
+        keep = np.ones(cs.size, bool)
+        if cs.size > m:
+            keep = cs >= np.partition(cs, cs.size - m)[cs.size - m]
+        at = self.at[np.fromiter(warm.keys(), np.int64, len(warm))] if warm else np.zeros(0, np.int64)
+        keep[at[at >= 0]] = True
+        idx = np.flatnonzero(keep)
+        return dict(zip(self.items[idx].tolist(), cs[idx].tolist()))
 
 
 def reached_parents(sequences: np.ndarray, cum_logprobs: np.ndarray, seq_logprob: np.ndarray, items: np.ndarray,

@@ -65,6 +65,11 @@ class BucketScorer(abc.ABC):
         """(N, H) histories, (N, C) candidate items, (N,) users or None → (N, C) float logits (entries for
         cand < 0 are ignored)."""
 
+    def score_shared(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, H) histories, (C,) candidates shared by every row, (N,) users or None → (N, C) float logits: what
+        :meth:`score` gives on the candidates broadcast to every row (a scorer may compute it faster)."""
+        return self.score(history, np.broadcast_to(cand, (history.shape[0], cand.size)), users)
+
     def _log_prior(self, cand: np.ndarray) -> np.ndarray:
         """log(1 + training count): the share of a code's training mass each of its items carried (add-one, so an
         item without interactions keeps a share)."""
@@ -89,11 +94,20 @@ class ContentScorer(BucketScorer):
 
     needs = ("popularity", "vectors")
 
+    def _query(self, history: np.ndarray) -> np.ndarray:
+        """(N, H) histories → (N, d) float32 unit mean vector of each history's items."""
+        v, valid = self.vectors, history >= 0
+        q = (v[np.where(valid, history, 0)].astype(np.float32) * valid[..., None]).sum(1)
+        return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+    def score_shared(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
+        """One (N, d) × (d, C) product instead of a gather of every row's candidate vectors."""
+        cos = self._query(history) @ self.vectors[cand].astype(np.float32).T                # (N, C)
+        return self._log_prior(cand)[None, :] + cos.astype(np.float64) / self.temperature
+
     def score(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
         v = self.vectors.astype(np.float32)
-        valid = history >= 0
-        q = (v[np.where(valid, history, 0)] * valid[..., None]).sum(1)                  # (N, d)
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        q = self._query(history)                                                        # (N, d)
         cos = np.empty(cand.shape, np.float64)                                          # (N, C)
         rows = max(1, (1 << 24) // max(1, cand.shape[1] * v.shape[1]))    # gathered vectors ≤ 64 MB at a time
         for s in range(0, cand.shape[0], rows):
@@ -262,18 +276,49 @@ class Buckets:
                               banned: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The beams' items (N, B, S) scored ``warm`` (new items already -inf) ranked with the new items of every
         code in ``cold_codes`` = ((R,) members, (N, R) log P(code | x)), each scored
-        log α + log P(code | x) + log P_cold(i | code, x) - log Z(x), Z(x) = Σ over the R codes."""
+        log α + log P(code | x) + log P_cold(i | code, x) - log Z(x), Z(x) = Σ over the R codes.
+
+        Dense over the C new items of those codes (tens of thousands on the synthetic catalog): their cold logits
+        in one :meth:`BucketScorer.score_shared` call, the within-code log-softmax by segment, and only the items
+        scoring at least a row's (k + banned)-th best (ties kept) go on to the final sort."""
         reps, lp = cold_codes
         N, R = lp.shape
-        if R == 0:                                                                 # no code holds a new item
+        new, route, starts = self._new_items_by_route(np.asarray(reps, np.int64))
+        if R == 0 or new.size == 0:                                                # no code holds a new item
             return self._top_unique(items.reshape(N, -1), warm.reshape(N, -1), k, banned)
-        c_items, c_valid, c_logp = self._ordered(np.broadcast_to(np.asarray(reps, np.int64), (N, R)), history,
-                                                 cold_prior, users)               # c_logp holds log α for new items
+        logit = (self.cold_scorer or self.scorer).score_shared(history, new, users)          # (N, C)
+        seg = np.repeat(np.arange(starts.size), np.diff(np.append(starts, new.size)))        # (C,) segment of each
+        m = np.maximum.reduceat(logit, starts, axis=1)
+        m = np.where(np.isfinite(m), m, 0.0)
+        with np.errstate(divide="ignore"):
+            lse = np.log(np.add.reduceat(np.exp(logit - m[:, seg]), starts, axis=1))
+        c_logp = logit - m[:, seg] - np.where(np.isfinite(lse), lse, 0.0)[:, seg] + np.log(cold_prior)
         log_z = np.logaddexp.reduce(lp, axis=1)                                    # (N,)
-        c_joint = np.where(self._new(c_items, c_valid) & np.isfinite(log_z)[:, None, None],
-                           lp[..., None] + c_logp - np.where(np.isfinite(log_z), log_z, 0.0)[:, None, None], -np.inf)
-        flat = np.concatenate([items.reshape(N, -1), c_items.reshape(N, -1)], 1)
-        return self._top_unique(flat, np.concatenate([warm.reshape(N, -1), c_joint.reshape(N, -1)], 1), k, banned)
+        c_joint = np.where(np.isfinite(log_z)[:, None],
+                           lp[:, route] + c_logp - np.where(np.isfinite(log_z), log_z, 0.0)[:, None], -np.inf)
+        top = k + (int((banned >= 0).sum(1).max()) if banned is not None and banned.size else 0)
+        keep = (c_joint >= np.partition(c_joint, new.size - top, axis=1)[:, new.size - top: new.size - top + 1]
+                if new.size > top else np.ones(c_joint.shape, bool))
+        width = int(keep.sum(1).max())
+        c_items, c_top = np.full((N, width), -1, np.int64), np.full((N, width), -np.inf)
+        for r in range(N):
+            idx = np.flatnonzero(keep[r])
+            c_items[r, : idx.size], c_top[r, : idx.size] = new[idx], c_joint[r, idx]
+        return self._top_unique(np.concatenate([items.reshape(N, -1), c_items], 1),
+                                np.concatenate([warm.reshape(N, -1), c_top], 1), k, banned)
+
+    def _new_items_by_route(self, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The items without training interactions in the buckets of (R,) ``reps``: (C,) items grouped by route
+        (index order inside one), (C,) each one's route index, and the (G,) start of each non-empty route group."""
+        route_of = np.full(self.n_buckets, -1, np.int64)
+        route_of[self.bucket_of[reps]] = np.arange(reps.size)
+        new = np.flatnonzero(self.scorer.popularity <= 0)
+        route = route_of[self.bucket_of[new]]
+        order = np.argsort(route, kind="stable")
+        new, route = new[order], route[order]
+        new, route = new[route >= 0], route[route >= 0]
+        starts = np.flatnonzero(np.r_[True, route[1:] != route[:-1]]) if new.size else np.zeros(0, np.int64)
+        return new, route, starts
 
     @staticmethod
     def _top_unique(flat: np.ndarray, joint: np.ndarray, k: int,

@@ -204,6 +204,21 @@ def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():
     np.testing.assert_allclose(prob[1], 0.9 * 0.5 * 51 / 72, atol=1e-9)        # warm: (1 - α) · code · share
 
 
+def test_one_item_codes_still_carry_the_mixture_weights():
+    """When every reached code holds one item, a warm item still gets (1 - α) · P(code) and a new one
+    α · P(code) / Z(x): the one-item shortcut (log P(item | code) = 0) applies only without the mixture."""
+    codes = np.array([[0, -1], [1, -1], [2, -1], [2, 0], [2, 1]])
+    lens = np.array([1, 1, 1, 2, 2])
+    pop = np.array([5, 0, 3, 0, 2], np.float64)                      # items 1 and 3 are new
+    cat = SidCatalog([f"i{k}" for k in range(5)], SidCodes(codes, lens, [3, 3]), buckets=True,
+                     bucket_scorer=build_scorer("popularity", pop))
+    assert (cat.buckets.sizes == 1).all()
+    items, scores = cat.buckets.expand(np.array([[0, 1, 2]]), np.log([[0.5, 0.3, 0.2]]), np.array([[4, -1]]), k=3,
+                                       cold_prior=0.1)
+    prob = dict(zip(items[0].tolist(), np.exp(scores[0]).tolist()))
+    np.testing.assert_allclose([prob[0], prob[2], prob[1]], [0.9 * 0.5, 0.9 * 0.2, 0.1], atol=1e-12)
+
+
 def test_every_code_holding_new_items_enters_the_cold_mixture_with_all_routes():
     """eval.cold_routes: all in a bucket catalog. The beams reach only code (0,); with every code holding new
     items given (teacher-forced), item 3 in code (1,) is ranked too and Z(x) sums both codes. When the beams reach

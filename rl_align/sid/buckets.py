@@ -190,7 +190,7 @@ class Buckets:
         j = np.arange(S)
         valid = j[None, None, :] < size[..., None]
         items = np.where(valid, self.members[np.minimum(self.offsets[b][..., None] + j, self.members.size - 1)], -1)
-        if S == 1:
+        if S == 1 and not (cold_prior > 0 and self.scorer is not None):   # the mixture still weighs one-item codes
             return items, valid, np.zeros(items.shape)
         logit = (self.scorer.score(history, items.reshape(N, B * S), users).reshape(N, B, S) if self.scorer is not None
                  else np.zeros(items.shape))

@@ -184,12 +184,16 @@ def device_rows(d: dict) -> list[list[str]]:
              f"beam **{beam[d['device']] / beam['cpu']:.1f}×**, SFT **{sft[d['device']] / sft['cpu']:.1f}×** the CPU"]]
 
 
+DATASETS = {"ml-100k": "ML-100K", "amazon": "Amazon"}
+
+
 def cold_routes_rows(d: dict) -> list[list[str]]:
     out = []
     for r in d["runs"]:
         p = r["prompts_per_s"]
         out.append([f"log π of every cold-start route for each prompt (`eval.cold_routes: all`), {r['prompts']} "
-                    f"{r['dataset']} valid prompts, {r['routes']} routes ({r['routes_are']}; {r['catalog']}), "
+                    f"{DATASETS.get(r['dataset'], r['dataset'])} valid prompts, {r['routes']} routes "
+                    f"({r['routes_are']}; {r['catalog']}), "
                     f"tree attention over their {r['tree_fed']} shared prefixes",
                     f"{rng(p['tree'])} vs HF teacher forcing of each prompt + route {rng(p['hf'], '.1f')}; the "
                     f"prompt's KV cache repeated per route {rng(p['grouped'], '.1f')} prompts/s; largest log π "
@@ -248,7 +252,8 @@ COMMANDS = {
     "sci_index": "python benchmarks/bench_sci_index.py --queries 1000",
     "tune": "python benchmarks/bench_tune.py benchmarks/results/tune_overhead_spec.yaml --prepared-run RUN",
     "vllm": ".venv-vllm/bin/python benchmarks/bench_vllm_engine.py RUN",
-    "cold_routes": "python benchmarks/bench_cold_routes.py RUN --prompts 16",
+    "cold_routes": "python benchmarks/bench_cold_routes.py RUN... --prompts 64 (RUN: runs with new items, "
+                   "experiments/i22_cold_routes_runs.sh; run_all passes its RUN and --prompts 16)",
     "decoder_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes preset --threads 16",
     "decoder_30m_gpu": "python benchmarks/bench_decoder.py RUN --device cuda --sizes 30m --prompts 64 --beams 10 20",
     "device": "python benchmarks/bench_device.py RUN --device cuda",

@@ -214,9 +214,9 @@ class _DenseShares:
         gives it, but only for the items that can reach a top-k list: every item scoring at least the m-th best
         (m = k + the row's banned items + its warm items, so ties at the cut stay in), and the warm items' own
         cold parts (they merge). Insertion order is :func:`parent_shares`' (the tie-break's stable order)."""
-        if not lp.size:
+        log_z = float(np.logaddexp.reduce(lp)) if lp.size else -math.inf
+        if not np.isfinite(log_z):   # no route has mass: no cold part (not NaN shares)
             return {}
-        log_z = float(np.logaddexp.reduce(lp))
         cs = ((lp[self.route] - log_z) + log_a) - self.log_n[self.route]
         keep = np.ones(cs.size, bool)
         if cs.size > m:

@@ -287,12 +287,7 @@ class Buckets:
         if R == 0 or new.size == 0:                                                # no code holds a new item
             return self._top_unique(items.reshape(N, -1), warm.reshape(N, -1), k, banned)
         logit = (self.cold_scorer or self.scorer).score_shared(history, new, users)          # (N, C)
-        seg = np.repeat(np.arange(starts.size), np.diff(np.append(starts, new.size)))        # (C,) segment of each
-        m = np.maximum.reduceat(logit, starts, axis=1)
-        m = np.where(np.isfinite(m), m, 0.0)
-        with np.errstate(divide="ignore"):
-            lse = np.log(np.add.reduceat(np.exp(logit - m[:, seg]), starts, axis=1))
-        c_logp = logit - m[:, seg] - np.where(np.isfinite(lse), lse, 0.0)[:, seg] + np.log(cold_prior)
+        c_logp = _segment_log_softmax(logit, starts) + np.log(cold_prior)
         log_z = np.logaddexp.reduce(lp, axis=1)                                    # (N,)
         c_joint = np.where(np.isfinite(log_z)[:, None],
                            lp[:, route] + c_logp - np.where(np.isfinite(log_z), log_z, 0.0)[:, None], -np.inf)
@@ -402,6 +397,17 @@ def _log_softmax(logit: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         lse = np.log(np.exp(logit - m).sum(-1, keepdims=True))
     return logit - m - np.where(np.isfinite(lse), lse, 0.0)
+
+
+def _segment_log_softmax(logit: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(N, C) logits whose columns form segments beginning at (G,) ``starts`` → the log-softmax inside each segment
+    (as :func:`_log_softmax` over a segment; an all -inf segment stays -inf)."""
+    seg = np.repeat(np.arange(starts.size), np.diff(np.append(starts, logit.shape[1])))    # (C,) segment of each
+    m = np.maximum.reduceat(logit, starts, axis=1)
+    m = np.where(np.isfinite(m), m, 0.0)[:, seg]
+    with np.errstate(divide="ignore"):
+        lse = np.log(np.add.reduceat(np.exp(logit - m), starts, axis=1))
+    return logit - m - np.where(np.isfinite(lse), lse, 0.0)[:, seg]
 
 
 def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None,

@@ -121,8 +121,7 @@ def _tree_batch(model, ids: torch.Tensor, mask: torch.Tensor, tree: PrefixTree, 
         dists.append(F.log_softmax(nodes.logits.float(), -1))                            # (B, F, V)
     dist = torch.cat(dists, 1)                                                           # (B, 1 + F, V)
     at = torch.from_numpy(tree.slot + 1).to(ids.device)                                  # (M,) 0 = the prompt
-    edge = dist[:, at, :].gather(2, torch.from_numpy(tree.token).to(ids.device)[None, :, None].expand(B, -1, 1))
-    edge = edge.squeeze(2).double().cpu().numpy()                                        # (B, M)
+    edge = dist[:, at, torch.from_numpy(tree.token).to(ids.device)].double().cpu().numpy()   # (B, M), no (B, M, V) copy
     cum = np.zeros_like(edge)
     for d in range(int(tree.depth.max()) + 1 if tree.depth.size else 0):                # parents before children
         m = np.flatnonzero(tree.depth == d)

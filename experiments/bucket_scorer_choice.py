@@ -3,10 +3,11 @@ then the buckets are expanded under each scorer / temperature and HR@10 / NDCG@1
 targets (the 80% least-interacted items) are reported for valid and test.
 
     python experiments/bucket_scorer_choice.py runs/i22-bucket-s0 [--temperatures 0.03 0.1 0.3 1] \
-        [--reward-models sasrec din --reward-temperatures 0.3 1 3]
+        [--reward-models sasrec din sasrec+content --reward-temperatures 0.3 1 3]
 
 ``--reward-models``: the run's trained reward models (the ranker stage with ``ranker.scorers`` listing them) as
-the within-bucket scorer (``rl_align/rewards/bucket_scorer.py``), each at every ``--reward-temperatures``.
+the within-bucket scorer (``rl_align/rewards/bucket_scorer.py``), each at every ``--reward-temperatures``;
+``MODEL+content`` adds the model's term to the run's saved content scorer.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def main() -> None:
     print("| scorer | valid HR@10 | valid NDCG@10 | valid tail HR@10 | test HR@10 | test NDCG@10 | test tail HR@10 |")
     print("|---|---|---|---|---|---|---|")
     for name, t in settings:
-        cat.buckets.attach(reward_bucket_scorer(run, name.split(":")[1], t) if name.startswith("reward:")
+        model, _, over = name.partition(":")[2].partition("+")
+        cat.buckets.attach(reward_bucket_scorer(run, model, t, over or None) if name.startswith("reward:")
                            else build_scorer(name, pop, vecs, t or 0.1))
         row = []
         for part in ("valid", "test"):

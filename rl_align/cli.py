@@ -87,9 +87,10 @@ def _add_eval_command(sub) -> None:
     ev.add_argument("--bucket-cold-parents", action="store_true",
                     help="with the cold expansion in a bucket catalog: items of buckets holding only new items take "
                          "their parent prefix's mass (eval.bucket_cold_parents)")
-    ev.add_argument("--bucket-scorer", metavar="reward:MODEL",
+    ev.add_argument("--bucket-scorer", metavar="reward:MODEL[+SAVED]",
                     help="bucket catalogs: order the items inside a bucket by the run's trained reward model MODEL "
-                         "(din, sasrec, gru4rec, ensemble) instead of the saved scorer")
+                         "(din, sasrec, gru4rec, ensemble) instead of the saved scorer; reward:MODEL+content adds "
+                         "the model's term to the saved content scorer's logits")
     ev.add_argument("--bucket-temperature", type=float, default=1.0,
                     help="with --bucket-scorer: P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) (default 1)")
     ev.add_argument("--item-head-betas", type=float, nargs="+", metavar="BETA",

@@ -137,12 +137,14 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--export writes test predictions: use --split test or both")
     scorer = None
     if args.bucket_scorer:
-        kind, _, model_name = args.bucket_scorer.partition(":")
-        if kind != "reward" or not model_name:
-            raise ValueError(f"--bucket-scorer: expected reward:MODEL (e.g. reward:sasrec), got {args.bucket_scorer!r}")
+        kind, _, rest = args.bucket_scorer.partition(":")
+        model_name, plus, over = rest.partition("+")
+        if kind != "reward" or not model_name or (plus and not over):
+            raise ValueError(f"--bucket-scorer: expected reward:MODEL or reward:MODEL+SAVED (e.g. reward:sasrec, "
+                             f"reward:sasrec+content), got {args.bucket_scorer!r}")
         if not args.bucket_temperature > 0:
             raise ValueError(f"--bucket-temperature: expected a value > 0, got {args.bucket_temperature}")
-        scorer = reward_bucket_scorer(run, model_name, args.bucket_temperature)
+        scorer = reward_bucket_scorer(run, model_name, args.bucket_temperature, over or None)
     res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None, bucket_scorer=scorer)
     name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
     if scorer is not None:

@@ -301,6 +301,34 @@ def test_an_attached_reward_model_leaves_new_items_to_the_saved_scorer():
     assert lp[1] > lp[0]
 
 
+def test_a_reward_model_over_the_saved_content_scorer_adds_its_term_to_the_content_logits(tmp_path):
+    """``reward:MODEL+content``: log(1 + count) + cos / T_c + log σ(z) / T, the saved scorer loaded from the run's
+    catalog; the content term can reverse an order the model alone gives; a base that is not saved is refused."""
+    from rl_align.rewards.bucket_scorer import RewardModelScorer, reward_bucket_scorer
+
+    codes = np.array([[0, -1], [0, -1], [0, -1], [1, -1]])
+    pop = np.array([4, 4, 4, 2], np.float64)
+    vec = np.array([[1, 0], [0, 1], [-1, 0], [1, 1]], np.float64)
+    content = build_scorer("content", pop, vec, 0.5)
+    table = np.zeros((1, 4))
+    table[0, [0, 1, 2]] = [0.0, 0.5, 1.0]                                  # alone, the model says 2 > 1 > 0
+    hist, cand, user = np.array([[3, -1]]), np.array([[0, 1, 2]]), np.array([0])   # history (1, 1)/√2
+    both = RewardModelScorer(pop, None, 2.0, _TableReward(table), base=content)
+    want = content.score(hist, cand) + np.log(1 / (1 + np.exp(-table[0, [0, 1, 2]]))) / 2.0
+    np.testing.assert_allclose(both.score(hist, cand, user), want, atol=1e-9)
+    alone = RewardModelScorer(pop, None, 2.0, _TableReward(table)).score(hist, cand, user)[0]
+    assert alone.argsort().tolist() == [0, 1, 2] and both.score(hist, cand, user)[0].argsort().tolist() == [2, 0, 1]
+    assert both.label == "reward+content" and RewardModelScorer(pop, None, 1.0, _TableReward(table)).label == "reward"
+    with pytest.raises(ValueError, match="must be a saved scorer"):
+        RewardModelScorer(pop, None, 1.0, _TableReward(table), base=both)
+    # from a run directory: the base is the catalog's saved scorer, by name
+    cat = SidCatalog([f"i{k}" for k in range(4)], SidCodes(codes, np.ones(4, np.int64), [2, 2]), buckets=True,
+                     bucket_scorer=content)
+    cat.save(tmp_path / "run" / "sids" / "catalog")
+    with pytest.raises(ValueError, match="has no saved 'popularity' bucket scorer"):
+        reward_bucket_scorer(tmp_path / "run", "sasrec", 1.0, over="popularity")
+
+
 def _catalog_with_an_all_new_bucket():
     """The cold-mixture test's catalog (codebooks 3 × 4) plus items 8 and 9: both new, sharing code (2, 3), a
     bucket no item with training interactions sits in (parent prefix (2,), which items 5-7 share)."""

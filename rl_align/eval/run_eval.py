@@ -87,7 +87,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     out: dict = {"stage": stage, "policy": str(policy_dir(run_path, stage)), "beams": beams,
                  "exclude_history": cfg.exclude_history}
     if catalog.has_buckets and catalog.buckets.scorer is not None:
-        out["bucket_scorer"] = {"name": catalog.buckets.scorer.registry_name,
+        scorer = catalog.buckets.scorer
+        out["bucket_scorer"] = {"name": getattr(scorer, "label", scorer.registry_name),
                                 "temperature": catalog.buckets.scorer.temperature,
                                 "cold_items_by": (catalog.buckets.cold_scorer or catalog.buckets.scorer).registry_name}
     cold = None

@@ -88,9 +88,8 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
                  "exclude_history": cfg.exclude_history}
     if catalog.has_buckets and catalog.buckets.scorer is not None:
         scorer = catalog.buckets.scorer
-        out["bucket_scorer"] = {"name": getattr(scorer, "label", scorer.registry_name),
-                                "temperature": catalog.buckets.scorer.temperature,
-                                "cold_items_by": (catalog.buckets.cold_scorer or catalog.buckets.scorer).registry_name}
+        out["bucket_scorer"] = {"name": scorer.label, "temperature": scorer.temperature,
+                                "cold_items_by": (catalog.buckets.cold_scorer or scorer).label}
     cold = None
     if cfg.cold_expansion:
         cold, out["cold_expansion"] = _cold_setup(run_path, cfg, catalog, split, pop)

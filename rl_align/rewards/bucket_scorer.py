@@ -14,8 +14,8 @@ scorer instead of the bare popularity prior (what the model knows of the user, a
 
     P(item | code, user) ∝ (1 + training count) · exp(cos(item, history) / T_c) · σ(z)^(1 / T)
 
- ``experiments/bucket_scorer_choice.py RUN --reward-models sasrec din``
-compares it with the others on valid, from one beam search.
+``experiments/bucket_scorer_choice.py RUN --reward-models sasrec din sasrec+content`` compares them with the others
+on valid, from one beam search.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class RewardModelScorer(BucketScorer):
 
     @property
     def label(self) -> str:
-        """``reward`` or ``reward+<base scorer>``: the name reports and metrics files carry."""
+        """``reward`` or ``reward+<base scorer>``."""
         return self.registry_name + (f"+{self.base.registry_name}" if self.base is not None else "")
 
     @torch.no_grad()

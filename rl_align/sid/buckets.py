@@ -70,6 +70,11 @@ class BucketScorer(abc.ABC):
         :meth:`score` gives on the candidates broadcast to every row (a scorer may compute it faster)."""
         return self.score(history, np.broadcast_to(cand, (history.shape[0], cand.size)), users)
 
+    @property
+    def label(self) -> str:
+        """The name reports and metrics files carry (the registry name; a scorer built on another says so)."""
+        return self.registry_name
+
     def _log_prior(self, cand: np.ndarray) -> np.ndarray:
         """log(1 + training count): the share of a code's training mass each of its items carried (add-one, so an
         item without interactions keeps a share)."""

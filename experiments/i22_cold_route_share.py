@@ -12,19 +12,20 @@ import argparse
 import numpy as np
 
 from rl_align.data.split import train_popularity
+from rl_align.eval.cold_expand import ColdIndex
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz
 
 
 def route_of_items(cat: SidCatalog) -> np.ndarray:
-    """(n_items,) int64 route id of every item: its bucket, or its SID parent (its codes minus the last, as
-    :class:`rl_align.eval.cold_expand.ColdIndex` groups them)."""
+    """(n_items,) int64 route id of every item: its bucket, or its SID parent as the cold expansion groups it
+    (:class:`rl_align.eval.cold_expand.ColdIndex` built over every item)."""
     if cat.has_buckets:
         return cat.buckets.bucket_of
-    n_codes = np.asarray(cat.token_lengths, np.int64) - 1                   # without <eos>
-    keys = {}
-    return np.array([keys.setdefault(tuple(cat.tokens[i, : n_codes[i] - 1].tolist()), len(keys))
-                     for i in range(cat.n_items)], np.int64)
+    route = np.full(cat.n_items, -1, np.int64)
+    for r, members in enumerate(ColdIndex.build(cat, np.arange(cat.n_items)).children.values()):
+        route[members] = r
+    return route
 
 
 def main() -> None:

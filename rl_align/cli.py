@@ -70,7 +70,8 @@ def _add_eval_command(sub) -> None:
     ev.add_argument("run_dir", help="a run directory with sids/ and a trained policy")
     ev.add_argument("--split", choices=["test", "valid", "both", "cold", "all"], default="test",
                     help="which part to evaluate (both: valid and test; cold: the cold-start cases, with "
-                         "data.cold_share > 0; all: valid, test and cold, in one metrics file)")
+                         "data.cold_share > 0, and the cold_valid part when there is one; all: valid, test and the "
+                         "cold parts, in one metrics file)")
     ev.add_argument("--stage", default="sft",
                     help="which policy: sft (best checkpoint), sft-final, rl:<tag> or rl-final:<tag>")
     ev.add_argument("--export", help="write test predictions as JSON lines {user_id, items} to this path")
@@ -84,6 +85,10 @@ def _add_eval_command(sub) -> None:
     ev.add_argument("--cold-routes", choices=["beams", "all"],
                     help="with the cold expansion: score the routes to new items the beams reach, or all of them "
                          "teacher-forced (eval.cold_routes)")
+    ev.add_argument("--cold-valid-share", type=float, metavar="SHARE",
+                    help="with data.cold_share > 0: the cases of this share of the held-out items form a cold_valid "
+                         "part (for choosing; --split cold/all evaluate it) and cold keeps the rest "
+                         "(eval.cold_valid_share)")
     ev.add_argument("--bucket-cold-parents", action="store_true",
                     help="with the cold expansion in a bucket catalog: items of buckets holding only new items take "
                          "their parent prefix's mass (eval.bucket_cold_parents)")

@@ -113,6 +113,8 @@ def _eval_config(args: argparse.Namespace, run: Path) -> EvalConfig:
         if not cfg.cold_expansion:
             raise ValueError("--cold-routes needs --cold-expansion (or eval.cold_expansion: true)")
         cfg.cold_routes = args.cold_routes
+    if args.cold_valid_share is not None:
+        cfg.cold_valid_share = args.cold_valid_share
     if args.bucket_cold_parents:
         if not cfg.cold_expansion:
             raise ValueError("--bucket-cold-parents needs --cold-expansion (or eval.cold_expansion: true)")
@@ -132,7 +134,9 @@ def _eval(args: argparse.Namespace) -> int:
     run = _run_dir(args.run_dir)
     setup_logging()
     cfg = _eval_config(args, run)
-    parts = {"both": ("valid", "test"), "all": ("valid", "test", "cold")}.get(args.split, (args.split,))
+    cv = ("cold_valid",) if cfg.cold_valid_share > 0 else ()
+    parts = {"both": ("valid", "test"), "all": ("valid", "test", "cold") + cv,
+             "cold": ("cold",) + cv}.get(args.split, (args.split,))
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
     scorer = None
@@ -155,6 +159,8 @@ def _eval(args: argparse.Namespace) -> int:
         name += f"_prior{args.cold_prior:g}"
     if args.cold_routes == "all":
         name += "_all-routes"
+    if args.cold_valid_share:
+        name += f"_cold-valid{args.cold_valid_share:g}"
     if args.bucket_cold_parents:
         name += "_bucket-parents"
     if args.item_head_betas or args.item_head_union is not None:

@@ -467,6 +467,11 @@ class EvalConfig:
                  "is ranked too")
     cold_prior: Optional[float] = doc(None, "cold expansion: α, the share of interactions that go to items unseen in "
                                             "training; None = the run's measured share (cold-start protocol)", ge=0, lt=1)
+    cold_valid_share: float = doc(0.0, "cold-start protocol: share of the held-out items whose cases form a "
+                                       "'cold_valid' part, to choose cold-side settings on; the reported 'cold' part "
+                                       "keeps the other items' cases (rl_align/data/cold.py; 0 = one cold part)",
+                                  ge=0, lt=1)
+    cold_valid_seed: int = doc(0, "which held-out items form the cold-valid part")
     item_head_union: int = doc(50, "policy with an item head: its best unseen items that join the beam's as "
                                    "candidates of the fused ranking (0 = re-score the beam's items only)", ge=0)
     item_head_betas: list = doc([0.5, 1.0, 2.0, 4.0, 8.0], "policy with an item head: the fusion weights β of "
@@ -930,6 +935,9 @@ class RunConfig:
             errs.append(("embed.cf_fill_neighbours", "expected ≥ 1 (e.g. 10) when data.cold_share > 0 and embed.cf_dim "
                                                      "> 0: held-out items would get a zero collaborative half and "
                                                      "collapse under one SID prefix"))
+        if self.eval.cold_valid_share > 0 and self.data.cold_share == 0:
+            errs.append(("eval.cold_valid_share", "expected 0 without the cold-start protocol (data.cold_share > 0 "
+                                                  "holds the items it splits)"))
         if self.sft.window_items is not None and self.sft.window_items > self.data.max_history + 1:
             errs.append(("sft.window_items", f"expected ≤ data.max_history + 1 = {self.data.max_history + 1} "
                                              f"(null = that), got {self.sft.window_items}"))

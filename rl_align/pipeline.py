@@ -273,7 +273,8 @@ def stage_eval(run: RunDir) -> dict:
     """Test/valid metrics of the best SFT policy and of popularity; predictions → ``eval/predictions_test.jsonl``."""
 
     d = run.stage_dir("eval")
-    parts = ("valid", "test", "cold") if run.cfg.data.cold_share > 0 else ("valid", "test")
+    parts = ("valid", "test") + (("cold",) if run.cfg.data.cold_share > 0 else ()) \
+        + (("cold_valid",) if run.cfg.eval.cold_valid_share > 0 else ())
     res = evaluate_run(run.path, run.cfg.eval, parts, export=d / "predictions_test.jsonl")
     write_json(d / "metrics.json", res)
     return {"test_hr@10": res["test"]["policy"]["hr@10"], "test_ndcg@10": res["test"]["policy"]["ndcg@10"]}

@@ -105,8 +105,9 @@ def _eval_part_lines(run: Path, cfg: dict, e: dict, part: str) -> list[str]:
     """One split's table (policy, popularity, baselines), head/tail, validity and list statistics."""
     m = e[part]
     ks = [k for k in m["policy"] if k.startswith(("hr@", "ndcg@"))]
-    title = "Cold-start items as targets" if part == "cold" else part.capitalize()
-    who = "cases" if part == "cold" else "users"
+    title = {"cold": "Cold-start items as targets", "cold_valid": "Cold-start items as targets, the cold-valid part "
+             "(for choosing settings)"}.get(part, part.capitalize())
+    who = "cases" if part.startswith("cold") else "users"
     ce = e.get("cold_expansion")
     how = (f", cold expansion α = {ce['prior']:.4f} over {ce['cold_items']} untrained items" if ce else "")
     ih = e.get("item_head")
@@ -145,11 +146,11 @@ def _eval_part_lines(run: Path, cfg: dict, e: dict, part: str) -> list[str]:
 
 
 def _eval_lines(run: Path, cfg: dict) -> list[str]:
-    """The test, valid and cold tables of ``eval/metrics.json``."""
+    """The test, valid and cold (and cold-valid) tables of ``eval/metrics.json``."""
     if not (run / "eval" / "metrics.json").exists():
         return []
     e = read_json(run / "eval" / "metrics.json")
-    return [line for part in ("test", "valid", "cold") if part in e for line in _eval_part_lines(run, cfg, e, part)]
+    return [line for part in ("test", "valid", "cold", "cold_valid") if part in e for line in _eval_part_lines(run, cfg, e, part)]
 
 
 def _ranker_lines(run: Path, cfg: dict) -> list[str]:

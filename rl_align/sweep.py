@@ -80,9 +80,10 @@ def summarize(run: Path) -> dict:
         v = read_json(run / "eval" / "metrics.json").get("valid", {})
         if v:
             row.update({"valid_hr@10": v["policy"]["hr@10"], "valid_ndcg@10": v["policy"]["ndcg@10"]})
-        c = read_json(run / "eval" / "metrics.json").get("cold")
-        if c:
-            row.update({"cold_hr@10": c["policy"]["hr@10"], "cold_ndcg@10": c["policy"]["ndcg@10"]})
+        for part in ("cold", "cold_valid"):
+            c = read_json(run / "eval" / "metrics.json").get(part)
+            if c:
+                row.update({f"{part}_hr@10": c["policy"]["hr@10"], f"{part}_ndcg@10": c["policy"]["ndcg@10"]})
     for tm in sorted((run / "rl").glob("*/test_metrics.json")) if (run / "rl").exists() else []:
         row[f"rl:{tm.parent.name}_test_hr@10"] = read_json(tm)["rl"]["test"]["policy"]["hr@10"]
     return row

@@ -519,6 +519,26 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     assert ma["test"]["seen_in_lists"] == 0 and ma["test"]["list_lengths"][-1] == ma["test"]["n_users"]
     assert main(["eval", str(run), "--cold-expansion", "--cold-routes", "all", "--bucket-cold-parents"]) == 2
     assert main(["eval", str(run), "--split", "all"]) == 2                        # no cold-start cases here
+    # a cold-valid part (eval.cold_valid_share) splits the cold cases by item, every case on one side. This run has
+    # no cold protocol, so its test cases stand in for cold cases: ranking a part does not depend on that
+    from rl_align.utils.io import load_npz, write_npz
+
+    assert main(["eval", str(run), "--split", "cold", "--cold-valid-share", "0.5"]) == 2   # no held-out items
+    sp = load_npz(run / "data" / "split.npz")
+    fake = {f"cold_{f}": sp[f"test_{f}"] for f in ("users", "targets", "history", "history_len", "positions")}
+    write_npz(run / "data" / "split.npz", **sp, **fake, cold_items=np.unique(sp["test_targets"]))
+    assert main(["eval", str(run), "--split", "cold"]) == 0
+    one = json.loads((run / "eval" / "metrics_sft.json").read_text())
+    assert main(["eval", str(run), "--split", "cold", "--cold-valid-share", "0.5"]) == 0
+    two = json.loads((run / "eval" / "metrics_sft_cold-valid0.5.json").read_text())
+    n_items = np.unique(sp["test_targets"]).size
+    assert two["cold_valid_split"] == {"share": 0.5, "seed": 0, "cold_valid_items": round(n_items / 2),
+                                       "cold_items": n_items - round(n_items / 2)}
+    assert two["cold"]["n_users"] + two["cold_valid"]["n_users"] == one["cold"]["n_users"]
+    assert 0 < two["cold_valid"]["n_users"] < one["cold"]["n_users"]
+    hits = [round(m[p]["policy"]["hr@10"] * m[p]["n_users"]) for m, p in ((two, "cold"), (two, "cold_valid"),
+                                                                          (one, "cold"))]
+    assert abs(hits[0] + hits[1] - hits[2]) <= 1        # the same ranking per case (batch padding aside)
 
 
 def test_vae_tail_encoder_learns_against_the_frozen_head_decoder(zipf_items, tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rl_align.data.cold import choose_cold_items, cold_start_split
+from rl_align.data.cold import choose_cold_items, cold_start_split, split_cold_valid
 from rl_align.data.split import leave_one_out
 
 
@@ -56,3 +56,24 @@ def test_data_stage_writes_cold_cases_and_eval_set_reads_them(tmp_path, ml100k):
     assert not (es.seen == es.targets[:, None]).any()
     with pytest.raises(ValueError, match="cold-start protocol needs data.cold_share"):
         eval_set({k: v for k, v in split.items() if not k.startswith("cold_")}, "cold")
+    # a cold-valid part: whole items move, every case lands on exactly one side, α counts both
+    from rl_align.eval.cold_expand import measured_cold_prior
+
+    two = split_cold_valid(split, 0.5, seed=3)
+    assert split_cold_valid(split, 0.0) is split
+    cv, ct = two["cold_valid_items"], two["cold_items"]
+    assert cv.size == round(0.5 * cold.size) and not set(cv) & set(ct) and set(cv) | set(ct) == set(cold)
+    assert np.isin(two["cold_valid_targets"], cv).all() and np.isin(two["cold_targets"], ct).all()
+    rows = lambda d, p: sorted(zip(d[f"{p}_users"].tolist(), d[f"{p}_targets"].tolist(), d[f"{p}_positions"].tolist(),
+                                   map(tuple, d[f"{p}_history"].tolist())))
+    assert sorted(rows(two, "cold") + rows(two, "cold_valid")) == rows(split, "cold")
+    assert measured_cold_prior(two) == measured_cold_prior(split)
+    assert eval_set(two, "cold_valid").targets.size == two["cold_valid_targets"].size
+    assert not np.array_equal(split_cold_valid(split, 0.5, seed=4)["cold_valid_items"], cv)
+    for bad, msg in ((1.0, "in \\[0, 1\\)"), (1e-6, "at least one on each side")):
+        with pytest.raises(ValueError, match=msg):
+            split_cold_valid(split, bad)
+    with pytest.raises(ValueError, match="needs the cold-start protocol"):
+        split_cold_valid({k: v for k, v in split.items() if not k.startswith("cold_")}, 0.5)
+    with pytest.raises(ValueError, match="cold_valid_share > 0"):
+        eval_set(split, "cold_valid")

@@ -46,6 +46,7 @@ CASES = [
     ("eval.ks=[0, 10]", "eval.ks", "integers ≥ 1"),
     ("eval.bucket_cold_parents=true", "eval.bucket_cold_parents", "needs eval.cold_expansion: true"),
     ("eval.beams=0", "eval.beams", "≥ 1"),
+    ("eval.cold_valid_share=0.5", "eval.cold_valid_share", "expected 0 without the cold-start protocol"),
     ("baseline.models=[sasrek]", "baseline.models", "unknown baseline model"),
     ("baseline.dropout=1.5", "baseline.dropout", "< 1"),
     ("baseline.window_stride=60", "baseline.window_stride", "≤ baseline.max_len + 1 = 21"),

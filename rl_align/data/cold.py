@@ -6,6 +6,10 @@ no training sequence, popularity count, exposure log or SFT window ever contains
 catalog and get SIDs from their content embedding alone (their popularity is 0). Each removed interaction
 (u, i) becomes a cold-start case: the user's remaining (non-cold) history before it → target i, with the
 items seen before it excluded from the ranking, as for the test set.
+
+A share of the held-out items may instead form a *cold-valid* part (:func:`split_cold_valid`, evaluation time): its
+cases choose cold-side settings, and the cold part that is reported keeps the cases of the other items only. No
+training stage reads either part, so splitting them needs no retraining.
 """
 
 from __future__ import annotations
@@ -69,3 +73,31 @@ def cold_start_split(data: InteractionData, cold: np.ndarray, max_history: int
              "history": np.array(hists, np.int64).reshape(-1, max_history),
              "history_len": np.array(hlens, np.int64), "positions": np.array(positions, np.int64)}
     return filtered, cases
+
+
+def split_cold_valid(split: dict[str, np.ndarray], share: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Move the cases of ``round(share × n_cold_items)`` random held-out items from the ``cold_*`` arrays of a run's
+    split to ``cold_valid_*`` arrays (same fields; ``cold_valid_items`` (k,) sorted); the other items' cases stay in
+    ``cold_*``. Splitting by item keeps every case of an item on one side. Returns a new dict; ``share = 0``
+    returns ``split`` unchanged."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"eval.cold_valid_share must be in [0, 1), got {share}")
+    if share == 0:
+        return split
+    if "cold_items" not in split:
+        raise ValueError("eval.cold_valid_share > 0 needs the cold-start protocol (data.cold_share > 0)")
+    if "cold_valid_items" in split:
+        raise ValueError("this split already has a cold-valid part")
+    items = np.asarray(split["cold_items"], np.int64)
+    k = int(round(share * items.size))
+    if not 0 < k < items.size:
+        raise ValueError(f"eval.cold_valid_share = {share} leaves {k} of {items.size} held-out items for cold-valid; "
+                         "expected at least one on each side")
+    chosen = np.sort(np.random.default_rng(seed).choice(items, k, replace=False))
+    in_valid = np.isin(split["cold_targets"], chosen)
+    out = {k: v for k, v in split.items() if not k.startswith("cold_")}
+    for f in ("users", "targets", "history", "history_len", "positions"):
+        out[f"cold_{f}"] = split[f"cold_{f}"][~in_valid]
+        out[f"cold_valid_{f}"] = split[f"cold_{f}"][in_valid]
+    out["cold_items"], out["cold_valid_items"] = np.setdiff1d(items, chosen), chosen
+    return out

@@ -138,8 +138,8 @@ def cold_route_items(catalog: SidCatalog, popularity: np.ndarray, bucket_parents
 
 def measured_cold_prior(split: dict[str, np.ndarray]) -> float:
     """α from a run's split: the share of all interactions that went to held-out cold items (0 without the
-    cold-start protocol)."""
-    n_cold = int(split["cold_targets"].size) if "cold_targets" in split else 0
+    cold-start protocol); the cold-valid part's cases count too."""
+    n_cold = sum(int(split[f"{p}_targets"].size) for p in ("cold", "cold_valid") if f"{p}_targets" in split)
     n_all = int(split["seq_items"].size) + n_cold
     return n_cold / n_all if n_all else 0.0
 

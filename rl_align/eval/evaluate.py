@@ -26,6 +26,8 @@ from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import atomic_path
 from rl_align.utils.popularity import head_mask
 
+PARTS = ("valid", "test", "cold", "cold_valid")
+
 
 @dataclass
 class EvalSet:
@@ -43,11 +45,13 @@ class EvalSet:
 
 
 def eval_set(split: dict[str, np.ndarray], part: str, limit: Optional[int] = None) -> EvalSet:
-    """Build the ``valid``, ``test`` or ``cold`` (cold-start protocol) set from a run's ``split.npz`` arrays."""
-    if part not in ("valid", "test", "cold"):
-        raise ValueError(f"split must be 'valid', 'test' or 'cold', got {part!r}")
+    """Build the ``valid``, ``test``, ``cold`` (cold-start protocol) or ``cold_valid`` (its part for choosing, after
+    :func:`rl_align.data.cold.split_cold_valid`) set from a run's ``split.npz`` arrays."""
+    if part not in PARTS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, PARTS))}, got {part!r}")
     if f"{part}_users" not in split:
-        raise ValueError(f"no {part!r} examples in this run (the cold-start protocol needs data.cold_share > 0)")
+        need = "eval.cold_valid_share > 0" if part == "cold_valid" else "data.cold_share > 0"
+        raise ValueError(f"no {part!r} examples in this run (the cold-start protocol needs {need})")
     users = split[f"{part}_users"]
     pos = split[f"{part}_positions"]
     if limit is not None:

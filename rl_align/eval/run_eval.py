@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from rl_align.config import EvalConfig
+from rl_align.data.cold import split_cold_valid
 from rl_align.data.split import train_popularity
 from rl_align.eval.cold_expand import (
     ColdIndex,
@@ -72,7 +73,7 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
         torch.set_num_threads(threads)
     run_path = Path(run_path)
     catalog = SidCatalog.load(run_path / "sids" / "catalog")
-    split = load_npz(run_path / "data" / "split.npz")
+    split = split_cold_valid(load_npz(run_path / "data" / "split.npz"), cfg.cold_valid_share, cfg.cold_valid_seed)
     users = read_json(run_path / "data" / "users.json")["user_ids"]
     if bucket_scorer is not None:
         if not catalog.has_buckets:
@@ -86,6 +87,10 @@ def evaluate_run(run_path: Path, cfg: EvalConfig, parts: tuple[str, ...] = ("val
     beams = max(cfg.beams, max(cfg.ks))
     out: dict = {"stage": stage, "policy": str(policy_dir(run_path, stage)), "beams": beams,
                  "exclude_history": cfg.exclude_history}
+    if "cold_valid_items" in split:
+        out["cold_valid_split"] = {"share": cfg.cold_valid_share, "seed": cfg.cold_valid_seed,
+                                   "cold_valid_items": int(split["cold_valid_items"].size),
+                                   "cold_items": int(split["cold_items"].size)}
     if catalog.has_buckets and catalog.buckets.scorer is not None:
         scorer = catalog.buckets.scorer
         out["bucket_scorer"] = {"name": scorer.label, "temperature": scorer.temperature,

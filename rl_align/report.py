@@ -150,7 +150,8 @@ def _eval_lines(run: Path, cfg: dict) -> list[str]:
     if not (run / "eval" / "metrics.json").exists():
         return []
     e = read_json(run / "eval" / "metrics.json")
-    return [line for part in ("test", "valid", "cold", "cold_valid") if part in e for line in _eval_part_lines(run, cfg, e, part)]
+    return [line for part in ("test", "valid", "cold", "cold_valid") if part in e
+            for line in _eval_part_lines(run, cfg, e, part)]
 
 
 def _ranker_lines(run: Path, cfg: dict) -> list[str]:

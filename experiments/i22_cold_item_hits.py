@@ -2,7 +2,7 @@
 --split all --cold-valid-share 0.5 ...``): for the cold and cold-valid parts, the cases, the hits@10, the items hit at
 least once, and the share of the hits that the 5 most-hit items take; pooled over the files of a group (seeds).
 Then each group against the first, item by item: the held-out items it hits more often / less often (hits summed
-over seeds) and the exact sign test over those items, per part and over both. Cases of one item move together (the
+over seeds) and the exact sign test over those items (``rl_align.eval.significance.clustered_sign_test``), per part and over both. Cases of one item move together (the
 same item vectors, the same route), so this item-level test is the honest one for the cold goal; the case-level
 McNemar test of sa2crq_table.py treats them as independent.
 
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from rl_align.data.cold import split_cold_valid
-from rl_align.eval.significance import mcnemar_exact
+from rl_align.eval.significance import clustered_sign_test
 from rl_align.utils.io import load_npz
 
 
-def _hits(metrics: Path) -> dict[str, tuple[int, Counter]]:
-    """part → (cases, Counter of target item → hits@10) for one metrics file."""
+def _cases(metrics: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """part → ((m,) target item, (m,) hit@10) of each case, for one metrics file."""
     m = json.loads(metrics.read_text())
     cv = m.get("cold_valid_split")
     if cv is None:
@@ -37,9 +37,13 @@ def _hits(metrics: Path) -> dict[str, tuple[int, Counter]]:
     out = {}
     for part in ("cold_valid", "cold"):
         rank = np.asarray(m[part]["target_rank"])
-        hit = (rank >= 0) & (rank < 10)
-        out[part] = (rank.size, Counter(split[f"{part}_targets"][hit].tolist()))
+        out[part] = (split[f"{part}_targets"], (rank >= 0) & (rank < 10))
     return out
+
+
+def _hits(metrics: Path) -> dict[str, tuple[int, Counter]]:
+    """part → (cases, Counter of target item → hits@10) for one metrics file."""
+    return {p: (t.size, Counter(t[h].tolist())) for p, (t, h) in _cases(metrics).items()}
 
 
 def main() -> None:
@@ -63,23 +67,24 @@ def main() -> None:
 
 def _item_tests(groups: list[list[str]]) -> None:
     """Each group against the first: items hit more / less often, sign-test p, per part and pooled."""
-    hits = {g[0]: [_hits(Path(f)) for f in g[1:]] for g in groups}
-    total = {k: {part: sum((p[part][1] for p in v), Counter()) for part in ("cold_valid", "cold")}
-             for k, v in hits.items()}
+    cases = {g[0]: [_cases(Path(f)) for f in g[1:]] for g in groups}
     ref = groups[0][0]
     print(f"\n| against {ref}, item by item | cold_valid: more / fewer hits, p | cold: more / fewer, p | "
           "both: more / fewer, p |")
     print("|---|---|---|---|")
     for label in [g[0] for g in groups[1:]]:
-        cells, w_all, l_all = [], 0, 0
-        for part in ("cold_valid", "cold"):
-            mine, theirs = total[label][part], total[ref][part]
-            items = set(mine) | set(theirs)
-            w = sum(mine[i] > theirs[i] for i in items)
-            lo = sum(mine[i] < theirs[i] for i in items)
-            w_all, l_all = w_all + w, l_all + lo
-            cells.append(f"{w} / {lo}, p {mcnemar_exact(w, lo):.2g}")
-        cells.append(f"{w_all} / {l_all}, p {mcnemar_exact(w_all, l_all):.2g}")
+        cells = []
+        for parts in (("cold_valid",), ("cold",), ("cold_valid", "cold")):
+            ref_hits, hits, items = [], [], []      # cases of every seed (same seeds, same targets in both)
+            for mine, theirs in zip(cases[label], cases[ref]):
+                for p in parts:
+                    if not np.array_equal(mine[p][0], theirs[p][0]):
+                        raise SystemExit(f"{label} and {ref}: not the same {p} cases (same seeds, same split?)")
+                    items.append(mine[p][0])
+                    hits.append(mine[p][1])
+                    ref_hits.append(theirs[p][1])
+            r = clustered_sign_test(np.concatenate(ref_hits), np.concatenate(hits), np.concatenate(items))
+            cells.append(f"{r['wins']} / {r['losses']}, p {r['p']:.2g}")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -6,7 +6,8 @@ hallucination), each group against a reference group, with pooled paired McNemar
 
 Every figure comes from each run's ``sids/stats.json`` and ``eval/metrics.json`` (cold expansion as the run's
 eval config had it; a RUN may also name another metrics file of the run, ``RUN/eval/metrics_*.json``); the per-user
-ranks in ``target_rank`` give the paired tests. Metrics files with a cold-valid part (``--cold-valid-share``) add
+ranks in ``target_rank`` give the paired tests; cold cases are also compared item by item (the cases of one
+held-out item move together: ``rl_align.eval.significance.clustered_sign_test``). Metrics files with a cold-valid part (``--cold-valid-share``) add
 its HR@10 as ``cold_valid_hr@10``.
 
 ``--choose`` applies issue 22's valid-side rule (docs/results.md, fifty-sixth session) to the groups other than the
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rl_align.eval.significance import mcnemar_exact
+from rl_align.data.cold import split_cold_valid
+from rl_align.eval.significance import clustered_sign_test, mcnemar_exact
+from rl_align.utils.io import load_npz
 
 
 def _run_row(run: Path) -> dict:
@@ -44,9 +47,22 @@ def _run_row(run: Path) -> dict:
     if "cold" in m:
         row["cold_hr@10"] = m["cold"]["policy"]["hr@10"]
         ranks["cold"] = np.array(m["cold"]["target_rank"])
+        split, cv = load_npz(run / "data" / "split.npz"), m.get("cold_valid_split")
+        split = split_cold_valid(split, cv["share"], cv["seed"]) if cv else split
+        ranks["cold_items"] = split["cold_targets"]
     if "cold_valid" in m:
         row["cold_valid_hr@10"] = m["cold_valid"]["policy"]["hr@10"]
     return {"row": row, "ranks": ranks}
+
+
+def _item_test(runs: list[dict], ref: list[dict]) -> str:
+    """Cold cases compared held-out item by held-out item, seeds pooled (clustered sign test), as a table cell."""
+    items = [r["ranks"]["cold_items"] for r in runs]
+    if not all(np.array_equal(a, r["ranks"]["cold_items"]) for a, r in zip(items, ref)):
+        return "items: not the same cold cases"
+    hit = [np.concatenate([(r["ranks"]["cold"] >= 0) & (r["ranks"]["cold"] < 10) for r in rs]) for rs in (ref, runs)]
+    it = clustered_sign_test(hit[0], hit[1], np.concatenate(items))
+    return f"items +{it['wins']}/−{it['losses']}, p {it['p']:.2g}"
 
 
 def _ms(vals: list) -> str:
@@ -70,7 +86,7 @@ def main() -> None:
     cols = ["len_head", "len_tail", "codes", "valid_hr@10", "valid_tail_hr@10", "cold_valid_hr@10", "test_hr@10", "test_ndcg@10", "head_hr@10", "tail_hr@10",
             "cold_hr@10", "free_halluc", "sampled_halluc"]
     print("| tokenizer (seeds) | " + " | ".join(cols) + " | × ref: test / tail / cold HR@10 | pooled paired p "
-          "(test; cold) |")
+          "(test; cold; cold item by item) |")
     print("|---" * (len(cols) + 3) + "|")
     out = []
     for label, runs in groups:
@@ -88,6 +104,8 @@ def main() -> None:
                 ha = (theirs["ranks"][part] >= 0) & (theirs["ranks"][part] < 10)
                 w, lo = w + int((hb & ~ha).sum()), lo + int((ha & ~hb).sum())
             ps.append(f"+{w}/−{lo}, p {mcnemar_exact(w, lo):.3g}")
+        if all("cold_items" in r["ranks"] for r in runs + ref):
+            ps.append(_item_test(runs, ref))
         print(f"| {label} ({len(runs)}) | " + " | ".join(_ms([r["row"].get(c) for r in runs]) for c in cols)
               + f" | {ratio} | {'; '.join(ps)} |")
         out.append({"label": label, "runs": [r["row"] for r in runs], "mean": mean})

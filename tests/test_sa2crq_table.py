@@ -1,5 +1,5 @@
 """experiments/sa2crq_table.py --choose: issue 22's valid-side rule over fake run dirs holding the files the table
-reads (sids/stats.json, a metrics file with valid, test, cold and cold-valid parts)."""
+reads (sids/stats.json, data/split.npz with cold cases, a metrics file with valid, test, cold and cold-valid parts)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from rl_align.utils.io import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "sa2crq_table.py"
@@ -18,14 +22,20 @@ def _part(hr: float, tail: float, n: int = 10) -> dict:
             "policy_buckets": {"head": {"hr@10": hr}, "tail": {"hr@10": tail}}}
 
 
-def _run(root: Path, name: str, valid: float, valid_tail: float, cold_valid: float) -> str:
+def _run(root: Path, name: str, valid: float, valid_tail: float, cold_valid: float, cold: float = 0.1) -> str:
     d = root / name
     (d / "sids").mkdir(parents=True)
     (d / "eval").mkdir()
+    (d / "data").mkdir()
+    items = np.arange(10, 20)                  # ten held-out items, two cases each: ten cases per part
+    n = 2 * items.size
+    write_npz(d / "data" / "split.npz", cold_items=items, cold_targets=np.repeat(items, 2), cold_users=np.arange(n),
+              cold_history=np.zeros((n, 2), np.int64), cold_history_len=np.zeros(n, np.int64),
+              cold_positions=np.zeros(n, np.int64))
     (d / "sids" / "stats.json").write_text(json.dumps({"mean_code_length_head20": 3.0, "mean_code_length_tail80": 2.0,
                                                        "n_items": 100}))
-    m = {"valid": _part(valid, valid_tail), "test": _part(0.2, 0.1), "cold": _part(0.1, 0.1),
-         "cold_valid": _part(cold_valid, cold_valid)}
+    m = {"valid": _part(valid, valid_tail), "test": _part(0.2, 0.1), "cold": _part(cold, cold),
+         "cold_valid": _part(cold_valid, cold_valid), "cold_valid_split": {"share": 0.5, "seed": 0}}
     (d / "eval" / "metrics_x.json").write_text(json.dumps(m))
     return str(d / "eval" / "metrics_x.json")
 
@@ -52,3 +62,16 @@ def test_ties_go_to_the_higher_valid_hr(tmp_path):
     a = ("a", _run(tmp_path, "a", 0.5, 0.24, 0.12))
     b = ("b", _run(tmp_path, "b", 0.52, 0.24, 0.12))
     assert _choose(ref, a, b).stdout.splitlines()[-1].startswith("choice: b (")
+
+
+def test_cold_cases_are_also_compared_item_by_item(tmp_path):
+    ref = ("ref", _run(tmp_path, "ref", 0.5, 0.2, 0.1))
+    same = ("same", _run(tmp_path, "same", 0.5, 0.2, 0.1))
+    more = ("more", _run(tmp_path, "more", 0.5, 0.2, 0.1, cold=0.3))     # hits on cases 0-2 against case 0
+    res = subprocess.run([sys.executable, str(SCRIPT), "--group", *ref, "--group", *same, "--group", *more],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    last = res.stdout.splitlines()[-2:]
+    assert last[0].endswith("items +0/−0, p 1 |")                         # the same hits: no item differs
+    # cases 0-1 are one item's (1 hit against 2), case 2 the next item's (0 against 1): two items, 2 case wins
+    assert last[1].endswith("+2/−0, p 0.5; items +2/−0, p 0.5 |")

@@ -39,3 +39,21 @@ def test_mcnemar_exact_with_more_than_1023_discordant_pairs():
     assert 0.5 < even < 0.6                                         # normal approx.: 2·(1 − Φ(19.5 / √275)) ≈ 0.56
     assert mcnemar_exact(400, 700) < 1e-15                          # far from even: tiny, not an error
     assert mcnemar_exact(51, 49) == pytest.approx(2 * sum(math.comb(100, i) for i in range(50)) / 2 ** 100)
+
+
+def test_the_clustered_sign_test_counts_clusters_not_cases():
+    from rl_align.eval.significance import clustered_sign_test, mcnemar_exact
+
+    # cluster 0: B hits 9 of its 10 cases, A none; clusters 1-3: A hits one case each, B none
+    clusters = np.repeat([0, 1, 2, 3], 10)
+    a = np.zeros(40, bool)
+    a[[10, 20, 30]] = True
+    b = np.zeros(40, bool)
+    b[:9] = True
+    r = clustered_sign_test(a, b, clusters)
+    assert (r["wins"], r["losses"], r["clusters"]) == (1, 3, 4) and r["p"] == mcnemar_exact(1, 3)
+    assert mcnemar_exact(9, 3) < 0.15 < r["p"]           # case by case B looks ahead; cluster by cluster it is not
+    tie = clustered_sign_test(a, a, clusters)
+    assert (tie["wins"], tie["losses"], tie["p"]) == (0, 0, 1.0)
+    with pytest.raises(ValueError, match="three"):
+        clustered_sign_test(a, b, clusters[:-1])

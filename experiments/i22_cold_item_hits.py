@@ -2,9 +2,9 @@
 --split all --cold-valid-share 0.5 ...``): for the cold and cold-valid parts, the cases, the hits@10, the items hit at
 least once, and the share of the hits that the 5 most-hit items take; pooled over the files of a group (seeds).
 Then each group against the first, item by item: the held-out items it hits more often / less often (hits summed
-over seeds) and the exact sign test over those items (``rl_align.eval.significance.clustered_sign_test``), per part and over both. Cases of one item move together (the
-same item vectors, the same route), so this item-level test is the honest one for the cold goal; the case-level
-McNemar test of sa2crq_table.py treats them as independent.
+over seeds) and the exact sign test over those items (``rl_align.eval.significance.clustered_sign_test``), per
+part and over both. Cases of one item move together (the same item vectors, the same route), so this item-level
+test is the honest one for the cold goal; a case-level McNemar test treats them as independent.
 
     python experiments/i22_cold_item_hits.py --group "RQ-KMeans" runs/i22t-rqk-s{0,1,2}/eval/metrics_X.json \
         --group "buckets" runs/i22h-hybrid-s{0,1,2}/eval/metrics_Y.json

@@ -7,8 +7,8 @@ hallucination), each group against a reference group, with pooled paired McNemar
 Every figure comes from each run's ``sids/stats.json`` and ``eval/metrics.json`` (cold expansion as the run's
 eval config had it; a RUN may also name another metrics file of the run, ``RUN/eval/metrics_*.json``); the per-user
 ranks in ``target_rank`` give the paired tests; cold cases are also compared item by item (the cases of one
-held-out item move together: ``rl_align.eval.significance.clustered_sign_test``). Metrics files with a cold-valid part (``--cold-valid-share``) add
-its HR@10 as ``cold_valid_hr@10``.
+held-out item move together: ``rl_align.eval.significance.clustered_sign_test``). Metrics files with a cold-valid
+part (``--cold-valid-share``) add its HR@10 as ``cold_valid_hr@10``.
 
 ``--choose`` applies issue 22's valid-side rule (docs/results.md, fifty-sixth session) to the groups other than the
 reference: keep those whose mean valid HR@10 is ≥ 0.98× the reference's; take the one with the highest

@@ -83,8 +83,8 @@ def main() -> None:
     a = ap.parse_args()
     groups = [(g[0], [_run_row(Path(p)) for p in g[1:]]) for g in a.group]
     ref = groups[a.reference][1]
-    cols = ["len_head", "len_tail", "codes", "valid_hr@10", "valid_tail_hr@10", "cold_valid_hr@10", "test_hr@10", "test_ndcg@10", "head_hr@10", "tail_hr@10",
-            "cold_hr@10", "free_halluc", "sampled_halluc"]
+    cols = ["len_head", "len_tail", "codes", "valid_hr@10", "valid_tail_hr@10", "cold_valid_hr@10", "test_hr@10",
+            "test_ndcg@10", "head_hr@10", "tail_hr@10", "cold_hr@10", "free_halluc", "sampled_halluc"]
     print("| tokenizer (seeds) | " + " | ".join(cols) + " | × ref: test / tail / cold HR@10 | pooled paired p "
           "(test; cold; cold item by item) |")
     print("|---" * (len(cols) + 3) + "|")

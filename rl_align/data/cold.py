@@ -95,7 +95,7 @@ def split_cold_valid(split: dict[str, np.ndarray], share: float, seed: int = 0) 
                          "expected at least one on each side")
     chosen = np.sort(np.random.default_rng(seed).choice(items, k, replace=False))
     in_valid = np.isin(split["cold_targets"], chosen)
-    out = {k: v for k, v in split.items() if not k.startswith("cold_")}
+    out = {key: v for key, v in split.items() if not key.startswith("cold_")}
     for f in ("users", "targets", "history", "history_len", "positions"):
         out[f"cold_{f}"] = split[f"cold_{f}"][~in_valid]
         out[f"cold_valid_{f}"] = split[f"cold_{f}"][in_valid]

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rl_align.data.cold import split_cold_valid
+from rl_align.data.cold import split_as_evaluated
 from rl_align.eval.significance import clustered_sign_test
-from rl_align.utils.io import load_npz
 
 
 def _cases(metrics: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -33,7 +32,7 @@ def _cases(metrics: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     cv = m.get("cold_valid_split")
     if cv is None:
         raise SystemExit(f"{metrics}: no cold-valid part (evaluate with --cold-valid-share)")
-    split = split_cold_valid(load_npz(metrics.parent.parent / "data" / "split.npz"), cv["share"], cv["seed"])
+    split = split_as_evaluated(metrics.parent.parent, m)
     out = {}
     for part in ("cold_valid", "cold"):
         rank = np.asarray(m[part]["target_rank"])

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rl_align.data.cold import split_cold_valid
+from rl_align.data.cold import split_as_evaluated
 from rl_align.eval.significance import clustered_sign_test, mcnemar_exact
-from rl_align.utils.io import load_npz
 
 
 def _run_row(run: Path) -> dict:
@@ -47,9 +46,7 @@ def _run_row(run: Path) -> dict:
     if "cold" in m:
         row["cold_hr@10"] = m["cold"]["policy"]["hr@10"]
         ranks["cold"] = np.array(m["cold"]["target_rank"])
-        split, cv = load_npz(run / "data" / "split.npz"), m.get("cold_valid_split")
-        split = split_cold_valid(split, cv["share"], cv["seed"]) if cv else split
-        ranks["cold_items"] = split["cold_targets"]
+        ranks["cold_items"] = split_as_evaluated(run, m)["cold_targets"]
     if "cold_valid" in m:
         row["cold_valid_hr@10"] = m["cold_valid"]["policy"]["hr@10"]
     return {"row": row, "ranks": ranks}

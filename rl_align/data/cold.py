@@ -15,11 +15,13 @@ training stage reads either part, so splitting them needs no retraining.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from rl_align.data.dataset import InteractionData
 from rl_align.data.split import sort_by_user_time
+from rl_align.utils.io import load_npz
 from rl_align.utils.popularity import head_mask
 
 PAD = -1
@@ -101,3 +103,10 @@ def split_cold_valid(split: dict[str, np.ndarray], share: float, seed: int = 0) 
         out[f"cold_valid_{f}"] = split[f"cold_{f}"][in_valid]
     out["cold_items"], out["cold_valid_items"] = np.setdiff1d(items, chosen), chosen
     return out
+
+
+def split_as_evaluated(run_path: str | Path, metrics: dict) -> dict[str, np.ndarray]:
+    """A run's ``data/split.npz`` with the cold-valid part its metrics file records (``cold_valid_split``: share and
+    seed), so the ``cold_*`` / ``cold_valid_*`` arrays line up case by case with that file's ``target_rank``."""
+    split, cv = load_npz(Path(run_path) / "data" / "split.npz"), metrics.get("cold_valid_split")
+    return split_cold_valid(split, cv["share"], cv["seed"]) if cv else split

@@ -92,12 +92,14 @@ def _add_eval_command(sub) -> None:
     ev.add_argument("--bucket-cold-parents", action="store_true",
                     help="with the cold expansion in a bucket catalog: items of buckets holding only new items take "
                          "their parent prefix's mass (eval.bucket_cold_parents)")
-    ev.add_argument("--bucket-scorer", metavar="reward:MODEL[+SAVED]",
+    ev.add_argument("--bucket-scorer", metavar="reward:MODEL[+SAVED] | content | popularity",
                     help="bucket catalogs: order the items inside a bucket by the run's trained reward model MODEL "
                          "(din, sasrec, gru4rec, ensemble) instead of the saved scorer; reward:MODEL+content adds "
-                         "the model's term to the saved content scorer's logits")
-    ev.add_argument("--bucket-temperature", type=float, default=1.0,
-                    help="with --bucket-scorer: P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) (default 1)")
+                         "the model's term to the saved content scorer's logits; content / popularity rebuild a "
+                         "saved kind from the catalog's saved inputs at --bucket-temperature (no retraining)")
+    ev.add_argument("--bucket-temperature", type=float, default=None,
+                    help="with --bucket-scorer: reward models P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) "
+                         "(default 1); content: the cosine's temperature (default: the saved sid.bucket_temperature)")
     ev.add_argument("--item-head-betas", type=float, nargs="+", metavar="BETA",
                     help="a policy with an item head: the fusion weights tried on valid (default: "
                          "eval.item_head_betas)")

@@ -26,6 +26,7 @@ from rl_align.retrieval.serve import build_index, search_users
 from rl_align.rewards.bucket_scorer import reward_bucket_scorer
 from rl_align.rewards.scorers import ceilings_path, evaluate_scorers, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
+from rl_align.sid.buckets import BUCKET_SCORERS, Buckets, BucketScorer
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
 from rl_align.tune import run_tune
@@ -130,6 +131,30 @@ def _eval_config(args: argparse.Namespace, run: Path) -> EvalConfig:
     return cfg
 
 
+def _bucket_scorer_arg(run: Path, spec: str, temperature: Optional[float]) -> BucketScorer:
+    """``--bucket-scorer``: ``reward:MODEL[+SAVED]`` (a reward model trained on the run, T default 1), or a saved
+    kind (``content``, ``popularity``) rebuilt from the run catalog's saved inputs at T (default: the saved one)."""
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"--bucket-temperature: expected a value > 0, got {temperature}")
+    kind, colon, rest = spec.partition(":")
+    if not colon and kind in BUCKET_SCORERS and not BUCKET_SCORERS.get(kind).attach_only:
+        cls = BUCKET_SCORERS.get(kind)
+        saved = Buckets.load_scorer(run / "sids" / "catalog" / "buckets.npz")     # vectors as saved: normalised
+        if saved is None:
+            raise ValueError(f"--bucket-scorer {spec}: {run} has no saved bucket scorer (sid.collision: bucket)")
+        if "vectors" in cls.needs and saved.vectors is None:
+            raise ValueError(f"--bucket-scorer {spec}: the run saved its {saved.registry_name!r} scorer without item "
+                             f"vectors")
+        t = saved.temperature if temperature is None else temperature
+        return cls(saved.popularity, saved.vectors if "vectors" in cls.needs else None, t)
+    model_name, plus, over = rest.partition("+")
+    if kind != "reward" or not model_name or (plus and not over):
+        saved_kinds = ", ".join(n for n in BUCKET_SCORERS.names() if not BUCKET_SCORERS.get(n).attach_only)
+        raise ValueError(f"--bucket-scorer: expected reward:MODEL, reward:MODEL+SAVED (e.g. reward:sasrec, "
+                         f"reward:sasrec+content) or a saved kind ({saved_kinds}), got {spec!r}")
+    return reward_bucket_scorer(run, model_name, 1.0 if temperature is None else temperature, over or None)
+
+
 def _eval(args: argparse.Namespace) -> int:
     run = _run_dir(args.run_dir)
     setup_logging()
@@ -139,20 +164,11 @@ def _eval(args: argparse.Namespace) -> int:
              "cold": ("cold",) + cv}.get(args.split, (args.split,))
     if args.export and "test" not in parts:
         raise ValueError("--export writes test predictions: use --split test or both")
-    scorer = None
-    if args.bucket_scorer:
-        kind, _, rest = args.bucket_scorer.partition(":")
-        model_name, plus, over = rest.partition("+")
-        if kind != "reward" or not model_name or (plus and not over):
-            raise ValueError(f"--bucket-scorer: expected reward:MODEL or reward:MODEL+SAVED (e.g. reward:sasrec, "
-                             f"reward:sasrec+content), got {args.bucket_scorer!r}")
-        if not args.bucket_temperature > 0:
-            raise ValueError(f"--bucket-temperature: expected a value > 0, got {args.bucket_temperature}")
-        scorer = reward_bucket_scorer(run, model_name, args.bucket_temperature, over or None)
+    scorer = _bucket_scorer_arg(run, args.bucket_scorer, args.bucket_temperature) if args.bucket_scorer else None
     res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None, bucket_scorer=scorer)
     name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
     if scorer is not None:
-        name += f"_bucket-{args.bucket_scorer.replace(':', '-')}-T{args.bucket_temperature:g}"
+        name += f"_bucket-{args.bucket_scorer.replace(':', '-')}-T{scorer.temperature:g}"
     if args.beams:
         name += f"_beams{args.beams}"
     if args.cold_prior is not None:

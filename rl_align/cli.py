@@ -99,7 +99,8 @@ def _add_eval_command(sub) -> None:
                          "saved kind from the catalog's saved inputs at --bucket-temperature (no retraining)")
     ev.add_argument("--bucket-temperature", type=float, default=None,
                     help="with --bucket-scorer: reward models P(item | code, user) ∝ (1 + count) · σ(logit)^(1/T) "
-                         "(default 1); content: the cosine's temperature (default: the saved sid.bucket_temperature)")
+                         "(default 1); content: the cosine's temperature (default: the saved sid.bucket_temperature); "
+                         "popularity has none")
     ev.add_argument("--item-head-betas", type=float, nargs="+", metavar="BETA",
                     help="a policy with an item head: the fusion weights tried on valid (default: "
                          "eval.item_head_betas)")

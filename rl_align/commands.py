@@ -139,6 +139,8 @@ def _bucket_scorer_arg(run: Path, spec: str, temperature: Optional[float]) -> Bu
     kind, colon, rest = spec.partition(":")
     if not colon and kind in BUCKET_SCORERS and not BUCKET_SCORERS.get(kind).attach_only:
         cls = BUCKET_SCORERS.get(kind)
+        if temperature is not None and not cls.uses_temperature:
+            raise ValueError(f"--bucket-temperature: the {kind!r} scorer has no temperature")
         saved = Buckets.load_scorer(run / "sids" / "catalog" / "buckets.npz")     # vectors as saved: normalised
         if saved is None:
             raise ValueError(f"--bucket-scorer {spec}: {run} has no saved bucket scorer (sid.collision: bucket)")
@@ -168,7 +170,8 @@ def _eval(args: argparse.Namespace) -> int:
     res = evaluate_run(run, cfg, parts, args.stage, Path(args.export) if args.export else None, bucket_scorer=scorer)
     name = f"metrics_{args.stage}" + ("_cold-expansion" if cfg.cold_expansion else "")
     if scorer is not None:
-        name += f"_bucket-{args.bucket_scorer.replace(':', '-')}-T{scorer.temperature:g}"
+        name += f"_bucket-{args.bucket_scorer.replace(':', '-')}" + (f"-T{scorer.temperature:g}"
+                                                                      if scorer.uses_temperature else "")
     if args.beams:
         name += f"_beams{args.beams}"
     if args.cold_prior is not None:

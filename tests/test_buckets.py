@@ -506,14 +506,14 @@ def test_bucket_catalog_through_sft_eval_export_and_rl(tmp_path, ml100k_emb, ray
     # a saved kind rebuilt from the catalog at evaluation: at the saved temperature, the run's own lists
     assert main(["eval", str(run), "--split", "test", "--bucket-scorer", "content",
                  "--export", str(tmp_path / "content.jsonl")]) == 0
-    mc = json.loads((run / "eval" / "metrics_sft_bucket-content-T0.1.json").read_text())
-    assert mc["bucket_scorer"] == {"name": "content", "temperature": 0.1, "cold_items_by": "content"}
+    ms = json.loads((run / "eval" / "metrics_sft_bucket-content-T0.1.json").read_text())
+    assert ms["bucket_scorer"] == {"name": "content", "temperature": 0.1, "cold_items_by": "content"}
     again = [json.loads(x)["items"] for x in (tmp_path / "content.jsonl").read_text().splitlines()]
     assert again == [r["items"] for r in rows]
-    assert main(["eval", str(run), "--split", "test", "--bucket-scorer", "popularity",
-                 "--bucket-temperature", "1"]) == 0
-    mp = json.loads((run / "eval" / "metrics_sft_bucket-popularity-T1.json").read_text())
+    assert main(["eval", str(run), "--split", "test", "--bucket-scorer", "popularity"]) == 0
+    mp = json.loads((run / "eval" / "metrics_sft_bucket-popularity.json").read_text())
     assert mp["bucket_scorer"]["name"] == "popularity" and mp["test"]["seen_in_lists"] == 0
+    assert main(["eval", str(run), "--bucket-scorer", "popularity", "--bucket-temperature", "1"]) == 2   # no T
     assert main(["eval", str(run), "--bucket-scorer", "nope"]) == 2
     assert main(["eval", str(run), "--bucket-scorer", "content", "--bucket-temperature", "0"]) == 2
     # the parent route for all-new buckets, from the CLI; --split all needs cold cases (none in this run)

@@ -54,6 +54,8 @@ class BucketScorer(abc.ABC):
     needs: tuple[str, ...] = ("popularity",)
     #: built around a model trained after the sids stage: attached at evaluation, never saved with the catalog
     attach_only: bool = False
+    #: whether ``temperature`` enters :meth:`score` (False: ``rl-align eval --bucket-temperature`` is refused)
+    uses_temperature: bool = True
 
     def __init__(self, popularity: np.ndarray, vectors: Optional[np.ndarray] = None, temperature: float = 0.1) -> None:
         self.popularity = np.asarray(popularity, np.float32)
@@ -87,6 +89,7 @@ class PopularityScorer(BucketScorer):
     the items it was trained on."""
 
     needs = ("popularity",)
+    uses_temperature = False
 
     def score(self, history: np.ndarray, cand: np.ndarray, users: Optional[np.ndarray] = None) -> np.ndarray:
         return self._log_prior(cand)

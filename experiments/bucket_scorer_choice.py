@@ -25,7 +25,7 @@ from rl_align.policy.model import load_policy
 from rl_align.rewards.bucket_scorer import reward_bucket_scorer
 from rl_align.rollouts.base import GenerationRequest
 from rl_align.rollouts.torch_engine import TorchEngine
-from rl_align.sid.buckets import build_scorer
+from rl_align.sid.buckets import rebuild_scorer
 from rl_align.sid.catalog import SidCatalog
 from rl_align.utils.io import load_npz
 
@@ -42,8 +42,9 @@ def main() -> None:
     cat = SidCatalog.load(run / "sids" / "catalog")
     split = load_npz(run / "data" / "split.npz")
     pop = train_popularity(split, cat.n_items)
-    vecs = cat.buckets.scorer.vectors if cat.buckets.scorer is not None and cat.buckets.scorer.vectors is not None \
-        else None
+    saved = cat.buckets.scorer                       # the catalog's own scorer; attach() below replaces it
+    if saved is None:
+        raise SystemExit(f"{run}: not a bucket catalog with a saved within-bucket scorer (sid.collision: bucket)")
     engine = TorchEngine(load_policy(run / "sft" / "best_policy", cat), cat)
     beams = {}
     for part in ("valid", "test"):
@@ -56,14 +57,14 @@ def main() -> None:
             items.append(res.items.numpy())
             scores.append(res.seq_logprob.numpy())
         beams[part] = (es, np.concatenate(items), np.concatenate(scores))
-    settings = [("popularity", None)] + ([("content", t) for t in a.temperatures] if vecs is not None else [])
+    settings = [("popularity", None)] + ([("content", t) for t in a.temperatures] if saved.vectors is not None else [])
     settings += [(f"reward:{m}", t) for m in a.reward_models for t in a.reward_temperatures]
     print("| scorer | valid HR@10 | valid NDCG@10 | valid tail HR@10 | test HR@10 | test NDCG@10 | test tail HR@10 |")
     print("|---|---|---|---|---|---|---|")
     for name, t in settings:
         model, _, over = name.partition(":")[2].partition("+")
         cat.buckets.attach(reward_bucket_scorer(run, model, t, over or None) if name.startswith("reward:")
-                           else build_scorer(name, pop, vecs, t or 0.1))
+                           else rebuild_scorer(saved, name, t))
         row = []
         for part in ("valid", "test"):
             es, items, scores = beams[part]

@@ -26,7 +26,7 @@ from rl_align.retrieval.serve import build_index, search_users
 from rl_align.rewards.bucket_scorer import reward_bucket_scorer
 from rl_align.rewards.scorers import ceilings_path, evaluate_scorers, train_scorers
 from rl_align.run_dir import new_run_dir, setup_logging
-from rl_align.sid.buckets import BUCKET_SCORERS, Buckets, BucketScorer
+from rl_align.sid.buckets import BUCKET_SCORERS, Buckets, BucketScorer, rebuild_scorer
 from rl_align.sid.stats import format_stats
 from rl_align.sweep import run_sweep
 from rl_align.tune import run_tune
@@ -138,17 +138,13 @@ def _bucket_scorer_arg(run: Path, spec: str, temperature: Optional[float]) -> Bu
         raise ValueError(f"--bucket-temperature: expected a value > 0, got {temperature}")
     kind, colon, rest = spec.partition(":")
     if not colon and kind in BUCKET_SCORERS and not BUCKET_SCORERS.get(kind).attach_only:
-        cls = BUCKET_SCORERS.get(kind)
-        if temperature is not None and not cls.uses_temperature:
-            raise ValueError(f"--bucket-temperature: the {kind!r} scorer has no temperature")
-        saved = Buckets.load_scorer(run / "sids" / "catalog" / "buckets.npz")     # vectors as saved: normalised
+        saved = Buckets.load_scorer(run / "sids" / "catalog" / "buckets.npz")
         if saved is None:
             raise ValueError(f"--bucket-scorer {spec}: {run} has no saved bucket scorer (sid.collision: bucket)")
-        if "vectors" in cls.needs and saved.vectors is None:
-            raise ValueError(f"--bucket-scorer {spec}: the run saved its {saved.registry_name!r} scorer without item "
-                             f"vectors")
-        t = saved.temperature if temperature is None else temperature
-        return cls(saved.popularity, saved.vectors if "vectors" in cls.needs else None, t)
+        try:
+            return rebuild_scorer(saved, kind, temperature)
+        except ValueError as e:
+            raise ValueError(f"--bucket-scorer {spec}: {e}") from None
     model_name, plus, over = rest.partition("+")
     if kind != "reward" or not model_name or (plus and not over):
         saved_kinds = ", ".join(n for n in BUCKET_SCORERS.names() if not BUCKET_SCORERS.get(n).attach_only)

@@ -13,7 +13,7 @@ from rl_align.policy.data import build_prompts
 from rl_align.policy.model import build_policy
 from rl_align.rollouts import GenerationRequest, build_engine
 from rl_align.sid import SidCatalog, SidCodes, resolve_collisions
-from rl_align.sid.buckets import build_scorer
+from rl_align.sid.buckets import Buckets, build_scorer
 from rl_align.sid.sa2crq import lookup_mass, prefix_keys
 from rl_align.sid.stats import sid_stats
 from rl_align.utils.popularity import head_mask
@@ -184,6 +184,30 @@ def test_a_reward_model_orders_each_users_bucket_and_is_never_saved(tmp_path):
     assert SidCatalog.load(tmp_path / "cat2").buckets.scorer is None
     with pytest.raises(ValueError, match="attach it at evaluation"):
         build_scorer("reward", pop)
+
+
+def test_a_saved_scorer_rebuilt_at_its_own_temperature_scores_bit_for_bit_as_saved(tmp_path):
+    import rl_align.rewards  # noqa: F401  (registers the attach-only "reward" scorer)
+    from rl_align.sid.buckets import rebuild_scorer
+
+    rng = np.random.default_rng(0)
+    pop, vec = rng.integers(0, 30, 50).astype(float), rng.normal(size=(50, 8))
+    Buckets(np.arange(50) % 4, build_scorer("content", pop, vec)).save_scorer(tmp_path / "buckets.npz")
+    saved = Buckets.load_scorer(tmp_path / "buckets.npz")                 # float16 vectors, as every run loads them
+    hist, cand = rng.integers(0, 50, (6, 5)), rng.integers(0, 50, (6, 12))
+    same = rebuild_scorer(saved, "content")
+    assert same.temperature == saved.temperature == 0.1
+    assert np.array_equal(same.score(hist, cand), saved.score(hist, cand))
+    warmer = rebuild_scorer(saved, "content", 0.5)
+    assert np.allclose((warmer.score(hist, cand) - np.log1p(pop[cand])) * 0.5,
+                       (saved.score(hist, cand) - np.log1p(pop[cand])) * 0.1)   # the cosine term, T apart
+    assert np.array_equal(rebuild_scorer(saved, "popularity").score(hist, cand), np.log1p(pop[cand]))
+    with pytest.raises(ValueError, match="no temperature"):
+        rebuild_scorer(saved, "popularity", 1.0)
+    with pytest.raises(ValueError, match="needs item vectors"):
+        rebuild_scorer(build_scorer("popularity", pop), "content")
+    with pytest.raises(ValueError, match="trained after the sids stage"):
+        rebuild_scorer(saved, "reward")
 
 
 def test_the_bucket_cold_mixture_puts_mass_alpha_on_new_items():

@@ -418,6 +418,21 @@ def _segment_log_softmax(logit: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return logit - m - np.where(np.isfinite(lse), lse, 0.0)[:, seg]
 
 
+def rebuild_scorer(saved: BucketScorer, name: str, temperature: Optional[float] = None) -> BucketScorer:
+    """The saved-kind scorer ``name`` on a loaded catalog scorer's inputs, at ``temperature`` (None: the saved one).
+    Vectors are taken as saved (already L2-normalised), so ``name`` at the saved temperature ranks exactly as
+    ``saved``; normalising the float16 copy again would move near-ties."""
+    cls = BUCKET_SCORERS.get(name)
+    if cls.attach_only:
+        raise ValueError(f"{name!r} is built around a model trained after the sids stage, not from saved inputs")
+    if temperature is not None and not cls.uses_temperature:
+        raise ValueError(f"the {name!r} scorer has no temperature")
+    if "vectors" in cls.needs and saved.vectors is None:
+        raise ValueError(f"{name!r} needs item vectors; the saved {saved.registry_name!r} scorer has none")
+    return cls(saved.popularity, saved.vectors if "vectors" in cls.needs else None,
+               saved.temperature if temperature is None else temperature)
+
+
 def build_scorer(name: str, popularity: np.ndarray, vectors: Optional[np.ndarray] = None,
                  temperature: float = 0.1) -> BucketScorer:
     """The registered scorer ``name`` on these inputs (vectors are L2-normalised here)."""

@@ -59,6 +59,44 @@ def test_baseline_learns_and_ranks_unseen_items(name, seen_mask, tmp_path):
     assert json.loads((tmp_path / name / "model.json").read_text())["model"] == name
 
 
+@pytest.mark.parametrize("name,validate", [("sasrec", True), ("gru4rec", False)])
+def test_a_fit_stopped_after_any_epoch_resumes_to_the_uninterrupted_weights(name, validate, tmp_path, monkeypatch):
+    """``fit(ckpt_dir=…)`` saves its state after every epoch; a fit killed after epoch 3 and started again ends with
+    the same weights and curve, bit for bit, as one that ran through (dropout and window shuffles are seeded, and
+    the generators are restored); a checkpoint of other data is ignored; a finished one gives its result again."""
+    import rl_align.baselines.train as bt
+
+    split = _cyclic_split(n_users=40, length=20)
+    cfg = BaselineConfig(epochs=6, eval_every=2, patience=10, lr=3e-3, hidden=16, layers=1, dropout=0.3, seed=0)
+    ref, ref_curve = fit(name, split, 50, cfg, max_len=10, validate=validate)
+
+    real, calls = bt._epoch, []
+
+    def dies_in_epoch_4(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(bt, "_epoch", dies_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(name, split, 50, cfg, max_len=10, validate=validate, ckpt_dir=tmp_path / "ck")
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["epoch"] == 3
+    monkeypatch.setattr(bt, "_epoch", real)
+    got, curve = fit(name, split, 50, cfg, max_len=10, validate=validate, ckpt_dir=tmp_path / "ck")
+    drop = "train_seconds"
+    assert [{k: v for k, v in r.items() if k != drop} for r in curve] == \
+        [{k: v for k, v in r.items() if k != drop} for r in ref_curve]
+    a, b = ref.state_dict(), got.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    again, _ = fit(name, split, 50, cfg, max_len=10, validate=validate, ckpt_dir=tmp_path / "ck")  # nothing to train
+    assert all(torch.equal(a[k], again.state_dict()[k]) for k in a)
+    other = _cyclic_split(n_users=40, length=20, seed=1)                 # other data: the checkpoint is not used
+    fresh, fresh_curve = fit(name, other, 50, cfg, max_len=10, validate=validate, ckpt_dir=tmp_path / "ck")
+    alone, alone_curve = fit(name, other, 50, cfg, max_len=10, validate=validate)
+    assert len(fresh_curve) == 6 and all(torch.equal(v, alone.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
 def test_short_catalog_leaves_empty_slots_not_seen_items():
     split = _cyclic_split(n_users=30, n_items=25, length=24)
     model = BASELINES.get("sasrec")(25, 10, hidden=16, layers=1)

@@ -10,16 +10,20 @@ no pickle), ``metrics.json``, ``predictions_test.jsonl``, ``curve.jsonl``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from rl_align.baselines.base import BASELINES, SequenceRecommender
 from rl_align.config import BaselineConfig, EvalConfig
@@ -34,7 +38,7 @@ from rl_align.eval.evaluate import (
     top_unseen,
 )
 from rl_align.policy.data import item_window_batches, last_items
-from rl_align.utils.io import atomic_path, load_npz, read_json, write_json
+from rl_align.utils.io import atomic_dir, atomic_path, load_npz, read_json, write_json
 
 log = logging.getLogger("rl_align")
 
@@ -74,19 +78,71 @@ def _epoch(model: SequenceRecommender, opt: torch.optim.Optimizer, split: dict, 
     return total / max(n, 1)
 
 
+# --------------------------------------------------------------------------- resumable fit
+CKPT_STATE, CKPT_META = "state.pt", "state.json"
+
+
+def fit_fingerprint(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int, validate: bool) -> str:
+    """What a :func:`fit` checkpoint was made from: the model, its settings except the schedule's length and the
+    threads (a longer ``epochs`` or ``patience`` continues), and the training sequences' bytes."""
+    view = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "threads")}
+    h = hashlib.sha256(json.dumps([name, n_items, max_len, validate, view], sort_keys=True).encode())
+    for key in ("seq_items", "seq_offsets"):
+        h.update(np.ascontiguousarray(split[key]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_fit_state(d: Path, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                   state: dict) -> None:
+    """The state after an epoch, atomically: tensors in ``state.pt`` (read back with ``weights_only=True``), the rest
+    (epoch, curve, best score, evaluations waited, the numpy generator) in ``state.json``."""
+    with atomic_dir(d) as tmp:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "best_state": state["best_state"] or {}}, tmp / CKPT_STATE)
+        write_json(tmp / CKPT_META, {"fingerprint": fingerprint, "np_rng": rng.bit_generator.state,
+                                     **{k: state[k] for k in ("epoch", "curve", "best", "waited")}})
+
+
+def load_fit_state(d: Path, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer,
+                   rng: np.random.Generator) -> Optional[dict]:
+    """Restore ``model``, ``opt``, the torch and numpy generators from ``d`` and return the loop's state, or None
+    when there is no checkpoint or it was made from other data or settings (then it is ignored, with a warning)."""
+    if not (d / CKPT_META).exists():
+        return None
+    meta = read_json(d / CKPT_META)
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("%s: a checkpoint made from other data or settings; training from scratch", d)
+        return None
+    st = torch.load(d / CKPT_STATE, weights_only=True)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    torch.set_rng_state(st["torch_rng"])
+    rng.bit_generator.state = meta["np_rng"]
+    log.info("%s: resuming after epoch %d", d, meta["epoch"])
+    return {**{k: meta[k] for k in ("epoch", "curve", "best", "waited")},
+            "best_state": st["best_state"] or None}
+
+
 def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int,
-        validate: bool = True) -> tuple[SequenceRecommender, list[dict]]:
+        validate: bool = True, ckpt_dir: Optional[Path] = None) -> tuple[SequenceRecommender, list[dict]]:
     """Train ``name`` with early stopping on valid NDCG@10; returns the best model and the validation curve.
 
     ``validate=False``: train exactly ``cfg.epochs`` epochs and keep the last weights; the split's valid and test
-    events are never read (a refit on every training event, with an epoch count chosen elsewhere)."""
+    events are never read (a refit on every training event, with an epoch count chosen elsewhere).
+    ``ckpt_dir``: the state is saved there after every epoch and training resumes from it, to the same weights as
+    an uninterrupted fit; the caller removes it once the result is saved."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = BASELINES.get(name)(n_items, max_len, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     valid = eval_set(split, "valid") if validate else None
-    best, best_state, curve, waited = -1.0, None, [], 0
-    for epoch in range(1, cfg.epochs + 1):
+    st = {"epoch": 0, "curve": [], "best": -1.0, "waited": 0, "best_state": None}
+    fp = fit_fingerprint(name, split, n_items, cfg, max_len, validate) if ckpt_dir is not None else ""
+    if ckpt_dir is not None:
+        st = load_fit_state(Path(ckpt_dir), fp, model, opt, rng) or st
+    best, best_state, curve, waited = st["best"], st["best_state"], st["curve"], st["waited"]
+    last = st["epoch"] if waited >= cfg.patience else cfg.epochs     # a finished fit resumes to its result
+    for epoch in range(st["epoch"] + 1, last + 1):
         t = time.perf_counter()
         loss = _epoch(model, opt, split, cfg, max_len, rng)
         rec = {"epoch": epoch, "train_loss": loss, "train_seconds": time.perf_counter() - t}
@@ -102,6 +158,9 @@ def fit(name: str, split: dict, n_items: int, cfg: BaselineConfig, max_len: int,
             log.info("baseline %s epoch %d: loss %.4f valid HR@10 %.4f NDCG@10 %.4f", name, epoch, loss,
                      m["hr@10"], m["ndcg@10"])
         curve.append(rec)
+        if ckpt_dir is not None:
+            save_fit_state(Path(ckpt_dir), fp, model, opt, rng, {"epoch": epoch, "curve": curve, "best": best,
+                                                                "waited": waited, "best_state": best_state})
         if waited >= cfg.patience:
             break
     if best_state is not None:
@@ -143,7 +202,7 @@ def train_and_evaluate(run_path: Path, name: str, cfg: BaselineConfig, eval_cfg:
     max_len = cfg.max_len or max_history
     d = run_path / "baselines" / name
     t = time.perf_counter()
-    model, curve = fit(name, split, len(item_ids), cfg, max_len)
+    model, curve = fit(name, split, len(item_ids), cfg, max_len, ckpt_dir=d / "checkpoint")
     train_s = time.perf_counter() - t
     save_baseline(model, name, d)
     train_items, _ = training_pairs(split["seq_items"], split["seq_offsets"])
@@ -165,6 +224,7 @@ def train_and_evaluate(run_path: Path, name: str, cfg: BaselineConfig, eval_cfg:
     with atomic_path(d / "curve.jsonl") as tmp:
         Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in curve))
     write_json(d / "metrics.json", out)
+    shutil.rmtree(d / "checkpoint", ignore_errors=True)
     log.info("baseline %s: test HR@10 %.4f NDCG@10 %.4f (best epoch %d, %.0f s)", name,
              out["test"]["policy"]["hr@10"], out["test"]["policy"]["ndcg@10"], out["best_epoch"], train_s)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
@@ -282,7 +283,8 @@ class SequenceKind(ScorerKind):
         L = cfg.ranker.sequence_max_len or cfg.data.max_history
         drop = 2 + cfg.exposure.holdout_events  # valid, test, and the ranker's held-out events
         trunc = truncated_split(split["seq_items"], split["seq_offsets"], drop, L)
-        fits = [fit(self.model_name, trunc, n_items, self.member_cfg(cfg, k), L)
+        ckpt = self.checkpoints(run_path)
+        fits = [fit(self.model_name, trunc, n_items, self.member_cfg(cfg, k), L, ckpt_dir=ckpt / f"cut{k}")
                 for k in range(cfg.ranker.sequence_seeds)]
         model = SequenceScorer(fits[0][0], n_users, [f[0] for f in fits[1:]]).eval()
         calibration = self.calibrate(model, run_path, cfg)
@@ -291,12 +293,17 @@ class SequenceKind(ScorerKind):
         if cfg.ranker.sequence_events == "all":
             extra = {"trained_on": "every training event (each user's sequence without its valid and test events)",
                      "cut_model": extra, "epochs": [best_epoch(curve) for _, curve in fits]}
-            model = self.refit_on_all(split, n_items, n_users, cfg, L, extra["epochs"], model.calib)
+            model = self.refit_on_all(split, n_items, n_users, cfg, L, extra["epochs"], model.calib, ckpt)
             calibration["fit_on"] += " (by the cut model, which never saw them; carried over)"
             calibration["check_of"] = "the cut model"
         meta = self.meta(model, {"calibration": calibration, **extra})
         save_scorer(model, scorer_path(run_path, self.registry_name), meta)
+        shutil.rmtree(ckpt, ignore_errors=True)
         return meta
+
+    def checkpoints(self, run_path: Path) -> Path:
+        """Where the members' training resumes from (``ranker/scorers/<name>.checkpoints``; removed once saved)."""
+        return scorer_path(run_path, self.registry_name).with_name(f"{self.registry_name}.checkpoints")
 
     @staticmethod
     def member_cfg(cfg: RunConfig, k: int) -> BaselineConfig:
@@ -316,7 +323,7 @@ class SequenceKind(ScorerKind):
                 "check": _check(xc[:, 0], yc)}
 
     def refit_on_all(self, split: dict, n_items: int, n_users: int, cfg: RunConfig, L: int, epochs: list[int],
-                     calib: torch.Tensor) -> SequenceScorer:
+                     calib: torch.Tensor, ckpt: Path) -> SequenceScorer:
         """The same settings trained on every training event, member k for ``epochs[k]`` epochs (its cut model's
         best; no early stopping: valid and test are not even handed over), with the cut model's calibration."""
         events = {"seq_items": split["seq_items"], "seq_offsets": split["seq_offsets"]}
@@ -324,7 +331,7 @@ class SequenceKind(ScorerKind):
         for k, n in enumerate(epochs):
             log.info("reward model %s: refit on every training event, %d epochs", self.registry_name, n)
             bcfg = dataclasses.replace(self.member_cfg(cfg, k), epochs=n)
-            seqs.append(fit(self.model_name, events, n_items, bcfg, L, validate=False)[0])
+            seqs.append(fit(self.model_name, events, n_items, bcfg, L, validate=False, ckpt_dir=ckpt / f"all{k}")[0])
         model = SequenceScorer(seqs[0], n_users, seqs[1:]).eval()
         model.calib.copy_(calib)
         return model

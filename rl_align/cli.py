@@ -194,9 +194,9 @@ def _add_ranker_commands(sub) -> None:
                                       "ranker.sequence_events=all then refits them on every training event), "
                                       "Platt-calibrated on held-out impressions, and/or the ensemble of "
                                       "ranker.ensemble_members. Needs "
-                                      "the run's exposure logs and DIN ranker. Evaluate them with `ranker eval "
-                                      "--scorer`.")
-    rsc.add_argument("run_dir", help="a run directory with exposure/ and ranker/model")
+                                      "the run's exposure logs, and its DIN ranker for an ensemble with din. "
+                                      "Evaluate them with `ranker eval --scorer`.")
+    rsc.add_argument("run_dir", help="a run directory with exposure/ (and ranker/model for an ensemble with din)")
     rsc.add_argument("names", nargs="+", help="reward models to train, in order (an ensemble after its members)")
     rsc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set ranker.ensemble_members=[din,sasrec,gru4rec]")

@@ -217,14 +217,18 @@ def _ranker_eval(args: argparse.Namespace) -> int:
 
 
 def _ranker_scorers(args: argparse.Namespace) -> int:
-    """Train more reward models on a run that has its data, exposure logs and DIN ranker."""
+    """Train more reward models on a run that has its data and exposure logs (the sequence models' calibration),
+    and its DIN ranker where what is asked needs it (an ensemble with ``din`` among its members)."""
     run = _run_dir(args.run_dir)
     setup_logging()
     names = list(dict.fromkeys(["din"] + args.names))
     cfg = load_checked(run / "config.yaml", list(args.overrides) + [f"ranker.scorers=[{','.join(names)}]"])
-    for need in ("exposure/log.npz", "ranker/model/model.safetensors"):
+    needs = {"exposure/log.npz": "the exposure stage"}
+    if "ensemble" in names and "din" in cfg.ranker.ensemble_members:
+        needs["ranker/model/model.safetensors"] = "the ranker stage: the ensemble has din among its members"
+    for need, stage in needs.items():
         if not (run / need).exists():
-            raise FileNotFoundError(f"{run / need}: missing (run the exposure and ranker stages first)")
+            raise FileNotFoundError(f"{run / need}: missing (run {stage} first)")
     out = train_scorers(run, cfg, skip=("din",))  # the run's own ranker stays
     print(json.dumps({n: m.get("calibration") for n, m in out.items()}, indent=2))
     return 0

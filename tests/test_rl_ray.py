@@ -552,6 +552,42 @@ def test_a_faulty_reward_and_the_gates_sanity_test_through_the_actors_and_the_st
     assert main(["analyze", "strata", str(run), "--name", "../x"]) == 2
 
 
+def test_a_sequence_reward_trains_without_the_din_ranker_and_an_ensemble_with_din_is_refused(prepared, tmp_path,
+                                                                                               capsys):
+    """`rl-align ranker scorers` needs the DIN ranker only for an ensemble with din among its members: a run with
+    exposure logs and no ranker trains a GRU4Rec reward model (the same weights as beside a ranker, which it never
+    reads); an ensemble with din is refused in one line naming the ranker stage, one without din is trained; without
+    exposure logs, nothing."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rl_align.cli import main
+    from rl_align.rewards.scorers import scorer_path
+
+    small = ["--set", "baseline.epochs=1", "--set", "baseline.hidden=16"]
+    runs = {}
+    for name, drop in (("with_din", ()), ("no_din", ("ranker",))):
+        runs[name] = run = shutil.copytree(prepared, tmp_path / name)
+        for d in drop:
+            shutil.rmtree(run / d)
+        assert main(["ranker", "scorers", str(run), "gru4rec", *small]) == 0
+    w = [load_file(str(scorer_path(r, "gru4rec") / "model.safetensors")) for r in runs.values()]
+    assert w[0].keys() == w[1].keys() and all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    capsys.readouterr()
+    assert main(["ranker", "scorers", str(runs["no_din"]), "gru4rec", "ensemble", "--set",
+                 "ranker.ensemble_members=[din,gru4rec]"]) == 2
+    err = capsys.readouterr().err
+    assert "ranker/model/model.safetensors: missing (run the ranker stage" in err and len(err.strip().splitlines()) == 1
+    assert not scorer_path(runs["no_din"], "ensemble").exists()
+    assert main(["ranker", "scorers", str(runs["no_din"]), "gru4rec", "ensemble", *small, "--set",
+                 "ranker.ensemble_members=[gru4rec]"]) == 0           # an ensemble without din needs no ranker
+    assert (scorer_path(runs["no_din"], "ensemble") / "scorer.json").exists()
+    shutil.rmtree(runs["no_din"] / "exposure")
+    assert main(["ranker", "scorers", str(runs["no_din"]), "sasrec", *small]) == 2
+    assert "exposure/log.npz: missing (run the exposure stage first)" in capsys.readouterr().err
+    assert not scorer_path(runs["no_din"], "sasrec").exists()
+
+
 def test_sequence_and_ensemble_rewards_train_evaluate_and_drive_rl(prepared, tmp_path, capsys):
     """`rl-align ranker scorers` trains a SASRec reward model (training events only) and the DIN+SASRec ensemble on
     the prepared run; `ranker eval --scorer` writes every one's reward ceiling on one beam; an AdaGRPO run with

@@ -5,7 +5,8 @@ Protocol (the policy's): leave-one-out split, training windows cut from each use
 ranking with the user's seen items masked, HR/NDCG@K and per-user target ranks from
 :mod:`rl_align.eval.evaluate`, predictions exported in the same JSONL format. Artifacts in
 ``<run>/baselines/<model>/``: ``model.safetensors`` + ``model.json`` (loadable with :func:`load_baseline`,
-no pickle), ``metrics.json``, ``predictions_test.jsonl``, ``curve.jsonl``.
+no pickle), ``metrics.json``, ``predictions_test.jsonl``, ``curve.jsonl``; while training, ``checkpoint/`` (the
+state after the last epoch, which a re-run resumes from; removed once the metrics are written).
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ def reward_bucket_scorer(run_path: str | Path, model_name: str, temperature: flo
                              f"{base.registry_name if base is not None else 'none'!r})")
     path = scorer_path(run_path, model_name)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no trained reward model {model_name!r} (run the ranker stage with "
-                                f"ranker.scorers including it)")
+        raise FileNotFoundError(f"{path}: no trained reward model {model_name!r} (train it: rl-align ranker "
+                                f"scorers {run_path} {model_name})")
     items = read_json(run_path / "data" / "items.json")["item_ids"]
     split = load_npz(run_path / "data" / "split.npz")
     pop = train_popularity(split, len(items))
